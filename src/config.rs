@@ -1,0 +1,296 @@
+//! Configuration: the TOML schema of DESIGN.md §4, its defaults, and validation.
+//!
+//! `load` turns a file into a fully resolved [`Config`]: every duration parsed,
+//! every address resolved, every upstream reference turned into an index. Code
+//! past this module never sees a string it has to interpret again, and never
+//! sees an invalid value: every problem is reported up front as
+//! `FILE:LINE:COL: message` (all of them, not just the first), so `ringlb check`
+//! and a SIGHUP reload report exactly the same errors.
+//!
+//! Defaults live in [`defaults`] and nowhere else.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The one place where default values live.
+pub mod defaults {
+    use std::time::Duration;
+    pub const BACKLOG: u32 = 4096;
+    pub const KEEPALIVE: usize = 64;
+    pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+    pub const READ_TIMEOUT: Duration = Duration::from_secs(60);
+    pub const SEND_TIMEOUT: Duration = Duration::from_secs(60);
+    pub const RETRIES: u32 = 1;
+    pub const WEIGHT: u32 = 1;
+    pub const MAX_FAILS: u32 = 1;
+    pub const FAIL_TIMEOUT: Duration = Duration::from_secs(10);
+    pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+    pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+    pub const MAX_HEADERS: usize = 100;
+    pub const CLIENT_HEADER_TIMEOUT: Duration = Duration::from_secs(60);
+    pub const CLIENT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
+    pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(75);
+    pub const MAX_CONNECTIONS: usize = 16384;
+    pub const HC_INTERVAL: Duration = Duration::from_secs(1);
+    pub const HC_TIMEOUT: Duration = Duration::from_millis(500);
+    pub const HC_RISE: u32 = 2;
+    pub const HC_FALL: u32 = 3;
+    pub const HC_PATH: &str = "/";
+    pub const HC_EXPECT: (u16, u16) = (200, 399);
+    pub const VRRP_PRIORITY: u8 = 100;
+    pub const VRRP_ADVERT: Duration = Duration::from_secs(1);
+    pub const VRRP_VERSION: u8 = 3;
+    pub const GARP_REPEAT: u32 = 5;
+    pub const GARP_INTERVAL: Duration = Duration::from_millis(0);
+    pub const GARP_REFRESH: Duration = Duration::from_secs(0);
+}
+
+/// A fully validated, resolved configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it came from (for reload messages).
+    pub source: PathBuf,
+    pub runtime: RuntimeConfig,
+    pub http: HttpConfig,
+    pub admin: Option<AdminConfig>,
+    pub log: LogConfig,
+    pub listeners: Vec<ListenerConfig>,
+    /// Indexed by upstream id; listeners and routes refer to upstreams by index.
+    pub upstreams: Vec<UpstreamConfig>,
+    pub vrrp: Vec<VrrpInstanceConfig>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workers {
+    Auto,
+    Count(usize),
+}
+
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    pub workers: Workers,
+    pub control_cpu: Option<usize>,
+    pub worker_cpus: Option<Vec<usize>>,
+    /// Graceful-stop limit (SIGTERM/SIGINT).
+    pub shutdown_timeout: Duration,
+}
+
+/// Client-side HTTP limits (section `[http]`).
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// Largest request head (request line + headers) accepted; bigger is a 431.
+    pub max_header_bytes: usize,
+    /// Most header fields in one head; more is a 431.
+    pub max_headers: usize,
+    /// Time allowed for a whole request head to arrive (slowloris guard) → 408.
+    pub client_header_timeout: Duration,
+    /// Time allowed between two reads of a request body.
+    pub client_body_timeout: Duration,
+    /// Idle time of a client keep-alive connection between requests.
+    pub keepalive_timeout: Duration,
+    /// Connections one shard serves at once; past it, accept waits.
+    pub max_connections: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessLogFormat {
+    Combined,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    /// Access log file; `None` = off (default).
+    pub access_log: Option<PathBuf>,
+    pub access_log_format: AccessLogFormat,
+}
+
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    pub listen: SocketAddr,
+    /// Default upstream (index into `Config::upstreams`).
+    pub upstream: Option<usize>,
+    pub routes: Vec<RouteConfig>,
+    pub backlog: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    /// Exact host or `*.example.com`, lower-cased, no port.
+    pub host: Option<String>,
+    /// Path prefix, starts with `/`.
+    pub path_prefix: Option<String>,
+    pub upstream: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Balance {
+    RoundRobin,
+    LeastConn,
+    RandomTwo,
+    Hash,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashKey {
+    ClientIp,
+    Uri,
+    /// Header name, lower-cased.
+    Header(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    pub name: String,
+    pub balance: Balance,
+    pub hash_key: HashKey,
+    /// Idle upstream connections kept per shard.
+    pub keepalive: usize,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub send_timeout: Duration,
+    pub retries: u32,
+    pub servers: Vec<ServerConfig>,
+    pub health_check: Option<HealthCheckConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// The address as written in the file (host name or IP, with port).
+    pub spec: String,
+    /// Resolved address. A host name resolving to several addresses yields
+    /// several servers, like nginx.
+    pub addr: SocketAddr,
+    pub weight: u32,
+    pub max_fails: u32,
+    pub fail_timeout: Duration,
+    pub backup: bool,
+    pub down: bool,
+    /// 0 = unlimited.
+    pub max_conns: u32,
+    pub slow_start: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HealthCheckKind {
+    Http,
+    Tcp,
+}
+
+#[derive(Debug, Clone)]
+pub struct HealthCheckConfig {
+    pub kind: HealthCheckKind,
+    pub path: String,
+    /// Inclusive range of statuses that count as healthy.
+    pub expect_status: (u16, u16),
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub rise: u32,
+    pub fall: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct TrackUpstream {
+    pub upstream: usize,
+    pub weight: i32,
+}
+
+#[derive(Debug, Clone)]
+pub struct TrackScript {
+    pub script: String,
+    pub interval: Duration,
+    pub rise: u32,
+    pub fall: u32,
+    pub weight: i32,
+}
+
+#[derive(Debug, Clone)]
+pub struct VrrpInstanceConfig {
+    pub name: String,
+    pub interface: String,
+    pub virtual_router_id: u8,
+    pub priority: u8,
+    pub advert_interval: Duration,
+    pub version: u8,
+    pub preempt: bool,
+    pub preempt_delay: Duration,
+    pub accept_mode: bool,
+    /// (address, prefix length)
+    pub virtual_ipaddress: Vec<(IpAddr, u8)>,
+    pub unicast_peers: Vec<IpAddr>,
+    pub unicast_src: Option<IpAddr>,
+    pub auth_pass: Option<String>,
+    pub track_upstream: Vec<TrackUpstream>,
+    pub track_interface: Vec<String>,
+    pub track_script: Vec<TrackScript>,
+    pub notify: Option<String>,
+    pub sync_group: Option<String>,
+    pub garp_repeat: u32,
+    pub garp_interval: Duration,
+    pub garp_refresh: Duration,
+}
+
+/// One problem found in a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub file: String,
+    pub line: usize,
+    pub col: usize,
+    pub message: String,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}: {}", self.file, self.line, self.col, self.message)
+    }
+}
+
+/// Every problem found in a config file, in file order.
+#[derive(Debug, Clone)]
+pub struct ConfigError {
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, d) in self.diagnostics.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{d}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Reads and validates `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        diagnostics: vec![Diagnostic {
+            file: name.clone(),
+            line: 1,
+            col: 1,
+            message: format!("cannot read file: {e}"),
+        }],
+    })?;
+    let mut cfg = parse_str(&text, &name)?;
+    cfg.source = path.to_path_buf();
+    Ok(cfg)
+}
+
+/// Parses and validates TOML text; `file` names it in diagnostics.
+pub fn parse_str(text: &str, file: &str) -> Result<Config, ConfigError> {
+    parse::parse(text, file)
+}
+
+mod parse;

@@ -1,0 +1,5 @@
+//! Sans-IO protocol code: no sockets, no runtime, no clock reads.
+
+pub mod health;
+pub mod http1;
+pub mod vrrp;
