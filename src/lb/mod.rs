@@ -504,9 +504,18 @@ pub(crate) mod tests {
         let t0 = Instant::now();
         let ss = Duration::from_secs(10);
         assert_eq!(slow_start_permille(t0, t0, ss), 0);
-        assert_eq!(slow_start_permille(t0, t0 + Duration::from_secs(5), ss), 500);
-        assert_eq!(slow_start_permille(t0, t0 + Duration::from_secs(10), ss), 1000);
-        assert_eq!(slow_start_permille(t0, t0 + Duration::from_secs(99), ss), 1000);
+        assert_eq!(
+            slow_start_permille(t0, t0 + Duration::from_secs(5), ss),
+            500
+        );
+        assert_eq!(
+            slow_start_permille(t0, t0 + Duration::from_secs(10), ss),
+            1000
+        );
+        assert_eq!(
+            slow_start_permille(t0, t0 + Duration::from_secs(99), ss),
+            1000
+        );
         assert_eq!(slow_start_permille(t0, t0, Duration::ZERO), 1000);
         // A clock that appears to go backwards is treated as "just started".
         assert_eq!(slow_start_permille(t0 + ss, t0, ss), 0);
