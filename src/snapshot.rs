@@ -65,15 +65,8 @@ impl ServerSnap {
     /// Slow-start ramp in permille of the full weight at `now`.
     pub fn weight_permille(&self, now: Instant) -> u32 {
         match self.up_since {
-            Some(since) if !self.slow_start.is_zero() => {
-                let elapsed = now.saturating_duration_since(since);
-                if elapsed >= self.slow_start {
-                    1000
-                } else {
-                    ((elapsed.as_micros() * 1000 / self.slow_start.as_micros()) as u32).max(1)
-                }
-            }
-            _ => 1000,
+            Some(since) => crate::lb::slow_start_permille(since, now, self.slow_start),
+            None => 1000,
         }
     }
 }
@@ -102,11 +95,7 @@ impl Snapshot {
                 let specs: Vec<ServerSpec> = u
                     .servers
                     .iter()
-                    .map(|s| ServerSpec {
-                        weight: s.weight,
-                        backup: s.backup,
-                        max_conns: s.max_conns,
-                    })
+                    .map(ServerSpec::from_config)
                     .collect();
                 UpstreamSnap {
                     name: u.name.as_str().into(),
