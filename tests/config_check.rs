@@ -820,3 +820,30 @@ auth_pass = "x"
     assert_eq!(positions, want_positions, "{got:#?}");
     assert!(got[0].starts_with("t.toml:2:11: `workers`"), "{got:#?}");
 }
+
+#[test]
+fn single_table_where_an_array_of_tables_is_expected() {
+    one_error(
+        &BASE.replace("[[listener]]", "[listener]"),
+        1,
+        1,
+        "`listener` must be an array of tables (`[[listener]]`), found a table",
+    );
+}
+
+#[test]
+fn problems_inside_inline_tables_and_arrays() {
+    let errs = errors(&format!(
+        "{BASE}{VRRP}track_upstream = [{{ upstream = \"app\", wieght = 1 }}, {{ upstream = \"web\" }}]\nunicast_peers = [\"198.18.0.2\", 5, \"x\"]\n"
+    ));
+    let got: Vec<String> = errs.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        got,
+        [
+            "t.toml:12:39: unknown key `wieght` in a track_upstream entry (did you mean `weight`?)",
+            "t.toml:12:66: unknown upstream \"web\"; defined upstreams: \"app\"",
+            "t.toml:13:32: `unicast_peers` must be a string, found an integer",
+            "t.toml:13:35: invalid IP address \"x\"",
+        ]
+    );
+}

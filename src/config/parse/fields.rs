@@ -145,12 +145,16 @@ impl<'a> Table<'a> {
         Some(v)
     }
 
-    /// An array of strings, each with its position.
+    /// An array of strings, each with its position. Elements of another type
+    /// are reported and left out, so the caller still checks the others.
     pub(crate) fn strings(&self, d: &mut Diags, key: &str) -> Option<Vec<(&'a str, usize)>> {
         let items = self.field(key)?.array(d)?;
-        // Every element is checked, so every bad element is reported.
-        let all: Vec<_> = items.iter().map(|f| f.str(d).map(|s| (s, f.at))).collect();
-        all.into_iter().collect()
+        Some(
+            items
+                .iter()
+                .filter_map(|f| f.str(d).map(|s| (s, f.at)))
+                .collect(),
+        )
     }
 
     /// A sub-table, `[a.b]` or `b = { … }`.
@@ -158,11 +162,10 @@ impl<'a> Table<'a> {
         self.field(key)?.table(d, name)
     }
 
-    /// An array of tables, `[[a.b]]` or `b = [{ … }, …]`; absent = empty.
-    pub(crate) fn tables(&self, d: &mut Diags, key: &str, name: &str) -> Vec<Table<'a>> {
-        self.field(key)
-            .map(|f| f.tables(d, name))
-            .unwrap_or_default()
+    /// An array of tables, `[[a.b]]` or `b = [{ … }, …]`. `None` when the
+    /// key is absent or not an array (the latter reported).
+    pub(crate) fn tables(&self, d: &mut Diags, key: &str, name: &str) -> Option<Vec<Table<'a>>> {
+        self.field(key)?.tables(d, name)
     }
 }
 
@@ -308,23 +311,25 @@ impl<'a> Field<'a> {
         }
     }
 
-    pub(crate) fn tables(&self, d: &mut Diags, name: &str) -> Vec<Table<'a>> {
+    /// `None` (reported) unless this is an array of tables. Elements that
+    /// are not tables are reported and skipped.
+    pub(crate) fn tables(&self, d: &mut Diags, name: &str) -> Option<Vec<Table<'a>>> {
         match self.node {
-            Node::Item(Item::ArrayOfTables(a)) => a
-                .iter()
-                .map(|t| Table::new(t, start(t.span(), self.key_at), name))
-                .collect(),
-            Node::Item(Item::Value(Value::Array(_))) => self
-                .array(d)
-                .unwrap_or_default()
-                .iter()
-                .filter_map(|f| f.table(d, name))
-                .collect(),
-            _ => {
-                let _: Option<()> =
-                    self.wrong_type(d, &format!("an array of tables (write `[[{name}]]`)"));
-                Vec::new()
+            Node::Item(Item::ArrayOfTables(a)) => Some(
+                a.iter()
+                    .map(|t| Table::new(t, start(t.span(), self.key_at), name))
+                    .collect(),
+            ),
+            Node::Item(Item::Value(Value::Array(_))) => Some(
+                self.array(d)?
+                    .iter()
+                    .filter_map(|f| f.table(d, name))
+                    .collect(),
+            ),
+            _ if name.starts_with("[[") => {
+                self.wrong_type(d, &format!("an array of tables (`{name}`)"))
             }
+            _ => self.wrong_type(d, "an array of tables"),
         }
     }
 }

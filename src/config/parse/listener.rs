@@ -18,15 +18,25 @@ const LISTENER_KEYS: &[&str] = &["listen", "upstream", "backlog", "route"];
 const ROUTE_KEYS: &[&str] = &["host", "path_prefix", "upstream"];
 
 pub(crate) fn read_all(root: &Table, d: &mut Diags, ups: &mut Upstreams) -> Vec<ListenerConfig> {
-    let tables = root.tables(d, "listener", "[[listener]]");
-    match root.field("listener") {
-        None => d.error(
-            0,
-            "no listener defined; add a [[listener]] with `listen` and `upstream`",
-        ),
-        Some(f) if tables.is_empty() => d.error(f.at, "no listener defined in `listener`"),
-        Some(_) => {}
-    }
+    let tables = match root.field("listener") {
+        None => {
+            d.error(
+                0,
+                "no listener defined; add a [[listener]] with `listen` and `upstream`",
+            );
+            Vec::new()
+        }
+        Some(f) => {
+            let tables = f.tables(d, "[[listener]]");
+            if tables.is_none() {
+                ups.refs_unreadable();
+            }
+            if tables.as_ref().is_some_and(Vec::is_empty) {
+                d.error(f.at, "no listener defined in `listener`");
+            }
+            tables.unwrap_or_default()
+        }
+    };
     // Where each address was first used, for the duplicate message.
     let mut seen: HashMap<SocketAddr, usize> = HashMap::new();
     let mut out = Vec::new();
@@ -51,6 +61,10 @@ pub(crate) fn read_all(root: &Table, d: &mut Diags, ups: &mut Upstreams) -> Vec<
         let upstream = t.field("upstream").and_then(|f| ups.resolve(d, &f));
         let backlog = t.int(d, "backlog", 1..=U32).unwrap_or(def::BACKLOG);
         let route_tables = t.tables(d, "route", "[[listener.route]]");
+        if route_tables.is_none() && t.field("route").is_some() {
+            ups.refs_unreadable();
+        }
+        let route_tables = route_tables.unwrap_or_default();
         let routes = read_routes(&route_tables, d, ups);
         if t.field("upstream").is_none() && t.field("route").is_none() {
             d.error(

@@ -58,12 +58,19 @@ pub(crate) struct Upstreams {
     at: Vec<usize>,
     /// Whether a listener or route sends traffic to it.
     used: Vec<bool>,
+    /// Some reference could not be read (wrong type), so "unused" would be
+    /// a guess: the unused check is skipped rather than cascade.
+    refs_unreadable: bool,
 }
 
 impl Upstreams {
     /// Index of the upstream named by `f` (a string) for a reference that
     /// routes traffic to it (listener, route); reports an unknown name.
     pub(crate) fn resolve(&mut self, d: &mut Diags, f: &Field) -> Option<usize> {
+        if f.str(d).is_none() {
+            self.refs_unreadable = true;
+            return None;
+        }
         let i = self.lookup(d, f)?;
         self.used[i] = true;
         Some(i)
@@ -89,7 +96,15 @@ impl Upstreams {
         None
     }
 
+    /// A section holding references had the wrong shape (already reported).
+    pub(crate) fn refs_unreadable(&mut self) {
+        self.refs_unreadable = true;
+    }
+
     pub(crate) fn report_unused(&self, d: &mut Diags) {
+        if self.refs_unreadable {
+            return;
+        }
         for (i, u) in self.list.iter().enumerate() {
             if !self.used[i] {
                 d.error(
@@ -110,6 +125,7 @@ pub(crate) fn read_all(root: &Table, d: &mut Diags) -> Upstreams {
         list: Vec::new(),
         at: Vec::new(),
         used: Vec::new(),
+        refs_unreadable: false,
     };
     let Some(section) = root.table(d, "upstream", "[upstream]") else {
         return ups;
@@ -186,13 +202,12 @@ fn read_upstream(t: &Table, u: &mut UpstreamConfig, d: &mut Diags) {
     }
 
     let header = format!("[[upstream.{}.server]]", u.name);
-    let server_tables = t.tables(d, "server", &header);
-    let mut any_server = false;
-    for s in &server_tables {
-        any_server = true;
+    let servers = t.tables(d, "server", &header);
+    for s in servers.iter().flatten() {
         u.servers.extend(read_server(s, d));
     }
-    if !any_server {
+    // A wrongly typed `server` was reported already; absent or empty was not.
+    if servers.is_some_and(|s| s.is_empty()) || t.field("server").is_none() {
         d.error(
             t.at,
             format!(

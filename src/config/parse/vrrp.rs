@@ -52,7 +52,9 @@ pub(crate) fn read_all(root: &Table, d: &mut Diags, ups: &Upstreams) -> Vec<Vrrp
         return Vec::new();
     };
     section.check_keys(d, &["instance"]);
-    let tables = section.tables(d, "instance", "[[vrrp.instance]]");
+    let tables = section
+        .tables(d, "instance", "[[vrrp.instance]]")
+        .unwrap_or_default();
     let mut names: HashMap<String, usize> = HashMap::new();
     let mut vrids: HashMap<(String, u8, bool), (String, usize)> = HashMap::new();
     let mut out = Vec::new();
@@ -182,7 +184,8 @@ fn read_instance(
         .and_then(|f| parse_ip(f.str(d)?).map_err(|e| d.error(f.at, e)).ok());
 
     let track_upstream = t
-        .tables(d, "track_upstream", "track_upstream entry")
+        .tables(d, "track_upstream", "a track_upstream entry")
+        .unwrap_or_default()
         .iter()
         .filter_map(|tt| {
             tt.check_keys(d, &["upstream", "weight"]);
@@ -198,7 +201,8 @@ fn read_instance(
         .map(|(s, _)| s.to_string())
         .collect();
     let track_script = t
-        .tables(d, "track_script", "track_script entry")
+        .tables(d, "track_script", "a track_script entry")
+        .unwrap_or_default()
         .iter()
         .filter_map(|ts| read_track_script(ts, d))
         .collect();
