@@ -847,3 +847,22 @@ fn problems_inside_inline_tables_and_arrays() {
         ]
     );
 }
+
+#[test]
+fn syntax_errors_read_as_one_line() {
+    for (text, line, col) in [
+        ("[[listener]]\nlisten = \"x\n", 2, 12),
+        ("[upstream.app]\n[upstream.app]\n", 2, 1),
+        ("a = 1\na = 2\n", 2, 1),
+    ] {
+        let errs = errors(text);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(
+            (errs[0].line, errs[0].col),
+            (line, col),
+            "{text:?}: {errs:?}"
+        );
+        assert!(errs[0].message.starts_with("TOML syntax error"));
+        assert!(!errs[0].message.contains('\n'));
+    }
+}
