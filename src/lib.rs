@@ -21,6 +21,7 @@
 
 pub mod backend;
 pub mod config;
+pub mod control;
 pub mod data;
 pub mod demo;
 pub mod lb;

@@ -1,3 +1,89 @@
-fn main() {
-    println!("ringlb");
+//! The `ringlb` command line: parse arguments, hand over to the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "ringlb", version, about = "HTTP/1.1 load balancer with built-in VRRP failover")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run in the foreground; logs go to stderr.
+    Run {
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Validate a configuration file.
+    Check {
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Run the built-in demo: two backends behind ringlb on loopback.
+    Demo,
+    /// A tiny built-in HTTP backend (tests, benchmarks, demo).
+    #[command(hide = true)]
+    Backend {
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        #[arg(long, default_value_t = 6)]
+        body_size: usize,
+        #[arg(long, default_value = "backend")]
+        name: String,
+        #[arg(long)]
+        cpu: Option<usize>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Check { config } => match ringlb::config::load(&config) {
+            Ok(_) => {
+                println!("{}: ok", config.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        },
+        Cmd::Run { config } => {
+            let cfg = match ringlb::config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match ringlb::control::run(config, cfg) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("ringlb: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Cmd::Demo => match ringlb::demo::run() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("ringlb demo: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Cmd::Backend { listen, body_size, name, cpu } => {
+            match ringlb::backend::run(ringlb::backend::BackendOpts { listen, body_size, name, cpu }) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("ringlb backend: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
 }

@@ -89,11 +89,20 @@ pub fn build() -> std::io::Result<ShardRuntime> {
     Ok(ShardRuntime::Epoll(rt))
 }
 
-/// Pins the calling thread to `cpu` if that core exists; logs otherwise.
+/// Pins the calling thread to `cpu`; logs when the kernel refuses.
+///
+/// `core_affinity::set_for_current` only accepts cores of the caller's
+/// current mask, and threads inherit the mask of the (already pinned)
+/// control thread, so this goes to `sched_setaffinity` directly.
 pub fn pin(cpu: usize) -> bool {
-    let ok = core_affinity::get_core_ids()
-        .and_then(|ids| ids.into_iter().find(|c| c.id == cpu))
-        .is_some_and(core_affinity::set_for_current);
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET stays in
+    // bounds for cpu < CPU_SETSIZE, checked first.
+    let ok = cpu < libc::CPU_SETSIZE as usize
+        && unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu, &mut set);
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
+        };
     if !ok {
         crate::warn!("could not pin thread to CPU {cpu}");
     }
