@@ -1,0 +1,275 @@
+//! Shared helpers for integration tests: run the real `ringlb` binary on a
+//! config, small scripted backends on loopback, and raw-socket clients.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_ringlb");
+
+/// A free loopback port (bound then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A running ringlb process, stopped (SIGKILL by PID) on drop.
+pub struct Ringlb {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub config: PathBuf,
+    pub log: PathBuf,
+    _dir: tempdir::Dir,
+}
+
+pub mod tempdir {
+    use std::path::PathBuf;
+    pub struct Dir(pub PathBuf);
+    impl Dir {
+        pub fn new(tag: &str) -> Dir {
+            static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+            let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let p = std::env::temp_dir().join(format!("ringlb-test-{}-{tag}-{n}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&p);
+            std::fs::create_dir_all(&p).unwrap();
+            Dir(p)
+        }
+    }
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+impl Ringlb {
+    /// Starts ringlb with `body` appended to a `[runtime] workers = 1`
+    /// config whose first listener is `127.0.0.1:{port}` (`{port}` in body).
+    pub fn start(config_body: &str) -> Ringlb {
+        let port = free_port();
+        let dir = tempdir::Dir::new("rl");
+        let config = dir.0.join("ringlb.toml");
+        let text = config_body.replace("{port}", &port.to_string());
+        std::fs::write(&config, text).unwrap();
+        let log = dir.0.join("ringlb.log");
+        let child = Command::new(BIN)
+            .args(["run", "-c"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("spawn ringlb");
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let rl = Ringlb { child, addr, config, log, _dir: dir };
+        rl.wait_ready();
+        rl
+    }
+
+    fn wait_ready(&self) {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            if TcpStream::connect(self.addr).is_ok() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        panic!("ringlb did not start; log:\n{}", self.log_text());
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn signal(&self, sig: i32) {
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+
+    /// Waits for the process to exit (up to `limit`); returns its status.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return Some(st);
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Ringlb {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A scripted backend: every accepted connection runs `handler` on its own
+/// thread. Counts connections.
+pub struct Backend {
+    pub addr: SocketAddr,
+    pub conns: Arc<AtomicUsize>,
+}
+
+pub fn backend<F>(handler: F) -> Backend
+where
+    F: Fn(TcpStream) + Send + Sync + 'static,
+{
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let conns = Arc::new(AtomicUsize::new(0));
+    let c = Arc::clone(&conns);
+    let handler = Arc::new(handler);
+    thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(s) = s else { continue };
+            c.fetch_add(1, Ordering::Relaxed);
+            let h = Arc::clone(&handler);
+            thread::spawn(move || h(s));
+        }
+    });
+    Backend { addr, conns }
+}
+
+/// Reads one request (head + Content-Length or chunked body) from `s`.
+/// Returns the raw bytes, or None on EOF.
+pub fn read_request(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Vec<u8>> {
+    loop {
+        if let Some(end) = find(buf, b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end + 4]).to_ascii_lowercase();
+            let mut total = end + 4;
+            if let Some(cl) = header(&head, "content-length") {
+                total += cl.parse::<usize>().unwrap();
+                while buf.len() < total {
+                    if !fill(s, buf) {
+                        return None;
+                    }
+                }
+            } else if header(&head, "transfer-encoding").is_some() {
+                while find(&buf[end..], b"\r\n0\r\n\r\n").is_none() {
+                    if !fill(s, buf) {
+                        return None;
+                    }
+                }
+                total = end + find(&buf[end..], b"\r\n0\r\n\r\n").unwrap() + 7;
+            }
+            return Some(buf.drain(..total).collect());
+        }
+        if !fill(s, buf) {
+            return None;
+        }
+    }
+}
+
+fn fill(s: &mut TcpStream, buf: &mut Vec<u8>) -> bool {
+    let mut tmp = [0u8; 8192];
+    match s.read(&mut tmp) {
+        Ok(0) | Err(_) => false,
+        Ok(n) => {
+            buf.extend_from_slice(&tmp[..n]);
+            true
+        }
+    }
+}
+
+pub fn find(h: &[u8], n: &[u8]) -> Option<usize> {
+    h.windows(n.len()).position(|w| w == n)
+}
+
+pub fn header<'a>(lower_head: &'a str, name: &str) -> Option<&'a str> {
+    lower_head
+        .lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(':')).map(str::trim))
+}
+
+/// A backend that answers every request with 200 and the raw request it
+/// received as the body (so tests can see what the upstream saw).
+pub fn echo_backend() -> Backend {
+    backend(|mut s| {
+        let mut buf = Vec::new();
+        while let Some(req) = read_request(&mut s, &mut buf) {
+            let mut resp = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nX-Upstream: echo\r\n\r\n", req.len()).into_bytes();
+            resp.extend_from_slice(&req);
+            if s.write_all(&resp).is_err() {
+                return;
+            }
+        }
+    })
+}
+
+/// A backend that answers every request with a fixed response.
+pub fn fixed_backend(resp: &'static [u8]) -> Backend {
+    backend(move |mut s| {
+        let mut buf = Vec::new();
+        while read_request(&mut s, &mut buf).is_some() {
+            if s.write_all(resp).is_err() {
+                return;
+            }
+        }
+    })
+}
+
+/// Connects to `addr` with a 5 s read timeout.
+pub fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s
+}
+
+/// Writes `req` and reads until the peer closes (or 5 s pass).
+pub fn roundtrip_close(addr: SocketAddr, req: &[u8]) -> String {
+    let mut s = connect(addr);
+    s.write_all(req).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Reads one response (by Content-Length or chunked, or none for HEAD/204/304
+/// when `bodiless`) from `s`.
+pub fn read_response(s: &mut TcpStream, buf: &mut Vec<u8>, bodiless: bool) -> Option<String> {
+    loop {
+        if let Some(end) = find(buf, b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end + 4]).to_ascii_lowercase();
+            let mut total = end + 4;
+            if !bodiless {
+                if let Some(cl) = header(&head, "content-length") {
+                    total += cl.parse::<usize>().unwrap();
+                } else if header(&head, "transfer-encoding").is_some() {
+                    while find(&buf[end..], b"\r\n0\r\n\r\n").is_none() {
+                        if !fill(s, buf) {
+                            return None;
+                        }
+                    }
+                    total = end + find(&buf[end..], b"\r\n0\r\n\r\n").unwrap() + 7;
+                }
+            }
+            while buf.len() < total {
+                if !fill(s, buf) {
+                    return None;
+                }
+            }
+            let r: Vec<u8> = buf.drain(..total).collect();
+            return Some(String::from_utf8_lossy(&r).into_owned());
+        }
+        if !fill(s, buf) {
+            return None;
+        }
+    }
+}
+
+/// A config with one listener on `{port}` and one upstream `app` of `servers`.
+pub fn simple_config(servers: &[SocketAddr], extra_upstream: &str) -> String {
+    let mut s = String::from("[runtime]\nworkers = 1\n\n[[listener]]\nlisten = \"127.0.0.1:{port}\"\nupstream = \"app\"\n\n[upstream.app]\n");
+    s.push_str(extra_upstream);
+    s.push('\n');
+    for a in servers {
+        s.push_str(&format!("[[upstream.app.server]]\naddress = \"{a}\"\n"));
+    }
+    s
+}
