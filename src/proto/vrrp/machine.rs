@@ -546,8 +546,10 @@ impl Machine {
     }
 
     fn arm_advert(&mut self, now: Instant) {
-        self.timers
-            .set(Timer::Advert, now + cs_to_duration(self.config.advert_interval));
+        self.timers.set(
+            Timer::Advert,
+            now + cs_to_duration(self.config.advert_interval),
+        );
     }
 
     fn arm_preempt_delay(&mut self, now: Instant) {
@@ -937,7 +939,10 @@ mod tests {
         assert_eq!(m3.handle_advert(t0, HIGHER_IP, &a), Ok(()));
         // Nothing is listened to before startup.
         let mut m4 = Machine::new(cfg(100));
-        assert_eq!(m4.handle_advert(t0, HIGHER_IP, &good), Err(Reject::Inactive));
+        assert_eq!(
+            m4.handle_advert(t0, HIGHER_IP, &good),
+            Err(Reject::Inactive)
+        );
     }
 
     #[test]
@@ -1011,7 +1016,11 @@ mod tests {
         m.set_priority(t1, 255); // now the owner
         m.handle_advert(t1 + ms(500), LOWER_IP, &adv(&m, 100))
             .unwrap();
-        assert_eq!(m.timer(Timer::MasterDown), before, "owner discards lower adverts");
+        assert_eq!(
+            m.timer(Timer::MasterDown),
+            before,
+            "owner discards lower adverts"
+        );
     }
 
     #[test]
@@ -1032,7 +1041,10 @@ mod tests {
         assert!(transmits(&mut m).is_empty());
         assert_eq!(m.timer(Timer::Advert), None);
         assert_eq!(m.master_adver_interval(), ms(500));
-        assert_eq!(m.timer(Timer::MasterDown), Some(t1 + m.master_down_interval()));
+        assert_eq!(
+            m.timer(Timer::MasterDown),
+            Some(t1 + m.master_down_interval())
+        );
         assert_eq!(m.current_master(), Some(LOWER_IP));
     }
 
@@ -1178,9 +1190,7 @@ mod tests {
         assert_eq!(m.state(), State::Backup);
         assert_eq!(
             events(&mut m),
-            vec![Event::BecameBackup {
-                from: State::Fault
-            }]
+            vec![Event::BecameBackup { from: State::Fault }]
         );
         assert_eq!(m.timer(Timer::MasterDown), Some(t1 + us(3_609_375)));
     }
@@ -1289,10 +1299,7 @@ mod tests {
             preempt: false,
             preempt_delay: ms(3000),
             accept_mode: true,
-            virtual_ipaddress: vec![
-                (VIP, 24),
-                (IpAddr::V6("2001:db8::1".parse().unwrap()), 64),
-            ],
+            virtual_ipaddress: vec![(VIP, 24), (IpAddr::V6("2001:db8::1".parse().unwrap()), 64)],
             unicast_peers: vec![],
             unicast_src: None,
             auth_pass: Some("mypasswd-long".into()),

@@ -747,7 +747,11 @@ mod tests {
         let pkt = Packet::new_checked(env.payload).unwrap();
         let repr = Repr::parse(&pkt, src, dst).unwrap();
         assert_eq!(repr.buffer_len(), env.payload.len());
-        assert_eq!(repr.to_bytes(src, dst), env.payload, "{name} re-emit differs");
+        assert_eq!(
+            repr.to_bytes(src, dst),
+            env.payload,
+            "{name} re-emit differs"
+        );
         repr
     }
 
@@ -829,8 +833,8 @@ mod tests {
     #[test]
     fn v3_handwritten_checksum() {
         let words: [u32; 12] = [
-            0x3133, 0x6401, 0x0064, 0xc612, 0x0064, 0xc612, 0x0001, 0xe000, 0x0012, 0x0070,
-            0x000c, 0,
+            0x3133, 0x6401, 0x0064, 0xc612, 0x0064, 0xc612, 0x0001, 0xe000, 0x0012, 0x0070, 0x000c,
+            0,
         ];
         let sum: u32 = words.iter().sum();
         let folded = (sum & 0xffff) + (sum >> 16);
