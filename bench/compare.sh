@@ -163,6 +163,11 @@ median() {
         if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
 }
 
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+if awk -v l="${LOAD_BEFORE%% *}" -v n="$NCPU" 'BEGIN { exit !(l > n / 2) }'; then
+    log "warning: load average $LOAD_BEFORE on $NCPU CPUs before starting: expect noisy numbers"
+fi
+
 # ---- start everything --------------------------------------------------------
 NGINX_CPU_MASK=1$(printf '0%.0s' $(seq 1 "$SUT_CPU"))
 NGINX_USER=""
@@ -303,6 +308,7 @@ if [[ -n $RESULTS ]]; then
         echo "- command: \`ROUNDS=$ROUNDS DURATION=$DURATION CONNS=$CONNS BODY_SIZE=$BODY_SIZE TARGETS=\"$TARGETS\" bash bench/compare.sh\`"
         echo "- wrk: \`wrk -t1 -c$CONNS -d${DURATION}s --latency\`; medians of $ROUNDS interleaved rounds; ratios are medians of per-round ratios"
         echo "- versions: ${versions%; }"
+        echo "- load average (1/5/15 min): before $LOAD_BEFORE, after $(cut -d' ' -f1-3 /proc/loadavg)"
         echo
         cat "$TABLE"
         for s in "${SKIPPED[@]}"; do echo; echo "skipped: $s"; done
