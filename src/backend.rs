@@ -980,6 +980,24 @@ mod tests {
     }
 
     #[test]
+    fn epoll_fallback_serves_too() {
+        let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let rt = RuntimeBuilder::<LegacyDriver>::new()
+                .enable_timer()
+                .build()
+                .unwrap();
+            drive(rt, listener, Rc::new(Responses::new(6, "epoll")), None)
+        });
+        let (mut s, mut r) = connect(addr);
+        s.write_all(b"GET / HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n\r\n")
+            .unwrap();
+        assert!(read_response(&mut r).contains("X-Backend: epoll\r\n"));
+        assert!(read_response(&mut r).contains("X-Backend: epoll\r\n"));
+    }
+
+    #[test]
     fn stop_closes_listener_and_open_connections() {
         let h = spawn_stoppable(local("stop")).unwrap();
         let addr = h.addr();
