@@ -20,7 +20,7 @@
 #   RESULTS=bench/RESULTS.md   (RESULTS= to not write one)
 #   KEEP_TMP=1         keep the temp dir (configs, logs, raw wrk output)
 # Exit status: 0 if at least nginx or ringlb produced numbers, 1 otherwise.
-set -euo pipefail
+set -Eeuo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BENCH="$ROOT/bench"
@@ -70,6 +70,7 @@ cleanup() {
     fi
 }
 trap cleanup EXIT
+trap 'log "aborted: line $LINENO: $BASH_COMMAND"' ERR
 trap 'exit 130' INT TERM
 
 for tool in wrk taskset curl; do
@@ -96,7 +97,7 @@ free_port() {
         local p
         while :; do
             p=$((20000 + RANDOM % 30000))
-            ss -Htln "sport = :$p" | grep -q . || { echo "$p"; return; }
+            [[ -z $(ss -Htln "sport = :$p") ]] && { echo "$p"; return; }
         done
     fi
 }
@@ -196,14 +197,14 @@ for t in $TARGETS; do
             skip "$t" "ringlb check failed: $(head -n 3 "$TMP/ringlb-check.log" | tr '\n' ' ')"
             continue
         fi
-        VERSION[$t]=$("$RINGLB_BIN" --version 2>/dev/null | head -n 1 || echo ringlb)
+        VERSION[$t]=$("$RINGLB_BIN" --version 2>/dev/null | awk 'NR == 1' || true)
         start "$t" "$RINGLB_BIN" run -c "$TMP/ringlb.toml"
         ;;
     nginx)
         command -v nginx >/dev/null || { skip "$t" "nginx not installed"; continue; }
         mkdir -p "$TMP/nginx-tmp"
         render "$BENCH/nginx.conf.in" "$TMP/nginx.conf" "$port"
-        VERSION[$t]=$(nginx -v 2>&1 | sed 's/.*version: //')
+        VERSION[$t]=$(nginx -v 2>&1 | sed 's/.*version: //' || true)
         start "$t" nginx -p "$TMP" -c "$TMP/nginx.conf"
         ;;
     haproxy | relay)
@@ -211,7 +212,7 @@ for t in $TARGETS; do
         tmpl=haproxy.cfg.in
         [[ $t == relay ]] && tmpl=relay.cfg.in
         render "$BENCH/$tmpl" "$TMP/$t.cfg" "$port"
-        VERSION[$t]=$(haproxy -v 2>&1 | head -n 1 | awk '{ print "haproxy/" $3 }')
+        VERSION[$t]=$(haproxy -v 2>&1 | awk 'NR == 1 { print "haproxy/" $3 }' || true)
         [[ $t == relay ]] && VERSION[$t]="${VERSION[$t]} mode tcp"
         start "$t" haproxy -db -f "$TMP/$t.cfg"
         ;;
@@ -316,4 +317,5 @@ if [[ -n $RESULTS ]]; then
     log "appended to $RESULTS"
 fi
 
-awk '$2 == "nginx" || $2 == "ringlb"' "$TMP/results.tsv" | grep -q . || exit 1
+# (no `| grep -q`: with pipefail, an early-exiting reader can fail the pipeline)
+awk '$2 == "nginx" || $2 == "ringlb" { ok = 1 } END { exit !ok }' "$TMP/results.tsv" || exit 1
