@@ -40,7 +40,7 @@ TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 RINGLB_BIN=${RINGLB_BIN:-$TARGET_DIR/release/ringlb}
 BACKEND_BIN=${BACKEND_BIN:-$TARGET_DIR/release/ringlb-backend}
 
-log() { printf '[compare] %s\n' "$*" >&2; }
+log() { printf '[compare] %s\n' "$*" >&2 || true; }
 die() { log "error: $*"; exit 1; }
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/ringlb-bench.XXXXXX")
@@ -48,6 +48,8 @@ declare -a PIDS=()
 
 cleanup() {
     local pid i
+    # stderr may be a closed pipe (`compare.sh | head`): never die mid-cleanup.
+    trap '' PIPE
     for pid in "${PIDS[@]}"; do
         kill -TERM "$pid" 2>/dev/null || true
     done
@@ -71,7 +73,10 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'log "aborted: line $LINENO: $BASH_COMMAND"' ERR
+# Fatal signals must go through `exit` so the EXIT trap stops what we started.
 trap 'exit 130' INT TERM
+trap 'exit 129' HUP
+trap 'exit 141' PIPE
 
 for tool in wrk taskset curl; do
     command -v "$tool" >/dev/null || die "$tool not found (bash tests/run.sh installs it)"
