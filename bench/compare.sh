@@ -1,0 +1,326 @@
+#!/usr/bin/env bash
+# Side-by-side HTTP/1.1 proxy benchmark: ringlb vs nginx vs haproxy, plus a
+# plain TCP relay (haproxy mode tcp) as the practical ceiling.
+#
+#   bash bench/compare.sh            # ROUNDS=3 DURATION=5
+#
+# Layout (DESIGN.md §5): wrk -t1 -cCONNS --latency pinned on WRK_CPU; the
+# backend (ringlb-backend) and every proxy under test pinned on SUT_CPU, one
+# worker/thread each, each proxy on its own loopback port. Rounds are
+# interleaved (the order rotates each round) and the table shows medians over
+# rounds; "vs nginx" columns are medians of per-round ratios, because runs on
+# shared machines vary ±20% and only ratios measured side by side compare.
+#
+# Environment (all optional):
+#   ROUNDS=3 DURATION=5 CONNS=64 BODY_SIZE=6 WARMUP=1
+#   TARGETS="ringlb nginx haproxy relay"
+#   WRK_CPU=0 SUT_CPU=1 CONTROL_CPU=0
+#   BUILD=auto|1|0     auto: cargo build --release if cargo is present (failure
+#                      is not fatal: targets whose binary is missing are skipped)
+#   RESULTS=bench/RESULTS.md   (RESULTS= to not write one)
+#   KEEP_TMP=1         keep the temp dir (configs, logs, raw wrk output)
+# Exit status: 0 if at least nginx or ringlb produced numbers, 1 otherwise.
+set -Eeuo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BENCH="$ROOT/bench"
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-5}
+CONNS=${CONNS:-64}
+BODY_SIZE=${BODY_SIZE:-6}
+WARMUP=${WARMUP:-1}
+TARGETS=${TARGETS:-"ringlb nginx haproxy relay"}
+WRK_CPU=${WRK_CPU:-0}
+SUT_CPU=${SUT_CPU:-1}
+CONTROL_CPU=${CONTROL_CPU:-0}
+BUILD=${BUILD:-auto}
+RESULTS=${RESULTS-$BENCH/RESULTS.md}
+KEEP_TMP=${KEEP_TMP:-0}
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+RINGLB_BIN=${RINGLB_BIN:-$TARGET_DIR/release/ringlb}
+BACKEND_BIN=${BACKEND_BIN:-$TARGET_DIR/release/ringlb-backend}
+
+log() { printf '[compare] %s\n' "$*" >&2 || true; }
+die() { log "error: $*"; exit 1; }
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/ringlb-bench.XXXXXX")
+declare -a PIDS=()
+
+cleanup() {
+    local pid i
+    # stderr may be a closed pipe (`compare.sh | head`): never die mid-cleanup.
+    trap '' PIPE
+    for pid in "${PIDS[@]}"; do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        for ((i = 0; i < 50; i++)); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        if kill -0 "$pid" 2>/dev/null; then
+            # Children first (nginx workers), then the process itself.
+            for c in $(pgrep -P "$pid" 2>/dev/null || true); do kill -KILL "$c" 2>/dev/null || true; done
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+        wait "$pid" 2>/dev/null || true
+    done
+    if [[ $KEEP_TMP == 1 ]]; then
+        log "kept $TMP"
+    else
+        rm -rf "$TMP"
+    fi
+}
+trap cleanup EXIT
+trap 'log "aborted: line $LINENO: $BASH_COMMAND"' ERR
+# Fatal signals must go through `exit` so the EXIT trap stops what we started.
+trap 'exit 130' INT TERM
+trap 'exit 129' HUP
+trap 'exit 141' PIPE
+
+for tool in wrk taskset curl; do
+    command -v "$tool" >/dev/null || die "$tool not found (bash tests/run.sh installs it)"
+done
+NCPU=$(nproc)
+((WRK_CPU < NCPU && SUT_CPU < NCPU)) || die "need CPUs $WRK_CPU and $SUT_CPU; this host has $NCPU"
+
+# ---- build -----------------------------------------------------------------
+if [[ $BUILD == 1 || ($BUILD == auto && -n $(command -v cargo || true)) ]]; then
+    log "cargo build --release"
+    if ! (cd "$ROOT" && cargo build --release --bins >"$TMP/build.log" 2>&1); then
+        log "build failed (see below); continuing with whatever binaries exist"
+        tail -n 15 "$TMP/build.log" >&2
+    fi
+fi
+[[ -x $BACKEND_BIN ]] || die "backend binary $BACKEND_BIN missing (cargo build --release)"
+
+# ---- helpers -----------------------------------------------------------------
+free_port() {
+    if command -v python3 >/dev/null; then
+        python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+    else
+        local p
+        while :; do
+            p=$((20000 + RANDOM % 30000))
+            [[ -z $(ss -Htln "sport = :$p") ]] && { echo "$p"; return; }
+        done
+    fi
+}
+
+# render TEMPLATE OUT PORT
+render() {
+    sed -e "s|@DIR@|$TMP|g" -e "s|@PORT@|$3|g" -e "s|@BACKEND_PORT@|$BACKEND_PORT|g" \
+        -e "s|@SUT_CPU@|$SUT_CPU|g" -e "s|@CONTROL_CPU@|$CONTROL_CPU|g" \
+        -e "s|@NGINX_CPU_MASK@|$NGINX_CPU_MASK|g" -e "s|@NGINX_USER@|$NGINX_USER|g" \
+        "$1" >"$2"
+}
+
+# start NAME CMD...: run pinned on SUT_CPU, output to $TMP/NAME.log; sets LAST_PID
+start() {
+    local name=$1
+    shift
+    taskset -c "$SUT_CPU" "$@" >"$TMP/$name.log" 2>&1 &
+    LAST_PID=$!
+    PIDS+=("$LAST_PID")
+}
+
+# wait_http NAME PID PORT: 200 with an X-Backend header within 10 s
+wait_http() {
+    local name=$1 pid=$2 port=$3 i headers
+    for ((i = 0; i < 100; i++)); do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            log "$name exited during startup"
+            return 1
+        fi
+        if headers=$(curl -s -m 2 -D - -o /dev/null "http://127.0.0.1:$port/" 2>/dev/null) &&
+            grep -q '^HTTP/1.[01] 200' <<<"$headers" && grep -qi '^x-backend:' <<<"$headers"; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    log "$name did not answer 200 with X-Backend on port $port within 10 s"
+    return 1
+}
+
+# wrk output → "rps p50_ms p99_ms errors"
+parse_wrk() {
+    awk '
+        function ms(v) {
+            if (v ~ /us$/) return substr(v, 1, length(v) - 2) / 1000
+            if (v ~ /ms$/) return substr(v, 1, length(v) - 2) + 0
+            if (v ~ /m$/)  return substr(v, 1, length(v) - 1) * 60000
+            if (v ~ /s$/)  return substr(v, 1, length(v) - 1) * 1000
+            return v + 0
+        }
+        /^ +50%/ { p50 = ms($2) }
+        /^ +99%/ { p99 = ms($2) }
+        /^Requests\/sec:/ { rps = $2 }
+        /Non-2xx or 3xx responses:/ { err += $NF }
+        /Socket errors:/ { gsub(/,/, ""); err += $4 + $6 + $8 + $10 }
+        END {
+            if (rps == "") exit 1
+            printf "%.0f %.3f %.3f %d\n", rps, p50, p99, err
+        }'
+}
+
+median() {
+    sort -g | awk '{ a[NR] = $1 } END {
+        if (NR == 0) { print "-"; exit }
+        if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
+}
+
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+if awk -v l="${LOAD_BEFORE%% *}" -v n="$NCPU" 'BEGIN { exit !(l > n / 2) }'; then
+    log "warning: load average $LOAD_BEFORE on $NCPU CPUs before starting: expect noisy numbers"
+fi
+
+# ---- start everything --------------------------------------------------------
+NGINX_CPU_MASK=1$(printf '0%.0s' $(seq 1 "$SUT_CPU"))
+NGINX_USER=""
+[[ $EUID == 0 ]] && NGINX_USER="user root;"
+BACKEND_PORT=$(free_port)
+start backend "$BACKEND_BIN" --listen "127.0.0.1:$BACKEND_PORT" --body-size "$BODY_SIZE" --name bench
+BACKEND_PID=$LAST_PID
+wait_http backend "$BACKEND_PID" "$BACKEND_PORT" || die "backend did not start"
+log "backend on 127.0.0.1:$BACKEND_PORT (pid $BACKEND_PID)"
+
+declare -A PORT=() PID=() VERSION=()
+declare -a READY=() SKIPPED=()
+
+skip() {
+    SKIPPED+=("$1: $2")
+    log "skipping $1: $2"
+}
+
+for t in $TARGETS; do
+    port=$(free_port)
+    case $t in
+    ringlb)
+        [[ -x $RINGLB_BIN ]] || { skip "$t" "binary $RINGLB_BIN missing"; continue; }
+        render "$BENCH/ringlb.toml.in" "$TMP/ringlb.toml" "$port"
+        if ! "$RINGLB_BIN" check -c "$TMP/ringlb.toml" >"$TMP/ringlb-check.log" 2>&1; then
+            skip "$t" "ringlb check failed: $(head -n 3 "$TMP/ringlb-check.log" | tr '\n' ' ')"
+            continue
+        fi
+        VERSION[$t]=$("$RINGLB_BIN" --version 2>/dev/null | awk 'NR == 1' || true)
+        start "$t" "$RINGLB_BIN" run -c "$TMP/ringlb.toml"
+        ;;
+    nginx)
+        command -v nginx >/dev/null || { skip "$t" "nginx not installed"; continue; }
+        mkdir -p "$TMP/nginx-tmp"
+        render "$BENCH/nginx.conf.in" "$TMP/nginx.conf" "$port"
+        VERSION[$t]=$(nginx -v 2>&1 | sed 's/.*version: //' || true)
+        start "$t" nginx -p "$TMP" -c "$TMP/nginx.conf"
+        ;;
+    haproxy | relay)
+        command -v haproxy >/dev/null || { skip "$t" "haproxy not installed"; continue; }
+        tmpl=haproxy.cfg.in
+        [[ $t == relay ]] && tmpl=relay.cfg.in
+        render "$BENCH/$tmpl" "$TMP/$t.cfg" "$port"
+        VERSION[$t]=$(haproxy -v 2>&1 | awk 'NR == 1 { print "haproxy/" $3 }' || true)
+        [[ $t == relay ]] && VERSION[$t]="${VERSION[$t]} mode tcp"
+        start "$t" haproxy -db -f "$TMP/$t.cfg"
+        ;;
+    *)
+        skip "$t" "unknown target"
+        continue
+        ;;
+    esac
+    PORT[$t]=$port
+    PID[$t]=$LAST_PID
+    if wait_http "$t" "$LAST_PID" "$port"; then
+        READY+=("$t")
+        log "$t on 127.0.0.1:$port (pid $LAST_PID)"
+    else
+        skip "$t" "not serving: $(tail -n 2 "$TMP/$t.log" | tr '\n' ' ')"
+    fi
+done
+((${#READY[@]} > 0)) || die "nothing to benchmark"
+
+# ---- rounds ------------------------------------------------------------------
+run_wrk() { # TARGET SECONDS OUTFILE
+    taskset -c "$WRK_CPU" wrk -t1 -c"$CONNS" -d"$2"s --latency "http://127.0.0.1:${PORT[$1]}/" >"$3" 2>&1
+}
+
+if ((WARMUP > 0)); then
+    for t in "${READY[@]}"; do run_wrk "$t" "$WARMUP" "$TMP/warmup-$t.txt" || true; done
+fi
+
+: >"$TMP/results.tsv"
+declare -A DEAD=()
+n=${#READY[@]}
+for ((r = 1; r <= ROUNDS; r++)); do
+    order=()
+    for ((i = 0; i < n; i++)); do order+=("${READY[$(((i + r - 1) % n))]}"); done
+    for t in "${order[@]}"; do
+        [[ -n ${DEAD[$t]:-} ]] && continue
+        out="$TMP/r$r-$t.txt"
+        if ! kill -0 "${PID[$t]}" 2>/dev/null; then
+            DEAD[$t]=1
+            skip "$t" "process died before round $r"
+            continue
+        fi
+        if run_wrk "$t" "$DURATION" "$out" && line=$(parse_wrk <"$out"); then
+            echo "$r $t $line" >>"$TMP/results.tsv"
+            read -r rps p50 p99 err <<<"$line"
+            log "round $r/$ROUNDS $(printf '%-8s' "$t") ${rps} req/s  p50 ${p50} ms  p99 ${p99} ms  errors ${err}"
+        else
+            log "round $r $t: wrk failed: $(tail -n 2 "$out" | tr '\n' ' ')"
+        fi
+    done
+done
+
+# ---- table -------------------------------------------------------------------
+col() { awk -v t="$1" -v c="$2" '$2 == t { print $c }' "$TMP/results.tsv"; }
+ratio() { # TARGET COLUMN: median over rounds of target/nginx in that round
+    awk -v t="$1" -v c="$2" '
+        $2 == "nginx" { base[$1] = $c }
+        $2 == t { val[$1] = $c }
+        END { for (r in val) if ((r in base) && base[r] > 0) printf "%.3f\n", val[r] / base[r] }' \
+        "$TMP/results.tsv" | median
+}
+
+fmt() { awk -v d="$1" '{ if ($1 == "-") print "-"; else printf "%.*f\n", d, $1 }'; }
+
+TABLE="$TMP/table.md"
+{
+    echo "| target | req/s | p50 ms | p99 ms | req/s vs nginx | p99 vs nginx | errors | rounds |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+    for t in "${READY[@]}"; do
+        rounds=$(col "$t" 1 | wc -l)
+        ((rounds > 0)) || continue
+        printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "$t" \
+            "$(col "$t" 3 | median | fmt 0)" "$(col "$t" 4 | median | fmt 2)" \
+            "$(col "$t" 5 | median | fmt 2)" "$(ratio "$t" 3 | fmt 2)" "$(ratio "$t" 5 | fmt 2)" \
+            "$(col "$t" 6 | awk '{ s += $1 } END { print s + 0 }')" "$rounds"
+    done
+} >"$TABLE"
+
+echo
+cat "$TABLE"
+for s in "${SKIPPED[@]}"; do echo "skipped: $s"; done
+
+if [[ -n $RESULTS ]]; then
+    commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
+    [[ -n $(git -C "$ROOT" status --porcelain 2>/dev/null || true) ]] && commit="$commit (dirty)"
+    versions=""
+    for t in "${READY[@]}"; do versions+="$t=${VERSION[$t]:-?}; "; done
+    {
+        [[ -s $RESULTS ]] || printf '# Benchmark results\n\nAppended by `bench/compare.sh`. Compare ratios within one run, not absolute numbers across runs.\n'
+        echo
+        echo "## $(date -u '+%Y-%m-%d %H:%M UTC') — commit $commit"
+        echo
+        echo "- host: $(uname -sr), $NCPU CPUs; wrk -t1 on CPU $WRK_CPU; backend + proxies on CPU $SUT_CPU"
+        echo "- command: \`ROUNDS=$ROUNDS DURATION=$DURATION CONNS=$CONNS BODY_SIZE=$BODY_SIZE TARGETS=\"$TARGETS\" bash bench/compare.sh\`"
+        echo "- wrk: \`wrk -t1 -c$CONNS -d${DURATION}s --latency\`; medians of $ROUNDS interleaved rounds; ratios are medians of per-round ratios"
+        echo "- versions: ${versions%; }"
+        echo "- load average (1/5/15 min): before $LOAD_BEFORE, after $(cut -d' ' -f1-3 /proc/loadavg)"
+        echo
+        cat "$TABLE"
+        for s in "${SKIPPED[@]}"; do echo; echo "skipped: $s"; done
+    } >>"$RESULTS"
+    log "appended to $RESULTS"
+fi
+
+# (no `| grep -q`: with pipefail, an early-exiting reader can fail the pipeline)
+awk '$2 == "nginx" || $2 == "ringlb" { ok = 1 } END { exit !ok }' "$TMP/results.tsv" || exit 1
