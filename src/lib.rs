@@ -16,14 +16,18 @@
 //! - [`data`]: the shards: accept loop, client connection task, upstream pool.
 //! - [`runtime`]: thread spawning, CPU pinning, io_uring ring construction.
 //! - [`metrics`]: per-shard counters and histograms, merge, exposition.
+//! - [`control`]: control-thread services; [`control::admin`] is the admin HTTP endpoint.
+//! - [`stats_cli`]: `ringlb stats`, a terminal view of `/stats`.
 //! - [`backend`]: a tiny built-in HTTP server for tests, benchmarks and the demo.
 //! - [`demo`]: `ringlb demo`.
 
 pub mod backend;
 pub mod config;
+pub mod control;
 pub mod data;
 pub mod demo;
 pub mod lb;
 pub mod metrics;
 pub mod proto;
 pub mod runtime;
+pub mod stats_cli;

@@ -240,6 +240,12 @@ impl ShardSlot {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Hold the slot lock (tests: simulate a reader mid-merge).
+    #[cfg(test)]
+    pub(crate) fn hold_lock(&self) -> impl Drop + '_ {
+        self.lock()
+    }
+
     /// Add this slot's numbers into `m` (keyed by label strings).
     pub(crate) fn merge_into(&self, m: &mut MergedStats) {
         let c = &self.conn;
