@@ -44,7 +44,10 @@ pub fn run_to(
     if reset {
         let (status, body) = http_request(admin, "POST", "/reset")?;
         if status != 200 {
-            return Err(format!("{admin}: /reset answered {status}: {}", body.trim()));
+            return Err(format!(
+                "{admin}: /reset answered {status}: {}",
+                body.trim()
+            ));
         }
         if watch.is_none() {
             writeln!(out, "stats window reset on {admin}").map_err(io)?;

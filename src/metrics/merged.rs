@@ -168,7 +168,7 @@ impl MergedStats {
     }
 
     /// `self - base` for every counter and histogram; gauges, health, roles
-    /// and generations are taken from `self`. Labels only in `base` vanish.
+    /// and generations are taken from `self`. Labels new since `base` are kept whole.
     pub fn delta_since(&self, base: &MergedStats) -> MergedStats {
         let mut out = self.clone();
         out.conn.accepted = self.conn.accepted.saturating_sub(base.conn.accepted);

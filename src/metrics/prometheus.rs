@@ -267,7 +267,11 @@ impl MergedStats {
             for kind in FailureKind::ALL {
                 p.sample(
                     "ringlb_server_failures_total",
-                    &[("upstream", &k.0), ("server", &k.1), ("kind", kind.as_str())],
+                    &[
+                        ("upstream", &k.0),
+                        ("server", &k.1),
+                        ("kind", kind.as_str()),
+                    ],
                     s.failures[kind.index()],
                 );
             }
@@ -369,11 +373,7 @@ impl MergedStats {
                 );
             }
         }
-        p.family(
-            "ringlb_vrrp_priority",
-            "gauge",
-            "Effective VRRP priority.",
-        );
+        p.family("ringlb_vrrp_priority", "gauge", "Effective VRRP priority.");
         for (name, v) in vrrp {
             p.sample("ringlb_vrrp_priority", &[("instance", name)], v.priority);
         }

@@ -205,7 +205,11 @@ impl SlotState {
             .iter()
             .map(|_| ListenerPub::default())
             .collect();
-        self.servers = layout.servers.iter().map(|_| ServerPub::default()).collect();
+        self.servers = layout
+            .servers
+            .iter()
+            .map(|_| ServerPub::default())
+            .collect();
         self.layout = layout;
     }
 }
@@ -492,8 +496,10 @@ impl ShardRecorder {
     #[inline]
     pub fn on_connect_time(&mut self, server: usize, us: u64) {
         debug_assert!(server < self.block.servers.len(), "server index");
-        if let (Some(c), Some(d)) = (self.block.servers.get(server), self.s_deltas.get_mut(server))
-        {
+        if let (Some(c), Some(d)) = (
+            self.block.servers.get(server),
+            self.s_deltas.get_mut(server),
+        ) {
             c.connects.add(1);
             d.connect.record(us);
             self.pending = true;

@@ -13,7 +13,10 @@ fn layout(listeners: &[&str], servers: &[(&str, &str)]) -> Arc<Layout> {
 }
 
 fn lay1() -> Arc<Layout> {
-    layout(&["0.0.0.0:80"], &[("app", "10.0.0.1:80"), ("app", "10.0.0.2:80")])
+    layout(
+        &["0.0.0.0:80"],
+        &[("app", "10.0.0.1:80"), ("app", "10.0.0.2:80")],
+    )
 }
 
 /// Deterministic spread of latencies (µs), no RNG crate needed.
@@ -170,7 +173,7 @@ fn reload_keeps_per_server_totals_by_label() {
     r.on_request_done(0, Some(0), 200, 100, None, 1, 1); // .1
     r.on_request_done(0, Some(1), 200, 100, None, 1, 1); // .2
     r.on_request_done(0, Some(1), 200, 100, None, 1, 1); // .2
-    // New config: .1 removed, .2 moves to index 0, .3 added.
+                                                         // New config: .1 removed, .2 moves to index 0, .3 added.
     let l2 = layout(
         &["0.0.0.0:80"],
         &[("app", "10.0.0.2:80"), ("app", "10.0.0.3:80")],
@@ -261,7 +264,8 @@ fn reset_starts_a_fresh_window_without_touching_shards() {
     }
     r.publish_blocking();
     reg.control().vrrp_drop("bad_checksum");
-    reg.control().vrrp_advert_received("VI_1", Some(Duration::from_millis(10)));
+    reg.control()
+        .vrrp_advert_received("VI_1", Some(Duration::from_millis(10)));
     reg.reset();
     for _ in 0..5 {
         r.on_request_done(0, Some(0), 500, 50_000, Some(40_000), 1, 1);
@@ -309,7 +313,10 @@ fn control_stats_count_transitions() {
     let h = s.health[&key("app", "10.0.0.1:80")];
     assert_eq!((h.up, h.to_up, h.to_down), (false, 1, 2));
     let v = &s.vrrp["VI_1"];
-    assert_eq!((v.role, v.priority, v.adverts_sent), (VrrpRole::Master, 50, 1));
+    assert_eq!(
+        (v.role, v.priority, v.adverts_sent),
+        (VrrpRole::Master, 50, 1)
+    );
     assert_eq!(v.transitions, [0, 0, 1, 0]);
     assert_eq!(s.vrrp_drops["ttl"], 2);
     assert_eq!(s.vrrp_drops["auth"], 1);
@@ -354,7 +361,10 @@ fn prometheus_histogram_buckets() {
     assert_eq!(get(&format!("{h}_count{{{l}}}")), 5.0);
     // 70 s is clamped to 60 s; the sum is exact over what was recorded.
     let sum = get(&format!("{h}_sum{{{l}}}"));
-    assert!((sum - (50.0 + 150.0 + 4000.0 + 60e6) / 1e6).abs() < 1e-9, "{sum}");
+    assert!(
+        (sum - (50.0 + 150.0 + 4000.0 + 60e6) / 1e6).abs() < 1e-9,
+        "{sum}"
+    );
     assert_eq!(get("ringlb_requests_total"), 5.0);
     assert_eq!(
         get("ringlb_server_requests_total{upstream=\"app\",server=\"10.0.0.1:80\"}"),
@@ -389,8 +399,7 @@ fn json_has_exact_counts_and_percentiles() {
     let reg = Registry::new(1);
     let mut r = reg.recorder(0, lay1(), 4);
     reg.control().set_generation(4);
-    reg.control()
-        .set_server_health("app", "10.0.0.1:80", true);
+    reg.control().set_server_health("app", "10.0.0.1:80", true);
     reg.control().set_vrrp("VI_1", VrrpRole::Master, 150);
     for i in 0..123 {
         r.on_request_done(0, Some(0), 200, lat(i), Some(10), 1, 2);
@@ -457,5 +466,8 @@ fn percentile_distribution_text() {
     let final_row = rows.last().unwrap();
     assert_eq!(final_row[1].parse::<f64>().unwrap(), 1.0);
     assert_eq!(final_row[2], "1000");
-    assert!(text.contains("#[Max     =       10.007, Total count    =         1000]"), "{text}");
+    assert!(
+        text.contains("#[Max     =       10.007, Total count    =         1000]"),
+        "{text}"
+    );
 }
