@@ -38,6 +38,33 @@
 //!   `/metrics` always reports since-boot values ([`Registry::snapshot_raw`])
 //!   because Prometheus expects monotonic counters; `/stats` reports the window.
 //!
+//! Counter blocks are 128-byte aligned so two shards never share a cache line.
+//!
+//! # Use
+//!
+//! ```
+//! use std::sync::Arc;
+//! use ringlb::metrics::{ConnState, Layout, Registry};
+//!
+//! let reg = Registry::new(1); // at boot, with the shard count
+//! let layout = Arc::new(Layout {
+//!     listeners: vec!["0.0.0.0:80".into()],
+//!     servers: vec![("app".into(), "10.0.0.1:80".into())],
+//! });
+//! let mut rec = reg.recorder(0, layout, 1); // move it into shard 0
+//! rec.on_accept();
+//! rec.on_handled();
+//! rec.conn_transition(ConnState::Reading, ConnState::Writing);
+//! rec.on_request_done(0, Some(0), 200, 850, Some(600), 78, 1024);
+//! rec.conn_transition(ConnState::Writing, ConnState::Waiting);
+//! rec.publish(); // every PUBLISH_INTERVAL while busy, and when idle
+//!
+//! let m = reg.snapshot(); // admin thread
+//! assert_eq!(m.conn.requests, 1);
+//! assert_eq!(m.listeners["0.0.0.0:80"].latency.count(), 1);
+//! assert_eq!(m.conn.waiting, 1);
+//! ```
+//!
 //! Memory: a local delta histogram is ~70 KB (u32 counts), a published or
 //! merged one ~140 KB (u64 counts); published histograms are allocated on the
 //! first sample only.
@@ -164,6 +191,11 @@ impl Registry {
     /// alive (one writer per slot is what makes the counters exact). A
     /// dropped recorder releases the slot; a new one continues its counters.
     pub fn recorder(&self, shard: usize, layout: Arc<Layout>, generation: u64) -> ShardRecorder {
+        assert!(
+            shard < self.slots.len(),
+            "metrics: shard {shard} out of range (registry has {})",
+            self.slots.len()
+        );
         ShardRecorder::attach(self.slots[shard].clone(), shard, layout, generation)
     }
 

@@ -46,7 +46,10 @@ pub enum ConnState {
     Waiting,
 }
 
+/// Aligned to 128 bytes (two cache lines, for the adjacent-line prefetcher)
+/// so no other shard's data ever shares a line with these counters.
 #[derive(Default)]
+#[repr(align(128))]
 pub(crate) struct ConnCounters {
     pub(crate) accepted: Counter,
     pub(crate) handled: Counter,
@@ -71,6 +74,7 @@ impl ConnCounters {
 }
 
 #[derive(Default)]
+#[repr(align(128))]
 pub(crate) struct ListenerCounters {
     requests: Counter,
     status: [Counter; 6],
@@ -79,6 +83,7 @@ pub(crate) struct ListenerCounters {
 }
 
 #[derive(Default)]
+#[repr(align(128))]
 pub(crate) struct ServerCounters {
     requests: Counter,
     status: [Counter; 6],
