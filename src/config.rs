@@ -45,6 +45,24 @@ pub mod defaults {
     pub const GARP_REPEAT: u32 = 5;
     pub const GARP_INTERVAL: Duration = Duration::from_millis(0);
     pub const GARP_REFRESH: Duration = Duration::from_secs(0);
+    pub const WORKERS: super::Workers = super::Workers::Auto;
+    pub const ACCESS_LOG_FORMAT: super::AccessLogFormat = super::AccessLogFormat::Combined;
+    pub const BALANCE: super::Balance = super::Balance::RoundRobin;
+    /// Used when `balance = "hash"` names no `hash_key`.
+    pub const HASH_KEY: super::HashKey = super::HashKey::ClientIp;
+    /// 0 = unlimited.
+    pub const MAX_CONNS: u32 = 0;
+    pub const SLOW_START: Duration = Duration::from_secs(0);
+    pub const HC_KIND: super::HealthCheckKind = super::HealthCheckKind::Http;
+    pub const VRRP_PREEMPT: bool = true;
+    pub const VRRP_PREEMPT_DELAY: Duration = Duration::from_secs(0);
+    pub const VRRP_ACCEPT_MODE: bool = false;
+    /// Weight of a tracked upstream/script; 0 means "failure puts the
+    /// instance into FAULT" (keepalived semantics), non-zero adjusts priority.
+    pub const TRACK_WEIGHT: i32 = 0;
+    pub const TRACK_SCRIPT_INTERVAL: Duration = Duration::from_secs(1);
+    pub const TRACK_SCRIPT_RISE: u32 = 1;
+    pub const TRACK_SCRIPT_FALL: u32 = 1;
 }
 
 /// A fully validated, resolved configuration.

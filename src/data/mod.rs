@@ -1,1 +1,13 @@
-//! TODO
+//! The data plane: shards that accept, parse, pick and proxy.
+//!
+//! - [`shard`]: one thread's listeners, connection registry, housekeeping.
+//! - [`conn`]: one client connection, request by request.
+//! - [`io`]: writes with deadlines and the body relay used in both directions.
+//! - [`buf`]: the receive buffer both sides read into.
+//! - [`pool`]: idle upstream keep-alive connections, per shard.
+
+pub mod buf;
+pub mod conn;
+pub mod io;
+pub mod pool;
+pub mod shard;

@@ -1,0 +1,602 @@
+//! One client connection: read a request head, route it, proxy the
+//! exchange, repeat while keep-alive allows.
+//!
+//! Requests on a connection are handled strictly one after another, so
+//! pipelined requests are answered in order by construction. A request body
+//! that is entirely buffered before the upstream is chosen stays in the
+//! receive buffer until a response head arrives, which makes the request
+//! replayable: that is what allows a retry on another server after a
+//! connect error, a reset or a timeout before the first response byte.
+
+use std::cell::Cell;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::os::fd::RawFd;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Splitable};
+use monoio::net::TcpStream;
+
+use super::buf::{ReadError, RecvBuf};
+use super::io::{relay, write_all, Body, RelayError};
+use super::shard::{Shard, ShardView};
+use crate::config::HashKey;
+use crate::lb::{hash_bytes, NoServer};
+use crate::proto::http1::encode::{canned_response, encode_request, encode_response, ClientConn, CONTINUE};
+use crate::proto::http1::{
+    decode_request, decode_response, ChunkedDecoder, Field, Framing, Limits, Method, RequestHead, Version,
+};
+use crate::snapshot::UpstreamSnap;
+
+/// Upstream receive buffer; also the largest response head accepted.
+const UPSTREAM_BUF: usize = 16 * 1024;
+/// Retries of a request whose pooled connection turned out stale; they do
+/// not count against `retries`.
+const STALE_RETRIES: u32 = 2;
+
+/// What happens to the client connection after an exchange.
+enum Next {
+    KeepAlive,
+    Close,
+    Tunnel(TcpStream),
+}
+
+/// Per-connection buffers and identity.
+struct Client {
+    stream: TcpStream,
+    peer: SocketAddr,
+    ip: ([u8; 48], u8),
+    rbuf: RecvBuf,
+    ubuf: RecvBuf,
+    out: Vec<u8>,
+    fields: Vec<Field>,
+    rfields: Vec<Field>,
+}
+
+impl Client {
+    fn ip(&self) -> &[u8] {
+        &self.ip.0[..self.ip.1 as usize]
+    }
+
+    /// Sends one of the proxy's own responses.
+    async fn reply(&mut self, status: u16, keep_alive: bool, write_limit: Duration) -> Next {
+        let (close, keep) = canned_response(status);
+        let bytes = if keep_alive { keep } else { close };
+        let mut out = std::mem::take(&mut self.out);
+        out.clear();
+        out.extend_from_slice(bytes);
+        let (r, out) = write_all(&mut self.stream, out, write_limit).await;
+        self.out = out;
+        if r.is_ok() && keep_alive {
+            Next::KeepAlive
+        } else {
+            Next::Close
+        }
+    }
+}
+
+/// Serves a client connection until it closes.
+pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr, listener: usize, fd: RawFd) {
+    let _ = stream.set_nodelay(true);
+    let (conn_id, idle) = shard.register(fd);
+    let max_head = shard.view().snap.config.http.max_header_bytes;
+    let mut ip = ([0u8; 48], 0u8);
+    let mut w = &mut ip.0[..];
+    let _ = write!(w, "{}", peer.ip());
+    ip.1 = (48 - w.len()) as u8;
+    let mut c = Client {
+        stream,
+        peer,
+        ip,
+        rbuf: RecvBuf::with_capacity(max_head),
+        ubuf: RecvBuf::with_capacity(UPSTREAM_BUF),
+        out: Vec::with_capacity(4096),
+        fields: Vec::with_capacity(32),
+        rfields: Vec::with_capacity(32),
+    };
+    loop {
+        let Some((view, head)) = read_head(&shard, &mut c, &idle).await else {
+            break;
+        };
+        match exchange(&shard, &view, &mut c, head, listener).await {
+            Next::KeepAlive if !shard.draining() => continue,
+            Next::KeepAlive | Next::Close => break,
+            Next::Tunnel(upstream) => {
+                tunnel(c, upstream).await;
+                shard.unregister(conn_id);
+                return;
+            }
+        }
+    }
+    shard.unregister(conn_id);
+}
+
+/// Reads until a complete request head is buffered. `None`: the connection
+/// is finished (closed, timed out, or answered with an error).
+async fn read_head(shard: &Shard, c: &mut Client, idle: &Cell<bool>) -> Option<(Rc<ShardView>, RequestHead)> {
+    let mut view = shard.view();
+    let mut deadline: Option<Instant> = None;
+    loop {
+        if !c.rbuf.is_empty() {
+            let http = &view.snap.config.http;
+            let limits = Limits {
+                max_head_bytes: http.max_header_bytes,
+                max_headers: http.max_headers,
+            };
+            match decode_request(c.rbuf.data(), &limits, &mut c.fields) {
+                Ok(Some(head)) => return Some((view, head)),
+                Ok(None) => {}
+                Err(e) => {
+                    crate::warn!("{}: bad request: {e:?} → {}", c.peer, e.status());
+                    c.reply(e.status(), false, http.client_body_timeout).await;
+                    return None;
+                }
+            }
+        }
+        let http = &view.snap.config.http;
+        let limit = if c.rbuf.is_empty() {
+            if shard.draining() {
+                return None;
+            }
+            idle.set(true);
+            http.keepalive_timeout
+        } else {
+            let d = *deadline.get_or_insert_with(|| Instant::now() + http.client_header_timeout);
+            d.saturating_duration_since(Instant::now())
+        };
+        let was_empty = c.rbuf.is_empty();
+        let r = c.rbuf.fill(&mut c.stream, limit).await;
+        idle.set(false);
+        match r {
+            Ok(_) => {
+                if was_empty {
+                    // A new request started; route it with the newest config.
+                    view = shard.view();
+                }
+            }
+            Err(ReadError::Timeout) if !was_empty => {
+                c.reply(408, false, http.client_body_timeout).await;
+                return None;
+            }
+            Err(_) => return None,
+        }
+    }
+}
+
+/// How the request body is sent upstream.
+struct ReqBody {
+    /// Body bytes already buffered right after the head.
+    prefix: usize,
+    /// The whole body is in the buffer: the request can be replayed.
+    complete: bool,
+    /// The rest, when not complete.
+    rest: Option<Body>,
+}
+
+fn plan_body(c: &Client, head: &RequestHead) -> Result<ReqBody, ()> {
+    let avail = &c.rbuf.data()[head.head_len..];
+    Ok(match head.framing {
+        Framing::None | Framing::Close => ReqBody {
+            prefix: 0,
+            complete: true,
+            rest: None,
+        },
+        Framing::Length(n) => {
+            let prefix = (n.min(avail.len() as u64)) as usize;
+            let left = n - prefix as u64;
+            ReqBody {
+                prefix,
+                complete: left == 0,
+                rest: (left > 0).then_some(Body::Length(left)),
+            }
+        }
+        Framing::Chunked => {
+            let mut dec = ChunkedDecoder::new();
+            let prefix = dec.feed(avail).map_err(|_| ())?;
+            let complete = dec.is_done();
+            ReqBody {
+                prefix,
+                complete,
+                rest: (!complete).then_some(Body::Chunked { dec, dechunk: false }),
+            }
+        }
+    })
+}
+
+/// Why an attempt on one server failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    ConnectRefused,
+    ConnectTimeout,
+    /// Reset, EOF or I/O error before any response byte.
+    Reset,
+    /// No response byte within `read_timeout`.
+    Timeout,
+    Malformed,
+}
+
+impl Failure {
+    fn status(self) -> u16 {
+        match self {
+            Failure::ConnectTimeout | Failure::Timeout => 504,
+            _ => 502,
+        }
+    }
+}
+
+fn hash_key(up: &UpstreamSnap, c: &Client, head: &RequestHead) -> u64 {
+    let buf = c.rbuf.data();
+    match &up.hash_key {
+        HashKey::ClientIp => hash_bytes(c.ip()),
+        HashKey::Uri => hash_bytes(head.target.get(buf)),
+        HashKey::Header(name) => c
+            .fields
+            .iter()
+            .find(|f| f.name.get(buf).eq_ignore_ascii_case(name.as_bytes()))
+            .map_or(0, |f| hash_bytes(f.value.get(buf))),
+    }
+}
+
+/// Proxies one request. The head is at the start of `c.rbuf`.
+async fn exchange(shard: &Shard, view: &Rc<ShardView>, c: &mut Client, head: RequestHead, listener: usize) -> Next {
+    let snap = &view.snap;
+    let http = &snap.config.http;
+    let write_limit = http.client_body_timeout;
+    let buf = c.rbuf.data();
+    let route = snap.listeners[listener].router.route(head.host.map(|h| h.get(buf)), head.target.get(buf));
+    let Ok(mut body) = plan_body(c, &head) else {
+        crate::warn!("{}: malformed chunked request body → 400", c.peer);
+        return c.reply(400, false, write_limit).await;
+    };
+    let Some(ui) = route else {
+        return finish_local(c, &head, &body, 404, write_limit).await;
+    };
+    let up = &snap.upstreams[ui];
+    let key = if up.selector.balance() == crate::config::Balance::Hash {
+        hash_key(up, c, &head)
+    } else {
+        0
+    };
+
+    let mut tried: u64 = 0;
+    let mut attempts = 0u32;
+    let mut stale_left = STALE_RETRIES;
+    let mut continue_sent = false;
+    let mut last_failure = Failure::ConnectRefused;
+    let now = Instant::now();
+    loop {
+        // Pick a server that has not been tried for this request.
+        let picked = {
+            let mut lb = view.lb.borrow_mut();
+            up.selector.pick(
+                &mut lb[ui],
+                key,
+                |i| !up.servers[i].available || (i < 64 && tried & (1 << i) != 0),
+                |i| up.servers[i].weight_permille(now),
+            )
+        };
+        let si = match picked {
+            Ok(si) => si,
+            Err(NoServer::AllFull) => return finish_local(c, &head, &body, 503, write_limit).await,
+            Err(NoServer::AllDown) if attempts == 0 => {
+                crate::warn!("upstream {}: no server available → 502", up.name);
+                return finish_local(c, &head, &body, 502, write_limit).await;
+            }
+            Err(NoServer::AllDown) => return finish_local(c, &head, &body, last_failure.status(), write_limit).await,
+        };
+        let server = &up.servers[si];
+        if si < 64 {
+            tried |= 1 << si;
+        }
+        attempts += 1;
+        view.lb.borrow_mut()[ui].on_start(si);
+        let result = attempt(shard, c, &head, &mut body, up, si, &mut continue_sent).await;
+        view.lb.borrow_mut()[ui].on_finish(si);
+        match result {
+            Ok(next) => return next,
+            Err(AttemptError::Client) => return Next::Close,
+            Err(AttemptError::Upstream { failure, stale, sent }) => {
+                if stale && body.complete && stale_left > 0 {
+                    // A pooled connection the server had already closed: the
+                    // request never reached it; try again on a fresh one.
+                    stale_left -= 1;
+                    attempts -= 1;
+                    if si < 64 {
+                        tried &= !(1 << si);
+                    }
+                    continue;
+                }
+                crate::warn!("upstream {} server {}: {failure:?}", up.name, server.addr);
+                last_failure = failure;
+                let replay_ok = body.complete && (!sent || head.method.is_idempotent() && !has_body(&head));
+                let retry_ok = replay_ok || (!sent && body.complete);
+                if attempts > up.retries || !retry_ok {
+                    let keep = body.complete && head.keep_alive();
+                    if body.complete {
+                        c.rbuf.consume(head.head_len + body.prefix);
+                    }
+                    return c.reply(failure.status(), keep && !shard.draining(), write_limit).await;
+                }
+            }
+        }
+    }
+}
+
+fn has_body(head: &RequestHead) -> bool {
+    !matches!(head.framing, Framing::None)
+}
+
+/// Answers a request locally (404/502/503…), keeping the connection only if
+/// the request body was already entirely read.
+async fn finish_local(c: &mut Client, head: &RequestHead, body: &ReqBody, status: u16, limit: Duration) -> Next {
+    let keep = body.complete && head.keep_alive();
+    if body.complete {
+        c.rbuf.consume(head.head_len + body.prefix);
+    }
+    c.reply(status, keep, limit).await
+}
+
+enum AttemptError {
+    /// The client failed; nothing more can be done.
+    Client,
+    /// The upstream failed before any response byte went to the client.
+    /// `stale`: it was a pooled connection that failed without a byte.
+    /// `sent`: request bytes may have reached the server.
+    Upstream { failure: Failure, stale: bool, sent: bool },
+}
+
+/// One try of a request on server `si`.
+#[allow(clippy::too_many_arguments)]
+async fn attempt(
+    shard: &Shard,
+    c: &mut Client,
+    head: &RequestHead,
+    body: &mut ReqBody,
+    up: &UpstreamSnap,
+    si: usize,
+    continue_sent: &mut bool,
+) -> Result<Next, AttemptError> {
+    let server = &up.servers[si];
+    let http_limits = shard.view();
+    let client_timeout = http_limits.snap.config.http.client_body_timeout;
+    let pooled = shard.pool.borrow_mut().take(server.addr);
+    let reused = pooled.is_some();
+    let mut us = match pooled {
+        Some(s) => s,
+        None => connect(server.addr, up.connect_timeout).await.map_err(|failure| AttemptError::Upstream {
+            failure,
+            stale: false,
+            sent: false,
+        })?,
+    };
+
+    // Head (+ buffered body) in one write.
+    let mut out = std::mem::take(&mut c.out);
+    out.clear();
+    {
+        let buf = c.rbuf.data();
+        encode_request(&mut out, buf, head, &c.fields, c.ip(), &server.host);
+        out.extend_from_slice(&buf[head.head_len..head.head_len + body.prefix]);
+    }
+    if let Some(rest) = body.rest.as_mut() {
+        // Streaming body: no replay possible past this point.
+        if head.expect_continue && body.prefix == 0 && !*continue_sent {
+            *continue_sent = true;
+            let mut o = Vec::with_capacity(CONTINUE.len());
+            o.extend_from_slice(CONTINUE);
+            if write_all(&mut c.stream, o, client_timeout).await.0.is_err() {
+                c.out = out;
+                return Err(AttemptError::Client);
+            }
+        }
+        c.rbuf.consume(head.head_len + body.prefix);
+        let (r, o) = relay(&mut c.stream, &mut c.rbuf, &mut us, out, rest, false, client_timeout, up.send_timeout).await;
+        c.out = o;
+        match r {
+            Ok(()) => {}
+            Err(RelayError::DstIo(_) | RelayError::DstTimeout) => {
+                // The upstream went away mid-body: the client's request is
+                // half-consumed, so the connection can't continue.
+                let _ = c.reply(502, false, client_timeout).await;
+                return Err(AttemptError::Client);
+            }
+            Err(RelayError::Malformed(_)) => {
+                let _ = c.reply(400, false, client_timeout).await;
+                return Err(AttemptError::Client);
+            }
+            Err(_) => return Err(AttemptError::Client),
+        }
+        body.complete = true;
+        body.prefix = 0;
+        body.rest = None;
+        // Already consumed from rbuf: make later consume() calls no-ops.
+        return respond(shard, c, head, us, up, si, reused, 0).await;
+    }
+    let (r, o) = write_all(&mut us, out, up.send_timeout).await;
+    c.out = o;
+    if r.is_err() {
+        return Err(AttemptError::Upstream {
+            failure: Failure::Reset,
+            stale: reused,
+            sent: true,
+        });
+    }
+    respond(shard, c, head, us, up, si, reused, head.head_len + body.prefix).await
+}
+
+async fn connect(addr: SocketAddr, limit: Duration) -> Result<TcpStream, Failure> {
+    match monoio::time::timeout(limit, TcpStream::connect_addr(addr)).await {
+        Ok(Ok(s)) => {
+            let _ = s.set_nodelay(true);
+            Ok(s)
+        }
+        Ok(Err(_)) => Err(Failure::ConnectRefused),
+        Err(_) => Err(Failure::ConnectTimeout),
+    }
+}
+
+/// Reads the response head and relays the response. `req_len`: request
+/// bytes still in `c.rbuf` to consume once the response is committed.
+#[allow(clippy::too_many_arguments)]
+async fn respond(
+    shard: &Shard,
+    c: &mut Client,
+    head: &RequestHead,
+    mut us: TcpStream,
+    up: &UpstreamSnap,
+    si: usize,
+    reused: bool,
+    req_len: usize,
+) -> Result<Next, AttemptError> {
+    let server = &up.servers[si];
+    let view = shard.view();
+    let client_timeout = view.snap.config.http.client_body_timeout;
+    let mut got_bytes = false;
+    c.ubuf.consume(c.ubuf.len());
+    let resp = loop {
+        match decode_response(c.ubuf.data(), UPSTREAM_BUF, head.method == Method::Head, &mut c.rfields) {
+            Ok(Some(r)) if r.is_informational() && r.status != 101 => {
+                // 1xx: pass to an HTTP/1.1 client, then wait for the final head.
+                let mut out = std::mem::take(&mut c.out);
+                out.clear();
+                if head.version == Version::Http11 {
+                    encode_response(&mut out, c.ubuf.data(), &r, &c.rfields, ClientConn::KeepAlive(Version::Http11), false);
+                }
+                c.ubuf.consume(r.head_len);
+                let (res, o) = write_all(&mut c.stream, out, client_timeout).await;
+                c.out = o;
+                if res.is_err() {
+                    return Err(AttemptError::Client);
+                }
+                continue;
+            }
+            Ok(Some(r)) => break r,
+            Ok(None) => {}
+            Err(e) => {
+                crate::warn!("upstream {} server {}: malformed response head ({e:?})", up.name, server.addr);
+                return Err(AttemptError::Upstream {
+                    failure: Failure::Malformed,
+                    stale: false,
+                    sent: true,
+                });
+            }
+        }
+        match c.ubuf.fill(&mut us, up.read_timeout).await {
+            Ok(_) => got_bytes = true,
+            Err(ReadError::Timeout) => {
+                return Err(AttemptError::Upstream {
+                    failure: Failure::Timeout,
+                    stale: false,
+                    sent: true,
+                })
+            }
+            Err(_) => {
+                return Err(AttemptError::Upstream {
+                    failure: Failure::Reset,
+                    stale: reused && !got_bytes,
+                    sent: true,
+                })
+            }
+        }
+    };
+    // Committed: the response goes to the client, whatever happens next.
+    c.rbuf.consume(req_len);
+    let draining = shard.draining() || view.snap.draining;
+
+    if resp.status == 101 {
+        if !head.upgrade {
+            crate::warn!("upstream {} server {}: unsolicited 101 → 502", up.name, server.addr);
+            let _ = c.reply(502, false, client_timeout).await;
+            return Ok(Next::Close);
+        }
+        let mut out = std::mem::take(&mut c.out);
+        out.clear();
+        encode_response(&mut out, c.ubuf.data(), &resp, &c.rfields, ClientConn::Upgrade, false);
+        c.ubuf.consume(resp.head_len);
+        out.extend_from_slice(c.ubuf.data());
+        c.ubuf.consume(c.ubuf.len());
+        let (r, o) = write_all(&mut c.stream, out, client_timeout).await;
+        c.out = o;
+        if r.is_err() {
+            return Ok(Next::Close);
+        }
+        return Ok(Next::Tunnel(us));
+    }
+
+    let dechunk = resp.framing == Framing::Chunked && head.version == Version::Http10;
+    let client_keep = head.keep_alive() && !draining && resp.framing != Framing::Close && !dechunk;
+    let conn = if client_keep {
+        ClientConn::KeepAlive(head.version)
+    } else {
+        ClientConn::Close
+    };
+    let mut out = std::mem::take(&mut c.out);
+    out.clear();
+    encode_response(&mut out, c.ubuf.data(), &resp, &c.rfields, conn, dechunk);
+    c.ubuf.consume(resp.head_len);
+    let mut body = match resp.framing {
+        Framing::None => Body::Length(0),
+        Framing::Length(n) => Body::Length(n),
+        Framing::Chunked => Body::chunked(dechunk),
+        Framing::Close => Body::Close,
+    };
+    let done = match body.absorb(&mut c.ubuf, &mut out) {
+        Ok(d) => d,
+        Err(_) => {
+            let _ = c.reply(502, false, client_timeout).await;
+            return Ok(Next::Close);
+        }
+    };
+    let (r, o) = relay(&mut us, &mut c.ubuf, &mut c.stream, out, &mut body, done, up.read_timeout, client_timeout).await;
+    c.out = o;
+    match r {
+        Ok(()) => {}
+        Err(RelayError::SrcEof | RelayError::SrcTimeout | RelayError::SrcIo(_) | RelayError::Malformed(_)) => {
+            crate::warn!("upstream {} server {}: response body cut short", up.name, server.addr);
+            return Ok(Next::Close);
+        }
+        Err(RelayError::DstIo(_) | RelayError::DstTimeout) => return Ok(Next::Close),
+    }
+    if resp.keep_alive() && c.ubuf.is_empty() && !draining {
+        shard.pool.borrow_mut().put(server.addr, us, up.keepalive, Instant::now());
+    }
+    Ok(if client_keep { Next::KeepAlive } else { Next::Close })
+}
+
+/// After `101 Switching Protocols`: copy bytes both ways until both sides
+/// are done.
+async fn tunnel(mut c: Client, upstream: TcpStream) {
+    // Bytes the client sent after its request head belong to the new protocol.
+    let mut early = Vec::new();
+    early.extend_from_slice(c.rbuf.data());
+    c.rbuf.consume(c.rbuf.len());
+    let mut upstream = upstream;
+    if !early.is_empty() && upstream.write_all(early).await.0.is_err() {
+        return;
+    }
+    let (mut cr, mut cw) = c.stream.into_split();
+    let (mut ur, mut uw) = upstream.into_split();
+    let a = copy_until_eof(&mut cr, &mut uw);
+    let b = copy_until_eof(&mut ur, &mut cw);
+    monoio::join!(a, b);
+}
+
+async fn copy_until_eof<R: AsyncReadRent, W: AsyncWriteRent>(r: &mut R, w: &mut W) {
+    let mut buf = Vec::with_capacity(16 * 1024);
+    loop {
+        buf.clear();
+        let (res, b) = r.read(buf).await;
+        buf = b;
+        match res {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        let (res, b) = w.write_all(buf).await;
+        buf = b;
+        if res.is_err() {
+            break;
+        }
+    }
+    let _ = w.shutdown().await;
+}

@@ -1,0 +1,232 @@
+//! One shard: its listeners, its connections, its pools and its view of the
+//! current snapshot.
+//!
+//! A shard is a single thread with its own monoio runtime. Everything here
+//! is `!Send` (`Rc`, `Cell`, `RefCell`): no other thread ever touches it, so
+//! nothing needs a lock. The only shared state is read-mostly (the snapshot
+//! cell) or written by this shard alone (its [`ShardControl`] atomics).
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use monoio::io::Canceller;
+use monoio::net::TcpListener;
+
+use super::conn;
+use super::pool::Pool;
+use crate::lb::ShardState;
+use crate::snapshot::{Snapshot, SnapshotCell, SnapshotReader};
+
+/// How often a shard does its housekeeping (stop flag, pool sweep,
+/// heartbeat).
+pub const TICK: Duration = Duration::from_millis(50);
+
+/// The part of a shard other threads may look at. Written by the shard only.
+#[derive(Default)]
+pub struct ShardControl {
+    /// Set by the control thread: stop accepting and drain.
+    pub stop: AtomicBool,
+    /// Bumped every tick: a shard whose heartbeat stalls is not making
+    /// progress (VRRP tracks this).
+    pub heartbeat: AtomicU64,
+    /// Open client connections.
+    pub active: AtomicUsize,
+    /// Set by the shard when it has exited.
+    pub exited: AtomicBool,
+}
+
+/// The snapshot a shard routes with, plus this shard's selector state for
+/// it. Requests hold an `Rc` to the view they started with, so a reload
+/// never changes the rules under a request in flight.
+pub struct ShardView {
+    pub snap: Arc<Snapshot>,
+    pub lb: RefCell<Vec<ShardState>>,
+}
+
+impl ShardView {
+    fn new(snap: Arc<Snapshot>, seed: u64) -> ShardView {
+        let lb = snap
+            .upstreams
+            .iter()
+            .enumerate()
+            .map(|(i, u)| ShardState::new(&u.selector, seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)))
+            .collect();
+        ShardView {
+            snap,
+            lb: RefCell::new(lb),
+        }
+    }
+}
+
+/// Per-connection state the shard can see, to close idle keep-alive
+/// connections when draining.
+struct ConnEntry {
+    fd: RawFd,
+    idle: Rc<Cell<bool>>,
+}
+
+pub struct Shard {
+    pub id: usize,
+    reader: RefCell<SnapshotReader>,
+    view: RefCell<Rc<ShardView>>,
+    pub pool: RefCell<Pool>,
+    pub control: Arc<ShardControl>,
+    conns: RefCell<HashMap<u64, ConnEntry>>,
+    next_conn: Cell<u64>,
+    draining: Cell<bool>,
+}
+
+impl Shard {
+    /// The view of the current snapshot (one pointer compare when unchanged).
+    #[inline]
+    pub fn view(&self) -> Rc<ShardView> {
+        let mut reader = self.reader.borrow_mut();
+        let current = reader.load();
+        let mut view = self.view.borrow_mut();
+        if !Arc::ptr_eq(current, &view.snap) {
+            *view = Rc::new(ShardView::new(Arc::clone(current), self.id as u64 + 1));
+        }
+        Rc::clone(&view)
+    }
+
+    pub fn draining(&self) -> bool {
+        self.draining.get()
+    }
+
+    /// Registers a client connection; returns its id and its idle flag.
+    pub fn register(&self, fd: RawFd) -> (u64, Rc<Cell<bool>>) {
+        let id = self.next_conn.get();
+        self.next_conn.set(id + 1);
+        let idle = Rc::new(Cell::new(false));
+        self.conns.borrow_mut().insert(id, ConnEntry { fd, idle: Rc::clone(&idle) });
+        self.control.active.fetch_add(1, Ordering::Relaxed);
+        (id, idle)
+    }
+
+    pub fn unregister(&self, id: u64) {
+        self.conns.borrow_mut().remove(&id);
+        self.control.active.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Shuts the read side of every idle keep-alive connection so its pending
+    /// read ends and the connection closes.
+    fn close_idle(&self) {
+        for c in self.conns.borrow().values() {
+            if c.idle.get() {
+                // SAFETY: the fd belongs to a live connection of this shard;
+                // shutdown does not close it, the owner still does.
+                unsafe { libc::shutdown(c.fd, libc::SHUT_RD) };
+            }
+        }
+    }
+}
+
+/// Runs a shard on the calling thread until it is told to stop and has
+/// drained (or `shutdown_timeout` passed).
+pub fn run(
+    id: usize,
+    cell: SnapshotCell,
+    listeners: Vec<(usize, std::net::TcpListener)>,
+    control: Arc<ShardControl>,
+) -> std::io::Result<()> {
+    let mut rt = crate::runtime::build()?;
+    if id == 0 {
+        crate::info!("shards use the {} driver", rt.driver_name());
+    }
+    let ctl = Arc::clone(&control);
+    rt.block_on(async move {
+        let control = ctl;
+        let first = cell.load_full();
+        let shard = Rc::new(Shard {
+            id,
+            reader: RefCell::new(cell.reader()),
+            view: RefCell::new(Rc::new(ShardView::new(first, id as u64 + 1))),
+            pool: RefCell::new(Pool::default()),
+            control: Arc::clone(&control),
+            conns: RefCell::new(HashMap::new()),
+            next_conn: Cell::new(0),
+            draining: Cell::new(false),
+        });
+        let mut cancellers = Vec::new();
+        for (idx, std_listener) in listeners {
+            let listener = match TcpListener::from_std(std_listener) {
+                Ok(l) => l,
+                Err(e) => {
+                    crate::error!("shard {id}: listener {idx}: {e}");
+                    continue;
+                }
+            };
+            let canceller = Canceller::new();
+            monoio::spawn(accept_loop(Rc::clone(&shard), listener, idx, canceller.handle()));
+            cancellers.push(canceller);
+        }
+        housekeeping(&shard, cancellers).await;
+    });
+    control.exited.store(true, Ordering::Release);
+    Ok(())
+}
+
+async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, idx: usize, cancel: monoio::io::CancelHandle) {
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        match listener.cancelable_accept(cancel.clone()).await {
+            Ok((stream, peer)) => {
+                backoff = Duration::from_millis(5);
+                let fd = stream.as_raw_fd();
+                monoio::spawn(conn::serve(Rc::clone(&shard), stream, peer, idx, fd));
+            }
+            Err(_) if shard.draining() || shard.control.stop.load(Ordering::Relaxed) => return,
+            Err(e) => {
+                // EMFILE/ENFILE/ENOBUFS: the listener stays, pending clients
+                // wait in the backlog while connections close.
+                crate::warn!("accept on listener {idx}: {e}; retrying in {backoff:?}");
+                monoio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_millis(500));
+            }
+        }
+    }
+}
+
+/// The shard's periodic duties; returns when the shard may exit.
+async fn housekeeping(shard: &Rc<Shard>, cancellers: Vec<Canceller>) {
+    let mut cancellers = Some(cancellers);
+    let mut drain_deadline: Option<Instant> = None;
+    let mut ticks: u64 = 0;
+    loop {
+        monoio::time::sleep(TICK).await;
+        ticks += 1;
+        shard.control.heartbeat.store(ticks, Ordering::Relaxed);
+        let now = Instant::now();
+        if ticks % 20 == 0 {
+            let view = shard.view();
+            shard.pool.borrow_mut().sweep(now, |addr: SocketAddr| {
+                view.snap.upstreams.iter().any(|u| u.servers.iter().any(|s| s.addr == addr))
+            });
+        }
+        if shard.control.stop.load(Ordering::Relaxed) {
+            if let Some(cs) = cancellers.take() {
+                shard.draining.set(true);
+                for c in cs {
+                    c.cancel();
+                }
+                let limit = shard.view().snap.config.runtime.shutdown_timeout;
+                drain_deadline = Some(now + limit);
+                shard.pool.borrow_mut().clear();
+            }
+            shard.close_idle();
+            let active = shard.control.active.load(Ordering::Relaxed);
+            if active == 0 || drain_deadline.is_some_and(|d| now >= d) {
+                if active > 0 {
+                    crate::warn!("shard {}: shutdown_timeout reached with {active} connections open", shard.id);
+                }
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,302 @@
+//! A streaming scanner for chunked bodies (RFC 9112 §7.1).
+//!
+//! The proxy forwards chunked bodies as they arrive, so it never needs the
+//! whole body: the scanner is fed whatever bytes are buffered and says which
+//! of them are chunk data and which are framing, and when the message ends.
+//! A relay to an HTTP/1.1 peer forwards every consumed byte (pass-through,
+//! trailers included); a relay to an HTTP/1.0 client forwards only the data
+//! pieces (de-chunking, trailers dropped). Syntax is strict: a bad size, a
+//! bare LF, a missing CRLF after data, or an oversized extension/trailer
+//! section is an error, because a lenient parser here is exactly where
+//! request smuggling starts.
+
+/// Longest chunk-size line extension accepted.
+pub const MAX_EXT_BYTES: usize = 4096;
+/// Largest trailer section accepted.
+pub const MAX_TRAILER_BYTES: usize = 16 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Size { digits: u8, value: u64 },
+    ExtBws { value: u64 },
+    Ext { len: u16, value: u64 },
+    SizeLf { value: u64 },
+    Data { remaining: u64 },
+    DataCr,
+    DataLf,
+    TrailerStart,
+    TrailerName,
+    TrailerValue,
+    TrailerLf,
+    EndLf,
+    Done,
+}
+
+/// What the bytes consumed by one [`ChunkedDecoder::next`] call were.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Piece {
+    /// Chunk data.
+    Data,
+    /// Size lines, CRLFs, extensions or trailers.
+    Framing,
+    /// Framing that ended the message: nothing after it belongs to the body.
+    Done,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChunkError {
+    BadSize,
+    SizeOverflow,
+    BadLineEnding,
+    ExtensionTooLong,
+    BadTrailer,
+    TrailerTooLarge,
+}
+
+/// Incremental chunked-body scanner.
+#[derive(Debug, Clone)]
+pub struct ChunkedDecoder {
+    state: State,
+    trailer_bytes: usize,
+}
+
+impl Default for ChunkedDecoder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ChunkedDecoder {
+    pub fn new() -> Self {
+        ChunkedDecoder {
+            state: State::Size { digits: 0, value: 0 },
+            trailer_bytes: 0,
+        }
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.state == State::Done
+    }
+
+    /// Consumes a prefix of `buf` of one kind. Returns how many bytes were
+    /// consumed and what they were; `(0, Piece::Framing)` means more input
+    /// is needed (or `buf` is empty).
+    pub fn next(&mut self, buf: &[u8]) -> Result<(usize, Piece), ChunkError> {
+        if let State::Data { remaining } = self.state {
+            let n = (remaining.min(buf.len() as u64)) as usize;
+            let remaining = remaining - n as u64;
+            self.state = if remaining == 0 { State::DataCr } else { State::Data { remaining } };
+            return Ok((n, Piece::Data));
+        }
+        let mut i = 0;
+        while i < buf.len() {
+            match self.state {
+                State::Data { .. } => return Ok((i, Piece::Framing)),
+                State::Done => return Ok((i, Piece::Done)),
+                _ => {}
+            }
+            self.step(buf[i])?;
+            i += 1;
+        }
+        if self.state == State::Done {
+            return Ok((i, Piece::Done));
+        }
+        Ok((i, Piece::Framing))
+    }
+
+    /// Consumes as much of `buf` as belongs to the body. Returns the number
+    /// of bytes consumed; [`is_done`](Self::is_done) tells whether the body
+    /// ended within them. Use this for pass-through relays.
+    pub fn feed(&mut self, buf: &[u8]) -> Result<usize, ChunkError> {
+        let mut at = 0;
+        while at < buf.len() && !self.is_done() {
+            let (n, _) = self.next(&buf[at..])?;
+            if n == 0 {
+                break;
+            }
+            at += n;
+        }
+        Ok(at)
+    }
+
+    fn step(&mut self, b: u8) -> Result<(), ChunkError> {
+        self.state = match self.state {
+            State::Size { digits, value } => match b {
+                b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F' => {
+                    if digits >= 16 {
+                        return Err(ChunkError::SizeOverflow);
+                    }
+                    let d = (b as char).to_digit(16).unwrap_or(0) as u64;
+                    State::Size { digits: digits + 1, value: value << 4 | d }
+                }
+                _ if digits == 0 => return Err(ChunkError::BadSize),
+                b'\r' => State::SizeLf { value },
+                b';' => State::Ext { len: 0, value },
+                b' ' | b'\t' => State::ExtBws { value },
+                _ => return Err(ChunkError::BadSize),
+            },
+            State::ExtBws { value } => match b {
+                b' ' | b'\t' => State::ExtBws { value },
+                b';' => State::Ext { len: 0, value },
+                _ => return Err(ChunkError::BadSize),
+            },
+            State::Ext { len, value } => match b {
+                b'\r' => State::SizeLf { value },
+                b'\n' => return Err(ChunkError::BadLineEnding),
+                b'\t' | 0x20..=0x7e | 0x80..=0xff => {
+                    if len as usize >= MAX_EXT_BYTES {
+                        return Err(ChunkError::ExtensionTooLong);
+                    }
+                    State::Ext { len: len + 1, value }
+                }
+                _ => return Err(ChunkError::BadSize),
+            },
+            State::SizeLf { value } => match b {
+                b'\n' if value == 0 => State::TrailerStart,
+                b'\n' => State::Data { remaining: value },
+                _ => return Err(ChunkError::BadLineEnding),
+            },
+            State::DataCr => match b {
+                b'\r' => State::DataLf,
+                _ => return Err(ChunkError::BadLineEnding),
+            },
+            State::DataLf => match b {
+                b'\n' => State::Size { digits: 0, value: 0 },
+                _ => return Err(ChunkError::BadLineEnding),
+            },
+            State::TrailerStart => match b {
+                b'\r' => State::EndLf,
+                _ if super::fields::is_tchar(b) => {
+                    self.count_trailer()?;
+                    State::TrailerName
+                }
+                _ => return Err(ChunkError::BadTrailer),
+            },
+            State::TrailerName => {
+                self.count_trailer()?;
+                match b {
+                    b':' => State::TrailerValue,
+                    _ if super::fields::is_tchar(b) => State::TrailerName,
+                    _ => return Err(ChunkError::BadTrailer),
+                }
+            }
+            State::TrailerValue => {
+                self.count_trailer()?;
+                match b {
+                    b'\r' => State::TrailerLf,
+                    b'\t' | 0x20..=0x7e | 0x80..=0xff => State::TrailerValue,
+                    _ => return Err(ChunkError::BadTrailer),
+                }
+            }
+            State::TrailerLf => match b {
+                b'\n' => State::TrailerStart,
+                _ => return Err(ChunkError::BadLineEnding),
+            },
+            State::EndLf => match b {
+                b'\n' => State::Done,
+                _ => return Err(ChunkError::BadLineEnding),
+            },
+            State::Data { .. } | State::Done => unreachable!("handled by next()"),
+        };
+        Ok(())
+    }
+
+    fn count_trailer(&mut self) -> Result<(), ChunkError> {
+        self.trailer_bytes += 1;
+        if self.trailer_bytes > MAX_TRAILER_BYTES {
+            return Err(ChunkError::TrailerTooLarge);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds `input` in pieces of `step` bytes; returns (data, consumed).
+    fn dechunk(input: &[u8], step: usize) -> Result<(Vec<u8>, usize), ChunkError> {
+        let mut d = ChunkedDecoder::new();
+        let mut data = Vec::new();
+        let mut at = 0;
+        let mut avail = 0;
+        while !d.is_done() {
+            if avail == input.len() && at == avail {
+                break;
+            }
+            avail = (avail + step).min(input.len());
+            loop {
+                let (n, piece) = d.next(&input[at..avail])?;
+                if piece == Piece::Data {
+                    data.extend_from_slice(&input[at..at + n]);
+                }
+                at += n;
+                if n == 0 || piece == Piece::Done {
+                    break;
+                }
+            }
+        }
+        assert!(d.is_done(), "incomplete");
+        Ok((data, at))
+    }
+
+    #[test]
+    fn decodes_any_split() {
+        let msg = b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-T: 1\r\n\r\nNEXT";
+        for step in 1..msg.len() {
+            let (data, used) = dechunk(msg, step).unwrap();
+            assert_eq!(data, b"hello world");
+            assert_eq!(&msg[used..], b"NEXT", "step {step}");
+        }
+    }
+
+    #[test]
+    fn feed_stops_at_end() {
+        let msg = b"3\r\nabc\r\n0\r\n\r\nGET / HTTP/1.1";
+        let mut d = ChunkedDecoder::new();
+        let n = d.feed(msg).unwrap();
+        assert!(d.is_done());
+        assert_eq!(&msg[n..], b"GET / HTTP/1.1");
+    }
+
+    #[test]
+    fn rejects_bad_syntax() {
+        let bad: [&[u8]; 12] = [
+            b"x\r\n",
+            b"\r\n",
+            b"5\nhello\r\n0\r\n\r\n",
+            b"5\r\nhelloX\r\n",
+            b"5\r\nhello\n0\r\n\r\n",
+            b"11111111111111111\r\n",
+            b"-5\r\n",
+            b"5 6\r\n",
+            b"0x5\r\n",
+            b"0\r\n bad: fold\r\n\r\n",
+            b"0\r\nNo-Colon\r\n\r\n",
+            b"0\r\n\n",
+        ];
+        for b in bad {
+            let mut d = ChunkedDecoder::new();
+            assert!(d.feed(b).is_err(), "{:?}", String::from_utf8_lossy(b));
+        }
+    }
+
+    #[test]
+    fn limits() {
+        let mut long_ext = b"1;".to_vec();
+        long_ext.extend(std::iter::repeat_n(b'a', MAX_EXT_BYTES + 1));
+        assert_eq!(ChunkedDecoder::new().feed(&long_ext), Err(ChunkError::ExtensionTooLong));
+        let mut trailers = b"0\r\n".to_vec();
+        for _ in 0..2000 {
+            trailers.extend_from_slice(b"X-Trailer: 0123456789\r\n");
+        }
+        assert_eq!(ChunkedDecoder::new().feed(&trailers), Err(ChunkError::TrailerTooLarge));
+    }
+
+    #[test]
+    fn max_size_ok() {
+        let mut d = ChunkedDecoder::new();
+        assert_eq!(d.feed(b"ffffffffffffffff\r\n").unwrap(), 18);
+        assert!(!d.is_done());
+    }
+}

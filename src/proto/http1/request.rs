@@ -1,0 +1,393 @@
+//! Request-head decoding with the client-side rules of RFC 9112.
+//!
+//! [`decode_request`] is called on whatever bytes have arrived; it answers
+//! "need more" (`Ok(None)`), a decoded [`RequestHead`] of spans, or a
+//! [`RequestError`] that names the status to answer before closing. The
+//! framing decision (no body, `Content-Length`, chunked) is made here and
+//! only here.
+
+use std::mem::MaybeUninit;
+
+use super::fields::{self, classify, ConnectionOpts, Field, FieldKind, FramingError};
+use super::{Framing, Limits, Span, Version, MAX_HEADERS_CAP};
+
+/// Request methods the proxy treats specially; the rest are `Other`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Head,
+    Post,
+    Put,
+    Delete,
+    Options,
+    Trace,
+    Patch,
+    Connect,
+    Other,
+}
+
+impl Method {
+    fn from_bytes(m: &[u8]) -> Method {
+        match m {
+            b"GET" => Method::Get,
+            b"HEAD" => Method::Head,
+            b"POST" => Method::Post,
+            b"PUT" => Method::Put,
+            b"DELETE" => Method::Delete,
+            b"OPTIONS" => Method::Options,
+            b"TRACE" => Method::Trace,
+            b"PATCH" => Method::Patch,
+            b"CONNECT" => Method::Connect,
+            _ => Method::Other,
+        }
+    }
+
+    /// Idempotent per RFC 9110 §9.2.2: safe to send again to another server.
+    pub fn is_idempotent(self) -> bool {
+        matches!(
+            self,
+            Method::Get | Method::Head | Method::Put | Method::Delete | Method::Options | Method::Trace
+        )
+    }
+}
+
+/// A decoded request head; spans point into the buffer it was decoded from.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestHead {
+    /// Bytes taken by the head, including the final empty line.
+    pub head_len: usize,
+    pub method: Method,
+    pub method_span: Span,
+    pub target: Span,
+    pub version: Version,
+    pub framing: Framing,
+    pub conn: ConnectionOpts,
+    /// `Expect: 100-continue` was sent.
+    pub expect_continue: bool,
+    /// The request asks for a protocol upgrade (`Connection: upgrade` plus
+    /// an `Upgrade` field).
+    pub upgrade: bool,
+    pub host: Option<Span>,
+}
+
+impl RequestHead {
+    /// Whether the client wants the connection kept after this exchange.
+    pub fn keep_alive(&self) -> bool {
+        match self.version {
+            Version::Http11 => !self.conn.close,
+            Version::Http10 => self.conn.keep_alive && !self.conn.close,
+        }
+    }
+}
+
+/// Why a request head was refused. Each maps to one status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestError {
+    /// Syntax error in the request line or a field (400).
+    Malformed,
+    /// Head larger than the limit (431).
+    HeadTooLarge,
+    /// More fields than the limit (431).
+    TooManyHeaders,
+    /// Framing fields that disagree or can't be trusted (400).
+    Framing(FramingError),
+    /// HTTP/1.1 without exactly one `Host` (400).
+    BadHost,
+    /// `Expect` with something other than `100-continue` (417).
+    BadExpect,
+    /// Not HTTP/1.0 or HTTP/1.1 (505).
+    Version,
+    /// `CONNECT` is not proxied (405).
+    Connect,
+}
+
+impl RequestError {
+    pub fn status(self) -> u16 {
+        match self {
+            RequestError::Malformed | RequestError::Framing(_) | RequestError::BadHost => 400,
+            RequestError::HeadTooLarge | RequestError::TooManyHeaders => 431,
+            RequestError::BadExpect => 417,
+            RequestError::Version => 505,
+            RequestError::Connect => 405,
+        }
+    }
+}
+
+/// Decodes a request head from the start of `buf`.
+///
+/// `fields` is cleared and filled with the head's fields (reuse it across
+/// requests: no allocation once it has grown).
+pub fn decode_request(
+    buf: &[u8],
+    limits: &Limits,
+    fields: &mut Vec<Field>,
+) -> Result<Option<RequestHead>, RequestError> {
+    let max_headers = limits.max_headers.min(MAX_HEADERS_CAP);
+    let mut storage: [MaybeUninit<httparse::Header<'_>>; MAX_HEADERS_CAP] =
+        [const { MaybeUninit::uninit() }; MAX_HEADERS_CAP];
+    let mut req = httparse::Request::new(&mut []);
+    let status = match req.parse_with_uninit_headers(buf, &mut storage[..max_headers]) {
+        Ok(s) => s,
+        Err(httparse::Error::TooManyHeaders) => return Err(RequestError::TooManyHeaders),
+        Err(httparse::Error::Version) => return Err(version_error(buf)),
+        Err(_) => return Err(RequestError::Malformed),
+    };
+    let head_len = match status {
+        httparse::Status::Complete(n) => n,
+        httparse::Status::Partial => {
+            return if buf.len() >= limits.max_head_bytes {
+                Err(RequestError::HeadTooLarge)
+            } else {
+                Ok(None)
+            };
+        }
+    };
+    if head_len > limits.max_head_bytes {
+        return Err(RequestError::HeadTooLarge);
+    }
+    let (Some(method), Some(path), Some(minor)) = (req.method, req.path, req.version) else {
+        return Err(RequestError::Malformed);
+    };
+    let version = if minor == 1 { Version::Http11 } else { Version::Http10 };
+    let method_span = Span::of(buf, method.as_bytes());
+    let method = Method::from_bytes(method.as_bytes());
+    if method == Method::Connect {
+        return Err(RequestError::Connect);
+    }
+    let target = Span::of(buf, path.as_bytes());
+    if !valid_target(path.as_bytes(), method) {
+        return Err(RequestError::Malformed);
+    }
+
+    fields.clear();
+    let mut host = None;
+    let mut hosts = 0;
+    let mut expect_continue = false;
+    let mut has_upgrade = false;
+    for h in req.headers.iter() {
+        if h.name.is_empty() {
+            return Err(RequestError::Malformed);
+        }
+        let kind = classify(h.name.as_bytes());
+        let value = Span::of(buf, h.value);
+        if h.value.iter().any(|&b| b == b'\r' || b == b'\n' || b == 0) {
+            return Err(RequestError::Malformed);
+        }
+        match kind {
+            FieldKind::Host => {
+                hosts += 1;
+                host = Some(value);
+            }
+            FieldKind::Expect => {
+                if h.value.eq_ignore_ascii_case(b"100-continue") {
+                    expect_continue = true;
+                } else {
+                    return Err(RequestError::BadExpect);
+                }
+            }
+            FieldKind::Upgrade => has_upgrade = true,
+            _ => {}
+        }
+        fields.push(Field {
+            name: Span::of(buf, h.name.as_bytes()),
+            value,
+            kind,
+        });
+    }
+    if hosts > 1 || (version == Version::Http11 && hosts == 0) {
+        return Err(RequestError::BadHost);
+    }
+    if let Some(h) = host {
+        if !valid_host(h.get(buf)) {
+            return Err(RequestError::BadHost);
+        }
+    }
+
+    let te = fields::transfer_encoding(buf, fields).map_err(RequestError::Framing)?;
+    let cl = fields::content_length(buf, fields).map_err(RequestError::Framing)?;
+    let framing = match (te, cl) {
+        (Some(_), Some(_)) => return Err(RequestError::Framing(FramingError::BothLengths)),
+        // A request's only trustworthy coding list is a lone `chunked`, and
+        // HTTP/1.0 has no chunked coding at all (RFC 9112 §6.1).
+        (Some(true), None) if version == Version::Http11 && single_coding(buf, fields) => {
+            Framing::Chunked
+        }
+        (Some(_), None) => return Err(RequestError::Framing(FramingError::BadTransferEncoding)),
+        (None, Some(0)) | (None, None) => Framing::None,
+        (None, Some(n)) => Framing::Length(n),
+    };
+    let conn = fields::connection_opts(buf, fields);
+    // 100-continue means nothing to an HTTP/1.0 client (RFC 9110 §10.1.1).
+    let expect_continue = expect_continue && version == Version::Http11;
+    Ok(Some(RequestHead {
+        head_len,
+        method,
+        method_span,
+        target,
+        version,
+        framing,
+        conn,
+        expect_continue,
+        upgrade: conn.upgrade && has_upgrade,
+        host,
+    }))
+}
+
+fn version_error(buf: &[u8]) -> RequestError {
+    // httparse reports any non-1.x version the same way; only a well-formed
+    // `HTTP/d.d` deserves 505, garbage is a plain 400.
+    let line_end = buf.iter().position(|&b| b == b'\r' || b == b'\n').unwrap_or(buf.len());
+    let line = &buf[..line_end];
+    match line.rsplit(|&b| b == b' ').next() {
+        Some(v) if v.len() == 8 && v.starts_with(b"HTTP/") && v[5].is_ascii_digit() && v[6] == b'.' && v[7].is_ascii_digit() => {
+            RequestError::Version
+        }
+        _ => RequestError::Malformed,
+    }
+}
+
+fn single_coding(buf: &[u8], fields: &[Field]) -> bool {
+    fields
+        .iter()
+        .filter(|f| f.kind == FieldKind::TransferEncoding)
+        .flat_map(|f| fields::tokens(f.value.get(buf)))
+        .count()
+        == 1
+}
+
+fn valid_target(t: &[u8], method: Method) -> bool {
+    match t.first() {
+        Some(b'/') => true,
+        Some(b'*') => t.len() == 1 && method == Method::Options,
+        // absolute-form (RFC 9112 §3.2.2): forwarded as is.
+        Some(_) => t.len() > 7 && (t[..7].eq_ignore_ascii_case(b"http://") || t.len() > 8 && t[..8].eq_ignore_ascii_case(b"https://")),
+        None => false,
+    }
+}
+
+/// `Host` must be a plausible uri-host[:port]: no spaces, slashes, `@`, or
+/// control bytes (RFC 9110 §7.2).
+fn valid_host(h: &[u8]) -> bool {
+    !h.is_empty()
+        && h.iter().all(|&b| {
+            b.is_ascii_alphanumeric() || b"-._~:[]!$&'()*+,;=%".contains(&b)
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dec(s: &str) -> Result<Option<RequestHead>, RequestError> {
+        let mut f = Vec::new();
+        decode_request(s.as_bytes(), &Limits::default(), &mut f)
+    }
+
+    fn ok(s: &str) -> RequestHead {
+        dec(s).expect("valid").expect("complete")
+    }
+
+    #[test]
+    fn simple_get() {
+        let h = ok("GET /a?b HTTP/1.1\r\nHost: x\r\n\r\nrest");
+        assert_eq!(h.method, Method::Get);
+        assert_eq!(h.version, Version::Http11);
+        assert_eq!(h.framing, Framing::None);
+        assert!(h.keep_alive());
+        assert_eq!(h.head_len, "GET /a?b HTTP/1.1\r\nHost: x\r\n\r\n".len());
+    }
+
+    #[test]
+    fn partial_then_too_large() {
+        assert!(dec("GET / HTTP/1.1\r\nHost: x\r\n").unwrap().is_none());
+        let big = format!("GET / HTTP/1.1\r\nHost: x\r\nX: {}\r\n", "a".repeat(20000));
+        assert_eq!(dec(&big).unwrap_err(), RequestError::HeadTooLarge);
+        assert_eq!(dec(&big).unwrap_err().status(), 431);
+    }
+
+    #[test]
+    fn too_many_headers() {
+        let mut s = String::from("GET / HTTP/1.1\r\nHost: x\r\n");
+        for i in 0..200 {
+            s.push_str(&format!("X-{i}: y\r\n"));
+        }
+        s.push_str("\r\n");
+        assert_eq!(dec(&s).unwrap_err(), RequestError::TooManyHeaders);
+    }
+
+    #[test]
+    fn http10_keepalive_only_when_asked() {
+        assert!(!ok("GET / HTTP/1.0\r\n\r\n").keep_alive());
+        assert!(ok("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").keep_alive());
+        assert!(!ok("GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").keep_alive());
+    }
+
+    #[test]
+    fn framing() {
+        assert_eq!(
+            ok("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n").framing,
+            Framing::Length(10)
+        );
+        assert_eq!(
+            ok("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n").framing,
+            Framing::Chunked
+        );
+    }
+
+    #[test]
+    fn smuggling_shapes_are_400() {
+        let bad = [
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: xchunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, identity\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1a\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length : 1\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n",
+            "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "GET / HTTP/1.1\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a b\r\n\r\n",
+            "GET  / HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\n\x00: b\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nX: a\rb\r\n\r\n",
+            "GET nothing HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET / HTTP/1.1\r\n Host: a\r\n\r\n",
+        ];
+        for b in bad {
+            let e = dec(b).expect_err(b);
+            assert_eq!(e.status(), 400, "{b:?} → {e:?}");
+        }
+    }
+
+    #[test]
+    fn other_statuses() {
+        assert_eq!(dec("GET / HTTP/2.0\r\nHost: a\r\n\r\n").unwrap_err().status(), 505);
+        assert_eq!(dec("CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n").unwrap_err().status(), 405);
+        assert_eq!(
+            dec("POST / HTTP/1.1\r\nHost: a\r\nExpect: magic\r\n\r\n").unwrap_err().status(),
+            417
+        );
+    }
+
+    #[test]
+    fn expect_and_upgrade() {
+        let h = ok("POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n");
+        assert!(h.expect_continue);
+        let h = ok("GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n");
+        assert!(h.upgrade);
+        let h = ok("GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n");
+        assert!(!h.upgrade);
+    }
+
+    #[test]
+    fn idempotency() {
+        assert!(Method::Get.is_idempotent());
+        assert!(Method::Put.is_idempotent());
+        assert!(!Method::Post.is_idempotent());
+        assert!(!Method::Patch.is_idempotent());
+    }
+}

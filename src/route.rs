@@ -1,0 +1,170 @@
+//! Host and path routing, compiled once per snapshot.
+//!
+//! A listener's `[[listener.route]]` entries become a [`Router`]: exact hosts
+//! and `*.suffix` wildcards (case-insensitive, port ignored) and path prefixes
+//! matched on segment boundaries, longest prefix first. Matching walks
+//! pre-sorted slices and compares bytes; it allocates nothing, so it can run
+//! on every request. Pure code: no I/O.
+
+use crate::config::RouteConfig;
+
+#[derive(Debug, Clone)]
+struct Route {
+    host: HostMatch,
+    path_prefix: Option<Box<[u8]>>,
+    upstream: usize,
+}
+
+#[derive(Debug, Clone)]
+enum HostMatch {
+    Any,
+    Exact(Box<[u8]>),
+    /// `*.example.com` stored as `.example.com`.
+    Suffix(Box<[u8]>),
+}
+
+/// The compiled routes of one listener.
+#[derive(Debug, Clone, Default)]
+pub struct Router {
+    /// Sorted by specificity: exact host before wildcard before any; within
+    /// each, longer path prefix first. The first match wins.
+    routes: Vec<Route>,
+    default: Option<usize>,
+}
+
+impl Router {
+    pub fn build(routes: &[RouteConfig], default: Option<usize>) -> Router {
+        let mut compiled: Vec<Route> = routes
+            .iter()
+            .map(|r| Route {
+                host: match r.host.as_deref() {
+                    None => HostMatch::Any,
+                    Some(h) => match h.strip_prefix('*') {
+                        Some(suffix) => HostMatch::Suffix(suffix.to_ascii_lowercase().into_bytes().into()),
+                        None => HostMatch::Exact(h.to_ascii_lowercase().into_bytes().into()),
+                    },
+                },
+                path_prefix: r.path_prefix.as_ref().map(|p| p.as_bytes().into()),
+                upstream: r.upstream,
+            })
+            .collect();
+        compiled.sort_by_key(|r| {
+            let host_rank = match &r.host {
+                HostMatch::Exact(_) => 0,
+                HostMatch::Suffix(s) => 1_000_000 - s.len(),
+                HostMatch::Any => 2_000_000,
+            };
+            (host_rank, usize::MAX - r.path_prefix.as_ref().map_or(0, |p| p.len()))
+        });
+        Router { routes: compiled, default }
+    }
+
+    /// The upstream for a request, or `None` (404). `host` is the raw Host
+    /// field value (may carry a port), `target` the request target.
+    pub fn route(&self, host: Option<&[u8]>, target: &[u8]) -> Option<usize> {
+        if self.routes.is_empty() {
+            return self.default;
+        }
+        let host = host.map(strip_port).unwrap_or(b"");
+        let path = path_of(target);
+        self.routes
+            .iter()
+            .find(|r| host_matches(&r.host, host) && r.path_prefix.as_deref().is_none_or(|p| prefix_matches(p, path)))
+            .map(|r| r.upstream)
+            .or(self.default)
+    }
+}
+
+fn strip_port(h: &[u8]) -> &[u8] {
+    if h.first() == Some(&b'[') {
+        // IPv6 literal: `[::1]:80`.
+        return match h.iter().position(|&b| b == b']') {
+            Some(i) => &h[..=i],
+            None => h,
+        };
+    }
+    match h.iter().rposition(|&b| b == b':') {
+        Some(i) => &h[..i],
+        None => h,
+    }
+}
+
+/// The path of an origin-form or absolute-form target, without the query.
+fn path_of(target: &[u8]) -> &[u8] {
+    let mut t = target;
+    if t.first() != Some(&b'/') {
+        // absolute-form: skip `scheme://authority`.
+        if let Some(i) = t.windows(3).position(|w| w == b"://") {
+            t = &t[i + 3..];
+            t = match t.iter().position(|&b| b == b'/') {
+                Some(i) => &t[i..],
+                None => b"/",
+            };
+        }
+    }
+    match t.iter().position(|&b| b == b'?' || b == b'#') {
+        Some(i) => &t[..i],
+        None => t,
+    }
+}
+
+fn host_matches(m: &HostMatch, host: &[u8]) -> bool {
+    match m {
+        HostMatch::Any => true,
+        HostMatch::Exact(h) => host.eq_ignore_ascii_case(h),
+        HostMatch::Suffix(s) => {
+            host.len() > s.len() && host[host.len() - s.len()..].eq_ignore_ascii_case(s)
+        }
+    }
+}
+
+/// `/v1` matches `/v1`, `/v1/x`, not `/v10`; a prefix ending in `/` matches
+/// anything under it.
+fn prefix_matches(prefix: &[u8], path: &[u8]) -> bool {
+    path.starts_with(prefix)
+        && (prefix.ends_with(b"/") || path.len() == prefix.len() || path[prefix.len()] == b'/')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(host: Option<&str>, path: Option<&str>, up: usize) -> RouteConfig {
+        RouteConfig {
+            host: host.map(str::to_string),
+            path_prefix: path.map(str::to_string),
+            upstream: up,
+        }
+    }
+
+    #[test]
+    fn host_and_path_rules() {
+        let router = Router::build(
+            &[
+                r(Some("api.example.com"), None, 1),
+                r(Some("*.example.com"), None, 2),
+                r(None, Some("/v1"), 3),
+                r(None, Some("/v1/admin"), 4),
+                r(Some("api.example.com"), Some("/v2"), 5),
+            ],
+            Some(0),
+        );
+        assert_eq!(router.route(Some(b"API.example.com:8080"), b"/x"), Some(1));
+        assert_eq!(router.route(Some(b"api.example.com"), b"/v2/y"), Some(5));
+        assert_eq!(router.route(Some(b"www.example.com"), b"/"), Some(2));
+        assert_eq!(router.route(Some(b"example.com"), b"/"), Some(0));
+        assert_eq!(router.route(Some(b"other"), b"/v1"), Some(3));
+        assert_eq!(router.route(Some(b"other"), b"/v1/admin/z?q=1"), Some(4));
+        assert_eq!(router.route(Some(b"other"), b"/v10"), Some(0));
+        assert_eq!(router.route(None, b"http://h/v1/x"), Some(3));
+        assert_eq!(router.route(Some(b"[::1]:80"), b"/"), Some(0));
+    }
+
+    #[test]
+    fn no_default_is_none() {
+        let router = Router::build(&[r(None, Some("/a"), 1)], None);
+        assert_eq!(router.route(Some(b"h"), b"/b"), None);
+        assert_eq!(router.route(Some(b"h"), b"/a/"), Some(1));
+        assert_eq!(Router::build(&[], Some(7)).route(None, b"/"), Some(7));
+    }
+}

@@ -1,0 +1,171 @@
+//! The one immutable value the shards route with, and how it is published.
+//!
+//! Everything a shard needs to route a request — routers, upstreams with
+//! their selectors, per-server availability, the drain flag — lives in one
+//! [`Snapshot`] with a generation number. The control thread builds a new
+//! one whenever anything changes and swaps it in; shards read it through an
+//! `arc_swap::Cache`, which costs one atomic load of a pointer that almost
+//! never changes (no lock, no syscall, no reference-count traffic). State is
+//! never split over several cells, so a shard can never see a server list
+//! from one generation with health from another.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+
+use crate::config::{Config, HashKey};
+use crate::lb::{Selector, ServerSpec};
+use crate::route::Router;
+
+/// An immutable view of the routing state.
+pub struct Snapshot {
+    pub generation: u64,
+    pub config: Arc<Config>,
+    /// Indexed like `config.listeners`.
+    pub listeners: Vec<ListenerSnap>,
+    /// Indexed like `config.upstreams`.
+    pub upstreams: Vec<UpstreamSnap>,
+    /// Graceful stop in progress: answer with `Connection: close`.
+    pub draining: bool,
+}
+
+pub struct ListenerSnap {
+    pub listen: SocketAddr,
+    pub router: Router,
+}
+
+pub struct UpstreamSnap {
+    pub name: Box<str>,
+    pub selector: Selector,
+    pub servers: Vec<ServerSnap>,
+    pub hash_key: HashKey,
+    pub keepalive: usize,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub send_timeout: Duration,
+    pub retries: u32,
+}
+
+pub struct ServerSnap {
+    pub addr: SocketAddr,
+    /// `addr` as text, used as `Host` for HTTP/1.0 clients that sent none.
+    pub host: Box<[u8]>,
+    /// Configured up, healthy by active checks and by passive observation.
+    pub available: bool,
+    pub backup: bool,
+    pub max_conns: u32,
+    /// When the server last came back, for the slow-start ramp.
+    pub up_since: Option<Instant>,
+    pub slow_start: Duration,
+}
+
+impl ServerSnap {
+    /// Slow-start ramp in permille of the full weight at `now`.
+    pub fn weight_permille(&self, now: Instant) -> u32 {
+        match self.up_since {
+            Some(since) => crate::lb::slow_start_permille(since, now, self.slow_start),
+            None => 1000,
+        }
+    }
+}
+
+/// Availability of every server as decided by the control thread, indexed
+/// `[upstream][server]`; `None` means "all up".
+pub type Availability<'a> = Option<&'a dyn Fn(usize, usize) -> (bool, Option<Instant>)>;
+
+impl Snapshot {
+    /// Builds a snapshot of `config`; `avail` gives each server's health and
+    /// the time it last came back up.
+    pub fn build(config: Arc<Config>, generation: u64, avail: Availability<'_>, draining: bool) -> Snapshot {
+        let listeners = config
+            .listeners
+            .iter()
+            .map(|l| ListenerSnap {
+                listen: l.listen,
+                router: Router::build(&l.routes, l.upstream),
+            })
+            .collect();
+        let upstreams = config
+            .upstreams
+            .iter()
+            .enumerate()
+            .map(|(ui, u)| {
+                let specs: Vec<ServerSpec> = u
+                    .servers
+                    .iter()
+                    .map(ServerSpec::from_config)
+                    .collect();
+                UpstreamSnap {
+                    name: u.name.as_str().into(),
+                    selector: Selector::build(u.balance, &specs),
+                    servers: u
+                        .servers
+                        .iter()
+                        .enumerate()
+                        .map(|(si, s)| {
+                            let (healthy, up_since) = avail.map_or((true, None), |f| f(ui, si));
+                            ServerSnap {
+                                addr: s.addr,
+                                host: s.addr.to_string().into_bytes().into(),
+                                available: !s.down && healthy,
+                                backup: s.backup,
+                                max_conns: s.max_conns,
+                                up_since,
+                                slow_start: s.slow_start,
+                            }
+                        })
+                        .collect(),
+                    hash_key: u.hash_key.clone(),
+                    keepalive: u.keepalive,
+                    connect_timeout: u.connect_timeout,
+                    read_timeout: u.read_timeout,
+                    send_timeout: u.send_timeout,
+                    retries: u.retries,
+                }
+            })
+            .collect();
+        Snapshot {
+            generation,
+            config,
+            listeners,
+            upstreams,
+            draining,
+        }
+    }
+}
+
+/// The shared cell the control thread publishes into.
+#[derive(Clone)]
+pub struct SnapshotCell(Arc<ArcSwap<Snapshot>>);
+
+impl SnapshotCell {
+    pub fn new(s: Snapshot) -> Self {
+        SnapshotCell(Arc::new(ArcSwap::from_pointee(s)))
+    }
+
+    /// Publishes a new snapshot; shards see it on their next request.
+    pub fn publish(&self, s: Snapshot) {
+        self.0.store(Arc::new(s));
+    }
+
+    pub fn load_full(&self) -> Arc<Snapshot> {
+        self.0.load_full()
+    }
+
+    /// A per-shard reader: one pointer comparison per read once warm.
+    pub fn reader(&self) -> SnapshotReader {
+        SnapshotReader(arc_swap::Cache::new(Arc::clone(&self.0)))
+    }
+}
+
+/// A shard's cached view of the [`SnapshotCell`].
+pub struct SnapshotReader(arc_swap::Cache<Arc<ArcSwap<Snapshot>>, Arc<Snapshot>>);
+
+impl SnapshotReader {
+    #[inline]
+    pub fn load(&mut self) -> &Arc<Snapshot> {
+        self.0.load()
+    }
+}
