@@ -16,6 +16,8 @@
 //! - [`data`]: the shards: accept loop, client connection task, upstream pool.
 //! - [`runtime`]: thread spawning, CPU pinning, io_uring ring construction.
 //! - [`metrics`]: per-shard counters and histograms, merge, exposition.
+//! - [`control`]: control-thread services; [`control::admin`] is the admin HTTP endpoint.
+//! - [`stats_cli`]: `ringlb stats`, a terminal view of `/stats`.
 //! - [`backend`]: a tiny built-in HTTP server for tests, benchmarks and the demo.
 //! - [`demo`]: `ringlb demo`.
 
@@ -31,3 +33,4 @@ pub mod proto;
 pub mod route;
 pub mod runtime;
 pub mod snapshot;
+pub mod stats_cli;

@@ -5,6 +5,7 @@
 //! are received here with `signal-hook` (the shards block none and handle
 //! none): SIGHUP reloads, SIGTERM/SIGINT drain and stop.
 
+pub mod admin;
 pub mod listeners;
 
 use std::net::SocketAddr;

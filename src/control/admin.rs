@@ -1,0 +1,679 @@
+//! The admin HTTP endpoint: `GET /metrics`, `GET /stats`, `GET /healthz`,
+//! `POST /reset`.
+//!
+//! It runs on its own plain `std` thread with blocking sockets, away from
+//! both the shards and the VRRP timers: a slow scrape can delay another
+//! scrape, never a request or an advert. The protocol is the smallest honest
+//! HTTP/1.1: read one request head (at most [`MAX_HEAD`] bytes, within
+//! [`HEAD_DEADLINE`]), answer with `Content-Length` and `Connection: close`,
+//! close. Requests are served one at a time, so a stuck client costs at most
+//! [`HEAD_DEADLINE`] of admin availability and never a thread per client.
+//!
+//! Routes:
+//! - `GET /metrics` — Prometheus text, since-boot values (counters must be monotonic).
+//! - `GET /stats[?buckets=1][&raw=1][&pretty=1]` — JSON, since the last reset
+//!   (`raw=1`: since boot); `buckets=1` adds raw histogram buckets. The
+//!   `extra` callback's value is added under `"extra"` (VRRP/health details
+//!   owned elsewhere).
+//! - `GET /healthz` — `200 ok`, or `503 draining` during a graceful stop.
+//! - `POST /reset` (or `GET`) — start a fresh `/stats` window.
+
+use std::io::{self, Read, Write};
+use std::net::{Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::metrics::{JsonOptions, Registry};
+
+/// Extra JSON merged into `/stats` under `"extra"`.
+pub type ExtraFn = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
+
+/// Largest request head accepted.
+pub const MAX_HEAD: usize = 8 * 1024;
+/// Time allowed to receive a full request head.
+pub const HEAD_DEADLINE: Duration = Duration::from_secs(2);
+/// Time allowed for writing a response.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A response produced by [`route`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: Vec<u8>,
+    /// `Allow` header for 405.
+    pub allow: Option<&'static str>,
+}
+
+impl Response {
+    fn text(status: u16, body: &str) -> Self {
+        Response {
+            status,
+            content_type: "text/plain; charset=utf-8",
+            body: body.as_bytes().to_vec(),
+            allow: None,
+        }
+    }
+
+    fn json(status: u16, v: &serde_json::Value, pretty: bool) -> Self {
+        let body = if pretty {
+            serde_json::to_vec_pretty(v)
+        } else {
+            serde_json::to_vec(v)
+        }
+        .unwrap_or_default();
+        Response {
+            status,
+            content_type: "application/json",
+            body,
+            allow: None,
+        }
+    }
+
+    fn method_not_allowed(allow: &'static str) -> Self {
+        Response {
+            allow: Some(allow),
+            ..Response::text(405, "method not allowed\n")
+        }
+    }
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        431 => "Request Header Fields Too Large",
+        503 => "Service Unavailable",
+        _ => "",
+    }
+}
+
+fn flag(query: &str, name: &str) -> bool {
+    query.split('&').any(|kv| {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, "1"));
+        k == name && matches!(v, "1" | "true" | "yes" | "")
+    })
+}
+
+/// Answer one request. Pure with respect to I/O, so it is unit-testable.
+pub fn route(registry: &Registry, extra: Option<&ExtraFn>, method: &str, target: &str) -> Response {
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let read = matches!(method, "GET" | "HEAD");
+    match path {
+        "/metrics" => {
+            if !read {
+                return Response::method_not_allowed("GET, HEAD");
+            }
+            Response {
+                status: 200,
+                content_type: "text/plain; version=0.0.4; charset=utf-8",
+                body: registry.snapshot_raw().to_prometheus().into_bytes(),
+                allow: None,
+            }
+        }
+        "/stats" => {
+            if !read {
+                return Response::method_not_allowed("GET, HEAD");
+            }
+            let snap = if flag(query, "raw") {
+                registry.snapshot_raw()
+            } else {
+                registry.snapshot()
+            };
+            let mut v = snap.to_json_value(JsonOptions {
+                buckets: flag(query, "buckets"),
+            });
+            if let Some(f) = extra {
+                v["extra"] = f();
+            }
+            Response::json(200, &v, flag(query, "pretty"))
+        }
+        "/healthz" => {
+            if !read {
+                return Response::method_not_allowed("GET, HEAD");
+            }
+            if registry.control().draining() {
+                Response::text(503, "draining\n")
+            } else {
+                Response::text(200, "ok\n")
+            }
+        }
+        "/reset" => {
+            if !matches!(method, "POST" | "GET") {
+                return Response::method_not_allowed("POST, GET");
+            }
+            registry.reset();
+            Response::json(200, &serde_json::json!({"reset": true}), false)
+        }
+        "/" => {
+            if !read {
+                return Response::method_not_allowed("GET, HEAD");
+            }
+            Response::text(
+                200,
+                "ringlb admin: /metrics /stats /healthz /reset (POST)\n",
+            )
+        }
+        _ => Response::text(404, "not found\n"),
+    }
+}
+
+/// A running admin server. Dropping it stops the server and joins its thread,
+/// so keep it alive for as long as the endpoint should answer.
+pub struct AdminServer {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl AdminServer {
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stop accepting, finish the request in progress, join the thread.
+    pub fn shutdown(mut self) {
+        self.stop_and_join();
+    }
+
+    fn stop_and_join(&mut self) {
+        let Some(t) = self.thread.take() else { return };
+        self.stop.store(true, Ordering::SeqCst);
+        // Wake the blocking accept().
+        let mut wake = self.addr;
+        if wake.ip().is_unspecified() {
+            wake.set_ip(if wake.is_ipv4() {
+                Ipv4Addr::LOCALHOST.into()
+            } else {
+                Ipv6Addr::LOCALHOST.into()
+            });
+        }
+        let _ = TcpStream::connect_timeout(&wake, Duration::from_secs(1));
+        let _ = t.join();
+    }
+}
+
+impl Drop for AdminServer {
+    fn drop(&mut self) {
+        self.stop_and_join();
+    }
+}
+
+/// Bind `listen` and serve on a new thread named `ringlb-admin`.
+pub fn spawn(
+    listen: SocketAddr,
+    registry: Arc<Registry>,
+    extra: Option<ExtraFn>,
+) -> io::Result<AdminServer> {
+    spawn_on(TcpListener::bind(listen)?, registry, extra)
+}
+
+/// Serve on an already bound listener (e.g. inherited over SCM_RIGHTS).
+pub fn spawn_on(
+    listener: TcpListener,
+    registry: Arc<Registry>,
+    extra: Option<ExtraFn>,
+) -> io::Result<AdminServer> {
+    let addr = listener.local_addr()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let thread = std::thread::Builder::new()
+        .name("ringlb-admin".into())
+        .spawn(move || serve(listener, &registry, extra.as_ref(), &stop2))?;
+    Ok(AdminServer {
+        addr,
+        stop,
+        thread: Some(thread),
+    })
+}
+
+fn serve(listener: TcpListener, registry: &Registry, extra: Option<&ExtraFn>, stop: &AtomicBool) {
+    loop {
+        let accepted = listener.accept();
+        if stop.load(Ordering::SeqCst) {
+            return;
+        }
+        match accepted {
+            Ok((stream, _)) => {
+                // Errors are per-connection (client went away); nothing to do.
+                let _ = handle_conn(stream, registry, extra);
+            }
+            // EMFILE and friends: back off instead of spinning.
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+enum Head {
+    Complete(usize),
+    TooLarge,
+    Closed,
+    TimedOut,
+}
+
+fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<Head> {
+    let deadline = Instant::now() + HEAD_DEADLINE;
+    let mut chunk = [0u8; 2048];
+    loop {
+        if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            return Ok(Head::Complete(pos + 4));
+        }
+        if buf.len() >= MAX_HEAD {
+            return Ok(Head::TooLarge);
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(Head::TimedOut);
+        }
+        stream.set_read_timeout(Some(left))?;
+        match stream.read(&mut chunk) {
+            Ok(0) => return Ok(Head::Closed),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Ok(Head::TimedOut)
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn handle_conn(
+    mut stream: TcpStream,
+    registry: &Registry,
+    extra: Option<&ExtraFn>,
+) -> io::Result<()> {
+    stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
+    let mut buf = Vec::with_capacity(1024);
+    let (resp, head_only) = match read_head(&mut stream, &mut buf)? {
+        Head::Closed => return Ok(()),
+        Head::TimedOut => (Response::text(408, "request timeout\n"), false),
+        Head::TooLarge => (Response::text(431, "request head too large\n"), false),
+        Head::Complete(n) => {
+            let mut headers = [httparse::EMPTY_HEADER; 32];
+            let mut req = httparse::Request::new(&mut headers);
+            match req.parse(&buf[..n]) {
+                Ok(httparse::Status::Complete(_)) => {
+                    let method = req.method.unwrap_or("");
+                    let target = req.path.unwrap_or("");
+                    (route(registry, extra, method, target), method == "HEAD")
+                }
+                _ => (Response::text(400, "bad request\n"), false),
+            }
+        }
+    };
+    let mut head = format!(
+        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n",
+        resp.status,
+        reason(resp.status),
+        resp.content_type,
+        resp.body.len()
+    );
+    if let Some(a) = resp.allow {
+        head.push_str("Allow: ");
+        head.push_str(a);
+        head.push_str("\r\n");
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes())?;
+    if !head_only {
+        stream.write_all(&resp.body)?;
+    }
+    stream.flush()?;
+    // Half-close, then drain briefly so unread request bytes (a POST body)
+    // don't turn our close into a RST that eats the response.
+    let _ = stream.shutdown(Shutdown::Write);
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
+    let mut sink = [0u8; 1024];
+    let mut drained = 0usize;
+    while drained < 64 * 1024 {
+        match stream.read(&mut sink) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => drained += n,
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::{Layout, VrrpRole};
+    use crate::stats_cli;
+    use serde_json::Value;
+
+    const N_PER_SHARD: u64 = 500;
+
+    fn layout() -> Arc<Layout> {
+        Arc::new(Layout {
+            listeners: vec!["127.0.0.1:8080".into()],
+            servers: vec![
+                ("app".into(), "127.0.0.1:9001".into()),
+                ("app".into(), "127.0.0.1:9002".into()),
+            ],
+        })
+    }
+
+    /// Two fake shards on their own threads record N_PER_SHARD requests each.
+    fn busy_registry() -> Arc<Registry> {
+        let reg = Registry::new(2);
+        let threads: Vec<_> = (0..2)
+            .map(|shard| {
+                let reg = reg.clone();
+                std::thread::spawn(move || {
+                    let mut r = reg.recorder(shard, layout(), 1);
+                    for i in 0..N_PER_SHARD {
+                        r.on_accept();
+                        r.on_handled();
+                        let total = 200 + (i * 37) % 5000;
+                        let status = if i % 50 == 0 { 503 } else { 200 };
+                        r.on_request_done(0, Some(shard), status, total, Some(total / 2), 80, 200);
+                        r.on_close(crate::metrics::ConnState::Reading);
+                    }
+                    r.on_connect_time(shard, 120);
+                    while !r.publish() {
+                        std::thread::yield_now();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let c = reg.control();
+        c.set_generation(1);
+        c.set_server_health("app", "127.0.0.1:9001", true);
+        c.health_transition("app", "127.0.0.1:9002", false);
+        c.set_vrrp("VI_1", VrrpRole::Backup, 100);
+        c.vrrp_transition("VI_1", VrrpRole::Master);
+        c.vrrp_advert_received("VI_1", Some(Duration::from_millis(1000)));
+        c.vrrp_drop("bad_checksum");
+        reg
+    }
+
+    fn get_json(addr: SocketAddr, path: &str) -> Value {
+        let (status, body) = stats_cli::http_request(addr, "GET", path).unwrap();
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(bytes).unwrap();
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    /// A python3 that has prometheus_client, if any.
+    fn python_with_prometheus() -> Option<&'static str> {
+        ["/usr/bin/python3", "python3"].into_iter().find(|py| {
+            std::process::Command::new(py)
+                .args(["-c", "import prometheus_client.parser"])
+                .output()
+                .map(|o| o.status.success())
+                .unwrap_or(false)
+        })
+    }
+
+    const PARSE_PY: &str = r#"
+import sys, json
+from prometheus_client.parser import text_string_to_metric_families
+types, vals = {}, {}
+for fam in text_string_to_metric_families(sys.stdin.read()):
+    types[fam.name] = fam.type
+    for s in fam.samples:
+        vals[s.name + json.dumps(s.labels, sort_keys=True, separators=(',', ':'))] = s.value
+print(json.dumps({"types": types, "vals": vals}))
+"#;
+
+    #[test]
+    fn stats_counts_are_exact_over_http() {
+        let reg = busy_registry();
+        let extra: ExtraFn = Arc::new(|| serde_json::json!({"node": "lb1"}));
+        let srv = spawn("127.0.0.1:0".parse().unwrap(), reg.clone(), Some(extra)).unwrap();
+        let addr = srv.local_addr();
+        let n = 2 * N_PER_SHARD;
+
+        let v = get_json(addr, "/stats");
+        assert_eq!(v["connections"]["requests"], n);
+        assert_eq!(v["connections"]["accepted"], n);
+        assert_eq!(v["connections"]["handled"], n);
+        assert_eq!(v["connections"]["active"], 0);
+        assert_eq!(v["totals"]["requests"], n);
+        assert_eq!(v["totals"]["status"]["5xx"], 2 * (N_PER_SHARD / 50));
+        assert_eq!(v["totals"]["status"]["2xx"], n - 2 * (N_PER_SHARD / 50));
+        assert_eq!(v["totals"]["bytes_in"], 80 * n);
+        assert_eq!(v["totals"]["latency"]["count"], n);
+        assert_eq!(v["totals"]["upstream_latency"]["count"], n);
+        assert_eq!(v["listeners"][0]["requests"], n);
+        for s in 0..2 {
+            assert_eq!(v["servers"][s]["requests"], N_PER_SHARD);
+            assert_eq!(v["servers"][s]["latency"]["count"], N_PER_SHARD);
+            assert_eq!(v["servers"][s]["connect_time"]["count"], 1);
+        }
+        assert_eq!(v["servers"][0]["health"], "up");
+        assert_eq!(v["servers"][1]["health"], "down");
+        assert_eq!(v["servers"][1]["health_transitions"]["down"], 1);
+        assert_eq!(v["vrrp"]["instances"][0]["role"], "MASTER");
+        assert_eq!(v["vrrp"]["dropped"]["bad_checksum"], 1);
+        assert_eq!(v["generation"], 1);
+        assert_eq!(v["extra"]["node"], "lb1");
+        let p = &v["totals"]["latency"]["percentiles_us"];
+        let mut last = v["totals"]["latency"]["min_us"].as_u64().unwrap();
+        for k in ["50", "75", "90", "99", "99.9", "99.99"] {
+            let x = p[k].as_u64().unwrap();
+            assert!(x >= last, "p{k} = {x} < {last}");
+            last = x;
+        }
+        assert!(v["totals"]["latency"]["max_us"].as_u64().unwrap() >= last);
+        assert!(v["totals"]["latency"].get("buckets").is_none());
+        let b = get_json(addr, "/stats?buckets=1");
+        assert!(!b["totals"]["latency"]["buckets"]
+            .as_array()
+            .unwrap()
+            .is_empty());
+
+        // Reset: /stats starts over, /metrics stays monotonic.
+        let mut out = Vec::new();
+        stats_cli::run_to(&mut out, addr, None, true, None).unwrap();
+        assert!(String::from_utf8(out)
+            .unwrap()
+            .contains("stats window reset"));
+        let v = get_json(addr, "/stats");
+        assert_eq!(v["connections"]["requests"], 0);
+        assert_eq!(v["totals"]["latency"]["count"], 0);
+        assert_eq!(v["vrrp"]["dropped"]["bad_checksum"], 0);
+        assert_eq!(v["vrrp"]["instances"][0]["role"], "MASTER");
+        let v = get_json(addr, "/stats?raw=1");
+        assert_eq!(v["connections"]["requests"], n);
+        let (_, metrics) = stats_cli::http_request(addr, "GET", "/metrics").unwrap();
+        assert!(metrics.contains(&format!("\nringlb_requests_total {n}\n")));
+        srv.shutdown();
+    }
+
+    #[test]
+    fn metrics_parse_with_prometheus_client() {
+        let reg = busy_registry();
+        let srv = spawn("127.0.0.1:0".parse().unwrap(), reg, None).unwrap();
+        let resp = raw(
+            srv.local_addr(),
+            b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n",
+        );
+        let (head, text) = resp.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+        assert!(head.contains("Content-Type: text/plain; version=0.0.4"));
+        assert!(head.contains(&format!("Content-Length: {}\r\n", text.len())));
+        let Some(py) = python_with_prometheus() else {
+            println!("SKIP prometheus_client parse: no python3 with prometheus_client");
+            return;
+        };
+        let mut child = std::process::Command::new(py)
+            .args(["-c", PARSE_PY])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "prometheus_client rejected the text: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let parsed: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let types = &parsed["types"];
+        let vals = &parsed["vals"];
+        let n = (2 * N_PER_SHARD) as f64;
+        assert_eq!(types["ringlb_requests"], "counter");
+        assert_eq!(
+            types["ringlb_listener_request_duration_seconds"],
+            "histogram"
+        );
+        assert_eq!(types["ringlb_server_connect_duration_seconds"], "histogram");
+        assert_eq!(types["ringlb_connections"], "gauge");
+        assert_eq!(vals["ringlb_requests_total{}"], n);
+        let l = r#"{"listener":"127.0.0.1:8080"}"#;
+        assert_eq!(
+            vals[format!("ringlb_listener_request_duration_seconds_count{l}")],
+            n
+        );
+        assert_eq!(
+            vals[r#"ringlb_listener_request_duration_seconds_bucket{"le":"+Inf","listener":"127.0.0.1:8080"}"#],
+            n
+        );
+        // All samples in this run are <= 5.2 ms.
+        assert_eq!(
+            vals[r#"ringlb_listener_request_duration_seconds_bucket{"le":"0.01","listener":"127.0.0.1:8080"}"#],
+            n
+        );
+        assert_eq!(
+            vals[r#"ringlb_server_requests_total{"server":"127.0.0.1:9001","upstream":"app"}"#],
+            N_PER_SHARD as f64
+        );
+        assert_eq!(
+            vals[r#"ringlb_vrrp_state{"instance":"VI_1","state":"MASTER"}"#],
+            1.0
+        );
+        assert_eq!(
+            vals[r#"ringlb_vrrp_dropped_packets_total{"reason":"bad_checksum"}"#],
+            1.0
+        );
+    }
+
+    #[test]
+    fn routes_and_errors() {
+        let reg = Registry::new(1);
+        let srv = spawn("127.0.0.1:0".parse().unwrap(), reg.clone(), None).unwrap();
+        let a = srv.local_addr();
+        let r = raw(a, b"GET /healthz HTTP/1.1\r\n\r\n");
+        assert!(
+            r.starts_with("HTTP/1.1 200 OK\r\n") && r.ends_with("\r\n\r\nok\n"),
+            "{r}"
+        );
+        reg.control().set_draining(true);
+        let r = raw(a, b"GET /healthz HTTP/1.1\r\n\r\n");
+        assert!(r.starts_with("HTTP/1.1 503 "), "{r}");
+        let r = raw(a, b"GET /nope HTTP/1.1\r\n\r\n");
+        assert!(r.starts_with("HTTP/1.1 404 "), "{r}");
+        let r = raw(a, b"DELETE /metrics HTTP/1.1\r\n\r\n");
+        assert!(
+            r.starts_with("HTTP/1.1 405 ") && r.contains("\r\nAllow: GET, HEAD\r\n"),
+            "{r}"
+        );
+        let r = raw(a, b"HEAD /stats HTTP/1.1\r\n\r\n");
+        assert!(
+            r.starts_with("HTTP/1.1 200 ") && r.ends_with("\r\n\r\n"),
+            "{r}"
+        );
+        let r = raw(a, b"\x01\x02 garbage\r\n\r\n");
+        assert!(r.starts_with("HTTP/1.1 400 "), "{r}");
+        let mut big = b"GET /stats HTTP/1.1\r\nX-Pad: ".to_vec();
+        big.extend(std::iter::repeat_n(b'a', MAX_HEAD + 10));
+        big.extend_from_slice(b"\r\n\r\n");
+        let r = raw(a, &big);
+        assert!(r.starts_with("HTTP/1.1 431 "), "{r}");
+        let r = raw(a, b"POST /reset HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello");
+        assert!(
+            r.starts_with("HTTP/1.1 200 ") && r.contains("\"reset\":true"),
+            "{r}"
+        );
+        // Still serving after all of that.
+        let v = get_json(a, "/stats");
+        assert_eq!(v["shards"], 1);
+        srv.shutdown();
+    }
+
+    #[test]
+    fn stats_cli_renders_wrk_view() {
+        let reg = busy_registry();
+        let srv = spawn("127.0.0.1:0".parse().unwrap(), reg, None).unwrap();
+        let addr = srv.local_addr();
+        let mut out = Vec::new();
+        stats_cli::run_to(&mut out, addr, None, false, None).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let n = 2 * N_PER_SHARD;
+        assert!(text.contains(&format!("Requests: {n} total")), "{text}");
+        assert!(text.contains(&format!(
+            "Latency Distribution (window, total, {n} samples)"
+        )));
+        for p in ["50%", "75%", "90%", "99%", "99.9%", "99.99%", "max"] {
+            assert!(text.contains(p), "missing {p}\n{text}");
+        }
+        assert!(text.contains("127.0.0.1:9002"), "{text}");
+        assert!(text.contains("VI_1") && text.contains("MASTER"));
+        assert!(text.contains("1/(1-Percentile)"));
+        assert!(
+            text.contains(&format!("Total count    = {n:>12}]")),
+            "{text}"
+        );
+
+        let mut out = Vec::new();
+        stats_cli::run_to(
+            &mut out,
+            addr,
+            Some(Duration::from_millis(10)),
+            false,
+            Some(2),
+        )
+        .unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(
+            text.matches("\nringlb ").count() + usize::from(text.starts_with("ringlb ")),
+            2
+        );
+        // Second block is an interval with no new requests.
+        assert!(text.contains("Latency (interval)"), "{text}");
+        assert!(
+            text.contains("Latency Distribution (interval, total, 0 samples)"),
+            "{text}"
+        );
+        srv.shutdown();
+    }
+
+    #[test]
+    fn recorder_is_send() {
+        fn is_send<T: Send>() {}
+        is_send::<crate::metrics::ShardRecorder>();
+        fn is_sync<T: Send + Sync>() {}
+        is_sync::<Registry>();
+    }
+}

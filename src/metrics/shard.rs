@@ -1,0 +1,587 @@
+//! The per-shard half: single-writer counters, local delta histograms, and
+//! the slot they are published into.
+//!
+//! A [`ShardRecorder`] is the only writer of its [`ShardSlot`]'s counters, so
+//! an increment is a `Relaxed` load plus a `Relaxed` store (no `lock` prefix,
+//! no cache-line ping-pong) and still never loses a count. Histograms are
+//! recorded locally and folded into the slot by [`ShardRecorder::publish`],
+//! which uses `try_lock` so the shard never waits for a reader.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
+
+use super::hist::{DeltaHist, LatencyHist};
+use super::merged::{ListenerStats, MergedStats, ServerStats};
+use super::{status_class, FailureKind, Layout};
+
+/// A counter with exactly one writing thread.
+#[derive(Default)]
+pub(crate) struct Counter(AtomicU64);
+
+impl Counter {
+    #[inline]
+    fn add(&self, n: u64) {
+        // Single writer: load+store is exact and avoids a locked RMW.
+        self.0.store(self.0.load(Relaxed).wrapping_add(n), Relaxed);
+    }
+    #[inline]
+    fn sub(&self, n: u64) {
+        self.0.store(self.0.load(Relaxed).wrapping_sub(n), Relaxed);
+    }
+    #[inline]
+    pub(crate) fn get(&self) -> u64 {
+        self.0.load(Relaxed)
+    }
+}
+
+/// Connection state, as in nginx's stub_status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnState {
+    /// Reading a request head/body from the client.
+    Reading,
+    /// Request in flight: talking to the upstream or writing the response.
+    Writing,
+    /// Idle keep-alive connection waiting for the next request.
+    Waiting,
+}
+
+/// Aligned to 128 bytes (two cache lines, for the adjacent-line prefetcher)
+/// so no other shard's data ever shares a line with these counters.
+#[derive(Default)]
+#[repr(align(128))]
+pub(crate) struct ConnCounters {
+    pub(crate) accepted: Counter,
+    pub(crate) handled: Counter,
+    pub(crate) requests: Counter,
+    // Gauges: per shard never negative when calls are balanced; stored as
+    // wrapping u64 and summed as i64.
+    pub(crate) active: Counter,
+    pub(crate) reading: Counter,
+    pub(crate) writing: Counter,
+    pub(crate) waiting: Counter,
+}
+
+impl ConnCounters {
+    #[inline]
+    fn gauge(&self, s: ConnState) -> &Counter {
+        match s {
+            ConnState::Reading => &self.reading,
+            ConnState::Writing => &self.writing,
+            ConnState::Waiting => &self.waiting,
+        }
+    }
+}
+
+#[derive(Default)]
+#[repr(align(128))]
+pub(crate) struct ListenerCounters {
+    requests: Counter,
+    status: [Counter; 6],
+    bytes_in: Counter,
+    bytes_out: Counter,
+}
+
+#[derive(Default)]
+#[repr(align(128))]
+pub(crate) struct ServerCounters {
+    requests: Counter,
+    status: [Counter; 6],
+    failures: [Counter; 4],
+    retries: Counter,
+    connects: Counter,
+    bytes_in: Counter,
+    bytes_out: Counter,
+}
+
+/// Counters for one layout; shared (Arc) by the recorder (writes) and the
+/// slot (reads).
+pub(crate) struct CounterBlock {
+    listeners: Box<[ListenerCounters]>,
+    servers: Box<[ServerCounters]>,
+}
+
+impl CounterBlock {
+    fn new(layout: &Layout) -> Self {
+        CounterBlock {
+            listeners: layout
+                .listeners
+                .iter()
+                .map(|_| ListenerCounters::default())
+                .collect(),
+            servers: layout
+                .servers
+                .iter()
+                .map(|_| ServerCounters::default())
+                .collect(),
+        }
+    }
+}
+
+#[derive(Default)]
+struct ListenerPub {
+    total: Option<LatencyHist>,
+    upstream: Option<LatencyHist>,
+}
+
+#[derive(Default)]
+struct ServerPub {
+    total: Option<LatencyHist>,
+    upstream: Option<LatencyHist>,
+    connect: Option<LatencyHist>,
+}
+
+fn add_opt(dst: &mut LatencyHist, src: &Option<LatencyHist>) {
+    if let Some(h) = src {
+        dst.add(h);
+    }
+}
+
+/// What the slot mutex protects: the current layout's counters and
+/// published histograms, plus totals retired by earlier layouts.
+struct SlotState {
+    layout: Arc<Layout>,
+    generation: u64,
+    block: Arc<CounterBlock>,
+    listeners: Vec<ListenerPub>,
+    servers: Vec<ServerPub>,
+    retired_listeners: BTreeMap<String, ListenerStats>,
+    retired_servers: BTreeMap<(String, String), ServerStats>,
+}
+
+impl SlotState {
+    fn listener_stats(&self, i: usize) -> ListenerStats {
+        let c = &self.block.listeners[i];
+        let p = &self.listeners[i];
+        let mut s = ListenerStats {
+            requests: c.requests.get(),
+            bytes_in: c.bytes_in.get(),
+            bytes_out: c.bytes_out.get(),
+            ..ListenerStats::default()
+        };
+        for (d, c) in s.status.iter_mut().zip(c.status.iter()) {
+            *d = c.get();
+        }
+        add_opt(&mut s.latency, &p.total);
+        add_opt(&mut s.upstream_latency, &p.upstream);
+        s
+    }
+
+    fn server_stats(&self, i: usize) -> ServerStats {
+        let c = &self.block.servers[i];
+        let p = &self.servers[i];
+        let mut s = ServerStats {
+            requests: c.requests.get(),
+            retries: c.retries.get(),
+            connects: c.connects.get(),
+            bytes_in: c.bytes_in.get(),
+            bytes_out: c.bytes_out.get(),
+            ..ServerStats::default()
+        };
+        for (d, c) in s.status.iter_mut().zip(c.status.iter()) {
+            *d = c.get();
+        }
+        for (d, c) in s.failures.iter_mut().zip(c.failures.iter()) {
+            *d = c.get();
+        }
+        add_opt(&mut s.latency, &p.total);
+        add_opt(&mut s.upstream_latency, &p.upstream);
+        add_opt(&mut s.connect_time, &p.connect);
+        s
+    }
+
+    /// Fold the current layout's numbers into the retired maps and start
+    /// `layout` from zero. Called under the lock, after a final drain.
+    fn switch_layout(&mut self, layout: Arc<Layout>) {
+        for (i, name) in self.layout.listeners.iter().enumerate() {
+            let s = self.listener_stats(i);
+            self.retired_listeners
+                .entry(name.clone())
+                .or_default()
+                .add(&s);
+        }
+        for (i, key) in self.layout.servers.iter().enumerate() {
+            let s = self.server_stats(i);
+            self.retired_servers.entry(key.clone()).or_default().add(&s);
+        }
+        self.block = Arc::new(CounterBlock::new(&layout));
+        self.listeners = layout
+            .listeners
+            .iter()
+            .map(|_| ListenerPub::default())
+            .collect();
+        self.servers = layout
+            .servers
+            .iter()
+            .map(|_| ServerPub::default())
+            .collect();
+        self.layout = layout;
+    }
+}
+
+/// One shard's published metrics. Created by the registry; written by that
+/// shard's [`ShardRecorder`], read by [`super::Registry::snapshot`].
+pub struct ShardSlot {
+    conn: ConnCounters,
+    attached: AtomicBool,
+    state: Mutex<SlotState>,
+}
+
+impl ShardSlot {
+    pub(crate) fn new() -> Self {
+        let layout = Arc::new(Layout::default());
+        ShardSlot {
+            conn: ConnCounters::default(),
+            attached: AtomicBool::new(false),
+            state: Mutex::new(SlotState {
+                block: Arc::new(CounterBlock::new(&layout)),
+                layout,
+                generation: 0,
+                listeners: Vec::new(),
+                servers: Vec::new(),
+                retired_listeners: BTreeMap::new(),
+                retired_servers: BTreeMap::new(),
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, SlotState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Hold the slot lock (tests: simulate a reader mid-merge).
+    #[cfg(test)]
+    pub(crate) fn hold_lock(&self) -> impl Drop + '_ {
+        self.lock()
+    }
+
+    /// Add this slot's numbers into `m` (keyed by label strings).
+    pub(crate) fn merge_into(&self, m: &mut MergedStats) {
+        let c = &self.conn;
+        m.conn.accepted += c.accepted.get();
+        m.conn.handled += c.handled.get();
+        m.conn.requests += c.requests.get();
+        m.conn.active += c.active.get() as i64;
+        m.conn.reading += c.reading.get() as i64;
+        m.conn.writing += c.writing.get() as i64;
+        m.conn.waiting += c.waiting.get() as i64;
+
+        let st = self.lock();
+        m.shard_generations.push(st.generation);
+        for (name, s) in &st.retired_listeners {
+            m.listeners.entry(name.clone()).or_default().add(s);
+        }
+        for (key, s) in &st.retired_servers {
+            m.servers.entry(key.clone()).or_default().add(s);
+        }
+        for (i, name) in st.layout.listeners.iter().enumerate() {
+            let s = st.listener_stats(i);
+            let e = m.listeners.entry(name.clone()).or_default();
+            e.add(&s);
+            e.in_layout = true;
+        }
+        for (i, key) in st.layout.servers.iter().enumerate() {
+            let s = st.server_stats(i);
+            let e = m.servers.entry(key.clone()).or_default();
+            e.add(&s);
+            e.in_layout = true;
+        }
+    }
+}
+
+struct ListenerDeltas {
+    total: DeltaHist,
+    upstream: DeltaHist,
+}
+
+struct ServerDeltas {
+    total: DeltaHist,
+    upstream: DeltaHist,
+    connect: DeltaHist,
+}
+
+fn deltas_for(layout: &Layout) -> (Box<[ListenerDeltas]>, Box<[ServerDeltas]>) {
+    (
+        layout
+            .listeners
+            .iter()
+            .map(|_| ListenerDeltas {
+                total: DeltaHist::new(),
+                upstream: DeltaHist::new(),
+            })
+            .collect(),
+        layout
+            .servers
+            .iter()
+            .map(|_| ServerDeltas {
+                total: DeltaHist::new(),
+                upstream: DeltaHist::new(),
+                connect: DeltaHist::new(),
+            })
+            .collect(),
+    )
+}
+
+fn drain(d: &mut DeltaHist, dst: &mut Option<LatencyHist>) {
+    if !d.is_empty() {
+        d.drain_into(dst.get_or_insert_with(LatencyHist::new));
+    }
+}
+
+/// The shard's handle: the only writer of one [`ShardSlot`].
+///
+/// Hot-path methods take indexes into the current [`Layout`]; an index out
+/// of range is ignored (and asserts in debug builds). They never allocate,
+/// hash or lock. `Send` so it can be built before the shard thread starts.
+pub struct ShardRecorder {
+    slot: Arc<ShardSlot>,
+    shard: usize,
+    block: Arc<CounterBlock>,
+    layout: Arc<Layout>,
+    generation: u64,
+    l_deltas: Box<[ListenerDeltas]>,
+    s_deltas: Box<[ServerDeltas]>,
+    pending: bool,
+}
+
+impl ShardRecorder {
+    pub(crate) fn attach(
+        slot: Arc<ShardSlot>,
+        shard: usize,
+        layout: Arc<Layout>,
+        generation: u64,
+    ) -> Self {
+        assert!(
+            !slot.attached.swap(true, Relaxed),
+            "metrics: shard {shard} already has a live recorder"
+        );
+        let block = slot.lock().block.clone();
+        let mut r = ShardRecorder {
+            slot,
+            shard,
+            block,
+            layout: Arc::new(Layout::default()),
+            generation: 0,
+            l_deltas: Box::new([]),
+            s_deltas: Box::new([]),
+            pending: false,
+        };
+        // Adopt the slot's current layout first so a re-attach with the
+        // same layout continues the same counters.
+        r.layout = r.slot.lock().layout.clone();
+        let (l, s) = deltas_for(&r.layout);
+        r.l_deltas = l;
+        r.s_deltas = s;
+        r.set_layout(layout, generation);
+        r
+    }
+
+    pub fn shard(&self) -> usize {
+        self.shard
+    }
+
+    pub fn layout(&self) -> &Arc<Layout> {
+        &self.layout
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Switch to a new label layout after a config reload (not a hot path:
+    /// allocates and takes the slot lock). Samples recorded so far stay with
+    /// their old labels; a label present in both layouts continues.
+    pub fn set_layout(&mut self, layout: Arc<Layout>, generation: u64) {
+        let slot = self.slot.clone();
+        let mut st = slot.lock();
+        self.drain_locked(&mut st);
+        st.generation = generation;
+        self.generation = generation;
+        if *st.layout == *layout {
+            return;
+        }
+        st.switch_layout(layout.clone());
+        self.block = st.block.clone();
+        drop(st);
+        let (l, s) = deltas_for(&layout);
+        self.l_deltas = l;
+        self.s_deltas = s;
+        self.layout = layout;
+    }
+
+    // ---- connections (nginx stub_status) ----
+
+    /// A connection was accepted.
+    #[inline]
+    pub fn on_accept(&mut self) {
+        self.slot.conn.accepted.add(1);
+    }
+
+    /// An accepted connection is being served (not dropped for limits). It
+    /// becomes active in the `Reading` state.
+    #[inline]
+    pub fn on_handled(&mut self) {
+        let c = &self.slot.conn;
+        c.handled.add(1);
+        c.active.add(1);
+        c.reading.add(1);
+    }
+
+    /// A handled connection moved from one state to another.
+    #[inline]
+    pub fn conn_transition(&mut self, from: ConnState, to: ConnState) {
+        if from != to {
+            let c = &self.slot.conn;
+            c.gauge(from).sub(1);
+            c.gauge(to).add(1);
+        }
+    }
+
+    /// A handled connection closed while in `state`.
+    #[inline]
+    pub fn on_close(&mut self, state: ConnState) {
+        let c = &self.slot.conn;
+        c.active.sub(1);
+        c.gauge(state).sub(1);
+    }
+
+    // ---- requests ----
+
+    /// A request finished (response fully written, or given up).
+    /// `status` 0 means no response was sent. `server` is the server that
+    /// produced the response, if any. `total_us` runs from the first request
+    /// byte to the last response byte; `upstream_us` from sending the request
+    /// to receiving the response head. `bytes_in`/`bytes_out` are the bytes
+    /// read from / written to the client for this request.
+    #[inline]
+    #[allow(clippy::too_many_arguments)]
+    pub fn on_request_done(
+        &mut self,
+        listener: usize,
+        server: Option<usize>,
+        status: u16,
+        total_us: u64,
+        upstream_us: Option<u64>,
+        bytes_in: u64,
+        bytes_out: u64,
+    ) {
+        let class = status_class(status);
+        self.slot.conn.requests.add(1);
+        self.pending = true;
+        debug_assert!(listener < self.block.listeners.len(), "listener index");
+        if let (Some(c), Some(d)) = (
+            self.block.listeners.get(listener),
+            self.l_deltas.get_mut(listener),
+        ) {
+            c.requests.add(1);
+            c.status[class].add(1);
+            c.bytes_in.add(bytes_in);
+            c.bytes_out.add(bytes_out);
+            d.total.record(total_us);
+            if let Some(u) = upstream_us {
+                d.upstream.record(u);
+            }
+        }
+        if let Some(si) = server {
+            debug_assert!(si < self.block.servers.len(), "server index");
+            if let (Some(c), Some(d)) = (self.block.servers.get(si), self.s_deltas.get_mut(si)) {
+                c.requests.add(1);
+                c.status[class].add(1);
+                c.bytes_in.add(bytes_in);
+                c.bytes_out.add(bytes_out);
+                d.total.record(total_us);
+                if let Some(u) = upstream_us {
+                    d.upstream.record(u);
+                }
+            }
+        }
+    }
+
+    /// A new upstream connection to `server` was established in `us`.
+    #[inline]
+    pub fn on_connect_time(&mut self, server: usize, us: u64) {
+        debug_assert!(server < self.block.servers.len(), "server index");
+        if let (Some(c), Some(d)) = (
+            self.block.servers.get(server),
+            self.s_deltas.get_mut(server),
+        ) {
+            c.connects.add(1);
+            d.connect.record(us);
+            self.pending = true;
+        }
+    }
+
+    /// A try against `server` failed.
+    #[inline]
+    pub fn on_upstream_failure(&mut self, server: usize, kind: FailureKind) {
+        debug_assert!(server < self.block.servers.len(), "server index");
+        if let Some(c) = self.block.servers.get(server) {
+            c.failures[kind.index()].add(1);
+        }
+    }
+
+    /// A request is being retried after a failure on `server`.
+    #[inline]
+    pub fn on_retry(&mut self, server: usize) {
+        debug_assert!(server < self.block.servers.len(), "server index");
+        if let Some(c) = self.block.servers.get(server) {
+            c.retries.add(1);
+        }
+    }
+
+    // ---- publishing ----
+
+    /// True if there are histogram samples not yet published.
+    pub fn has_pending(&self) -> bool {
+        self.pending
+    }
+
+    /// Fold local histogram deltas into the slot. Never blocks: returns
+    /// `false` (keeping the deltas) if a reader holds the slot right now;
+    /// call again on the next tick. Call every [`super::PUBLISH_INTERVAL`]
+    /// while busy and once when going idle.
+    pub fn publish(&mut self) -> bool {
+        if !self.pending {
+            return true;
+        }
+        let slot = self.slot.clone();
+        let mut st = match slot.state.try_lock() {
+            Ok(g) => g,
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(TryLockError::WouldBlock) => return false,
+        };
+        self.drain_locked(&mut st);
+        true
+    }
+
+    /// Like [`ShardRecorder::publish`] but waits for the lock (shutdown,
+    /// tests, reload).
+    pub fn publish_blocking(&mut self) {
+        let slot = self.slot.clone();
+        let mut st = slot.lock();
+        self.drain_locked(&mut st);
+    }
+
+    fn drain_locked(&mut self, st: &mut SlotState) {
+        if !self.pending {
+            return;
+        }
+        for (d, p) in self.l_deltas.iter_mut().zip(st.listeners.iter_mut()) {
+            drain(&mut d.total, &mut p.total);
+            drain(&mut d.upstream, &mut p.upstream);
+        }
+        for (d, p) in self.s_deltas.iter_mut().zip(st.servers.iter_mut()) {
+            drain(&mut d.total, &mut p.total);
+            drain(&mut d.upstream, &mut p.upstream);
+            drain(&mut d.connect, &mut p.connect);
+        }
+        self.pending = false;
+    }
+}
+
+impl Drop for ShardRecorder {
+    fn drop(&mut self) {
+        self.publish_blocking();
+        self.slot.attached.store(false, Relaxed);
+    }
+}
