@@ -24,7 +24,9 @@ pub enum Level {
 
 /// Writes one log line (use the `info!`/`warn!`/`error!` macros).
 pub fn write(level: Level, args: std::fmt::Arguments<'_>) {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     let sec = now.as_secs();
     let suppressed = WINDOW.with(|w| {
         let (win, n, dropped) = w.get();
@@ -53,7 +55,9 @@ pub fn write(level: Level, args: std::fmt::Arguments<'_>) {
         now.subsec_millis()
     );
     if dropped > 0 {
-        line.push_str(&format!("  ({dropped} log lines suppressed in the previous second)\n"));
+        line.push_str(&format!(
+            "  ({dropped} log lines suppressed in the previous second)\n"
+        ));
     }
     let _ = std::io::stderr().lock().write_all(line.as_bytes());
 }
@@ -93,7 +97,7 @@ mod tests {
     #[test]
     fn civil_dates() {
         assert_eq!(super::civil(0), (1970, 1, 1, 0, 0, 0));
-        assert_eq!(super::civil(1_795_000_000), (2026, 11, 18, 9, 46, 40));
+        assert_eq!(super::civil(1_795_000_000), (2026, 11, 18, 11, 6, 40));
         assert_eq!(super::civil(951_782_400), (2000, 2, 29, 0, 0, 0));
     }
 }

@@ -6,7 +6,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "ringlb", version, about = "HTTP/1.1 load balancer with built-in VRRP failover")]
+#[command(
+    name = "ringlb",
+    version,
+    about = "HTTP/1.1 load balancer with built-in VRRP failover"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -76,8 +80,18 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Cmd::Backend { listen, body_size, name, cpu } => {
-            match ringlb::backend::run(ringlb::backend::BackendOpts { listen, body_size, name, cpu }) {
+        Cmd::Backend {
+            listen,
+            body_size,
+            name,
+            cpu,
+        } => {
+            match ringlb::backend::run(ringlb::backend::BackendOpts {
+                listen,
+                body_size,
+                name,
+                cpu,
+            }) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("ringlb backend: {e}");

@@ -40,7 +40,9 @@ impl Router {
                 host: match r.host.as_deref() {
                     None => HostMatch::Any,
                     Some(h) => match h.strip_prefix('*') {
-                        Some(suffix) => HostMatch::Suffix(suffix.to_ascii_lowercase().into_bytes().into()),
+                        Some(suffix) => {
+                            HostMatch::Suffix(suffix.to_ascii_lowercase().into_bytes().into())
+                        }
                         None => HostMatch::Exact(h.to_ascii_lowercase().into_bytes().into()),
                     },
                 },
@@ -54,9 +56,15 @@ impl Router {
                 HostMatch::Suffix(s) => 1_000_000 - s.len(),
                 HostMatch::Any => 2_000_000,
             };
-            (host_rank, usize::MAX - r.path_prefix.as_ref().map_or(0, |p| p.len()))
+            (
+                host_rank,
+                usize::MAX - r.path_prefix.as_ref().map_or(0, |p| p.len()),
+            )
         });
-        Router { routes: compiled, default }
+        Router {
+            routes: compiled,
+            default,
+        }
     }
 
     /// The upstream for a request, or `None` (404). `host` is the raw Host
@@ -69,7 +77,12 @@ impl Router {
         let path = path_of(target);
         self.routes
             .iter()
-            .find(|r| host_matches(&r.host, host) && r.path_prefix.as_deref().is_none_or(|p| prefix_matches(p, path)))
+            .find(|r| {
+                host_matches(&r.host, host)
+                    && r.path_prefix
+                        .as_deref()
+                        .is_none_or(|p| prefix_matches(p, path))
+            })
             .map(|r| r.upstream)
             .or(self.default)
     }

@@ -85,7 +85,9 @@ pub fn build() -> std::io::Result<ShardRuntime> {
             );
         }
     }
-    let rt = RuntimeBuilder::<LegacyDriver>::new().enable_timer().build()?;
+    let rt = RuntimeBuilder::<LegacyDriver>::new()
+        .enable_timer()
+        .build()?;
     Ok(ShardRuntime::Epoll(rt))
 }
 
@@ -132,7 +134,11 @@ pub fn plan_cpus(
     let pool: Vec<usize> = match worker_cpus {
         Some(list) if !list.is_empty() => list.to_vec(),
         _ => {
-            let others: Vec<usize> = all.iter().copied().filter(|c| Some(*c) != control).collect();
+            let others: Vec<usize> = all
+                .iter()
+                .copied()
+                .filter(|c| Some(*c) != control)
+                .collect();
             if others.is_empty() {
                 all.clone()
             } else {

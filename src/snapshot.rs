@@ -78,7 +78,12 @@ pub type Availability<'a> = Option<&'a dyn Fn(usize, usize) -> (bool, Option<Ins
 impl Snapshot {
     /// Builds a snapshot of `config`; `avail` gives each server's health and
     /// the time it last came back up.
-    pub fn build(config: Arc<Config>, generation: u64, avail: Availability<'_>, draining: bool) -> Snapshot {
+    pub fn build(
+        config: Arc<Config>,
+        generation: u64,
+        avail: Availability<'_>,
+        draining: bool,
+    ) -> Snapshot {
         let listeners = config
             .listeners
             .iter()
@@ -92,11 +97,8 @@ impl Snapshot {
             .iter()
             .enumerate()
             .map(|(ui, u)| {
-                let specs: Vec<ServerSpec> = u
-                    .servers
-                    .iter()
-                    .map(ServerSpec::from_config)
-                    .collect();
+                let specs: Vec<ServerSpec> =
+                    u.servers.iter().map(ServerSpec::from_config).collect();
                 UpstreamSnap {
                     name: u.name.as_str().into(),
                     selector: Selector::build(u.balance, &specs),

@@ -24,7 +24,10 @@ fn pipelined_requests_answered_in_order() {
     for path in ["/one", "/two", "/three"] {
         let r = read_response(&mut s, &mut buf, false).expect("response");
         assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "{r}");
-        assert!(body_of(&r).starts_with(&format!("GET {path} HTTP/1.1\r\n")), "{r}");
+        assert!(
+            body_of(&r).starts_with(&format!("GET {path} HTTP/1.1\r\n")),
+            "{r}"
+        );
     }
 }
 
@@ -40,12 +43,24 @@ fn forwarded_headers_and_hop_by_hop() {
     let r = read_response(&mut s, &mut Vec::new(), false).unwrap();
     let seen = body_of(&r);
     assert!(seen.contains("Host: example.test:8080\r\n"), "{seen}");
-    assert!(seen.contains("X-Forwarded-For: 203.0.113.7, 127.0.0.1\r\n"), "{seen}");
+    assert!(
+        seen.contains("X-Forwarded-For: 203.0.113.7, 127.0.0.1\r\n"),
+        "{seen}"
+    );
     assert!(seen.contains("X-Real-IP: 127.0.0.1\r\n"), "{seen}");
     assert!(seen.contains("X-Forwarded-Proto: http\r\n"), "{seen}");
     assert!(seen.contains("Accept: */*\r\n"), "{seen}");
     let lower = seen.to_ascii_lowercase();
-    for gone in ["x-secret", "keep-alive", "\r\nte:", "proxy-connection", "upgrade", "connection:", "6.6.6.6", "https"] {
+    for gone in [
+        "x-secret",
+        "keep-alive",
+        "\r\nte:",
+        "proxy-connection",
+        "upgrade",
+        "connection:",
+        "6.6.6.6",
+        "https",
+    ] {
         assert!(!lower.contains(gone), "{gone} leaked upstream: {seen}");
     }
 }
@@ -70,7 +85,10 @@ fn chunked_request_and_response_bodies() {
         b"POST /c HTTP/1.1\r\nHost: a\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
     );
     assert!(r.contains("Transfer-Encoding: chunked\r\n"), "{r}");
-    assert!(r.contains("5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"), "request body not forwarded chunked: {r}");
+    assert!(
+        r.contains("5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"),
+        "request body not forwarded chunked: {r}"
+    );
     assert!(r.ends_with("\r\n0\r\nX-Trailer: t\r\n\r\n"), "{r}");
 
     // An HTTP/1.0 client gets the body de-chunked and the connection closed.
@@ -87,7 +105,9 @@ fn head_204_304_carry_no_body() {
     let be = backend(|mut s| {
         let mut buf = Vec::new();
         while let Some(req) = read_request(&mut s, &mut buf) {
-            let line = String::from_utf8_lossy(&req[..req.iter().position(|&b| b == b'\r').unwrap()]).into_owned();
+            let line =
+                String::from_utf8_lossy(&req[..req.iter().position(|&b| b == b'\r').unwrap()])
+                    .into_owned();
             let resp: &[u8] = if line.starts_with("HEAD") {
                 b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n"
             } else if line.contains("/204") {
@@ -106,14 +126,20 @@ fn head_204_304_carry_no_body() {
     s.write_all(b"HEAD / HTTP/1.1\r\nHost: a\r\n\r\nGET /204 HTTP/1.1\r\nHost: a\r\n\r\nGET /304 HTTP/1.1\r\nHost: a\r\n\r\nGET /end HTTP/1.1\r\nHost: a\r\n\r\n")
         .unwrap();
     let r = read_response(&mut s, &mut buf, true).unwrap();
-    assert!(r.starts_with("HTTP/1.1 200 OK\r\n") && r.contains("Content-Length: 1000\r\n"), "{r}");
+    assert!(
+        r.starts_with("HTTP/1.1 200 OK\r\n") && r.contains("Content-Length: 1000\r\n"),
+        "{r}"
+    );
     let r = read_response(&mut s, &mut buf, true).unwrap();
     assert!(r.starts_with("HTTP/1.1 204 No Content\r\n"), "{r}");
     let r = read_response(&mut s, &mut buf, true).unwrap();
     assert!(r.starts_with("HTTP/1.1 304 Not Modified\r\n"), "{r}");
     // If any bodiless response had leaked bytes, this one would be garbled.
     let r = read_response(&mut s, &mut buf, false).unwrap();
-    assert!(r.starts_with("HTTP/1.1 200 OK\r\n") && r.ends_with("\r\n\r\nlast"), "{r}");
+    assert!(
+        r.starts_with("HTTP/1.1 200 OK\r\n") && r.ends_with("\r\n\r\nlast"),
+        "{r}"
+    );
 }
 
 #[test]
@@ -121,7 +147,10 @@ fn expect_100_continue() {
     let be = echo_backend();
     let rl = Ringlb::start(&simple_config(&[be.addr], ""));
     let mut s = connect(rl.addr);
-    s.write_all(b"POST /up HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n").unwrap();
+    s.write_all(
+        b"POST /up HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n",
+    )
+    .unwrap();
     let mut got = [0u8; 25];
     s.read_exact(&mut got).unwrap();
     assert_eq!(&got, b"HTTP/1.1 100 Continue\r\n\r\n");
@@ -155,10 +184,16 @@ fn upgrade_becomes_a_tunnel() {
     });
     let rl = Ringlb::start(&simple_config(&[be.addr], ""));
     let mut s = connect(rl.addr);
-    s.write_all(b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n").unwrap();
+    s.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+    )
+    .unwrap();
     let r = read_response(&mut s, &mut Vec::new(), true).unwrap();
     assert!(r.starts_with("HTTP/1.1 101 Switching Protocols\r\n"), "{r}");
-    assert!(r.contains("Upgrade: websocket\r\n") && r.contains("Connection: upgrade\r\n"), "{r}");
+    assert!(
+        r.contains("Upgrade: websocket\r\n") && r.contains("Connection: upgrade\r\n"),
+        "{r}"
+    );
     for msg in ["ping", "more bytes"] {
         s.write_all(msg.as_bytes()).unwrap();
         let mut b = vec![0u8; 5 + msg.len()];
@@ -172,7 +207,8 @@ fn close_delimited_response() {
     let be = backend(|mut s| {
         let mut buf = Vec::new();
         read_request(&mut s, &mut buf).unwrap();
-        s.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nbody until close").unwrap();
+        s.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nbody until close")
+            .unwrap();
     });
     let rl = Ringlb::start(&simple_config(&[be.addr], ""));
     let r = roundtrip_close(rl.addr, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
@@ -183,7 +219,10 @@ fn close_delimited_response() {
 
 #[test]
 fn backend_down_is_502() {
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let rl = Ringlb::start(&simple_config(&[dead], ""));
     let mut s = connect(rl.addr);
     s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
@@ -203,7 +242,10 @@ fn silent_backend_is_504() {
         let _ = read_request(&mut s, &mut buf);
         std::thread::sleep(Duration::from_secs(3));
     });
-    let rl = Ringlb::start(&simple_config(&[be.addr], "read_timeout = \"300ms\"\nretries = 0\n"));
+    let rl = Ringlb::start(&simple_config(
+        &[be.addr],
+        "read_timeout = \"300ms\"\nretries = 0\n",
+    ));
     let mut s = connect(rl.addr);
     s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
     let r = read_response(&mut s, &mut Vec::new(), false).unwrap();
@@ -224,7 +266,11 @@ fn bad_heads_are_rejected_and_closed() {
     ];
     for (req, status) in cases {
         let r = roundtrip_close(rl.addr, req);
-        assert!(r.starts_with(&format!("HTTP/1.1 {status} ")), "{:?} → {r}", String::from_utf8_lossy(req));
+        assert!(
+            r.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{:?} → {r}",
+            String::from_utf8_lossy(req)
+        );
         assert!(r.contains("Connection: close\r\n"), "{r}");
     }
     let mut big = b"GET / HTTP/1.1\r\nHost: a\r\nX-Big: ".to_vec();
@@ -245,13 +291,20 @@ fn http10_keepalive_only_when_asked() {
     let be = fixed_backend(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
     let rl = Ringlb::start(&simple_config(&[be.addr], ""));
     let r = roundtrip_close(rl.addr, b"GET / HTTP/1.0\r\n\r\n");
-    assert!(r.contains("Connection: close\r\n") && r.ends_with("ok"), "{r}");
+    assert!(
+        r.contains("Connection: close\r\n") && r.ends_with("ok"),
+        "{r}"
+    );
     let mut s = connect(rl.addr);
     let mut buf = Vec::new();
     for _ in 0..2 {
-        s.write_all(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").unwrap();
+        s.write_all(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            .unwrap();
         let r = read_response(&mut s, &mut buf, false).unwrap();
-        assert!(r.contains("Connection: keep-alive\r\n") && r.ends_with("ok"), "{r}");
+        assert!(
+            r.contains("Connection: keep-alive\r\n") && r.ends_with("ok"),
+            "{r}"
+        );
     }
 }
 
@@ -259,8 +312,14 @@ fn http10_keepalive_only_when_asked() {
 fn client_connection_close_is_honoured() {
     let be = fixed_backend(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
     let rl = Ringlb::start(&simple_config(&[be.addr], ""));
-    let r = roundtrip_close(rl.addr, b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
-    assert!(r.contains("Connection: close\r\n") && r.ends_with("ok"), "{r}");
+    let r = roundtrip_close(
+        rl.addr,
+        b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    );
+    assert!(
+        r.contains("Connection: close\r\n") && r.ends_with("ok"),
+        "{r}"
+    );
 }
 
 #[test]
@@ -268,7 +327,10 @@ fn upstream_connections_are_reused() {
     let be = fixed_backend(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
     let rl = Ringlb::start(&simple_config(&[be.addr], ""));
     for _ in 0..5 {
-        let r = roundtrip_close(rl.addr, b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+        let r = roundtrip_close(
+            rl.addr,
+            b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        );
         assert!(r.ends_with("ok"), "{r}");
     }
     assert_eq!(be.conns.load(std::sync::atomic::Ordering::Relaxed), 1);
@@ -330,7 +392,11 @@ fn curl_through_ringlb_to_nginx() {
     unsafe { libc::kill(nginx.id() as i32, libc::SIGTERM) };
     let _ = nginx.wait();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "curl failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "curl failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(text.matches("HTTP/1.1 200 OK").count(), 2, "{text}");
     assert_eq!(text.matches("nginx says hi 127.0.0.1").count(), 2, "{text}");
 }

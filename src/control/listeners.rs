@@ -27,7 +27,11 @@ pub fn bind(addr: SocketAddr, backlog: u32) -> io::Result<std::net::TcpListener>
 
 /// Binds `shards` sockets for `addr`. With port 0 the first socket picks
 /// the port and the others join it.
-pub fn bind_group(addr: SocketAddr, backlog: u32, shards: usize) -> io::Result<Vec<std::net::TcpListener>> {
+pub fn bind_group(
+    addr: SocketAddr,
+    backlog: u32,
+    shards: usize,
+) -> io::Result<Vec<std::net::TcpListener>> {
     let first = bind(addr, backlog)?;
     let actual = first.local_addr()?;
     let mut all = vec![first];

@@ -40,7 +40,8 @@ pub fn start(config: Config) -> std::io::Result<Running> {
     }
     let n = shard_cpus.len();
     // Bind everything before starting anything.
-    let mut per_shard: Vec<Vec<(usize, std::net::TcpListener)>> = (0..n).map(|_| Vec::new()).collect();
+    let mut per_shard: Vec<Vec<(usize, std::net::TcpListener)>> =
+        (0..n).map(|_| Vec::new()).collect();
     let mut listen_addrs = Vec::new();
     for (li, l) in config.listeners.iter().enumerate() {
         let group = listeners::bind_group(l.listen, l.backlog, n)
@@ -86,7 +87,7 @@ pub fn start(config: Config) -> std::io::Result<Running> {
 impl Running {
     /// Re-reads `path`; on success publishes a new snapshot, on error keeps
     /// the running config and logs every problem.
-    pub fn reload(&mut self, path: &PathBuf) -> bool {
+    pub fn reload(&mut self, path: &std::path::Path) -> bool {
         match crate::config::load(path) {
             Ok(new) => {
                 let old: Vec<SocketAddr> = self.config.listeners.iter().map(|l| l.listen).collect();
@@ -97,9 +98,17 @@ impl Running {
                 }
                 self.generation += 1;
                 let config = Arc::new(new);
-                self.cell.publish(Snapshot::build(Arc::clone(&config), self.generation, None, false));
+                self.cell.publish(Snapshot::build(
+                    Arc::clone(&config),
+                    self.generation,
+                    None,
+                    false,
+                ));
                 self.config = config;
-                crate::info!("reload: configuration generation {} published", self.generation);
+                crate::info!(
+                    "reload: configuration generation {} published",
+                    self.generation
+                );
                 true
             }
             Err(e) => {
@@ -112,12 +121,19 @@ impl Running {
     /// Graceful stop: drain every shard, wait up to `shutdown_timeout`.
     pub fn stop(self) {
         let limit = self.config.runtime.shutdown_timeout + Duration::from_secs(1);
-        self.cell.publish(Snapshot::build(Arc::clone(&self.config), self.generation + 1, None, true));
+        self.cell.publish(Snapshot::build(
+            Arc::clone(&self.config),
+            self.generation + 1,
+            None,
+            true,
+        ));
         for (c, _) in &self.shards {
             c.stop.store(true, Ordering::Relaxed);
         }
         let all_exited = crate::runtime::wait_until(limit, || {
-            self.shards.iter().all(|(c, _)| c.exited.load(Ordering::Acquire))
+            self.shards
+                .iter()
+                .all(|(c, _)| c.exited.load(Ordering::Acquire))
         });
         if all_exited {
             for (_, h) in self.shards {

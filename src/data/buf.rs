@@ -67,7 +67,11 @@ impl RecvBuf {
 
     /// Reads more bytes after the unconsumed ones. Returns how many arrived;
     /// end of stream is `Err(Eof)`.
-    pub async fn fill<S: AsyncReadRent>(&mut self, stream: &mut S, limit: Duration) -> Result<usize, ReadError> {
+    pub async fn fill<S: AsyncReadRent>(
+        &mut self,
+        stream: &mut S,
+        limit: Duration,
+    ) -> Result<usize, ReadError> {
         self.make_room();
         let buf = std::mem::take(&mut self.buf);
         let len = buf.len();

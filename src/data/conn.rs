@@ -23,9 +23,12 @@ use super::io::{relay, write_all, Body, RelayError};
 use super::shard::{Shard, ShardView};
 use crate::config::HashKey;
 use crate::lb::{hash_bytes, NoServer};
-use crate::proto::http1::encode::{canned_response, encode_request, encode_response, ClientConn, CONTINUE};
+use crate::proto::http1::encode::{
+    canned_response, encode_request, encode_response, ClientConn, CONTINUE,
+};
 use crate::proto::http1::{
-    decode_request, decode_response, ChunkedDecoder, Field, Framing, Limits, Method, RequestHead, Version,
+    decode_request, decode_response, ChunkedDecoder, Field, Framing, Limits, Method, RequestHead,
+    Version,
 };
 use crate::snapshot::UpstreamSnap;
 
@@ -77,7 +80,13 @@ impl Client {
 }
 
 /// Serves a client connection until it closes.
-pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr, listener: usize, fd: RawFd) {
+pub async fn serve(
+    shard: Rc<Shard>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    listener: usize,
+    fd: RawFd,
+) {
     let _ = stream.set_nodelay(true);
     let (conn_id, idle) = shard.register(fd);
     let max_head = shard.view().snap.config.http.max_header_bytes;
@@ -114,7 +123,11 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr, listen
 
 /// Reads until a complete request head is buffered. `None`: the connection
 /// is finished (closed, timed out, or answered with an error).
-async fn read_head(shard: &Shard, c: &mut Client, idle: &Cell<bool>) -> Option<(Rc<ShardView>, RequestHead)> {
+async fn read_head(
+    shard: &Shard,
+    c: &mut Client,
+    idle: &Cell<bool>,
+) -> Option<(Rc<ShardView>, RequestHead)> {
     let mut view = shard.view();
     let mut deadline: Option<Instant> = None;
     loop {
@@ -198,7 +211,10 @@ fn plan_body(c: &Client, head: &RequestHead) -> Result<ReqBody, ()> {
             ReqBody {
                 prefix,
                 complete,
-                rest: (!complete).then_some(Body::Chunked { dec, dechunk: false }),
+                rest: (!complete).then_some(Body::Chunked {
+                    dec,
+                    dechunk: false,
+                }),
             }
         }
     })
@@ -239,12 +255,20 @@ fn hash_key(up: &UpstreamSnap, c: &Client, head: &RequestHead) -> u64 {
 }
 
 /// Proxies one request. The head is at the start of `c.rbuf`.
-async fn exchange(shard: &Shard, view: &Rc<ShardView>, c: &mut Client, head: RequestHead, listener: usize) -> Next {
+async fn exchange(
+    shard: &Shard,
+    view: &Rc<ShardView>,
+    c: &mut Client,
+    head: RequestHead,
+    listener: usize,
+) -> Next {
     let snap = &view.snap;
     let http = &snap.config.http;
     let write_limit = http.client_body_timeout;
     let buf = c.rbuf.data();
-    let route = snap.listeners[listener].router.route(head.host.map(|h| h.get(buf)), head.target.get(buf));
+    let route = snap.listeners[listener]
+        .router
+        .route(head.host.map(|h| h.get(buf)), head.target.get(buf));
     let Ok(mut body) = plan_body(c, &head) else {
         crate::warn!("{}: malformed chunked request body → 400", c.peer);
         return c.reply(400, false, write_limit).await;
@@ -283,7 +307,9 @@ async fn exchange(shard: &Shard, view: &Rc<ShardView>, c: &mut Client, head: Req
                 crate::warn!("upstream {}: no server available → 502", up.name);
                 return finish_local(c, &head, &body, 502, write_limit).await;
             }
-            Err(NoServer::AllDown) => return finish_local(c, &head, &body, last_failure.status(), write_limit).await,
+            Err(NoServer::AllDown) => {
+                return finish_local(c, &head, &body, last_failure.status(), write_limit).await
+            }
         };
         let server = &up.servers[si];
         if si < 64 {
@@ -296,7 +322,11 @@ async fn exchange(shard: &Shard, view: &Rc<ShardView>, c: &mut Client, head: Req
         match result {
             Ok(next) => return next,
             Err(AttemptError::Client) => return Next::Close,
-            Err(AttemptError::Upstream { failure, stale, sent }) => {
+            Err(AttemptError::Upstream {
+                failure,
+                stale,
+                sent,
+            }) => {
                 if stale && body.complete && stale_left > 0 {
                     // A pooled connection the server had already closed: the
                     // request never reached it; try again on a fresh one.
@@ -309,14 +339,17 @@ async fn exchange(shard: &Shard, view: &Rc<ShardView>, c: &mut Client, head: Req
                 }
                 crate::warn!("upstream {} server {}: {failure:?}", up.name, server.addr);
                 last_failure = failure;
-                let replay_ok = body.complete && (!sent || head.method.is_idempotent() && !has_body(&head));
+                let replay_ok =
+                    body.complete && (!sent || head.method.is_idempotent() && !has_body(&head));
                 let retry_ok = replay_ok || (!sent && body.complete);
                 if attempts > up.retries || !retry_ok {
                     let keep = body.complete && head.keep_alive();
                     if body.complete {
                         c.rbuf.consume(head.head_len + body.prefix);
                     }
-                    return c.reply(failure.status(), keep && !shard.draining(), write_limit).await;
+                    return c
+                        .reply(failure.status(), keep && !shard.draining(), write_limit)
+                        .await;
                 }
             }
         }
@@ -329,7 +362,13 @@ fn has_body(head: &RequestHead) -> bool {
 
 /// Answers a request locally (404/502/503…), keeping the connection only if
 /// the request body was already entirely read.
-async fn finish_local(c: &mut Client, head: &RequestHead, body: &ReqBody, status: u16, limit: Duration) -> Next {
+async fn finish_local(
+    c: &mut Client,
+    head: &RequestHead,
+    body: &ReqBody,
+    status: u16,
+    limit: Duration,
+) -> Next {
     let keep = body.complete && head.keep_alive();
     if body.complete {
         c.rbuf.consume(head.head_len + body.prefix);
@@ -343,7 +382,11 @@ enum AttemptError {
     /// The upstream failed before any response byte went to the client.
     /// `stale`: it was a pooled connection that failed without a byte.
     /// `sent`: request bytes may have reached the server.
-    Upstream { failure: Failure, stale: bool, sent: bool },
+    Upstream {
+        failure: Failure,
+        stale: bool,
+        sent: bool,
+    },
 }
 
 /// One try of a request on server `si`.
@@ -364,11 +407,13 @@ async fn attempt(
     let reused = pooled.is_some();
     let mut us = match pooled {
         Some(s) => s,
-        None => connect(server.addr, up.connect_timeout).await.map_err(|failure| AttemptError::Upstream {
-            failure,
-            stale: false,
-            sent: false,
-        })?,
+        None => connect(server.addr, up.connect_timeout)
+            .await
+            .map_err(|failure| AttemptError::Upstream {
+                failure,
+                stale: false,
+                sent: false,
+            })?,
     };
 
     // Head (+ buffered body) in one write.
@@ -391,7 +436,17 @@ async fn attempt(
             }
         }
         c.rbuf.consume(head.head_len + body.prefix);
-        let (r, o) = relay(&mut c.stream, &mut c.rbuf, &mut us, out, rest, false, client_timeout, up.send_timeout).await;
+        let (r, o) = relay(
+            &mut c.stream,
+            &mut c.rbuf,
+            &mut us,
+            out,
+            rest,
+            false,
+            client_timeout,
+            up.send_timeout,
+        )
+        .await;
         c.out = o;
         match r {
             Ok(()) => {}
@@ -422,7 +477,17 @@ async fn attempt(
             sent: true,
         });
     }
-    respond(shard, c, head, us, up, si, reused, head.head_len + body.prefix).await
+    respond(
+        shard,
+        c,
+        head,
+        us,
+        up,
+        si,
+        reused,
+        head.head_len + body.prefix,
+    )
+    .await
 }
 
 async fn connect(addr: SocketAddr, limit: Duration) -> Result<TcpStream, Failure> {
@@ -455,13 +520,25 @@ async fn respond(
     let mut got_bytes = false;
     c.ubuf.consume(c.ubuf.len());
     let resp = loop {
-        match decode_response(c.ubuf.data(), UPSTREAM_BUF, head.method == Method::Head, &mut c.rfields) {
+        match decode_response(
+            c.ubuf.data(),
+            UPSTREAM_BUF,
+            head.method == Method::Head,
+            &mut c.rfields,
+        ) {
             Ok(Some(r)) if r.is_informational() && r.status != 101 => {
                 // 1xx: pass to an HTTP/1.1 client, then wait for the final head.
                 let mut out = std::mem::take(&mut c.out);
                 out.clear();
                 if head.version == Version::Http11 {
-                    encode_response(&mut out, c.ubuf.data(), &r, &c.rfields, ClientConn::KeepAlive(Version::Http11), false);
+                    encode_response(
+                        &mut out,
+                        c.ubuf.data(),
+                        &r,
+                        &c.rfields,
+                        ClientConn::KeepAlive(Version::Http11),
+                        false,
+                    );
                 }
                 c.ubuf.consume(r.head_len);
                 let (res, o) = write_all(&mut c.stream, out, client_timeout).await;
@@ -474,7 +551,11 @@ async fn respond(
             Ok(Some(r)) => break r,
             Ok(None) => {}
             Err(e) => {
-                crate::warn!("upstream {} server {}: malformed response head ({e:?})", up.name, server.addr);
+                crate::warn!(
+                    "upstream {} server {}: malformed response head ({e:?})",
+                    up.name,
+                    server.addr
+                );
                 return Err(AttemptError::Upstream {
                     failure: Failure::Malformed,
                     stale: false,
@@ -506,13 +587,24 @@ async fn respond(
 
     if resp.status == 101 {
         if !head.upgrade {
-            crate::warn!("upstream {} server {}: unsolicited 101 → 502", up.name, server.addr);
+            crate::warn!(
+                "upstream {} server {}: unsolicited 101 → 502",
+                up.name,
+                server.addr
+            );
             let _ = c.reply(502, false, client_timeout).await;
             return Ok(Next::Close);
         }
         let mut out = std::mem::take(&mut c.out);
         out.clear();
-        encode_response(&mut out, c.ubuf.data(), &resp, &c.rfields, ClientConn::Upgrade, false);
+        encode_response(
+            &mut out,
+            c.ubuf.data(),
+            &resp,
+            &c.rfields,
+            ClientConn::Upgrade,
+            false,
+        );
         c.ubuf.consume(resp.head_len);
         out.extend_from_slice(c.ubuf.data());
         c.ubuf.consume(c.ubuf.len());
@@ -548,20 +640,46 @@ async fn respond(
             return Ok(Next::Close);
         }
     };
-    let (r, o) = relay(&mut us, &mut c.ubuf, &mut c.stream, out, &mut body, done, up.read_timeout, client_timeout).await;
+    let (r, o) = relay(
+        &mut us,
+        &mut c.ubuf,
+        &mut c.stream,
+        out,
+        &mut body,
+        done,
+        up.read_timeout,
+        client_timeout,
+    )
+    .await;
     c.out = o;
     match r {
         Ok(()) => {}
-        Err(RelayError::SrcEof | RelayError::SrcTimeout | RelayError::SrcIo(_) | RelayError::Malformed(_)) => {
-            crate::warn!("upstream {} server {}: response body cut short", up.name, server.addr);
+        Err(
+            RelayError::SrcEof
+            | RelayError::SrcTimeout
+            | RelayError::SrcIo(_)
+            | RelayError::Malformed(_),
+        ) => {
+            crate::warn!(
+                "upstream {} server {}: response body cut short",
+                up.name,
+                server.addr
+            );
             return Ok(Next::Close);
         }
         Err(RelayError::DstIo(_) | RelayError::DstTimeout) => return Ok(Next::Close),
     }
     if resp.keep_alive() && c.ubuf.is_empty() && !draining {
-        shard.pool.borrow_mut().put(server.addr, us, up.keepalive, Instant::now());
+        shard
+            .pool
+            .borrow_mut()
+            .put(server.addr, us, up.keepalive, Instant::now());
     }
-    Ok(if client_keep { Next::KeepAlive } else { Next::Close })
+    Ok(if client_keep {
+        Next::KeepAlive
+    } else {
+        Next::Close
+    })
 }
 
 /// After `101 Switching Protocols`: copy bytes both ways until both sides

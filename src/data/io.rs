@@ -29,7 +29,11 @@ pub enum RelayError {
 }
 
 /// Writes all of `out` within `limit`; gives the buffer back.
-pub async fn write_all(dst: &mut TcpStream, out: Vec<u8>, limit: Duration) -> (Result<(), RelayError>, Vec<u8>) {
+pub async fn write_all(
+    dst: &mut TcpStream,
+    out: Vec<u8>,
+    limit: Duration,
+) -> (Result<(), RelayError>, Vec<u8>) {
     if out.is_empty() {
         return (Ok(()), out);
     }
@@ -45,7 +49,10 @@ pub async fn write_all(dst: &mut TcpStream, out: Vec<u8>, limit: Duration) -> (R
 pub enum Body {
     Length(u64),
     /// `dechunk`: forward only the data (to an HTTP/1.0 client).
-    Chunked { dec: ChunkedDecoder, dechunk: bool },
+    Chunked {
+        dec: ChunkedDecoder,
+        dechunk: bool,
+    },
     /// Until the source closes.
     Close,
 }
@@ -69,7 +76,10 @@ impl Body {
                 *rem -= n as u64;
                 Ok(*rem == 0)
             }
-            Body::Chunked { dec, dechunk: false } => {
+            Body::Chunked {
+                dec,
+                dechunk: false,
+            } => {
                 let n = dec.feed(src.data())?;
                 out.extend_from_slice(&src.data()[..n]);
                 src.consume(n);

@@ -55,7 +55,12 @@ impl ShardView {
             .upstreams
             .iter()
             .enumerate()
-            .map(|(i, u)| ShardState::new(&u.selector, seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)))
+            .map(|(i, u)| {
+                ShardState::new(
+                    &u.selector,
+                    seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+                )
+            })
             .collect();
         ShardView {
             snap,
@@ -104,7 +109,13 @@ impl Shard {
         let id = self.next_conn.get();
         self.next_conn.set(id + 1);
         let idle = Rc::new(Cell::new(false));
-        self.conns.borrow_mut().insert(id, ConnEntry { fd, idle: Rc::clone(&idle) });
+        self.conns.borrow_mut().insert(
+            id,
+            ConnEntry {
+                fd,
+                idle: Rc::clone(&idle),
+            },
+        );
         self.control.active.fetch_add(1, Ordering::Relaxed);
         (id, idle)
     }
@@ -163,7 +174,12 @@ pub fn run(
                 }
             };
             let canceller = Canceller::new();
-            monoio::spawn(accept_loop(Rc::clone(&shard), listener, idx, canceller.handle()));
+            monoio::spawn(accept_loop(
+                Rc::clone(&shard),
+                listener,
+                idx,
+                canceller.handle(),
+            ));
             cancellers.push(canceller);
         }
         housekeeping(&shard, cancellers).await;
@@ -172,7 +188,12 @@ pub fn run(
     Ok(())
 }
 
-async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, idx: usize, cancel: monoio::io::CancelHandle) {
+async fn accept_loop(
+    shard: Rc<Shard>,
+    listener: TcpListener,
+    idx: usize,
+    cancel: monoio::io::CancelHandle,
+) {
     let mut backoff = Duration::from_millis(5);
     loop {
         match listener.cancelable_accept(cancel.clone()).await {
@@ -203,10 +224,13 @@ async fn housekeeping(shard: &Rc<Shard>, cancellers: Vec<Canceller>) {
         ticks += 1;
         shard.control.heartbeat.store(ticks, Ordering::Relaxed);
         let now = Instant::now();
-        if ticks % 20 == 0 {
+        if ticks.is_multiple_of(20) {
             let view = shard.view();
             shard.pool.borrow_mut().sweep(now, |addr: SocketAddr| {
-                view.snap.upstreams.iter().any(|u| u.servers.iter().any(|s| s.addr == addr))
+                view.snap
+                    .upstreams
+                    .iter()
+                    .any(|u| u.servers.iter().any(|s| s.addr == addr))
             });
         }
         if shard.control.stop.load(Ordering::Relaxed) {
@@ -223,7 +247,10 @@ async fn housekeeping(shard: &Rc<Shard>, cancellers: Vec<Canceller>) {
             let active = shard.control.active.load(Ordering::Relaxed);
             if active == 0 || drain_deadline.is_some_and(|d| now >= d) {
                 if active > 0 {
-                    crate::warn!("shard {}: shutdown_timeout reached with {active} connections open", shard.id);
+                    crate::warn!(
+                        "shard {}: shutdown_timeout reached with {active} connections open",
+                        shard.id
+                    );
                 }
                 return;
             }

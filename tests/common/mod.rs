@@ -15,7 +15,11 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_ringlb");
 
 /// A free loopback port (bound then released).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A running ringlb process, stopped (SIGKILL by PID) on drop.
@@ -34,7 +38,8 @@ pub mod tempdir {
         pub fn new(tag: &str) -> Dir {
             static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
             let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let p = std::env::temp_dir().join(format!("ringlb-test-{}-{tag}-{n}", std::process::id()));
+            let p =
+                std::env::temp_dir().join(format!("ringlb-test-{}-{tag}-{n}", std::process::id()));
             let _ = std::fs::remove_dir_all(&p);
             std::fs::create_dir_all(&p).unwrap();
             Dir(p)
@@ -65,7 +70,13 @@ impl Ringlb {
             .spawn()
             .expect("spawn ringlb");
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let rl = Ringlb { child, addr, config, log, _dir: dir };
+        let rl = Ringlb {
+            child,
+            addr,
+            config,
+            log,
+            _dir: dir,
+        };
         rl.wait_ready();
         rl
     }
@@ -182,9 +193,11 @@ pub fn find(h: &[u8], n: &[u8]) -> Option<usize> {
 }
 
 pub fn header<'a>(lower_head: &'a str, name: &str) -> Option<&'a str> {
-    lower_head
-        .lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(':')).map(str::trim))
+    lower_head.lines().find_map(|l| {
+        l.strip_prefix(name)
+            .and_then(|r| r.strip_prefix(':'))
+            .map(str::trim)
+    })
 }
 
 /// A backend that answers every request with 200 and the raw request it
@@ -193,7 +206,11 @@ pub fn echo_backend() -> Backend {
     backend(|mut s| {
         let mut buf = Vec::new();
         while let Some(req) = read_request(&mut s, &mut buf) {
-            let mut resp = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nX-Upstream: echo\r\n\r\n", req.len()).into_bytes();
+            let mut resp = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nX-Upstream: echo\r\n\r\n",
+                req.len()
+            )
+            .into_bytes();
             resp.extend_from_slice(&req);
             if s.write_all(&resp).is_err() {
                 return;

@@ -69,7 +69,10 @@ impl Default for ChunkedDecoder {
 impl ChunkedDecoder {
     pub fn new() -> Self {
         ChunkedDecoder {
-            state: State::Size { digits: 0, value: 0 },
+            state: State::Size {
+                digits: 0,
+                value: 0,
+            },
             trailer_bytes: 0,
         }
     }
@@ -85,7 +88,11 @@ impl ChunkedDecoder {
         if let State::Data { remaining } = self.state {
             let n = (remaining.min(buf.len() as u64)) as usize;
             let remaining = remaining - n as u64;
-            self.state = if remaining == 0 { State::DataCr } else { State::Data { remaining } };
+            self.state = if remaining == 0 {
+                State::DataCr
+            } else {
+                State::Data { remaining }
+            };
             return Ok((n, Piece::Data));
         }
         let mut i = 0;
@@ -127,7 +134,10 @@ impl ChunkedDecoder {
                         return Err(ChunkError::SizeOverflow);
                     }
                     let d = (b as char).to_digit(16).unwrap_or(0) as u64;
-                    State::Size { digits: digits + 1, value: value << 4 | d }
+                    State::Size {
+                        digits: digits + 1,
+                        value: value << 4 | d,
+                    }
                 }
                 _ if digits == 0 => return Err(ChunkError::BadSize),
                 b'\r' => State::SizeLf { value },
@@ -147,7 +157,10 @@ impl ChunkedDecoder {
                     if len as usize >= MAX_EXT_BYTES {
                         return Err(ChunkError::ExtensionTooLong);
                     }
-                    State::Ext { len: len + 1, value }
+                    State::Ext {
+                        len: len + 1,
+                        value,
+                    }
                 }
                 _ => return Err(ChunkError::BadSize),
             },
@@ -161,7 +174,10 @@ impl ChunkedDecoder {
                 _ => return Err(ChunkError::BadLineEnding),
             },
             State::DataLf => match b {
-                b'\n' => State::Size { digits: 0, value: 0 },
+                b'\n' => State::Size {
+                    digits: 0,
+                    value: 0,
+                },
                 _ => return Err(ChunkError::BadLineEnding),
             },
             State::TrailerStart => match b {
@@ -285,12 +301,18 @@ mod tests {
     fn limits() {
         let mut long_ext = b"1;".to_vec();
         long_ext.extend(std::iter::repeat_n(b'a', MAX_EXT_BYTES + 1));
-        assert_eq!(ChunkedDecoder::new().feed(&long_ext), Err(ChunkError::ExtensionTooLong));
+        assert_eq!(
+            ChunkedDecoder::new().feed(&long_ext),
+            Err(ChunkError::ExtensionTooLong)
+        );
         let mut trailers = b"0\r\n".to_vec();
         for _ in 0..2000 {
             trailers.extend_from_slice(b"X-Trailer: 0123456789\r\n");
         }
-        assert_eq!(ChunkedDecoder::new().feed(&trailers), Err(ChunkError::TrailerTooLarge));
+        assert_eq!(
+            ChunkedDecoder::new().feed(&trailers),
+            Err(ChunkError::TrailerTooLarge)
+        );
     }
 
     #[test]

@@ -149,18 +149,36 @@ macro_rules! canned {
     ($code:literal, $reason:literal, $len:literal) => {
         (
             concat!(
-                "HTTP/1.1 ", $code, " ", $reason, "\r\n",
+                "HTTP/1.1 ",
+                $code,
+                " ",
+                $reason,
+                "\r\n",
                 "Content-Type: text/plain\r\n",
-                "Content-Length: ", $len, "\r\n",
+                "Content-Length: ",
+                $len,
+                "\r\n",
                 "Connection: close\r\n\r\n",
-                $code, " ", $reason, "\n"
+                $code,
+                " ",
+                $reason,
+                "\n"
             )
             .as_bytes(),
             concat!(
-                "HTTP/1.1 ", $code, " ", $reason, "\r\n",
+                "HTTP/1.1 ",
+                $code,
+                " ",
+                $reason,
+                "\r\n",
                 "Content-Type: text/plain\r\n",
-                "Content-Length: ", $len, "\r\n\r\n",
-                $code, " ", $reason, "\n"
+                "Content-Length: ",
+                $len,
+                "\r\n\r\n",
+                $code,
+                " ",
+                $reason,
+                "\n"
             )
             .as_bytes(),
         )
@@ -193,9 +211,18 @@ mod tests {
 
     fn req(raw: &str, ip: &str) -> String {
         let mut f = Vec::new();
-        let h = decode_request(raw.as_bytes(), &Limits::default(), &mut f).unwrap().unwrap();
+        let h = decode_request(raw.as_bytes(), &Limits::default(), &mut f)
+            .unwrap()
+            .unwrap();
         let mut out = Vec::new();
-        encode_request(&mut out, raw.as_bytes(), &h, &f, ip.as_bytes(), b"10.0.0.1:80");
+        encode_request(
+            &mut out,
+            raw.as_bytes(),
+            &h,
+            &f,
+            ip.as_bytes(),
+            b"10.0.0.1:80",
+        );
         String::from_utf8(out).unwrap()
     }
 
@@ -217,8 +244,14 @@ mod tests {
             "GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 9.9.9.9\r\nX-Forwarded-For: 8.8.8.8\r\nAccept: 1\r\n\r\n",
             "1.2.3.4",
         );
-        assert!(out.contains("X-Forwarded-For: 9.9.9.9, 8.8.8.8, 1.2.3.4\r\nAccept: 1\r\n"), "{out}");
-        let out = req("GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 9.9.9.9\r\n\r\n", "::1");
+        assert!(
+            out.contains("X-Forwarded-For: 9.9.9.9, 8.8.8.8, 1.2.3.4\r\nAccept: 1\r\n"),
+            "{out}"
+        );
+        let out = req(
+            "GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 9.9.9.9\r\n\r\n",
+            "::1",
+        );
         assert!(out.contains("X-Forwarded-For: 9.9.9.9, ::1\r\n"), "{out}");
     }
 
@@ -236,7 +269,10 @@ mod tests {
             "1.2.3.4",
         );
         assert!(out.contains("Upgrade: websocket\r\n") && out.contains("Connection: upgrade\r\n"));
-        let out = req("GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n", "1.2.3.4");
+        let out = req(
+            "GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n",
+            "1.2.3.4",
+        );
         assert!(!out.contains("Upgrade"));
     }
 
@@ -244,16 +280,28 @@ mod tests {
     fn response_rewrite() {
         let raw = "HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nTransfer-Encoding: chunked\r\nX-A: b\r\n\r\n";
         let mut f = Vec::new();
-        let h = decode_response(raw.as_bytes(), 16384, false, &mut f).unwrap().unwrap();
+        let h = decode_response(raw.as_bytes(), 16384, false, &mut f)
+            .unwrap()
+            .unwrap();
         let mut out = Vec::new();
-        encode_response(&mut out, raw.as_bytes(), &h, &f, ClientConn::KeepAlive(Version::Http11), false);
+        encode_response(
+            &mut out,
+            raw.as_bytes(),
+            &h,
+            &f,
+            ClientConn::KeepAlive(Version::Http11),
+            false,
+        );
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-A: b\r\n\r\n"
         );
         let mut out = Vec::new();
         encode_response(&mut out, raw.as_bytes(), &h, &f, ClientConn::Close, true);
-        assert_eq!(String::from_utf8(out).unwrap(), "HTTP/1.1 200 OK\r\nX-A: b\r\nConnection: close\r\n\r\n");
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 200 OK\r\nX-A: b\r\nConnection: close\r\n\r\n"
+        );
     }
 
     #[test]
@@ -263,7 +311,11 @@ mod tests {
                 let mut f = Vec::new();
                 let h = decode_response(raw, 16384, false, &mut f).unwrap().unwrap();
                 let body = &raw[h.head_len..];
-                assert_eq!(h.framing, super::super::Framing::Length(body.len() as u64), "{s}");
+                assert_eq!(
+                    h.framing,
+                    super::super::Framing::Length(body.len() as u64),
+                    "{s}"
+                );
                 assert_eq!(h.status, if s == 500 { 500 } else { s });
             }
         }

@@ -96,10 +96,7 @@ pub enum FramingError {
 
 /// Parses every `Content-Length` field: all values must be the same run of
 /// digits (a list like `5, 5` counts as one value).
-pub fn content_length(
-    buf: &[u8],
-    fields: &[Field],
-) -> Result<Option<u64>, FramingError> {
+pub fn content_length(buf: &[u8], fields: &[Field]) -> Result<Option<u64>, FramingError> {
     let mut found: Option<u64> = None;
     for f in fields.iter().filter(|f| f.kind == FieldKind::ContentLength) {
         let v = f.value.get(buf);
@@ -143,7 +140,10 @@ pub fn transfer_encoding(buf: &[u8], fields: &[Field]) -> Result<Option<bool>, F
     let mut present = false;
     let mut last_chunked = false;
     let mut chunked_seen = 0;
-    for f in fields.iter().filter(|f| f.kind == FieldKind::TransferEncoding) {
+    for f in fields
+        .iter()
+        .filter(|f| f.kind == FieldKind::TransferEncoding)
+    {
         present = true;
         let v = f.value.get(buf);
         let mut any = false;
@@ -229,8 +229,14 @@ mod tests {
                 let vs = text[ns + n.len()..].find(v).unwrap() + ns + n.len();
                 at = vs + v.len();
                 Field {
-                    name: Span { start: ns as u32, end: (ns + n.len()) as u32 },
-                    value: Span { start: vs as u32, end: (vs + v.len()) as u32 },
+                    name: Span {
+                        start: ns as u32,
+                        end: (ns + n.len()) as u32,
+                    },
+                    value: Span {
+                        start: vs as u32,
+                        end: (vs + v.len()) as u32,
+                    },
                     kind: classify(n.as_bytes()),
                 }
             })
@@ -278,7 +284,10 @@ mod tests {
         assert_eq!(ok("gzip, chunked"), Ok(Some(true)));
         assert_eq!(ok("gzip"), Ok(Some(false)));
         assert_eq!(ok("chunked, gzip"), Err(FramingError::BadTransferEncoding));
-        assert_eq!(ok("chunked, chunked"), Err(FramingError::BadTransferEncoding));
+        assert_eq!(
+            ok("chunked, chunked"),
+            Err(FramingError::BadTransferEncoding)
+        );
         assert_eq!(ok("chunked;q=1"), Err(FramingError::BadTransferEncoding));
         assert_eq!(ok("\"chunked\""), Err(FramingError::BadTransferEncoding));
         assert_eq!(ok(","), Err(FramingError::BadTransferEncoding));
@@ -289,7 +298,11 @@ mod tests {
         let b = b"Connection: close, X-Secret\r\nX-Secret: 1\r\nX-Other: 2\r\n";
         let mut f = fields_of(
             b,
-            &[("Connection", "close, X-Secret"), ("X-Secret", "1"), ("X-Other", "2")],
+            &[
+                ("Connection", "close, X-Secret"),
+                ("X-Secret", "1"),
+                ("X-Other", "2"),
+            ],
         );
         let o = connection_opts(b, &mut f);
         assert!(o.close && !o.keep_alive && !o.upgrade);

@@ -46,7 +46,12 @@ impl Method {
     pub fn is_idempotent(self) -> bool {
         matches!(
             self,
-            Method::Get | Method::Head | Method::Put | Method::Delete | Method::Options | Method::Trace
+            Method::Get
+                | Method::Head
+                | Method::Put
+                | Method::Delete
+                | Method::Options
+                | Method::Trace
         )
     }
 }
@@ -148,7 +153,11 @@ pub fn decode_request(
     let (Some(method), Some(path), Some(minor)) = (req.method, req.path, req.version) else {
         return Err(RequestError::Malformed);
     };
-    let version = if minor == 1 { Version::Http11 } else { Version::Http10 };
+    let version = if minor == 1 {
+        Version::Http11
+    } else {
+        Version::Http10
+    };
     let method_span = Span::of(buf, method.as_bytes());
     let method = Method::from_bytes(method.as_bytes());
     if method == Method::Connect {
@@ -236,10 +245,19 @@ pub fn decode_request(
 fn version_error(buf: &[u8]) -> RequestError {
     // httparse reports any non-1.x version the same way; only a well-formed
     // `HTTP/d.d` deserves 505, garbage is a plain 400.
-    let line_end = buf.iter().position(|&b| b == b'\r' || b == b'\n').unwrap_or(buf.len());
+    let line_end = buf
+        .iter()
+        .position(|&b| b == b'\r' || b == b'\n')
+        .unwrap_or(buf.len());
     let line = &buf[..line_end];
     match line.rsplit(|&b| b == b' ').next() {
-        Some(v) if v.len() == 8 && v.starts_with(b"HTTP/") && v[5].is_ascii_digit() && v[6] == b'.' && v[7].is_ascii_digit() => {
+        Some(v)
+            if v.len() == 8
+                && v.starts_with(b"HTTP/")
+                && v[5].is_ascii_digit()
+                && v[6] == b'.'
+                && v[7].is_ascii_digit() =>
+        {
             RequestError::Version
         }
         _ => RequestError::Malformed,
@@ -260,7 +278,11 @@ fn valid_target(t: &[u8], method: Method) -> bool {
         Some(b'/') => true,
         Some(b'*') => t.len() == 1 && method == Method::Options,
         // absolute-form (RFC 9112 §3.2.2): forwarded as is.
-        Some(_) => t.len() > 7 && (t[..7].eq_ignore_ascii_case(b"http://") || t.len() > 8 && t[..8].eq_ignore_ascii_case(b"https://")),
+        Some(_) => {
+            t.len() > 7
+                && (t[..7].eq_ignore_ascii_case(b"http://")
+                    || t.len() > 8 && t[..8].eq_ignore_ascii_case(b"https://"))
+        }
         None => false,
     }
 }
@@ -269,9 +291,8 @@ fn valid_target(t: &[u8], method: Method) -> bool {
 /// control bytes (RFC 9110 §7.2).
 fn valid_host(h: &[u8]) -> bool {
     !h.is_empty()
-        && h.iter().all(|&b| {
-            b.is_ascii_alphanumeric() || b"-._~:[]!$&'()*+,;=%".contains(&b)
-        })
+        && h.iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b"-._~:[]!$&'()*+,;=%".contains(&b))
 }
 
 #[cfg(test)]
@@ -365,19 +386,33 @@ mod tests {
 
     #[test]
     fn other_statuses() {
-        assert_eq!(dec("GET / HTTP/2.0\r\nHost: a\r\n\r\n").unwrap_err().status(), 505);
-        assert_eq!(dec("CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n").unwrap_err().status(), 405);
         assert_eq!(
-            dec("POST / HTTP/1.1\r\nHost: a\r\nExpect: magic\r\n\r\n").unwrap_err().status(),
+            dec("GET / HTTP/2.0\r\nHost: a\r\n\r\n")
+                .unwrap_err()
+                .status(),
+            505
+        );
+        assert_eq!(
+            dec("CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n")
+                .unwrap_err()
+                .status(),
+            405
+        );
+        assert_eq!(
+            dec("POST / HTTP/1.1\r\nHost: a\r\nExpect: magic\r\n\r\n")
+                .unwrap_err()
+                .status(),
             417
         );
     }
 
     #[test]
     fn expect_and_upgrade() {
-        let h = ok("POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n");
+        let h =
+            ok("POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n");
         assert!(h.expect_continue);
-        let h = ok("GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n");
+        let h =
+            ok("GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n");
         assert!(h.upgrade);
         let h = ok("GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n");
         assert!(!h.upgrade);

@@ -58,9 +58,11 @@ pub fn decode_response(
     let mut storage: [MaybeUninit<httparse::Header<'_>>; MAX_HEADERS_CAP] =
         [const { MaybeUninit::uninit() }; MAX_HEADERS_CAP];
     let mut res = httparse::Response::new(&mut []);
-    let status = match httparse::ParserConfig::default()
-        .parse_response_with_uninit_headers(&mut res, buf, &mut storage)
-    {
+    let status = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut res,
+        buf,
+        &mut storage,
+    ) {
         Ok(s) => s,
         Err(httparse::Error::TooManyHeaders) => return Err(ResponseError::HeadTooLarge),
         Err(_) => return Err(ResponseError::Malformed),
@@ -90,7 +92,11 @@ pub fn decode_response(
             kind: classify(h.name.as_bytes()),
         });
     }
-    let version = if minor == 1 { Version::Http11 } else { Version::Http10 };
+    let version = if minor == 1 {
+        Version::Http11
+    } else {
+        Version::Http10
+    };
     let bodiless = head_request || (100..200).contains(&code) || code == 204 || code == 304;
     let te = fields::transfer_encoding(buf, fields).map_err(ResponseError::Framing)?;
     let cl = fields::content_length(buf, fields).map_err(ResponseError::Framing)?;
@@ -127,30 +133,63 @@ mod tests {
     #[test]
     fn framings() {
         let f = |s: &str, head: bool| dec(s, head).unwrap().unwrap().framing;
-        assert_eq!(f("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", false), Framing::Length(5));
-        assert_eq!(f("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", true), Framing::None);
+        assert_eq!(
+            f("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", false),
+            Framing::Length(5)
+        );
+        assert_eq!(
+            f("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", true),
+            Framing::None
+        );
         assert_eq!(f("HTTP/1.1 204 No Content\r\n\r\n", false), Framing::None);
-        assert_eq!(f("HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n", false), Framing::None);
+        assert_eq!(
+            f(
+                "HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n",
+                false
+            ),
+            Framing::None
+        );
         assert_eq!(f("HTTP/1.1 100 Continue\r\n\r\n", false), Framing::None);
-        assert_eq!(f("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", false), Framing::Chunked);
+        assert_eq!(
+            f(
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+                false
+            ),
+            Framing::Chunked
+        );
         assert_eq!(f("HTTP/1.1 200 OK\r\n\r\n", false), Framing::Close);
-        assert_eq!(f("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", false), Framing::Close);
+        assert_eq!(
+            f("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", false),
+            Framing::Close
+        );
     }
 
     #[test]
     fn keep_alive_rules() {
         let k = |s: &str| dec(s, false).unwrap().unwrap().keep_alive();
         assert!(k("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"));
-        assert!(!k("HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"));
+        assert!(!k(
+            "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+        ));
         assert!(!k("HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n"));
-        assert!(k("HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n"));
+        assert!(k(
+            "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n"
+        ));
         assert!(!k("HTTP/1.1 200 OK\r\n\r\n"));
     }
 
     #[test]
     fn malformed() {
-        assert!(dec("HTTP/1.1 200 OK\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n", false).is_err());
-        assert!(dec("HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", false).is_err());
+        assert!(dec(
+            "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            false
+        )
+        .is_err());
+        assert!(dec(
+            "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            false
+        )
+        .is_err());
         assert!(dec("HTTX/1.1 200 OK\r\n\r\n", false).is_err());
         assert!(dec("HTTP/1.1 2000 OK\r\n\r\n", false).is_err());
         assert!(dec("HTTP/1.1 200 OK\r\nContent", false).unwrap().is_none());
