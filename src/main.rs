@@ -30,6 +30,18 @@ enum Cmd {
     },
     /// Run the built-in demo: two backends behind ringlb on loopback.
     Demo,
+    /// Print counters and latency percentiles from a running node's admin endpoint.
+    Stats {
+        /// Admin address (`[admin] listen`).
+        #[arg(long, default_value = ringlb::stats_cli::DEFAULT_ADMIN)]
+        admin: std::net::SocketAddr,
+        /// Refresh every interval (e.g. `1s`), showing per-interval rates.
+        #[arg(long, value_parser = ringlb::stats_cli::parse_duration)]
+        watch: Option<std::time::Duration>,
+        /// Start a fresh measurement window first.
+        #[arg(long)]
+        reset: bool,
+    },
     /// A tiny built-in HTTP backend (tests, benchmarks, demo).
     #[command(hide = true)]
     Backend {
@@ -77,6 +89,17 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("ringlb demo: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Cmd::Stats {
+            admin,
+            watch,
+            reset,
+        } => match ringlb::stats_cli::run(admin, watch, reset) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("ringlb stats: {e}");
                 ExitCode::FAILURE
             }
         },

@@ -17,6 +17,7 @@ use arc_swap::ArcSwap;
 
 use crate::config::{Config, HashKey};
 use crate::lb::{Selector, ServerSpec};
+use crate::metrics::Layout;
 use crate::route::Router;
 
 /// An immutable view of the routing state.
@@ -29,6 +30,9 @@ pub struct Snapshot {
     pub upstreams: Vec<UpstreamSnap>,
     /// Graceful stop in progress: answer with `Connection: close`.
     pub draining: bool,
+    /// Metric labels for this generation; server `si` of upstream `ui` is
+    /// label `upstreams[ui].metric_base + si`.
+    pub layout: Arc<Layout>,
 }
 
 pub struct ListenerSnap {
@@ -38,6 +42,8 @@ pub struct ListenerSnap {
 
 pub struct UpstreamSnap {
     pub name: Box<str>,
+    /// Index of this upstream's first server in the metrics layout.
+    pub metric_base: usize,
     pub selector: Selector,
     pub servers: Vec<ServerSnap>,
     pub hash_key: HashKey,
@@ -92,15 +98,19 @@ impl Snapshot {
                 router: Router::build(&l.routes, l.upstream),
             })
             .collect();
+        let mut metric_base = 0;
         let upstreams = config
             .upstreams
             .iter()
             .enumerate()
             .map(|(ui, u)| {
+                let base = metric_base;
+                metric_base += u.servers.len();
                 let specs: Vec<ServerSpec> =
                     u.servers.iter().map(ServerSpec::from_config).collect();
                 UpstreamSnap {
                     name: u.name.as_str().into(),
+                    metric_base: base,
                     selector: Selector::build(u.balance, &specs),
                     servers: u
                         .servers
@@ -128,12 +138,29 @@ impl Snapshot {
                 }
             })
             .collect();
+        let layout = Arc::new(Layout {
+            listeners: config
+                .listeners
+                .iter()
+                .map(|l| l.listen.to_string())
+                .collect(),
+            servers: config
+                .upstreams
+                .iter()
+                .flat_map(|u| {
+                    u.servers
+                        .iter()
+                        .map(|s| (u.name.clone(), s.addr.to_string()))
+                })
+                .collect(),
+        });
         Snapshot {
             generation,
             config,
             listeners,
             upstreams,
             draining,
+            layout,
         }
     }
 }

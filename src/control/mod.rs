@@ -17,11 +17,14 @@ use std::time::Duration;
 
 use crate::config::Config;
 use crate::data::shard::{self, ShardControl};
+use crate::metrics::Registry;
 use crate::snapshot::{Snapshot, SnapshotCell};
 
 /// A running data plane.
 pub struct Running {
     pub cell: SnapshotCell,
+    pub registry: Arc<Registry>,
+    pub admin: Option<admin::AdminServer>,
     pub shards: Vec<(Arc<ShardControl>, JoinHandle<()>)>,
     /// Actual bound address of each listener (port 0 resolved).
     pub listen_addrs: Vec<SocketAddr>,
@@ -52,18 +55,29 @@ pub fn start(config: Config) -> std::io::Result<Running> {
         }
     }
     let cell = SnapshotCell::new(Snapshot::build(Arc::clone(&config), 1, None, false));
+    let registry = Registry::new(n);
+    registry.control().set_generation(1);
+    let admin = match &config.admin {
+        Some(a) => Some(
+            admin::spawn(a.listen, Arc::clone(&registry), None).map_err(|e| {
+                std::io::Error::new(e.kind(), format!("admin listen {}: {e}", a.listen))
+            })?,
+        ),
+        None => None,
+    };
     let mut shards = Vec::new();
     for (id, (listeners, cpu)) in per_shard.into_iter().zip(shard_cpus).enumerate() {
         let control = Arc::new(ShardControl::default());
         let c = Arc::clone(&control);
         let cell = cell.clone();
+        let reg = Arc::clone(&registry);
         let handle = std::thread::Builder::new()
             .name(format!("shard-{id}"))
             .spawn(move || {
                 if let Some(cpu) = cpu {
                     crate::runtime::pin(cpu);
                 }
-                if let Err(e) = shard::run(id, cell, listeners, Arc::clone(&c)) {
+                if let Err(e) = shard::run(id, cell, listeners, Arc::clone(&c), reg) {
                     crate::error!("shard {id} failed to start: {e}");
                     c.exited.store(true, Ordering::Release);
                 }
@@ -77,6 +91,8 @@ pub fn start(config: Config) -> std::io::Result<Running> {
     );
     Ok(Running {
         cell,
+        registry,
+        admin,
         shards,
         listen_addrs,
         generation: 1,
@@ -121,6 +137,7 @@ impl Running {
     /// Graceful stop: drain every shard, wait up to `shutdown_timeout`.
     pub fn stop(self) {
         let limit = self.config.runtime.shutdown_timeout + Duration::from_secs(1);
+        self.registry.control().set_draining(true);
         self.cell.publish(Snapshot::build(
             Arc::clone(&self.config),
             self.generation + 1,

@@ -23,6 +23,7 @@ use super::io::{relay, write_all, Body, RelayError};
 use super::shard::{Shard, ShardView};
 use crate::config::HashKey;
 use crate::lb::{hash_bytes, NoServer};
+use crate::metrics::{ConnState, FailureKind};
 use crate::proto::http1::encode::{
     canned_response, encode_request, encode_response, ClientConn, CONTINUE,
 };
@@ -45,6 +46,17 @@ enum Next {
     Tunnel(TcpStream),
 }
 
+/// What one request did, for metrics (filled in as the exchange goes).
+#[derive(Default)]
+struct ReqLog {
+    status: u16,
+    /// Metrics label index of the server that answered.
+    server: Option<usize>,
+    upstream_us: Option<u64>,
+    bytes_in: u64,
+    bytes_out: u64,
+}
+
 /// Per-connection buffers and identity.
 struct Client {
     stream: TcpStream,
@@ -63,9 +75,17 @@ impl Client {
     }
 
     /// Sends one of the proxy's own responses.
-    async fn reply(&mut self, status: u16, keep_alive: bool, write_limit: Duration) -> Next {
+    async fn reply(
+        &mut self,
+        log: &mut ReqLog,
+        status: u16,
+        keep_alive: bool,
+        write_limit: Duration,
+    ) -> Next {
         let (close, keep) = canned_response(status);
         let bytes = if keep_alive { keep } else { close };
+        log.status = status;
+        log.bytes_out += bytes.len() as u64;
         let mut out = std::mem::take(&mut self.out);
         out.clear();
         out.extend_from_slice(bytes);
@@ -89,6 +109,12 @@ pub async fn serve(
 ) {
     let _ = stream.set_nodelay(true);
     let (conn_id, idle) = shard.register(fd);
+    {
+        let mut rec = shard.rec.borrow_mut();
+        rec.on_accept();
+        rec.on_handled();
+    }
+    let mut state = ConnState::Reading;
     let max_head = shard.view().snap.config.http.max_header_bytes;
     let mut ip = ([0u8; 48], 0u8);
     let mut w = &mut ip.0[..];
@@ -105,20 +131,54 @@ pub async fn serve(
         rfields: Vec::with_capacity(32),
     };
     loop {
-        let Some((view, head)) = read_head(&shard, &mut c, &idle).await else {
+        let mut log = ReqLog::default();
+        let Some((view, head, started)) =
+            read_head(&shard, &mut c, &idle, &mut state, &mut log).await
+        else {
+            if log.status != 0 {
+                shard.rec.borrow_mut().on_request_done(
+                    listener,
+                    None,
+                    log.status,
+                    0,
+                    None,
+                    0,
+                    log.bytes_out,
+                );
+            }
             break;
         };
-        match exchange(&shard, &view, &mut c, head, listener).await {
+        transition(&shard, &mut state, ConnState::Writing);
+        log.bytes_in = head.head_len as u64;
+        let next = exchange(&shard, &view, &mut c, head, listener, &mut log).await;
+        let total_us = started.elapsed().as_micros() as u64;
+        shard.rec.borrow_mut().on_request_done(
+            listener,
+            log.server,
+            log.status,
+            total_us,
+            log.upstream_us,
+            log.bytes_in,
+            log.bytes_out,
+        );
+        match next {
             Next::KeepAlive if !shard.draining() => continue,
             Next::KeepAlive | Next::Close => break,
             Next::Tunnel(upstream) => {
                 tunnel(c, upstream).await;
-                shard.unregister(conn_id);
-                return;
+                break;
             }
         }
     }
+    shard.rec.borrow_mut().on_close(state);
     shard.unregister(conn_id);
+}
+
+fn transition(shard: &Shard, state: &mut ConnState, to: ConnState) {
+    if *state != to {
+        shard.rec.borrow_mut().conn_transition(*state, to);
+        *state = to;
+    }
 }
 
 /// Reads until a complete request head is buffered. `None`: the connection
@@ -127,9 +187,12 @@ async fn read_head(
     shard: &Shard,
     c: &mut Client,
     idle: &Cell<bool>,
-) -> Option<(Rc<ShardView>, RequestHead)> {
+    state: &mut ConnState,
+    log: &mut ReqLog,
+) -> Option<(Rc<ShardView>, RequestHead, Instant)> {
     let mut view = shard.view();
     let mut deadline: Option<Instant> = None;
+    let mut started = (!c.rbuf.is_empty()).then(Instant::now);
     loop {
         if !c.rbuf.is_empty() {
             let http = &view.snap.config.http;
@@ -138,11 +201,12 @@ async fn read_head(
                 max_headers: http.max_headers,
             };
             match decode_request(c.rbuf.data(), &limits, &mut c.fields) {
-                Ok(Some(head)) => return Some((view, head)),
+                Ok(Some(head)) => return Some((view, head, started.unwrap_or_else(Instant::now))),
                 Ok(None) => {}
                 Err(e) => {
                     crate::warn!("{}: bad request: {e:?} → {}", c.peer, e.status());
-                    c.reply(e.status(), false, http.client_body_timeout).await;
+                    c.reply(log, e.status(), false, http.client_body_timeout)
+                        .await;
                     return None;
                 }
             }
@@ -153,6 +217,7 @@ async fn read_head(
                 return None;
             }
             idle.set(true);
+            transition(shard, state, ConnState::Waiting);
             http.keepalive_timeout
         } else {
             let d = *deadline.get_or_insert_with(|| Instant::now() + http.client_header_timeout);
@@ -165,11 +230,13 @@ async fn read_head(
             Ok(_) => {
                 if was_empty {
                     // A new request started; route it with the newest config.
+                    started = Some(Instant::now());
+                    transition(shard, state, ConnState::Reading);
                     view = shard.view();
                 }
             }
             Err(ReadError::Timeout) if !was_empty => {
-                c.reply(408, false, http.client_body_timeout).await;
+                c.reply(log, 408, false, http.client_body_timeout).await;
                 return None;
             }
             Err(_) => return None,
@@ -233,6 +300,15 @@ enum Failure {
 }
 
 impl Failure {
+    fn kind(self) -> FailureKind {
+        match self {
+            Failure::ConnectRefused | Failure::ConnectTimeout => FailureKind::Connect,
+            Failure::Reset => FailureKind::Reset,
+            Failure::Timeout => FailureKind::Timeout,
+            Failure::Malformed => FailureKind::Malformed,
+        }
+    }
+
     fn status(self) -> u16 {
         match self {
             Failure::ConnectTimeout | Failure::Timeout => 504,
@@ -261,6 +337,7 @@ async fn exchange(
     c: &mut Client,
     head: RequestHead,
     listener: usize,
+    log: &mut ReqLog,
 ) -> Next {
     let snap = &view.snap;
     let http = &snap.config.http;
@@ -271,10 +348,11 @@ async fn exchange(
         .route(head.host.map(|h| h.get(buf)), head.target.get(buf));
     let Ok(mut body) = plan_body(c, &head) else {
         crate::warn!("{}: malformed chunked request body → 400", c.peer);
-        return c.reply(400, false, write_limit).await;
+        return c.reply(log, 400, false, write_limit).await;
     };
+    log.bytes_in += body.prefix as u64;
     let Some(ui) = route else {
-        return finish_local(c, &head, &body, 404, write_limit).await;
+        return finish_local(c, log, &head, &body, 404, write_limit).await;
     };
     let up = &snap.upstreams[ui];
     let key = if up.selector.balance() == crate::config::Balance::Hash {
@@ -302,13 +380,15 @@ async fn exchange(
         };
         let si = match picked {
             Ok(si) => si,
-            Err(NoServer::AllFull) => return finish_local(c, &head, &body, 503, write_limit).await,
+            Err(NoServer::AllFull) => {
+                return finish_local(c, log, &head, &body, 503, write_limit).await
+            }
             Err(NoServer::AllDown) if attempts == 0 => {
                 crate::warn!("upstream {}: no server available → 502", up.name);
-                return finish_local(c, &head, &body, 502, write_limit).await;
+                return finish_local(c, log, &head, &body, 502, write_limit).await;
             }
             Err(NoServer::AllDown) => {
-                return finish_local(c, &head, &body, last_failure.status(), write_limit).await
+                return finish_local(c, log, &head, &body, last_failure.status(), write_limit).await
             }
         };
         let server = &up.servers[si];
@@ -317,7 +397,9 @@ async fn exchange(
         }
         attempts += 1;
         view.lb.borrow_mut()[ui].on_start(si);
-        let result = attempt(shard, c, &head, &mut body, up, si, &mut continue_sent).await;
+        let label = up.metric_base + si;
+        log.server = Some(label);
+        let result = attempt(shard, c, &head, &mut body, up, si, &mut continue_sent, log).await;
         view.lb.borrow_mut()[ui].on_finish(si);
         match result {
             Ok(next) => return next,
@@ -338,42 +420,50 @@ async fn exchange(
                     continue;
                 }
                 crate::warn!("upstream {} server {}: {failure:?}", up.name, server.addr);
+                shard
+                    .rec
+                    .borrow_mut()
+                    .on_upstream_failure(label, failure.kind());
                 last_failure = failure;
-                let replay_ok =
-                    body.complete && (!sent || head.method.is_idempotent() && !has_body(&head));
-                let retry_ok = replay_ok || (!sent && body.complete);
+                // Replay needs the whole body still buffered; after bytes may
+                // have reached a server only idempotent methods are replayed.
+                let retry_ok = body.complete && (!sent || head.method.is_idempotent());
                 if attempts > up.retries || !retry_ok {
                     let keep = body.complete && head.keep_alive();
                     if body.complete {
                         c.rbuf.consume(head.head_len + body.prefix);
                     }
                     return c
-                        .reply(failure.status(), keep && !shard.draining(), write_limit)
+                        .reply(
+                            log,
+                            failure.status(),
+                            keep && !shard.draining(),
+                            write_limit,
+                        )
                         .await;
                 }
+                shard.rec.borrow_mut().on_retry(label);
             }
         }
     }
-}
-
-fn has_body(head: &RequestHead) -> bool {
-    !matches!(head.framing, Framing::None)
 }
 
 /// Answers a request locally (404/502/503…), keeping the connection only if
 /// the request body was already entirely read.
 async fn finish_local(
     c: &mut Client,
+    log: &mut ReqLog,
     head: &RequestHead,
     body: &ReqBody,
     status: u16,
     limit: Duration,
 ) -> Next {
+    log.server = None;
     let keep = body.complete && head.keep_alive();
     if body.complete {
         c.rbuf.consume(head.head_len + body.prefix);
     }
-    c.reply(status, keep, limit).await
+    c.reply(log, status, keep, limit).await
 }
 
 enum AttemptError {
@@ -399,6 +489,7 @@ async fn attempt(
     up: &UpstreamSnap,
     si: usize,
     continue_sent: &mut bool,
+    log: &mut ReqLog,
 ) -> Result<Next, AttemptError> {
     let server = &up.servers[si];
     let http_limits = shard.view();
@@ -407,13 +498,22 @@ async fn attempt(
     let reused = pooled.is_some();
     let mut us = match pooled {
         Some(s) => s,
-        None => connect(server.addr, up.connect_timeout)
-            .await
-            .map_err(|failure| AttemptError::Upstream {
-                failure,
-                stale: false,
-                sent: false,
-            })?,
+        None => {
+            let t0 = Instant::now();
+            let s = connect(server.addr, up.connect_timeout)
+                .await
+                .map_err(|failure| AttemptError::Upstream {
+                    failure,
+                    stale: false,
+                    sent: false,
+                })?;
+            let us = t0.elapsed().as_micros() as u64;
+            shard
+                .rec
+                .borrow_mut()
+                .on_connect_time(up.metric_base + si, us);
+            s
+        }
     };
 
     // Head (+ buffered body) in one write.
@@ -436,6 +536,7 @@ async fn attempt(
             }
         }
         c.rbuf.consume(head.head_len + body.prefix);
+        let mut sent = 0;
         let (r, o) = relay(
             &mut c.stream,
             &mut c.rbuf,
@@ -445,19 +546,21 @@ async fn attempt(
             false,
             client_timeout,
             up.send_timeout,
+            &mut sent,
         )
         .await;
         c.out = o;
+        log.bytes_in += sent;
         match r {
             Ok(()) => {}
             Err(RelayError::DstIo(_) | RelayError::DstTimeout) => {
                 // The upstream went away mid-body: the client's request is
                 // half-consumed, so the connection can't continue.
-                let _ = c.reply(502, false, client_timeout).await;
+                let _ = c.reply(log, 502, false, client_timeout).await;
                 return Err(AttemptError::Client);
             }
             Err(RelayError::Malformed(_)) => {
-                let _ = c.reply(400, false, client_timeout).await;
+                let _ = c.reply(log, 400, false, client_timeout).await;
                 return Err(AttemptError::Client);
             }
             Err(_) => return Err(AttemptError::Client),
@@ -466,7 +569,7 @@ async fn attempt(
         body.prefix = 0;
         body.rest = None;
         // Already consumed from rbuf: make later consume() calls no-ops.
-        return respond(shard, c, head, us, up, si, reused, 0).await;
+        return respond(shard, c, head, us, up, si, reused, 0, log).await;
     }
     let (r, o) = write_all(&mut us, out, up.send_timeout).await;
     c.out = o;
@@ -486,6 +589,7 @@ async fn attempt(
         si,
         reused,
         head.head_len + body.prefix,
+        log,
     )
     .await
 }
@@ -513,10 +617,12 @@ async fn respond(
     si: usize,
     reused: bool,
     req_len: usize,
+    log: &mut ReqLog,
 ) -> Result<Next, AttemptError> {
     let server = &up.servers[si];
     let view = shard.view();
     let client_timeout = view.snap.config.http.client_body_timeout;
+    let sent_at = Instant::now();
     let mut got_bytes = false;
     c.ubuf.consume(c.ubuf.len());
     let resp = loop {
@@ -583,6 +689,8 @@ async fn respond(
     };
     // Committed: the response goes to the client, whatever happens next.
     c.rbuf.consume(req_len);
+    log.upstream_us = Some(sent_at.elapsed().as_micros() as u64);
+    log.status = resp.status;
     let draining = shard.draining() || view.snap.draining;
 
     if resp.status == 101 {
@@ -592,7 +700,7 @@ async fn respond(
                 up.name,
                 server.addr
             );
-            let _ = c.reply(502, false, client_timeout).await;
+            let _ = c.reply(log, 502, false, client_timeout).await;
             return Ok(Next::Close);
         }
         let mut out = std::mem::take(&mut c.out);
@@ -636,10 +744,11 @@ async fn respond(
     let done = match body.absorb(&mut c.ubuf, &mut out) {
         Ok(d) => d,
         Err(_) => {
-            let _ = c.reply(502, false, client_timeout).await;
+            let _ = c.reply(log, 502, false, client_timeout).await;
             return Ok(Next::Close);
         }
     };
+    let mut written = 0;
     let (r, o) = relay(
         &mut us,
         &mut c.ubuf,
@@ -649,9 +758,11 @@ async fn respond(
         done,
         up.read_timeout,
         client_timeout,
+        &mut written,
     )
     .await;
     c.out = o;
+    log.bytes_out += written;
     match r {
         Ok(()) => {}
         Err(

@@ -110,7 +110,8 @@ impl Body {
 
 /// Sends `out` (which may already hold a head and body bytes), then relays
 /// the rest of `body` from `src` to `dst`. `out` is returned for reuse.
-/// For a `Close` body, the source closing is the normal end.
+/// For a `Close` body, the source closing is the normal end. `written`
+/// is increased by the bytes handed to `dst`.
 #[allow(clippy::too_many_arguments)]
 pub async fn relay(
     src: &mut TcpStream,
@@ -121,8 +122,10 @@ pub async fn relay(
     mut done: bool,
     read_limit: Duration,
     write_limit: Duration,
+    written: &mut u64,
 ) -> (Result<(), RelayError>, Vec<u8>) {
     loop {
+        *written += out.len() as u64;
         let (r, o) = write_all(dst, out, write_limit).await;
         out = o;
         out.clear();

@@ -21,6 +21,7 @@ use monoio::net::TcpListener;
 use super::conn;
 use super::pool::Pool;
 use crate::lb::ShardState;
+use crate::metrics::{Registry, ShardRecorder};
 use crate::snapshot::{Snapshot, SnapshotCell, SnapshotReader};
 
 /// How often a shard does its housekeeping (stop flag, pool sweep,
@@ -85,6 +86,8 @@ pub struct Shard {
     conns: RefCell<HashMap<u64, ConnEntry>>,
     next_conn: Cell<u64>,
     draining: Cell<bool>,
+    /// This shard's metrics; never borrowed across an `.await`.
+    pub rec: RefCell<ShardRecorder>,
 }
 
 impl Shard {
@@ -96,6 +99,9 @@ impl Shard {
         let mut view = self.view.borrow_mut();
         if !Arc::ptr_eq(current, &view.snap) {
             *view = Rc::new(ShardView::new(Arc::clone(current), self.id as u64 + 1));
+            self.rec
+                .borrow_mut()
+                .set_layout(Arc::clone(&current.layout), current.generation);
         }
         Rc::clone(&view)
     }
@@ -145,6 +151,7 @@ pub fn run(
     cell: SnapshotCell,
     listeners: Vec<(usize, std::net::TcpListener)>,
     control: Arc<ShardControl>,
+    registry: Arc<Registry>,
 ) -> std::io::Result<()> {
     let mut rt = crate::runtime::build()?;
     if id == 0 {
@@ -154,7 +161,9 @@ pub fn run(
     rt.block_on(async move {
         let control = ctl;
         let first = cell.load_full();
+        let rec = registry.recorder(id, Arc::clone(&first.layout), first.generation);
         let shard = Rc::new(Shard {
+            rec: RefCell::new(rec),
             id,
             reader: RefCell::new(cell.reader()),
             view: RefCell::new(Rc::new(ShardView::new(first, id as u64 + 1))),
@@ -224,6 +233,12 @@ async fn housekeeping(shard: &Rc<Shard>, cancellers: Vec<Canceller>) {
         ticks += 1;
         shard.control.heartbeat.store(ticks, Ordering::Relaxed);
         let now = Instant::now();
+        {
+            let mut rec = shard.rec.borrow_mut();
+            if rec.has_pending() {
+                rec.publish();
+            }
+        }
         if ticks.is_multiple_of(20) {
             let view = shard.view();
             shard.pool.borrow_mut().sweep(now, |addr: SocketAddr| {
