@@ -7,10 +7,13 @@
 //! head or scanning a body never copies bytes that are still needed.
 
 use std::io;
+use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use monoio::buf::IoBufMut;
 use monoio::io::AsyncReadRent;
+
+use super::deadline::{Shut, Timer};
 
 /// Outcome of a read with a deadline.
 #[derive(Debug)]
@@ -67,9 +70,10 @@ impl RecvBuf {
 
     /// Reads more bytes after the unconsumed ones. Returns how many arrived;
     /// end of stream is `Err(Eof)`.
-    pub async fn fill<S: AsyncReadRent>(
+    pub async fn fill<S: AsyncReadRent + AsRawFd>(
         &mut self,
         stream: &mut S,
+        timer: &Timer,
         limit: Duration,
     ) -> Result<usize, ReadError> {
         self.make_room();
@@ -77,17 +81,12 @@ impl RecvBuf {
         let len = buf.len();
         let cap = buf.capacity();
         let slice = buf.slice_mut(len..cap);
-        let (res, slice) = match monoio::time::timeout(limit, stream.read(slice)).await {
-            Ok(r) => r,
-            Err(_) => {
-                // The read was cancelled and its buffer dropped with it; the
-                // connection is finished anyway, keep a usable empty buffer.
-                self.buf = Vec::with_capacity(cap);
-                self.start = 0;
-                return Err(ReadError::Timeout);
-            }
-        };
+        let fd = stream.as_raw_fd();
+        let ((res, slice), in_time) = timer.run(fd, Shut::Read, limit, stream.read(slice)).await;
         self.buf = slice.into_inner();
+        if in_time.is_err() {
+            return Err(ReadError::Timeout);
+        }
         match res {
             Ok(0) => Err(ReadError::Eof),
             Ok(n) => Ok(n),

@@ -19,6 +19,7 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Splitable};
 use monoio::net::TcpStream;
 
 use super::buf::{ReadError, RecvBuf};
+use super::deadline::Timer;
 use super::io::{relay, write_all, Body, RelayError};
 use super::shard::{Shard, ShardView};
 use crate::config::HashKey;
@@ -67,6 +68,7 @@ struct Client {
     out: Vec<u8>,
     fields: Vec<Field>,
     rfields: Vec<Field>,
+    timer: Timer,
 }
 
 impl Client {
@@ -89,7 +91,7 @@ impl Client {
         let mut out = std::mem::take(&mut self.out);
         out.clear();
         out.extend_from_slice(bytes);
-        let (r, out) = write_all(&mut self.stream, out, write_limit).await;
+        let (r, out) = write_all(&mut self.stream, out, &self.timer, write_limit).await;
         self.out = out;
         if r.is_ok() && keep_alive {
             Next::KeepAlive
@@ -108,7 +110,7 @@ pub async fn serve(
     fd: RawFd,
 ) {
     let _ = stream.set_nodelay(true);
-    let (conn_id, idle) = shard.register(fd);
+    let (conn_id, idle, timer) = shard.register(fd);
     {
         let mut rec = shard.rec.borrow_mut();
         rec.on_accept();
@@ -129,6 +131,7 @@ pub async fn serve(
         out: Vec::with_capacity(4096),
         fields: Vec::with_capacity(32),
         rfields: Vec::with_capacity(32),
+        timer,
     };
     loop {
         let mut log = ReqLog::default();
@@ -224,7 +227,7 @@ async fn read_head(
             d.saturating_duration_since(Instant::now())
         };
         let was_empty = c.rbuf.is_empty();
-        let r = c.rbuf.fill(&mut c.stream, limit).await;
+        let r = c.rbuf.fill(&mut c.stream, &c.timer, limit).await;
         idle.set(false);
         match r {
             Ok(_) => {
@@ -530,7 +533,11 @@ async fn attempt(
             *continue_sent = true;
             let mut o = Vec::with_capacity(CONTINUE.len());
             o.extend_from_slice(CONTINUE);
-            if write_all(&mut c.stream, o, client_timeout).await.0.is_err() {
+            if write_all(&mut c.stream, o, &c.timer, client_timeout)
+                .await
+                .0
+                .is_err()
+            {
                 c.out = out;
                 return Err(AttemptError::Client);
             }
@@ -544,6 +551,7 @@ async fn attempt(
             out,
             rest,
             false,
+            &c.timer,
             client_timeout,
             up.send_timeout,
             &mut sent,
@@ -571,7 +579,7 @@ async fn attempt(
         // Already consumed from rbuf: make later consume() calls no-ops.
         return respond(shard, c, head, us, up, si, reused, 0, log).await;
     }
-    let (r, o) = write_all(&mut us, out, up.send_timeout).await;
+    let (r, o) = write_all(&mut us, out, &c.timer, up.send_timeout).await;
     c.out = o;
     if r.is_err() {
         return Err(AttemptError::Upstream {
@@ -647,7 +655,7 @@ async fn respond(
                     );
                 }
                 c.ubuf.consume(r.head_len);
-                let (res, o) = write_all(&mut c.stream, out, client_timeout).await;
+                let (res, o) = write_all(&mut c.stream, out, &c.timer, client_timeout).await;
                 c.out = o;
                 if res.is_err() {
                     return Err(AttemptError::Client);
@@ -669,7 +677,7 @@ async fn respond(
                 });
             }
         }
-        match c.ubuf.fill(&mut us, up.read_timeout).await {
+        match c.ubuf.fill(&mut us, &c.timer, up.read_timeout).await {
             Ok(_) => got_bytes = true,
             Err(ReadError::Timeout) => {
                 return Err(AttemptError::Upstream {
@@ -716,7 +724,7 @@ async fn respond(
         c.ubuf.consume(resp.head_len);
         out.extend_from_slice(c.ubuf.data());
         c.ubuf.consume(c.ubuf.len());
-        let (r, o) = write_all(&mut c.stream, out, client_timeout).await;
+        let (r, o) = write_all(&mut c.stream, out, &c.timer, client_timeout).await;
         c.out = o;
         if r.is_err() {
             return Ok(Next::Close);
@@ -756,6 +764,7 @@ async fn respond(
         out,
         &mut body,
         done,
+        &c.timer,
         up.read_timeout,
         client_timeout,
         &mut written,

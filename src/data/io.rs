@@ -7,12 +7,14 @@
 //! upstream → client; only the framing and the timeouts differ.
 
 use std::io;
+use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use monoio::io::AsyncWriteRentExt;
 use monoio::net::TcpStream;
 
 use super::buf::{ReadError, RecvBuf};
+use super::deadline::{Shut, Timer};
 use crate::proto::http1::{ChunkError, ChunkedDecoder, Piece};
 
 /// Which side a relay failure came from; drives retries and status codes.
@@ -32,16 +34,17 @@ pub enum RelayError {
 pub async fn write_all(
     dst: &mut TcpStream,
     out: Vec<u8>,
+    timer: &Timer,
     limit: Duration,
 ) -> (Result<(), RelayError>, Vec<u8>) {
     if out.is_empty() {
         return (Ok(()), out);
     }
-    let cap = out.capacity();
-    match monoio::time::timeout(limit, dst.write_all(out)).await {
-        Ok((Ok(_), out)) => (Ok(()), out),
-        Ok((Err(e), out)) => (Err(RelayError::DstIo(e)), out),
-        Err(_) => (Err(RelayError::DstTimeout), Vec::with_capacity(cap)),
+    let fd = dst.as_raw_fd();
+    match timer.run(fd, Shut::Both, limit, dst.write_all(out)).await {
+        ((_, out), Err(_)) => (Err(RelayError::DstTimeout), out),
+        ((Ok(_), out), Ok(())) => (Ok(()), out),
+        ((Err(e), out), Ok(())) => (Err(RelayError::DstIo(e)), out),
     }
 }
 
@@ -120,13 +123,14 @@ pub async fn relay(
     mut out: Vec<u8>,
     body: &mut Body,
     mut done: bool,
+    timer: &Timer,
     read_limit: Duration,
     write_limit: Duration,
     written: &mut u64,
 ) -> (Result<(), RelayError>, Vec<u8>) {
     loop {
         *written += out.len() as u64;
-        let (r, o) = write_all(dst, out, write_limit).await;
+        let (r, o) = write_all(dst, out, timer, write_limit).await;
         out = o;
         out.clear();
         if let Err(e) = r {
@@ -135,7 +139,7 @@ pub async fn relay(
         if done {
             return (Ok(()), out);
         }
-        match sbuf.fill(src, read_limit).await {
+        match sbuf.fill(src, timer, read_limit).await {
             Ok(_) => {}
             Err(ReadError::Eof) if matches!(body, Body::Close) => return (Ok(()), out),
             Err(ReadError::Eof) => return (Err(RelayError::SrcEof), out),

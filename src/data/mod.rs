@@ -4,10 +4,12 @@
 //! - [`conn`]: one client connection, request by request.
 //! - [`io`]: writes with deadlines and the body relay used in both directions.
 //! - [`buf`]: the receive buffer both sides read into.
+//! - [`deadline`]: coarse per-connection timeouts enforced by the shard tick.
 //! - [`pool`]: idle upstream keep-alive connections, per shard.
 
 pub mod buf;
 pub mod conn;
+pub mod deadline;
 pub mod io;
 pub mod pool;
 pub mod shard;

@@ -19,6 +19,7 @@ use monoio::io::Canceller;
 use monoio::net::TcpListener;
 
 use super::conn;
+use super::deadline::{Deadline, Timer};
 use super::pool::Pool;
 use crate::lb::ShardState;
 use crate::metrics::{Registry, ShardRecorder};
@@ -75,6 +76,7 @@ impl ShardView {
 struct ConnEntry {
     fd: RawFd,
     idle: Rc<Cell<bool>>,
+    deadline: Rc<Deadline>,
 }
 
 pub struct Shard {
@@ -88,6 +90,8 @@ pub struct Shard {
     draining: Cell<bool>,
     /// This shard's metrics; never borrowed across an `.await`.
     pub rec: RefCell<ShardRecorder>,
+    /// Coarse milliseconds since the shard started, advanced every tick.
+    pub clock: Rc<Cell<u64>>,
 }
 
 impl Shard {
@@ -110,20 +114,34 @@ impl Shard {
         self.draining.get()
     }
 
-    /// Registers a client connection; returns its id and its idle flag.
-    pub fn register(&self, fd: RawFd) -> (u64, Rc<Cell<bool>>) {
+    /// Registers a client connection; returns its id, its idle flag and
+    /// its timer.
+    pub fn register(&self, fd: RawFd) -> (u64, Rc<Cell<bool>>, Timer) {
         let id = self.next_conn.get();
         self.next_conn.set(id + 1);
         let idle = Rc::new(Cell::new(false));
+        let deadline = Rc::new(Deadline::default());
         self.conns.borrow_mut().insert(
             id,
             ConnEntry {
                 fd,
                 idle: Rc::clone(&idle),
+                deadline: Rc::clone(&deadline),
             },
         );
         self.control.active.fetch_add(1, Ordering::Relaxed);
-        (id, idle)
+        let timer = Timer {
+            clock: Rc::clone(&self.clock),
+            deadline,
+        };
+        (id, idle, timer)
+    }
+
+    /// Fires every connection deadline that has passed.
+    fn check_deadlines(&self, now_ms: u64) {
+        for c in self.conns.borrow().values() {
+            c.deadline.check(now_ms);
+        }
     }
 
     pub fn unregister(&self, id: u64) {
@@ -164,6 +182,7 @@ pub fn run(
         let rec = registry.recorder(id, Arc::clone(&first.layout), first.generation);
         let shard = Rc::new(Shard {
             rec: RefCell::new(rec),
+            clock: Rc::new(Cell::new(0)),
             id,
             reader: RefCell::new(cell.reader()),
             view: RefCell::new(Rc::new(ShardView::new(first, id as u64 + 1))),
@@ -228,11 +247,15 @@ async fn housekeeping(shard: &Rc<Shard>, cancellers: Vec<Canceller>) {
     let mut cancellers = Some(cancellers);
     let mut drain_deadline: Option<Instant> = None;
     let mut ticks: u64 = 0;
+    let started = Instant::now();
     loop {
         monoio::time::sleep(TICK).await;
         ticks += 1;
         shard.control.heartbeat.store(ticks, Ordering::Relaxed);
         let now = Instant::now();
+        let now_ms = now.duration_since(started).as_millis() as u64;
+        shard.clock.set(now_ms);
+        shard.check_deadlines(now_ms);
         {
             let mut rec = shard.rec.borrow_mut();
             if rec.has_pending() {
