@@ -6,33 +6,39 @@
 //! none): SIGHUP reloads, SIGTERM/SIGINT drain and stop.
 
 pub mod admin;
+pub mod health;
 pub mod listeners;
+pub mod publisher;
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::atomic::Ordering;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::config::Config;
-use crate::data::shard::{self, ShardControl};
+use crate::data::shard::{self, ListenerCmd, ShardControl};
 use crate::metrics::Registry;
-use crate::snapshot::{Snapshot, SnapshotCell};
+use crate::snapshot::SnapshotCell;
+use publisher::Publisher;
 
-/// A running data plane.
+/// A running data plane and its control-plane threads.
 pub struct Running {
-    pub cell: SnapshotCell,
+    pub publisher: Arc<Publisher>,
     pub registry: Arc<Registry>,
     pub admin: Option<admin::AdminServer>,
     pub shards: Vec<(Arc<ShardControl>, JoinHandle<()>)>,
     /// Actual bound address of each listener (port 0 resolved).
     pub listen_addrs: Vec<SocketAddr>,
-    pub generation: u64,
+    /// The running configuration (as of the last successful reload).
     pub config: Arc<Config>,
+    health: Option<JoinHandle<()>>,
+    health_stop: Arc<AtomicBool>,
 }
 
-/// Binds every listener and starts the shards. Returns once they run.
+/// Binds every listener and starts the shards and the health thread.
 pub fn start(config: Config) -> std::io::Result<Running> {
     let config = Arc::new(config);
     let rt = &config.runtime;
@@ -43,25 +49,22 @@ pub fn start(config: Config) -> std::io::Result<Running> {
     }
     let n = shard_cpus.len();
     // Bind everything before starting anything.
-    let mut per_shard: Vec<Vec<(usize, std::net::TcpListener)>> =
-        (0..n).map(|_| Vec::new()).collect();
+    let mut per_shard: Vec<Vec<(SocketAddr, std::net::TcpListener)>> = (0..n).map(|_| Vec::new()).collect();
     let mut listen_addrs = Vec::new();
-    for (li, l) in config.listeners.iter().enumerate() {
+    for l in &config.listeners {
         let group = listeners::bind_group(l.listen, l.backlog, n)
             .map_err(|e| std::io::Error::new(e.kind(), format!("listen {}: {e}", l.listen)))?;
         listen_addrs.push(group[0].local_addr()?);
         for (si, sock) in group.into_iter().enumerate() {
-            per_shard[si].push((li, sock));
+            per_shard[si].push((l.listen, sock));
         }
     }
-    let cell = SnapshotCell::new(Snapshot::build(Arc::clone(&config), 1, None, false));
     let registry = Registry::new(n);
-    registry.control().set_generation(1);
+    let publisher = Arc::new(Publisher::new(Arc::clone(&config), Arc::clone(&registry)));
     let admin = match &config.admin {
         Some(a) => Some(
-            admin::spawn(a.listen, Arc::clone(&registry), None).map_err(|e| {
-                std::io::Error::new(e.kind(), format!("admin listen {}: {e}", a.listen))
-            })?,
+            admin::spawn(a.listen, Arc::clone(&registry), None)
+                .map_err(|e| std::io::Error::new(e.kind(), format!("admin listen {}: {e}", a.listen)))?,
         ),
         None => None,
     };
@@ -69,89 +72,104 @@ pub fn start(config: Config) -> std::io::Result<Running> {
     for (id, (listeners, cpu)) in per_shard.into_iter().zip(shard_cpus).enumerate() {
         let control = Arc::new(ShardControl::default());
         let c = Arc::clone(&control);
-        let cell = cell.clone();
+        let cell: SnapshotCell = publisher.cell().clone();
         let reg = Arc::clone(&registry);
-        let handle = std::thread::Builder::new()
-            .name(format!("shard-{id}"))
-            .spawn(move || {
-                if let Some(cpu) = cpu {
-                    crate::runtime::pin(cpu);
-                }
-                if let Err(e) = shard::run(id, cell, listeners, Arc::clone(&c), reg) {
-                    crate::error!("shard {id} failed to start: {e}");
-                    c.exited.store(true, Ordering::Release);
-                }
-            })?;
+        let handle = std::thread::Builder::new().name(format!("shard-{id}")).spawn(move || {
+            if let Some(cpu) = cpu {
+                crate::runtime::pin(cpu);
+            }
+            if let Err(e) = shard::run(id, cell, listeners, Arc::clone(&c), reg) {
+                crate::error!("shard {id} failed to start: {e}");
+                c.exited.store(true, Ordering::Release);
+            }
+        })?;
         shards.push((control, handle));
     }
-    crate::info!(
-        "ringlb started: {} shard(s), listeners {:?}",
-        shards.len(),
-        listen_addrs
-    );
+    let health_stop = Arc::new(AtomicBool::new(false));
+    let health = health::spawn(
+        Arc::clone(&publisher),
+        shards.iter().map(|(c, _)| Arc::clone(c)).collect(),
+        control_cpu,
+        Arc::clone(&health_stop),
+    )?;
+    crate::info!("ringlb started: {} shard(s), listeners {:?}", shards.len(), listen_addrs);
     Ok(Running {
-        cell,
+        publisher,
         registry,
         admin,
         shards,
         listen_addrs,
-        generation: 1,
         config,
+        health: Some(health),
+        health_stop,
     })
 }
 
 impl Running {
-    /// Re-reads `path`; on success publishes a new snapshot, on error keeps
-    /// the running config and logs every problem.
-    pub fn reload(&mut self, path: &std::path::Path) -> bool {
-        match crate::config::load(path) {
-            Ok(new) => {
-                let old: Vec<SocketAddr> = self.config.listeners.iter().map(|l| l.listen).collect();
-                let new_addrs: Vec<SocketAddr> = new.listeners.iter().map(|l| l.listen).collect();
-                if old != new_addrs {
-                    crate::warn!("reload: listener changes need a restart in this version; routes and upstreams reloaded");
-                    return false;
-                }
-                self.generation += 1;
-                let config = Arc::new(new);
-                self.cell.publish(Snapshot::build(
-                    Arc::clone(&config),
-                    self.generation,
-                    None,
-                    false,
-                ));
-                self.config = config;
-                crate::info!(
-                    "reload: configuration generation {} published",
-                    self.generation
-                );
-                true
-            }
+    /// Re-reads `path`. On success: new listeners are opened on every shard,
+    /// removed ones closed, and the new snapshot published; connections in
+    /// flight finish on the snapshot they started with. On any error the
+    /// running configuration stays and every problem is logged.
+    pub fn reload(&mut self, path: &Path) -> bool {
+        let new = match crate::config::load(path) {
+            Ok(c) => c,
             Err(e) => {
                 crate::error!("reload failed, keeping the running configuration:\n{e}");
-                false
+                return false;
+            }
+        };
+        let old: HashSet<SocketAddr> = self.config.listeners.iter().map(|l| l.listen).collect();
+        let new_set: HashSet<SocketAddr> = new.listeners.iter().map(|l| l.listen).collect();
+        // Bind new listeners first: if one fails, nothing changes.
+        let mut added = Vec::new();
+        for l in new.listeners.iter().filter(|l| !old.contains(&l.listen)) {
+            match listeners::bind_group(l.listen, l.backlog, self.shards.len()) {
+                Ok(group) => added.push((l.listen, group)),
+                Err(e) => {
+                    crate::error!(
+                        "reload failed, keeping the running configuration: listen {}: {e}",
+                        l.listen
+                    );
+                    return false;
+                }
             }
         }
+        let new = Arc::new(new);
+        // Publish first so requests on new listeners find their routes.
+        self.publisher.reload(Arc::clone(&new));
+        for (addr, group) in added {
+            for ((c, _), sock) in self.shards.iter().zip(group) {
+                c.listener_cmds.lock().unwrap_or_else(|p| p.into_inner()).push(ListenerCmd::Add(addr, sock));
+            }
+            crate::info!("reload: listening on {addr}");
+        }
+        for addr in old.iter().filter(|a| !new_set.contains(a)) {
+            for (c, _) in &self.shards {
+                c.listener_cmds.lock().unwrap_or_else(|p| p.into_inner()).push(ListenerCmd::Remove(*addr));
+            }
+            crate::info!("reload: closed listener {addr}");
+        }
+        self.config = new;
+        crate::info!("reload: configuration generation {} published", self.publisher.lock().generation);
+        true
     }
 
-    /// Graceful stop: drain every shard, wait up to `shutdown_timeout`.
-    pub fn stop(self) {
+    /// Graceful stop: stop accepting, finish requests in flight (answering
+    /// them with `Connection: close`), close idle connections, exit when
+    /// empty or after `shutdown_timeout`.
+    pub fn stop(mut self) {
         let limit = self.config.runtime.shutdown_timeout + Duration::from_secs(1);
-        self.registry.control().set_draining(true);
-        self.cell.publish(Snapshot::build(
-            Arc::clone(&self.config),
-            self.generation + 1,
-            None,
-            true,
-        ));
+        self.publisher.drain();
         for (c, _) in &self.shards {
             c.stop.store(true, Ordering::Relaxed);
         }
         let all_exited = crate::runtime::wait_until(limit, || {
-            self.shards
-                .iter()
-                .all(|(c, _)| c.exited.load(Ordering::Acquire))
+            self.shards.iter().all(|(c, _)| c.exited.load(Ordering::Acquire))
         });
+        self.health_stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.health.take() {
+            let _ = h.join();
+        }
         if all_exited {
             for (_, h) in self.shards {
                 let _ = h.join();

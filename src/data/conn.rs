@@ -106,7 +106,7 @@ pub async fn serve(
     shard: Rc<Shard>,
     stream: TcpStream,
     peer: SocketAddr,
-    listener: usize,
+    listen: SocketAddr,
     fd: RawFd,
 ) {
     let _ = stream.set_nodelay(true);
@@ -139,6 +139,8 @@ pub async fn serve(
             read_head(&shard, &mut c, &idle, &mut state, &mut log).await
         else {
             if log.status != 0 {
+                let view = shard.view();
+                let listener = view.snap.listeners.iter().position(|l| l.listen == listen).unwrap_or(0);
                 shard.rec.borrow_mut().on_request_done(
                     listener,
                     None,
@@ -149,6 +151,10 @@ pub async fn serve(
                     log.bytes_out,
                 );
             }
+            break;
+        };
+        // Listeners are found by address: a reload may renumber them.
+        let Some(listener) = view.snap.listeners.iter().position(|l| l.listen == listen) else {
             break;
         };
         transition(&shard, &mut state, ConnState::Writing);
@@ -427,6 +433,7 @@ async fn exchange(
                     .rec
                     .borrow_mut()
                     .on_upstream_failure(label, failure.kind());
+                shard.control.report_failure(&up.name, server.addr);
                 last_failure = failure;
                 // Replay needs the whole body still buffered; after bytes may
                 // have reached a server only idempotent methods are replayed.

@@ -41,6 +41,22 @@ pub struct ShardControl {
     pub active: AtomicUsize,
     /// Set by the shard when it has exited.
     pub exited: AtomicBool,
+    /// Upstream failures observed by the shard, (upstream, server), for the
+    /// passive health windows. Touched only when a failure happens.
+    pub failures: std::sync::Mutex<Vec<(Box<str>, SocketAddr)>>,
+    /// Listener changes from a reload, applied on the next tick.
+    pub listener_cmds: std::sync::Mutex<Vec<ListenerCmd>>,
+}
+
+impl ShardControl {
+    /// Reports an upstream failure to the control plane.
+    pub fn report_failure(&self, upstream: &str, addr: SocketAddr) {
+        let mut f = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        // Bounded: the control thread drains it every few milliseconds.
+        if f.len() < 4096 {
+            f.push((upstream.into(), addr));
+        }
+    }
 }
 
 /// The snapshot a shard routes with, plus this shard's selector state for
@@ -163,11 +179,12 @@ impl Shard {
 }
 
 /// Runs a shard on the calling thread until it is told to stop and has
-/// drained (or `shutdown_timeout` passed).
+/// drained (or `shutdown_timeout` passed). `listeners` are keyed by their
+/// configured address, which is how requests find their routes.
 pub fn run(
     id: usize,
     cell: SnapshotCell,
-    listeners: Vec<(usize, std::net::TcpListener)>,
+    listeners: Vec<(SocketAddr, std::net::TcpListener)>,
     control: Arc<ShardControl>,
     registry: Arc<Registry>,
 ) -> std::io::Result<()> {
@@ -192,34 +209,45 @@ pub fn run(
             next_conn: Cell::new(0),
             draining: Cell::new(false),
         });
-        let mut cancellers = Vec::new();
-        for (idx, std_listener) in listeners {
-            let listener = match TcpListener::from_std(std_listener) {
-                Ok(l) => l,
-                Err(e) => {
-                    crate::error!("shard {id}: listener {idx}: {e}");
-                    continue;
-                }
-            };
-            let canceller = Canceller::new();
-            monoio::spawn(accept_loop(
-                Rc::clone(&shard),
-                listener,
-                idx,
-                canceller.handle(),
-            ));
-            cancellers.push(canceller);
+        let mut accepting = HashMap::new();
+        for (addr, l) in listeners {
+            start_listener(&shard, &mut accepting, addr, l);
         }
-        housekeeping(&shard, cancellers).await;
+        housekeeping(&shard, accepting).await;
     });
     control.exited.store(true, Ordering::Release);
     Ok(())
 }
 
+/// A change to a shard's listening sockets, sent by the control thread on
+/// reload; applied on the shard's next tick.
+pub enum ListenerCmd {
+    Add(SocketAddr, std::net::TcpListener),
+    Remove(SocketAddr),
+}
+
+fn start_listener(
+    shard: &Rc<Shard>,
+    accepting: &mut HashMap<SocketAddr, Canceller>,
+    addr: SocketAddr,
+    l: std::net::TcpListener,
+) {
+    match TcpListener::from_std(l) {
+        Ok(listener) => {
+            let canceller = Canceller::new();
+            monoio::spawn(accept_loop(Rc::clone(shard), listener, addr, canceller.handle()));
+            if let Some(old) = accepting.insert(addr, canceller) {
+                old.cancel();
+            }
+        }
+        Err(e) => crate::error!("shard {}: listener {addr}: {e}", shard.id),
+    }
+}
+
 async fn accept_loop(
     shard: Rc<Shard>,
     listener: TcpListener,
-    idx: usize,
+    addr: SocketAddr,
     cancel: monoio::io::CancelHandle,
 ) {
     let mut backoff = Duration::from_millis(5);
@@ -228,13 +256,14 @@ async fn accept_loop(
             Ok((stream, peer)) => {
                 backoff = Duration::from_millis(5);
                 let fd = stream.as_raw_fd();
-                monoio::spawn(conn::serve(Rc::clone(&shard), stream, peer, idx, fd));
+                monoio::spawn(conn::serve(Rc::clone(&shard), stream, peer, addr, fd));
             }
+            Err(e) if e.raw_os_error() == Some(libc::ECANCELED) => return,
             Err(_) if shard.draining() || shard.control.stop.load(Ordering::Relaxed) => return,
             Err(e) => {
                 // EMFILE/ENFILE/ENOBUFS: the listener stays, pending clients
                 // wait in the backlog while connections close.
-                crate::warn!("accept on listener {idx}: {e}; retrying in {backoff:?}");
+                crate::warn!("accept on {addr}: {e}; retrying in {backoff:?}");
                 monoio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_millis(500));
             }
@@ -243,8 +272,8 @@ async fn accept_loop(
 }
 
 /// The shard's periodic duties; returns when the shard may exit.
-async fn housekeeping(shard: &Rc<Shard>, cancellers: Vec<Canceller>) {
-    let mut cancellers = Some(cancellers);
+async fn housekeeping(shard: &Rc<Shard>, mut accepting: HashMap<SocketAddr, Canceller>) {
+    let mut stopping = false;
     let mut drain_deadline: Option<Instant> = None;
     let mut ticks: u64 = 0;
     let started = Instant::now();
@@ -271,10 +300,22 @@ async fn housekeeping(shard: &Rc<Shard>, cancellers: Vec<Canceller>) {
                     .any(|u| u.servers.iter().any(|s| s.addr == addr))
             });
         }
+        let cmds = std::mem::take(&mut *shard.control.listener_cmds.lock().unwrap_or_else(|p| p.into_inner()));
+        for cmd in cmds {
+            match cmd {
+                ListenerCmd::Add(addr, l) => start_listener(shard, &mut accepting, addr, l),
+                ListenerCmd::Remove(addr) => {
+                    if let Some(c) = accepting.remove(&addr) {
+                        c.cancel();
+                    }
+                }
+            }
+        }
         if shard.control.stop.load(Ordering::Relaxed) {
-            if let Some(cs) = cancellers.take() {
+            if !stopping {
+                stopping = true;
                 shard.draining.set(true);
-                for c in cs {
+                for (_, c) in accepting.drain() {
                     c.cancel();
                 }
                 let limit = shard.view().snap.config.runtime.shutdown_timeout;

@@ -1,0 +1,213 @@
+//! The health thread: active probes, passive observations, republishing.
+//!
+//! It runs its own small monoio runtime on the control CPU. Each server
+//! with a `[upstream.X.health_check]` gets a sans-IO
+//! [`ActiveChecker`](crate::proto::health::ActiveChecker) that decides when
+//! to probe and when the server flips; this file only performs the probes
+//! (TCP connect, or an HTTP GET judged by status) and reports outcomes.
+//! Shards report upstream failures into their [`ShardControl`] mailbox (a
+//! mutex touched only on failures, never per request); every tick this
+//! thread feeds them to the passive windows. Any change of availability —
+//! including a passive window expiring — republishes the snapshot at once.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::net::TcpStream;
+
+use super::publisher::{Publisher, ServerKey};
+use crate::config::{HealthCheckConfig, HealthCheckKind};
+use crate::data::shard::ShardControl;
+use crate::proto::health::{
+    judge_http_response, probe_request, spread, ActiveChecker, ActiveConfig, ProbeAction, ProbeId,
+};
+
+/// How often passive reports and expiries are looked at.
+pub const TICK: Duration = Duration::from_millis(20);
+
+struct Checked {
+    checker: ActiveChecker,
+    check: HealthCheckConfig,
+    generation: u64,
+}
+
+/// Starts the health thread.
+pub fn spawn(
+    publisher: Arc<Publisher>,
+    shards: Vec<Arc<ShardControl>>,
+    cpu: Option<usize>,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new().name("health".into()).spawn(move || {
+        if let Some(cpu) = cpu {
+            crate::runtime::pin(cpu);
+        }
+        let mut rt = match crate::runtime::build() {
+            Ok(rt) => rt,
+            Err(e) => {
+                crate::error!("health thread: cannot build runtime: {e}");
+                return;
+            }
+        };
+        rt.block_on(run(publisher, shards, stop));
+    })
+}
+
+async fn run(publisher: Arc<Publisher>, shards: Vec<Arc<ShardControl>>, stop: Arc<AtomicBool>) {
+    let mut checks: HashMap<ServerKey, Checked> = HashMap::new();
+    let results: Rc<RefCell<Vec<(ServerKey, ProbeId, bool)>>> = Rc::new(RefCell::new(Vec::new()));
+    let mut seen_generation = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let now = Instant::now();
+        let mut changed = false;
+        let config = publisher.config();
+        let generation = publisher.lock().generation;
+
+        // Keep one checker per (upstream, server) that has a check; keep
+        // the state of servers that survive a reload.
+        if generation != seen_generation {
+            seen_generation = generation;
+            let mut next = HashMap::new();
+            for u in &config.upstreams {
+                let Some(hc) = &u.health_check else { continue };
+                let n = u.servers.len();
+                for (i, s) in u.servers.iter().enumerate() {
+                    let key = (u.name.clone(), s.addr);
+                    let entry = match checks.remove(&key) {
+                        Some(mut c) if c.check.kind == hc.kind && ActiveConfig::from(&c.check) == ActiveConfig::from(hc) => {
+                            c.check = hc.clone();
+                            c.generation = generation;
+                            c
+                        }
+                        _ => Checked {
+                            checker: ActiveChecker::new(ActiveConfig::from(hc), now, spread(i, n, hc.interval), true),
+                            check: hc.clone(),
+                            generation,
+                        },
+                    };
+                    next.insert(key, entry);
+                }
+            }
+            checks = next;
+        }
+
+        // Passive observations from the shards.
+        for sc in &shards {
+            let reports = std::mem::take(&mut *sc.failures.lock().unwrap_or_else(|p| p.into_inner()));
+            if reports.is_empty() {
+                continue;
+            }
+            let mut st = publisher.lock();
+            for (upstream, addr) in reports {
+                if let Some(h) = st.health.get_mut(&(upstream.to_string(), addr)) {
+                    if h.passive.record_failure(now) {
+                        crate::warn!("upstream {upstream} server {addr}: marked unavailable (max_fails reached)");
+                        changed = true;
+                    }
+                }
+            }
+        }
+
+        // Probe outcomes.
+        let outcomes = std::mem::take(&mut *results.borrow_mut());
+        for (key, id, ok) in outcomes {
+            if let Some(c) = checks.get_mut(&key) {
+                if let Some(t) = c.checker.handle_result(now, id, ok) {
+                    changed |= apply_active(&publisher, &key, t.up);
+                }
+            }
+        }
+
+        // Probe schedule.
+        for (key, c) in checks.iter_mut() {
+            while let Some(action) = c.checker.handle_timeout(now) {
+                match action {
+                    ProbeAction::Start { id, deadline } => {
+                        let results = Rc::clone(&results);
+                        let key = key.clone();
+                        let check = c.check.clone();
+                        monoio::spawn(async move {
+                            let ok = probe(key.1, &check, deadline).await;
+                            results.borrow_mut().push((key, id, ok));
+                        });
+                    }
+                    ProbeAction::TimedOut { transition, .. } => {
+                        if let Some(t) = transition {
+                            changed |= apply_active(&publisher, key, t.up);
+                        }
+                    }
+                }
+            }
+        }
+
+        // Passive windows that expired, or anything that changed.
+        {
+            let mut st = publisher.lock();
+            let expired = st
+                .health
+                .values()
+                .any(|h| (h.active_up && h.passive.available(now)) != h.published_available);
+            if changed || expired {
+                publisher.publish(&mut st, now);
+            }
+        }
+
+        let next = checks
+            .values()
+            .filter_map(|c| c.checker.poll_timeout())
+            .min()
+            .unwrap_or(now + TICK)
+            .min(now + TICK);
+        monoio::time::sleep(next.saturating_duration_since(Instant::now())).await;
+    }
+}
+
+fn apply_active(publisher: &Publisher, key: &ServerKey, up: bool) -> bool {
+    let mut st = publisher.lock();
+    match st.health.get_mut(key) {
+        Some(h) if h.active_up != up => {
+            h.active_up = up;
+            if up {
+                crate::info!("upstream {} server {}: health check passing, back in rotation", key.0, key.1);
+            } else {
+                crate::warn!("upstream {} server {}: health check failing, taken out", key.0, key.1);
+            }
+            true
+        }
+        _ => false,
+    }
+}
+
+/// One probe; `true` = healthy. Bounded by `deadline`.
+async fn probe(addr: SocketAddr, check: &HealthCheckConfig, deadline: Instant) -> bool {
+    let limit = deadline.saturating_duration_since(Instant::now());
+    let fut = async {
+        let mut s = TcpStream::connect_addr(addr).await.ok()?;
+        if check.kind == HealthCheckKind::Tcp {
+            return Some(true);
+        }
+        let req = probe_request(&check.path, &addr.to_string());
+        let (r, _) = s.write_all(req).await;
+        r.ok()?;
+        let mut got: Vec<u8> = Vec::with_capacity(1024);
+        loop {
+            let buf = Vec::with_capacity(1024);
+            let (r, buf) = s.read(buf).await;
+            match r {
+                Ok(0) | Err(_) => return judge_http_response(&got, check.expect_status).outcome(),
+                Ok(_) => got.extend_from_slice(&buf),
+            }
+            if let Some(ok) = judge_http_response(&got, check.expect_status).outcome() {
+                return Some(ok);
+            }
+        }
+    };
+    matches!(monoio::time::timeout(limit, fut).await, Ok(Some(true)))
+}
