@@ -45,19 +45,21 @@ pub fn spawn(
     cpu: Option<usize>,
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<JoinHandle<()>> {
-    std::thread::Builder::new().name("health".into()).spawn(move || {
-        if let Some(cpu) = cpu {
-            crate::runtime::pin(cpu);
-        }
-        let mut rt = match crate::runtime::build() {
-            Ok(rt) => rt,
-            Err(e) => {
-                crate::error!("health thread: cannot build runtime: {e}");
-                return;
+    std::thread::Builder::new()
+        .name("health".into())
+        .spawn(move || {
+            if let Some(cpu) = cpu {
+                crate::runtime::pin(cpu);
             }
-        };
-        rt.block_on(run(publisher, shards, stop));
-    })
+            let mut rt = match crate::runtime::build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    crate::error!("health thread: cannot build runtime: {e}");
+                    return;
+                }
+            };
+            rt.block_on(run(publisher, shards, stop));
+        })
 }
 
 async fn run(publisher: Arc<Publisher>, shards: Vec<Arc<ShardControl>>, stop: Arc<AtomicBool>) {
@@ -81,13 +83,21 @@ async fn run(publisher: Arc<Publisher>, shards: Vec<Arc<ShardControl>>, stop: Ar
                 for (i, s) in u.servers.iter().enumerate() {
                     let key = (u.name.clone(), s.addr);
                     let entry = match checks.remove(&key) {
-                        Some(mut c) if c.check.kind == hc.kind && ActiveConfig::from(&c.check) == ActiveConfig::from(hc) => {
+                        Some(mut c)
+                            if c.check.kind == hc.kind
+                                && ActiveConfig::from(&c.check) == ActiveConfig::from(hc) =>
+                        {
                             c.check = hc.clone();
                             c.generation = generation;
                             c
                         }
                         _ => Checked {
-                            checker: ActiveChecker::new(ActiveConfig::from(hc), now, spread(i, n, hc.interval), true),
+                            checker: ActiveChecker::new(
+                                ActiveConfig::from(hc),
+                                now,
+                                spread(i, n, hc.interval),
+                                true,
+                            ),
                             check: hc.clone(),
                             generation,
                         },
@@ -100,7 +110,8 @@ async fn run(publisher: Arc<Publisher>, shards: Vec<Arc<ShardControl>>, stop: Ar
 
         // Passive observations from the shards.
         for sc in &shards {
-            let reports = std::mem::take(&mut *sc.failures.lock().unwrap_or_else(|p| p.into_inner()));
+            let reports =
+                std::mem::take(&mut *sc.failures.lock().unwrap_or_else(|p| p.into_inner()));
             if reports.is_empty() {
                 continue;
             }
@@ -175,9 +186,17 @@ fn apply_active(publisher: &Publisher, key: &ServerKey, up: bool) -> bool {
         Some(h) if h.active_up != up => {
             h.active_up = up;
             if up {
-                crate::info!("upstream {} server {}: health check passing, back in rotation", key.0, key.1);
+                crate::info!(
+                    "upstream {} server {}: health check passing, back in rotation",
+                    key.0,
+                    key.1
+                );
             } else {
-                crate::warn!("upstream {} server {}: health check failing, taken out", key.0, key.1);
+                crate::warn!(
+                    "upstream {} server {}: health check failing, taken out",
+                    key.0,
+                    key.1
+                );
             }
             true
         }

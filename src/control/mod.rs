@@ -49,7 +49,8 @@ pub fn start(config: Config) -> std::io::Result<Running> {
     }
     let n = shard_cpus.len();
     // Bind everything before starting anything.
-    let mut per_shard: Vec<Vec<(SocketAddr, std::net::TcpListener)>> = (0..n).map(|_| Vec::new()).collect();
+    let mut per_shard: Vec<Vec<(SocketAddr, std::net::TcpListener)>> =
+        (0..n).map(|_| Vec::new()).collect();
     let mut listen_addrs = Vec::new();
     for l in &config.listeners {
         let group = listeners::bind_group(l.listen, l.backlog, n)
@@ -63,8 +64,9 @@ pub fn start(config: Config) -> std::io::Result<Running> {
     let publisher = Arc::new(Publisher::new(Arc::clone(&config), Arc::clone(&registry)));
     let admin = match &config.admin {
         Some(a) => Some(
-            admin::spawn(a.listen, Arc::clone(&registry), None)
-                .map_err(|e| std::io::Error::new(e.kind(), format!("admin listen {}: {e}", a.listen)))?,
+            admin::spawn(a.listen, Arc::clone(&registry), None).map_err(|e| {
+                std::io::Error::new(e.kind(), format!("admin listen {}: {e}", a.listen))
+            })?,
         ),
         None => None,
     };
@@ -74,15 +76,17 @@ pub fn start(config: Config) -> std::io::Result<Running> {
         let c = Arc::clone(&control);
         let cell: SnapshotCell = publisher.cell().clone();
         let reg = Arc::clone(&registry);
-        let handle = std::thread::Builder::new().name(format!("shard-{id}")).spawn(move || {
-            if let Some(cpu) = cpu {
-                crate::runtime::pin(cpu);
-            }
-            if let Err(e) = shard::run(id, cell, listeners, Arc::clone(&c), reg) {
-                crate::error!("shard {id} failed to start: {e}");
-                c.exited.store(true, Ordering::Release);
-            }
-        })?;
+        let handle = std::thread::Builder::new()
+            .name(format!("shard-{id}"))
+            .spawn(move || {
+                if let Some(cpu) = cpu {
+                    crate::runtime::pin(cpu);
+                }
+                if let Err(e) = shard::run(id, cell, listeners, Arc::clone(&c), reg) {
+                    crate::error!("shard {id} failed to start: {e}");
+                    c.exited.store(true, Ordering::Release);
+                }
+            })?;
         shards.push((control, handle));
     }
     let health_stop = Arc::new(AtomicBool::new(false));
@@ -92,7 +96,11 @@ pub fn start(config: Config) -> std::io::Result<Running> {
         control_cpu,
         Arc::clone(&health_stop),
     )?;
-    crate::info!("ringlb started: {} shard(s), listeners {:?}", shards.len(), listen_addrs);
+    crate::info!(
+        "ringlb started: {} shard(s), listeners {:?}",
+        shards.len(),
+        listen_addrs
+    );
     Ok(Running {
         publisher,
         registry,
@@ -139,18 +147,27 @@ impl Running {
         self.publisher.reload(Arc::clone(&new));
         for (addr, group) in added {
             for ((c, _), sock) in self.shards.iter().zip(group) {
-                c.listener_cmds.lock().unwrap_or_else(|p| p.into_inner()).push(ListenerCmd::Add(addr, sock));
+                c.listener_cmds
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(ListenerCmd::Add(addr, sock));
             }
             crate::info!("reload: listening on {addr}");
         }
         for addr in old.iter().filter(|a| !new_set.contains(a)) {
             for (c, _) in &self.shards {
-                c.listener_cmds.lock().unwrap_or_else(|p| p.into_inner()).push(ListenerCmd::Remove(*addr));
+                c.listener_cmds
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(ListenerCmd::Remove(*addr));
             }
             crate::info!("reload: closed listener {addr}");
         }
         self.config = new;
-        crate::info!("reload: configuration generation {} published", self.publisher.lock().generation);
+        crate::info!(
+            "reload: configuration generation {} published",
+            self.publisher.lock().generation
+        );
         true
     }
 
@@ -164,7 +181,9 @@ impl Running {
             c.stop.store(true, Ordering::Relaxed);
         }
         let all_exited = crate::runtime::wait_until(limit, || {
-            self.shards.iter().all(|(c, _)| c.exited.load(Ordering::Acquire))
+            self.shards
+                .iter()
+                .all(|(c, _)| c.exited.load(Ordering::Acquire))
         });
         self.health_stop.store(true, Ordering::Relaxed);
         if let Some(h) = self.health.take() {

@@ -59,7 +59,9 @@ impl State {
 
     /// Whether server `key` may get requests at `now`.
     pub fn available(&self, key: &ServerKey, now: Instant) -> bool {
-        self.health.get(key).is_none_or(|h| h.active_up && h.passive.available(now))
+        self.health
+            .get(key)
+            .is_none_or(|h| h.active_up && h.passive.available(now))
     }
 }
 
@@ -112,7 +114,9 @@ impl Publisher {
                 if avail {
                     h.up_since = Some(now);
                 }
-                self.registry.control().health_transition(&key.0, &key.1.to_string(), avail);
+                self.registry
+                    .control()
+                    .health_transition(&key.0, &key.1.to_string(), avail);
             }
         }
         let avail = |ui: usize, si: usize| {
@@ -134,7 +138,11 @@ impl Publisher {
         let mut st = self.lock();
         st.config = config;
         st.sync_health();
-        let keys: Vec<(String, String)> = st.health.keys().map(|(u, a)| (u.clone(), a.to_string())).collect();
+        let keys: Vec<(String, String)> = st
+            .health
+            .keys()
+            .map(|(u, a)| (u.clone(), a.to_string()))
+            .collect();
         self.registry
             .control()
             .retain_servers(&|u, s| keys.iter().any(|(ku, ks)| ku == u && ks == s));
@@ -151,6 +159,8 @@ impl Publisher {
     /// Whether every server of upstream `ui` is unavailable (VRRP tracking).
     pub fn upstream_all_down(&self, ui: usize) -> bool {
         let snap = self.cell.load_full();
-        snap.upstreams.get(ui).is_some_and(|u| u.servers.iter().all(|s| !s.available))
+        snap.upstreams
+            .get(ui)
+            .is_some_and(|u| u.servers.iter().all(|s| !s.available))
     }
 }

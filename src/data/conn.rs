@@ -140,7 +140,12 @@ pub async fn serve(
         else {
             if log.status != 0 {
                 let view = shard.view();
-                let listener = view.snap.listeners.iter().position(|l| l.listen == listen).unwrap_or(0);
+                let listener = view
+                    .snap
+                    .listeners
+                    .iter()
+                    .position(|l| l.listen == listen)
+                    .unwrap_or(0);
                 shard.rec.borrow_mut().on_request_done(
                     listener,
                     None,

@@ -235,7 +235,12 @@ fn start_listener(
     match TcpListener::from_std(l) {
         Ok(listener) => {
             let canceller = Canceller::new();
-            monoio::spawn(accept_loop(Rc::clone(shard), listener, addr, canceller.handle()));
+            monoio::spawn(accept_loop(
+                Rc::clone(shard),
+                listener,
+                addr,
+                canceller.handle(),
+            ));
             if let Some(old) = accepting.insert(addr, canceller) {
                 old.cancel();
             }
@@ -300,7 +305,13 @@ async fn housekeeping(shard: &Rc<Shard>, mut accepting: HashMap<SocketAddr, Canc
                     .any(|u| u.servers.iter().any(|s| s.addr == addr))
             });
         }
-        let cmds = std::mem::take(&mut *shard.control.listener_cmds.lock().unwrap_or_else(|p| p.into_inner()));
+        let cmds = std::mem::take(
+            &mut *shard
+                .control
+                .listener_cmds
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
         for cmd in cmds {
             match cmd {
                 ListenerCmd::Add(addr, l) => start_listener(shard, &mut accepting, addr, l),
