@@ -128,6 +128,9 @@ pub struct LogConfig {
     /// Access log file; `None` = off (default).
     pub access_log: Option<PathBuf>,
     pub access_log_format: AccessLogFormat,
+    /// Record latency histograms (on by default; off only to measure their
+    /// cost — counters stay on either way).
+    pub latency_histograms: bool,
 }
 
 #[derive(Debug, Clone)]

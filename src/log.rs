@@ -63,7 +63,7 @@ pub fn write(level: Level, args: std::fmt::Arguments<'_>) {
 }
 
 /// Days since the epoch → (year, month, day, hour, min, sec), UTC.
-fn civil(secs: u64) -> (i64, u32, u32, u64, u64, u64) {
+pub fn civil(secs: u64) -> (i64, u32, u32, u64, u64, u64) {
     let days = (secs / 86400) as i64;
     let rem = secs % 86400;
     // Howard Hinnant's days_from_civil inverse.

@@ -400,3 +400,54 @@ fn curl_through_ringlb_to_nginx() {
     assert_eq!(text.matches("HTTP/1.1 200 OK").count(), 2, "{text}");
     assert_eq!(text.matches("nginx says hi 127.0.0.1").count(), 2, "{text}");
 }
+
+#[test]
+fn access_log_lines_match_requests() {
+    let be = fixed_backend(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+    let dir = tempdir::Dir::new("alog");
+    for (format, n) in [("combined", 25usize), ("json", 7)] {
+        let path = dir.0.join(format!("access-{format}.log"));
+        let cfg = simple_config(&[be.addr], "")
+            + &format!(
+                "\n[log]\naccess_log = \"{}\"\naccess_log_format = \"{format}\"\n",
+                path.display()
+            );
+        let rl = Ringlb::start(&cfg);
+        let mut s = connect(rl.addr);
+        let mut buf = Vec::new();
+        for i in 0..n {
+            s.write_all(
+                format!("GET /item/{i} HTTP/1.1\r\nHost: a\r\nUser-Agent: test-agent\r\n\r\n")
+                    .as_bytes(),
+            )
+            .unwrap();
+            read_response(&mut s, &mut buf, false).unwrap();
+        }
+        // Lines reach the file within a few shard ticks.
+        let start = std::time::Instant::now();
+        let text = loop {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            if text.lines().count() >= n || start.elapsed() > Duration::from_secs(5) {
+                break text;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), n, "{text}");
+        for (i, l) in lines.iter().enumerate() {
+            if format == "combined" {
+                assert!(l.starts_with("127.0.0.1 - - ["), "{l}");
+                assert!(
+                    l.contains(&format!("\"GET /item/{i} HTTP/1.1\" 200 ")),
+                    "{l}"
+                );
+                assert!(l.ends_with("\"-\" \"test-agent\""), "{l}");
+            } else {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                assert_eq!(v["uri"], format!("/item/{i}"));
+                assert_eq!(v["status"], 200);
+                assert_eq!(v["upstream_addr"], be.addr.to_string());
+            }
+        }
+    }
+}

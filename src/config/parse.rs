@@ -220,9 +220,18 @@ fn read_log(t: Option<&Table>, d: &mut Diags) -> LogConfig {
     let mut log = LogConfig {
         access_log: None,
         access_log_format: def::ACCESS_LOG_FORMAT,
+        latency_histograms: true,
     };
     let Some(t) = t else { return log };
-    t.check_keys(d, &["access_log", "access_log_format"]);
+    t.check_keys(
+        d,
+        &["access_log", "access_log_format", "latency_histograms"],
+    );
+    if let Some(f) = t.field("latency_histograms") {
+        if let Some(b) = f.bool(d) {
+            log.latency_histograms = b;
+        }
+    }
     if let Some(f) = t.field("access_log") {
         match f.str(d) {
             Some("") => d.error(

@@ -36,6 +36,7 @@ pub struct Running {
     pub config: Arc<Config>,
     health: Option<JoinHandle<()>>,
     health_stop: Arc<AtomicBool>,
+    access_log: Option<std::sync::mpsc::Sender<Vec<u8>>>,
 }
 
 /// Binds every listener and starts the shards and the health thread.
@@ -70,19 +71,26 @@ pub fn start(config: Config) -> std::io::Result<Running> {
         ),
         None => None,
     };
+    let access_log = match &config.log.access_log {
+        Some(path) => Some(crate::data::access_log::spawn_writer(path).map_err(|e| {
+            std::io::Error::new(e.kind(), format!("access log {}: {e}", path.display()))
+        })?),
+        None => None,
+    };
     let mut shards = Vec::new();
     for (id, (listeners, cpu)) in per_shard.into_iter().zip(shard_cpus).enumerate() {
         let control = Arc::new(ShardControl::default());
         let c = Arc::clone(&control);
         let cell: SnapshotCell = publisher.cell().clone();
         let reg = Arc::clone(&registry);
+        let al = access_log.clone();
         let handle = std::thread::Builder::new()
             .name(format!("shard-{id}"))
             .spawn(move || {
                 if let Some(cpu) = cpu {
                     crate::runtime::pin(cpu);
                 }
-                if let Err(e) = shard::run(id, cell, listeners, Arc::clone(&c), reg) {
+                if let Err(e) = shard::run(id, cell, listeners, Arc::clone(&c), reg, al) {
                     crate::error!("shard {id} failed to start: {e}");
                     c.exited.store(true, Ordering::Release);
                 }
@@ -110,6 +118,7 @@ pub fn start(config: Config) -> std::io::Result<Running> {
         config,
         health: Some(health),
         health_stop,
+        access_log,
     })
 }
 

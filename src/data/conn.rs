@@ -69,6 +69,8 @@ struct Client {
     fields: Vec<Field>,
     rfields: Vec<Field>,
     timer: Timer,
+    /// The access-log line being built for the current request.
+    log_line: Vec<u8>,
 }
 
 impl Client {
@@ -132,6 +134,7 @@ pub async fn serve(
         fields: Vec::with_capacity(32),
         rfields: Vec::with_capacity(32),
         timer,
+        log_line: Vec::new(),
     };
     loop {
         let mut log = ReqLog::default();
@@ -164,8 +167,25 @@ pub async fn serve(
         };
         transition(&shard, &mut state, ConnState::Writing);
         log.bytes_in = head.head_len as u64;
+        if let Some(al) = &shard.access_log {
+            al.begin(
+                &mut c.log_line,
+                &c.ip.0[..c.ip.1 as usize],
+                c.rbuf.data(),
+                &head,
+                &c.fields,
+            );
+        }
         let next = exchange(&shard, &view, &mut c, head, listener, &mut log).await;
-        let total_us = started.elapsed().as_micros() as u64;
+        let elapsed = started.elapsed();
+        let total_us = elapsed.as_micros() as u64;
+        if let Some(al) = &shard.access_log {
+            let upstream = log
+                .server
+                .and_then(|i| view.snap.layout.servers.get(i))
+                .map(|s| s.1.as_str());
+            al.finish(&c.log_line, log.status, log.bytes_out, elapsed, upstream);
+        }
         shard.rec.borrow_mut().on_request_done(
             listener,
             log.server,

@@ -5,8 +5,10 @@
 //! - [`io`]: writes with deadlines and the body relay used in both directions.
 //! - [`buf`]: the receive buffer both sides read into.
 //! - [`deadline`]: coarse per-connection timeouts enforced by the shard tick.
+//! - [`access_log`]: buffered access-log lines handed to a writer thread.
 //! - [`pool`]: idle upstream keep-alive connections, per shard.
 
+pub mod access_log;
 pub mod buf;
 pub mod conn;
 pub mod deadline;

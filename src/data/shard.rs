@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use monoio::io::Canceller;
 use monoio::net::TcpListener;
 
+use super::access_log::AccessLog;
 use super::conn;
 use super::deadline::{Deadline, Timer};
 use super::pool::Pool;
@@ -108,6 +109,8 @@ pub struct Shard {
     pub rec: RefCell<ShardRecorder>,
     /// Coarse milliseconds since the shard started, advanced every tick.
     pub clock: Rc<Cell<u64>>,
+    /// Access log, when configured.
+    pub access_log: Option<AccessLog>,
 }
 
 impl Shard {
@@ -187,6 +190,7 @@ pub fn run(
     listeners: Vec<(SocketAddr, std::net::TcpListener)>,
     control: Arc<ShardControl>,
     registry: Arc<Registry>,
+    access_log: Option<std::sync::mpsc::Sender<Vec<u8>>>,
 ) -> std::io::Result<()> {
     let mut rt = crate::runtime::build()?;
     if id == 0 {
@@ -196,8 +200,12 @@ pub fn run(
     rt.block_on(async move {
         let control = ctl;
         let first = cell.load_full();
-        let rec = registry.recorder(id, Arc::clone(&first.layout), first.generation);
+        let mut rec = registry.recorder(id, Arc::clone(&first.layout), first.generation);
+        rec.set_histograms(first.config.log.latency_histograms);
+        let access_log =
+            access_log.map(|tx| AccessLog::new(first.config.log.access_log_format, tx));
         let shard = Rc::new(Shard {
+            access_log,
             rec: RefCell::new(rec),
             clock: Rc::new(Cell::new(0)),
             id,
@@ -295,6 +303,9 @@ async fn housekeeping(shard: &Rc<Shard>, mut accepting: HashMap<SocketAddr, Canc
             if rec.has_pending() {
                 rec.publish();
             }
+        }
+        if let Some(al) = &shard.access_log {
+            al.flush();
         }
         if ticks.is_multiple_of(20) {
             let view = shard.view();

@@ -342,6 +342,8 @@ pub struct ShardRecorder {
     l_deltas: Box<[ListenerDeltas]>,
     s_deltas: Box<[ServerDeltas]>,
     pending: bool,
+    /// Latency histograms on (counters are always on).
+    histograms: bool,
 }
 
 impl ShardRecorder {
@@ -365,6 +367,7 @@ impl ShardRecorder {
             l_deltas: Box::new([]),
             s_deltas: Box::new([]),
             pending: false,
+            histograms: true,
         };
         // Adopt the slot's current layout first so a re-attach with the
         // same layout continues the same counters.
@@ -477,9 +480,11 @@ impl ShardRecorder {
             c.status[class].add(1);
             c.bytes_in.add(bytes_in);
             c.bytes_out.add(bytes_out);
-            d.total.record(total_us);
-            if let Some(u) = upstream_us {
-                d.upstream.record(u);
+            if self.histograms {
+                d.total.record(total_us);
+                if let Some(u) = upstream_us {
+                    d.upstream.record(u);
+                }
             }
         }
         if let Some(si) = server {
@@ -489,12 +494,19 @@ impl ShardRecorder {
                 c.status[class].add(1);
                 c.bytes_in.add(bytes_in);
                 c.bytes_out.add(bytes_out);
-                d.total.record(total_us);
-                if let Some(u) = upstream_us {
-                    d.upstream.record(u);
+                if self.histograms {
+                    d.total.record(total_us);
+                    if let Some(u) = upstream_us {
+                        d.upstream.record(u);
+                    }
                 }
             }
         }
+    }
+
+    /// Turns latency histograms on or off (counters stay on).
+    pub fn set_histograms(&mut self, on: bool) {
+        self.histograms = on;
     }
 
     /// A new upstream connection to `server` was established in `us`.
