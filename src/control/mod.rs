@@ -173,6 +173,10 @@ impl Running {
             crate::info!("reload: closed listener {addr}");
         }
         self.config = new;
+        if let Some(tx) = &self.access_log {
+            // An empty buffer asks the writer to reopen (log rotation).
+            let _ = tx.send(Vec::new());
+        }
         crate::info!(
             "reload: configuration generation {} published",
             self.publisher.lock().generation
