@@ -13,7 +13,7 @@
 #
 # Environment (all optional):
 #   ROUNDS=3 DURATION=5 CONNS=64 BODY_SIZE=6 WARMUP=1
-#   TARGETS="ringlb nginx haproxy relay"
+#   TARGETS="ringlb nginx haproxy relay"  (also: ringlb-nohist, ringlb-alog)
 #   WRK_CPU=0 SUT_CPU=1 CONTROL_CPU=0
 #   BUILD=auto|1|0     auto: cargo build --release if cargo is present (failure
 #                      is not fatal: targets whose binary is missing are skipped)
@@ -195,15 +195,21 @@ skip() {
 for t in $TARGETS; do
     port=$(free_port)
     case $t in
-    ringlb)
+    ringlb | ringlb-nohist | ringlb-alog)
+        # Variants: ringlb-nohist = latency histograms off (their cost);
+        # ringlb-alog = access log on (combined format, to a file in $TMP).
         [[ -x $RINGLB_BIN ]] || { skip "$t" "binary $RINGLB_BIN missing"; continue; }
-        render "$BENCH/ringlb.toml.in" "$TMP/ringlb.toml" "$port"
-        if ! "$RINGLB_BIN" check -c "$TMP/ringlb.toml" >"$TMP/ringlb-check.log" 2>&1; then
-            skip "$t" "ringlb check failed: $(head -n 3 "$TMP/ringlb-check.log" | tr '\n' ' ')"
+        render "$BENCH/ringlb.toml.in" "$TMP/$t.toml" "$port"
+        case $t in
+        ringlb-nohist) printf '\n[log]\nlatency_histograms = false\n' >>"$TMP/$t.toml" ;;
+        ringlb-alog) printf '\n[log]\naccess_log = "%s"\n' "$TMP/access.log" >>"$TMP/$t.toml" ;;
+        esac
+        if ! "$RINGLB_BIN" check -c "$TMP/$t.toml" >"$TMP/$t-check.log" 2>&1; then
+            skip "$t" "ringlb check failed: $(head -n 3 "$TMP/$t-check.log" | tr '\n' ' ')"
             continue
         fi
         VERSION[$t]=$("$RINGLB_BIN" --version 2>/dev/null | awk 'NR == 1' || true)
-        start "$t" "$RINGLB_BIN" run -c "$TMP/ringlb.toml"
+        start "$t" "$RINGLB_BIN" run -c "$TMP/$t.toml"
         ;;
     nginx)
         command -v nginx >/dev/null || { skip "$t" "nginx not installed"; continue; }

@@ -265,6 +265,13 @@ async fn accept_loop(
 ) {
     let mut backoff = Duration::from_millis(5);
     loop {
+        // At `max_connections`, leave new clients in the kernel backlog
+        // until connections close.
+        while shard.control.active.load(Ordering::Relaxed)
+            >= shard.view().snap.config.http.max_connections
+        {
+            monoio::time::sleep(Duration::from_millis(5)).await;
+        }
         match listener.cancelable_accept(cancel.clone()).await {
             Ok((stream, peer)) => {
                 backoff = Duration::from_millis(5);
