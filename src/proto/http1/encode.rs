@@ -7,7 +7,7 @@
 //! per connection and the encoder allocates nothing of its own.
 
 use super::fields::{Field, FieldKind};
-use super::{RequestHead, ResponseHead, Version};
+use super::{Framing, RequestHead, ResponseHead, Version};
 
 /// Sent to a client that asked `Expect: 100-continue` before its body is read.
 pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
@@ -31,7 +31,13 @@ pub fn encode_request(
     let mut xff_seen = false;
     for f in fields {
         match f.kind {
-            FieldKind::HopByHop | FieldKind::ProxySet | FieldKind::Expect => continue,
+            // Framing fields are re-emitted once, normalised, below: a
+            // backend never sees `Content-Length: 5, 5` or `chunked ` twice.
+            FieldKind::HopByHop
+            | FieldKind::ProxySet
+            | FieldKind::Expect
+            | FieldKind::ContentLength
+            | FieldKind::TransferEncoding => continue,
             FieldKind::Upgrade if !head.upgrade => continue,
             FieldKind::XForwardedFor => {
                 // Every X-Forwarded-For field is merged into one, in order.
@@ -63,6 +69,31 @@ pub fn encode_request(
     }
     if head.host.is_none() {
         put_field(out, b"Host", default_host);
+    }
+    match head.framing {
+        Framing::Length(n) => {
+            out.extend_from_slice(b"Content-Length: ");
+            let mut digits = [0u8; 20];
+            let mut i = digits.len();
+            let mut v = n;
+            loop {
+                i -= 1;
+                digits[i] = b'0' + (v % 10) as u8;
+                v /= 10;
+                if v == 0 {
+                    break;
+                }
+            }
+            out.extend_from_slice(&digits[i..]);
+            out.extend_from_slice(b"\r\n");
+        }
+        Framing::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+        Framing::None | Framing::Close => {
+            // A `Content-Length: 0` is kept for methods whose servers expect one.
+            if head.had_length {
+                out.extend_from_slice(b"Content-Length: 0\r\n");
+            }
+        }
     }
     put_field(out, b"X-Real-IP", client_ip);
     out.extend_from_slice(b"X-Forwarded-Proto: http\r\n");
@@ -253,6 +284,31 @@ mod tests {
             "::1",
         );
         assert!(out.contains("X-Forwarded-For: 9.9.9.9, ::1\r\n"), "{out}");
+    }
+
+    #[test]
+    fn framing_fields_are_normalised() {
+        let out = req(
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3, 3\r\nContent-Length: 3\r\n\r\n",
+            "1.2.3.4",
+        );
+        assert_eq!(out.matches("Content-Length").count(), 1, "{out}");
+        assert!(out.contains("Content-Length: 3\r\n"), "{out}");
+        let out = req(
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: CHUNKED\r\n\r\n",
+            "1.2.3.4",
+        );
+        assert!(
+            out.contains("Transfer-Encoding: chunked\r\n") && !out.contains("CHUNKED"),
+            "{out}"
+        );
+        let out = req(
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n",
+            "1.2.3.4",
+        );
+        assert!(out.contains("Content-Length: 0\r\n"), "{out}");
+        let out = req("GET / HTTP/1.1\r\nHost: a\r\n\r\n", "1.2.3.4");
+        assert!(!out.contains("Content-Length"), "{out}");
     }
 
     #[test]

@@ -73,6 +73,8 @@ pub struct RequestHead {
     /// an `Upgrade` field).
     pub upgrade: bool,
     pub host: Option<Span>,
+    /// A `Content-Length` field was present (even if 0).
+    pub had_length: bool,
 }
 
 impl RequestHead {
@@ -239,6 +241,7 @@ pub fn decode_request(
         expect_continue,
         upgrade: conn.upgrade && has_upgrade,
         host,
+        had_length: cl.is_some(),
     }))
 }
 
