@@ -422,9 +422,19 @@ async fn exchange(
                 return finish_local(c, log, &head, &body, 502, write_limit).await;
             }
             Err(NoServer::AllDown) => {
-                return finish_local(c, log, &head, &body, last_failure.status(), write_limit).await
+                // Every server was tried: the failure belongs to the last one
+                // (`log.server` stays set for the metrics).
+                let keep = body.complete && head.keep_alive() && !shard.draining();
+                if body.complete {
+                    c.rbuf.consume(head.head_len + body.prefix);
+                }
+                return c.reply(log, last_failure.status(), keep, write_limit).await;
             }
         };
+        if let Some(prev) = log.server {
+            // A retry is counted once it has somewhere to go.
+            shard.rec.borrow_mut().on_retry(prev);
+        }
         let server = &up.servers[si];
         if si < 64 {
             tried |= 1 << si;
@@ -477,7 +487,6 @@ async fn exchange(
                         )
                         .await;
                 }
-                shard.rec.borrow_mut().on_retry(label);
             }
         }
     }

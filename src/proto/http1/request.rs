@@ -179,7 +179,14 @@ pub fn decode_request(
         if h.name.is_empty() {
             return Err(RequestError::Malformed);
         }
-        let kind = classify(h.name.as_bytes());
+        // Like nginx (`underscores_in_headers off`): a field named with `_`
+        // is dropped, because some backends fold `_` into `-` and would
+        // read `Transfer_Encoding` or `Content_Length` as framing.
+        let kind = if h.name.as_bytes().contains(&b'_') {
+            FieldKind::HopByHop
+        } else {
+            classify(h.name.as_bytes())
+        };
         let value = Span::of(buf, h.value);
         if h.value.iter().any(|&b| b == b'\r' || b == b'\n' || b == 0) {
             return Err(RequestError::Malformed);
@@ -196,7 +203,11 @@ pub fn decode_request(
                     return Err(RequestError::BadExpect);
                 }
             }
-            FieldKind::Upgrade => has_upgrade = true,
+            // h2c upgrades are not proxied: a tunnelled HTTP/2 connection
+            // would bypass the proxy's view of every later request.
+            FieldKind::Upgrade => {
+                has_upgrade |= !fields::tokens(h.value).any(|t| t.eq_ignore_ascii_case(b"h2c"))
+            }
             _ => {}
         }
         fields.push(Field {
@@ -418,6 +429,20 @@ mod tests {
             ok("GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n");
         assert!(h.upgrade);
         let h = ok("GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n");
+        assert!(!h.upgrade);
+    }
+
+    #[test]
+    fn underscore_fields_are_dropped_and_h2c_not_upgraded() {
+        let mut f = Vec::new();
+        let raw =
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer_Encoding: chunked\r\nContent-Length: 2\r\n\r\n";
+        let h = decode_request(raw.as_bytes(), &Limits::default(), &mut f)
+            .unwrap()
+            .unwrap();
+        assert_eq!(h.framing, Framing::Length(2));
+        assert_eq!(f[1].kind, FieldKind::HopByHop);
+        let h = ok("GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AA\r\n\r\n");
         assert!(!h.upgrade);
     }
 
