@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 
 use ringlb::lb::{hash_bytes, ShardState};
 use ringlb::snapshot::{Snapshot, SnapshotCell};
@@ -104,6 +104,24 @@ fn bench_snapshot_load(c: &mut Criterion) {
 
     g.bench_function("load_full_unchanged", |b| {
         b.iter(|| black_box(cell.load_full().generation))
+    });
+
+    // The slow path: every load finds a new snapshot (publish happens in the
+    // untimed setup; the timed part refreshes the cache and drops the old
+    // snapshot, which the reader held the last reference to). Per-iteration
+    // batches add timer overhead of a few tens of ns: read it as an upper bound.
+    let cell = SnapshotCell::new(small_snapshot(1));
+    let mut reader = cell.reader();
+    let mut generation = 1;
+    g.bench_function("reader_load_changed", |b| {
+        b.iter_batched(
+            || {
+                generation += 1;
+                cell.publish(small_snapshot(generation));
+            },
+            |()| black_box(reader.load().generation),
+            BatchSize::PerIteration,
+        )
     });
 
     // A publisher swapping in a new snapshot every millisecond.
