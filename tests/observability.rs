@@ -62,8 +62,9 @@ struct Setup {
 }
 
 /// Two shards; routes `/app` → two live servers, `/dead` → one server whose
-/// port nobody listens on (`max_fails = 0` so it is tried every time, and
-/// `retries = 0`); anything else has no route → 404.
+/// port nobody listens on (`max_fails = 0` so it is tried every time; the
+/// default `retries = 1` has no other server to go to); anything else has
+/// no route → 404.
 fn start() -> Setup {
     let backends = vec![counting_backend(), counting_backend()];
     let dead: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
@@ -82,7 +83,7 @@ fn start() -> Setup {
         ));
     }
     cfg.push_str(&format!(
-        "\n[upstream.dead]\nretries = 0\n[[upstream.dead.server]]\naddress = \"{dead}\"\nmax_fails = 0\n"
+        "\n[upstream.dead]\n[[upstream.dead.server]]\naddress = \"{dead}\"\nmax_fails = 0\n"
     ));
     let rl = Ringlb::start(&cfg);
     wait_admin(&rl, admin);
@@ -324,7 +325,11 @@ fn stats_and_metrics_count_exactly_what_was_sent() {
     assert_eq!(u(&d["requests"]), N502 as u64, "{d}");
     assert_eq!(u(&d["status"]["5xx"]), N502 as u64, "{d}");
     assert_eq!(u(&d["failures"]["connect"]), N502 as u64, "{d}");
-    assert_eq!(u(&d["retries"]), 0, "retries = 0 configured: {d}");
+    assert_eq!(
+        u(&d["retries"]),
+        0,
+        "no other server, so no retry happened: {d}"
+    );
 
     // /metrics: valid for the reference parser, and the same numbers.
     let (code, text) = admin_get(st.admin, "/metrics");
