@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod listeners;
+pub mod vrrp;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -148,6 +149,7 @@ pub fn run(path: PathBuf, config: Config) -> std::io::Result<()> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGINT, SIGTERM])?;
     let mut running = start(config)?;
+    let vrrp = vrrp::spawn(vrrp::SpawnArgs::new(&running.config))?;
     for sig in signals.forever() {
         match sig {
             SIGHUP => {
@@ -156,6 +158,7 @@ pub fn run(path: PathBuf, config: Config) -> std::io::Result<()> {
             }
             _ => {
                 crate::info!("signal {sig}: draining and stopping");
+                vrrp.shutdown();
                 running.stop();
                 crate::info!("stopped");
                 return Ok(());
