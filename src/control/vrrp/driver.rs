@@ -39,6 +39,8 @@ use crate::proto::vrrp::{self, wire, Event, Machine, Packet, Repr, State};
 pub const TRACK_TICK: Duration = Duration::from_millis(25);
 /// Real-time priority of the `vrrp` thread when SCHED_FIFO is permitted.
 pub const RT_PRIORITY: i32 = 10;
+/// A misconfigured peer is logged at most this often per instance (drops are counted always).
+const WARN_EVERY: Duration = Duration::from_secs(10);
 /// Receive buffer: a full IPv4 header plus the largest VRRP message.
 const RECV_BUF: usize = 60 + 8 + 255 * 16 + 8;
 
@@ -89,6 +91,8 @@ struct Inst {
     /// Last accepted advert from the master (for the advert-gap histogram).
     last_rx: Option<Instant>,
     published: Option<(State, u8)>,
+    /// Last time a rejected advert was logged (at most one line per [`WARN_EVERY`]).
+    last_warn: Option<Instant>,
 }
 
 pub struct Driver {
@@ -190,6 +194,7 @@ impl Driver {
                 garp: Schedule::new(cfg.garp_repeat, cfg.garp_interval, cfg.garp_refresh),
                 last_rx: None,
                 published: None,
+                last_warn: None,
                 cfg: cfg.clone(),
             });
         }
@@ -371,16 +376,18 @@ impl Driver {
                 }
             }
             Err(reject) => {
-                let name = inst.cfg.name.clone();
-                if matches!(
+                let misconfigured = matches!(
                     reject,
                     vrrp::Reject::AuthMismatch
                         | vrrp::Reject::IntervalMismatch
                         | vrrp::Reject::AddressMismatch
                         | vrrp::Reject::WrongVersion
-                ) {
+                );
+                if misconfigured && inst.last_warn.is_none_or(|t| now >= t + WARN_EVERY) {
+                    inst.last_warn = Some(now);
                     crate::warn!(
-                        "vrrp {name}: advert from {src} dropped: {}",
+                        "vrrp {}: advert from {src} dropped: {} (further drops counted, logged every {WARN_EVERY:?})",
+                        inst.cfg.name,
                         reject.as_str()
                     );
                 }

@@ -1,0 +1,222 @@
+//! VRRP end to end: real `ringlb` processes (and keepalived 2.2.7) in
+//! network namespaces on one bridge, a client namespace curling the VIP.
+//!
+//! Needs root and network namespaces (CI has both; see tests/run.sh, which
+//! installs keepalived, curl and iproute2). Every wait is a bounded poll
+//! (20 ms steps) with a generous upper bound: these tests assert *what*
+//! happens (who holds the VIP, who answers), never how fast.
+//!
+//! Topology and helpers: `tests/netns/mod.rs`. Node a = 198.18.0.1,
+//! node b = 198.18.0.2, client c = 198.18.0.3, VIP 198.18.0.100.
+
+mod netns;
+
+use std::time::Duration;
+
+use netns::*;
+
+const WAIT: Duration = Duration::from_secs(5);
+/// keepalived v2 speaks whole seconds: Master_Down_Interval is ~3.6 s.
+const WAIT_V2: Duration = Duration::from_secs(10);
+const STEADY: Duration = Duration::from_millis(1500);
+
+fn assert_only(lab: &Lab, node: &str, limit: Duration, what: &str) {
+    assert!(
+        eventually(limit, || lab.only(node)),
+        "{what}: expected only node {node} to hold the VIP (a: {}, b: {})",
+        lab.has_vip("a"),
+        lab.has_vip("b")
+    );
+}
+
+fn assert_steady(lab: &Lab, node: &str, window: Duration, what: &str) {
+    assert!(
+        always(window, || lab.only(node)),
+        "{what}: node {node} must hold the VIP alone for {window:?} (a: {}, b: {})",
+        lab.has_vip("a"),
+        lab.has_vip("b")
+    );
+}
+
+#[test]
+fn higher_priority_holds_vip_backup_takes_over_after_crash() {
+    let mut lab = Lab::new();
+    lab.backend("a");
+    lab.backend("b");
+    let a = lab.ringlb("a", &instance(200, "100ms", ""));
+    lab.ringlb("b", &instance(100, "100ms", ""));
+    assert_only(&lab, "a", WAIT, "startup");
+    assert_steady(&lab, "a", STEADY, "steady state");
+    assert!(
+        lab.served_by("nodea", WAIT),
+        "VIP:8080 not served by node a"
+    );
+
+    // A crash: the process dies and the host drops off the link (a killed
+    // process leaves its VIP configured, so the link must go too).
+    lab.kill9(a);
+    lab.link_down("a");
+    assert!(
+        eventually(WAIT, || lab.has_vip("b")),
+        "backup never took the VIP"
+    );
+    assert!(
+        lab.served_by("nodeb", WAIT),
+        "VIP:8080 not served by node b after failover"
+    );
+}
+
+#[test]
+fn sigterm_hands_over_and_master_preempts_on_return() {
+    let mut lab = Lab::new();
+    lab.backend("a");
+    lab.backend("b");
+    let a = lab.ringlb("a", &instance(200, "100ms", ""));
+    lab.ringlb("b", &instance(100, "100ms", ""));
+    assert_only(&lab, "a", WAIT, "startup");
+
+    // Graceful stop: priority-0 advert, VIP removed before the exit.
+    lab.term(a);
+    assert!(!lab.has_vip("a"), "a stopped master must remove its VIP");
+    assert_only(&lab, "b", WAIT, "after SIGTERM of the master");
+    assert!(lab.served_by("nodeb", WAIT), "VIP:8080 not served by b");
+
+    // The higher-priority router comes back and preempts (preempt = true).
+    lab.ringlb("a", &instance(200, "100ms", ""));
+    assert_only(&lab, "a", WAIT, "after the master returned");
+    assert_steady(&lab, "a", STEADY, "after preemption");
+    assert!(lab.served_by("nodea", WAIT), "VIP:8080 not served by a");
+}
+
+#[test]
+fn no_preempt_leaves_the_lower_master_in_place() {
+    let mut lab = Lab::new();
+    let a = lab.ringlb("a", &instance(200, "100ms", "preempt = false\n"));
+    let b = lab.ringlb("b", &instance(100, "100ms", ""));
+    assert_only(&lab, "a", WAIT, "startup");
+    lab.term(a);
+    assert_only(&lab, "b", WAIT, "after SIGTERM of a");
+
+    // a returns with a higher priority but preempt = false: b keeps the VIP
+    // well past a's Master_Down_Interval (~0.32 s here).
+    lab.ringlb("a", &instance(200, "100ms", "preempt = false\n"));
+    assert_steady(&lab, "b", STEADY, "no preemption");
+    // ...and a still takes over when b goes away.
+    lab.term(b);
+    assert_only(&lab, "a", WAIT, "after SIGTERM of b");
+}
+
+#[test]
+fn unicast_peers_elect_and_fail_over() {
+    let mut lab = Lab::new();
+    lab.backend("a");
+    lab.backend("b");
+    let a = lab.ringlb(
+        "a",
+        &instance(200, "100ms", "unicast_peers = [\"198.18.0.2\"]\n"),
+    );
+    lab.ringlb(
+        "b",
+        &instance(100, "100ms", "unicast_peers = [\"198.18.0.1\"]\n"),
+    );
+    assert_only(&lab, "a", WAIT, "startup");
+    assert_steady(&lab, "a", STEADY, "steady state");
+    lab.kill9(a);
+    lab.link_down("a");
+    assert!(
+        eventually(WAIT, || lab.has_vip("b")),
+        "b never took the VIP"
+    );
+    assert!(lab.served_by("nodeb", WAIT), "VIP:8080 not served by b");
+}
+
+#[test]
+fn keepalived_v3_backup_follows_ringlb_master_both_ways() {
+    let mut lab = Lab::new();
+    lab.backend("a");
+    lab.backend("b");
+    lab.backend_on("b", "0.0.0.0:8080");
+    let a = lab.ringlb("a", &instance(200, "100ms", ""));
+    lab.keepalived("b", &keepalived_conf(3, 100, "0.1", None));
+    assert_only(&lab, "a", WAIT, "ringlb master, keepalived backup");
+    // keepalived's Master_Down_Interval is ~0.36 s: it accepts our adverts.
+    assert_steady(&lab, "a", STEADY, "no dual master");
+
+    lab.kill9(a);
+    lab.link_down("a");
+    assert!(
+        eventually(WAIT, || lab.has_vip("b")),
+        "keepalived never took over from the crashed ringlb"
+    );
+    assert!(lab.served_by("nodeb", WAIT), "VIP:8080 not served by b");
+
+    // ringlb returns with the higher priority and takes the VIP back.
+    lab.link_up("a");
+    lab.ringlb("a", &instance(200, "100ms", ""));
+    assert_only(&lab, "a", WAIT, "ringlb preempting keepalived");
+    assert_steady(&lab, "a", STEADY, "after preemption");
+}
+
+#[test]
+fn ringlb_v3_backup_follows_keepalived_master_both_ways() {
+    let mut lab = Lab::new();
+    lab.backend_on("a", "0.0.0.0:8080");
+    lab.backend("b");
+    let ka = lab.keepalived("a", &keepalived_conf(3, 200, "0.1", None));
+    lab.ringlb("b", &instance(100, "100ms", ""));
+    assert_only(&lab, "a", WAIT, "keepalived master, ringlb backup");
+    assert_steady(&lab, "a", STEADY, "no dual master");
+    assert!(lab.served_by("nodea", WAIT), "VIP:8080 not served by a");
+
+    lab.term(ka);
+    assert_only(&lab, "b", WAIT, "after SIGTERM of keepalived");
+    assert!(lab.served_by("nodeb", WAIT), "VIP:8080 not served by b");
+
+    // keepalived returns with the higher priority: ringlb steps down.
+    lab.keepalived("a", &keepalived_conf(3, 200, "0.1", None));
+    assert_only(&lab, "a", WAIT, "keepalived preempting ringlb");
+    assert_steady(&lab, "a", STEADY, "after preemption");
+}
+
+#[test]
+fn keepalived_v2_auth_pass_backup_accepts_ringlb_master() {
+    let mut lab = Lab::new();
+    let v2 = "version = 2\nauth_pass = \"rlpass1\"\n";
+    let a = lab.ringlb("a", &instance(200, "1s", v2));
+    lab.keepalived("b", &keepalived_conf(2, 100, "1", Some("rlpass1")));
+    assert_only(&lab, "a", WAIT_V2, "ringlb v2 master");
+    // Longer than keepalived's Master_Down_Interval (3 s + skew): had it
+    // rejected our adverts (auth, checksum) it would be master by now.
+    assert_steady(
+        &lab,
+        "a",
+        Duration::from_millis(4500),
+        "no dual master (v2)",
+    );
+
+    lab.kill9(a);
+    lab.link_down("a");
+    assert!(
+        eventually(WAIT_V2, || lab.has_vip("b")),
+        "keepalived v2 never took over"
+    );
+}
+
+#[test]
+fn ringlb_v2_auth_pass_backup_follows_keepalived_master() {
+    let mut lab = Lab::new();
+    let v2 = "version = 2\nauth_pass = \"rlpass1\"\n";
+    let ka = lab.keepalived("a", &keepalived_conf(2, 200, "1", Some("rlpass1")));
+    lab.ringlb("b", &instance(100, "1s", v2));
+    assert_only(&lab, "a", WAIT_V2, "keepalived v2 master");
+    assert_steady(
+        &lab,
+        "a",
+        Duration::from_millis(4500),
+        "no dual master (v2)",
+    );
+
+    // keepalived's SIGTERM sends priority 0: ringlb takes over after Skew_Time.
+    lab.term(ka);
+    assert_only(&lab, "b", WAIT_V2, "after SIGTERM of keepalived (v2)");
+}
