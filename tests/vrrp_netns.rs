@@ -220,3 +220,51 @@ fn ringlb_v2_auth_pass_backup_follows_keepalived_master() {
     lab.term(ka);
     assert_only(&lab, "b", WAIT_V2, "after SIGTERM of keepalived (v2)");
 }
+
+#[test]
+fn track_script_weight_moves_the_vip_and_notify_reports_states() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut lab = Lab::new();
+    let flag = lab.dir.join("healthy");
+    std::fs::write(&flag, "").unwrap();
+    let events = lab.dir.join("notify.out");
+    let script = lab.dir.join("notify.sh");
+    std::fs::write(
+        &script,
+        format!("#!/bin/sh\necho \"$@\" >> {}\n", events.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let extra = format!(
+        "notify = \"{}\"\ntrack_script = [{{ script = \"test -e {}\", interval = \"50ms\", weight = -150 }}]\n",
+        script.display(),
+        flag.display()
+    );
+    let a = lab.ringlb("a", &instance(200, "100ms", &extra));
+    lab.ringlb("b", &instance(100, "100ms", ""));
+    assert_only(&lab, "a", WAIT, "startup");
+
+    // The check fails: a's priority drops to 50 and b (100) preempts it.
+    std::fs::remove_file(&flag).unwrap();
+    assert_only(&lab, "b", WAIT, "after a's track_script failed");
+    // Healthy again: a is back at 200 and preempts.
+    std::fs::write(&flag, "").unwrap();
+    assert_only(&lab, "a", WAIT, "after a's track_script recovered");
+    lab.term(a);
+
+    let read = || std::fs::read_to_string(&events).unwrap_or_default();
+    let expected = [
+        "INSTANCE VI_1 BACKUP 200",
+        "INSTANCE VI_1 MASTER 200",
+        "INSTANCE VI_1 BACKUP 50",
+        "INSTANCE VI_1 MASTER 200",
+        "INSTANCE VI_1 STOP 200",
+    ];
+    assert!(
+        eventually(WAIT, || read().lines().count() >= expected.len()),
+        "notify lines: {:?}",
+        read()
+    );
+    let got: Vec<String> = read().lines().map(str::to_string).collect();
+    assert_eq!(got, expected);
+}
