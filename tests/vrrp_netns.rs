@@ -268,3 +268,124 @@ fn track_script_weight_moves_the_vip_and_notify_reports_states() {
     let got: Vec<String> = read().lines().map(str::to_string).collect();
     assert_eq!(got, expected);
 }
+
+/// Runs `f` on a fresh thread inside network namespace `ns` (threads it
+/// spawns inherit the namespace; the test harness thread is untouched).
+fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    use std::os::fd::AsRawFd;
+    let path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        // SAFETY: setns(2) on a namespace fd, affecting only this thread.
+        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+        f()
+    })
+    .join()
+    .unwrap()
+}
+
+/// A raw IPv4 sender in node b that writes whole datagrams (own IP header).
+fn raw_sender(lab: &Lab) -> socket2::Socket {
+    in_netns(&lab.ns("b"), || {
+        let s = socket2::Socket::new(
+            socket2::Domain::IPV4,
+            socket2::Type::RAW,
+            Some(socket2::Protocol::from(libc::IPPROTO_RAW)),
+        )
+        .unwrap();
+        s.bind_device(Some(b"eth0")).unwrap();
+        s
+    })
+}
+
+fn send_advert(s: &socket2::Socket, ttl: u8, vrid: u8, version: u8, priority: u8, corrupt: bool) {
+    use ringlb::proto::vrrp::{Auth, Kind, Repr, Version};
+    use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+    let src = Ipv4Addr::new(198, 18, 0, 2);
+    let dst = Ipv4Addr::new(224, 0, 0, 18);
+    let repr = Repr {
+        version: if version == 2 {
+            Version::V2
+        } else {
+            Version::V3
+        },
+        kind: Kind::Advertisement,
+        vrid,
+        priority,
+        auth: Auth::None,
+        advert_interval: 100,
+        addresses: vec![IpAddr::V4(VIP.parse().unwrap())],
+    };
+    let mut msg = repr.to_bytes(IpAddr::V4(src), IpAddr::V4(dst));
+    if corrupt {
+        msg[6] ^= 0xff;
+    }
+    let mut dgram = vec![0u8; 20];
+    ringlb::control::vrrp::socket::ipv4_header(&mut dgram, src, dst, msg.len());
+    dgram[8] = ttl;
+    dgram.extend_from_slice(&msg);
+    let to: SocketAddr = "224.0.0.18:0".parse().unwrap();
+    s.send_to(&dgram, &to.into()).unwrap();
+}
+
+#[test]
+fn driver_counts_drops_publishes_roles_and_cleans_up_in_process() {
+    use ringlb::control::vrrp::{self, State};
+    use std::sync::Arc;
+    let lab = Lab::new();
+    let registry = ringlb::metrics::Registry::new(1);
+    let text = format!(
+        "[[listener]]\nlisten = \"127.0.0.1:1\"\nupstream = \"app\"\n[upstream.app]\n\
+         [[upstream.app.server]]\naddress = \"127.0.0.1:2\"\n[[vrrp.instance]]\n{}",
+        instance(100, "100ms", "")
+    );
+    let cfg_path = lab.dir.join("inproc.toml");
+    std::fs::write(&cfg_path, text).unwrap();
+    let config = ringlb::config::load(&cfg_path).unwrap();
+    let mut args = vrrp::SpawnArgs::new(&config);
+    args.registry = Some(Arc::clone(&registry));
+    let handle = in_netns(&lab.ns("a"), move || vrrp::spawn(args).unwrap());
+    let tx = raw_sender(&lab);
+
+    // A valid higher-priority master in b keeps a in Backup, with garbage mixed in.
+    let start = std::time::Instant::now();
+    while start.elapsed() < Duration::from_millis(1000) {
+        send_advert(&tx, 255, 51, 3, 200, false);
+        send_advert(&tx, 254, 51, 3, 200, false); // TTL != 255
+        send_advert(&tx, 255, 51, 3, 200, true); // bad checksum
+        send_advert(&tx, 255, 52, 3, 200, false); // someone else's VRID
+        send_advert(&tx, 255, 51, 2, 200, false); // v2 to a v3 router
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        handle.roles(),
+        vec![("VI_1".to_string(), State::Backup, 100)]
+    );
+    assert!(!lab.has_vip("a"));
+    let snap = registry.control().snapshot();
+    for reason in ["bad_ttl", "bad_checksum", "unknown_vrid", "wrong_version"] {
+        assert!(
+            snap.vrrp_drops.get(reason).copied().unwrap_or(0) >= 10,
+            "{reason} not counted: {:?}",
+            snap.vrrp_drops
+        );
+    }
+    let stats = &snap.vrrp["VI_1"];
+    assert!(stats.adverts_received >= 10, "{stats:?}");
+    assert!(stats.advert_gap.count() >= 9, "advert gaps not recorded");
+
+    // The master goes silent: a takes over, holds the VIP, and says so.
+    assert!(
+        eventually(WAIT, || handle.is_master() && lab.has_vip("a")),
+        "a never became master: {:?}",
+        handle.roles()
+    );
+    let snap = registry.control().snapshot();
+    assert_eq!(snap.vrrp["VI_1"].role, ringlb::metrics::VrrpRole::Master);
+    assert!(snap.vrrp["VI_1"].adverts_sent >= 1);
+
+    // Graceful stop removes the VIP before returning.
+    handle.shutdown();
+    assert!(!lab.has_vip("a"), "VIP left behind after shutdown");
+}
