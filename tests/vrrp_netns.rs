@@ -389,3 +389,72 @@ fn driver_counts_drops_publishes_roles_and_cleans_up_in_process() {
     handle.shutdown();
     assert!(!lab.has_vip("a"), "VIP left behind after shutdown");
 }
+
+#[test]
+fn sync_group_members_fault_together() {
+    use ringlb::control::vrrp::{self, State};
+    let lab = Lab::new();
+    let flag = lab.dir.join("ok");
+    std::fs::write(&flag, "").unwrap();
+    let vi1 = instance(
+        100,
+        "100ms",
+        &format!(
+            "sync_group = \"G\"\ntrack_script = [{{ script = \"test -e {}\", interval = \"50ms\", weight = 0 }}]\n",
+            flag.display()
+        ),
+    );
+    let vi2 = "name = \"VI_2\"\ninterface = \"eth0\"\nvirtual_router_id = 52\npriority = 100\n\
+               advert_interval = \"100ms\"\nvirtual_ipaddress = [\"198.18.0.101/24\"]\nsync_group = \"G\"\n";
+    let text = format!(
+        "[[listener]]\nlisten = \"127.0.0.1:1\"\nupstream = \"app\"\n[upstream.app]\n\
+         [[upstream.app.server]]\naddress = \"127.0.0.1:2\"\n[[vrrp.instance]]\n{vi1}\n[[vrrp.instance]]\n{vi2}"
+    );
+    let cfg_path = lab.dir.join("sync.toml");
+    std::fs::write(&cfg_path, text).unwrap();
+    let config = ringlb::config::load(&cfg_path).unwrap();
+    let args = vrrp::SpawnArgs::new(&config);
+    let handle = in_netns(&lab.ns("a"), move || vrrp::spawn(args).unwrap());
+    let states = |h: &vrrp::VrrpHandle| h.roles().iter().map(|r| r.1).collect::<Vec<_>>();
+    let has = |ip: &str| {
+        let out = std::process::Command::new("ip")
+            .args([
+                "-n",
+                &lab.ns("a"),
+                "-4",
+                "-o",
+                "addr",
+                "show",
+                "dev",
+                "eth0",
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).contains(&format!(" {ip}/"))
+    };
+    assert!(
+        eventually(WAIT, || states(&handle) == [State::Master, State::Master]),
+        "{:?}",
+        handle.roles()
+    );
+    assert!(has("198.18.0.100") && has("198.18.0.101"));
+
+    // VI_1's weight-0 check fails: VI_2 follows it into FAULT.
+    std::fs::remove_file(&flag).unwrap();
+    assert!(
+        eventually(WAIT, || states(&handle) == [State::Fault, State::Fault]),
+        "{:?}",
+        handle.roles()
+    );
+    assert!(!has("198.18.0.100") && !has("198.18.0.101"));
+
+    // Healthy again: both leave FAULT (and, alone on the link, become master).
+    std::fs::write(&flag, "").unwrap();
+    assert!(
+        eventually(WAIT, || states(&handle) == [State::Master, State::Master]),
+        "{:?}",
+        handle.roles()
+    );
+    handle.shutdown();
+    assert!(!has("198.18.0.100") && !has("198.18.0.101"));
+}

@@ -21,7 +21,9 @@
 
 use std::io;
 use std::mem::MaybeUninit;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+#[cfg(test)]
+use std::net::IpAddr;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::{AsRawFd, RawFd};
 
 use socket2::{Domain, InterfaceIndexOrAddress, Protocol, SockAddr, Socket, Type};
@@ -120,15 +122,14 @@ pub fn ipv4_header(out: &mut [u8], src: Ipv4Addr, dst: Ipv4Addr, payload_len: us
     out[16..20].copy_from_slice(&dst.octets());
 }
 
-/// Source address of adverts as `IpAddr`, for the v3 checksum.
-pub fn v4(ip: Ipv4Addr) -> IpAddr {
-    IpAddr::V4(ip)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::proto::vrrp::{Auth, Kind, Version};
+
+    fn v4(ip: Ipv4Addr) -> IpAddr {
+        IpAddr::V4(ip)
+    }
     use crate::proto::vrrp::{Packet, Repr};
 
     #[test]
