@@ -9,6 +9,7 @@ pub mod admin;
 pub mod health;
 pub mod listeners;
 pub mod publisher;
+pub mod vrrp;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -210,11 +211,45 @@ impl Running {
     }
 }
 
+/// A shard whose heartbeat has not moved for this long is stalled; VRRP then
+/// gives the VIP away (the data plane's own liveness, no polling script).
+pub const STALL_LIMIT: Duration = Duration::from_millis(40);
+
+/// The data plane's liveness as VRRP sees it: every shard's heartbeat moved
+/// within [`STALL_LIMIT`] (and no shard has exited).
+pub fn liveness(shards: Vec<Arc<ShardControl>>) -> impl Fn() -> bool + Send + Sync {
+    let seen = std::sync::Mutex::new(vec![(0u64, std::time::Instant::now()); shards.len()]);
+    move || {
+        let now = std::time::Instant::now();
+        let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+        let mut alive = true;
+        for (c, (beat, at)) in shards.iter().zip(seen.iter_mut()) {
+            let b = c.heartbeat.load(Ordering::Relaxed);
+            if b != *beat {
+                *beat = b;
+                *at = now;
+            }
+            if c.exited.load(Ordering::Relaxed) || now.duration_since(*at) > STALL_LIMIT {
+                alive = false;
+            }
+        }
+        alive
+    }
+}
+
 /// `ringlb run`: start, then serve signals until told to stop.
 pub fn run(path: PathBuf, config: Config) -> std::io::Result<()> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGINT, SIGTERM])?;
     let mut running = start(config)?;
+    let mut args = vrrp::SpawnArgs::new(&running.config);
+    args.registry = Some(Arc::clone(&running.registry));
+    let publisher = Arc::clone(&running.publisher);
+    args.upstream_down = Some(Arc::new(move |ui| publisher.upstream_all_down(ui)));
+    args.data_plane_alive = Some(Arc::new(liveness(
+        running.shards.iter().map(|(c, _)| Arc::clone(c)).collect(),
+    )));
+    let vrrp = vrrp::spawn(args)?;
     for sig in signals.forever() {
         match sig {
             SIGHUP => {
@@ -223,6 +258,7 @@ pub fn run(path: PathBuf, config: Config) -> std::io::Result<()> {
             }
             _ => {
                 crate::info!("signal {sig}: draining and stopping");
+                vrrp.shutdown();
                 running.stop();
                 crate::info!("stopped");
                 return Ok(());

@@ -26,9 +26,10 @@ use crate::lb::ShardState;
 use crate::metrics::{Registry, ShardRecorder};
 use crate::snapshot::{Snapshot, SnapshotCell, SnapshotReader};
 
-/// How often a shard does its housekeeping (stop flag, pool sweep,
-/// heartbeat).
-pub const TICK: Duration = Duration::from_millis(50);
+/// How often a shard does its housekeeping (deadlines, stop flag, listener
+/// changes, heartbeat). The heartbeat is what VRRP watches for a stalled
+/// data plane, so this bounds how fast a stall is noticed.
+pub const TICK: Duration = Duration::from_millis(10);
 
 /// The part of a shard other threads may look at. Written by the shard only.
 #[derive(Default)]
@@ -305,7 +306,9 @@ async fn housekeeping(shard: &Rc<Shard>, mut accepting: HashMap<SocketAddr, Canc
         let now_ms = now.duration_since(started).as_millis() as u64;
         shard.clock.set(now_ms);
         shard.check_deadlines(now_ms);
-        {
+        if ticks.is_multiple_of(10) {
+            // Histograms are folded into the shared slot every 100 ms
+            // (metrics::PUBLISH_INTERVAL); counters are live anyway.
             let mut rec = shard.rec.borrow_mut();
             if rec.has_pending() {
                 rec.publish();
@@ -314,7 +317,7 @@ async fn housekeeping(shard: &Rc<Shard>, mut accepting: HashMap<SocketAddr, Canc
         if let Some(al) = &shard.access_log {
             al.flush();
         }
-        if ticks.is_multiple_of(20) {
+        if ticks.is_multiple_of(100) {
             let view = shard.view();
             shard.pool.borrow_mut().sweep(now, |addr: SocketAddr| {
                 view.snap

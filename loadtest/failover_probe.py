@@ -1,0 +1,43 @@
+#!/usr/bin/env python3
+"""Client-side outage probe for loadtest/failover.sh.
+
+Sends one HTTP/1.1 GET on a fresh TCP connection every STEP seconds (a probe
+that fails or times out is followed by the next one at once), for DURATION
+seconds, and prints one line per probe: `<monotonic seconds> <ok 0|1>`.
+Bounded in time and count; talks only to the address it is given.
+"""
+import socket
+import sys
+import time
+
+
+def probe(host, port, timeout):
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as s:
+            s.settimeout(timeout)
+            s.sendall(b"GET / HTTP/1.1\r\nHost: vip\r\nConnection: close\r\n\r\n")
+            data = s.recv(64)
+            return data.startswith(b"HTTP/1.1 200")
+    except OSError:
+        return False
+
+
+def main():
+    host, port = sys.argv[1], int(sys.argv[2])
+    duration, step, timeout = float(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5])
+    end = time.monotonic() + duration
+    out = []
+    n = 0
+    while time.monotonic() < end and n < 100000:
+        n += 1
+        t = time.monotonic()
+        ok = probe(host, port, timeout)
+        out.append("%.6f %d" % (time.monotonic(), 1 if ok else 0))
+        left = step - (time.monotonic() - t)
+        if ok and left > 0:
+            time.sleep(left)
+    sys.stdout.write("\n".join(out) + "\n")
+
+
+if __name__ == "__main__":
+    main()

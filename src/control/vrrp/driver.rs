@@ -1,0 +1,613 @@
+//! The VRRP loop: sockets in, machines stepped, adverts/VIPs/GARP/notify out.
+//!
+//! One thread runs every instance. Each iteration:
+//!
+//! 1. `ppoll` on the interface sockets and the shutdown eventfd, with a
+//!    timeout equal to the earliest deadline of any machine timer, GARP round
+//!    or tracking tick (nanosecond `timespec`, no rounding to ticks);
+//! 2. drain every readable socket: validate the IPv4 envelope (TTL 255,
+//!    protocol 112), find the instance by VRID, parse and check the advert,
+//!    hand it to the machine; every drop is counted by reason
+//!    (`ControlStats::vrrp_drop`), adverts for VRIDs we don't run are someone
+//!    else's and are counted as `unknown_vrid` without a log line;
+//! 3. fire due machine timers, due GARP rounds, and on the tracking tick
+//!    re-evaluate tracking into priority/FAULT (sync groups applied);
+//! 4. flush every machine: send queued adverts (to 224.0.0.18 or to each
+//!    unicast peer; the v3 checksum covers the destination so each is
+//!    emitted separately), act on state changes (VIPs, GARP, notify,
+//!    metrics), publish roles.
+//!
+//! Order matters on becoming master: the first advert goes out before the
+//! VIPs are added and the GARP burst starts, as with keepalived.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::{Arc, PoisonError};
+use std::time::{Duration, Instant};
+
+use super::garp::{ArpSocket, Schedule};
+use super::notify::Notifier;
+use super::socket::VrrpSocket;
+use super::track::{AliveFn, Tracker, UpstreamDownFn};
+use super::vip::Netlink;
+use super::{iface, Role, Roles, SpawnArgs};
+use crate::config::VrrpInstanceConfig;
+use crate::metrics::{Registry, VrrpRole};
+use crate::proto::vrrp::{self, wire, Event, Machine, Packet, Repr, State};
+
+/// How often tracking (links, scripts, upstreams, liveness) is evaluated.
+pub const TRACK_TICK: Duration = Duration::from_millis(25);
+/// Real-time priority of the `vrrp` thread when SCHED_FIFO is permitted.
+pub const RT_PRIORITY: i32 = 10;
+/// A misconfigured peer is logged at most this often per instance (drops are counted always).
+const WARN_EVERY: Duration = Duration::from_secs(10);
+/// Receive buffer: a full IPv4 header plus the largest VRRP message.
+const RECV_BUF: usize = 60 + 8 + 255 * 16 + 8;
+
+/// Pins, raises to SCHED_FIFO (children reset to normal), tightens timer slack.
+pub fn prepare_thread(cpu: Option<usize>) {
+    if let Some(cpu) = cpu {
+        crate::runtime::pin(cpu);
+    }
+    let param = libc::sched_param {
+        sched_priority: RT_PRIORITY,
+    };
+    // SAFETY: pid 0 = the calling thread; `param` is a valid sched_param.
+    let rc = unsafe {
+        libc::sched_setscheduler(0, libc::SCHED_FIFO | libc::SCHED_RESET_ON_FORK, &param)
+    };
+    if rc != 0 {
+        crate::warn!(
+            "vrrp: SCHED_FIFO not permitted ({}); running with normal priority",
+            std::io::Error::last_os_error()
+        );
+    }
+    // SAFETY: PR_SET_TIMERSLACK takes an unsigned long; 1 µs.
+    unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1000 as libc::c_ulong) };
+}
+
+/// One interface's I/O.
+struct Link {
+    sock: VrrpSocket,
+    arp: Option<ArpSocket>,
+    mac: [u8; 6],
+}
+
+struct Inst {
+    cfg: VrrpInstanceConfig,
+    link: usize,
+    /// Created once the source address is known.
+    machine: Option<Machine>,
+    src: Option<Ipv4Addr>,
+    dests: Vec<Ipv4Addr>,
+    peers: Vec<IpAddr>,
+    tracker: Tracker,
+    /// Fault from this instance's own tracking.
+    own_fault: bool,
+    fault_reason: Option<String>,
+    priority: u8,
+    group: Option<usize>,
+    garp: Schedule,
+    /// Last accepted advert from the master (for the advert-gap histogram).
+    last_rx: Option<Instant>,
+    published: Option<(State, u8)>,
+    /// Last time a rejected advert was logged (at most one line per [`WARN_EVERY`]).
+    last_warn: Option<Instant>,
+}
+
+pub struct Driver {
+    links: Vec<Link>,
+    insts: Vec<Inst>,
+    groups: usize,
+    netlink: Netlink,
+    notifier: Notifier,
+    registry: Option<Arc<Registry>>,
+    upstream_down: Option<Arc<UpstreamDownFn>>,
+    alive: Option<Arc<AliveFn>>,
+    roles: Roles,
+    wake: Arc<OwnedFd>,
+    next_tick: Instant,
+    buf: Vec<u8>,
+}
+
+fn role(s: State) -> VrrpRole {
+    match s {
+        State::Initialize => VrrpRole::Init,
+        State::Backup => VrrpRole::Backup,
+        State::Master => VrrpRole::Master,
+        State::Fault => VrrpRole::Fault,
+    }
+}
+
+fn v4s(list: &[IpAddr]) -> Vec<Ipv4Addr> {
+    list.iter()
+        .filter_map(|a| match a {
+            IpAddr::V4(v) => Some(*v),
+            IpAddr::V6(_) => None,
+        })
+        .collect()
+}
+
+impl Driver {
+    pub fn new(args: &SpawnArgs, roles: Roles, wake: Arc<OwnedFd>) -> std::io::Result<Driver> {
+        let now = Instant::now();
+        let netlink = Netlink::open()?;
+        let mut links: Vec<Link> = Vec::new();
+        let mut insts = Vec::new();
+        let mut group_names: Vec<String> = Vec::new();
+        for cfg in &args.instances {
+            if !cfg.virtual_ipaddress.iter().any(|(a, _)| a.is_ipv4()) {
+                crate::error!(
+                    "vrrp {}: only IPv4 virtual routers are supported in this version; instance not started",
+                    cfg.name
+                );
+                continue;
+            }
+            let multicast = cfg.unicast_peers.is_empty();
+            let link = match links.iter().position(|l| l.sock.ifname == cfg.interface) {
+                Some(i) => {
+                    if multicast {
+                        // Another instance may have opened it unicast-only: join now.
+                        let l = &links[i];
+                        let s = VrrpSocket::open(&cfg.interface, l.sock.ifindex, true)?;
+                        links[i].sock = s;
+                    }
+                    i
+                }
+                None => {
+                    let ifindex = iface::index(&cfg.interface)?;
+                    let sock = VrrpSocket::open(&cfg.interface, ifindex, multicast)?;
+                    let arp = match ArpSocket::open(ifindex) {
+                        Ok(a) => Some(a),
+                        Err(e) => {
+                            crate::warn!("vrrp: no gratuitous ARP on {}: {e}", cfg.interface);
+                            None
+                        }
+                    };
+                    let mac = iface::mac(&cfg.interface).unwrap_or([0; 6]);
+                    links.push(Link { sock, arp, mac });
+                    links.len() - 1
+                }
+            };
+            let group = cfg.sync_group.as_ref().map(|g| {
+                group_names.iter().position(|n| n == g).unwrap_or_else(|| {
+                    group_names.push(g.clone());
+                    group_names.len() - 1
+                })
+            });
+            let dests = if multicast {
+                vec![wire::MULTICAST_V4]
+            } else {
+                v4s(&cfg.unicast_peers)
+            };
+            insts.push(Inst {
+                tracker: Tracker::new(cfg, now),
+                link,
+                machine: None,
+                src: None,
+                dests,
+                peers: cfg.unicast_peers.clone(),
+                own_fault: false,
+                fault_reason: None,
+                priority: cfg.priority,
+                group,
+                garp: Schedule::new(cfg.garp_repeat, cfg.garp_interval, cfg.garp_refresh),
+                last_rx: None,
+                published: None,
+                last_warn: None,
+                cfg: cfg.clone(),
+            });
+        }
+        *roles.lock().unwrap_or_else(PoisonError::into_inner) = insts
+            .iter()
+            .map(|i| Role {
+                name: i.cfg.name.clone(),
+                state: State::Initialize,
+                priority: i.cfg.priority,
+            })
+            .collect();
+        Ok(Driver {
+            links,
+            insts,
+            groups: group_names.len(),
+            netlink,
+            notifier: Notifier::default(),
+            registry: args.registry.clone(),
+            upstream_down: args.upstream_down.clone(),
+            alive: args.data_plane_alive.clone(),
+            roles,
+            wake,
+            next_tick: now,
+            buf: vec![0u8; RECV_BUF],
+        })
+    }
+
+    fn drop_packet(&self, reason: &str) {
+        if let Some(r) = &self.registry {
+            r.control().vrrp_drop(reason);
+        }
+    }
+
+    /// Runs until the shutdown eventfd is written.
+    pub fn run(&mut self) {
+        crate::info!(
+            "vrrp: running {} instance(s) on {} interface(s)",
+            self.insts.len(),
+            self.links.len()
+        );
+        let now = Instant::now();
+        self.track(now);
+        self.flush_all(now);
+        let mut fds: Vec<libc::pollfd> = Vec::with_capacity(self.links.len() + 1);
+        loop {
+            let now = Instant::now();
+            let deadline = self.next_deadline();
+            fds.clear();
+            fds.push(libc::pollfd {
+                fd: self.wake.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            });
+            for l in &self.links {
+                fds.push(libc::pollfd {
+                    fd: l.sock.fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                });
+            }
+            let wait = deadline.saturating_duration_since(now);
+            let ts = libc::timespec {
+                tv_sec: wait.as_secs() as libc::time_t,
+                tv_nsec: libc::c_long::from(wait.subsec_nanos() as i32),
+            };
+            // SAFETY: `fds` is a valid array of pollfd of the given length; `ts` lives across the call.
+            let rc = unsafe {
+                libc::ppoll(
+                    fds.as_mut_ptr(),
+                    fds.len() as libc::nfds_t,
+                    &ts,
+                    std::ptr::null(),
+                )
+            };
+            let now = Instant::now();
+            if rc < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    crate::error!("vrrp: ppoll: {e}");
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                continue;
+            }
+            if fds[0].revents != 0 {
+                self.shutdown(now);
+                return;
+            }
+            for li in 0..self.links.len() {
+                if fds[li + 1].revents != 0 {
+                    self.receive(li, now);
+                }
+            }
+            for inst in &mut self.insts {
+                if let Some(m) = &mut inst.machine {
+                    if m.poll_timeout().is_some_and(|t| t <= now) {
+                        m.handle_timeout(now);
+                    }
+                }
+            }
+            if now >= self.next_tick {
+                self.track(now);
+            }
+            self.garp(now);
+            self.flush_all(now);
+        }
+    }
+
+    fn next_deadline(&self) -> Instant {
+        let mut d = self.next_tick;
+        for i in &self.insts {
+            if let Some(t) = i.machine.as_ref().and_then(Machine::poll_timeout) {
+                d = d.min(t);
+            }
+            if let Some(t) = i.garp.next() {
+                d = d.min(t);
+            }
+        }
+        d
+    }
+
+    /// Drains one interface socket.
+    fn receive(&mut self, li: usize, now: Instant) {
+        let mut buf = std::mem::take(&mut self.buf);
+        // Bounded: a flood cannot starve the timers of this loop.
+        for _ in 0..64 {
+            let n = match self.links[li].sock.recv(&mut buf) {
+                Ok(Some(n)) => n,
+                Ok(None) => break,
+                Err(e) => {
+                    crate::warn!("vrrp: recv on {}: {e}", self.links[li].sock.ifname);
+                    break;
+                }
+            };
+            self.packet(li, &buf[..n], now);
+        }
+        self.buf = buf;
+    }
+
+    fn packet(&mut self, li: usize, bytes: &[u8], now: Instant) {
+        let env = match wire::parse_ipv4(bytes) {
+            Ok(e) => e,
+            Err(e) => return self.drop_packet(e.as_str()),
+        };
+        let pkt = match Packet::new_checked(env.payload) {
+            Ok(p) => p,
+            Err(e) => return self.drop_packet(e.as_str()),
+        };
+        let vrid = pkt.vrid();
+        let Some(ii) = self
+            .insts
+            .iter()
+            .position(|i| i.link == li && i.cfg.virtual_router_id == vrid)
+        else {
+            // Another virtual router's advert on this link: not ours to judge.
+            return self.drop_packet("unknown_vrid");
+        };
+        let (src, dst) = (IpAddr::V4(env.src), IpAddr::V4(env.dst));
+        let repr = match Repr::parse(&pkt, src, dst) {
+            Ok(r) => r,
+            Err(e) => return self.drop_packet(e.as_str()),
+        };
+        let inst = &mut self.insts[ii];
+        if !inst.peers.is_empty() && !inst.peers.contains(&src) {
+            return self.drop_packet("unknown_peer");
+        }
+        let Some(m) = inst.machine.as_mut() else {
+            return self.drop_packet("inactive");
+        };
+        match m.handle_advert(now, src, &repr) {
+            Ok(()) => {
+                if m.state() == State::Backup && m.current_master() == Some(src) {
+                    let gap = inst.last_rx.map(|t| now.saturating_duration_since(t));
+                    inst.last_rx = Some(now);
+                    if let Some(r) = &self.registry {
+                        r.control().vrrp_advert_received(&inst.cfg.name, gap);
+                    }
+                } else if repr.priority == 0 {
+                    inst.last_rx = None;
+                }
+            }
+            Err(reject) => {
+                let misconfigured = matches!(
+                    reject,
+                    vrrp::Reject::AuthMismatch
+                        | vrrp::Reject::IntervalMismatch
+                        | vrrp::Reject::AddressMismatch
+                        | vrrp::Reject::WrongVersion
+                );
+                if misconfigured && inst.last_warn.is_none_or(|t| now >= t + WARN_EVERY) {
+                    inst.last_warn = Some(now);
+                    crate::warn!(
+                        "vrrp {}: advert from {src} dropped: {} (further drops counted, logged every {WARN_EVERY:?})",
+                        inst.cfg.name,
+                        reject.as_str()
+                    );
+                }
+                self.drop_packet(reject.as_str());
+            }
+        }
+    }
+
+    /// Tracking tick: source addresses, tracked objects, sync groups.
+    fn track(&mut self, now: Instant) {
+        self.next_tick = now + TRACK_TICK;
+        let link_up = |name: &str| iface::link_up(name);
+        for inst in &mut self.insts {
+            let v = inst.tracker.evaluate(
+                now,
+                inst.cfg.priority,
+                &link_up,
+                self.upstream_down.as_deref(),
+                self.alive.as_deref(),
+            );
+            let fault = v.priority.is_none();
+            if fault && !inst.own_fault {
+                crate::warn!(
+                    "vrrp {}: fault: {}",
+                    inst.cfg.name,
+                    v.fault_reason.as_deref().unwrap_or("tracking")
+                );
+            } else if !fault && inst.own_fault {
+                crate::info!("vrrp {}: fault cleared", inst.cfg.name);
+            }
+            inst.own_fault = fault;
+            inst.fault_reason = v.fault_reason;
+            if let Some(p) = v.priority {
+                inst.priority = p;
+            }
+            if inst.machine.is_none() {
+                start_machine(inst, now);
+            }
+        }
+        let mut group_fault = vec![false; self.groups];
+        for inst in &self.insts {
+            if let Some(g) = inst.group {
+                group_fault[g] |= inst.own_fault;
+            }
+        }
+        for inst in &mut self.insts {
+            let fault = inst.own_fault || inst.group.is_some_and(|g| group_fault[g]);
+            if let Some(m) = &mut inst.machine {
+                m.set_priority(now, inst.priority);
+                if fault != m.is_faulted() {
+                    m.set_fault(now, fault);
+                }
+            }
+        }
+    }
+
+    fn garp(&mut self, now: Instant) {
+        for inst in &mut self.insts {
+            if inst.garp.take_due(now) {
+                let link = &self.links[inst.link];
+                if let Some(arp) = &link.arp {
+                    for ip in v4s(&vip_addrs(&inst.cfg)) {
+                        if let Err(e) = arp.send(link.mac, ip) {
+                            crate::warn!("vrrp {}: gratuitous ARP for {ip}: {e}", inst.cfg.name);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn flush_all(&mut self, now: Instant) {
+        for ii in 0..self.insts.len() {
+            self.flush(ii, now);
+        }
+        self.notifier.reap();
+        self.publish();
+    }
+
+    fn flush(&mut self, ii: usize, now: Instant) {
+        let inst = &mut self.insts[ii];
+        let (Some(m), Some(src)) = (inst.machine.as_mut(), inst.src) else {
+            return;
+        };
+        let link = &self.links[inst.link];
+        while let Some(repr) = m.poll_transmit() {
+            for dst in &inst.dests {
+                let bytes = repr.to_bytes(IpAddr::V4(src), IpAddr::V4(*dst));
+                match link.sock.send(src, *dst, &bytes) {
+                    Ok(()) => {
+                        if let Some(r) = &self.registry {
+                            r.control().vrrp_advert_sent(&inst.cfg.name);
+                        }
+                    }
+                    Err(e) => crate::warn!("vrrp {}: send to {dst}: {e}", inst.cfg.name),
+                }
+            }
+        }
+        while let Some(ev) = m.poll_event() {
+            let prio = m.priority();
+            let name = &inst.cfg.name;
+            crate::info!(
+                "vrrp {name}: {} -> {} (priority {prio})",
+                ev.from().as_str(),
+                ev.to().as_str()
+            );
+            inst.last_rx = None;
+            match ev {
+                Event::BecameMaster { .. } => {
+                    for (a, p) in &inst.cfg.virtual_ipaddress {
+                        if let Err(e) = self.netlink.add(link.sock.ifindex, *a, *p) {
+                            crate::error!("vrrp {name}: add {a}/{p}: {e}");
+                        }
+                    }
+                    inst.garp.start(now);
+                }
+                Event::BecameBackup { .. } | Event::BecameFault { .. } | Event::Stopped { .. } => {
+                    inst.garp.stop();
+                    // Also on entering Backup from Initialize: a VIP left
+                    // behind by a previous run must not linger on a backup.
+                    for (a, p) in &inst.cfg.virtual_ipaddress {
+                        if let Err(e) = self.netlink.remove(link.sock.ifindex, *a, *p) {
+                            crate::error!("vrrp {name}: remove {a}/{p}: {e}");
+                        }
+                    }
+                }
+            }
+            if let Some(r) = &self.registry {
+                r.control().vrrp_transition(name, role(ev.to()));
+            }
+            if let Some(script) = &inst.cfg.notify {
+                let state = match ev.to() {
+                    State::Initialize => "STOP",
+                    s => s.as_str(),
+                };
+                self.notifier.notify(script, name, state, prio);
+            }
+        }
+    }
+
+    fn publish(&mut self) {
+        let mut changed = false;
+        for inst in &mut self.insts {
+            let now = match &inst.machine {
+                Some(m) => (m.state(), m.priority()),
+                None => (State::Initialize, inst.priority),
+            };
+            if inst.published != Some(now) {
+                inst.published = Some(now);
+                changed = true;
+                if let Some(r) = &self.registry {
+                    r.control().set_vrrp(&inst.cfg.name, role(now.0), now.1);
+                }
+            }
+        }
+        if changed {
+            let mut roles = self.roles.lock().unwrap_or_else(PoisonError::into_inner);
+            for (r, inst) in roles.iter_mut().zip(&self.insts) {
+                if let Some((s, p)) = inst.published {
+                    r.state = s;
+                    r.priority = p;
+                }
+            }
+        }
+    }
+
+    /// Shutdown: priority-0 adverts from masters, VIPs removed, STOP notified.
+    fn shutdown(&mut self, now: Instant) {
+        crate::info!("vrrp: shutting down");
+        for inst in &mut self.insts {
+            if let Some(m) = &mut inst.machine {
+                m.handle_shutdown(now);
+            }
+        }
+        self.flush_all(now);
+    }
+}
+
+fn vip_addrs(cfg: &VrrpInstanceConfig) -> Vec<IpAddr> {
+    cfg.virtual_ipaddress.iter().map(|(a, _)| *a).collect()
+}
+
+/// Creates and starts the machine once the source address is known.
+fn start_machine(inst: &mut Inst, now: Instant) {
+    let src = match inst.cfg.unicast_src {
+        Some(IpAddr::V4(a)) => Some(a),
+        _ => match iface::primary_ipv4(&inst.cfg.interface, &vip_addrs(&inst.cfg)) {
+            Ok(a) => a,
+            Err(e) => {
+                crate::warn!("vrrp {}: reading addresses: {e}", inst.cfg.name);
+                None
+            }
+        },
+    };
+    let Some(src) = src else {
+        if inst.published.is_none() {
+            crate::warn!(
+                "vrrp {}: interface {} has no IPv4 address yet; waiting",
+                inst.cfg.name,
+                inst.cfg.interface
+            );
+            inst.published = Some((State::Initialize, inst.priority));
+        }
+        return;
+    };
+    let mut m = Machine::new(vrrp::machine::Config::from_instance(
+        &inst.cfg,
+        IpAddr::V4(src),
+    ));
+    m.set_priority(now, inst.priority);
+    m.set_fault(now, inst.own_fault);
+    m.handle_startup(now);
+    crate::info!(
+        "vrrp {}: started on {} from {src}, vrid {}, priority {}, advert {:?}",
+        inst.cfg.name,
+        inst.cfg.interface,
+        inst.cfg.virtual_router_id,
+        inst.priority,
+        m.advert_interval()
+    );
+    inst.src = Some(src);
+    inst.machine = Some(m);
+}

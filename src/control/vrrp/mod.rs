@@ -1,0 +1,191 @@
+//! VRRP on the control core: the I/O driver around `proto::vrrp::Machine`.
+//!
+//! The protocol logic is sans-IO (`crate::proto::vrrp`); this module is the
+//! thin, careful shell that gives it a network and a clock, interoperable
+//! with keepalived:
+//!
+//! - [`socket`]: one raw IPv4 protocol-112 socket per interface, bound to the
+//!   device, multicast group joined, TTL 255, own IP header for an exact
+//!   source address;
+//! - [`vip`]: VIP add/remove over rtnetlink (hand-written messages, ACKed);
+//! - [`garp`]: gratuitous ARP frames and their repeat/refresh schedule;
+//! - [`iface`]: interface index, primary IPv4, MAC, link state;
+//! - [`track`]: keepalived-style tracking (interfaces, scripts, upstreams,
+//!   data-plane liveness) into an effective priority or FAULT;
+//! - [`notify`]: non-blocking `notify` scripts;
+//! - [`driver`]: the loop that ties them together.
+//!
+//! # Why a dedicated thread
+//!
+//! DESIGN.md §5: at 10 ms adverts a 200 ms stall of keepalived's process
+//! causes a false failover, and the backup's advert gaps must stay near the
+//! interval under full load. So VRRP runs on its own thread named `vrrp`,
+//! pinned to the control CPU, `SCHED_FIFO` where permitted (with
+//! `SCHED_RESET_ON_FORK` so scripts it starts are ordinary processes), and
+//! it waits with `ppoll` on exactly the next deadline any machine reports
+//! (`Machine::poll_timeout`), nanosecond timeout, no sleep rounding. Nothing
+//! on this thread blocks for long: scripts are spawned and reaped later,
+//! netlink requests are single ACKed round trips to the kernel.
+//!
+//! # Sync groups
+//!
+//! Instances sharing a `sync_group` name move together for FAULT: if any
+//! member's own tracking says FAULT, every member is held in FAULT (so the
+//! peer takes the whole group), and all leave FAULT together. A member being
+//! preempted to BACKUP is not forced onto the others in this version; give
+//! the members the same priorities and tracking so they elect alike.
+//!
+//! # Use
+//!
+//! ```text
+//! let vrrp = vrrp::spawn(vrrp::SpawnArgs::new(&config))?;   // after the shards run
+//! vrrp.roles();                                             // [(name, State, priority)]
+//! vrrp.shutdown();   // SIGTERM: priority-0 adverts, VIPs removed, thread joined
+//! ```
+
+pub mod driver;
+pub mod garp;
+pub mod iface;
+pub mod notify;
+pub mod socket;
+pub mod track;
+pub mod vip;
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+
+use crate::config::{Config, VrrpInstanceConfig};
+use crate::metrics::Registry;
+pub use crate::proto::vrrp::State;
+pub use track::{AliveFn, UpstreamDownFn};
+
+/// What [`spawn`] needs. Build with [`SpawnArgs::new`], then set the optional
+/// data-plane hooks.
+#[derive(Clone)]
+pub struct SpawnArgs {
+    pub instances: Vec<VrrpInstanceConfig>,
+    /// Pin the `vrrp` thread here (`runtime.control_cpu`).
+    pub control_cpu: Option<usize>,
+    /// Where role, priority, transitions, adverts and drops are published.
+    pub registry: Option<Arc<Registry>>,
+    /// `track_upstream`: returns true when every server of upstream `index`
+    /// is down. Without it, `track_upstream` entries are ignored.
+    pub upstream_down: Option<Arc<UpstreamDownFn>>,
+    /// Data-plane liveness: false = the shards stopped making progress, which
+    /// puts every instance into FAULT.
+    pub data_plane_alive: Option<Arc<AliveFn>>,
+}
+
+impl SpawnArgs {
+    pub fn new(config: &Config) -> SpawnArgs {
+        SpawnArgs {
+            instances: config.vrrp.clone(),
+            control_cpu: config.runtime.control_cpu,
+            registry: None,
+            upstream_down: None,
+            data_plane_alive: None,
+        }
+    }
+}
+
+/// One instance's published role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Role {
+    pub name: String,
+    pub state: State,
+    /// Effective priority (after tracking).
+    pub priority: u8,
+}
+
+/// Roles of every instance, written by the `vrrp` thread.
+pub type Roles = Arc<Mutex<Vec<Role>>>;
+
+/// The running VRRP thread. Dropping it shuts VRRP down like [`VrrpHandle::shutdown`].
+pub struct VrrpHandle {
+    roles: Roles,
+    wake: Option<Arc<OwnedFd>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl VrrpHandle {
+    /// `(instance name, state, effective priority)` of every instance.
+    pub fn roles(&self) -> Vec<(String, State, u8)> {
+        self.roles
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|r| (r.name.clone(), r.state, r.priority))
+            .collect()
+    }
+
+    /// The shared role table itself (for a snapshot builder that wants to
+    /// read it without going through the handle).
+    pub fn shared_roles(&self) -> Roles {
+        Arc::clone(&self.roles)
+    }
+
+    /// Whether any instance is master.
+    pub fn is_master(&self) -> bool {
+        self.roles().iter().any(|r| r.1 == State::Master)
+    }
+
+    /// Graceful stop: every master sends a priority-0 advert and removes its
+    /// VIPs, `notify` runs with STOP; returns when the thread has exited.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        if let Some(fd) = self.wake.take() {
+            let one: u64 = 1;
+            // SAFETY: an eventfd accepts an 8-byte write.
+            unsafe { libc::write(fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for VrrpHandle {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Starts the `vrrp` thread running every configured instance. With no
+/// instances, no thread is started. Fails (before starting anything) if a
+/// configured interface does not exist or the raw sockets cannot be opened
+/// (CAP_NET_RAW is required).
+pub fn spawn(args: SpawnArgs) -> io::Result<VrrpHandle> {
+    let roles: Roles = Arc::new(Mutex::new(Vec::new()));
+    if args.instances.is_empty() {
+        return Ok(VrrpHandle {
+            roles,
+            wake: None,
+            thread: None,
+        });
+    }
+    // SAFETY: plain eventfd(2); the fd is owned right away.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh, valid descriptor.
+    let wake = Arc::new(unsafe { OwnedFd::from_raw_fd(fd) });
+    let mut driver = driver::Driver::new(&args, Arc::clone(&roles), Arc::clone(&wake))?;
+    let cpu = args.control_cpu;
+    let thread = std::thread::Builder::new()
+        .name("vrrp".to_string())
+        .spawn(move || {
+            driver::prepare_thread(cpu);
+            driver.run();
+        })?;
+    Ok(VrrpHandle {
+        roles,
+        wake: Some(wake),
+        thread: Some(thread),
+    })
+}

@@ -1,0 +1,383 @@
+//! A throwaway L2 lab for VRRP tests: network namespaces on one bridge.
+//!
+//! Layout per lab (prefix `rl<pid><n>`, unique per test in this run):
+//!
+//! ```text
+//!   <prefix>-sw : bridge br0   (the "switch")
+//!   <prefix>-a  : eth0 198.18.0.1/24   node a
+//!   <prefix>-b  : eth0 198.18.0.2/24   node b
+//!   <prefix>-c  : eth0 198.18.0.3/24   client
+//! ```
+//!
+//! Every node can run the real `ringlb` binary (with the built-in backend on
+//! 127.0.0.1:9000 of its namespace as upstream) or keepalived. Processes
+//! are tracked by PID and killed on drop; namespaces are always deleted on
+//! drop, and on a failing test the logs of every process are printed.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_ringlb");
+pub const VIP: &str = "198.18.0.100";
+
+/// A started process in a lab namespace.
+pub struct Proc {
+    pub name: String,
+    pub child: Child,
+    pub log: PathBuf,
+    /// keepalived's VRRP child writes its PID here.
+    pub extra_pidfile: Option<PathBuf>,
+    pub alive: bool,
+}
+
+pub struct Lab {
+    pub prefix: String,
+    pub dir: PathBuf,
+    nodes: Vec<String>,
+    pub procs: Vec<Proc>,
+}
+
+fn run(args: &[&str]) -> Result<String, String> {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("{}: {e}", args.join(" ")))?;
+    if !out.status.success() {
+        return Err(format!(
+            "`{}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn must(args: &[&str]) -> String {
+    run(args).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Polls `f` every 20 ms for up to `limit`; true once it holds.
+pub fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    loop {
+        if f() {
+            return true;
+        }
+        if start.elapsed() >= limit {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Polls `f` every 20 ms for `window`; true if it held every time.
+pub fn always(window: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < window {
+        if !f() {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    true
+}
+
+impl Lab {
+    /// Switch + nodes `a`, `b` and client `c`. Panics with a clear message
+    /// when namespaces can't be made (not root / no netns support).
+    pub fn new() -> Lab {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let prefix = format!("rl{}{n}", std::process::id());
+        let dir = std::env::temp_dir().join(format!("ringlb-vrrp-{prefix}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut lab = Lab {
+            prefix,
+            dir,
+            nodes: Vec::new(),
+            procs: Vec::new(),
+        };
+        let sw = lab.ns("sw");
+        if let Err(e) = run(&["ip", "netns", "add", &sw]) {
+            panic!("VRRP namespace tests need root and network namespaces (CI has them): {e}");
+        }
+        lab.nodes.push(sw.clone());
+        must(&["ip", "-n", &sw, "link", "add", "br0", "type", "bridge"]);
+        must(&["ip", "-n", &sw, "link", "set", "br0", "up"]);
+        for (i, node) in ["a", "b", "c"].iter().enumerate() {
+            let ns = lab.ns(node);
+            must(&["ip", "netns", "add", &ns]);
+            lab.nodes.push(ns.clone());
+            let port = format!("{}{node}", lab.prefix);
+            must(&[
+                "ip", "link", "add", &port, "netns", &sw, "type", "veth", "peer", "name", "eth0",
+                "netns", &ns,
+            ]);
+            must(&["ip", "-n", &sw, "link", "set", &port, "master", "br0", "up"]);
+            must(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
+            must(&["ip", "-n", &ns, "link", "set", "eth0", "up"]);
+            let addr = format!("198.18.0.{}/24", i + 1);
+            must(&["ip", "-n", &ns, "addr", "add", &addr, "dev", "eth0"]);
+            must(&[
+                "ip",
+                "netns",
+                "exec",
+                &ns,
+                "sysctl",
+                "-qw",
+                "net.ipv4.ip_nonlocal_bind=1",
+            ]);
+        }
+        lab
+    }
+
+    pub fn ns(&self, node: &str) -> String {
+        format!("{}-{node}", self.prefix)
+    }
+
+    fn spawn(&mut self, name: &str, node: &str, args: &[&str]) -> usize {
+        let log = self.dir.join(format!("{name}.log"));
+        let ns = self.ns(node);
+        let child = Command::new("ip")
+            .args(["netns", "exec", &ns])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(std::fs::File::create(self.dir.join(format!("{name}.err"))).unwrap())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
+        self.procs.push(Proc {
+            name: name.to_string(),
+            child,
+            log,
+            extra_pidfile: None,
+            alive: true,
+        });
+        self.procs.len() - 1
+    }
+
+    /// Starts the built-in backend on 127.0.0.1:9000 in `node` (X-Backend: node<node>),
+    /// the upstream of that node's ringlb.
+    pub fn backend(&mut self, node: &str) -> usize {
+        self.backend_on(node, "127.0.0.1:9000")
+    }
+
+    /// Starts the built-in backend on `listen` in `node`. A keepalived node
+    /// serves the VIP with a backend on 0.0.0.0:8080 directly.
+    pub fn backend_on(&mut self, node: &str, listen: &str) -> usize {
+        let name = format!("node{node}");
+        let n = self.procs.len();
+        self.spawn(
+            &format!("backend-{node}-{n}"),
+            node,
+            &[BIN, "backend", "--listen", listen, "--name", &name],
+        )
+    }
+
+    /// Starts `ringlb run` in `node` with a listener on 0.0.0.0:8080 and the
+    /// given `[[vrrp.instance]]` body appended.
+    pub fn ringlb(&mut self, node: &str, vrrp_instance: &str) -> usize {
+        let n = self.procs.len();
+        let cfg = self.dir.join(format!("ringlb-{node}-{n}.toml"));
+        let text = format!(
+            "[runtime]\nworkers = 1\n\n[[listener]]\nlisten = \"0.0.0.0:8080\"\nupstream = \"app\"\n\n\
+             [upstream.app]\nconnect_timeout = \"200ms\"\n[[upstream.app.server]]\naddress = \"127.0.0.1:9000\"\n\n\
+             [[vrrp.instance]]\n{vrrp_instance}\n"
+        );
+        std::fs::write(&cfg, text).unwrap();
+        let cfg = cfg.to_str().unwrap().to_string();
+        self.spawn(
+            &format!("ringlb-{node}-{n}"),
+            node,
+            &[BIN, "run", "-c", &cfg],
+        )
+    }
+
+    /// Starts keepalived (VRRP only, foreground, log to stderr) in `node`.
+    pub fn keepalived(&mut self, node: &str, conf: &str) -> usize {
+        let n = self.procs.len();
+        let tag = format!("keepalived-{node}-{n}");
+        let file = self.dir.join(format!("{tag}.conf"));
+        std::fs::write(&file, conf).unwrap();
+        let pid = self.dir.join(format!("{tag}.pid"));
+        let vpid = self.dir.join(format!("{tag}.vrrp.pid"));
+        let i = self.spawn(
+            &tag,
+            node,
+            &[
+                "keepalived",
+                "-P",
+                "-n",
+                "-l",
+                "-D",
+                "-f",
+                file.to_str().unwrap(),
+                "-p",
+                pid.to_str().unwrap(),
+                "-r",
+                vpid.to_str().unwrap(),
+            ],
+        );
+        self.procs[i].extra_pidfile = Some(vpid);
+        i
+    }
+
+    fn signal(&mut self, i: usize, sig: i32) {
+        let p = &mut self.procs[i];
+        if !p.alive {
+            return;
+        }
+        // keepalived's VRRP child: read its PID before the parent can remove the file.
+        let extra = p
+            .extra_pidfile
+            .as_ref()
+            .and_then(|f| std::fs::read_to_string(f).ok())
+            .and_then(|s| s.trim().parse::<i32>().ok());
+        // `ip netns exec` execs the command, so the child PID is the process itself.
+        // SAFETY: kill(2) on a PID we started and have not reaped.
+        unsafe { libc::kill(p.child.id() as i32, sig) };
+        if sig == libc::SIGKILL {
+            if let Some(pid) = extra {
+                // SAFETY: the VRRP child of the keepalived we started.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+    }
+
+    /// SIGKILL, like a crash, and reap.
+    pub fn kill9(&mut self, i: usize) {
+        self.signal(i, libc::SIGKILL);
+        let p = &mut self.procs[i];
+        let _ = p.child.wait();
+        p.alive = false;
+    }
+
+    /// SIGTERM (graceful stop); waits up to 10 s for the exit.
+    pub fn term(&mut self, i: usize) {
+        self.signal(i, libc::SIGTERM);
+        let p = &mut self.procs[i];
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(_)) = p.child.try_wait() {
+                p.alive = false;
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("{} did not exit within 10 s of SIGTERM", p.name);
+    }
+
+    /// Takes `node`'s link down (a crashed host's VIP must become unreachable).
+    pub fn link_down(&self, node: &str) {
+        must(&["ip", "-n", &self.ns(node), "link", "set", "eth0", "down"]);
+    }
+
+    pub fn link_up(&self, node: &str) {
+        must(&["ip", "-n", &self.ns(node), "link", "set", "eth0", "up"]);
+    }
+
+    /// Whether `node` has the VIP on eth0.
+    pub fn has_vip(&self, node: &str) -> bool {
+        run(&[
+            "ip",
+            "-n",
+            &self.ns(node),
+            "-4",
+            "-o",
+            "addr",
+            "show",
+            "dev",
+            "eth0",
+        ])
+        .map(|s| s.contains(&format!(" {VIP}/")))
+        .unwrap_or(false)
+    }
+
+    /// Only `node` (of a, b) holds the VIP.
+    pub fn only(&self, node: &str) -> bool {
+        let other = if node == "a" { "b" } else { "a" };
+        self.has_vip(node) && !self.has_vip(other)
+    }
+
+    /// `X-Backend` of a GET to VIP:8080 from the client namespace, if 200.
+    pub fn curl_vip(&self) -> Option<String> {
+        let url = format!("http://{VIP}:8080/");
+        let out = run(&[
+            "ip",
+            "netns",
+            "exec",
+            &self.ns("c"),
+            "curl",
+            "-s",
+            "-i",
+            "--max-time",
+            "1",
+            &url,
+        ])
+        .ok()?;
+        if !out.starts_with("HTTP/1.1 200") {
+            return None;
+        }
+        out.lines()
+            .find_map(|l| l.strip_prefix("X-Backend: "))
+            .map(|s| s.trim().to_string())
+    }
+
+    /// Polls until a GET to the VIP is answered by `backend`'s node.
+    pub fn served_by(&self, backend: &str, limit: Duration) -> bool {
+        eventually(limit, || self.curl_vip().as_deref() == Some(backend))
+    }
+
+    pub fn logs(&self) -> String {
+        let mut s = String::new();
+        for p in &self.procs {
+            let out = std::fs::read_to_string(&p.log).unwrap_or_default();
+            let err = std::fs::read_to_string(p.log.with_extension("err")).unwrap_or_default();
+            s.push_str(&format!("----- {} -----\n{out}{err}\n", p.name));
+        }
+        s
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("lab {} logs:\n{}", self.prefix, self.logs());
+        }
+        for i in 0..self.procs.len() {
+            if self.procs[i].alive {
+                self.kill9(i);
+            }
+        }
+        for ns in self.nodes.iter().rev() {
+            let _ = run(&["ip", "netns", "del", ns]);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A ringlb `[[vrrp.instance]]` body for VIP 198.18.0.100/24 on eth0.
+pub fn instance(priority: u8, advert: &str, extra: &str) -> String {
+    format!(
+        "name = \"VI_1\"\ninterface = \"eth0\"\nvirtual_router_id = 51\npriority = {priority}\n\
+         advert_interval = \"{advert}\"\nvirtual_ipaddress = [\"{VIP}/24\"]\ngarp_repeat = 3\n\
+         garp_interval = \"10ms\"\n{extra}"
+    )
+}
+
+/// A keepalived config with one instance for the same VIP.
+pub fn keepalived_conf(version: u8, priority: u8, advert: &str, auth: Option<&str>) -> String {
+    let auth = auth
+        .map(|p| format!("  authentication {{\n    auth_type PASS\n    auth_pass {p}\n  }}\n"))
+        .unwrap_or_default();
+    format!(
+        "global_defs {{\n  router_id ka\n  vrrp_version {version}\n}}\n\
+         vrrp_instance VI_1 {{\n  state BACKUP\n  interface eth0\n  virtual_router_id 51\n\
+         \x20 priority {priority}\n  advert_int {advert}\n{auth}  virtual_ipaddress {{\n    {VIP}/24\n  }}\n}}\n"
+    )
+}

@@ -1,0 +1,460 @@
+//! VRRP end to end: real `ringlb` processes (and keepalived 2.2.7) in
+//! network namespaces on one bridge, a client namespace curling the VIP.
+//!
+//! Needs root and network namespaces (CI has both; see tests/run.sh, which
+//! installs keepalived, curl and iproute2). Every wait is a bounded poll
+//! (20 ms steps) with a generous upper bound: these tests assert *what*
+//! happens (who holds the VIP, who answers), never how fast.
+//!
+//! Topology and helpers: `tests/netns/mod.rs`. Node a = 198.18.0.1,
+//! node b = 198.18.0.2, client c = 198.18.0.3, VIP 198.18.0.100.
+
+mod netns;
+
+use std::time::Duration;
+
+use netns::*;
+
+const WAIT: Duration = Duration::from_secs(5);
+/// keepalived v2 speaks whole seconds: Master_Down_Interval is ~3.6 s.
+const WAIT_V2: Duration = Duration::from_secs(10);
+const STEADY: Duration = Duration::from_millis(1500);
+
+fn assert_only(lab: &Lab, node: &str, limit: Duration, what: &str) {
+    assert!(
+        eventually(limit, || lab.only(node)),
+        "{what}: expected only node {node} to hold the VIP (a: {}, b: {})",
+        lab.has_vip("a"),
+        lab.has_vip("b")
+    );
+}
+
+fn assert_steady(lab: &Lab, node: &str, window: Duration, what: &str) {
+    assert!(
+        always(window, || lab.only(node)),
+        "{what}: node {node} must hold the VIP alone for {window:?} (a: {}, b: {})",
+        lab.has_vip("a"),
+        lab.has_vip("b")
+    );
+}
+
+#[test]
+fn higher_priority_holds_vip_backup_takes_over_after_crash() {
+    let mut lab = Lab::new();
+    lab.backend("a");
+    lab.backend("b");
+    let a = lab.ringlb("a", &instance(200, "100ms", ""));
+    lab.ringlb("b", &instance(100, "100ms", ""));
+    assert_only(&lab, "a", WAIT, "startup");
+    assert_steady(&lab, "a", STEADY, "steady state");
+    assert!(
+        lab.served_by("nodea", WAIT),
+        "VIP:8080 not served by node a"
+    );
+
+    // A crash: the process dies and the host drops off the link (a killed
+    // process leaves its VIP configured, so the link must go too).
+    lab.kill9(a);
+    lab.link_down("a");
+    assert!(
+        eventually(WAIT, || lab.has_vip("b")),
+        "backup never took the VIP"
+    );
+    assert!(
+        lab.served_by("nodeb", WAIT),
+        "VIP:8080 not served by node b after failover"
+    );
+}
+
+#[test]
+fn sigterm_hands_over_and_master_preempts_on_return() {
+    let mut lab = Lab::new();
+    lab.backend("a");
+    lab.backend("b");
+    let a = lab.ringlb("a", &instance(200, "100ms", ""));
+    lab.ringlb("b", &instance(100, "100ms", ""));
+    assert_only(&lab, "a", WAIT, "startup");
+
+    // Graceful stop: priority-0 advert, VIP removed before the exit.
+    lab.term(a);
+    assert!(!lab.has_vip("a"), "a stopped master must remove its VIP");
+    assert_only(&lab, "b", WAIT, "after SIGTERM of the master");
+    assert!(lab.served_by("nodeb", WAIT), "VIP:8080 not served by b");
+
+    // The higher-priority router comes back and preempts (preempt = true).
+    lab.ringlb("a", &instance(200, "100ms", ""));
+    assert_only(&lab, "a", WAIT, "after the master returned");
+    assert_steady(&lab, "a", STEADY, "after preemption");
+    assert!(lab.served_by("nodea", WAIT), "VIP:8080 not served by a");
+}
+
+#[test]
+fn no_preempt_leaves_the_lower_master_in_place() {
+    let mut lab = Lab::new();
+    let a = lab.ringlb("a", &instance(200, "100ms", "preempt = false\n"));
+    let b = lab.ringlb("b", &instance(100, "100ms", ""));
+    assert_only(&lab, "a", WAIT, "startup");
+    lab.term(a);
+    assert_only(&lab, "b", WAIT, "after SIGTERM of a");
+
+    // a returns with a higher priority but preempt = false: b keeps the VIP
+    // well past a's Master_Down_Interval (~0.32 s here).
+    lab.ringlb("a", &instance(200, "100ms", "preempt = false\n"));
+    assert_steady(&lab, "b", STEADY, "no preemption");
+    // ...and a still takes over when b goes away.
+    lab.term(b);
+    assert_only(&lab, "a", WAIT, "after SIGTERM of b");
+}
+
+#[test]
+fn unicast_peers_elect_and_fail_over() {
+    let mut lab = Lab::new();
+    lab.backend("a");
+    lab.backend("b");
+    let a = lab.ringlb(
+        "a",
+        &instance(200, "100ms", "unicast_peers = [\"198.18.0.2\"]\n"),
+    );
+    lab.ringlb(
+        "b",
+        &instance(100, "100ms", "unicast_peers = [\"198.18.0.1\"]\n"),
+    );
+    assert_only(&lab, "a", WAIT, "startup");
+    assert_steady(&lab, "a", STEADY, "steady state");
+    lab.kill9(a);
+    lab.link_down("a");
+    assert!(
+        eventually(WAIT, || lab.has_vip("b")),
+        "b never took the VIP"
+    );
+    assert!(lab.served_by("nodeb", WAIT), "VIP:8080 not served by b");
+}
+
+#[test]
+fn keepalived_v3_backup_follows_ringlb_master_both_ways() {
+    let mut lab = Lab::new();
+    lab.backend("a");
+    lab.backend("b");
+    lab.backend_on("b", "0.0.0.0:8080");
+    let a = lab.ringlb("a", &instance(200, "100ms", ""));
+    lab.keepalived("b", &keepalived_conf(3, 100, "0.1", None));
+    assert_only(&lab, "a", WAIT, "ringlb master, keepalived backup");
+    // keepalived's Master_Down_Interval is ~0.36 s: it accepts our adverts.
+    assert_steady(&lab, "a", STEADY, "no dual master");
+
+    lab.kill9(a);
+    lab.link_down("a");
+    assert!(
+        eventually(WAIT, || lab.has_vip("b")),
+        "keepalived never took over from the crashed ringlb"
+    );
+    assert!(lab.served_by("nodeb", WAIT), "VIP:8080 not served by b");
+
+    // ringlb returns with the higher priority and takes the VIP back.
+    lab.link_up("a");
+    lab.ringlb("a", &instance(200, "100ms", ""));
+    assert_only(&lab, "a", WAIT, "ringlb preempting keepalived");
+    assert_steady(&lab, "a", STEADY, "after preemption");
+}
+
+#[test]
+fn ringlb_v3_backup_follows_keepalived_master_both_ways() {
+    let mut lab = Lab::new();
+    lab.backend_on("a", "0.0.0.0:8080");
+    lab.backend("b");
+    let ka = lab.keepalived("a", &keepalived_conf(3, 200, "0.1", None));
+    lab.ringlb("b", &instance(100, "100ms", ""));
+    assert_only(&lab, "a", WAIT, "keepalived master, ringlb backup");
+    assert_steady(&lab, "a", STEADY, "no dual master");
+    assert!(lab.served_by("nodea", WAIT), "VIP:8080 not served by a");
+
+    lab.term(ka);
+    assert_only(&lab, "b", WAIT, "after SIGTERM of keepalived");
+    assert!(lab.served_by("nodeb", WAIT), "VIP:8080 not served by b");
+
+    // keepalived returns with the higher priority: ringlb steps down.
+    lab.keepalived("a", &keepalived_conf(3, 200, "0.1", None));
+    assert_only(&lab, "a", WAIT, "keepalived preempting ringlb");
+    assert_steady(&lab, "a", STEADY, "after preemption");
+}
+
+#[test]
+fn keepalived_v2_auth_pass_backup_accepts_ringlb_master() {
+    let mut lab = Lab::new();
+    let v2 = "version = 2\nauth_pass = \"rlpass1\"\n";
+    let a = lab.ringlb("a", &instance(200, "1s", v2));
+    lab.keepalived("b", &keepalived_conf(2, 100, "1", Some("rlpass1")));
+    assert_only(&lab, "a", WAIT_V2, "ringlb v2 master");
+    // Longer than keepalived's Master_Down_Interval (3 s + skew): had it
+    // rejected our adverts (auth, checksum) it would be master by now.
+    assert_steady(
+        &lab,
+        "a",
+        Duration::from_millis(4500),
+        "no dual master (v2)",
+    );
+
+    lab.kill9(a);
+    lab.link_down("a");
+    assert!(
+        eventually(WAIT_V2, || lab.has_vip("b")),
+        "keepalived v2 never took over"
+    );
+}
+
+#[test]
+fn ringlb_v2_auth_pass_backup_follows_keepalived_master() {
+    let mut lab = Lab::new();
+    let v2 = "version = 2\nauth_pass = \"rlpass1\"\n";
+    let ka = lab.keepalived("a", &keepalived_conf(2, 200, "1", Some("rlpass1")));
+    lab.ringlb("b", &instance(100, "1s", v2));
+    assert_only(&lab, "a", WAIT_V2, "keepalived v2 master");
+    assert_steady(
+        &lab,
+        "a",
+        Duration::from_millis(4500),
+        "no dual master (v2)",
+    );
+
+    // keepalived's SIGTERM sends priority 0: ringlb takes over after Skew_Time.
+    lab.term(ka);
+    assert_only(&lab, "b", WAIT_V2, "after SIGTERM of keepalived (v2)");
+}
+
+#[test]
+fn track_script_weight_moves_the_vip_and_notify_reports_states() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut lab = Lab::new();
+    let flag = lab.dir.join("healthy");
+    std::fs::write(&flag, "").unwrap();
+    let events = lab.dir.join("notify.out");
+    let script = lab.dir.join("notify.sh");
+    std::fs::write(
+        &script,
+        format!("#!/bin/sh\necho \"$@\" >> {}\n", events.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let extra = format!(
+        "notify = \"{}\"\ntrack_script = [{{ script = \"test -e {}\", interval = \"50ms\", weight = -150 }}]\n",
+        script.display(),
+        flag.display()
+    );
+    let a = lab.ringlb("a", &instance(200, "100ms", &extra));
+    lab.ringlb("b", &instance(100, "100ms", ""));
+    assert_only(&lab, "a", WAIT, "startup");
+
+    // The check fails: a's priority drops to 50 and b (100) preempts it.
+    std::fs::remove_file(&flag).unwrap();
+    assert_only(&lab, "b", WAIT, "after a's track_script failed");
+    // Healthy again: a is back at 200 and preempts.
+    std::fs::write(&flag, "").unwrap();
+    assert_only(&lab, "a", WAIT, "after a's track_script recovered");
+    lab.term(a);
+
+    let read = || std::fs::read_to_string(&events).unwrap_or_default();
+    let expected = [
+        "INSTANCE VI_1 BACKUP 200",
+        "INSTANCE VI_1 MASTER 200",
+        "INSTANCE VI_1 BACKUP 50",
+        "INSTANCE VI_1 MASTER 200",
+        "INSTANCE VI_1 STOP 200",
+    ];
+    assert!(
+        eventually(WAIT, || read().lines().count() >= expected.len()),
+        "notify lines: {:?}",
+        read()
+    );
+    let got: Vec<String> = read().lines().map(str::to_string).collect();
+    assert_eq!(got, expected);
+}
+
+/// Runs `f` on a fresh thread inside network namespace `ns` (threads it
+/// spawns inherit the namespace; the test harness thread is untouched).
+fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    use std::os::fd::AsRawFd;
+    let path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        // SAFETY: setns(2) on a namespace fd, affecting only this thread.
+        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+        f()
+    })
+    .join()
+    .unwrap()
+}
+
+/// A raw IPv4 sender in node b that writes whole datagrams (own IP header).
+fn raw_sender(lab: &Lab) -> socket2::Socket {
+    in_netns(&lab.ns("b"), || {
+        let s = socket2::Socket::new(
+            socket2::Domain::IPV4,
+            socket2::Type::RAW,
+            Some(socket2::Protocol::from(libc::IPPROTO_RAW)),
+        )
+        .unwrap();
+        s.bind_device(Some(b"eth0")).unwrap();
+        s
+    })
+}
+
+fn send_advert(s: &socket2::Socket, ttl: u8, vrid: u8, version: u8, priority: u8, corrupt: bool) {
+    use ringlb::proto::vrrp::{Auth, Kind, Repr, Version};
+    use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+    let src = Ipv4Addr::new(198, 18, 0, 2);
+    let dst = Ipv4Addr::new(224, 0, 0, 18);
+    let repr = Repr {
+        version: if version == 2 {
+            Version::V2
+        } else {
+            Version::V3
+        },
+        kind: Kind::Advertisement,
+        vrid,
+        priority,
+        auth: Auth::None,
+        advert_interval: 100,
+        addresses: vec![IpAddr::V4(VIP.parse().unwrap())],
+    };
+    let mut msg = repr.to_bytes(IpAddr::V4(src), IpAddr::V4(dst));
+    if corrupt {
+        msg[6] ^= 0xff;
+    }
+    let mut dgram = vec![0u8; 20];
+    ringlb::control::vrrp::socket::ipv4_header(&mut dgram, src, dst, msg.len());
+    dgram[8] = ttl;
+    dgram.extend_from_slice(&msg);
+    let to: SocketAddr = "224.0.0.18:0".parse().unwrap();
+    s.send_to(&dgram, &to.into()).unwrap();
+}
+
+#[test]
+fn driver_counts_drops_publishes_roles_and_cleans_up_in_process() {
+    use ringlb::control::vrrp::{self, State};
+    use std::sync::Arc;
+    let lab = Lab::new();
+    let registry = ringlb::metrics::Registry::new(1);
+    let text = format!(
+        "[[listener]]\nlisten = \"127.0.0.1:1\"\nupstream = \"app\"\n[upstream.app]\n\
+         [[upstream.app.server]]\naddress = \"127.0.0.1:2\"\n[[vrrp.instance]]\n{}",
+        instance(100, "100ms", "")
+    );
+    let cfg_path = lab.dir.join("inproc.toml");
+    std::fs::write(&cfg_path, text).unwrap();
+    let config = ringlb::config::load(&cfg_path).unwrap();
+    let mut args = vrrp::SpawnArgs::new(&config);
+    args.registry = Some(Arc::clone(&registry));
+    let handle = in_netns(&lab.ns("a"), move || vrrp::spawn(args).unwrap());
+    let tx = raw_sender(&lab);
+
+    // A valid higher-priority master in b keeps a in Backup, with garbage mixed in.
+    let start = std::time::Instant::now();
+    while start.elapsed() < Duration::from_millis(1000) {
+        send_advert(&tx, 255, 51, 3, 200, false);
+        send_advert(&tx, 254, 51, 3, 200, false); // TTL != 255
+        send_advert(&tx, 255, 51, 3, 200, true); // bad checksum
+        send_advert(&tx, 255, 52, 3, 200, false); // someone else's VRID
+        send_advert(&tx, 255, 51, 2, 200, false); // v2 to a v3 router
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        handle.roles(),
+        vec![("VI_1".to_string(), State::Backup, 100)]
+    );
+    assert!(!lab.has_vip("a"));
+    let snap = registry.control().snapshot();
+    for reason in ["bad_ttl", "bad_checksum", "unknown_vrid", "wrong_version"] {
+        assert!(
+            snap.vrrp_drops.get(reason).copied().unwrap_or(0) >= 10,
+            "{reason} not counted: {:?}",
+            snap.vrrp_drops
+        );
+    }
+    let stats = &snap.vrrp["VI_1"];
+    assert!(stats.adverts_received >= 10, "{stats:?}");
+    assert!(stats.advert_gap.count() >= 9, "advert gaps not recorded");
+
+    // The master goes silent: a takes over, holds the VIP, and says so.
+    assert!(
+        eventually(WAIT, || handle.is_master() && lab.has_vip("a")),
+        "a never became master: {:?}",
+        handle.roles()
+    );
+    let snap = registry.control().snapshot();
+    assert_eq!(snap.vrrp["VI_1"].role, ringlb::metrics::VrrpRole::Master);
+    assert!(snap.vrrp["VI_1"].adverts_sent >= 1);
+
+    // Graceful stop removes the VIP before returning.
+    handle.shutdown();
+    assert!(!lab.has_vip("a"), "VIP left behind after shutdown");
+}
+
+#[test]
+fn sync_group_members_fault_together() {
+    use ringlb::control::vrrp::{self, State};
+    let lab = Lab::new();
+    let flag = lab.dir.join("ok");
+    std::fs::write(&flag, "").unwrap();
+    let vi1 = instance(
+        100,
+        "100ms",
+        &format!(
+            "sync_group = \"G\"\ntrack_script = [{{ script = \"test -e {}\", interval = \"50ms\", weight = 0 }}]\n",
+            flag.display()
+        ),
+    );
+    let vi2 = "name = \"VI_2\"\ninterface = \"eth0\"\nvirtual_router_id = 52\npriority = 100\n\
+               advert_interval = \"100ms\"\nvirtual_ipaddress = [\"198.18.0.101/24\"]\nsync_group = \"G\"\n";
+    let text = format!(
+        "[[listener]]\nlisten = \"127.0.0.1:1\"\nupstream = \"app\"\n[upstream.app]\n\
+         [[upstream.app.server]]\naddress = \"127.0.0.1:2\"\n[[vrrp.instance]]\n{vi1}\n[[vrrp.instance]]\n{vi2}"
+    );
+    let cfg_path = lab.dir.join("sync.toml");
+    std::fs::write(&cfg_path, text).unwrap();
+    let config = ringlb::config::load(&cfg_path).unwrap();
+    let args = vrrp::SpawnArgs::new(&config);
+    let handle = in_netns(&lab.ns("a"), move || vrrp::spawn(args).unwrap());
+    let states = |h: &vrrp::VrrpHandle| h.roles().iter().map(|r| r.1).collect::<Vec<_>>();
+    let has = |ip: &str| {
+        let out = std::process::Command::new("ip")
+            .args([
+                "-n",
+                &lab.ns("a"),
+                "-4",
+                "-o",
+                "addr",
+                "show",
+                "dev",
+                "eth0",
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).contains(&format!(" {ip}/"))
+    };
+    assert!(
+        eventually(WAIT, || states(&handle) == [State::Master, State::Master]),
+        "{:?}",
+        handle.roles()
+    );
+    assert!(has("198.18.0.100") && has("198.18.0.101"));
+
+    // VI_1's weight-0 check fails: VI_2 follows it into FAULT.
+    std::fs::remove_file(&flag).unwrap();
+    assert!(
+        eventually(WAIT, || states(&handle) == [State::Fault, State::Fault]),
+        "{:?}",
+        handle.roles()
+    );
+    assert!(!has("198.18.0.100") && !has("198.18.0.101"));
+
+    // Healthy again: both leave FAULT (and, alone on the link, become master).
+    std::fs::write(&flag, "").unwrap();
+    assert!(
+        eventually(WAIT, || states(&handle) == [State::Master, State::Master]),
+        "{:?}",
+        handle.roles()
+    );
+    handle.shutdown();
+    assert!(!has("198.18.0.100") && !has("198.18.0.101"));
+}
