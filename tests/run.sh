@@ -6,7 +6,8 @@
 #    service auto-start blocked: tests run nginx/haproxy/keepalived binaries
 #    directly, never as services).
 # 2. Ensures the rustfmt and clippy components.
-# 3. cargo fmt --check, clippy -D warnings, release build, all tests.
+# 3. cargo fmt --check, clippy -D warnings, release build, all tests (with the
+#    test-only `fault-injection` feature, which the stalled-data-plane VRRP test needs).
 # 4. Prints a summary; exits non-zero if any step failed.
 #
 # Environment: SKIP_INSTALL=1 skips step 1; TEST_TIMEOUT (default 20m) bounds
@@ -116,7 +117,7 @@ rust_components() {
 
 # ---- 3. cargo -------------------------------------------------------------------
 cargo_test() {
-    timeout "$TEST_TIMEOUT" cargo test --release "$@" 2>&1 | tee "$LOGDIR/test.log"
+    timeout "$TEST_TIMEOUT" cargo test --release --features fault-injection "$@" 2>&1 | tee "$LOGDIR/test.log"
 }
 
 if [[ ${SKIP_INSTALL:-0} == 1 ]]; then
@@ -126,7 +127,7 @@ else
 fi
 step "rust components" rust_components
 step "cargo fmt --check" cargo fmt --all -- --check
-step "cargo clippy -D warnings" cargo clippy --all-targets -- -D warnings
+step "cargo clippy -D warnings" cargo clippy --all-targets --all-features -- -D warnings
 step "cargo build --release" cargo build --release
 step "cargo test --release" cargo_test "$@"
 

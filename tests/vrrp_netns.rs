@@ -458,3 +458,48 @@ fn sync_group_members_fault_together() {
     handle.shutdown();
     assert!(!has("198.18.0.100") && !has("198.18.0.101"));
 }
+
+/// The data plane's own health decides who holds the VIP: when every
+/// backend of the master is down (seen by its health checks), the master's
+/// priority drops by the `track_upstream` weight and the VIP moves to the
+/// node that can serve.
+#[test]
+fn all_backends_down_on_the_master_moves_the_vip() {
+    let mut lab = Lab::new();
+    let backend_a = lab.backend("a");
+    lab.backend("b");
+    let checks = "\n[upstream.app.health_check]\nkind = \"tcp\"\ninterval = \"50ms\"\ntimeout = \"100ms\"\nrise = 1\nfall = 1\n";
+    let track = "track_upstream = [{ upstream = \"app\", weight = -150 }]\n";
+    lab.ringlb("a", &instance(200, "20ms", &format!("{track}{checks}")));
+    lab.ringlb("b", &instance(100, "20ms", &format!("{track}{checks}")));
+    assert_only(&lab, "a", WAIT, "startup");
+    lab.kill9(backend_a);
+    assert_only(&lab, "b", WAIT, "after node a lost every backend");
+    assert!(
+        lab.served_by("nodeb", WAIT),
+        "VIP:8080 not served by node b"
+    );
+}
+
+/// A stalled data plane (every shard thread blocked; SIGUSR2 in
+/// fault-injection builds) is a fault: the VIP moves at once, without any
+/// polling script, and comes back when the shards resume.
+#[cfg(feature = "fault-injection")]
+#[test]
+fn stalled_shards_give_the_vip_away() {
+    let mut lab = Lab::new();
+    lab.backend("a");
+    lab.backend("b");
+    let a = lab.ringlb("a", &instance(200, "10ms", ""));
+    lab.ringlb("b", &instance(100, "10ms", ""));
+    assert_only(&lab, "a", WAIT, "startup");
+    assert_steady(&lab, "a", STEADY, "steady state at 10 ms adverts");
+    lab.signal(a, libc::SIGUSR2);
+    assert_only(&lab, "b", WAIT, "after node a's shards stalled");
+    assert!(
+        lab.served_by("nodeb", WAIT),
+        "VIP:8080 not served by node b"
+    );
+    lab.signal(a, libc::SIGUSR2);
+    assert_only(&lab, "a", WAIT, "after node a's shards resumed (preempt)");
+}

@@ -240,6 +240,10 @@ pub fn liveness(shards: Vec<Arc<ShardControl>>) -> impl Fn() -> bool + Send + Sy
 /// `ringlb run`: start, then serve signals until told to stop.
 pub fn run(path: PathBuf, config: Config) -> std::io::Result<()> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    #[cfg(feature = "fault-injection")]
+    let mut signals =
+        signal_hook::iterator::Signals::new([SIGHUP, SIGINT, SIGTERM, libc::SIGUSR2])?;
+    #[cfg(not(feature = "fault-injection"))]
     let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGINT, SIGTERM])?;
     let mut running = start(config)?;
     let mut args = vrrp::SpawnArgs::new(&running.config);
@@ -255,6 +259,15 @@ pub fn run(path: PathBuf, config: Config) -> std::io::Result<()> {
             SIGHUP => {
                 crate::info!("SIGHUP: reloading {}", path.display());
                 running.reload(&path);
+            }
+            #[cfg(feature = "fault-injection")]
+            libc::SIGUSR2 => {
+                let stalled = !crate::data::shard::FAULT_STALL.load(Ordering::Relaxed);
+                crate::warn!(
+                    "fault injection: shards {}",
+                    if stalled { "stalled" } else { "resumed" }
+                );
+                crate::data::shard::FAULT_STALL.store(stalled, Ordering::Relaxed);
             }
             _ => {
                 crate::info!("signal {sig}: draining and stopping");

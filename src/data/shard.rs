@@ -31,6 +31,11 @@ use crate::snapshot::{Snapshot, SnapshotCell, SnapshotReader};
 /// data plane, so this bounds how fast a stall is noticed.
 pub const TICK: Duration = Duration::from_millis(10);
 
+/// Fault injection (feature `fault-injection`, test builds only): while set,
+/// every shard thread blocks in its tick — a stalled data plane.
+#[cfg(feature = "fault-injection")]
+pub static FAULT_STALL: AtomicBool = AtomicBool::new(false);
+
 /// The part of a shard other threads may look at. Written by the shard only.
 #[derive(Default)]
 pub struct ShardControl {
@@ -300,6 +305,10 @@ async fn housekeeping(shard: &Rc<Shard>, mut accepting: HashMap<SocketAddr, Canc
     let started = Instant::now();
     loop {
         monoio::time::sleep(TICK).await;
+        #[cfg(feature = "fault-injection")]
+        while FAULT_STALL.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
         ticks += 1;
         shard.control.heartbeat.store(ticks, Ordering::Relaxed);
         let now = Instant::now();

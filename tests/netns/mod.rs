@@ -227,7 +227,7 @@ impl Lab {
         i
     }
 
-    fn signal(&mut self, i: usize, sig: i32) {
+    pub fn signal(&mut self, i: usize, sig: i32) {
         let p = &mut self.procs[i];
         if !p.alive {
             return;
