@@ -253,6 +253,19 @@ pub fn run(path: PathBuf, config: Config) -> std::io::Result<()> {
     args.data_plane_alive = Some(Arc::new(liveness(
         running.shards.iter().map(|(c, _)| Arc::clone(c)).collect(),
     )));
+    let publisher = Arc::clone(&running.publisher);
+    args.on_roles = Some(Arc::new(move |roles: &[vrrp::Role]| {
+        publisher.set_vrrp(
+            roles
+                .iter()
+                .map(|r| crate::snapshot::VrrpRole {
+                    name: r.name.clone(),
+                    state: r.state,
+                    priority: r.priority,
+                })
+                .collect(),
+        )
+    }));
     let vrrp = vrrp::spawn(args)?;
     for sig in signals.forever() {
         match sig {

@@ -16,7 +16,7 @@ use std::time::Instant;
 use crate::config::Config;
 use crate::metrics::Registry;
 use crate::proto::health::PassiveWindow;
-use crate::snapshot::{Snapshot, SnapshotCell};
+use crate::snapshot::{Snapshot, SnapshotCell, VrrpRole};
 
 /// What the control plane knows about one server.
 pub struct ServerHealth {
@@ -37,6 +37,8 @@ pub struct State {
     pub generation: u64,
     pub draining: bool,
     pub health: HashMap<ServerKey, ServerHealth>,
+    /// VRRP roles, copied into every snapshot.
+    pub vrrp: Vec<VrrpRole>,
 }
 
 impl State {
@@ -79,6 +81,7 @@ impl Publisher {
             generation: 0,
             draining: false,
             health: HashMap::new(),
+            vrrp: Vec::new(),
         };
         st.sync_health();
         let cell = SnapshotCell::new(Snapshot::build(config, 1, None, false));
@@ -127,7 +130,8 @@ impl Publisher {
                 None => (true, None),
             }
         };
-        let snap = Snapshot::build(Arc::clone(&cfg), st.generation, Some(&avail), st.draining);
+        let mut snap = Snapshot::build(Arc::clone(&cfg), st.generation, Some(&avail), st.draining);
+        snap.vrrp = st.vrrp.clone();
         self.cell.publish(snap);
         self.registry.control().set_generation(st.generation);
         self.registry.control().set_draining(st.draining);
@@ -156,11 +160,72 @@ impl Publisher {
         self.publish(&mut st, Instant::now());
     }
 
+    /// Records new VRRP roles (from the `vrrp` thread) and publishes.
+    pub fn set_vrrp(&self, roles: Vec<VrrpRole>) {
+        let mut st = self.lock();
+        if st.vrrp != roles {
+            st.vrrp = roles;
+            self.publish(&mut st, Instant::now());
+        }
+    }
+
     /// Whether every server of upstream `ui` is unavailable (VRRP tracking).
     pub fn upstream_all_down(&self, ui: usize) -> bool {
         let snap = self.cell.load_full();
         snap.upstreams
             .get(ui)
             .is_some_and(|u| u.servers.iter().all(|s| !s.available))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::vrrp::State as VrrpState;
+
+    fn publisher() -> Publisher {
+        let cfg = crate::config::parse_str(
+            "[[listener]]\nlisten = \"127.0.0.1:0\"\nupstream = \"app\"\n[upstream.app]\n[[upstream.app.server]]\naddress = \"127.0.0.1:9\"\nmax_fails = 1\nfail_timeout = \"10s\"\n",
+            "t.toml",
+        )
+        .unwrap();
+        Publisher::new(Arc::new(cfg), Registry::new(1))
+    }
+
+    #[test]
+    fn vrrp_roles_reach_the_snapshot() {
+        let p = publisher();
+        let before = p.cell().load_full().generation;
+        let roles = vec![VrrpRole {
+            name: "VI_1".into(),
+            state: VrrpState::Master,
+            priority: 150,
+        }];
+        p.set_vrrp(roles.clone());
+        let snap = p.cell().load_full();
+        assert_eq!(snap.vrrp, roles);
+        assert!(snap.generation > before);
+        // Unchanged roles do not republish.
+        p.set_vrrp(roles);
+        assert_eq!(p.cell().load_full().generation, snap.generation);
+    }
+
+    #[test]
+    fn passive_failure_takes_a_server_out_and_expiry_brings_it_back() {
+        let p = publisher();
+        let key = ("app".to_string(), "127.0.0.1:9".parse().unwrap());
+        let t0 = Instant::now();
+        {
+            let mut st = p.lock();
+            assert!(st.health.get_mut(&key).unwrap().passive.record_failure(t0));
+            p.publish(&mut st, t0);
+        }
+        assert!(!p.cell().load_full().upstreams[0].servers[0].available);
+        assert!(p.upstream_all_down(0));
+        let later = t0 + std::time::Duration::from_secs(11);
+        p.publish(&mut p.lock(), later);
+        let snap = p.cell().load_full();
+        assert!(snap.upstreams[0].servers[0].available);
+        assert_eq!(snap.upstreams[0].servers[0].up_since, Some(later));
     }
 }

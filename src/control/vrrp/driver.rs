@@ -102,6 +102,7 @@ pub struct Driver {
     netlink: Netlink,
     notifier: Notifier,
     registry: Option<Arc<Registry>>,
+    on_roles: Option<Arc<super::RolesFn>>,
     upstream_down: Option<Arc<UpstreamDownFn>>,
     alive: Option<Arc<AliveFn>>,
     roles: Roles,
@@ -213,6 +214,7 @@ impl Driver {
             netlink,
             notifier: Notifier::default(),
             registry: args.registry.clone(),
+            on_roles: args.on_roles.clone(),
             upstream_down: args.upstream_down.clone(),
             alive: args.data_plane_alive.clone(),
             roles,
@@ -550,6 +552,9 @@ impl Driver {
                     r.state = s;
                     r.priority = p;
                 }
+            }
+            if let Some(f) = &self.on_roles {
+                f(&roles);
             }
         }
     }

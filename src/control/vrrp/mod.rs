@@ -76,7 +76,13 @@ pub struct SpawnArgs {
     /// Data-plane liveness: false = the shards stopped making progress, which
     /// puts every instance into FAULT.
     pub data_plane_alive: Option<Arc<AliveFn>>,
+    /// Called on the `vrrp` thread after any role or priority changed, with
+    /// the new table (the control plane republishes its snapshot with it).
+    pub on_roles: Option<Arc<RolesFn>>,
 }
+
+/// See [`SpawnArgs::on_roles`].
+pub type RolesFn = dyn Fn(&[Role]) + Send + Sync;
 
 impl SpawnArgs {
     pub fn new(config: &Config) -> SpawnArgs {
@@ -86,6 +92,7 @@ impl SpawnArgs {
             registry: None,
             upstream_down: None,
             data_plane_alive: None,
+            on_roles: None,
         }
     }
 }
