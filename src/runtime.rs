@@ -53,6 +53,9 @@ const FLAG_SETS: [(&str, bool, bool); 3] = [
 /// the fallback (for testing it).
 pub fn build() -> std::io::Result<ShardRuntime> {
     let force_epoll = std::env::var("RINGLB_DRIVER").is_ok_and(|v| v == "epoll");
+    if force_epoll && !EPOLL_WARNED.swap(true, Ordering::Relaxed) {
+        crate::warn!("RINGLB_DRIVER=epoll: using the epoll driver instead of io_uring");
+    }
     if !force_epoll {
         let mut last_err = None;
         for (i, (name, coop, single)) in FLAG_SETS.iter().enumerate() {

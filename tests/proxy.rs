@@ -451,3 +451,85 @@ fn access_log_lines_match_requests() {
         }
     }
 }
+
+#[test]
+fn ipv6_listener_and_server() {
+    let l = std::net::TcpListener::bind("[::1]:0").expect("IPv6 loopback");
+    let be_addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                while read_request(&mut s, &mut buf).is_some() {
+                    let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nv6");
+                }
+            });
+        }
+    });
+    let port = free_port();
+    let cfg = simple_config(&[be_addr], "").replace("127.0.0.1:{port}", &format!("[::1]:{port}"));
+    let dir = tempdir::Dir::new("v6");
+    let path = dir.0.join("v6.toml");
+    std::fs::write(&path, cfg).unwrap();
+    let mut child = std::process::Command::new(BIN)
+        .args(["run", "-c"])
+        .arg(&path)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr: std::net::SocketAddr = format!("[::1]:{port}").parse().unwrap();
+    let start = std::time::Instant::now();
+    while TcpStream::connect(addr).is_err() && start.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let r = roundtrip_close(
+        addr,
+        b"GET / HTTP/1.1\r\nHost: [::1]\r\nConnection: close\r\n\r\n",
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        r.starts_with("HTTP/1.1 200 OK\r\n") && r.ends_with("v6"),
+        "{r}"
+    );
+}
+
+#[test]
+fn epoll_fallback_serves() {
+    let be = fixed_backend(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+    let port = free_port();
+    let dir = tempdir::Dir::new("epoll");
+    let path = dir.0.join("e.toml");
+    std::fs::write(
+        &path,
+        simple_config(&[be.addr], "").replace("{port}", &port.to_string()),
+    )
+    .unwrap();
+    let log = dir.0.join("e.log");
+    let mut child = std::process::Command::new(BIN)
+        .args(["run", "-c"])
+        .arg(&path)
+        .env("RINGLB_DRIVER", "epoll")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let start = std::time::Instant::now();
+    while TcpStream::connect(addr).is_err() && start.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let r = roundtrip_close(
+        addr,
+        b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(r.ends_with("ok"), "{r}");
+    assert!(
+        text.contains("falling back to the epoll driver")
+            && text.contains("shards use the epoll driver"),
+        "{text}"
+    );
+}
