@@ -528,7 +528,7 @@ fn epoll_fallback_serves() {
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(r.ends_with("ok"), "{r}");
     assert!(
-        text.contains("falling back to the epoll driver")
+        text.contains("using the epoll driver instead of io_uring")
             && text.contains("shards use the epoll driver"),
         "{text}"
     );
