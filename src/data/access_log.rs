@@ -151,12 +151,12 @@ impl AccessLog {
         let (first, rest) = (&scratch[..split], &scratch[split + 1..]);
         let mut b = self.buf.borrow_mut();
         b.extend_from_slice(first);
-        let mut num = itoa_buf();
+        let mut num = itoa::Buffer::new();
         match self.format {
             AccessLogFormat::Combined => {
-                b.extend_from_slice(fmt_u64(&mut num, u64::from(status)));
+                b.extend_from_slice(num.format(status).as_bytes());
                 b.push(b' ');
-                b.extend_from_slice(fmt_u64(&mut num, bytes_sent));
+                b.extend_from_slice(num.format(bytes_sent).as_bytes());
                 b.extend_from_slice(rest);
             }
             AccessLogFormat::Json => {
@@ -231,23 +231,6 @@ fn escape_json(out: &mut Vec<u8>, v: &[u8]) {
             _ => out.extend_from_slice(format!("\\u{c:04x}").as_bytes()),
         }
     }
-}
-
-fn itoa_buf() -> [u8; 20] {
-    [0; 20]
-}
-
-fn fmt_u64(buf: &mut [u8; 20], mut n: u64) -> &[u8] {
-    let mut i = 20;
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    &buf[i..]
 }
 
 const MONTHS: [&str; 12] = [
