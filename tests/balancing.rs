@@ -267,7 +267,7 @@ fn max_conns_overflows_then_503() {
         backend(move |mut s| {
             let mut buf = Vec::new();
             while read_request(&mut s, &mut buf).is_some() {
-                thread::sleep(Duration::from_millis(400));
+                thread::sleep(Duration::from_millis(1500));
                 let r = format!(
                     "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{name}",
                     name.len()
@@ -286,7 +286,9 @@ fn max_conns_overflows_then_503() {
     let rl = Ringlb::start(&cfg);
     let addr = rl.addr;
     let first = thread::spawn(move || get_many(addr, "/", 1));
-    thread::sleep(Duration::from_millis(100));
+    // The first request holds alpha's only slot for 1.5 s; send the second
+    // well inside that window.
+    thread::sleep(Duration::from_millis(500));
     let second = get_many(addr, "/", 1);
     let first = first.join().unwrap();
     assert_eq!(first[0], (200, "alpha".to_string()));
