@@ -23,16 +23,80 @@ pub enum ReadError {
     Io(io::Error),
 }
 
+/// Size of pooled buffers (upstream receive buffers and output buffers).
+pub const POOLED: usize = 16 * 1024;
+/// Most buffers a shard keeps for reuse.
+const POOL_MAX: usize = 1024;
+
+thread_local! {
+    // Per shard thread: buffers of idle connections are parked here instead
+    // of pinning 16 KiB each, so memory follows active, not open, connections.
+    static POOL: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// An empty buffer of at least [`POOLED`] bytes, from this thread's pool.
+pub fn take_pooled() -> Vec<u8> {
+    POOL.with(|p| p.borrow_mut().pop())
+        .unwrap_or_else(|| Vec::with_capacity(POOLED))
+}
+
+/// Returns a buffer to this thread's pool (dropped when the pool is full or
+/// the buffer is an odd size).
+pub fn give_back(mut v: Vec<u8>) {
+    if v.capacity() >= POOLED && v.capacity() <= 4 * POOLED {
+        v.clear();
+        POOL.with(|p| {
+            let mut p = p.borrow_mut();
+            if p.len() < POOL_MAX {
+                p.push(v);
+            }
+        });
+    }
+}
+
+/// `v` itself if it has an allocation, else a pooled buffer; cleared.
+pub fn ensure_pooled(v: Vec<u8>) -> Vec<u8> {
+    let mut v = if v.capacity() == 0 { take_pooled() } else { v };
+    v.clear();
+    v
+}
+
 pub struct RecvBuf {
     buf: Vec<u8>,
     start: usize,
+    /// Largest size the buffer may grow to.
+    limit: usize,
+    /// Allocate from the pool on first use (and allow `release`).
+    pooled: bool,
 }
 
 impl RecvBuf {
-    pub fn with_capacity(cap: usize) -> Self {
+    /// A buffer that starts at `initial` bytes and grows up to `limit` when
+    /// a head needs it.
+    pub fn growable(initial: usize, limit: usize) -> Self {
         RecvBuf {
-            buf: Vec::with_capacity(cap),
+            buf: Vec::with_capacity(initial.min(limit)),
             start: 0,
+            limit,
+            pooled: false,
+        }
+    }
+
+    /// A [`POOLED`]-byte buffer taken from the shard's pool on first use.
+    pub fn pooled() -> Self {
+        RecvBuf {
+            buf: Vec::new(),
+            start: 0,
+            limit: POOLED,
+            pooled: true,
+        }
+    }
+
+    /// Parks the buffer in the pool if it holds nothing (idle connection).
+    pub fn release(&mut self) {
+        if self.pooled && self.is_empty() && self.buf.capacity() > 0 {
+            give_back(std::mem::take(&mut self.buf));
+            self.start = 0;
         }
     }
 
@@ -63,11 +127,6 @@ impl RecvBuf {
         }
     }
 
-    /// Whether the buffer holds as many bytes as it can.
-    pub fn is_full(&self) -> bool {
-        self.start == 0 && self.buf.len() == self.buf.capacity()
-    }
-
     /// Reads more bytes after the unconsumed ones. Returns how many arrived;
     /// end of stream is `Err(Eof)`.
     pub async fn fill<S: AsyncReadRent + AsRawFd>(
@@ -95,11 +154,23 @@ impl RecvBuf {
     }
 
     fn make_room(&mut self) {
+        if self.buf.capacity() == 0 && self.pooled {
+            self.buf = take_pooled();
+            self.start = 0;
+        }
         let spare = self.buf.capacity() - self.buf.len();
         if self.start > 0 && spare < self.buf.capacity() / 4 {
             self.buf.copy_within(self.start.., 0);
             self.buf.truncate(self.buf.len() - self.start);
             self.start = 0;
+        }
+        if self.buf.len() == self.buf.capacity() && self.buf.capacity() < self.limit {
+            let grow = self
+                .buf
+                .capacity()
+                .max(1024)
+                .min(self.limit - self.buf.capacity());
+            self.buf.reserve_exact(grow);
         }
     }
 

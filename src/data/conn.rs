@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Splitable};
 use monoio::net::TcpStream;
 
-use super::buf::{ReadError, RecvBuf};
+use super::buf::{self, ReadError, RecvBuf};
 use super::deadline::Timer;
 use super::io::{relay, write_all, Body, RelayError};
 use super::shard::{Shard, ShardView};
@@ -34,8 +34,11 @@ use crate::proto::http1::{
 };
 use crate::snapshot::UpstreamSnap;
 
-/// Upstream receive buffer; also the largest response head accepted.
-const UPSTREAM_BUF: usize = 16 * 1024;
+/// Largest upstream response head accepted (the upstream buffer's size).
+const UPSTREAM_BUF: usize = buf::POOLED;
+/// Initial client receive buffer; it grows up to `max_header_bytes` for a
+/// large head.
+const CLIENT_BUF: usize = 4096;
 /// Retries of a request whose pooled connection turned out stale; they do
 /// not count against `retries`.
 const STALE_RETRIES: u32 = 2;
@@ -90,7 +93,7 @@ impl Client {
         let bytes = if keep_alive { keep } else { close };
         log.status = status;
         log.bytes_out += bytes.len() as u64;
-        let mut out = std::mem::take(&mut self.out);
+        let mut out = buf::ensure_pooled(std::mem::take(&mut self.out));
         out.clear();
         out.extend_from_slice(bytes);
         let (r, out) = write_all(&mut self.stream, out, &self.timer, write_limit).await;
@@ -128,9 +131,9 @@ pub async fn serve(
         stream,
         peer,
         ip,
-        rbuf: RecvBuf::with_capacity(max_head),
-        ubuf: RecvBuf::with_capacity(UPSTREAM_BUF),
-        out: Vec::with_capacity(4096),
+        rbuf: RecvBuf::growable(CLIENT_BUF, max_head),
+        ubuf: RecvBuf::pooled(),
+        out: Vec::new(),
         fields: Vec::with_capacity(32),
         rfields: Vec::with_capacity(32),
         timer,
@@ -252,6 +255,9 @@ async fn read_head(
             }
             idle.set(true);
             transition(shard, state, ConnState::Waiting);
+            // An idle connection keeps only its client buffer.
+            c.ubuf.release();
+            buf::give_back(std::mem::take(&mut c.out));
             http.keepalive_timeout
         } else {
             let d = *deadline.get_or_insert_with(|| Instant::now() + http.client_header_timeout);
@@ -561,7 +567,7 @@ async fn attempt(
     };
 
     // Head (+ buffered body) in one write.
-    let mut out = std::mem::take(&mut c.out);
+    let mut out = buf::ensure_pooled(std::mem::take(&mut c.out));
     out.clear();
     {
         let buf = c.rbuf.data();
@@ -683,7 +689,7 @@ async fn respond(
         ) {
             Ok(Some(r)) if r.is_informational() && r.status != 101 => {
                 // 1xx: pass to an HTTP/1.1 client, then wait for the final head.
-                let mut out = std::mem::take(&mut c.out);
+                let mut out = buf::ensure_pooled(std::mem::take(&mut c.out));
                 out.clear();
                 if head.version == Version::Http11 {
                     encode_response(
@@ -752,7 +758,7 @@ async fn respond(
             let _ = c.reply(log, 502, false, client_timeout).await;
             return Ok(Next::Close);
         }
-        let mut out = std::mem::take(&mut c.out);
+        let mut out = buf::ensure_pooled(std::mem::take(&mut c.out));
         out.clear();
         encode_response(
             &mut out,
@@ -780,7 +786,7 @@ async fn respond(
     } else {
         ClientConn::Close
     };
-    let mut out = std::mem::take(&mut c.out);
+    let mut out = buf::ensure_pooled(std::mem::take(&mut c.out));
     out.clear();
     encode_response(&mut out, c.ubuf.data(), &resp, &c.rfields, conn, dechunk);
     c.ubuf.consume(resp.head_len);
