@@ -20,12 +20,14 @@
 //! - [`stats_cli`]: `ringlb stats`, a terminal view of `/stats`.
 //! - [`backend`]: a tiny built-in HTTP server for tests, benchmarks and the demo.
 //! - [`demo`]: `ringlb demo`.
+//! - [`import`]: `ringlb import`, nginx.conf + keepalived.conf → ringlb TOML.
 
 pub mod backend;
 pub mod config;
 pub mod control;
 pub mod data;
 pub mod demo;
+pub mod import;
 pub mod lb;
 pub mod log;
 pub mod metrics;

@@ -42,6 +42,13 @@ enum Cmd {
         #[arg(long)]
         reset: bool,
     },
+    /// Print a ringlb config equivalent to an nginx (+ keepalived) setup.
+    Import {
+        #[arg(long)]
+        nginx: PathBuf,
+        #[arg(long)]
+        keepalived: Option<PathBuf>,
+    },
     /// A tiny built-in HTTP backend (tests, benchmarks, demo).
     #[command(hide = true)]
     Backend {
@@ -103,6 +110,21 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Cmd::Import { nginx, keepalived } => {
+            match ringlb::import::import_files(&nginx, keepalived.as_deref()) {
+                Ok(imported) => {
+                    for w in &imported.warnings {
+                        eprintln!("{}", ringlb::import::warning_line(w));
+                    }
+                    print!("{}", imported.toml);
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Cmd::Backend {
             listen,
             body_size,
