@@ -215,10 +215,14 @@ impl Running {
 /// gives the VIP away (the data plane's own liveness, no polling script).
 pub const STALL_LIMIT: Duration = Duration::from_millis(40);
 
+/// How long a shard may take to tick for the first time.
+pub const STARTUP_GRACE: Duration = Duration::from_secs(2);
+
 /// The data plane's liveness as VRRP sees it: every shard's heartbeat moved
 /// within [`STALL_LIMIT`] (and no shard has exited).
 pub fn liveness(shards: Vec<Arc<ShardControl>>) -> impl Fn() -> bool + Send + Sync {
-    let seen = std::sync::Mutex::new(vec![(0u64, std::time::Instant::now()); shards.len()]);
+    let created = std::time::Instant::now();
+    let seen = std::sync::Mutex::new(vec![(0u64, created); shards.len()]);
     move || {
         let now = std::time::Instant::now();
         let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
@@ -229,7 +233,12 @@ pub fn liveness(shards: Vec<Arc<ShardControl>>) -> impl Fn() -> bool + Send + Sy
                 *beat = b;
                 *at = now;
             }
-            if c.exited.load(Ordering::Relaxed) || now.duration_since(*at) > STALL_LIMIT {
+            // A shard that has not ticked yet is still starting (runtime and
+            // listeners being built): that is not a stall.
+            let starting = b == 0 && now.duration_since(created) < STARTUP_GRACE;
+            if c.exited.load(Ordering::Relaxed)
+                || (!starting && now.duration_since(*at) > STALL_LIMIT)
+            {
                 alive = false;
             }
         }
