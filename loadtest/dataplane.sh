@@ -15,7 +15,9 @@
 # VIP 198.18.0.100). Node a (priority 200 ringlb / 110 keepalived) is
 # master, b (100) backup; c probes VIP:8080 every ~5 ms with a fresh TCP
 # connection (20 ms timeout; after a failed probe the next one follows 1 ms
-# later). Outage = the longest gap between two successful probes.
+# later); the failure comes 1 s + U(0, check period) later (period: 0.1 s for
+# ringlb, the vrrp_script interval for keepalived). Outage = the longest gap
+# between two successful probes.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -81,12 +83,21 @@ CHK
         return 1
     fi
     # keepalived's check interval bounds the detection: probe long enough.
+    # The failure comes 1 s + a random part of the check period after the
+    # probe starts, so that it lands at a random phase of keepalived's
+    # script timer (which otherwise runs in lockstep with this script).
+    local period=0.1 jitter
     dur=3
-    [[ $case == ka-i* ]] && dur=$((2 + 2 * ${case#ka-i}))
+    if [[ $case == ka-i* ]]; then
+        period=${case#ka-i}
+        dur=$((2 + 3 * period))
+    fi
+    jitter=$(awk -v r="$RANDOM" -v p="$period" 'BEGIN { printf "%.3f", r / 32768 * p }')
     ip netns exec "$P-c" python3 "$ROOT/loadtest/failover_probe.py" "$VIP" 8080 "$dur" 0.005 0.02 0.001 >"$d/probe.txt" &
     local prober=$!
     PIDS+=("$prober")
     sleep 1
+    sleep "$jitter"
     if [[ $case == ringlb ]]; then
         kill -USR2 "$victim"
     else

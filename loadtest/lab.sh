@@ -32,9 +32,8 @@ lab_find_ringlb() {
 }
 
 lab_cleanup() {
-    local p n
-    for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+    local n
+    stop_pids "${PIDS[@]}"
     for n in c b a sw; do ip netns del "$P-$n" 2>/dev/null || true; done
     [[ -n ${KEEP_WORK:-} ]] && echo "work dir kept: $WORK" >&3 || rm -rf "$WORK"
 }
@@ -75,9 +74,19 @@ start() {
     PIDS+=("$LAST_PID")
 }
 
+# The direct children of the PIDs (nginx workers, keepalived's VRRP child)
+# are collected first and killed after their parents (so no master can
+# respawn a worker): a killed nginx master would otherwise leave its workers
+# running, still bound to :8080 in a namespace that outlives the run.
 stop_pids() {
     local p
+    local -a kids=()
+    for p in "$@"; do
+        # shellcheck disable=SC2207
+        kids+=($(children "$p"))
+    done
     for p in "$@"; do kill -9 "$p" 2>/dev/null || true; done
+    for p in "${kids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
     for p in "$@"; do wait "$p" 2>/dev/null || true; done
 }
 
