@@ -123,6 +123,11 @@ CHK
             /MASTER -> FAULT/ && !x { x = ms($0) }
             FILENAME ~ /rl-b/ && /BACKUP -> MASTER/ && !m { m = ms($0) }
             END { if (s && x) printf "stall->FAULT %d ms, ", x - s; if (x && m) printf "FAULT->b MASTER %d ms, ", m - x }' "$d/rl-a.log" "$d/rl-b.log")$NOTE"
+        # A clean run has exactly one FAULT (a, after the stall) and one
+        # BACKUP -> MASTER on b; anything else is printed in full.
+        if [[ $(grep -c "MASTER -> FAULT\|BACKUP -> FAULT" "$d/rl-a.log") != 1 || $(grep -c "BACKUP -> MASTER" "$d/rl-b.log") != 1 ]]; then
+            NOTE="$NOTE; ANOMALY, state changes:"$'\n'"$(grep -h "fault\|stall\|resumed\| -> " "$d/rl-a.log" | sed 's/^/      a /')"$'\n'"$(grep -h " -> " "$d/rl-b.log" | sed 's/^/      b /')"
+        fi
     fi
     stop_pids "${mine[@]}"
     vip_clear

@@ -33,6 +33,7 @@ lab_find_ringlb() {
 
 lab_cleanup() {
     local n
+    set +e
     stop_pids "${PIDS[@]}"
     for n in c b a sw; do ip netns del "$P-$n" 2>/dev/null || true; done
     [[ -n ${KEEP_WORK:-} ]] && echo "work dir kept: $WORK" >&3 || rm -rf "$WORK"
@@ -202,7 +203,7 @@ CONF
 }
 
 # children PID: the direct children of PID (e.g. nginx workers), one a line.
-children() { ps -o pid= --ppid "$1" 2>/dev/null | tr -d ' '; }
+children() { ps -o pid= --ppid "$1" 2>/dev/null | tr -d ' ' || true; }
 
 seconds() { # 10ms -> 0.01
     local v=$1
