@@ -17,122 +17,18 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=loadtest/lab.sh
+source "$ROOT/loadtest/lab.sh"
 RUNS=${1:-3}
 ADVERTS=${ADVERTS:-"10ms 20ms 100ms"}
 IMPLS=${IMPLS:-"ringlb keepalived"}
-if [[ -z ${RINGLB_BIN:-} ]]; then
-    RINGLB_BIN=$ROOT/target/release/ringlb
-    [[ -x $RINGLB_BIN ]] || RINGLB_BIN=$ROOT/target/debug/ringlb
-fi
-[[ -x $RINGLB_BIN ]] || { echo "build ringlb first (cargo build [--release])" >&2; exit 1; }
-((EUID == 0)) || { echo "needs root (network namespaces)" >&2; exit 1; }
+lab_find_ringlb "$ROOT/target/release" "$ROOT/target/debug" || exit 1
 command -v keepalived >/dev/null || [[ $IMPLS != *keepalived* ]] || { echo "keepalived not installed" >&2; exit 1; }
 
 # fd 3: this script's own diagnostics; the runs' stderr (bash's "Killed"
 # job notices) goes to /dev/null.
-exec 3>&2
-P=rlf$$
-VIP=198.18.0.100
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/ringlb-failover.XXXXXX")
-PIDS=()
-
-cleanup() {
-    local p
-    for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-    for n in c b a sw; do ip netns del "$P-$n" 2>/dev/null || true; done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# ---- lab ----------------------------------------------------------------------
-ip netns add "$P-sw"
-ip -n "$P-sw" link add br0 type bridge
-ip -n "$P-sw" link set br0 up
-i=1
-for n in a b c; do
-    ip netns add "$P-$n"
-    ip link add "$P$n" netns "$P-sw" type veth peer name eth0 netns "$P-$n"
-    ip -n "$P-sw" link set "$P$n" master br0 up
-    ip -n "$P-$n" link set lo up
-    ip -n "$P-$n" link set eth0 up
-    ip -n "$P-$n" addr add "198.18.0.$i/24" dev eth0
-    ip netns exec "$P-$n" sysctl -qw net.ipv4.ip_nonlocal_bind=1
-    i=$((i + 1))
-done
-
-# start NODE LOG CMD... : background in NODE's namespace; sets LAST_PID.
-start() {
-    local node=$1 log=$2
-    shift 2
-    ip netns exec "$P-$node" "$@" >"$log" 2>&1 &
-    LAST_PID=$!
-    PIDS+=("$LAST_PID")
-}
-
-has_vip() { ip -n "$P-$1" -4 -o addr show dev eth0 | grep -q " $VIP/"; }
-
-# wait_for SECONDS CMD...: poll every 20 ms.
-wait_for() {
-    local limit=$1 t=0
-    shift
-    while ! "$@"; do
-        sleep 0.02
-        t=$((t + 1))
-        ((t < limit * 50)) || return 1
-    done
-}
-
-only_a() { has_vip a && ! has_vip b; }
-
-ringlb_conf() { # PRIORITY ADVERT
-    cat <<EOF
-[runtime]
-workers = 1
-[[listener]]
-listen = "0.0.0.0:8080"
-upstream = "app"
-[upstream.app]
-connect_timeout = "200ms"
-[[upstream.app.server]]
-address = "127.0.0.1:9000"
-[[vrrp.instance]]
-name = "VI_1"
-interface = "eth0"
-virtual_router_id = 51
-priority = $1
-advert_interval = "$2"
-virtual_ipaddress = ["$VIP/24"]
-EOF
-}
-
-keepalived_conf() { # PRIORITY ADVERT_SECONDS
-    cat <<EOF
-global_defs {
-  router_id ka
-  vrrp_version 3
-}
-vrrp_instance VI_1 {
-  state BACKUP
-  interface eth0
-  virtual_router_id 51
-  priority $1
-  advert_int $2
-  virtual_ipaddress {
-    $VIP/24
-  }
-}
-EOF
-}
-
-seconds() { # 10ms -> 0.01
-    local v=$1
-    case $v in
-        *ms) awk -v m="${v%ms}" 'BEGIN { printf "%g", m / 1000 }' ;;
-        *s) echo "${v%s}" ;;
-    esac
-}
+lab_init rlf
+lab_up
 
 # one IMPL ADVERT RUN: sets RESULT to the outage in ms (runs in this shell, so
 # every PID it starts is in PIDS for the exit trap).
@@ -176,19 +72,13 @@ one() {
     kill -9 "$crash_pid"
     ip -n "$P-a" link set eth0 down
     wait "$prober" || true
-    RESULT=$(awk 'BEGIN { prev = -1; gap = 0 }
-         $2 == 1 { if (prev >= 0 && $1 - prev > gap) gap = $1 - prev; prev = $1 }
-         END { printf "%.0f\n", gap * 1000 }' "$d/probe.txt")
+    RESULT=$(outage_ms "$d/probe.txt")
     has_vip b || echo "run $impl $advert #$run: warning: b does not hold the VIP" >&3
-    local p
-    for p in "${mine[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-    for p in "${mine[@]}"; do wait "$p" 2>/dev/null || true; done
+    stop_pids "${mine[@]}"
     ip -n "$P-a" link set eth0 up
-    for node in a b; do ip -n "$P-$node" addr del "$VIP/24" dev eth0 2>/dev/null || true; done
+    vip_clear
     sleep 0.3
 }
-
-median() { sort -n | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 echo "# $(date -u +%Y-%m-%dT%H:%MZ) $(uname -r) ringlb=$RINGLB_BIN keepalived=$(keepalived --version 2>&1 | head -1)"
 printf '%-11s %-7s %-22s %s\n' impl advert "runs (ms)" "median (ms)"

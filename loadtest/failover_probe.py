@@ -1,9 +1,14 @@
 #!/usr/bin/env python3
 """Client-side outage probe for loadtest/failover.sh.
 
+Usage: failover_probe.py HOST PORT DURATION STEP TIMEOUT [FAIL_STEP]
+
 Sends one HTTP/1.1 GET on a fresh TCP connection every STEP seconds (a probe
-that fails or times out is followed by the next one at once), for DURATION
-seconds, and prints one line per probe: `<monotonic seconds> <ok 0|1>`.
+that fails or times out is followed by the next one after FAIL_STEP seconds,
+default 0: at once), for DURATION seconds, and prints one line per probe:
+`<monotonic seconds> <ok 0|1>`. FAIL_STEP keeps a refused connection (an
+address still held by a node whose proxy is dead answers with RST at once)
+from spinning through the probe budget.
 Bounded in time and count; talks only to the address it is given.
 """
 import socket
@@ -25,6 +30,7 @@ def probe(host, port, timeout):
 def main():
     host, port = sys.argv[1], int(sys.argv[2])
     duration, step, timeout = float(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5])
+    fail_step = float(sys.argv[6]) if len(sys.argv) > 6 else 0.0
     end = time.monotonic() + duration
     out = []
     n = 0
@@ -33,8 +39,8 @@ def main():
         t = time.monotonic()
         ok = probe(host, port, timeout)
         out.append("%.6f %d" % (time.monotonic(), 1 if ok else 0))
-        left = step - (time.monotonic() - t)
-        if ok and left > 0:
+        left = (step if ok else fail_step) - (time.monotonic() - t)
+        if left > 0:
             time.sleep(left)
     sys.stdout.write("\n".join(out) + "\n")
 
