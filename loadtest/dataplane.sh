@@ -93,7 +93,7 @@ CHK
         dur=$((2 + 3 * period))
     fi
     jitter=$(awk -v r="$RANDOM" -v p="$period" 'BEGIN { printf "%.3f", r / 32768 * p }')
-    ip netns exec "$P-c" python3 "$ROOT/loadtest/failover_probe.py" "$VIP" 8080 "$dur" 0.005 0.02 0.001 >"$d/probe.txt" &
+    ip netns exec "$P-c" python3 "$ROOT/loadtest/failover_probe.py" "$VIP" 8080 "$dur" "${PROBE_STEP:-0.005}" "${PROBE_TIMEOUT:-0.02}" 0.001 >"$d/probe.txt" &
     local prober=$!
     PIDS+=("$prober")
     sleep 1

@@ -61,7 +61,7 @@ one() {
     fi
     sleep 1
     only_a || { echo "run $impl $advert #$run: unstable before the crash" >&3; return 1; }
-    ip netns exec "$P-c" python3 "$ROOT/loadtest/failover_probe.py" "$VIP" 8080 3 0.005 0.02 >"$d/probe.txt" &
+    ip netns exec "$P-c" python3 "$ROOT/loadtest/failover_probe.py" "$VIP" 8080 3 "${PROBE_STEP:-0.005}" "${PROBE_TIMEOUT:-0.02}" >"$d/probe.txt" &
     local prober=$!
     PIDS+=("$prober")
     sleep 1

@@ -36,7 +36,7 @@ use crate::metrics::{Registry, VrrpRole};
 use crate::proto::vrrp::{self, wire, Event, Machine, Packet, Repr, State};
 
 /// How often tracking (links, scripts, upstreams, liveness) is evaluated.
-pub const TRACK_TICK: Duration = Duration::from_millis(25);
+pub const TRACK_TICK: Duration = Duration::from_millis(10);
 /// Real-time priority of the `vrrp` thread when SCHED_FIFO is permitted.
 pub const RT_PRIORITY: i32 = 10;
 /// A misconfigured peer is logged at most this often per instance (drops are counted always).
