@@ -396,12 +396,15 @@ fn sync_group_members_fault_together() {
     let lab = Lab::new();
     let flag = lab.dir.join("ok");
     std::fs::write(&flag, "").unwrap();
+    let weight_flag = lab.dir.join("weight-ok");
+    std::fs::write(&weight_flag, "").unwrap();
     let vi1 = instance(
         100,
         "100ms",
         &format!(
-            "sync_group = \"G\"\ntrack_script = [{{ script = \"test -e {}\", interval = \"50ms\", weight = 0 }}]\n",
-            flag.display()
+            "sync_group = \"G\"\ntrack_script = [{{ script = \"test -e {}\", interval = \"50ms\", weight = 0 }}, {{ script = \"test -e {}\", interval = \"50ms\", weight = -30 }}]\n",
+            flag.display(),
+            weight_flag.display()
         ),
     );
     let vi2 = "name = \"VI_2\"\ninterface = \"eth0\"\nvirtual_router_id = 52\npriority = 100\n\
@@ -452,6 +455,23 @@ fn sync_group_members_fault_together() {
     std::fs::write(&flag, "").unwrap();
     assert!(
         eventually(WAIT, || states(&handle) == [State::Master, State::Master]),
+        "{:?}",
+        handle.roles()
+    );
+
+    // A weighted check failing on VI_1 lowers the whole group's priority,
+    // so a peer would take both VIPs, not one.
+    let prios = |h: &vrrp::VrrpHandle| h.roles().iter().map(|r| r.2).collect::<Vec<_>>();
+    assert_eq!(prios(&handle), [100, 100]);
+    std::fs::remove_file(&weight_flag).unwrap();
+    assert!(
+        eventually(WAIT, || prios(&handle) == [70, 70]),
+        "{:?}",
+        handle.roles()
+    );
+    std::fs::write(&weight_flag, "").unwrap();
+    assert!(
+        eventually(WAIT, || prios(&handle) == [100, 100]),
         "{:?}",
         handle.roles()
     );

@@ -429,16 +429,32 @@ impl Driver {
                 start_machine(inst, now);
             }
         }
+        // A sync group moves as one: a fault of any member faults all, and
+        // the largest tracking penalty of any member applies to every member
+        // (so a weight that sends one instance's VIP to the peer sends the
+        // whole group's along, instead of splitting it).
         let mut group_fault = vec![false; self.groups];
+        let mut group_penalty = vec![0i32; self.groups];
         for inst in &self.insts {
             if let Some(g) = inst.group {
                 group_fault[g] |= inst.own_fault;
+                let delta = i32::from(inst.priority) - i32::from(inst.cfg.priority);
+                group_penalty[g] = group_penalty[g].min(delta);
             }
         }
         for inst in &mut self.insts {
             let fault = inst.own_fault || inst.group.is_some_and(|g| group_fault[g]);
+            let priority = match inst.group {
+                // The address owner (255) is never lowered, as for tracking.
+                Some(g) if inst.cfg.priority < 255 => {
+                    let own = i32::from(inst.priority) - i32::from(inst.cfg.priority);
+                    let p = i32::from(inst.cfg.priority) + own.min(group_penalty[g]);
+                    p.clamp(1, 254) as u8
+                }
+                _ => inst.priority,
+            };
             if let Some(m) = &mut inst.machine {
-                m.set_priority(now, inst.priority);
+                m.set_priority(now, priority);
                 if fault != m.is_faulted() {
                     m.set_fault(now, fault);
                 }

@@ -29,11 +29,15 @@
 //!
 //! # Sync groups
 //!
-//! Instances sharing a `sync_group` name move together for FAULT: if any
-//! member's own tracking says FAULT, every member is held in FAULT (so the
-//! peer takes the whole group), and all leave FAULT together. A member being
-//! preempted to BACKUP is not forced onto the others in this version; give
-//! the members the same priorities and tracking so they elect alike.
+//! Instances sharing a `sync_group` name move together: if any member's own
+//! tracking says FAULT, every member is held in FAULT (so the peer takes the
+//! whole group), and all leave FAULT together; and the largest tracking
+//! penalty of any member (a failing negative-weight check, a down upstream)
+//! lowers every member's priority alike, so a weighted check on one member
+//! sends all of the group's VIPs to the peer instead of splitting them. A
+//! member preempted to BACKUP by configured priorities alone is not forced
+//! onto the others in this version; give the members the same priorities so
+//! they elect alike.
 //!
 //! # Use
 //!
