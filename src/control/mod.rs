@@ -37,7 +37,7 @@ pub struct Running {
     pub config: Arc<Config>,
     health: Option<JoinHandle<()>>,
     health_stop: Arc<AtomicBool>,
-    access_log: Option<std::sync::mpsc::Sender<Vec<u8>>>,
+    access_log: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
 }
 
 /// Binds every listener and starts the shards and the health thread.
@@ -176,7 +176,7 @@ impl Running {
         self.config = new;
         if let Some(tx) = &self.access_log {
             // An empty buffer asks the writer to reopen (log rotation).
-            let _ = tx.send(Vec::new());
+            let _ = tx.try_send(Vec::new());
         }
         crate::info!(
             "reload: configuration generation {} published",

@@ -12,7 +12,7 @@ use std::cell::{Cell, RefCell};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::config::AccessLogFormat;
@@ -20,11 +20,14 @@ use crate::proto::http1::{Field, FieldKind, RequestHead, Version};
 
 /// A shard hands its buffer over once it holds this much.
 pub const FLUSH_BYTES: usize = 64 * 1024;
+/// Buffers waiting for the writer; past this (a disk that cannot keep up)
+/// lines are dropped and counted rather than ever blocking a shard.
+pub const QUEUE: usize = 256;
 
 /// Starts the writer thread for `path`; returns the shards' sender.
-pub fn spawn_writer(path: &Path) -> std::io::Result<Sender<Vec<u8>>> {
+pub fn spawn_writer(path: &Path) -> std::io::Result<SyncSender<Vec<u8>>> {
     let file = open(path)?;
-    let (tx, rx) = mpsc::channel::<Vec<u8>>();
+    let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(QUEUE);
     let path = path.to_path_buf();
     std::thread::Builder::new()
         .name("access-log".into())
@@ -56,20 +59,21 @@ fn writer(path: PathBuf, mut file: File, rx: Receiver<Vec<u8>>) {
 pub struct AccessLog {
     format: AccessLogFormat,
     buf: RefCell<Vec<u8>>,
-    tx: Sender<Vec<u8>>,
+    tx: SyncSender<Vec<u8>>,
+    /// Lines dropped because the writer fell behind.
+    dropped: Cell<u64>,
     /// (unix second, formatted time) cache: one format per second.
     time: RefCell<(u64, String)>,
-    lines: Cell<u64>,
 }
 
 impl AccessLog {
-    pub fn new(format: AccessLogFormat, tx: Sender<Vec<u8>>) -> AccessLog {
+    pub fn new(format: AccessLogFormat, tx: SyncSender<Vec<u8>>) -> AccessLog {
         AccessLog {
             format,
             buf: RefCell::new(Vec::with_capacity(FLUSH_BYTES + 4096)),
             tx,
             time: RefCell::new((0, String::new())),
-            lines: Cell::new(0),
+            dropped: Cell::new(0),
         }
     }
 
@@ -169,10 +173,10 @@ impl AccessLog {
             }
         }
         b.push(b'\n');
-        self.lines.set(self.lines.get() + 1);
         if b.len() >= FLUSH_BYTES {
             let full = std::mem::replace(&mut *b, Vec::with_capacity(FLUSH_BYTES + 4096));
-            let _ = self.tx.send(full);
+            drop(b);
+            self.hand_over(full);
         }
     }
 
@@ -181,7 +185,23 @@ impl AccessLog {
         let mut b = self.buf.borrow_mut();
         if !b.is_empty() {
             let full = std::mem::replace(&mut *b, Vec::with_capacity(FLUSH_BYTES + 4096));
-            let _ = self.tx.send(full);
+            drop(b);
+            self.hand_over(full);
+        }
+    }
+
+    /// Queues whole lines for the writer without ever blocking.
+    fn hand_over(&self, full: Vec<u8>) {
+        match self.tx.try_send(full) {
+            Ok(()) => {}
+            Err(TrySendError::Full(lost) | TrySendError::Disconnected(lost)) => {
+                let n = lost.iter().filter(|&&c| c == b'\n').count() as u64;
+                self.dropped.set(self.dropped.get() + n);
+                crate::warn!(
+                    "access log writer is behind: {} lines dropped so far",
+                    self.dropped.get()
+                );
+            }
         }
     }
 
@@ -257,7 +277,7 @@ mod tests {
     use crate::proto::http1::{decode_request, Limits};
 
     fn line(format: AccessLogFormat, raw: &str) -> String {
-        let (tx, rx) = mpsc::channel();
+        let (tx, rx) = mpsc::sync_channel(4);
         let log = AccessLog::new(format, tx);
         let mut f = Vec::new();
         let head = decode_request(raw.as_bytes(), &Limits::default(), &mut f)

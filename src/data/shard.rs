@@ -196,7 +196,7 @@ pub fn run(
     listeners: Vec<(SocketAddr, std::net::TcpListener)>,
     control: Arc<ShardControl>,
     registry: Arc<Registry>,
-    access_log: Option<std::sync::mpsc::Sender<Vec<u8>>>,
+    access_log: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
 ) -> std::io::Result<()> {
     let mut rt = crate::runtime::build()?;
     if id == 0 {
