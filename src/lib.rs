@@ -36,3 +36,5 @@ pub mod route;
 pub mod runtime;
 pub mod snapshot;
 pub mod stats_cli;
+#[cfg(test)]
+mod testutil;

@@ -513,7 +513,7 @@ mod tests {
 
     #[test]
     fn passive_trips_at_max_fails_within_window() {
-        let t0 = Instant::now();
+        let t0 = crate::testutil::epoch();
         let mut p = PassiveWindow::new(3, ms(1000));
         assert!(!p.record_failure(t0));
         assert!(!p.record_failure(t0 + ms(100)));
@@ -528,7 +528,7 @@ mod tests {
 
     #[test]
     fn passive_window_expires() {
-        let t0 = Instant::now();
+        let t0 = crate::testutil::epoch();
         let mut p = PassiveWindow::new(2, ms(1000));
         assert!(!p.record_failure(t0));
         assert_eq!(p.fails(t0 + ms(999)), 1);
@@ -541,7 +541,7 @@ mod tests {
 
     #[test]
     fn passive_max_fails_zero_disables() {
-        let t0 = Instant::now();
+        let t0 = crate::testutil::epoch();
         let mut p = PassiveWindow::new(0, ms(1000));
         for k in 0..100 {
             assert!(!p.record_failure(t0 + ms(k)));
@@ -551,7 +551,7 @@ mod tests {
 
     #[test]
     fn passive_max_fails_one_trips_immediately() {
-        let t0 = Instant::now();
+        let t0 = crate::testutil::epoch();
         let mut p = PassiveWindow::new(1, ms(1000));
         assert!(p.record_failure(t0));
         assert!(!p.available(t0 + ms(1)));
@@ -559,7 +559,7 @@ mod tests {
 
     #[test]
     fn passive_success_inside_window_does_not_reset() {
-        let t0 = Instant::now();
+        let t0 = crate::testutil::epoch();
         let mut p = PassiveWindow::new(2, ms(1000));
         p.record_failure(t0);
         p.record_success(t0 + ms(10));
@@ -568,7 +568,7 @@ mod tests {
 
     #[test]
     fn passive_success_after_window_resets() {
-        let t0 = Instant::now();
+        let t0 = crate::testutil::epoch();
         let mut p = PassiveWindow::new(2, ms(1000));
         p.record_failure(t0);
         p.record_success(t0 + ms(1000));
@@ -578,7 +578,7 @@ mod tests {
 
     #[test]
     fn passive_late_failures_extend_quarantine() {
-        let t0 = Instant::now();
+        let t0 = crate::testutil::epoch();
         let mut p = PassiveWindow::new(1, ms(1000));
         assert!(p.record_failure(t0));
         // In-flight request fails later: not a new transition, but extends.
@@ -594,7 +594,7 @@ mod tests {
 
     #[test]
     fn passive_probation_retrips_on_first_failure() {
-        let t0 = Instant::now();
+        let t0 = crate::testutil::epoch();
         let mut p = PassiveWindow::new(3, ms(1000));
         for k in 0..3 {
             p.record_failure(t0 + ms(k));
@@ -637,7 +637,7 @@ mod tests {
 
     #[test]
     fn first_probe_waits_for_jitter_then_keeps_cadence() {
-        let t0 = Instant::now();
+        let t0 = crate::testutil::epoch();
         let mut c = ActiveChecker::new(cfg(1, 1), t0, ms(250), true);
         assert_eq!(c.poll_timeout(), Some(t0 + ms(250)));
         assert_eq!(c.handle_timeout(t0 + ms(249)), None);
@@ -655,7 +655,7 @@ mod tests {
 
     #[test]
     fn active_rise_successes_to_come_up() {
-        let t0 = Instant::now();
+        let t0 = crate::testutil::epoch();
         let mut c = ActiveChecker::new(cfg(2, 3), t0, Duration::ZERO, false);
         let id = start(&mut c, t0);
         assert_eq!(c.handle_result(t0 + ms(10), id, true), None);
@@ -670,7 +670,7 @@ mod tests {
 
     #[test]
     fn active_fall_failures_to_go_down() {
-        let t0 = Instant::now();
+        let t0 = crate::testutil::epoch();
         let mut c = ActiveChecker::new(cfg(2, 3), t0, Duration::ZERO, true);
         for k in 0..3u64 {
             let now = t0 + ms(1000 * k);
@@ -683,7 +683,7 @@ mod tests {
 
     #[test]
     fn timeouts_count_as_failures() {
-        let t0 = Instant::now();
+        let t0 = crate::testutil::epoch();
         let mut c = ActiveChecker::new(cfg(1, 2), t0, Duration::ZERO, true);
         let id0 = start(&mut c, t0);
         assert_eq!(c.handle_timeout(t0 + ms(299)), None);
@@ -711,7 +711,7 @@ mod tests {
 
     #[test]
     fn result_after_deadline_is_a_failure() {
-        let t0 = Instant::now();
+        let t0 = crate::testutil::epoch();
         let mut c = ActiveChecker::new(cfg(1, 1), t0, Duration::ZERO, true);
         let id = start(&mut c, t0);
         // The caller reports "ok" but only after the deadline passed.
@@ -723,7 +723,7 @@ mod tests {
 
     #[test]
     fn timeout_longer_than_interval_yields_timeout_then_start() {
-        let t0 = Instant::now();
+        let t0 = crate::testutil::epoch();
         let mut c = ActiveChecker::new(
             ActiveConfig {
                 interval: ms(100),
@@ -749,7 +749,7 @@ mod tests {
 
     #[test]
     fn stalled_caller_does_not_burst() {
-        let t0 = Instant::now();
+        let t0 = crate::testutil::epoch();
         let mut c = ActiveChecker::new(cfg(1, 1), t0, Duration::ZERO, true);
         let id = start(&mut c, t0);
         c.handle_result(t0 + ms(1), id, true);
@@ -768,7 +768,7 @@ mod tests {
         assert_eq!(spread(1, 4, i), ms(250));
         assert_eq!(spread(3, 4, i), ms(750));
         assert_eq!(spread(0, 0, i), ms(0));
-        let t0 = Instant::now();
+        let t0 = crate::testutil::epoch();
         let wakes: Vec<Instant> = (0..4)
             .map(|k| {
                 ActiveChecker::new(cfg(1, 1), t0, spread(k, 4, i), true)

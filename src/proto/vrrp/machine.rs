@@ -734,7 +734,7 @@ mod tests {
 
     #[test]
     fn startup_non_owner_goes_backup_with_master_down_timer() {
-        let t0 = Instant::now();
+        let t0 = crate::testutil::epoch();
         let mut m = Machine::new(cfg(100));
         assert_eq!(m.state(), State::Initialize);
         assert_eq!(m.poll_timeout(), None);
@@ -756,7 +756,7 @@ mod tests {
 
     #[test]
     fn startup_owner_goes_straight_to_master() {
-        let t0 = Instant::now();
+        let t0 = crate::testutil::epoch();
         let mut m = Machine::new(cfg(255));
         m.handle_startup(t0);
         assert_eq!(m.state(), State::Master);
@@ -773,7 +773,7 @@ mod tests {
 
     #[test]
     fn master_down_timer_fires_exactly_at_interval() {
-        let t0 = Instant::now();
+        let t0 = crate::testutil::epoch();
         let mut m = backup(cfg(100), t0);
         let due = t0 + us(3_609_375);
         m.handle_timeout(due - us(1));
@@ -794,7 +794,7 @@ mod tests {
 
     #[test]
     fn master_advertises_every_interval() {
-        let t0 = Instant::now();
+        let t0 = crate::testutil::epoch();
         let (mut m, t) = master(cfg(100), t0);
         let mut now = t;
         for i in 1..=5u32 {
@@ -814,7 +814,7 @@ mod tests {
 
     #[test]
     fn late_timeout_does_not_burst() {
-        let t0 = Instant::now();
+        let t0 = crate::testutil::epoch();
         let (mut m, t) = master(cfg(100), t0);
         let late = t + ms(5500);
         m.handle_timeout(late);
@@ -824,7 +824,7 @@ mod tests {
 
     #[test]
     fn backup_accepts_higher_or_equal_and_resets_master_down() {
-        let t0 = Instant::now();
+        let t0 = crate::testutil::epoch();
         let mut m = backup(cfg(100), t0);
         let t1 = t0 + ms(2000);
         m.handle_advert(t1, HIGHER_IP, &adv(&m, 150)).unwrap();
@@ -839,7 +839,7 @@ mod tests {
 
     #[test]
     fn v3_backup_learns_master_adver_interval() {
-        let t0 = Instant::now();
+        let t0 = crate::testutil::epoch();
         let mut m = backup(cfg(100), t0);
         let mut a = adv(&m, 200);
         a.advert_interval = 200; // 2 s
@@ -858,7 +858,7 @@ mod tests {
 
     #[test]
     fn v2_does_not_learn_and_drops_mismatched_interval() {
-        let t0 = Instant::now();
+        let t0 = crate::testutil::epoch();
         let mut m = backup(cfg_v2(100), t0);
         let mut a = adv(&m, 200);
         a.advert_interval = 300;
@@ -873,7 +873,7 @@ mod tests {
 
     #[test]
     fn v2_auth_must_match() {
-        let t0 = Instant::now();
+        let t0 = crate::testutil::epoch();
         let mut m = backup(cfg_v2(100), t0);
         let mut a = adv(&m, 200);
         assert_eq!(a.auth, Auth::simple("mypasswd"));
@@ -893,7 +893,7 @@ mod tests {
 
     #[test]
     fn config_level_rejects() {
-        let t0 = Instant::now();
+        let t0 = crate::testutil::epoch();
         let mut m = backup(cfg(100), t0);
         let good = adv(&m, 200);
         let mut a = good.clone();
@@ -947,7 +947,7 @@ mod tests {
 
     #[test]
     fn priority_zero_advert_makes_backup_fire_after_skew() {
-        let t0 = Instant::now();
+        let t0 = crate::testutil::epoch();
         let mut m = backup(cfg(100), t0);
         m.handle_advert(t0 + ms(100), HIGHER_IP, &adv(&m, 200))
             .unwrap();
@@ -961,7 +961,7 @@ mod tests {
 
     #[test]
     fn preempt_backup_discards_lower_priority_and_takes_over() {
-        let t0 = Instant::now();
+        let t0 = crate::testutil::epoch();
         let mut m = backup(cfg(200), t0);
         let mdi = m.master_down_interval();
         // A lower-priority master keeps advertising: all discarded.
@@ -977,7 +977,7 @@ mod tests {
 
     #[test]
     fn no_preempt_backup_tolerates_lower_master_until_it_dies() {
-        let t0 = Instant::now();
+        let t0 = crate::testutil::epoch();
         let mut m = backup(
             Config {
                 preempt: false,
@@ -1002,7 +1002,7 @@ mod tests {
 
     #[test]
     fn owner_preempts_even_without_preempt_mode() {
-        let t0 = Instant::now();
+        let t0 = crate::testutil::epoch();
         let mut m = Machine::new(Config {
             preempt: false,
             ..cfg(200)
@@ -1025,7 +1025,7 @@ mod tests {
 
     #[test]
     fn master_steps_down_for_higher_priority() {
-        let t0 = Instant::now();
+        let t0 = crate::testutil::epoch();
         let (mut m, t) = master(cfg(100), t0);
         let mut a = adv(&m, 150);
         a.advert_interval = 50;
@@ -1050,7 +1050,7 @@ mod tests {
 
     #[test]
     fn master_equal_priority_tie_break_by_primary_ip() {
-        let t0 = Instant::now();
+        let t0 = crate::testutil::epoch();
         let (mut m, t) = master(cfg(100), t0);
         // Equal priority from a lower IP: we stay, and re-assert.
         m.handle_advert(t + ms(10), LOWER_IP, &adv(&m, 100))
@@ -1066,7 +1066,7 @@ mod tests {
 
     #[test]
     fn master_ignores_lower_priority_and_reasserts() {
-        let t0 = Instant::now();
+        let t0 = crate::testutil::epoch();
         let (mut m, t) = master(cfg(150), t0);
         let t1 = t + ms(400);
         m.handle_advert(t1, HIGHER_IP, &adv(&m, 100)).unwrap();
@@ -1078,7 +1078,7 @@ mod tests {
 
     #[test]
     fn master_answers_priority_zero_with_advert() {
-        let t0 = Instant::now();
+        let t0 = crate::testutil::epoch();
         let (mut m, t) = master(cfg(150), t0);
         let t1 = t + ms(250);
         m.handle_advert(t1, HIGHER_IP, &adv(&m, 0)).unwrap();
@@ -1089,7 +1089,7 @@ mod tests {
 
     #[test]
     fn shutdown_master_sends_priority_zero() {
-        let t0 = Instant::now();
+        let t0 = crate::testutil::epoch();
         let (mut m, t) = master(cfg(100), t0);
         m.handle_shutdown(t + ms(1));
         assert_eq!(m.state(), State::Initialize);
@@ -1112,7 +1112,7 @@ mod tests {
 
     #[test]
     fn shutdown_backup_sends_nothing() {
-        let t0 = Instant::now();
+        let t0 = crate::testutil::epoch();
         let mut m = backup(cfg(100), t0);
         m.handle_shutdown(t0 + ms(1));
         assert_eq!(m.state(), State::Initialize);
@@ -1128,7 +1128,7 @@ mod tests {
 
     #[test]
     fn set_priority_master_advertises_at_once_backup_changes_skew() {
-        let t0 = Instant::now();
+        let t0 = crate::testutil::epoch();
         let (mut m, t) = master(cfg(200), t0);
         m.set_priority(t + ms(100), 90);
         assert_eq!(m.priority(), 90);
@@ -1151,7 +1151,7 @@ mod tests {
 
     #[test]
     fn tracking_drop_lets_preempting_backup_take_over() {
-        let t0 = Instant::now();
+        let t0 = crate::testutil::epoch();
         let (mut a, ta) = master(cfg(200), t0);
         let mut b = backup(cfg(150), ta);
         let good = a.advert(200);
@@ -1169,7 +1169,7 @@ mod tests {
 
     #[test]
     fn fault_from_master_sends_priority_zero_and_recovers_to_backup() {
-        let t0 = Instant::now();
+        let t0 = crate::testutil::epoch();
         let (mut m, t) = master(cfg(100), t0);
         m.set_fault(t, true);
         assert_eq!(m.state(), State::Fault);
@@ -1197,7 +1197,7 @@ mod tests {
 
     #[test]
     fn fault_before_startup_is_remembered() {
-        let t0 = Instant::now();
+        let t0 = crate::testutil::epoch();
         let mut m = Machine::new(cfg(255));
         m.set_fault(t0, true);
         assert_eq!(m.state(), State::Initialize);
@@ -1216,7 +1216,7 @@ mod tests {
 
     #[test]
     fn preempt_delay_tolerates_lower_master_then_preempts() {
-        let t0 = Instant::now();
+        let t0 = crate::testutil::epoch();
         let mut m = backup(
             Config {
                 preempt_delay: Duration::from_secs(10),
@@ -1251,7 +1251,7 @@ mod tests {
 
     #[test]
     fn preempt_delay_rearmed_by_higher_priority_adverts() {
-        let t0 = Instant::now();
+        let t0 = crate::testutil::epoch();
         let mut m = backup(
             Config {
                 preempt_delay: Duration::from_secs(5),

@@ -79,7 +79,7 @@ fn cfg(i: usize, priority: u8) -> Config {
 
 impl Sim {
     fn new(configs: Vec<Config>) -> Sim {
-        let t0 = Instant::now();
+        let t0 = crate::testutil::epoch();
         let routers = configs
             .into_iter()
             .map(|c| Router {

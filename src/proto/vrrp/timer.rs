@@ -79,7 +79,7 @@ mod tests {
 
     #[test]
     fn next_timeout_is_min_of_armed() {
-        let t0 = Instant::now();
+        let t0 = crate::testutil::epoch();
         let mut t = TimerTable::default();
         assert_eq!(t.next_timeout(), None);
         t.set(Timer::MasterDown, t0 + Duration::from_secs(3));
@@ -95,7 +95,7 @@ mod tests {
 
     #[test]
     fn take_expired_disarms_only_when_due() {
-        let t0 = Instant::now();
+        let t0 = crate::testutil::epoch();
         let mut t = TimerTable::default();
         t.set(Timer::Advert, t0 + Duration::from_millis(10));
         assert!(!t.take_expired(Timer::Advert, t0));
