@@ -24,9 +24,9 @@ pub enum ReadError {
 }
 
 /// Size of pooled buffers (upstream receive buffers and output buffers).
-pub const POOLED: usize = 16 * 1024;
+pub const POOLED: usize = 64 * 1024;
 /// Most buffers a shard keeps for reuse.
-const POOL_MAX: usize = 1024;
+const POOL_MAX: usize = 256;
 
 thread_local! {
     // Per shard thread: buffers of idle connections are parked here instead
