@@ -35,7 +35,8 @@ impl Pool {
         }
         let list = self.idle.entry(addr).or_default();
         if list.len() >= cap {
-            list.remove(0);
+            let (old, _) = list.remove(0);
+            abort_close(old);
         }
         list.push((stream, now));
     }
@@ -59,4 +60,26 @@ impl Pool {
     pub fn clear(&mut self) {
         self.idle.clear();
     }
+}
+
+/// Closes an idle, complete upstream connection with a reset instead of a
+/// FIN: under churn (more concurrent requests than `keepalive`) this keeps
+/// the proxy's side free of TIME_WAIT sockets and their ephemeral ports.
+pub fn abort_close(stream: TcpStream) {
+    use std::os::fd::AsRawFd;
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: valid fd owned by `stream`, which is dropped (closed) right after.
+    unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
+    }
+    drop(stream);
 }
