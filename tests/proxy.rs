@@ -533,3 +533,21 @@ fn epoll_fallback_serves() {
         "{text}"
     );
 }
+
+#[test]
+fn response_without_reason_phrase() {
+    // Found by the http1_response fuzz target: a status line without a
+    // reason phrase used to build a span outside the buffer.
+    let be = fixed_backend(b"HTTP/1.1 200\r\nContent-Length: 2\r\n\r\nok");
+    let rl = Ringlb::start(&simple_config(&[be.addr], ""));
+    for _ in 0..2 {
+        let r = roundtrip_close(
+            rl.addr,
+            b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        );
+        assert!(
+            r.starts_with("HTTP/1.1 200 \r\n") && r.ends_with("ok"),
+            "{r}"
+        );
+    }
+}

@@ -83,7 +83,12 @@ pub fn decode_response(
     if !(100..=999).contains(&code) {
         return Err(ResponseError::Malformed);
     }
-    let reason = Span::of(buf, res.reason.unwrap_or("").as_bytes());
+    // No reason phrase (`HTTP/1.1 200\r\n`) is legal: an empty span, never
+    // a span of a string that is not in `buf`.
+    let reason = match res.reason {
+        Some(r) if !r.is_empty() => Span::of(buf, r.as_bytes()),
+        _ => Span::default(),
+    };
     fields.clear();
     for h in res.headers.iter() {
         fields.push(Field {
@@ -176,6 +181,21 @@ mod tests {
             "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n"
         ));
         assert!(!k("HTTP/1.1 200 OK\r\n\r\n"));
+    }
+
+    #[test]
+    fn missing_reason_phrase_is_an_empty_span() {
+        for raw in [
+            "HTTP/1.1 200\r\nContent-Length: 0\r\n\r\n",
+            "HTTP/1.0 110\n\n\x04",
+            "HTTP/1.1 204 \r\n\r\n",
+        ] {
+            let mut f = Vec::new();
+            let h = decode_response(raw.as_bytes(), 16384, false, &mut f)
+                .unwrap()
+                .unwrap();
+            assert!(h.reason.get(raw.as_bytes()).is_empty(), "{raw:?}");
+        }
     }
 
     #[test]
