@@ -116,6 +116,8 @@ pub async fn serve(
 ) {
     let _ = stream.set_nodelay(true);
     let (conn_id, idle, timer) = shard.register(fd);
+    // Unregisters on every exit, including unwinding from a panic.
+    let _registered = Registered(&shard, conn_id);
     {
         let mut rec = shard.rec.borrow_mut();
         rec.on_accept();
@@ -208,7 +210,15 @@ pub async fn serve(
         }
     }
     shard.rec.borrow_mut().on_close(state);
-    shard.unregister(conn_id);
+}
+
+/// Removes a connection from its shard's registry when dropped.
+struct Registered<'a>(&'a Shard, u64);
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.0.unregister(self.1);
+    }
 }
 
 fn transition(shard: &Shard, state: &mut ConnState, to: ConnState) {

@@ -6,6 +6,7 @@
 //! - [`buf`]: the receive buffer both sides read into.
 //! - [`deadline`]: coarse per-connection timeouts enforced by the shard tick.
 //! - [`access_log`]: buffered access-log lines handed to a writer thread.
+//! - [`unwind`]: a panicking connection task costs that connection, not the shard.
 //! - [`pool`]: idle upstream keep-alive connections, per shard.
 
 pub mod access_log;
@@ -15,3 +16,4 @@ pub mod deadline;
 pub mod io;
 pub mod pool;
 pub mod shard;
+pub mod unwind;

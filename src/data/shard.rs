@@ -22,6 +22,7 @@ use super::access_log::AccessLog;
 use super::conn;
 use super::deadline::{Deadline, Timer};
 use super::pool::Pool;
+use super::unwind::{self, CatchUnwind};
 use crate::lb::ShardState;
 use crate::metrics::{Registry, ShardRecorder};
 use crate::snapshot::{Snapshot, SnapshotCell, SnapshotReader};
@@ -282,7 +283,15 @@ async fn accept_loop(
             Ok((stream, peer)) => {
                 backoff = Duration::from_millis(5);
                 let fd = stream.as_raw_fd();
-                monoio::spawn(conn::serve(Rc::clone(&shard), stream, peer, addr, fd));
+                let task = CatchUnwind(conn::serve(Rc::clone(&shard), stream, peer, addr, fd));
+                monoio::spawn(async move {
+                    if let Err(e) = task.await {
+                        crate::error!(
+                            "connection from {peer}: task panicked: {}",
+                            unwind::message(&*e)
+                        );
+                    }
+                });
             }
             Err(e) if e.raw_os_error() == Some(libc::ECANCELED) => return,
             Err(_) if shard.draining() || shard.control.stop.load(Ordering::Relaxed) => return,
