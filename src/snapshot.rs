@@ -54,6 +54,8 @@ pub struct UpstreamSnap {
     pub name: Box<str>,
     /// Index of this upstream's first server in the metrics layout.
     pub metric_base: usize,
+    /// Some server is in its slow-start ramp: picking needs the clock.
+    pub ramping: bool,
     pub selector: Selector,
     pub servers: Vec<ServerSnap>,
     pub hash_key: HashKey,
@@ -118,27 +120,33 @@ impl Snapshot {
                 metric_base += u.servers.len();
                 let specs: Vec<ServerSpec> =
                     u.servers.iter().map(ServerSpec::from_config).collect();
+                let servers: Vec<ServerSnap> = u
+                    .servers
+                    .iter()
+                    .enumerate()
+                    .map(|(si, s)| {
+                        let (healthy, up_since) = avail.map_or((true, None), |f| f(ui, si));
+                        ServerSnap {
+                            addr: s.addr,
+                            host: s.addr.to_string().into_bytes().into(),
+                            available: !s.down && healthy,
+                            backup: s.backup,
+                            max_conns: s.max_conns,
+                            up_since,
+                            slow_start: s.slow_start,
+                        }
+                    })
+                    .collect();
                 UpstreamSnap {
                     name: u.name.as_str().into(),
                     metric_base: base,
                     selector: Selector::build(u.balance, &specs),
-                    servers: u
-                        .servers
+                    // Stays set until the next publish after the ramp ends;
+                    // `weight_permille` is exact either way.
+                    ramping: servers
                         .iter()
-                        .enumerate()
-                        .map(|(si, s)| {
-                            let (healthy, up_since) = avail.map_or((true, None), |f| f(ui, si));
-                            ServerSnap {
-                                addr: s.addr,
-                                host: s.addr.to_string().into_bytes().into(),
-                                available: !s.down && healthy,
-                                backup: s.backup,
-                                max_conns: s.max_conns,
-                                up_since,
-                                slow_start: s.slow_start,
-                            }
-                        })
-                        .collect(),
+                        .any(|s| s.up_since.is_some() && !s.slow_start.is_zero()),
+                    servers,
                     hash_key: u.hash_key.clone(),
                     keepalive: u.keepalive,
                     connect_timeout: u.connect_timeout,
@@ -207,5 +215,34 @@ impl SnapshotReader {
     #[inline]
     pub fn load(&mut self) -> &Arc<Snapshot> {
         self.0.load()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(slow_start: &str) -> Arc<Config> {
+        let text = format!(
+            "[[listener]]\nlisten = \"127.0.0.1:0\"\nupstream = \"app\"\n[upstream.app]\n[[upstream.app.server]]\naddress = \"127.0.0.1:9\"\nslow_start = \"{slow_start}\"\n"
+        );
+        Arc::new(crate::config::parse_str(&text, "t.toml").unwrap())
+    }
+
+    #[test]
+    fn clock_is_needed_only_while_a_server_ramps_up() {
+        let since = crate::testutil::epoch();
+        let back = |_: usize, _: usize| (true, Some(since));
+        let never_down = |_: usize, _: usize| (true, None);
+        assert!(Snapshot::build(config("10s"), 1, Some(&back), false).upstreams[0].ramping);
+        assert!(!Snapshot::build(config("10s"), 1, Some(&never_down), false).upstreams[0].ramping);
+        assert!(!Snapshot::build(config("0s"), 1, Some(&back), false).upstreams[0].ramping);
+        let s = Snapshot::build(config("10s"), 1, Some(&back), false);
+        let server = &s.upstreams[0].servers[0];
+        assert_eq!(server.weight_permille(since + Duration::from_secs(5)), 500);
+        assert_eq!(
+            server.weight_permille(since + Duration::from_secs(20)),
+            1000
+        );
     }
 }

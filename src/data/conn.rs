@@ -74,6 +74,8 @@ struct Client {
     timer: Timer,
     /// The access-log line being built for the current request.
     log_line: Vec<u8>,
+    /// `client_body_timeout` of the snapshot the current request started on.
+    client_timeout: Duration,
 }
 
 impl Client {
@@ -140,6 +142,7 @@ pub async fn serve(
         rfields: Vec::with_capacity(32),
         timer,
         log_line: Vec::new(),
+        client_timeout: Duration::ZERO,
     };
     loop {
         let mut log = ReqLog::default();
@@ -392,6 +395,7 @@ async fn exchange(
     let snap = &view.snap;
     let http = &snap.config.http;
     let write_limit = http.client_body_timeout;
+    c.client_timeout = write_limit;
     let buf = c.rbuf.data();
     let route = snap.listeners[listener]
         .router
@@ -416,7 +420,8 @@ async fn exchange(
     let mut stale_left = STALE_RETRIES;
     let mut continue_sent = false;
     let mut last_failure = Failure::ConnectRefused;
-    let now = Instant::now();
+    // The clock is read only when a server is ramping up (slow start).
+    let now = up.ramping.then(Instant::now);
     loop {
         // Pick a server that has not been tried for this request.
         let picked = {
@@ -425,7 +430,7 @@ async fn exchange(
                 &mut lb[ui],
                 key,
                 |i| !up.servers[i].available || (i < 64 && tried & (1 << i) != 0),
-                |i| up.servers[i].weight_permille(now),
+                |i| now.map_or(1000, |n| up.servers[i].weight_permille(n)),
             )
         };
         let si = match picked {
@@ -552,8 +557,7 @@ async fn attempt(
     log: &mut ReqLog,
 ) -> Result<Next, AttemptError> {
     let server = &up.servers[si];
-    let http_limits = shard.view();
-    let client_timeout = http_limits.snap.config.http.client_body_timeout;
+    let client_timeout = c.client_timeout;
     let pooled = shard.pool.borrow_mut().take(server.addr);
     let reused = pooled.is_some();
     let mut us = match pooled {
@@ -685,8 +689,7 @@ async fn respond(
     log: &mut ReqLog,
 ) -> Result<Next, AttemptError> {
     let server = &up.servers[si];
-    let view = shard.view();
-    let client_timeout = view.snap.config.http.client_body_timeout;
+    let client_timeout = c.client_timeout;
     let sent_at = Instant::now();
     let mut got_bytes = false;
     c.ubuf.consume(c.ubuf.len());
@@ -756,7 +759,7 @@ async fn respond(
     c.rbuf.consume(req_len);
     log.upstream_us = Some(sent_at.elapsed().as_micros() as u64);
     log.status = resp.status;
-    let draining = shard.draining() || view.snap.draining;
+    let draining = shard.draining();
 
     if resp.status == 101 {
         if !head.upgrade {
