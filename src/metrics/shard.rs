@@ -300,6 +300,36 @@ struct ServerDeltas {
     connect: DeltaHist,
 }
 
+/// The per-request counters shared by listeners and servers.
+#[inline]
+fn count_request(
+    requests: &Counter,
+    status: &Counter,
+    c_in: &Counter,
+    c_out: &Counter,
+    bytes_in: u64,
+    bytes_out: u64,
+) {
+    requests.add(1);
+    status.add(1);
+    c_in.add(bytes_in);
+    c_out.add(bytes_out);
+}
+
+/// The per-request latency samples shared by listeners and servers.
+#[inline]
+fn record_latency(
+    total: &mut DeltaHist,
+    upstream: &mut DeltaHist,
+    total_us: u64,
+    upstream_us: Option<u64>,
+) {
+    total.record(total_us);
+    if let Some(u) = upstream_us {
+        upstream.record(u);
+    }
+}
+
 fn deltas_for(layout: &Layout) -> (Box<[ListenerDeltas]>, Box<[ServerDeltas]>) {
     (
         layout
@@ -476,29 +506,31 @@ impl ShardRecorder {
             self.block.listeners.get(listener),
             self.l_deltas.get_mut(listener),
         ) {
-            c.requests.add(1);
-            c.status[class].add(1);
-            c.bytes_in.add(bytes_in);
-            c.bytes_out.add(bytes_out);
+            count_request(
+                &c.requests,
+                &c.status[class],
+                &c.bytes_in,
+                &c.bytes_out,
+                bytes_in,
+                bytes_out,
+            );
             if self.histograms {
-                d.total.record(total_us);
-                if let Some(u) = upstream_us {
-                    d.upstream.record(u);
-                }
+                record_latency(&mut d.total, &mut d.upstream, total_us, upstream_us);
             }
         }
         if let Some(si) = server {
             debug_assert!(si < self.block.servers.len(), "server index");
             if let (Some(c), Some(d)) = (self.block.servers.get(si), self.s_deltas.get_mut(si)) {
-                c.requests.add(1);
-                c.status[class].add(1);
-                c.bytes_in.add(bytes_in);
-                c.bytes_out.add(bytes_out);
+                count_request(
+                    &c.requests,
+                    &c.status[class],
+                    &c.bytes_in,
+                    &c.bytes_out,
+                    bytes_in,
+                    bytes_out,
+                );
                 if self.histograms {
-                    d.total.record(total_us);
-                    if let Some(u) = upstream_us {
-                        d.upstream.record(u);
-                    }
+                    record_latency(&mut d.total, &mut d.upstream, total_us, upstream_us);
                 }
             }
         }
