@@ -5,7 +5,9 @@
 #    apt-get update once, then apt-get install -y, non-interactively, with
 #    service auto-start blocked: tests run nginx/haproxy/keepalived binaries
 #    directly, never as services).
-# 2. Ensures the rustfmt and clippy components.
+# 2. Ensures the rustfmt and clippy components, and a Python venv (.venv in
+#    the repository, git-ignored) with the real application servers and
+#    client libraries the tests drive (tests/requirements.txt).
 # 3. cargo fmt --check, clippy -D warnings, release build, all tests (with the
 #    test-only `fault-injection` feature, which the stalled-data-plane VRRP test needs).
 # 4. Prints a summary; exits non-zero if any step failed.
@@ -115,6 +117,21 @@ rust_components() {
     rustc --version
 }
 
+# ---- 2b. python venv --------------------------------------------------------------
+# Real peers: uvicorn/gunicorn as backends, requests/httpx/aiohttp as clients.
+# Tests find the interpreter through RINGLB_PYTHON (tests/common::python()).
+VENV="$ROOT/.venv"
+python_venv() {
+    local py
+    py=$(command -v python3) || { echo "python3 not found"; return 1; }
+    if [[ ! -x $VENV/bin/python ]]; then
+        "$py" -m venv "$VENV" || return 1
+    fi
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r tests/requirements.txt || return 1
+    "$VENV/bin/python" -c 'import uvicorn, gunicorn, requests, httpx, aiohttp, websockets; print("python venv ok:", uvicorn.__version__, gunicorn.__version__)'
+}
+export RINGLB_PYTHON="$VENV/bin/python"
+
 # ---- 3. cargo -------------------------------------------------------------------
 cargo_test() {
     timeout "$TEST_TIMEOUT" cargo test --release --features fault-injection "$@" 2>&1 | tee "$LOGDIR/test.log"
@@ -126,6 +143,7 @@ else
     step "system packages" install_packages
 fi
 step "rust components" rust_components
+step "python venv" python_venv
 step "cargo fmt --check" cargo fmt --all -- --check
 step "cargo clippy -D warnings" cargo clippy --all-targets --all-features -- -D warnings
 step "cargo build --release" cargo build --release
