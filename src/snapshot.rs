@@ -60,6 +60,7 @@ pub struct UpstreamSnap {
     pub servers: Vec<ServerSnap>,
     pub hash_key: HashKey,
     pub keepalive: usize,
+    pub keepalive_timeout: Duration,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
     pub send_timeout: Duration,
@@ -72,6 +73,11 @@ pub struct ServerSnap {
     pub host: Box<[u8]>,
     /// Configured up, healthy by active checks and by passive observation.
     pub available: bool,
+    /// Out only because of passive failures (`max_fails`): not `down` in
+    /// the config, not failing active checks. When no server of the
+    /// upstream is available, these are tried anyway (nginx never leaves
+    /// an upstream with no server because of passive failures alone).
+    pub passive_down: bool,
     pub backup: bool,
     pub max_conns: u32,
     /// When the server last came back, for the slow-start ramp.
@@ -90,8 +96,9 @@ impl ServerSnap {
 }
 
 /// Availability of every server as decided by the control thread, indexed
-/// `[upstream][server]`; `None` means "all up".
-pub type Availability<'a> = Option<&'a dyn Fn(usize, usize) -> (bool, Option<Instant>)>;
+/// `[upstream][server]`: (available, up since, up by active checks);
+/// `None` means "all up".
+pub type Availability<'a> = Option<&'a dyn Fn(usize, usize) -> (bool, Option<Instant>, bool)>;
 
 impl Snapshot {
     /// Builds a snapshot of `config`; `avail` gives each server's health and
@@ -125,11 +132,13 @@ impl Snapshot {
                     .iter()
                     .enumerate()
                     .map(|(si, s)| {
-                        let (healthy, up_since) = avail.map_or((true, None), |f| f(ui, si));
+                        let (healthy, up_since, active_up) =
+                            avail.map_or((true, None, true), |f| f(ui, si));
                         ServerSnap {
                             addr: s.addr,
                             host: s.addr.to_string().into_bytes().into(),
                             available: !s.down && healthy,
+                            passive_down: !s.down && active_up && !healthy,
                             backup: s.backup,
                             max_conns: s.max_conns,
                             up_since,
@@ -149,6 +158,7 @@ impl Snapshot {
                     servers,
                     hash_key: u.hash_key.clone(),
                     keepalive: u.keepalive,
+                    keepalive_timeout: u.keepalive_timeout,
                     connect_timeout: u.connect_timeout,
                     read_timeout: u.read_timeout,
                     send_timeout: u.send_timeout,
@@ -232,8 +242,8 @@ mod tests {
     #[test]
     fn clock_is_needed_only_while_a_server_ramps_up() {
         let since = crate::testutil::epoch();
-        let back = |_: usize, _: usize| (true, Some(since));
-        let never_down = |_: usize, _: usize| (true, None);
+        let back = |_: usize, _: usize| (true, Some(since), true);
+        let never_down = |_: usize, _: usize| (true, None, true);
         assert!(Snapshot::build(config("10s"), 1, Some(&back), false).upstreams[0].ramping);
         assert!(!Snapshot::build(config("10s"), 1, Some(&never_down), false).upstreams[0].ramping);
         assert!(!Snapshot::build(config("0s"), 1, Some(&back), false).upstreams[0].ramping);
