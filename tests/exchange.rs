@@ -579,11 +579,26 @@ fn keepalive_timeout_zero_disables_keep_alive() {
 /// Sets `pid`'s open-file limit so that exactly `free` more descriptors
 /// can be opened; returns the previous limit.
 fn squeeze_fds(pid: u32, free: usize) -> libc::rlimit {
-    let mut used: Vec<usize> = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .collect();
-    used.sort_unstable();
+    let fds = || {
+        let mut v: Vec<usize> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .collect();
+        v.sort_unstable();
+        v
+    };
+    // Wait until connections from the start-up probe are closed.
+    let mut used = fds();
+    let start = Instant::now();
+    loop {
+        thread::sleep(Duration::from_millis(300));
+        let now = fds();
+        if now == used {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "fds never settle");
+        used = now;
+    }
     let mut limit = 0;
     let mut left = free;
     loop {
