@@ -1,8 +1,9 @@
 //! Micro-benchmarks of the per-request read path of a shard: load the current
 //! [`Snapshot`], route the request, pick a server.
 //!
-//! Why these and not an end-to-end number: DESIGN.md asks for "no
-//! per-request allocation, clock read or shared atomic" on the data plane.
+//! Why these and not an end-to-end number: the data plane's rule is "no
+//! per-request allocation, clock read or shared atomic" (ARCHITECTURE.md,
+//! "Rules").
 //! The snapshot read is the one place a shard touches memory another thread
 //! writes, so it is measured three ways — the `arc_swap::Cache` reader when
 //! nothing changed (the hot case), the same reader while a publisher thread

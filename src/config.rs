@@ -1,4 +1,5 @@
-//! Configuration: the TOML schema of DESIGN.md §4, its defaults, and validation.
+//! Configuration: the TOML schema (README.md, "Configuration reference"),
+//! its defaults, and validation.
 //!
 //! `load` turns a file into a fully resolved [`Config`]: every duration parsed,
 //! every address resolved, every upstream reference turned into an index. Code
@@ -319,3 +320,5 @@ pub fn parse_str(text: &str, file: &str) -> Result<Config, ConfigError> {
 }
 
 mod parse;
+
+pub use parse::duration::parse_duration;

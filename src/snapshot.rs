@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 
 use crate::config::{Config, HashKey};
+use crate::lb::route::Router;
 use crate::lb::{Selector, ServerSpec};
 use crate::metrics::Layout;
-use crate::route::Router;
 
 /// An immutable view of the routing state.
 pub struct Snapshot {

@@ -25,7 +25,7 @@
 //! [`Duration`]: std::time::Duration
 
 mod addr;
-mod duration;
+pub(super) mod duration;
 mod fields;
 mod listener;
 mod span;

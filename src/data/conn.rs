@@ -489,7 +489,7 @@ async fn exchange(
                     .rec
                     .borrow_mut()
                     .on_upstream_failure(label, failure.kind());
-                shard.control.report_failure(&up.name, server.addr);
+                shard.link.report_failure(&up.name, server.addr);
                 last_failure = failure;
                 // Replay needs the whole body still buffered; after bytes may
                 // have reached a server only idempotent methods are replayed.
