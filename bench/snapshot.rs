@@ -163,7 +163,7 @@ fn bench_route(c: &mut Criterion) {
     let idx = |name: &str| {
         snap.upstreams
             .iter()
-            .position(|u| &*u.name == name)
+            .position(|u| &*u.config.name == name)
             .expect("upstream")
     };
     let cases: [(&str, &[u8], &[u8], usize); 4] = [
@@ -195,7 +195,7 @@ fn bench_pick(c: &mut Criterion) {
         let up = snap
             .upstreams
             .iter()
-            .find(|u| &*u.name == name)
+            .find(|u| &*u.config.name == name)
             .expect("upstream");
         assert_eq!(up.servers.len(), 8);
         let mut st = ShardState::new(&up.selector, 7);
@@ -217,7 +217,7 @@ fn bench_pick(c: &mut Criterion) {
                         &mut st,
                         black_box(key),
                         |i| !up.servers[i].available,
-                        |i| up.servers[i].weight_permille(now),
+                        |i| up.weight_permille(i, now),
                     )
                     .expect("a server");
                 st.on_start(i);
@@ -258,7 +258,7 @@ fn bench_request_path(c: &mut Criterion) {
                     &mut states[ui],
                     key,
                     |i| !up.servers[i].available,
-                    |i| up.servers[i].weight_permille(now),
+                    |i| up.weight_permille(i, now),
                 )
                 .expect("a server");
             black_box(si)

@@ -13,6 +13,7 @@
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The one place where default values live.
@@ -76,8 +77,10 @@ pub struct Config {
     pub admin: Option<AdminConfig>,
     pub log: LogConfig,
     pub listeners: Vec<ListenerConfig>,
-    /// Indexed by upstream id; listeners and routes refer to upstreams by index.
-    pub upstreams: Vec<UpstreamConfig>,
+    /// Indexed by upstream id; listeners and routes refer to upstreams by
+    /// index. Shared (`Arc`) so that a snapshot's upstream can hand its
+    /// settings to the shards as they are, without copying them.
+    pub upstreams: Vec<Arc<UpstreamConfig>>,
     pub vrrp: Vec<VrrpInstanceConfig>,
 }
 

@@ -86,6 +86,7 @@ fn upstream<'a>(cfg: &'a Config, name: &str) -> (usize, &'a ringlb::config::Upst
         .iter()
         .enumerate()
         .find(|(_, u)| u.name == name)
+        .map(|(i, u)| (i, &**u))
         .unwrap_or_else(|| panic!("no upstream {name}"))
 }
 

@@ -10,7 +10,7 @@
 //! learn about the data plane only through narrow functions the orchestrator
 //! ([`crate::runtime`]) builds from the shard links (`health::FailuresFn`,
 //! `vrrp::AliveFn`, `vrrp::UpstreamDownFn`). Starting, reloading and stopping
-//! them is the orchestrator's job too. Nothing here imports `crate::data`.
+//! them is the orchestrator's job too. Nothing here imports the data plane.
 
 pub mod admin;
 pub mod health;
