@@ -542,7 +542,7 @@ impl Failure {
 
 fn hash_key(up: &UpstreamSnap, c: &Client, head: &RequestHead) -> u64 {
     let buf = c.rbuf.data();
-    match &up.hash_key {
+    match &up.config.hash_key {
         HashKey::ClientIp => hash_bytes(c.ip()),
         HashKey::Uri => hash_bytes(head.target.get(buf)),
         HashKey::Header(name) => c
@@ -566,7 +566,7 @@ fn pick(
 ) -> Result<usize, NoServer> {
     let up = &view.snap.upstreams[ui];
     let mut lb = view.lb.borrow_mut();
-    let weight = |i: usize| now.map_or(1000, |n| up.servers[i].weight_permille(n));
+    let weight = |i: usize| now.map_or(1000, |n| up.weight_permille(i, n));
     let r = up.selector.pick(
         &mut lb[ui],
         key,
@@ -658,7 +658,7 @@ async fn exchange(
             Ok(si) => si,
             Err(NoServer::AllFull) => return finish_local(shard, c, log, &mut req, 503).await,
             Err(NoServer::AllDown) if tries == 0 => {
-                crate::warn!("upstream {}: no server available → 502", up.name);
+                crate::warn!("upstream {}: no server available → 502", up.config.name);
                 return finish_local(shard, c, log, &mut req, 502).await;
             }
             Err(NoServer::AllDown) => {
@@ -702,8 +702,12 @@ async fn exchange(
                 .on_upstream_failure(target.label(), kind);
         }
         if blame {
-            crate::warn!("upstream {} server {}: {failure:?}", up.name, server.addr);
-            shard.control.report_failure(&up.name, server.addr);
+            crate::warn!(
+                "upstream {} server {}: {failure:?}",
+                up.config.name,
+                server.addr
+            );
+            shard.link.report_failure(&up.config.name, server.addr);
         }
         last_failure = failure;
         let failed = Failed {
@@ -712,7 +716,7 @@ async fn exchange(
             buffered: req.body.intact(),
             stale,
         };
-        match retry(failed, tries, up.retries, fresh_left) {
+        match retry(failed, tries, up.config.retries, fresh_left) {
             Retry::Fresh => {
                 // Most likely the backend closed the pooled connection just
                 // as it was used: the same server, on another connection.
@@ -725,7 +729,7 @@ async fn exchange(
                 if !blame {
                     crate::warn!(
                         "upstream {} server {}: {failure:?} ({})",
-                        up.name,
+                        up.config.name,
                         server.addr,
                         if stale { "reused connection" } else { "local" }
                     );
@@ -788,10 +792,11 @@ async fn attempt(
 ) -> Result<Next, AttemptError> {
     let up = t.up;
     let server = t.server();
-    let taken = shard
-        .pool
-        .borrow_mut()
-        .take(server.addr, shard.clock.get(), up.keepalive_timeout);
+    let taken =
+        shard
+            .pool
+            .borrow_mut()
+            .take(server.addr, shard.clock.get(), up.config.keepalive_timeout);
     if taken.discarded > 0 {
         let mut rec = shard.rec.borrow_mut();
         for _ in 0..taken.discarded {
@@ -805,7 +810,7 @@ async fn attempt(
         },
         None => {
             let t0 = Instant::now();
-            let stream = connect(server.addr, up.connect_timeout)
+            let stream = connect(server.addr, up.config.connect_timeout)
                 .await
                 .map_err(|failure| AttemptError::Upstream {
                     failure,
@@ -837,7 +842,8 @@ async fn attempt(
     }
     let mut conn = conn;
     let fd = conn.stream.as_raw_fd();
-    let (r, n, o) = write_counted(&mut conn.stream, fd, out, &c.timer, up.send_timeout).await;
+    let (r, n, o) =
+        write_counted(&mut conn.stream, fd, out, &c.timer, up.config.send_timeout).await;
     c.out = o;
     if let Err(e) = r {
         return Err(AttemptError::Upstream {
@@ -986,7 +992,7 @@ async fn upload(
             dst_fd: ufd,
             timer,
             read_limit: client_timeout,
-            write_limit: up.send_timeout,
+            write_limit: up.config.send_timeout,
         };
         let send = pin!(relay(pipe, out, &mut rest, false, &mut sent));
         let mut recv = pin!(watch_head(
@@ -1007,10 +1013,14 @@ async fn upload(
                 out_back = Some(o);
                 match r {
                     Ok(()) => Upload::Sent(timed(
-                        timer.run(ufd, Shut::Both, up.read_timeout, recv).await,
+                        timer
+                            .run(ufd, Shut::Both, up.config.read_timeout, recv)
+                            .await,
                     )),
                     Err(RelayError::DstIo(_) | RelayError::DstTimeout) => Upload::Refused(timed(
-                        timer.run(ufd, Shut::Both, up.read_timeout, recv).await,
+                        timer
+                            .run(ufd, Shut::Both, up.config.read_timeout, recv)
+                            .await,
                     )),
                     Err(RelayError::Malformed(_)) => Upload::BadBody,
                     Err(_) => Upload::ClientGone,
@@ -1117,7 +1127,7 @@ async fn respond(
             Err(e) => {
                 crate::warn!(
                     "upstream {} server {}: malformed response head ({e:?})",
-                    up.name,
+                    up.config.name,
                     server.addr
                 );
                 return Err(AttemptError::Upstream {
@@ -1127,7 +1137,7 @@ async fn respond(
                 });
             }
         }
-        match c.ubuf.fill(us, &c.timer, up.read_timeout).await {
+        match c.ubuf.fill(us, &c.timer, up.config.read_timeout).await {
             Ok(_) => got_bytes = true,
             Err(ReadError::Timeout) => {
                 return Err(AttemptError::Upstream {
@@ -1155,7 +1165,7 @@ async fn respond(
         if !head.upgrade || !req.body.read() {
             crate::warn!(
                 "upstream {} server {}: unsolicited 101 → 502",
-                up.name,
+                up.config.name,
                 server.addr
             );
             let _ = c.reply(log, 502, false, client_timeout).await;
@@ -1221,7 +1231,7 @@ async fn respond(
         dst: &mut c.stream,
         dst_fd: dfd,
         timer: &c.timer,
-        read_limit: up.read_timeout,
+        read_limit: up.config.read_timeout,
         write_limit: client_timeout,
     };
     let (r, o) = relay(pipe, out, &mut body, done, &mut written).await;
@@ -1237,7 +1247,7 @@ async fn respond(
         ) => {
             crate::warn!(
                 "upstream {} server {}: response body cut short",
-                up.name,
+                up.config.name,
                 server.addr
             );
             return Ok(req.closing());
@@ -1255,8 +1265,8 @@ async fn respond(
         shard.pool.borrow_mut().put(
             server.addr,
             stream,
-            up.keepalive,
-            up.keepalive_timeout,
+            up.config.keepalive,
+            up.config.keepalive_timeout,
             shard.clock.get(),
         );
     }
