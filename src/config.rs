@@ -70,6 +70,7 @@ pub mod defaults {
     pub const TRACK_SCRIPT_INTERVAL: Duration = Duration::from_secs(1);
     pub const TRACK_SCRIPT_RISE: u32 = 1;
     pub const TRACK_SCRIPT_FALL: u32 = 1;
+    pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 }
 
 /// A fully validated, resolved configuration.
@@ -77,6 +78,9 @@ pub mod defaults {
 pub struct Config {
     /// The file it came from (for reload messages).
     pub source: PathBuf,
+    /// Problems that do not stop the config from running (a certificate
+    /// about to expire), as `FILE:LINE:COL: warning: …`.
+    pub warnings: Vec<Diagnostic>,
     pub runtime: RuntimeConfig,
     pub http: HttpConfig,
     pub admin: Option<AdminConfig>,
@@ -152,6 +156,8 @@ pub struct ListenerConfig {
     pub upstream: Option<usize>,
     pub routes: Vec<RouteConfig>,
     pub backlog: u32,
+    /// `[listener.tls]`: this listener speaks HTTPS.
+    pub tls: Option<Arc<crate::tls::ListenerTls>>,
 }
 
 #[derive(Debug, Clone)]

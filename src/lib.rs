@@ -54,3 +54,4 @@ pub mod runtime;
 pub mod snapshot;
 #[cfg(test)]
 mod testutil;
+pub mod tls;

@@ -70,7 +70,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Check { config } => match ringlb::config::load(&config) {
-            Ok(_) => {
+            Ok(c) => {
+                for w in &c.warnings {
+                    eprintln!("{w}");
+                }
                 println!("{}: ok", config.display());
                 ExitCode::SUCCESS
             }

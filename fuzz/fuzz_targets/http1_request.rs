@@ -10,7 +10,7 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(Some(head)) = decode_request(data, &Limits::default(), &mut fields) {
         assert!(head.head_len <= data.len());
         let mut out = Vec::new();
-        encode_request(&mut out, data, &head, &fields, b"192.0.2.1", b"upstream:80");
+        encode_request(&mut out, data, &head, &fields, b"192.0.2.1", b"upstream:80", false);
         let mut again = Vec::new();
         let re = decode_request(&out, &Limits { max_head_bytes: usize::MAX, max_headers: 256 }, &mut again)
             .expect("re-encoded head must decode")

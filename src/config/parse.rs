@@ -29,6 +29,7 @@ pub(super) mod duration;
 mod fields;
 mod listener;
 mod span;
+mod tls;
 mod upstream;
 mod vrrp;
 
@@ -58,8 +59,12 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
             None
         }
     };
+    let warnings = d.take_warnings();
     match config {
-        Some(config) if d.is_empty() => Ok(config),
+        Some(mut config) if d.is_empty() => {
+            config.warnings = warnings;
+            Ok(config)
+        }
         _ => Err(ConfigError {
             diagnostics: d.finish(),
         }),
@@ -97,6 +102,7 @@ fn read_config(root: &Table, d: &mut Diags) -> Config {
 
     Config {
         source: Default::default(),
+        warnings: Vec::new(),
         runtime: read_runtime(runtime.as_ref(), d),
         http: read_http(http.as_ref(), d),
         admin: admin.and_then(|t| read_admin(&t, d)),

@@ -53,6 +53,7 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Splitable};
 use monoio::net::TcpStream;
 
 use super::buf::{self, ReadError, RecvBuf};
+use super::client_stream::ClientStream;
 use super::deadline::{Shut, Timer};
 use super::io::{relay, write_all, write_counted, Body, Pipe, RelayError};
 use super::shard::{Shard, ShardView};
@@ -85,6 +86,8 @@ const STALE_RETRIES: u32 = 2;
 /// how long one read of it may wait.
 const LINGER_TIME: Duration = Duration::from_secs(30);
 const LINGER_READ: Duration = Duration::from_secs(5);
+/// How long sending TLS close_notify may take when a connection closes.
+const CLOSE_NOTIFY_TIME: Duration = Duration::from_secs(1);
 
 /// What happens to the client connection after an exchange.
 enum Next {
@@ -109,7 +112,7 @@ struct ReqLog {
 
 /// Per-connection buffers and identity.
 struct Client {
-    stream: TcpStream,
+    stream: ClientStream,
     peer: SocketAddr,
     ip: ([u8; 48], u8),
     rbuf: RecvBuf,
@@ -177,6 +180,25 @@ pub async fn serve(
         rec.on_accept();
         rec.on_handled();
     }
+    // A TLS listener: the handshake first (bounded by its own timeout).
+    let tls = shard
+        .view()
+        .snap
+        .config
+        .listeners
+        .iter()
+        .find(|l| l.listen == listen)
+        .and_then(|l| l.tls.clone());
+    let stream = match tls {
+        None => ClientStream::Plain(stream),
+        Some(tls) => match super::tls::handshake(&shard, stream, &tls, &timer).await {
+            Some(s) => ClientStream::Tls(Box::new(s)),
+            None => {
+                shard.rec.borrow_mut().on_close(ConnState::Reading);
+                return;
+            }
+        },
+    };
     let mut state = ConnState::Reading;
     let max_head = shard.view().snap.config.http.max_header_bytes;
     let mut ip = ([0u8; 48], 0u8);
@@ -267,9 +289,18 @@ pub async fn serve(
             }
             Next::Tunnel(upstream) => {
                 tunnel(c, upstream, view.snap.config.http.tunnel_timeout).await;
-                break;
+                shard.rec.borrow_mut().on_close(state);
+                return;
             }
         }
+    }
+    let fd = c.stream.as_raw_fd();
+    if let ClientStream::Tls(s) = &mut c.stream {
+        // Tell the client the close is deliberate (not a truncation).
+        let _ = c
+            .timer
+            .run(fd, Shut::Both, CLOSE_NOTIFY_TIME, s.close_notify())
+            .await;
     }
     shard.rec.borrow_mut().on_close(state);
 }
@@ -833,7 +864,15 @@ async fn attempt(
     let mut out = buf::ensure_pooled(std::mem::take(&mut c.out));
     {
         let buf = c.rbuf.data();
-        encode_request(&mut out, buf, head, &c.fields, c.ip(), &server.host);
+        encode_request(
+            &mut out,
+            buf,
+            head,
+            &c.fields,
+            c.ip(),
+            &server.host,
+            c.stream.is_tls(),
+        );
         out.extend_from_slice(&buf[head.head_len..head.head_len + req.body.prefix]);
     }
     if req.body.rest.is_some() {

@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use monoio::buf::IoBuf;
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
-use monoio::net::TcpStream;
 
 use super::buf::{ReadError, RecvBuf};
 use super::deadline::{Shut, Timer};
@@ -32,8 +31,8 @@ pub enum RelayError {
 }
 
 /// Writes all of `out` within `limit`; gives the buffer back.
-pub async fn write_all(
-    dst: &mut TcpStream,
+pub async fn write_all<D: AsyncWriteRent + AsRawFd>(
+    dst: &mut D,
     out: Vec<u8>,
     timer: &Timer,
     limit: Duration,

@@ -13,10 +13,12 @@
 
 pub mod access_log;
 pub mod buf;
+pub mod client_stream;
 pub mod conn;
 pub mod deadline;
 pub mod io;
 pub mod link;
 pub mod pool;
 pub mod shard;
+pub mod tls;
 pub mod unwind;

@@ -162,6 +162,18 @@ impl MergedStats {
                 "waiting": c.waiting.max(0),
                 "requests": c.requests,
             },
+            "tls": {
+                "handshakes": self.tls.handshakes,
+                "resumed": self.tls.resumed,
+                "handshake_us_total": self.tls.handshake_us,
+                "failures": Value::Object(
+                    crate::tls::Failure::ALL
+                        .iter()
+                        .zip(self.tls.failures)
+                        .map(|(f, n)| (f.label().to_string(), json!(n)))
+                        .collect()
+                ),
+            },
             "totals": Value::Object(listener_json(&self.totals(), opts)),
             "listeners": listeners,
             "servers": servers,

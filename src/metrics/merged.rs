@@ -25,6 +25,31 @@ pub struct ConnStats {
     pub waiting: i64,
 }
 
+/// TLS listeners, summed over shards.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TlsStats {
+    /// Handshakes completed, of which `resumed` were resumptions.
+    pub handshakes: u64,
+    pub resumed: u64,
+    /// Summed handshake time (accept to handshake done), microseconds.
+    pub handshake_us: u64,
+    /// Failed handshakes by [`crate::tls::Failure::ALL`] index.
+    pub failures: [u64; crate::tls::Failure::ALL.len()],
+}
+
+impl TlsStats {
+    fn minus(&self, b: &TlsStats) -> TlsStats {
+        let mut out = *self;
+        out.handshakes = self.handshakes.saturating_sub(b.handshakes);
+        out.resumed = self.resumed.saturating_sub(b.resumed);
+        out.handshake_us = self.handshake_us.saturating_sub(b.handshake_us);
+        for (o, x) in out.failures.iter_mut().zip(b.failures) {
+            *o = o.saturating_sub(x);
+        }
+        out
+    }
+}
+
 /// Per-listener numbers (key: listen address).
 #[derive(Debug, Clone, Default)]
 pub struct ListenerStats {
@@ -144,6 +169,7 @@ pub struct MergedStats {
     /// Length of the current stats window (since boot or the last reset).
     pub window: Duration,
     pub conn: ConnStats,
+    pub tls: TlsStats,
     pub listeners: BTreeMap<String, ListenerStats>,
     pub servers: BTreeMap<(String, String), ServerStats>,
     pub control: ControlSnapshot,
@@ -175,6 +201,7 @@ impl MergedStats {
         out.conn.accepted = self.conn.accepted.saturating_sub(base.conn.accepted);
         out.conn.handled = self.conn.handled.saturating_sub(base.conn.handled);
         out.conn.requests = self.conn.requests.saturating_sub(base.conn.requests);
+        out.tls = self.tls.minus(&base.tls);
         for (k, v) in out.listeners.iter_mut() {
             if let Some(b) = base.listeners.get(k) {
                 *v = v.minus(b);

@@ -133,6 +133,40 @@ impl MergedStats {
         );
         p.sample("ringlb_connections_handled_total", &[], c.handled);
         p.family(
+            "ringlb_tls_handshakes_total",
+            "counter",
+            "TLS handshakes completed on TLS listeners.",
+        );
+        p.sample("ringlb_tls_handshakes_total", &[], self.tls.handshakes);
+        p.family(
+            "ringlb_tls_resumptions_total",
+            "counter",
+            "TLS handshakes that resumed a session (ticket or session ID).",
+        );
+        p.sample("ringlb_tls_resumptions_total", &[], self.tls.resumed);
+        p.family(
+            "ringlb_tls_handshake_seconds_total",
+            "counter",
+            "Summed time of completed TLS handshakes (divide by ringlb_tls_handshakes_total for the mean).",
+        );
+        p.sample(
+            "ringlb_tls_handshake_seconds_total",
+            &[],
+            self.tls.handshake_us as f64 / 1e6,
+        );
+        p.family(
+            "ringlb_tls_handshake_failures_total",
+            "counter",
+            "TLS handshakes that failed, by reason.",
+        );
+        for (f, n) in crate::tls::Failure::ALL.iter().zip(self.tls.failures) {
+            p.sample(
+                "ringlb_tls_handshake_failures_total",
+                &[("reason", f.label())],
+                n,
+            );
+        }
+        p.family(
             "ringlb_connections_active",
             "gauge",
             "Open client connections.",

@@ -60,6 +60,12 @@ pub(crate) struct ConnCounters {
     pub(crate) reading: Counter,
     pub(crate) writing: Counter,
     pub(crate) waiting: Counter,
+    // TLS listeners: handshakes completed (of which resumed), their summed
+    // duration, and failed handshakes by [`crate::tls::Failure`] index.
+    pub(crate) tls_handshakes: Counter,
+    pub(crate) tls_resumed: Counter,
+    pub(crate) tls_handshake_us: Counter,
+    pub(crate) tls_failures: [Counter; crate::tls::Failure::ALL.len()],
 }
 
 impl ConnCounters {
@@ -265,6 +271,12 @@ impl ShardSlot {
         m.conn.reading += c.reading.get() as i64;
         m.conn.writing += c.writing.get() as i64;
         m.conn.waiting += c.waiting.get() as i64;
+        m.tls.handshakes += c.tls_handshakes.get();
+        m.tls.resumed += c.tls_resumed.get();
+        m.tls.handshake_us += c.tls_handshake_us.get();
+        for (dst, src) in m.tls.failures.iter_mut().zip(&c.tls_failures) {
+            *dst += src.get();
+        }
 
         let st = self.lock();
         m.shard_generations.push(st.generation);
@@ -448,6 +460,23 @@ impl ShardRecorder {
     #[inline]
     pub fn on_accept(&mut self) {
         self.slot.conn.accepted.add(1);
+    }
+
+    /// A TLS handshake completed in `us` microseconds.
+    #[inline]
+    pub fn on_tls_handshake(&mut self, resumed: bool, us: u64) {
+        let c = &self.slot.conn;
+        c.tls_handshakes.add(1);
+        c.tls_handshake_us.add(us);
+        if resumed {
+            c.tls_resumed.add(1);
+        }
+    }
+
+    /// A TLS handshake failed.
+    #[inline]
+    pub fn on_tls_failure(&mut self, why: crate::tls::Failure) {
+        self.slot.conn.tls_failures[why.index()].add(1);
     }
 
     /// An accepted connection is being served (not dropped for limits). It

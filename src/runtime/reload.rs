@@ -39,6 +39,9 @@ impl Running {
                 return false;
             }
         };
+        for w in &new.warnings {
+            crate::warn!("reload: {w}");
+        }
         let old: HashSet<SocketAddr> = self.config.listeners.iter().map(|l| l.listen).collect();
         let new_set: HashSet<SocketAddr> = new.listeners.iter().map(|l| l.listen).collect();
         // Bind new listeners first: if one fails, nothing changes.

@@ -41,6 +41,9 @@ pub struct Running {
 /// Starts everything `config` asks for; returns once every shard thread is
 /// spawned (they tick for the first time shortly after).
 pub fn start(config: Config) -> std::io::Result<Running> {
+    for w in &config.warnings {
+        crate::warn!("{w}");
+    }
     let config = Arc::new(config);
     let rt = &config.runtime;
     let (shard_cpus, control_cpu) =

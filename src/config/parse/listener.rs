@@ -14,7 +14,7 @@ use super::fields::{Table, U32};
 use super::span::Diags;
 use super::upstream::Upstreams;
 
-const LISTENER_KEYS: &[&str] = &["listen", "upstream", "backlog", "route"];
+const LISTENER_KEYS: &[&str] = &["listen", "upstream", "backlog", "route", "tls"];
 const ROUTE_KEYS: &[&str] = &["host", "path_prefix", "upstream"];
 
 pub(crate) fn read_all(root: &Table, d: &mut Diags, ups: &mut Upstreams) -> Vec<ListenerConfig> {
@@ -60,6 +60,9 @@ pub(crate) fn read_all(root: &Table, d: &mut Diags, ups: &mut Upstreams) -> Vec<
         });
         let upstream = t.field("upstream").and_then(|f| ups.resolve(d, &f));
         let backlog = t.int(d, "backlog", 1..=U32).unwrap_or(def::BACKLOG);
+        let tls = t
+            .table(d, "tls", "[listener.tls]")
+            .and_then(|tt| super::tls::read(&tt, d));
         let route_tables = t.tables(d, "route", "[[listener.route]]");
         if route_tables.is_none() && t.field("route").is_some() {
             ups.refs_unreadable();
@@ -78,6 +81,7 @@ pub(crate) fn read_all(root: &Table, d: &mut Diags, ups: &mut Upstreams) -> Vec<
                 upstream,
                 routes,
                 backlog,
+                tls,
             });
         }
     }

@@ -48,6 +48,7 @@ impl<'a> Source<'a> {
 pub(crate) struct Diags<'a> {
     src: &'a Source<'a>,
     found: Vec<(usize, String)>,
+    warnings: Vec<(usize, String)>,
 }
 
 impl<'a> Diags<'a> {
@@ -55,12 +56,36 @@ impl<'a> Diags<'a> {
         Diags {
             src,
             found: Vec::new(),
+            warnings: Vec::new(),
         }
     }
 
     /// Records a problem at byte offset `at`.
     pub(crate) fn error(&mut self, at: usize, message: impl Into<String>) {
         self.found.push((at, message.into()));
+    }
+
+    /// Records a warning at byte offset `at` (does not make the config
+    /// invalid; `ringlb check` and start print it).
+    pub(crate) fn warn(&mut self, at: usize, message: impl Into<String>) {
+        self.warnings
+            .push((at, format!("warning: {}", message.into())));
+    }
+
+    /// The warnings so far, positioned (taken out of the collector).
+    pub(crate) fn take_warnings(&mut self) -> Vec<Diagnostic> {
+        let w = std::mem::take(&mut self.warnings);
+        w.into_iter()
+            .map(|(at, message)| {
+                let (line, col) = self.src.position(at);
+                Diagnostic {
+                    file: self.src.file.to_string(),
+                    line,
+                    col,
+                    message,
+                }
+            })
+            .collect()
     }
 
     /// 1-based line of a byte offset (for "first defined at line N").

@@ -23,6 +23,7 @@ pub fn encode_request(
     fields: &[Field],
     client_ip: &[u8],
     default_host: &[u8],
+    https: bool,
 ) {
     out.extend_from_slice(head.method_span.get(buf));
     out.push(b' ');
@@ -85,7 +86,11 @@ pub fn encode_request(
         }
     }
     put_field(out, b"X-Real-IP", client_ip);
-    out.extend_from_slice(b"X-Forwarded-Proto: http\r\n");
+    out.extend_from_slice(if https {
+        b"X-Forwarded-Proto: https\r\n"
+    } else {
+        b"X-Forwarded-Proto: http\r\n"
+    });
     if head.upgrade {
         out.extend_from_slice(b"Connection: upgrade\r\n");
     }
@@ -242,6 +247,7 @@ mod tests {
             &f,
             ip.as_bytes(),
             b"10.0.0.1:80",
+            false,
         );
         String::from_utf8(out).unwrap()
     }

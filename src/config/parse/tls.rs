@@ -1,0 +1,151 @@
+//! `[listener.tls]` and its `[[listener.tls.sni]]` certificates.
+//!
+//! The certificate and key files are read and validated here (see
+//! [`crate::tls::certs`] for what is checked), so a bad file is reported
+//! at the key that names it, by `ringlb check`, at start and on reload
+//! alike. Keys of the TLS design that this version does not implement yet
+//! are refused with a clear message (never accepted and ignored).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::super::defaults as def;
+use super::fields::Table;
+use super::span::Diags;
+use crate::tls::certs::{self, Which};
+use crate::tls::{ListenerTls, Protocol, Settings};
+
+const TLS_KEYS: &[&str] = &[
+    "certificate",
+    "key",
+    "sni",
+    "protocols",
+    "alpn",
+    "session_tickets",
+    "handshake_timeout",
+];
+const SNI_KEYS: &[&str] = &["certificate", "key"];
+
+/// Keys of the design that are not implemented yet, with what they would
+/// do; any section using one gets an error at the key.
+pub(crate) fn not_yet(key: &str) -> Option<&'static str> {
+    Some(match key {
+        "client_ca" => "mutual TLS",
+        "tls" | "tls_server_name" | "tls_verify" | "tls_ca" => "TLS to upstream servers",
+        "proxy_protocol" | "send_proxy_protocol" => "PROXY protocol",
+        _ => return None,
+    })
+}
+
+/// Reads a listener's `tls` table; `None` after reporting any problem.
+pub(crate) fn read(t: &Table, d: &mut Diags) -> Option<Arc<ListenerTls>> {
+    t.check_keys(d, TLS_KEYS);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |t| t.as_secs() as i64);
+    let mut ok = true;
+    let mut settings = Settings {
+        protocols: vec![Protocol::Tls12, Protocol::Tls13],
+        alpn: vec!["http/1.1".into()],
+        session_tickets: true,
+        handshake_timeout: def::TLS_HANDSHAKE_TIMEOUT,
+    };
+    if let Some(list) = t.strings(d, "protocols") {
+        let mut protocols = Vec::new();
+        for (p, at) in list {
+            match p {
+                "TLSv1.2" => protocols.push(Protocol::Tls12),
+                "TLSv1.3" => protocols.push(Protocol::Tls13),
+                other => {
+                    ok = false;
+                    d.error(
+                        at,
+                        format!("unknown TLS protocol {other:?}; expected \"TLSv1.2\" or \"TLSv1.3\" (older versions are not offered)"),
+                    );
+                }
+            }
+        }
+        if protocols.is_empty() && ok {
+            ok = false;
+            if let Some(f) = t.field("protocols") {
+                d.error(
+                    f.at,
+                    "`protocols` must list at least one of \"TLSv1.2\", \"TLSv1.3\"",
+                );
+            }
+        }
+        protocols.dedup();
+        settings.protocols = protocols;
+    }
+    if let Some(list) = t.strings(d, "alpn") {
+        let mut alpn = Vec::new();
+        for (p, at) in list {
+            if p == "http/1.1" {
+                alpn.push(p.to_string());
+            } else {
+                ok = false;
+                d.error(
+                    at,
+                    format!("unsupported ALPN protocol {p:?}; only \"http/1.1\" is served (h2 is not supported yet)"),
+                );
+            }
+        }
+        settings.alpn = alpn;
+    }
+    if let Some(b) = t.bool(d, "session_tickets") {
+        settings.session_tickets = b;
+    }
+    if let Some(v) = t.positive_duration(d, "handshake_timeout") {
+        settings.handshake_timeout = v;
+    }
+    let mut pairs = Vec::new();
+    let mut files = Vec::new();
+    let mut tables = vec![(t, "[listener.tls]")];
+    let sni = t
+        .tables(d, "sni", "[[listener.tls.sni]]")
+        .unwrap_or_default();
+    for s in &sni {
+        s.check_keys(d, SNI_KEYS);
+        tables.push((s, "[[listener.tls.sni]]"));
+    }
+    for (table, _) in tables {
+        let cert = table.required(d, "certificate");
+        let key = table.required(d, "key");
+        let (Some(cert), Some(key)) = (cert, key) else {
+            ok = false;
+            continue;
+        };
+        let (Some(cert_path), Some(key_path)) = (cert.str(d), key.str(d)) else {
+            ok = false;
+            continue;
+        };
+        match certs::load_pair(Path::new(cert_path), Path::new(key_path), now) {
+            Ok(pair) => {
+                if let Some(w) = &pair.warning {
+                    d.warn(cert.at, w.clone());
+                }
+                files.push(cert_path.to_string());
+                pairs.push(pair);
+            }
+            Err((which, msg)) => {
+                ok = false;
+                let at = match which {
+                    Which::Certificate => cert.at,
+                    Which::Key => key.at,
+                };
+                d.error(at, msg);
+            }
+        }
+    }
+    if !ok {
+        return None;
+    }
+    match crate::tls::build(&settings, pairs, files) {
+        Ok(l) => Some(Arc::new(l)),
+        Err(e) => {
+            d.error(t.at, e);
+            None
+        }
+    }
+}

@@ -1,0 +1,187 @@
+//! The client side of a connection: a plain socket or a TLS stream.
+//!
+//! An enum rather than a type parameter on the whole connection code, so
+//! `conn.rs` is compiled once; a plaintext connection pays one predictable
+//! branch per read or write (nothing allocated, nothing shared).
+
+use std::future::Future;
+use std::os::fd::{AsRawFd, RawFd};
+
+use monoio::buf::{IoBuf, IoBufMut, IoVecBuf, IoVecBufMut};
+use monoio::io::{AsyncReadRent, AsyncWriteRent, OwnedReadHalf, OwnedWriteHalf, Splitable};
+use monoio::net::TcpStream;
+use monoio::BufResult;
+
+use super::tls::{ReadHalf, ServerStream, WriteHalf};
+
+pub enum ClientStream {
+    Plain(TcpStream),
+    Tls(Box<ServerStream>),
+}
+
+pub enum ClientRead {
+    Plain(OwnedReadHalf<TcpStream>),
+    Tls(Box<ReadHalf>),
+}
+
+pub enum ClientWrite {
+    Plain(OwnedWriteHalf<TcpStream>),
+    Tls(Box<WriteHalf>),
+}
+
+impl ClientStream {
+    pub fn is_tls(&self) -> bool {
+        matches!(self, ClientStream::Tls(_))
+    }
+
+    /// Splits for an upgraded tunnel.
+    pub fn into_split(self) -> (ClientRead, ClientWrite) {
+        match self {
+            ClientStream::Plain(s) => {
+                let (r, w) = s.into_split();
+                (ClientRead::Plain(r), ClientWrite::Plain(w))
+            }
+            ClientStream::Tls(s) => {
+                let (r, w) = s.into_split();
+                (ClientRead::Tls(Box::new(r)), ClientWrite::Tls(Box::new(w)))
+            }
+        }
+    }
+}
+
+impl AsRawFd for ClientStream {
+    fn as_raw_fd(&self) -> RawFd {
+        match self {
+            ClientStream::Plain(s) => s.as_raw_fd(),
+            ClientStream::Tls(s) => s.as_raw_fd(),
+        }
+    }
+}
+
+impl AsyncReadRent for ClientStream {
+    #[inline]
+    fn read<T: IoBufMut>(&mut self, buf: T) -> impl Future<Output = BufResult<usize, T>> {
+        async move {
+            match self {
+                ClientStream::Plain(s) => s.read(buf).await,
+                ClientStream::Tls(s) => s.read(buf).await,
+            }
+        }
+    }
+
+    #[inline]
+    fn readv<T: IoVecBufMut>(&mut self, buf: T) -> impl Future<Output = BufResult<usize, T>> {
+        async move {
+            match self {
+                ClientStream::Plain(s) => s.readv(buf).await,
+                ClientStream::Tls(s) => s.readv(buf).await,
+            }
+        }
+    }
+}
+
+impl AsyncWriteRent for ClientStream {
+    #[inline]
+    fn write<T: IoBuf>(&mut self, buf: T) -> impl Future<Output = BufResult<usize, T>> {
+        async move {
+            match self {
+                ClientStream::Plain(s) => s.write(buf).await,
+                ClientStream::Tls(s) => s.write(buf).await,
+            }
+        }
+    }
+
+    #[inline]
+    fn writev<T: IoVecBuf>(&mut self, buf: T) -> impl Future<Output = BufResult<usize, T>> {
+        async move {
+            match self {
+                ClientStream::Plain(s) => s.writev(buf).await,
+                ClientStream::Tls(s) => s.writev(buf).await,
+            }
+        }
+    }
+
+    #[inline]
+    fn flush(&mut self) -> impl Future<Output = std::io::Result<()>> {
+        async move {
+            match self {
+                ClientStream::Plain(s) => s.flush().await,
+                ClientStream::Tls(s) => s.flush().await,
+            }
+        }
+    }
+
+    #[inline]
+    fn shutdown(&mut self) -> impl Future<Output = std::io::Result<()>> {
+        async move {
+            match self {
+                ClientStream::Plain(s) => s.shutdown().await,
+                ClientStream::Tls(s) => s.shutdown().await,
+            }
+        }
+    }
+}
+
+impl AsyncReadRent for ClientRead {
+    #[inline]
+    fn read<T: IoBufMut>(&mut self, buf: T) -> impl Future<Output = BufResult<usize, T>> {
+        async move {
+            match self {
+                ClientRead::Plain(s) => s.read(buf).await,
+                ClientRead::Tls(s) => s.read(buf).await,
+            }
+        }
+    }
+
+    #[inline]
+    fn readv<T: IoVecBufMut>(&mut self, buf: T) -> impl Future<Output = BufResult<usize, T>> {
+        async move {
+            match self {
+                ClientRead::Plain(s) => s.readv(buf).await,
+                ClientRead::Tls(s) => s.readv(buf).await,
+            }
+        }
+    }
+}
+
+impl AsyncWriteRent for ClientWrite {
+    #[inline]
+    fn write<T: IoBuf>(&mut self, buf: T) -> impl Future<Output = BufResult<usize, T>> {
+        async move {
+            match self {
+                ClientWrite::Plain(s) => s.write(buf).await,
+                ClientWrite::Tls(s) => s.write(buf).await,
+            }
+        }
+    }
+
+    #[inline]
+    fn writev<T: IoVecBuf>(&mut self, buf: T) -> impl Future<Output = BufResult<usize, T>> {
+        async move {
+            match self {
+                ClientWrite::Plain(s) => s.writev(buf).await,
+                ClientWrite::Tls(s) => s.writev(buf).await,
+            }
+        }
+    }
+
+    #[inline]
+    fn flush(&mut self) -> impl Future<Output = std::io::Result<()>> {
+        async move {
+            match self {
+                ClientWrite::Plain(s) => s.flush().await,
+                ClientWrite::Tls(s) => s.flush().await,
+            }
+        }
+    }
+
+    #[inline]
+    fn shutdown(&mut self) -> impl Future<Output = std::io::Result<()>> {
+        async move {
+            match self {
+                ClientWrite::Plain(s) => s.shutdown().await,
+                ClientWrite::Tls(s) => s.shutdown().await,
+            }
+        }
+    }
+}

@@ -1,0 +1,192 @@
+//! Loading and validating a certificate chain and its private key.
+//!
+//! What `ringlb check` (and therefore every start and SIGHUP reload, which
+//! load the config the same way) verifies for each `certificate`/`key`
+//! pair: both files read and parse as PEM; the chain holds at least one
+//! certificate and every certificate in it is DER that parses; the key is
+//! PKCS#8, SEC1 (EC) or PKCS#1 (RSA) of a type rustls can sign with; the
+//! key belongs to the leaf certificate (their public keys are compared);
+//! the leaf is valid now (not before its `notBefore`, not after its
+//! `notAfter`), with a warning when it expires within [`EXPIRY_WARNING`].
+//! The chain is not verified against any root: a server cannot know which
+//! roots its clients trust, and nginx does not either.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::sign::CertifiedKey;
+
+/// Warn when the leaf certificate expires sooner than this.
+pub const EXPIRY_WARNING: Duration = Duration::from_secs(14 * 24 * 3600);
+
+/// A loaded, validated pair.
+#[derive(Debug)]
+pub struct LoadedPair {
+    pub key: Arc<CertifiedKey>,
+    /// DNS names the leaf answers for (lower-case), for SNI.
+    pub names: Vec<String>,
+    /// Set when the leaf expires within [`EXPIRY_WARNING`].
+    pub warning: Option<String>,
+}
+
+/// Which file of the pair a problem is about (so the message is reported
+/// at the right config key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Which {
+    Certificate,
+    Key,
+}
+
+/// Validity of the leaf at `now` (seconds since the Unix epoch): `Err`
+/// when not yet valid or expired, `Ok(Some(warning))` when it expires
+/// within [`EXPIRY_WARNING`].
+pub fn validity(not_before: i64, not_after: i64, now: i64) -> Result<Option<String>, String> {
+    if now < not_before {
+        return Err(format!(
+            "certificate is not valid yet (valid from {} s after the Unix epoch, {} s from now)",
+            not_before,
+            not_before - now
+        ));
+    }
+    if now > not_after {
+        let days = (now - not_after) / 86_400;
+        return Err(format!("certificate expired {days} days ago"));
+    }
+    let left = not_after - now;
+    if left < EXPIRY_WARNING.as_secs() as i64 {
+        return Ok(Some(format!(
+            "certificate expires in {} days {} hours",
+            left / 86_400,
+            (left % 86_400) / 3600
+        )));
+    }
+    Ok(None)
+}
+
+/// Reads and validates a pair; `now` is seconds since the Unix epoch.
+pub fn load_pair(cert: &Path, key: &Path, now: i64) -> Result<LoadedPair, (Which, String)> {
+    let c = |m: String| (Which::Certificate, m);
+    let k = |m: String| (Which::Key, m);
+    let cert_pem =
+        std::fs::read(cert).map_err(|e| c(format!("cannot read {}: {e}", cert.display())))?;
+    let key_pem =
+        std::fs::read(key).map_err(|e| k(format!("cannot read {}: {e}", key.display())))?;
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| {
+            c(format!(
+                "{}: not a PEM certificate chain: {e}",
+                cert.display()
+            ))
+        })?;
+    if chain.is_empty() {
+        return Err(c(format!(
+            "{}: no certificate in it (expected PEM blocks \"BEGIN CERTIFICATE\")",
+            cert.display()
+        )));
+    }
+    let mut leaf_info = None;
+    for (i, der) in chain.iter().enumerate() {
+        match x509_parser::parse_x509_certificate(der) {
+            Ok((_, x)) => {
+                if i == 0 {
+                    let v = x.validity();
+                    leaf_info = Some((
+                        v.not_before.timestamp(),
+                        v.not_after.timestamp(),
+                        dns_names(&x),
+                    ));
+                }
+            }
+            Err(e) => {
+                return Err(c(format!(
+                    "{}: certificate {} of the chain does not parse: {e}",
+                    cert.display(),
+                    i + 1
+                )))
+            }
+        }
+    }
+    let (not_before, not_after, names) = leaf_info.expect("chain is not empty");
+    let der = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
+        k(format!(
+            "{}: no private key in it (expected PKCS#8, SEC1 or PKCS#1 PEM): {e}",
+            key.display()
+        ))
+    })?;
+    let signer = rustls::crypto::ring::sign::any_supported_type(&der)
+        .map_err(|e| k(format!("{}: unsupported private key: {e}", key.display())))?;
+    let certified = CertifiedKey::new(chain, signer);
+    certified.keys_match().map_err(|e| {
+        k(format!(
+            "{} does not belong to the certificate {}: {e}",
+            key.display(),
+            cert.display()
+        ))
+    })?;
+    let warning =
+        validity(not_before, not_after, now).map_err(|m| c(format!("{}: {m}", cert.display())))?;
+    if names.is_empty() {
+        return Err(c(format!(
+            "{}: the certificate names no DNS name (subjectAltName or common name) to match SNI against",
+            cert.display()
+        )));
+    }
+    Ok(LoadedPair {
+        key: Arc::new(certified),
+        names,
+        warning: warning.map(|w| format!("{}: {w}", cert.display())),
+    })
+}
+
+/// Subject alternative DNS names, or the common name when there are none
+/// (what clients fall back to as well), lower-cased.
+fn dns_names(x: &x509_parser::certificate::X509Certificate<'_>) -> Vec<String> {
+    use x509_parser::extensions::GeneralName;
+    let mut names: Vec<String> = match x.subject_alternative_name() {
+        Ok(Some(san)) => san
+            .value
+            .general_names
+            .iter()
+            .filter_map(|g| match g {
+                GeneralName::DNSName(n) => Some(n.to_ascii_lowercase()),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    if names.is_empty() {
+        names.extend(
+            x.subject()
+                .iter_common_name()
+                .filter_map(|cn| cn.as_str().ok())
+                .map(str::to_ascii_lowercase),
+        );
+    }
+    names
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validity_window() {
+        let day = 86_400;
+        assert!(validity(100, 100 + 400 * day, 50)
+            .unwrap_err()
+            .contains("not valid yet"));
+        assert!(validity(0, 100, 100 + 3 * day)
+            .unwrap_err()
+            .contains("expired 3 days ago"));
+        assert_eq!(validity(0, 100 * day, day), Ok(None));
+        let w = validity(0, 20 * day, 10 * day).unwrap().unwrap();
+        assert!(w.contains("expires in 10 days"), "{w}");
+        // Exactly at the edges: still valid.
+        assert!(validity(0, 100 * day, 0).is_ok());
+        assert!(validity(0, 100 * day, 100 * day).unwrap().is_some());
+    }
+}

@@ -1,0 +1,144 @@
+//! Why a TLS handshake failed, as counted in `/stats` and `/metrics`.
+//!
+//! The classification is a pure function of what rustls reported and what
+//! the first byte of the connection was, so it is table-tested without a
+//! socket.
+
+use rustls::{AlertDescription, Error};
+
+/// A failed handshake's reason (a metrics label each).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// No protocol version, cipher suite, group or signature scheme in
+    /// common with the client.
+    NoSharedCipher,
+    /// The client rejected the server's certificate (its alert said so).
+    BadCertificate,
+    /// The client named a host no certificate carries, then gave up.
+    UnknownSni,
+    /// `handshake_timeout` passed before the handshake finished.
+    Timeout,
+    /// The first byte was not a TLS handshake record (plain HTTP on a TLS
+    /// port, a port scanner…).
+    NotTls,
+    /// TLS records, but malformed or oversized (truncated or huge hello).
+    Malformed,
+    /// The client closed or reset the connection mid-handshake.
+    Closed,
+    /// Anything else rustls refused.
+    Other,
+}
+
+impl Failure {
+    pub const ALL: [Failure; 8] = [
+        Failure::NoSharedCipher,
+        Failure::BadCertificate,
+        Failure::UnknownSni,
+        Failure::Timeout,
+        Failure::NotTls,
+        Failure::Malformed,
+        Failure::Closed,
+        Failure::Other,
+    ];
+
+    /// Metrics label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Failure::NoSharedCipher => "no_shared_cipher",
+            Failure::BadCertificate => "bad_certificate",
+            Failure::UnknownSni => "unknown_sni",
+            Failure::Timeout => "timeout",
+            Failure::NotTls => "not_tls",
+            Failure::Malformed => "malformed",
+            Failure::Closed => "closed",
+            Failure::Other => "other",
+        }
+    }
+
+    /// Index into [`Failure::ALL`] (counter arrays).
+    pub fn index(self) -> usize {
+        Failure::ALL.iter().position(|f| *f == self).unwrap_or(0)
+    }
+}
+
+/// The first byte of a TLS handshake record (content type 22).
+pub const HANDSHAKE_RECORD: u8 = 0x16;
+
+/// Classifies a rustls error. `first_byte` is the connection's first byte
+/// (if any arrived); `sni_unknown` whether the client named a host that no
+/// certificate carries (it was served the default certificate).
+pub fn classify(e: &Error, first_byte: Option<u8>, sni_unknown: bool) -> Failure {
+    if first_byte.is_some_and(|b| b != HANDSHAKE_RECORD) {
+        return Failure::NotTls;
+    }
+    match e {
+        Error::PeerIncompatible(_) | Error::NoApplicationProtocol => Failure::NoSharedCipher,
+        Error::AlertReceived(a) if is_certificate_alert(*a) => {
+            if sni_unknown {
+                Failure::UnknownSni
+            } else {
+                Failure::BadCertificate
+            }
+        }
+        Error::AlertReceived(AlertDescription::UnrecognisedName) => Failure::UnknownSni,
+        Error::InvalidMessage(_) | Error::PeerSentOversizedRecord | Error::PeerMisbehaved(_) => {
+            Failure::Malformed
+        }
+        _ => Failure::Other,
+    }
+}
+
+fn is_certificate_alert(a: AlertDescription) -> bool {
+    matches!(
+        a,
+        AlertDescription::BadCertificate
+            | AlertDescription::UnsupportedCertificate
+            | AlertDescription::CertificateRevoked
+            | AlertDescription::CertificateExpired
+            | AlertDescription::CertificateUnknown
+            | AlertDescription::UnknownCA
+            | AlertDescription::AccessDenied
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::{InvalidMessage, PeerIncompatible};
+
+    #[test]
+    fn classification_table() {
+        let incompatible = Error::PeerIncompatible(PeerIncompatible::NoCipherSuitesInCommon);
+        let bad_cert = Error::AlertReceived(AlertDescription::UnknownCA);
+        let malformed = Error::InvalidMessage(InvalidMessage::MessageTooShort);
+        let table = [
+            (&incompatible, Some(0x16), false, Failure::NoSharedCipher),
+            (&bad_cert, Some(0x16), false, Failure::BadCertificate),
+            (&bad_cert, Some(0x16), true, Failure::UnknownSni),
+            (&malformed, Some(0x16), false, Failure::Malformed),
+            // Plain HTTP: whatever rustls says, the first byte decides.
+            (&malformed, Some(b'G'), false, Failure::NotTls),
+            (&Error::DecryptError, Some(0x16), false, Failure::Other),
+            (
+                &Error::AlertReceived(AlertDescription::UnrecognisedName),
+                Some(0x16),
+                false,
+                Failure::UnknownSni,
+            ),
+        ];
+        for (e, first, sni, want) in table {
+            assert_eq!(classify(e, first, sni), want, "{e:?} {first:?} {sni}");
+        }
+    }
+
+    #[test]
+    fn labels_are_distinct_and_indexed() {
+        for (i, f) in Failure::ALL.iter().enumerate() {
+            assert_eq!(f.index(), i);
+        }
+        let mut labels: Vec<_> = Failure::ALL.iter().map(|f| f.label()).collect();
+        labels.sort();
+        labels.dedup();
+        assert_eq!(labels.len(), Failure::ALL.len());
+    }
+}

@@ -1,0 +1,135 @@
+//! TLS for listeners: certificates, SNI, resumption state and the rustls
+//! server configuration a shard hands each new connection.
+//!
+//! Why it is built this way:
+//! - **Loaded with the config.** `[listener.tls]` files are read and
+//!   validated by the config loader ([`certs`]), so `ringlb check`, start
+//!   and a SIGHUP reload see exactly the same errors, at the config key
+//!   (`FILE:LINE:COL`). A reload whose certificate or key is bad is refused
+//!   as a whole: the running certificates stay, and the log says why.
+//! - **Immutable after load.** A [`ListenerTls`] (one `Arc<ServerConfig>`
+//!   per listener) lives in the config, so it reaches the shards inside the
+//!   snapshot; a connection keeps the `Arc` it was accepted with, so a
+//!   reload never changes the certificate under an open connection.
+//! - **Resumption shared by every shard and every reload.** One ticket key
+//!   source ([`ticketer`]) and one TLS 1.2 session-ID cache
+//!   ([`session_cache`]) per process, created on first use and put into
+//!   every listener's `ServerConfig`: a client resumes on whichever shard
+//!   its next connection lands, and after a reload. The ticket key rotates
+//!   every 6 hours and the previous key is still accepted (rustls'
+//!   `TicketRotator`, 12 h ticket lifetime). Both take a lock inside rustls
+//!   (the rotator a read lock, the session cache a mutex), but only on the
+//!   handshake path (issuing or opening a ticket or session ID), never per
+//!   record.
+//! - **The record layer runs on the shard** ([`crate::data::tls`]): rustls
+//!   is sans-IO, the shard's own runtime moves the bytes; no extra thread.
+//! - **Crypto provider: ring.** It builds with a C compiler only
+//!   (aws-lc-rs needs cmake and a much longer build); see README "TLS".
+
+pub mod certs;
+pub mod failure;
+pub mod sni;
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use rustls::server::{ProducesTickets, ServerSessionMemoryCache, StoresServerSessions};
+use rustls::ServerConfig;
+
+pub use failure::Failure;
+
+/// TLS protocol versions a listener may offer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Tls12,
+    Tls13,
+}
+
+/// TLS 1.2 sessions remembered for session-ID resumption (whole process).
+pub const SESSION_CACHE_SIZE: usize = 20_000;
+
+/// `[listener.tls]`, loaded: what a shard needs to terminate TLS.
+pub struct ListenerTls {
+    pub server: Arc<ServerConfig>,
+    pub sni: Arc<sni::SniResolver>,
+    pub handshake_timeout: Duration,
+    /// The certificate files, in order (default first), for logs.
+    pub files: Vec<String>,
+}
+
+impl std::fmt::Debug for ListenerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ListenerTls")
+            .field("certificates", &self.files)
+            .field("names", &self.sni.names)
+            .field("handshake_timeout", &self.handshake_timeout)
+            .finish()
+    }
+}
+
+/// The listener settings besides its certificates.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub protocols: Vec<Protocol>,
+    pub alpn: Vec<String>,
+    pub session_tickets: bool,
+    pub handshake_timeout: Duration,
+}
+
+/// The process-wide TLS 1.3 ticket key source (see the module docs).
+pub fn ticketer() -> Arc<dyn ProducesTickets> {
+    static T: OnceLock<Arc<dyn ProducesTickets>> = OnceLock::new();
+    Arc::clone(T.get_or_init(|| {
+        rustls::crypto::ring::Ticketer::new().expect("the system random source works")
+    }))
+}
+
+/// The process-wide TLS 1.2 session-ID cache (see the module docs).
+pub fn session_cache() -> Arc<dyn StoresServerSessions + Send + Sync> {
+    static C: OnceLock<Arc<ServerSessionMemoryCache>> = OnceLock::new();
+    let c: Arc<ServerSessionMemoryCache> =
+        Arc::clone(C.get_or_init(|| ServerSessionMemoryCache::new(SESSION_CACHE_SIZE)));
+    c
+}
+
+/// Builds a listener's rustls configuration from its loaded certificates.
+pub fn build(
+    settings: &Settings,
+    pairs: Vec<certs::LoadedPair>,
+    files: Vec<String>,
+) -> Result<ListenerTls, String> {
+    let mut versions: Vec<&'static rustls::SupportedProtocolVersion> = Vec::new();
+    for p in &settings.protocols {
+        versions.push(match p {
+            Protocol::Tls12 => &rustls::version::TLS12,
+            Protocol::Tls13 => &rustls::version::TLS13,
+        });
+    }
+    let resolver = Arc::new(sni::SniResolver {
+        names: pairs.iter().map(|p| p.names.clone()).collect(),
+        keys: pairs.into_iter().map(|p| p.key).collect(),
+    });
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&versions)
+        .map_err(|e| format!("protocols: {e}"))?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::clone(&resolver) as Arc<dyn rustls::server::ResolvesServerCert>);
+    cfg.alpn_protocols = settings
+        .alpn
+        .iter()
+        .map(|a| a.as_bytes().to_vec())
+        .collect();
+    cfg.session_storage = session_cache();
+    if settings.session_tickets {
+        cfg.ticketer = ticketer();
+    }
+    // Early data is off (rustls' default): a replayable request must not
+    // reach a backend.
+    Ok(ListenerTls {
+        server: Arc::new(cfg),
+        sni: resolver,
+        handshake_timeout: settings.handshake_timeout,
+        files,
+    })
+}
