@@ -335,14 +335,19 @@ impl ServerStream {
 
 /// Runs the server side of a handshake on `io`. The caller bounds it in
 /// time (the connection deadline shuts the socket down, which ends it with
-/// [`Failure::Closed`]; the caller then reports a timeout).
-pub async fn accept(io: TcpStream, tls: &ListenerTls) -> Result<(ServerStream, Accepted), Failure> {
-    let conn =
-        ServerConnection::new(std::sync::Arc::clone(&tls.server)).map_err(|_| Failure::Other)?;
+/// [`Failure::Closed`]; the caller then reports a timeout). `Err(None)`:
+/// the client closed before sending a byte (a TCP health check of an L4
+/// balancer, a port probe), which is not a failed handshake.
+pub async fn accept(
+    io: TcpStream,
+    tls: &ListenerTls,
+) -> Result<(ServerStream, Accepted), Option<Failure>> {
+    let conn = ServerConnection::new(std::sync::Arc::clone(&tls.server))
+        .map_err(|_| Some(Failure::Other))?;
     let mut s = TlsStream::new(io, Box::new(conn));
     let mut first: Option<u8> = None;
     loop {
-        s.flush_tls().await.map_err(|_| Failure::Closed)?;
+        s.flush_tls().await.map_err(|_| Some(Failure::Closed))?;
         if !s.sess.is_handshaking() {
             break;
         }
@@ -350,10 +355,10 @@ pub async fn accept(io: TcpStream, tls: &ListenerTls) -> Result<(ServerStream, A
             match s.fill().await {
                 Ok(true) => {}
                 Ok(false) | Err(_) => {
-                    return Err(if first.is_some_and(|b| b != HANDSHAKE_RECORD) {
-                        Failure::NotTls
-                    } else {
-                        Failure::Closed
+                    return Err(match first {
+                        None => None,
+                        Some(HANDSHAKE_RECORD) => Some(Failure::Closed),
+                        Some(_) => Some(Failure::NotTls),
                     })
                 }
             }
@@ -363,11 +368,11 @@ pub async fn accept(io: TcpStream, tls: &ListenerTls) -> Result<(ServerStream, A
             Ok(()) => {}
             Err(FeedError::Io(_)) => {
                 // Larger than any handshake message rustls accepts.
-                return Err(if first == Some(HANDSHAKE_RECORD) {
+                return Err(Some(if first == Some(HANDSHAKE_RECORD) {
                     Failure::Malformed
                 } else {
                     Failure::NotTls
-                });
+                }));
             }
             Err(FeedError::Tls(e)) => {
                 let sni_unknown = s
@@ -376,7 +381,7 @@ pub async fn accept(io: TcpStream, tls: &ListenerTls) -> Result<(ServerStream, A
                     .is_some_and(|n| tls.sni.find(n).is_none());
                 // Send the alert rustls queued, then give up.
                 let _ = s.flush_tls().await;
-                return Err(classify(&e, first, sni_unknown));
+                return Err(Some(classify(&e, first, sni_unknown)));
             }
         }
     }
@@ -414,7 +419,9 @@ pub async fn handshake(
             None
         }
         (Err(why), Ok(())) => {
-            rec.on_tls_failure(why);
+            if let Some(why) = why {
+                rec.on_tls_failure(why);
+            }
             None
         }
     }

@@ -1,0 +1,855 @@
+//! TLS termination end to end: the real binary, certificates made by the
+//! test with the openssl CLI (a test CA and ECDSA P-256 leaves), real
+//! clients (curl, Python's ssl module, a rustls client for byte-level
+//! control), and a recording backend that shows what was forwarded.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{backend, free_port, python, read_request, tempdir, Backend, Ringlb, BIN};
+
+// ---------------------------------------------------------------- PKI
+
+/// A test CA and leaf certificates under a temporary directory.
+struct Pki {
+    dir: tempdir::Dir,
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("the openssl CLI is needed for these tests (apt-get install openssl)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Pki {
+    fn new() -> Pki {
+        let dir = tempdir::Dir::new("pki");
+        openssl(
+            &dir.0,
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-subj",
+                "/CN=ringlb test CA",
+                "-days",
+                "30",
+            ],
+        );
+        Pki { dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.0.join(name)
+    }
+
+    /// A leaf `name.pem`/`name.key` (PKCS#8 P-256 key) for `dns` names,
+    /// valid for `days` (negative: already expired).
+    fn leaf(&self, name: &str, dns: &[&str], days: i32) {
+        let d = &self.dir.0;
+        let key = format!("{name}.key");
+        let csr = format!("{name}.csr");
+        let ext = format!("{name}.ext");
+        openssl(
+            d,
+            &[
+                "req",
+                "-new",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-keyout",
+                &key,
+                "-out",
+                &csr,
+                "-subj",
+                &format!("/CN={}", dns[0]),
+            ],
+        );
+        let san: Vec<String> = dns.iter().map(|n| format!("DNS:{n}")).collect();
+        std::fs::write(d.join(&ext), format!("subjectAltName={}\n", san.join(","))).unwrap();
+        openssl(
+            d,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &format!("{name}.pem"),
+                "-days",
+                &days.to_string(),
+                "-extfile",
+                &ext,
+            ],
+        );
+    }
+
+    /// The leaf's DER bytes, hex (what Python reports for the served cert).
+    fn der_hex(&self, name: &str) -> String {
+        let out = Command::new("openssl")
+            .args(["x509", "-outform", "DER", "-in"])
+            .arg(self.path(&format!("{name}.pem")))
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        out.stdout.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+// ---------------------------------------------------------------- setup
+
+/// A backend that records every request it gets and answers `200 ok`,
+/// keeping connections alive.
+fn recording_backend() -> (Backend, Arc<Mutex<Vec<String>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s2 = Arc::clone(&seen);
+    let be = backend(move |mut s: TcpStream| {
+        let mut buf = Vec::new();
+        while let Some(req) = read_request(&mut s, &mut buf) {
+            s2.lock()
+                .unwrap()
+                .push(String::from_utf8_lossy(&req).into_owned());
+            if s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    (be, seen)
+}
+
+struct Setup {
+    rl: Ringlb,
+    admin: SocketAddr,
+    seen: Arc<Mutex<Vec<String>>>,
+    pki: Pki,
+    _be: Backend,
+}
+
+/// ringlb with one TLS listener: `a` (a.test, *.a.test) as the default
+/// certificate and `b` (b.test) by SNI; `tls_extra` goes into
+/// `[listener.tls]`.
+fn start(tls_extra: &str) -> Setup {
+    let pki = Pki::new();
+    pki.leaf("a", &["a.test", "*.a.test"], 30);
+    pki.leaf("b", &["b.test"], 30);
+    let (be, seen) = recording_backend();
+    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let cfg = format!(
+        "[runtime]\nworkers = 2\n\n[admin]\nlisten = \"{admin}\"\n\n\
+         [[listener]]\nlisten = \"127.0.0.1:{{port}}\"\nupstream = \"app\"\n\
+         [listener.tls]\ncertificate = \"{}\"\nkey = \"{}\"\n{tls_extra}\n\
+         [[listener.tls.sni]]\ncertificate = \"{}\"\nkey = \"{}\"\n\n\
+         [upstream.app]\n[[upstream.app.server]]\naddress = \"{}\"\n",
+        pki.path("a.pem").display(),
+        pki.path("a.key").display(),
+        pki.path("b.pem").display(),
+        pki.path("b.key").display(),
+        be.addr
+    );
+    let rl = Ringlb::start(&cfg);
+    Setup {
+        rl,
+        admin,
+        seen,
+        pki,
+        _be: be,
+    }
+}
+
+fn stats(admin: SocketAddr) -> serde_json::Value {
+    let mut s = TcpStream::connect(admin).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET /stats HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    let text = String::from_utf8_lossy(&out);
+    let body = text.split_once("\r\n\r\n").expect("a response").1;
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
+}
+
+fn tls_counter(admin: SocketAddr, path: &[&str]) -> u64 {
+    let mut v = stats(admin)["tls"].clone();
+    for p in path {
+        v = v[*p].clone();
+    }
+    v.as_u64()
+        .unwrap_or_else(|| panic!("no tls counter {path:?}"))
+}
+
+/// Waits (bounded) until a TLS counter reaches `want`; returns its value.
+fn wait_counter(admin: SocketAddr, path: &[&str], want: u64) -> u64 {
+    let start = Instant::now();
+    loop {
+        let v = tls_counter(admin, path);
+        if v >= want || start.elapsed() > Duration::from_secs(20) {
+            return v;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn curl(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "20"])
+        .args(args)
+        .output()
+        .expect("curl is needed for these tests (apt-get install curl)");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Python ssl client: two connections (the second offering the first's
+/// session), each sending one request; prints JSON.
+const PY_CLIENT: &str = r#"
+import json, socket, ssl, sys
+port, sni, ca, ver, mode = sys.argv[1:6]
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+if mode == "verify":
+    ctx.load_verify_locations(ca)
+else:
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+if ver in ("1.2", "1.3"):
+    v = ssl.TLSVersion.TLSv1_2 if ver == "1.2" else ssl.TLSVersion.TLSv1_3
+    ctx.minimum_version = v
+    ctx.maximum_version = v
+def once(session=None):
+    with socket.create_connection(("127.0.0.1", int(port)), timeout=15) as raw:
+        with ctx.wrap_socket(raw, server_hostname=sni, session=session) as s:
+            s.sendall(b"GET /py HTTP/1.1\r\nHost: " + sni.encode() + b"\r\nX-Forwarded-Proto: http\r\nConnection: close\r\n\r\n")
+            data = b""
+            while True:
+                try:
+                    d = s.recv(65536)
+                except ssl.SSLZeroReturnError:
+                    break
+                if not d:
+                    break
+                data += d
+            head, _, body = data.partition(b"\r\n\r\n")
+            return dict(version=s.version(), reused=s.session_reused, alpn=s.selected_alpn_protocol(),
+                        cert=s.getpeercert(binary_form=True).hex(),
+                        status=head.split(b" ")[1].decode(), body=body.decode()), s.session
+try:
+    first, sess = once()
+    second, _ = once(sess)
+    print(json.dumps(dict(ok=True, first=first, second=second)))
+except (ssl.SSLError, OSError) as e:
+    print(json.dumps(dict(ok=False, error=str(e))))
+"#;
+
+fn py_client(port: u16, sni: &str, ca: &Path, ver: &str, verify: bool) -> serde_json::Value {
+    let out = Command::new(python())
+        .args(["-c", PY_CLIENT, &port.to_string(), sni])
+        .arg(ca)
+        .args([ver, if verify { "verify" } else { "none" }])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.trim()).unwrap_or_else(|e| {
+        panic!(
+            "{e}: python said {text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// Every request the backend saw carried exactly one `X-Forwarded-Proto`,
+/// `https` (the client's own `http` one was replaced).
+fn assert_forwarded_https(seen: &[String]) {
+    assert!(!seen.is_empty(), "the backend saw no request");
+    for req in seen {
+        let lower = req.to_ascii_lowercase();
+        let n = lower.matches("x-forwarded-proto:").count();
+        assert_eq!(n, 1, "X-Forwarded-Proto not exactly once:\n{req}");
+        assert!(
+            lower.contains("x-forwarded-proto: https\r\n"),
+            "not https:\n{req}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------- tests
+
+#[test]
+fn curl_and_python_verify_the_chain_and_sni_picks_each_certificate() {
+    let s = start("");
+    let port = s.rl.addr.port();
+    let ca = s.pki.path("ca.pem");
+    for host in ["a.test", "www.a.test", "b.test"] {
+        let (ok, body, err) = curl(&[
+            "--cacert",
+            ca.to_str().unwrap(),
+            "--resolve",
+            &format!("{host}:{port}:127.0.0.1"),
+            "-H",
+            "X-Forwarded-Proto: http",
+            &format!("https://{host}:{port}/curl"),
+        ]);
+        assert!(ok, "curl to {host} failed: {err}\n{}", s.rl.log_text());
+        assert_eq!(body, "ok");
+    }
+    // Python reports which certificate it got: each name its own.
+    let a = s.pki.der_hex("a");
+    let b = s.pki.der_hex("b");
+    for (host, want) in [("a.test", &a), ("x.a.test", &a), ("b.test", &b)] {
+        let r = py_client(port, host, &ca, "any", true);
+        assert_eq!(r["ok"], true, "{host}: {r}");
+        assert_eq!(
+            r["first"]["cert"].as_str().unwrap(),
+            want.as_str(),
+            "{host}"
+        );
+        assert_eq!(r["first"]["status"], "200");
+        assert_eq!(r["first"]["body"], "ok");
+        assert_eq!(r["first"]["alpn"], serde_json::Value::Null);
+    }
+    // 3 curl + 3 × 2 Python requests, each forwarded once.
+    let seen = s.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 9, "{seen:#?}");
+    assert_forwarded_https(&seen);
+    assert!(tls_counter(s.admin, &["handshakes"]) >= 9);
+}
+
+#[test]
+fn tls12_and_tls13_each_negotiate_and_resume() {
+    let s = start("");
+    let port = s.rl.addr.port();
+    let ca = s.pki.path("ca.pem");
+    for (ver, name) in [("1.2", "TLSv1.2"), ("1.3", "TLSv1.3")] {
+        let r = py_client(port, "a.test", &ca, ver, true);
+        assert_eq!(r["ok"], true, "{ver}: {r}");
+        assert_eq!(r["first"]["version"], name);
+        assert_eq!(r["second"]["version"], name);
+        assert_eq!(r["first"]["reused"], false);
+        // TLS 1.2: session ID from the shared cache; 1.3: a ticket. The two
+        // connections may land on different shards (workers = 2).
+        assert_eq!(r["second"]["reused"], true, "{ver} not resumed: {r}");
+        assert_eq!(r["second"]["status"], "200");
+    }
+    assert_eq!(wait_counter(s.admin, &["resumed"], 2), 2);
+    // curl limited to each version works too.
+    for flags in [
+        ["--tlsv1.2", "--tls-max", "1.2"],
+        ["--tlsv1.3", "--tls-max", "1.3"],
+    ] {
+        let (ok, body, err) = curl(&[
+            flags[0],
+            flags[1],
+            flags[2],
+            "--cacert",
+            ca.to_str().unwrap(),
+            "--resolve",
+            &format!("a.test:{port}:127.0.0.1"),
+            &format!("https://a.test:{port}/v"),
+        ]);
+        assert!(ok && body == "ok", "{flags:?}: {err}");
+    }
+    assert_forwarded_https(&s.seen.lock().unwrap());
+}
+
+#[test]
+fn session_tickets_off_and_tls13_only_are_honoured() {
+    let s = start("protocols = [\"TLSv1.3\"]\nsession_tickets = false\n");
+    let port = s.rl.addr.port();
+    let ca = s.pki.path("ca.pem");
+    let r = py_client(port, "a.test", &ca, "1.2", true);
+    assert_eq!(r["ok"], false, "TLS 1.2 must be refused: {r}");
+    assert_eq!(
+        wait_counter(s.admin, &["failures", "no_shared_cipher"], 1),
+        1
+    );
+    // TLS 1.3 still resumes, from the server-side session cache.
+    let r = py_client(port, "a.test", &ca, "1.3", true);
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(r["second"]["reused"], true, "{r}");
+}
+
+#[test]
+fn unknown_sni_gets_the_default_certificate_and_is_counted_when_refused() {
+    let s = start("");
+    let port = s.rl.addr.port();
+    let ca = s.pki.path("ca.pem");
+    // A verifying client refuses the default certificate for another name.
+    let r = py_client(port, "nope.example", &ca, "any", true);
+    assert_eq!(r["ok"], false, "{r}");
+    assert!(
+        r["error"]
+            .as_str()
+            .unwrap()
+            .contains("certificate verify failed"),
+        "{r}"
+    );
+    assert_eq!(wait_counter(s.admin, &["failures", "unknown_sni"], 1), 1);
+    // A client that does not verify is served the default (first) one.
+    let r = py_client(port, "nope.example", &ca, "any", false);
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(r["first"]["cert"].as_str().unwrap(), s.pki.der_hex("a"));
+    // No SNI at all (an IP address): the default as well.
+    let r = py_client(port, "127.0.0.1", &ca, "any", false);
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(r["first"]["cert"].as_str().unwrap(), s.pki.der_hex("a"));
+}
+
+/// A rustls client config trusting the test CA.
+fn rustls_client(ca: &Path, sni: &str) -> rustls::ClientConnection {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    rustls::ClientConnection::new(Arc::new(cfg), sni.to_string().try_into().unwrap()).unwrap()
+}
+
+/// Sends one keep-alive request over an established client and reads the
+/// `200 ok` answer.
+fn rustls_get(conn: &mut rustls::ClientConnection, sock: &mut TcpStream) -> String {
+    let mut st = rustls::Stream::new(conn, sock);
+    st.write_all(b"GET /rustls HTTP/1.1\r\nHost: a.test\r\n\r\n")
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.ends_with(b"\r\n\r\nok") {
+        let n = st.read(&mut buf).unwrap();
+        assert!(n > 0, "closed early: {:?}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+fn client_hello(ca: &Path) -> (rustls::ClientConnection, Vec<u8>) {
+    let mut c = rustls_client(ca, "a.test");
+    let mut hello = Vec::new();
+    while c.wants_write() {
+        c.write_tls(&mut hello).unwrap();
+    }
+    (c, hello)
+}
+
+/// Reads until the server closes; true if it did within `limit`.
+fn closed_within(s: &mut TcpStream, limit: Duration) -> bool {
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let start = Instant::now();
+    let mut buf = [0u8; 4096];
+    while start.elapsed() < limit {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue, // an alert
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => continue,
+            Err(_) => return true, // reset
+        }
+    }
+    false
+}
+
+#[test]
+fn client_hello_byte_by_byte_completes() {
+    let s = start("");
+    let ca = s.pki.path("ca.pem");
+    let (mut c, hello) = client_hello(&ca);
+    let mut sock = TcpStream::connect(s.rl.addr).unwrap();
+    sock.set_nodelay(true).unwrap();
+    for b in &hello {
+        sock.write_all(&[*b]).unwrap();
+        thread::sleep(Duration::from_millis(1));
+    }
+    while c.is_handshaking() {
+        c.complete_io(&mut sock).unwrap();
+    }
+    let resp = rustls_get(&mut c, &mut sock);
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    // Keep-alive: a second request on the same TLS connection.
+    let resp = rustls_get(&mut c, &mut sock);
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert_eq!(s.seen.lock().unwrap().len(), 2);
+    assert_forwarded_https(&s.seen.lock().unwrap());
+}
+
+#[test]
+fn bad_input_ends_each_handshake_with_a_reason_and_spares_others() {
+    let s = start("handshake_timeout = \"1s\"\n");
+    let ca = s.pki.path("ca.pem");
+    let port = s.rl.addr.port();
+    let (_, hello) = client_hello(&ca);
+
+    // A client that stops mid-hello and waits: closed by handshake_timeout.
+    let mut stalled = TcpStream::connect(s.rl.addr).unwrap();
+    stalled.write_all(&hello[..hello.len() / 2]).unwrap();
+    // Meanwhile another client is served normally.
+    let (ok, body, err) = curl(&[
+        "--cacert",
+        ca.to_str().unwrap(),
+        "--resolve",
+        &format!("a.test:{port}:127.0.0.1"),
+        &format!("https://a.test:{port}/during"),
+    ]);
+    assert!(ok && body == "ok", "{err}");
+    assert!(closed_within(&mut stalled, Duration::from_secs(20)));
+    assert_eq!(wait_counter(s.admin, &["failures", "timeout"], 1), 1);
+
+    // A client that connects and sends nothing: the same.
+    let mut silent = TcpStream::connect(s.rl.addr).unwrap();
+    assert!(closed_within(&mut silent, Duration::from_secs(20)));
+    assert_eq!(wait_counter(s.admin, &["failures", "timeout"], 2), 2);
+
+    // A connection closed before any byte (an L4 health check) is not a
+    // failed handshake; a truncated hello, then a close, is.
+    drop(TcpStream::connect(s.rl.addr).unwrap());
+    let mut trunc = TcpStream::connect(s.rl.addr).unwrap();
+    trunc.write_all(&hello[..10]).unwrap();
+    drop(trunc);
+    assert_eq!(wait_counter(s.admin, &["failures", "closed"], 1), 1);
+
+    // Plain HTTP on the TLS port: an alert and a close, not an answer.
+    let mut plain = TcpStream::connect(s.rl.addr).unwrap();
+    plain
+        .write_all(b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n")
+        .unwrap();
+    plain
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut got = Vec::new();
+    let _ = plain.read_to_end(&mut got);
+    assert!(!got.starts_with(b"HTTP/"), "{got:?}");
+    if !got.is_empty() {
+        assert_eq!(got[0], 0x15, "expected a TLS alert record: {got:?}");
+    }
+    assert_eq!(wait_counter(s.admin, &["failures", "not_tls"], 1), 1);
+
+    // A huge hello: a handshake message claiming 16 MiB, sent as full
+    // records until the server gives up.
+    let mut huge = TcpStream::connect(s.rl.addr).unwrap();
+    let mut rec = vec![0x16, 0x03, 0x01, 0x40, 0x00, 0x01, 0xff, 0xff, 0xff];
+    rec.resize(5 + 0x4000, 0x41);
+    let mut sent = 0;
+    for _ in 0..64 {
+        if huge.write_all(&rec).is_err() {
+            break;
+        }
+        sent += 1;
+        // Continuation records carry only payload.
+        rec[5..9].copy_from_slice(&[0x41; 4]);
+    }
+    assert!(
+        closed_within(&mut huge, Duration::from_secs(20)),
+        "sent {sent} records"
+    );
+    assert_eq!(wait_counter(s.admin, &["failures", "malformed"], 1), 1);
+
+    // Garbage that is not TLS at all (random binary).
+    let mut junk = TcpStream::connect(s.rl.addr).unwrap();
+    let _ = junk.write_all(&[0x80, 0x01, 0x02, 0x03, 0xff, 0xfe]);
+    assert!(closed_within(&mut junk, Duration::from_secs(20)));
+    assert_eq!(wait_counter(s.admin, &["failures", "not_tls"], 2), 2);
+
+    // The backend saw only the good client's request; nothing panicked;
+    // and the server still serves.
+    let (ok, body, err) = curl(&[
+        "--cacert",
+        ca.to_str().unwrap(),
+        "--resolve",
+        &format!("a.test:{port}:127.0.0.1"),
+        &format!("https://a.test:{port}/after"),
+    ]);
+    assert!(ok && body == "ok", "{err}");
+    let seen = s.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2, "{seen:#?}");
+    assert!(seen[0].starts_with("GET /during ") && seen[1].starts_with("GET /after "));
+    let log = s.rl.log_text();
+    assert!(!log.contains("panicked"), "{log}");
+    let start = Instant::now();
+    let mut st = stats(s.admin);
+    while st["connections"]["active"] != 0 && start.elapsed() < Duration::from_secs(20) {
+        thread::sleep(Duration::from_millis(50));
+        st = stats(s.admin);
+    }
+    assert_eq!(st["connections"]["active"], 0, "{st}");
+}
+
+#[test]
+fn sighup_reloads_certificates_and_keeps_them_when_a_file_is_bad() {
+    let s = start("");
+    let port = s.rl.addr.port();
+    let ca = s.pki.path("ca.pem");
+    let old = s.pki.der_hex("a");
+    assert_eq!(
+        py_client(port, "a.test", &ca, "any", true)["first"]["cert"],
+        old.as_str()
+    );
+    // A keep-alive connection opened before the reload.
+    let mut c = rustls_client(&ca, "a.test");
+    let mut sock = TcpStream::connect(s.rl.addr).unwrap();
+    assert!(rustls_get(&mut c, &mut sock).starts_with("HTTP/1.1 200"));
+
+    // New certificate and key for the same name, written over the old files.
+    s.pki.leaf("a2", &["a.test", "*.a.test"], 30);
+    std::fs::copy(s.pki.path("a2.pem"), s.pki.path("a.pem")).unwrap();
+    std::fs::copy(s.pki.path("a2.key"), s.pki.path("a.key")).unwrap();
+    let new = s.pki.der_hex("a2");
+    assert_ne!(old, new);
+    s.rl.signal(libc::SIGHUP);
+    let start = Instant::now();
+    let mut got = String::new();
+    while start.elapsed() < Duration::from_secs(20) {
+        let r = py_client(port, "a.test", &ca, "any", true);
+        got = r["first"]["cert"].as_str().unwrap_or_default().to_string();
+        if got == new {
+            break;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(got, new, "new certificate not served:\n{}", s.rl.log_text());
+    // The old connection keeps working on its session.
+    assert!(rustls_get(&mut c, &mut sock).starts_with("HTTP/1.1 200"));
+
+    // A broken certificate file: the reload is refused, the log says why,
+    // and the running certificate stays.
+    std::fs::write(s.pki.path("a.pem"), "not a certificate\n").unwrap();
+    s.rl.signal(libc::SIGHUP);
+    let start = Instant::now();
+    while !s.rl.log_text().contains("reload failed") && start.elapsed() < Duration::from_secs(20) {
+        thread::sleep(Duration::from_millis(50));
+    }
+    let log = s.rl.log_text();
+    assert!(log.contains("reload failed"), "{log}");
+    assert!(log.contains("a.pem: no certificate in it"), "{log}");
+    let r = py_client(port, "a.test", &ca, "any", true);
+    assert_eq!(r["first"]["cert"].as_str().unwrap(), new);
+    assert!(rustls_get(&mut c, &mut sock).starts_with("HTTP/1.1 200"));
+}
+
+// ---------------------------------------------------------------- check
+
+/// Runs `ringlb check` on `text`; returns (success, stderr).
+fn check(dir: &Path, text: &str) -> (bool, String) {
+    let path = dir.join("check.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).replace(&path.display().to_string(), "F");
+    (out.status.success(), err)
+}
+
+fn tls_config(cert: &Path, key: &Path, extra: &str) -> String {
+    // Line 5: certificate, line 6: key (value at column 15 / 7).
+    format!(
+        "[[listener]]\nlisten = \"127.0.0.1:8443\"\nupstream = \"app\"\n[listener.tls]\n\
+         certificate = \"{}\"\nkey = \"{}\"\n{extra}\
+         [upstream.app]\n[[upstream.app.server]]\naddress = \"127.0.0.1:9000\"\n",
+        cert.display(),
+        key.display()
+    )
+}
+
+#[test]
+fn check_validates_each_pair_at_its_config_key() {
+    let pki = Pki::new();
+    pki.leaf("a", &["a.test"], 30);
+    pki.leaf("b", &["b.test"], 30);
+    pki.leaf("soon", &["soon.test"], 5);
+    pki.leaf("old", &["old.test"], -1);
+    let d = &pki.dir.0;
+    let p = |n: &str| pki.path(n);
+
+    let (ok, err) = check(d, &tls_config(&p("a.pem"), &p("a.key"), ""));
+    assert!(ok, "{err}");
+    assert_eq!(err, "");
+
+    // Key of another certificate: at `key`.
+    let (ok, err) = check(d, &tls_config(&p("a.pem"), &p("b.key"), ""));
+    assert!(!ok);
+    assert!(err.starts_with("F:6:7: "), "{err}");
+    assert!(err.contains("does not belong to the certificate"), "{err}");
+
+    // Expired: at `certificate`.
+    let (ok, err) = check(d, &tls_config(&p("old.pem"), &p("old.key"), ""));
+    assert!(!ok);
+    assert!(err.starts_with("F:5:15: "), "{err}");
+    assert!(err.contains("certificate expired"), "{err}");
+
+    // Expiring within 14 days: valid, with a warning at `certificate`.
+    let (ok, err) = check(d, &tls_config(&p("soon.pem"), &p("soon.key"), ""));
+    assert!(ok, "{err}");
+    assert!(err.starts_with("F:5:15: warning: "), "{err}");
+    assert!(
+        err.contains("expires in 4 days") || err.contains("expires in 5 days"),
+        "{err}"
+    );
+
+    // Missing file, and a key file with no key in it.
+    let (ok, err) = check(d, &tls_config(&p("missing.pem"), &p("a.key"), ""));
+    assert!(!ok && err.starts_with("F:5:15: cannot read "), "{err}");
+    let (ok, err) = check(d, &tls_config(&p("a.pem"), &p("a.pem"), ""));
+    assert!(
+        !ok && err.starts_with("F:6:7: ") && err.contains("no private key"),
+        "{err}"
+    );
+
+    // A chain (leaf + CA) parses; SEC1 and PKCS#1 keys are accepted.
+    let chain = format!(
+        "{}{}",
+        std::fs::read_to_string(p("a.pem")).unwrap(),
+        std::fs::read_to_string(p("ca.pem")).unwrap()
+    );
+    std::fs::write(p("chain.pem"), chain).unwrap();
+    openssl(d, &["ec", "-in", "a.key", "-out", "a.sec1.key"]);
+    assert!(std::fs::read_to_string(p("a.sec1.key"))
+        .unwrap()
+        .contains("BEGIN EC PRIVATE KEY"));
+    let (ok, err) = check(d, &tls_config(&p("chain.pem"), &p("a.sec1.key"), ""));
+    assert!(ok, "{err}");
+    openssl(
+        d,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "rsa.key",
+            "-out",
+            "rsa.pem",
+            "-subj",
+            "/CN=rsa.test",
+            "-days",
+            "30",
+        ],
+    );
+    openssl(
+        d,
+        &["rsa", "-in", "rsa.key", "-traditional", "-out", "rsa1.key"],
+    );
+    assert!(std::fs::read_to_string(p("rsa1.key"))
+        .unwrap()
+        .contains("BEGIN RSA PRIVATE KEY"));
+    let (ok, err) = check(d, &tls_config(&p("rsa.pem"), &p("rsa1.key"), ""));
+    assert!(ok, "{err}");
+
+    // An SNI entry is checked the same way, at its own keys (lines 8, 9).
+    let (ok, err) = check(
+        d,
+        &tls_config(
+            &p("a.pem"),
+            &p("a.key"),
+            &format!(
+                "[[listener.tls.sni]]\ncertificate = \"{}\"\nkey = \"{}\"\n",
+                p("b.pem").display(),
+                p("a.key").display()
+            ),
+        ),
+    );
+    assert!(!ok);
+    assert!(
+        err.starts_with("F:9:7: ") && err.contains("does not belong"),
+        "{err}"
+    );
+
+    // Bad option values, at the value.
+    let (ok, err) = check(
+        d,
+        &tls_config(&p("a.pem"), &p("a.key"), "protocols = [\"TLSv1.1\"]\n"),
+    );
+    assert!(
+        !ok && err.starts_with("F:7:14: unknown TLS protocol \"TLSv1.1\""),
+        "{err}"
+    );
+    let (ok, err) = check(
+        d,
+        &tls_config(&p("a.pem"), &p("a.key"), "alpn = [\"h2\"]\n"),
+    );
+    assert!(
+        !ok && err.starts_with("F:7:9: unsupported ALPN protocol \"h2\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn keys_not_implemented_yet_are_refused_not_ignored() {
+    let pki = Pki::new();
+    pki.leaf("a", &["a.test"], 30);
+    let d = &pki.dir.0;
+    let (ok, err) = check(
+        d,
+        &tls_config(
+            &pki.path("a.pem"),
+            &pki.path("a.key"),
+            "client_ca = \"/x.pem\"\n",
+        ),
+    );
+    assert!(!ok);
+    assert!(
+        err.starts_with("F:7:1: `client_ca` in [listener.tls] is not supported yet (mutual TLS)"),
+        "{err}"
+    );
+    let base = "[[listener]]\nlisten = \"127.0.0.1:8080\"\nupstream = \"app\"\n\
+                [upstream.app]\n";
+    for (line, what) in [
+        ("tls = true", "TLS to upstream servers"),
+        ("tls_verify = false", "TLS to upstream servers"),
+        ("send_proxy_protocol = \"v2\"", "PROXY protocol"),
+    ] {
+        let text = format!("{base}{line}\n[[upstream.app.server]]\naddress = \"127.0.0.1:9000\"\n");
+        let (ok, err) = check(d, &text);
+        assert!(!ok, "{line} accepted");
+        assert!(err.starts_with("F:5:1: ") && err.contains(what), "{err}");
+    }
+    let (ok, err) = check(
+        d,
+        "[[listener]]\nlisten = \"127.0.0.1:8080\"\nupstream = \"app\"\nproxy_protocol = true\n\
+         [upstream.app]\n[[upstream.app.server]]\naddress = \"127.0.0.1:9000\"\n",
+    );
+    assert!(
+        !ok && err.starts_with("F:4:1: ") && err.contains("PROXY protocol"),
+        "{err}"
+    );
+}
