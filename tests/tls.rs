@@ -853,3 +853,112 @@ fn keys_not_implemented_yet_are_refused_not_ignored() {
         "{err}"
     );
 }
+
+#[test]
+fn large_bodies_both_ways_and_an_upgraded_tunnel_cross_tls() {
+    // A backend that answers a POST with its body length and a 1 MiB body,
+    // and an upgrade with 101 then echoes the new protocol's bytes.
+    let be = backend(|mut s: TcpStream| {
+        let mut buf = Vec::new();
+        while let Some(req) = read_request(&mut s, &mut buf) {
+            let text = String::from_utf8_lossy(&req).to_ascii_lowercase();
+            if text.contains("upgrade: echo") {
+                s.write_all(
+                    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: upgrade\r\n\r\n",
+                )
+                .unwrap();
+                s.write_all(&buf).unwrap();
+                let mut b = [0u8; 4096];
+                loop {
+                    match s.read(&mut b) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => s.write_all(&b[..n]).unwrap(),
+                    }
+                }
+            }
+            let body_len = req.len() - common::find(&req, b"\r\n\r\n").unwrap() - 4;
+            let body = vec![b'x'; 1 << 20];
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nX-Got: {body_len}\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            );
+            if s.write_all(head.as_bytes()).is_err() || s.write_all(&body).is_err() {
+                return;
+            }
+        }
+    });
+    let pki = Pki::new();
+    pki.leaf("a", &["a.test"], 30);
+    let cfg = format!(
+        "[runtime]\nworkers = 1\n\n[[listener]]\nlisten = \"127.0.0.1:{{port}}\"\nupstream = \"app\"\n\
+         [listener.tls]\ncertificate = \"{}\"\nkey = \"{}\"\n\n\
+         [upstream.app]\n[[upstream.app.server]]\naddress = \"{}\"\n",
+        pki.path("a.pem").display(),
+        pki.path("a.key").display(),
+        be.addr
+    );
+    let rl = Ringlb::start(&cfg);
+    let port = rl.addr.port();
+    let ca = pki.path("ca.pem");
+    // 3 MiB up (streamed: bigger than any buffer), 1 MiB down.
+    let upload = pki.path("upload.bin");
+    std::fs::write(&upload, vec![b'u'; 3 << 20]).unwrap();
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "60", "--cacert"])
+        .arg(&ca)
+        .args(["--resolve", &format!("a.test:{port}:127.0.0.1")])
+        .args(["-D", "-", "--data-binary"])
+        .arg(format!("@{}", upload.display()))
+        .arg(format!("https://a.test:{port}/up"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.to_ascii_lowercase().contains("x-got: 3145728\r\n"),
+        "{}",
+        &text[..200]
+    );
+    // After curl's `100 Continue` block, the final response.
+    let fin = &text[text.find("HTTP/1.1 200").unwrap()..];
+    let body = fin.split_once("\r\n\r\n").unwrap().1;
+    assert_eq!(body.len(), 1 << 20);
+    assert!(body.bytes().all(|b| b == b'x'));
+
+    // Upgrade, then bytes both ways through the split TLS stream.
+    let mut c = rustls_client(&ca, "a.test");
+    let mut sock = TcpStream::connect(rl.addr).unwrap();
+    let mut st = rustls::Stream::new(&mut c, &mut sock);
+    st.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: a.test\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\n",
+    )
+    .unwrap();
+    let mut got = Vec::new();
+    let mut b = [0u8; 4096];
+    while common::find(&got, b"\r\n\r\n").is_none() {
+        let n = st.read(&mut b).unwrap();
+        assert!(n > 0);
+        got.extend_from_slice(&b[..n]);
+    }
+    assert!(
+        got.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    let mut echoed = got.split_off(common::find(&got, b"\r\n\r\n").unwrap() + 4);
+    for i in 0..20 {
+        let msg = format!("message {i} {}", "y".repeat(i * 1000));
+        st.write_all(msg.as_bytes()).unwrap();
+        while echoed.len() < msg.len() {
+            let n = st.read(&mut b).unwrap();
+            assert!(n > 0, "tunnel closed");
+            echoed.extend_from_slice(&b[..n]);
+        }
+        assert_eq!(echoed, msg.as_bytes());
+        echoed.clear();
+    }
+}
