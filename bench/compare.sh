@@ -13,7 +13,11 @@
 #
 # Environment (all optional):
 #   ROUNDS=3 DURATION=5 CONNS=64 BODY_SIZE=6 WARMUP=1
-#   TARGETS="ringlb nginx haproxy relay"  (also: ringlb-nohist, ringlb-alog)
+#   TARGETS="ringlb nginx haproxy relay"  (also: ringlb-nohist, ringlb-alog,
+#                      and the HTTPS shape ringlb-tls nginx-tls: the same ECDSA
+#                      P-256 certificate for both, TLS 1.3, nginx with
+#                      ssl_session_cache; wrk over https keep-alive; their
+#                      "vs nginx" columns compare with nginx-tls)
 #   WRK_CPU=0 SUT_CPU=1 CONTROL_CPU=0
 #   BUILD=auto|1|0     auto: cargo build --release if cargo is present (failure
 #                      is not fatal: targets whose binary is missing are skipped)
@@ -124,15 +128,15 @@ start() {
     PIDS+=("$LAST_PID")
 }
 
-# wait_http NAME PID PORT: 200 with an X-Backend header within 10 s
+# wait_http NAME PID PORT [SCHEME]: 200 with an X-Backend header within 10 s
 wait_http() {
-    local name=$1 pid=$2 port=$3 i headers
+    local name=$1 pid=$2 port=$3 scheme=${4:-http} i headers
     for ((i = 0; i < 100; i++)); do
         if ! kill -0 "$pid" 2>/dev/null; then
             log "$name exited during startup"
             return 1
         fi
-        if headers=$(curl -s -m 2 -D - -o /dev/null "http://127.0.0.1:$port/" 2>/dev/null) &&
+        if headers=$(curl -k -s -m 2 -D - -o /dev/null "$scheme://127.0.0.1:$port/" 2>/dev/null) &&
             grep -q '^HTTP/1.[01] 200' <<<"$headers" && grep -qi '^x-backend:' <<<"$headers"; then
             return 0
         fi
@@ -174,6 +178,14 @@ if awk -v l="${LOAD_BEFORE%% *}" -v n="$NCPU" 'BEGIN { exit !(l > n / 2) }'; the
     log "warning: load average $LOAD_BEFORE on $NCPU CPUs before starting: expect noisy numbers"
 fi
 
+# ---- the HTTPS shape's certificate (one ECDSA P-256 self-signed leaf) --------
+if [[ " $TARGETS " == *-tls\ * ]]; then
+    command -v openssl >/dev/null || die "openssl not found (needed for the -tls targets)"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$TMP/bench.key" \
+        -out "$TMP/bench.pem" -subj /CN=bench.test -addext subjectAltName=DNS:bench.test -days 2 \
+        >"$TMP/openssl.log" 2>&1 || die "openssl failed: $(tail -n 2 "$TMP/openssl.log")"
+fi
+
 # ---- start everything --------------------------------------------------------
 NGINX_CPU_MASK=1$(printf '0%.0s' $(seq 1 "$SUT_CPU"))
 NGINX_USER=""
@@ -184,7 +196,7 @@ BACKEND_PID=$LAST_PID
 wait_http backend "$BACKEND_PID" "$BACKEND_PORT" || die "backend did not start"
 log "backend on 127.0.0.1:$BACKEND_PORT (pid $BACKEND_PID)"
 
-declare -A PORT=() PID=() VERSION=()
+declare -A PORT=() PID=() VERSION=() SCHEME=()
 declare -a READY=() SKIPPED=()
 
 skip() {
@@ -195,7 +207,7 @@ skip() {
 for t in $TARGETS; do
     port=$(free_port)
     case $t in
-    ringlb | ringlb-nohist | ringlb-alog)
+    ringlb | ringlb-nohist | ringlb-alog | ringlb-tls)
         # Variants: ringlb-nohist = latency histograms off (their cost);
         # ringlb-alog = access log on (combined format, to a file in $TMP).
         [[ -x $RINGLB_BIN ]] || { skip "$t" "binary $RINGLB_BIN missing"; continue; }
@@ -203,6 +215,12 @@ for t in $TARGETS; do
         case $t in
         ringlb-nohist) printf '\n[log]\nlatency_histograms = false\n' >>"$TMP/$t.toml" ;;
         ringlb-alog) printf '\n[log]\naccess_log = "%s"\n' "$TMP/access.log" >>"$TMP/$t.toml" ;;
+        ringlb-tls)
+            # Applies to the last [[listener]] (the only one).
+            printf '\n[listener.tls]\ncertificate = "%s"\nkey = "%s"\nprotocols = ["TLSv1.3"]\n' \
+                "$TMP/bench.pem" "$TMP/bench.key" >>"$TMP/$t.toml"
+            SCHEME[$t]=https
+            ;;
         esac
         if ! "$RINGLB_BIN" check -c "$TMP/$t.toml" >"$TMP/$t-check.log" 2>&1; then
             skip "$t" "ringlb check failed: $(head -n 3 "$TMP/$t-check.log" | tr '\n' ' ')"
@@ -211,12 +229,17 @@ for t in $TARGETS; do
         VERSION[$t]=$("$RINGLB_BIN" --version 2>/dev/null | awk 'NR == 1' || true)
         start "$t" "$RINGLB_BIN" run -c "$TMP/$t.toml"
         ;;
-    nginx)
+    nginx | nginx-tls)
         command -v nginx >/dev/null || { skip "$t" "nginx not installed"; continue; }
         mkdir -p "$TMP/nginx-tmp"
-        render "$BENCH/nginx.conf.in" "$TMP/nginx.conf" "$port"
+        render "$BENCH/nginx.conf.in" "$TMP/$t.conf" "$port"
+        if [[ $t == nginx-tls ]]; then
+            sed -i -e "s|^\( *listen .*\) backlog=4096;|\1 backlog=4096 ssl;\n        ssl_certificate $TMP/bench.pem;\n        ssl_certificate_key $TMP/bench.key;\n        ssl_protocols TLSv1.3;\n        ssl_session_cache shared:SSL:10m;|" \
+                -e "s|nginx.pid|nginx-tls.pid|" "$TMP/$t.conf"
+            SCHEME[$t]=https
+        fi
         VERSION[$t]=$(nginx -v 2>&1 | sed 's/.*version: //' || true)
-        start "$t" nginx -p "$TMP" -c "$TMP/nginx.conf"
+        start "$t" nginx -p "$TMP" -c "$TMP/$t.conf"
         ;;
     haproxy | relay)
         command -v haproxy >/dev/null || { skip "$t" "haproxy not installed"; continue; }
@@ -234,7 +257,7 @@ for t in $TARGETS; do
     esac
     PORT[$t]=$port
     PID[$t]=$LAST_PID
-    if wait_http "$t" "$LAST_PID" "$port"; then
+    if wait_http "$t" "$LAST_PID" "$port" "${SCHEME[$t]:-http}"; then
         READY+=("$t")
         log "$t on 127.0.0.1:$port (pid $LAST_PID)"
     else
@@ -245,7 +268,7 @@ done
 
 # ---- rounds ------------------------------------------------------------------
 run_wrk() { # TARGET SECONDS OUTFILE
-    taskset -c "$WRK_CPU" wrk -t1 -c"$CONNS" -d"$2"s --latency "http://127.0.0.1:${PORT[$1]}/" >"$3" 2>&1
+    taskset -c "$WRK_CPU" wrk -t1 -c"$CONNS" -d"$2"s --latency "${SCHEME[$1]:-http}://127.0.0.1:${PORT[$1]}/" >"$3" 2>&1
 }
 
 if ((WARMUP > 0)); then
@@ -278,9 +301,11 @@ done
 
 # ---- table -------------------------------------------------------------------
 col() { awk -v t="$1" -v c="$2" '$2 == t { print $c }' "$TMP/results.tsv"; }
-ratio() { # TARGET COLUMN: median over rounds of target/nginx in that round
-    awk -v t="$1" -v c="$2" '
-        $2 == "nginx" { base[$1] = $c }
+ratio() { # TARGET COLUMN: median over rounds of target/nginx (HTTPS: nginx-tls) in that round
+    local b=nginx
+    [[ $1 == *-tls ]] && b=nginx-tls
+    awk -v t="$1" -v c="$2" -v b="$b" '
+        $2 == b { base[$1] = $c }
         $2 == t { val[$1] = $c }
         END { for (r in val) if ((r in base) && base[r] > 0) printf "%.3f\n", val[r] / base[r] }' \
         "$TMP/results.tsv" | median

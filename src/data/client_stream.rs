@@ -4,7 +4,6 @@
 //! `conn.rs` is compiled once; a plaintext connection pays one predictable
 //! branch per read or write (nothing allocated, nothing shared).
 
-use std::future::Future;
 use std::os::fd::{AsRawFd, RawFd};
 
 use monoio::buf::{IoBuf, IoBufMut, IoVecBuf, IoVecBufMut};
@@ -60,128 +59,104 @@ impl AsRawFd for ClientStream {
 
 impl AsyncReadRent for ClientStream {
     #[inline]
-    fn read<T: IoBufMut>(&mut self, buf: T) -> impl Future<Output = BufResult<usize, T>> {
-        async move {
-            match self {
-                ClientStream::Plain(s) => s.read(buf).await,
-                ClientStream::Tls(s) => s.read(buf).await,
-            }
+    async fn read<T: IoBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
+        match self {
+            ClientStream::Plain(s) => s.read(buf).await,
+            ClientStream::Tls(s) => s.read(buf).await,
         }
     }
 
     #[inline]
-    fn readv<T: IoVecBufMut>(&mut self, buf: T) -> impl Future<Output = BufResult<usize, T>> {
-        async move {
-            match self {
-                ClientStream::Plain(s) => s.readv(buf).await,
-                ClientStream::Tls(s) => s.readv(buf).await,
-            }
+    async fn readv<T: IoVecBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
+        match self {
+            ClientStream::Plain(s) => s.readv(buf).await,
+            ClientStream::Tls(s) => s.readv(buf).await,
         }
     }
 }
 
 impl AsyncWriteRent for ClientStream {
     #[inline]
-    fn write<T: IoBuf>(&mut self, buf: T) -> impl Future<Output = BufResult<usize, T>> {
-        async move {
-            match self {
-                ClientStream::Plain(s) => s.write(buf).await,
-                ClientStream::Tls(s) => s.write(buf).await,
-            }
+    async fn write<T: IoBuf>(&mut self, buf: T) -> BufResult<usize, T> {
+        match self {
+            ClientStream::Plain(s) => s.write(buf).await,
+            ClientStream::Tls(s) => s.write(buf).await,
         }
     }
 
     #[inline]
-    fn writev<T: IoVecBuf>(&mut self, buf: T) -> impl Future<Output = BufResult<usize, T>> {
-        async move {
-            match self {
-                ClientStream::Plain(s) => s.writev(buf).await,
-                ClientStream::Tls(s) => s.writev(buf).await,
-            }
+    async fn writev<T: IoVecBuf>(&mut self, buf: T) -> BufResult<usize, T> {
+        match self {
+            ClientStream::Plain(s) => s.writev(buf).await,
+            ClientStream::Tls(s) => s.writev(buf).await,
         }
     }
 
     #[inline]
-    fn flush(&mut self) -> impl Future<Output = std::io::Result<()>> {
-        async move {
-            match self {
-                ClientStream::Plain(s) => s.flush().await,
-                ClientStream::Tls(s) => s.flush().await,
-            }
+    async fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            ClientStream::Plain(s) => s.flush().await,
+            ClientStream::Tls(s) => s.flush().await,
         }
     }
 
     #[inline]
-    fn shutdown(&mut self) -> impl Future<Output = std::io::Result<()>> {
-        async move {
-            match self {
-                ClientStream::Plain(s) => s.shutdown().await,
-                ClientStream::Tls(s) => s.shutdown().await,
-            }
+    async fn shutdown(&mut self) -> std::io::Result<()> {
+        match self {
+            ClientStream::Plain(s) => s.shutdown().await,
+            ClientStream::Tls(s) => s.shutdown().await,
         }
     }
 }
 
 impl AsyncReadRent for ClientRead {
     #[inline]
-    fn read<T: IoBufMut>(&mut self, buf: T) -> impl Future<Output = BufResult<usize, T>> {
-        async move {
-            match self {
-                ClientRead::Plain(s) => s.read(buf).await,
-                ClientRead::Tls(s) => s.read(buf).await,
-            }
+    async fn read<T: IoBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
+        match self {
+            ClientRead::Plain(s) => s.read(buf).await,
+            ClientRead::Tls(s) => s.read(buf).await,
         }
     }
 
     #[inline]
-    fn readv<T: IoVecBufMut>(&mut self, buf: T) -> impl Future<Output = BufResult<usize, T>> {
-        async move {
-            match self {
-                ClientRead::Plain(s) => s.readv(buf).await,
-                ClientRead::Tls(s) => s.readv(buf).await,
-            }
+    async fn readv<T: IoVecBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
+        match self {
+            ClientRead::Plain(s) => s.readv(buf).await,
+            ClientRead::Tls(s) => s.readv(buf).await,
         }
     }
 }
 
 impl AsyncWriteRent for ClientWrite {
     #[inline]
-    fn write<T: IoBuf>(&mut self, buf: T) -> impl Future<Output = BufResult<usize, T>> {
-        async move {
-            match self {
-                ClientWrite::Plain(s) => s.write(buf).await,
-                ClientWrite::Tls(s) => s.write(buf).await,
-            }
+    async fn write<T: IoBuf>(&mut self, buf: T) -> BufResult<usize, T> {
+        match self {
+            ClientWrite::Plain(s) => s.write(buf).await,
+            ClientWrite::Tls(s) => s.write(buf).await,
         }
     }
 
     #[inline]
-    fn writev<T: IoVecBuf>(&mut self, buf: T) -> impl Future<Output = BufResult<usize, T>> {
-        async move {
-            match self {
-                ClientWrite::Plain(s) => s.writev(buf).await,
-                ClientWrite::Tls(s) => s.writev(buf).await,
-            }
+    async fn writev<T: IoVecBuf>(&mut self, buf: T) -> BufResult<usize, T> {
+        match self {
+            ClientWrite::Plain(s) => s.writev(buf).await,
+            ClientWrite::Tls(s) => s.writev(buf).await,
         }
     }
 
     #[inline]
-    fn flush(&mut self) -> impl Future<Output = std::io::Result<()>> {
-        async move {
-            match self {
-                ClientWrite::Plain(s) => s.flush().await,
-                ClientWrite::Tls(s) => s.flush().await,
-            }
+    async fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            ClientWrite::Plain(s) => s.flush().await,
+            ClientWrite::Tls(s) => s.flush().await,
         }
     }
 
     #[inline]
-    fn shutdown(&mut self) -> impl Future<Output = std::io::Result<()>> {
-        async move {
-            match self {
-                ClientWrite::Plain(s) => s.shutdown().await,
-                ClientWrite::Tls(s) => s.shutdown().await,
-            }
+    async fn shutdown(&mut self) -> std::io::Result<()> {
+        match self {
+            ClientWrite::Plain(s) => s.shutdown().await,
+            ClientWrite::Tls(s) => s.shutdown().await,
         }
     }
 }
