@@ -17,8 +17,10 @@ fuzz_target!(|data: &[u8]| {
     let first = parts.feed(&body[..split]);
     let combined = match first {
         Err(e) => Err(e),
-        Ok(n) if n < split => Ok(n), // ended inside the first part
-        Ok(n) => parts.feed(&body[split..]).map(|m| n + m),
+        Ok(n) if parts.is_done() => Ok(n), // ended inside the first part
+        // Unconsumed bytes (a trailer line still arriving) stay buffered
+        // and are fed again with the rest, as a relay does.
+        Ok(n) => parts.feed(&body[n..]).map(|m| n + m),
     };
     match (all, combined) {
         (Ok(a), Ok(b)) => {
