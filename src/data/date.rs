@@ -120,7 +120,8 @@ mod tests {
         let mut prev = civil_from_days(0);
         for d in 1..146_097u64 {
             let cur = civil_from_days(d);
-            let leap = |y: u64| y % 4 == 0 && (y % 100 != 0 || y % 400 == 0);
+            let leap =
+                |y: u64| y.is_multiple_of(4) && (!y.is_multiple_of(100) || y.is_multiple_of(400));
             let month_len = |y: u64, m: u64| match m {
                 2 if leap(y) => 29,
                 2 => 28,

@@ -212,14 +212,11 @@ pub fn decode_request(
     if path.len() > limits.max_uri_bytes {
         return Err(RequestError::UriTooLong);
     }
-    let (form, authority, target) = match split_target(path.as_bytes(), method) {
-        Some((form, authority, rest)) => (
-            form,
-            authority.map(|a| Span::of(buf, a)),
-            Span::of(buf, rest),
-        ),
-        None => return Err(RequestError::Malformed),
+    let Some(split) = split_target(path.as_bytes(), method) else {
+        return Err(RequestError::Malformed);
     };
+    let (form, target) = (split.form, Span::of(buf, split.rest));
+    let authority = split.authority.map(|a| Span::of(buf, a));
 
     fields.clear();
     let mut host = None;
@@ -348,12 +345,26 @@ fn single_coding(buf: &[u8], fields: &[Field]) -> bool {
         == 1
 }
 
-/// Splits a request target by form: `(form, authority, forwarded part)`,
-/// or `None` for a target this proxy refuses (400).
-fn split_target(t: &[u8], method: Method) -> Option<(TargetForm, Option<&[u8]>, &[u8])> {
+/// A request target split by form.
+struct SplitTarget<'a> {
+    form: TargetForm,
+    /// The authority of an absolute-form target.
+    authority: Option<&'a [u8]>,
+    /// What is forwarded (after the authority, for absolute-form).
+    rest: &'a [u8],
+}
+
+/// Splits a request target by form, or `None` for a target this proxy
+/// refuses (400).
+fn split_target(t: &[u8], method: Method) -> Option<SplitTarget<'_>> {
+    let whole = |form| SplitTarget {
+        form,
+        authority: None,
+        rest: t,
+    };
     match t.first()? {
-        b'/' => Some((TargetForm::Origin, None, t)),
-        b'*' if t.len() == 1 && method == Method::Options => Some((TargetForm::Asterisk, None, t)),
+        b'/' => Some(whole(TargetForm::Origin)),
+        b'*' if t.len() == 1 && method == Method::Options => Some(whole(TargetForm::Asterisk)),
         b'*' => None,
         _ => {
             let rest =
@@ -363,7 +374,11 @@ fn split_target(t: &[u8], method: Method) -> Option<(TargetForm, Option<&[u8]>, 
                 .position(|&b| matches!(b, b'/' | b'?' | b'#'))
                 .unwrap_or(rest.len());
             // An empty authority is refused by the caller's host check.
-            Some((TargetForm::Absolute, Some(&rest[..end]), &rest[end..]))
+            Some(SplitTarget {
+                form: TargetForm::Absolute,
+                authority: Some(&rest[..end]),
+                rest: &rest[end..],
+            })
         }
     }
 }
