@@ -15,14 +15,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn status_of(resp: &str) -> u16 {
-    resp.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0)
-}
-
-fn body_of(resp: &str) -> &str {
-    resp.split_once("\r\n\r\n").map_or("", |(_, b)| b)
-}
-
 /// The first line of a raw request.
 fn request_line(req: &[u8]) -> String {
     let end = find(req, b"\r\n").unwrap_or(req.len());
