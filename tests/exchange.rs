@@ -15,14 +15,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn status_of(resp: &str) -> u16 {
-    resp.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0)
-}
-
-fn body_of(resp: &str) -> &str {
-    resp.split_once("\r\n\r\n").map_or("", |(_, b)| b)
-}
-
 /// The first line of a raw request.
 fn request_line(req: &[u8]) -> String {
     let end = find(req, b"\r\n").unwrap_or(req.len());
@@ -380,9 +372,9 @@ fn refusing_backend() -> (Backend, Arc<AtomicUsize>) {
     (be, heads)
 }
 
-/// Sends `head` and a 1 MB body (from another thread, errors ignored) and
-/// reads whatever comes back until the proxy closes.
-fn upload(addr: SocketAddr, head: &[u8], wait_for_continue: bool) -> String {
+/// Sends `head` and a body of `mib` MiB (from another thread, errors
+/// ignored) and reads one response (empty if the connection ended first).
+fn upload(addr: SocketAddr, head: &[u8], mib: usize, wait_for_continue: bool) -> String {
     let mut s = connect(addr);
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     s.write_all(head).unwrap();
@@ -399,32 +391,51 @@ fn upload(addr: SocketAddr, head: &[u8], wait_for_continue: bool) -> String {
         if !got.starts_with(b"HTTP/1.1 100 ") {
             return String::from_utf8_lossy(&got).into_owned();
         }
-        got.clear();
+        // The final answer may have come in the same read as the 100.
+        let end = find(&got, b"\r\n\r\n").unwrap() + 4;
+        got.drain(..end);
     }
     let mut w = s.try_clone().unwrap();
     let writer = thread::spawn(move || {
         let chunk = vec![b'u'; 64 * 1024];
-        for _ in 0..16 {
+        for _ in 0..16 * mib {
             if w.write_all(&chunk).is_err() {
                 return;
             }
         }
     });
-    let _ = s.read_to_end(&mut got);
+    let r = read_response(&mut s, &mut got, false).unwrap_or_default();
+    // Unblocks the writer if the proxy stopped reading.
+    let _ = s.shutdown(std::net::Shutdown::Both);
     writer.join().unwrap();
-    String::from_utf8_lossy(&got).into_owned()
+    r
 }
 
 /// Sends `tries` uploads with `head` to a refusing backend; each must get
 /// the backend's 413 (not a 502, not a reset), and the backend must have
 /// seen each head once.
-fn refused_every_time(head: &[u8], tries: usize, wait_for_continue: bool) {
+fn refused_every_time(mib: usize, expect: bool, tries: usize) {
+    let len = mib * 1024 * 1024;
+    let head = if expect {
+        format!("POST /upload HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: {len}\r\n\r\n")
+    } else {
+        format!("POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: {len}\r\n\r\n")
+    };
     let (be, heads) = refusing_backend();
-    let rl = Ringlb::start(&simple_config(&[be.addr], ""));
+    // No local limit: the backend is the one refusing.
+    let cfg = simple_config(&[be.addr], "").replace(
+        "[[listener]]",
+        "[http]\nclient_max_body_size = 0\n\n[[listener]]",
+    );
+    let rl = Ringlb::start(&cfg);
     for i in 0..tries {
-        let r = upload(rl.addr, head, wait_for_continue);
+        let r = upload(rl.addr, head.as_bytes(), mib, expect);
         assert_eq!(status_of(&r), 413, "try {i}: {r:?}");
         assert!(r.ends_with("\r\n\r\ntoo large"), "try {i}: {r:?}");
+        if mib >= 16 {
+            // Answered before the body was read: the connection ends.
+            assert!(r.contains("\r\nConnection: close\r\n"), "try {i}: {r:?}");
+        }
     }
     assert_eq!(heads.load(Ordering::SeqCst), tries);
 }
@@ -433,22 +444,18 @@ fn refused_every_time(head: &[u8], tries: usize, wait_for_continue: bool) {
 /// gets that answer every time.
 #[test]
 fn early_response_reaches_the_client() {
-    refused_every_time(
-        b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 1048576\r\n\r\n",
-        20,
-        false,
-    );
+    // 1 MiB (may fit in the socket buffers, then the request is complete
+    // when the answer comes) and 16 MiB (cannot: the answer is early).
+    refused_every_time(1, false, 20);
+    refused_every_time(16, false, 10);
 }
 
 /// The same with `Expect: 100-continue` (answered by the proxy, see the
 /// README): the refusal still reaches the client.
 #[test]
 fn early_response_after_100_continue() {
-    refused_every_time(
-        b"POST /upload HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 1048576\r\n\r\n",
-        10,
-        true,
-    );
+    refused_every_time(1, true, 10);
+    refused_every_time(16, true, 10);
 }
 
 /// Code reading: bytes a backend sends after a complete response (more

@@ -65,11 +65,11 @@ use crate::proto::exchange::{
     Sent, Tried, UpstreamEnd,
 };
 use crate::proto::http1::encode::{
-    canned_response, encode_request, encode_response, ClientConn, CONTINUE,
+    encode_canned, encode_request, encode_response, ClientConn, CONTINUE,
 };
 use crate::proto::http1::{
-    decode_request, decode_response, ChunkedDecoder, Field, Framing, Limits, Method, RequestHead,
-    Version,
+    decode_request, decode_response, ChunkError, ChunkedDecoder, Field, Framing, Limits, Method,
+    RequestHead, Version,
 };
 use crate::snapshot::{ServerSnap, UpstreamSnap};
 
@@ -146,13 +146,11 @@ impl Client {
         keep_alive: bool,
         write_limit: Duration,
     ) -> Next {
-        let (close, keep) = canned_response(status);
-        let bytes = if keep_alive { keep } else { close };
         log.status = status;
-        log.bytes_out += bytes.len() as u64;
         let mut out = buf::ensure_pooled(std::mem::take(&mut self.out));
         out.clear();
-        out.extend_from_slice(bytes);
+        encode_canned(&mut out, status, keep_alive, &super::date::current());
+        log.bytes_out += out.len() as u64;
         let (r, out) = write_all(&mut self.stream, out, &self.timer, write_limit).await;
         self.out = out;
         if r.is_ok() && keep_alive {
@@ -339,6 +337,7 @@ async fn read_head(
             let limits = Limits {
                 max_head_bytes: http.max_header_bytes,
                 max_headers: http.max_headers,
+                max_uri_bytes: http.max_uri_bytes,
             };
             match decode_request(c.rbuf.data(), &limits, &mut c.fields) {
                 Ok(Some(head)) => {
@@ -431,7 +430,8 @@ impl ReqBody {
     }
 }
 
-fn plan_body(c: &Client, head: &RequestHead) -> Result<ReqBody, ()> {
+/// `max_body`: `client_max_body_size` (0 = unlimited) for a chunked body.
+fn plan_body(c: &Client, head: &RequestHead, max_body: u64) -> Result<ReqBody, ChunkError> {
     let avail = &c.rbuf.data()[head.head_len..];
     let (prefix, rest) = match head.framing {
         Framing::None | Framing::Close => (0, None),
@@ -441,8 +441,8 @@ fn plan_body(c: &Client, head: &RequestHead) -> Result<ReqBody, ()> {
             (prefix, (left > 0).then_some(Body::Length(left)))
         }
         Framing::Chunked => {
-            let mut dec = ChunkedDecoder::new();
-            let prefix = dec.feed(avail).map_err(|_| ())?;
+            let mut dec = ChunkedDecoder::with_limit(max_body);
+            let prefix = dec.feed(avail)?;
             let done = dec.is_done();
             (
                 prefix,
@@ -655,12 +655,30 @@ async fn exchange(
     c.client_timeout = write_limit;
     c.keep_enabled = !http.keepalive_timeout.is_zero();
     let buf = c.rbuf.data();
-    let route = snap.listeners[listener]
+    let hit = snap.listeners[listener]
         .router
-        .route(head.host.map(|h| h.get(buf)), head.target.get(buf));
-    let Ok(body) = plan_body(c, &head) else {
-        crate::warn!("{}: malformed chunked request body → 400", c.peer);
-        return c.reply(log, 400, false, write_limit).await;
+        .find(head.host.map(|h| h.get(buf)), head.target.get(buf));
+    let route = hit.upstream;
+    let max_body = hit
+        .max_body
+        .or_else(|| {
+            snap.config
+                .listeners
+                .get(listener)
+                .map(|l| l.client_max_body_size)
+        })
+        .unwrap_or(http.client_max_body_size);
+    if head.body_too_large(max_body) {
+        // Refused before reading a byte of the body (nor sending 100).
+        return c.reply(log, 413, false, write_limit).await;
+    }
+    let body = match plan_body(c, &head, max_body) {
+        Ok(b) => b,
+        Err(e) => {
+            let status = if e == ChunkError::TooLarge { 413 } else { 400 };
+            crate::warn!("{}: chunked request body: {e:?} → {status}", c.peer);
+            return c.reply(log, status, false, write_limit).await;
+        }
     };
     log.bytes_in += body.prefix as u64;
     let mut req = Req {
@@ -873,7 +891,13 @@ async fn attempt(
             &server.host,
             c.stream.is_tls(),
         );
-        out.extend_from_slice(&buf[head.head_len..head.head_len + req.body.prefix]);
+        let prefix = &buf[head.head_len..head.head_len + req.body.prefix];
+        if head.framing == Framing::Chunked {
+            // Already validated by plan_body; this drops forbidden trailers.
+            let _ = ChunkedDecoder::new().forward(prefix, &mut out);
+        } else {
+            out.extend_from_slice(prefix);
+        }
     }
     if req.body.rest.is_some() {
         c.out = out;
@@ -908,8 +932,9 @@ enum Upload {
     Refused(Result<(), Watch>),
     /// The client failed while sending its body.
     ClientGone,
-    /// The client sent a malformed chunked body.
-    BadBody,
+    /// The client sent a malformed chunked body (400), or one larger than
+    /// `client_max_body_size` (413).
+    BadBody(u16),
 }
 
 /// Why watching for a response head failed.
@@ -1061,7 +1086,11 @@ async fn upload(
                             .run(ufd, Shut::Both, up.config.read_timeout, recv)
                             .await,
                     )),
-                    Err(RelayError::Malformed(_)) => Upload::BadBody,
+                    Err(RelayError::Malformed(e)) => {
+                        // Over client_max_body_size mid-stream: the upstream
+                        // got part of the body and is dropped.
+                        Upload::BadBody(if e == ChunkError::TooLarge { 413 } else { 400 })
+                    }
                     Err(_) => Upload::ClientGone,
                 }
             }
@@ -1089,8 +1118,8 @@ async fn upload(
         }
         Upload::Early(r) | Upload::Refused(r) => r,
         Upload::ClientGone => return Err(AttemptError::Client),
-        Upload::BadBody => {
-            let _ = c.reply(log, 400, false, client_timeout).await;
+        Upload::BadBody(status) => {
+            let _ = c.reply(log, status, false, client_timeout).await;
             return Ok(Next::Linger);
         }
     };
@@ -1151,6 +1180,7 @@ async fn respond(
                         &c.rfields,
                         ClientConn::KeepAlive(Version::Http11),
                         false,
+                        b"",
                     );
                 }
                 c.ubuf.consume(r.head_len);
@@ -1218,6 +1248,7 @@ async fn respond(
             &c.rfields,
             ClientConn::Upgrade,
             false,
+            b"",
         );
         c.ubuf.consume(resp.head_len);
         out.extend_from_slice(c.ubuf.data());
@@ -1238,6 +1269,7 @@ async fn respond(
         ClientConn::Close
     };
     let mut out = buf::ensure_pooled(std::mem::take(&mut c.out));
+    let date = super::date::current();
     encode_response(
         &mut out,
         c.ubuf.data(),
@@ -1245,6 +1277,7 @@ async fn respond(
         &c.rfields,
         conn_opt,
         dechunk,
+        &date,
     );
     c.ubuf.consume(resp.head_len);
     let mut body = match resp.framing {
