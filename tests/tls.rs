@@ -603,6 +603,18 @@ fn bad_input_ends_each_handshake_with_a_reason_and_spares_others() {
     assert!(seen[0].starts_with("GET /during ") && seen[1].starts_with("GET /after "));
     let log = s.rl.log_text();
     assert!(!log.contains("panicked"), "{log}");
+    // The same counts in Prometheus form.
+    let (status, metrics) = common::admin_get(s.admin, "/metrics");
+    assert_eq!(status, 200);
+    for line in [
+        "ringlb_tls_handshake_failures_total{reason=\"not_tls\"} 2",
+        "ringlb_tls_handshake_failures_total{reason=\"timeout\"} 2",
+        "ringlb_tls_handshake_failures_total{reason=\"closed\"} 1",
+        "ringlb_tls_handshake_failures_total{reason=\"malformed\"} 1",
+        "ringlb_tls_handshakes_total 2",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "no {line:?} in:\n{metrics}");
+    }
     let start = Instant::now();
     let mut st = stats(s.admin);
     while st["connections"]["active"] != 0 && start.elapsed() < Duration::from_secs(20) {
