@@ -5,31 +5,9 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
-
-/// A backend that records every request it parses (by its own strict
-/// reading) and answers 200.
-fn recording_backend() -> (Backend, Arc<Mutex<Vec<String>>>) {
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let s2 = seen.clone();
-    let be = backend(move |mut s| {
-        let mut buf = Vec::new();
-        while let Some(req) = read_request(&mut s, &mut buf) {
-            s2.lock()
-                .unwrap()
-                .push(String::from_utf8_lossy(&req).into_owned());
-            if s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-                .is_err()
-            {
-                return;
-            }
-        }
-    });
-    (be, seen)
-}
 
 fn send(addr: std::net::SocketAddr, raw: &[u8]) -> String {
     let mut s = connect(addr);

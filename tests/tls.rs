@@ -13,7 +13,9 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{backend, free_port, python, read_request, tempdir, Backend, Ringlb, BIN};
+use common::{
+    backend, free_port, python, read_request, recording_backend, tempdir, Backend, Ringlb, BIN,
+};
 
 // ---------------------------------------------------------------- PKI
 
@@ -128,27 +130,6 @@ impl Pki {
 
 // ---------------------------------------------------------------- setup
 
-/// A backend that records every request it gets and answers `200 ok`,
-/// keeping connections alive.
-fn recording_backend() -> (Backend, Arc<Mutex<Vec<String>>>) {
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let s2 = Arc::clone(&seen);
-    let be = backend(move |mut s: TcpStream| {
-        let mut buf = Vec::new();
-        while let Some(req) = read_request(&mut s, &mut buf) {
-            s2.lock()
-                .unwrap()
-                .push(String::from_utf8_lossy(&req).into_owned());
-            if s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-                .is_err()
-            {
-                return;
-            }
-        }
-    });
-    (be, seen)
-}
-
 struct Setup {
     rl: Ringlb,
     admin: SocketAddr,
@@ -232,6 +213,20 @@ fn curl(args: &[&str]) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// curl to `https://a.test:PORT{path}` verifying against the test CA;
+/// asserts it got the backend's `ok`.
+#[track_caller]
+fn curl_ok(ca: &Path, port: u16, path: &str) {
+    let (ok, body, err) = curl(&[
+        "--cacert",
+        ca.to_str().unwrap(),
+        "--resolve",
+        &format!("a.test:{port}:127.0.0.1"),
+        &format!("https://a.test:{port}{path}"),
+    ]);
+    assert!(ok && body == "ok", "{path}: {err}");
 }
 
 /// Python ssl client: two connections (the second offering the first's
@@ -522,14 +517,7 @@ fn bad_input_ends_each_handshake_with_a_reason_and_spares_others() {
     let mut stalled = TcpStream::connect(s.rl.addr).unwrap();
     stalled.write_all(&hello[..hello.len() / 2]).unwrap();
     // Meanwhile another client is served normally.
-    let (ok, body, err) = curl(&[
-        "--cacert",
-        ca.to_str().unwrap(),
-        "--resolve",
-        &format!("a.test:{port}:127.0.0.1"),
-        &format!("https://a.test:{port}/during"),
-    ]);
-    assert!(ok && body == "ok", "{err}");
+    curl_ok(&ca, port, "/during");
     assert!(closed_within(&mut stalled, Duration::from_secs(20)));
     assert_eq!(wait_counter(s.admin, &["failures", "timeout"], 1), 1);
 
@@ -590,14 +578,7 @@ fn bad_input_ends_each_handshake_with_a_reason_and_spares_others() {
 
     // The backend saw only the good client's request; nothing panicked;
     // and the server still serves.
-    let (ok, body, err) = curl(&[
-        "--cacert",
-        ca.to_str().unwrap(),
-        "--resolve",
-        &format!("a.test:{port}:127.0.0.1"),
-        &format!("https://a.test:{port}/after"),
-    ]);
-    assert!(ok && body == "ok", "{err}");
+    curl_ok(&ca, port, "/after");
     let seen = s.seen.lock().unwrap().clone();
     assert_eq!(seen.len(), 2, "{seen:#?}");
     assert!(seen[0].starts_with("GET /during ") && seen[1].starts_with("GET /after "));
@@ -613,7 +594,10 @@ fn bad_input_ends_each_handshake_with_a_reason_and_spares_others() {
         "ringlb_tls_handshake_failures_total{reason=\"malformed\"} 1",
         "ringlb_tls_handshakes_total 2",
     ] {
-        assert!(metrics.lines().any(|l| l == line), "no {line:?} in:\n{metrics}");
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no {line:?} in:\n{metrics}"
+        );
     }
     let start = Instant::now();
     let mut st = stats(s.admin);

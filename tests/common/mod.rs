@@ -327,3 +327,24 @@ pub fn python() -> PathBuf {
     );
     p
 }
+
+/// A backend that records every request it gets (raw bytes as text) and
+/// answers each with `200 ok`, keeping connections alive.
+pub fn recording_backend() -> (Backend, Arc<std::sync::Mutex<Vec<String>>>) {
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let s2 = Arc::clone(&seen);
+    let be = backend(move |mut s: TcpStream| {
+        let mut buf = Vec::new();
+        while let Some(req) = read_request(&mut s, &mut buf) {
+            s2.lock()
+                .unwrap()
+                .push(String::from_utf8_lossy(&req).into_owned());
+            if s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    (be, seen)
+}

@@ -76,16 +76,18 @@ impl<'a> Diags<'a> {
     pub(crate) fn take_warnings(&mut self) -> Vec<Diagnostic> {
         let w = std::mem::take(&mut self.warnings);
         w.into_iter()
-            .map(|(at, message)| {
-                let (line, col) = self.src.position(at);
-                Diagnostic {
-                    file: self.src.file.to_string(),
-                    line,
-                    col,
-                    message,
-                }
-            })
+            .map(|(at, message)| self.positioned(at, message))
             .collect()
+    }
+
+    fn positioned(&self, at: usize, message: String) -> Diagnostic {
+        let (line, col) = self.src.position(at);
+        Diagnostic {
+            file: self.src.file.to_string(),
+            line,
+            col,
+            message,
+        }
     }
 
     /// 1-based line of a byte offset (for "first defined at line N").
@@ -100,17 +102,10 @@ impl<'a> Diags<'a> {
     /// The diagnostics in file order (ties keep the order they were found in).
     pub(crate) fn finish(mut self) -> Vec<Diagnostic> {
         self.found.sort_by_key(|&(at, _)| at);
-        self.found
+        let found = std::mem::take(&mut self.found);
+        found
             .into_iter()
-            .map(|(at, message)| {
-                let (line, col) = self.src.position(at);
-                Diagnostic {
-                    file: self.src.file.to_string(),
-                    line,
-                    col,
-                    message,
-                }
-            })
+            .map(|(at, message)| self.positioned(at, message))
             .collect()
     }
 }
