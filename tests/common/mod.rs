@@ -307,3 +307,5 @@ pub fn python() -> PathBuf {
     );
     p
 }
+
+pub mod peers;
