@@ -85,7 +85,8 @@ pub fn vrrp_packet(data: &[u8]) {
         if let Ok(pkt) = Packet::new_checked(env.payload) {
             if let Ok(repr) = Repr::parse(&pkt, src, dst) {
                 let bytes = repr.to_bytes(src, dst);
-                let again = Repr::parse(&Packet::new_checked(&bytes[..]).unwrap(), src, dst).unwrap();
+                let again =
+                    Repr::parse(&Packet::new_checked(&bytes[..]).unwrap(), src, dst).unwrap();
                 assert_eq!(again, repr);
             }
         }
@@ -107,8 +108,14 @@ pub fn config(data: &[u8]) {
             assert!(d.line >= 1 && d.col >= 1, "0-based position: {d}");
             assert!(d.line <= lines.len(), "line past the end: {d}");
             let width = lines[d.line - 1].chars().count();
-            assert!(d.col <= width + 1, "column past the end of line {}: {d}", d.line);
-            assert!(d.to_string().starts_with(&format!("fuzz.toml:{}:{}: ", d.line, d.col)));
+            assert!(
+                d.col <= width + 1,
+                "column past the end of line {}: {d}",
+                d.line
+            );
+            assert!(d
+                .to_string()
+                .starts_with(&format!("fuzz.toml:{}:{}: ", d.line, d.col)));
         }
     }
 }

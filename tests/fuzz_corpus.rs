@@ -63,12 +63,23 @@ fn replay(target: &str) {
 fn every_target_is_replayed_here() {
     let mut names: Vec<&str> = checks::TARGETS.iter().map(|(n, _)| *n).collect();
     names.sort();
-    let mut bins: Vec<String> = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/fuzz_targets"))
-        .unwrap()
-        .map(|e| e.unwrap().path().file_stem().unwrap().to_string_lossy().into_owned())
-        .collect();
+    let mut bins: Vec<String> =
+        std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/fuzz_targets"))
+            .unwrap()
+            .map(|e| {
+                e.unwrap()
+                    .path()
+                    .file_stem()
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect();
     bins.sort();
-    assert_eq!(names, bins, "fuzz/checks.rs TARGETS and fuzz/fuzz_targets/ differ");
+    assert_eq!(
+        names, bins,
+        "fuzz/checks.rs TARGETS and fuzz/fuzz_targets/ differ"
+    );
 }
 
 #[test]

@@ -37,10 +37,22 @@ fn req(id: &str, method: &str, path: &str, size: usize, chunked: bool) -> Value 
 fn matrix(tag: &str) -> Vec<Value> {
     let mut v = vec![req(&format!("{tag}-get"), "GET", "/echo", 0, false)];
     for size in [0, KB, 300 * KB, 5 * MB] {
-        v.push(req(&format!("{tag}-post-cl-{size}"), "POST", "/echo", size, false));
+        v.push(req(
+            &format!("{tag}-post-cl-{size}"),
+            "POST",
+            "/echo",
+            size,
+            false,
+        ));
     }
     for size in [KB, 300 * KB, 5 * MB] {
-        v.push(req(&format!("{tag}-post-chunked-{size}"), "POST", "/echo", size, true));
+        v.push(req(
+            &format!("{tag}-post-chunked-{size}"),
+            "POST",
+            "/echo",
+            size,
+            true,
+        ));
     }
     v.push(req(&format!("{tag}-put-1k"), "PUT", "/echo", KB, false));
     for (n, path) in [
@@ -76,14 +88,28 @@ fn assert_exchanges(server: &AppServer, results: &[Value], status: u64) {
                     .map(|x| format!(
                         " (len {}, body {}, response {})",
                         x["len"],
-                        if x["sha"] == r["sent_sha"] { "identical" } else { "DIFFERENT" },
-                        if x["resp_sha"] == r["sha"] { "identical" } else { "DIFFERENT" }
+                        if x["sha"] == r["sent_sha"] {
+                            "identical"
+                        } else {
+                            "DIFFERENT"
+                        },
+                        if x["resp_sha"] == r["sha"] {
+                            "identical"
+                        } else {
+                            "DIFFERENT"
+                        }
                     ))
                     .unwrap_or_default()
             ));
         }
     }
-    assert!(bad.is_empty(), "{} of {} exchanges wrong:\n{}", bad.len(), results.len(), bad.join("\n"));
+    assert!(
+        bad.is_empty(),
+        "{} of {} exchanges wrong:\n{}",
+        bad.len(),
+        results.len(),
+        bad.join("\n")
+    );
 }
 
 fn run_matrix(lib: &str, server: &AppServer) {
@@ -113,12 +139,18 @@ fn aiohttp_through_ringlb_to_uvicorn() {
 /// must never send a request on such a connection again.
 #[test]
 fn requests_through_ringlb_to_gunicorn_sync_closing_every_connection() {
-    run_matrix("requests", &AppServer::gunicorn("sync", &["--workers", "2"]));
+    run_matrix(
+        "requests",
+        &AppServer::gunicorn("sync", &["--workers", "2"]),
+    );
 }
 
 #[test]
 fn httpx_through_ringlb_to_gunicorn_gthread() {
-    run_matrix("httpx", &AppServer::gunicorn("gthread", &["--threads", "4"]));
+    run_matrix(
+        "httpx",
+        &AppServer::gunicorn("gthread", &["--threads", "4"]),
+    );
 }
 
 /// Issue item 1: the backend closes idle keep-alive connections after 1 s;
@@ -132,12 +164,30 @@ fn idle_close_then_more(lib: &str, server: &AppServer) {
         .collect();
     let mut steps = vec![json!({"parallel": first}), json!({"sleep": 2})];
     for i in 0..11 {
-        steps.push(req(&format!("{lib}-after-idle-{i}"), "GET", "/echo", 0, false));
+        steps.push(req(
+            &format!("{lib}-after-idle-{i}"),
+            "GET",
+            "/echo",
+            0,
+            false,
+        ));
     }
     steps.push(json!({"sleep": 2}));
-    steps.push(req(&format!("{lib}-post-after-idle"), "POST", "/echo", 300 * KB, false));
+    steps.push(req(
+        &format!("{lib}-post-after-idle"),
+        "POST",
+        "/echo",
+        300 * KB,
+        false,
+    ));
     steps.push(json!({"sleep": 2}));
-    steps.push(req(&format!("{lib}-chunked-post-after-idle"), "POST", "/echo", 300 * KB, true));
+    steps.push(req(
+        &format!("{lib}-chunked-post-after-idle"),
+        "POST",
+        "/echo",
+        300 * KB,
+        true,
+    ));
     let results = py_client(&json!({"lib": lib, "base": base(&rl), "steps": steps}));
     assert_eq!(results.len(), 21);
     assert_exchanges(server, &results, 200);
@@ -167,8 +217,17 @@ fn early_answers(server: &AppServer, tag: &str) {
             "path": format!("/early/{code}"), "size": 5 * MB, "chunked": i % 2 == 1,
             "headers": {}, "expect": code}));
     }
-    steps.push(req(&format!("{tag}-after-early"), "POST", "/echo", 300 * KB, false));
-    let codes: Vec<u64> = steps.iter().map(|s| s["expect"].as_u64().unwrap_or(200)).collect();
+    steps.push(req(
+        &format!("{tag}-after-early"),
+        "POST",
+        "/echo",
+        300 * KB,
+        false,
+    ));
+    let codes: Vec<u64> = steps
+        .iter()
+        .map(|s| s["expect"].as_u64().unwrap_or(200))
+        .collect();
     // Control: straight to the backend.
     let direct: Vec<Value> = steps
         .iter()
@@ -189,7 +248,10 @@ fn early_answers(server: &AppServer, tag: &str) {
             if r["status"] != *want || recs.len() != 1 || recs[0]["resp_sha"] != r["sha"] {
                 bad.push(format!(
                     "{}: status {} (want {want}) error {:?}, backend saw it {} time(s)",
-                    r["id"], r["status"], r["error"], recs.len()
+                    r["id"],
+                    r["status"],
+                    r["error"],
+                    recs.len()
                 ));
             }
         }
@@ -204,7 +266,10 @@ fn uvicorn_answering_before_reading_the_body_is_relayed() {
 
 #[test]
 fn gunicorn_answering_before_reading_the_body_is_relayed() {
-    early_answers(&AppServer::gunicorn("gthread", &["--threads", "4"]), "gunicorn");
+    early_answers(
+        &AppServer::gunicorn("sync", &["--workers", "2"]),
+        "gunicorn-sync",
+    );
 }
 
 /// HEAD, 204 and 304 carry no body: the next response on the same
@@ -227,11 +292,19 @@ fn head_204_304_through_ringlb_to_uvicorn() {
     let by_id = |id: &str| results.iter().find(|r| r["id"] == id).unwrap().clone();
     for i in 0..3 {
         let head = by_id(&format!("head-{i}"));
-        assert_eq!((head["status"].as_u64(), head["len"].as_u64()), (Some(200), Some(0)), "{head}");
+        assert_eq!(
+            (head["status"].as_u64(), head["len"].as_u64()),
+            (Some(200), Some(0)),
+            "{head}"
+        );
         assert_eq!(head["headers"]["content-length"], "1000", "{head}");
         for (id, code) in [("204", 204), ("304", 304)] {
             let r = by_id(&format!("{id}-{i}"));
-            assert_eq!((r["status"].as_u64(), r["len"].as_u64()), (Some(code), Some(0)), "{r}");
+            assert_eq!(
+                (r["status"].as_u64(), r["len"].as_u64()),
+                (Some(code), Some(0)),
+                "{r}"
+            );
             assert_eq!(server.records_of(&format!("{id}-{i}")).len(), 1);
         }
         assert_eq!(server.records_of(&format!("head-{i}")).len(), 1);
@@ -261,7 +334,11 @@ fn curl_through_ringlb_to_uvicorn() {
     let url = |p: &str| format!("{}{p}", base(&rl));
     // Content-Length upload.
     let (ok, out, err) = curl(&[
-        "--fail", "-H", "X-Test-Id: curl-cl", "--data-binary", &format!("@{}", file.display()),
+        "--fail",
+        "-H",
+        "X-Test-Id: curl-cl",
+        "--data-binary",
+        &format!("@{}", file.display()),
         &url("/echo"),
     ]);
     assert!(ok, "curl: {err}");
@@ -269,8 +346,14 @@ fn curl_through_ringlb_to_uvicorn() {
     assert_eq!(v["len"], 5 * MB, "{v}");
     // Chunked upload.
     let (ok, out, err) = curl(&[
-        "--fail", "-H", "X-Test-Id: curl-chunked", "-H", "Transfer-Encoding: chunked",
-        "--data-binary", &format!("@{}", file.display()), &url("/echo"),
+        "--fail",
+        "-H",
+        "X-Test-Id: curl-chunked",
+        "-H",
+        "Transfer-Encoding: chunked",
+        "--data-binary",
+        &format!("@{}", file.display()),
+        &url("/echo"),
     ]);
     assert!(ok, "curl: {err}");
     let v2: Value = serde_json::from_slice(&out).unwrap();
@@ -283,8 +366,12 @@ fn curl_through_ringlb_to_uvicorn() {
     }
     // Downloads, three on one connection (curl reuses it).
     let (ok, out, err) = curl(&[
-        "--fail", "-H", "X-Test-Id: curl-dl", &url(&format!("/dl/{}", 5 * MB)),
-        &url(&format!("/dl/{}?chunked=1", 5 * MB)), &url("/dl/10"),
+        "--fail",
+        "-H",
+        "X-Test-Id: curl-dl",
+        &url(&format!("/dl/{}", 5 * MB)),
+        &url(&format!("/dl/{}?chunked=1", 5 * MB)),
+        &url("/dl/10"),
     ]);
     assert!(ok, "curl: {err}");
     let mut want = common::peers::app_pattern(5 * MB);
@@ -301,7 +388,11 @@ fn curl_through_ringlb_to_uvicorn() {
 #[test]
 fn requests_through_ringlb_to_nginx() {
     let nginx = NginxServer::start("1s");
-    std::fs::write(nginx.www.join("big.bin"), common::peers::app_pattern(5 * MB)).unwrap();
+    std::fs::write(
+        nginx.www.join("big.bin"),
+        common::peers::app_pattern(5 * MB),
+    )
+    .unwrap();
     std::fs::write(nginx.www.join("small.txt"), b"small file\n").unwrap();
     let rl = ringlb_to(nginx.addr);
     let mut steps = vec![
@@ -321,30 +412,60 @@ fn requests_through_ringlb_to_nginx() {
     let results = py_client(&json!({"lib": "requests", "base": base(&rl), "steps": steps}));
     let by_id = |id: &str| results.iter().find(|r| r["id"] == id).unwrap().clone();
     let big = by_id("ng-big");
-    assert_eq!((big["status"].as_u64(), big["len"].as_u64()), (Some(200), Some(5 * MB as u64)), "{big}");
-    let etag = big["headers"]["etag"].as_str().expect("nginx sends an ETag").to_string();
+    assert_eq!(
+        (big["status"].as_u64(), big["len"].as_u64()),
+        (Some(200), Some(5 * MB as u64)),
+        "{big}"
+    );
+    let etag = big["headers"]["etag"]
+        .as_str()
+        .expect("nginx sends an ETag")
+        .to_string();
     let head = by_id("ng-head");
-    assert_eq!((head["status"].as_u64(), head["len"].as_u64()), (Some(200), Some(0)), "{head}");
+    assert_eq!(
+        (head["status"].as_u64(), head["len"].as_u64()),
+        (Some(200), Some(0)),
+        "{head}"
+    );
     assert_eq!(by_id("ng-204")["status"], 204);
     // 304 on the same session, then another request.
     let cond = py_client(&json!({"lib": "requests", "base": base(&rl), "steps": [
         {"id": "ng-304", "method": "GET", "path": "/big.bin", "headers": {"If-None-Match": etag}},
         {"id": "ng-after-304", "method": "GET", "path": "/small.txt"}]}));
-    assert_eq!((cond[0]["status"].as_u64(), cond[0]["len"].as_u64()), (Some(304), Some(0)), "{}", cond[0]);
-    assert_eq!((cond[1]["status"].as_u64(), cond[1]["len"].as_u64()), (Some(200), Some(11)), "{}", cond[1]);
+    assert_eq!(
+        (cond[0]["status"].as_u64(), cond[0]["len"].as_u64()),
+        (Some(304), Some(0)),
+        "{}",
+        cond[0]
+    );
+    assert_eq!(
+        (cond[1]["status"].as_u64(), cond[1]["len"].as_u64()),
+        (Some(200), Some(11)),
+        "{}",
+        cond[1]
+    );
     let mut bad = Vec::new();
     for r in results.iter().chain(&cond) {
         let id = r["id"].as_str().unwrap();
         let recs = nginx.records_of(id);
         if r["error"] != "" || recs.len() != 1 {
-            bad.push(format!("{id}: status {} error {:?}, nginx logged it {} time(s)", r["status"], r["error"], recs.len()));
+            bad.push(format!(
+                "{id}: status {} error {:?}, nginx logged it {} time(s)",
+                r["status"],
+                r["error"],
+                recs.len()
+            ));
             continue;
         }
         if id.starts_with("ng-post") {
             let size = if id == "ng-post-5m" { 5 * MB } else { 300 * KB };
             let kept = std::fs::read(&recs[0][5]).unwrap_or_default();
             if r["status"] != 200 || kept != body_for(id, size) {
-                bad.push(format!("{id}: status {}, nginx got {} bytes (want {size} identical)", r["status"], kept.len()));
+                bad.push(format!(
+                    "{id}: status {}, nginx got {} bytes (want {size} identical)",
+                    r["status"],
+                    kept.len()
+                ));
             }
         } else if id.starts_with("ng-idle") || id == "ng-small" {
             if r["status"] != 200 || r["len"] != 11 {
@@ -361,14 +482,17 @@ fn requests_through_ringlb_to_nginx() {
 fn websocket_through_ringlb_to_uvicorn() {
     let server = AppServer::uvicorn(&["--ws", "websockets"]);
     let rl = ringlb_to(server.addr);
-    let out = py_client(&json!({"lib": "websockets", "base": base(&rl), "id": "ws-1", "messages": 20}));
+    let out =
+        py_client(&json!({"lib": "websockets", "base": base(&rl), "id": "ws-1", "messages": 20}));
     assert_eq!(out.len(), 1);
     let echoed = out[0]["echoed"].as_array().unwrap();
     assert_eq!(echoed.len(), 20);
     assert!(echoed.iter().all(|e| e == true), "{}", out[0]);
     // The backend records the session when the client closes it.
     let start = std::time::Instant::now();
-    while server.records_of("ws-1").is_empty() && start.elapsed() < std::time::Duration::from_secs(10) {
+    while server.records_of("ws-1").is_empty()
+        && start.elapsed() < std::time::Duration::from_secs(10)
+    {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     let recs = server.records_of("ws-1");

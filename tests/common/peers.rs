@@ -97,9 +97,17 @@ impl AppServer {
     pub fn uvicorn(extra: &[&str]) -> AppServer {
         Self::start("uvicorn", |port| {
             let mut c = Command::new(python());
-            c.args(["-m", "uvicorn", "app:asgi", "--host", "127.0.0.1", "--log-level", "warning"])
-                .args(["--port", &port.to_string()])
-                .args(extra);
+            c.args([
+                "-m",
+                "uvicorn",
+                "app:asgi",
+                "--host",
+                "127.0.0.1",
+                "--log-level",
+                "warning",
+            ])
+            .args(["--port", &port.to_string()])
+            .args(extra);
             c
         })
     }
@@ -110,7 +118,12 @@ impl AppServer {
         Self::start("gunicorn", move |port| {
             let mut c = Command::new(python());
             c.args(["-m", "gunicorn", "app:wsgi", "--worker-class", &worker])
-                .args(["--bind", &format!("127.0.0.1:{port}"), "--log-level", "warning"])
+                .args([
+                    "--bind",
+                    &format!("127.0.0.1:{port}"),
+                    "--log-level",
+                    "warning",
+                ])
                 .args(extra);
             c
         })
@@ -229,10 +242,10 @@ http {{
         listen 127.0.0.1:{port};
         root {d}/www;
         etag on;
+        client_max_body_size 64m;
         location = /204 {{ return 204; }}
         location = /sink {{ return 200 "sunk\n"; }}
         location = /post {{
-            client_max_body_size 64m;
             client_body_in_file_only on;
             proxy_pass http://127.0.0.1:{port}/sink;
         }}

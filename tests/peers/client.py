@@ -32,6 +32,10 @@ def body_for(step):
     return (block * (n // 251 + 1))[:n]
 
 
+def headers_for(step):
+    return {"X-Test-Id": step["id"], **step.get("headers", {})}
+
+
 def pieces(b):
     for i in range(0, len(b), 65536):
         yield b[i:i + 65536]
@@ -60,10 +64,10 @@ if LIB in ("requests", "httpx"):
         try:
             if LIB == "requests":
                 r = session.request(step["method"], BASE + step["path"], data=data,
-                                    headers=step.get("headers", {}), timeout=TIMEOUT)
+                                    headers=headers_for(step), timeout=TIMEOUT)
             else:
                 r = session.request(step["method"], BASE + step["path"], content=data,
-                                    headers=step.get("headers", {}))
+                                    headers=headers_for(step))
             return result(step, r.status_code, r.content, r.headers, body)
         except Exception as e:  # reported, the Rust side asserts on it
             return result(step, 0, b"", {}, body, repr(e))
@@ -92,7 +96,7 @@ elif LIB == "aiohttp":
         data = agen(body) if step.get("chunked") else (body if step.get("size") else None)
         try:
             async with session.request(step["method"], BASE + step["path"], data=data,
-                                       headers=step.get("headers", {})) as r:
+                                       headers=headers_for(step)) as r:
                 content = await r.read()
                 return result(step, r.status, content, r.headers, body)
         except Exception as e:
