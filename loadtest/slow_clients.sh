@@ -83,6 +83,7 @@ http {
     client_body_temp_path $d; proxy_temp_path $d; fastcgi_temp_path $d; uwsgi_temp_path $d; scgi_temp_path $d;
     client_header_timeout 60s;
     client_body_timeout 60s;
+    client_max_body_size 0;
     upstream app { server 127.0.0.1:$BE; keepalive 64; }
     server {
         listen 127.0.0.1:$port backlog=4096;
@@ -100,8 +101,8 @@ CONF
 # wrk_line FILE: "p50 p99 req/s errors"
 wrk_line() {
     awk '/^ +50%/{p50=$2} /^ +99%/{p99=$2} /^Requests\/sec/{rps=$2}
-         /Non-2xx/{e+=$NF} /Socket errors/{gsub(",","");e+=$4+$6+$8+$10}
-         END{printf "p50 %s  p99 %s  %s req/s  errors %d", p50, p99, rps, e}' "$1"
+         /Non-2xx/{n=$NF} /Socket errors/{gsub(",","");c=$4;r=$6;w=$8;t=$10}
+         END{printf "p50 %s  p99 %s  %s req/s  errors: non-2xx %d, connect %d, read %d, write %d, timeout %d", p50, p99, rps, n, c, r, w, t}' "$1"
 }
 proc_line() { # PID: fds and RSS of the proxy (nginx: the worker)
     local pid=$1 w
