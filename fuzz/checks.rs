@@ -9,8 +9,11 @@ use ringlb::proto::http1::encode::encode_request;
 use ringlb::proto::http1::{decode_request, decode_response, ChunkedDecoder, Limits};
 use ringlb::proto::vrrp::wire::{parse_ipv4, Packet, Repr};
 
+/// A property: panics on a finding.
+pub type Check = fn(&[u8]);
+
 /// Every target: (name, check).
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Check)] = &[
     ("chunked", chunked),
     ("config", config),
     ("http1_request", http1_request),

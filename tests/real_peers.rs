@@ -467,10 +467,10 @@ fn requests_through_ringlb_to_nginx() {
                     kept.len()
                 ));
             }
-        } else if id.starts_with("ng-idle") || id == "ng-small" {
-            if r["status"] != 200 || r["len"] != 11 {
-                bad.push(format!("{id}: status {} len {}", r["status"], r["len"]));
-            }
+        } else if (id.starts_with("ng-idle") || id == "ng-small")
+            && (r["status"] != 200 || r["len"] != 11)
+        {
+            bad.push(format!("{id}: status {} len {}", r["status"], r["len"]));
         }
     }
     assert!(bad.is_empty(), "{}", bad.join("\n"));
