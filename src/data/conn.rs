@@ -26,11 +26,11 @@ use crate::config::HashKey;
 use crate::lb::{hash_bytes, NoServer};
 use crate::metrics::{ConnState, FailureKind};
 use crate::proto::http1::encode::{
-    canned_response, encode_request, encode_response, ClientConn, CONTINUE,
+    encode_canned, encode_request, encode_response, ClientConn, CONTINUE,
 };
 use crate::proto::http1::{
-    decode_request, decode_response, ChunkedDecoder, Field, Framing, Limits, Method, RequestHead,
-    Version,
+    decode_request, decode_response, ChunkError, ChunkedDecoder, Field, Framing, Limits, Method,
+    RequestHead, Version,
 };
 use crate::snapshot::UpstreamSnap;
 
@@ -91,13 +91,11 @@ impl Client {
         keep_alive: bool,
         write_limit: Duration,
     ) -> Next {
-        let (close, keep) = canned_response(status);
-        let bytes = if keep_alive { keep } else { close };
         log.status = status;
-        log.bytes_out += bytes.len() as u64;
         let mut out = buf::ensure_pooled(std::mem::take(&mut self.out));
         out.clear();
-        out.extend_from_slice(bytes);
+        encode_canned(&mut out, status, keep_alive, &super::date::current());
+        log.bytes_out += out.len() as u64;
         let (r, out) = write_all(&mut self.stream, out, &self.timer, write_limit).await;
         self.out = out;
         if r.is_ok() && keep_alive {
@@ -249,6 +247,7 @@ async fn read_head(
             let limits = Limits {
                 max_head_bytes: http.max_header_bytes,
                 max_headers: http.max_headers,
+                max_uri_bytes: http.max_uri_bytes,
             };
             match decode_request(c.rbuf.data(), &limits, &mut c.fields) {
                 Ok(Some(head)) => return Some((view, head, started.unwrap_or_else(Instant::now))),
@@ -307,7 +306,8 @@ struct ReqBody {
     rest: Option<Body>,
 }
 
-fn plan_body(c: &Client, head: &RequestHead) -> Result<ReqBody, ()> {
+/// `max_body`: `client_max_body_size` (0 = unlimited) for a chunked body.
+fn plan_body(c: &Client, head: &RequestHead, max_body: u64) -> Result<ReqBody, ChunkError> {
     let avail = &c.rbuf.data()[head.head_len..];
     Ok(match head.framing {
         Framing::None | Framing::Close => ReqBody {
@@ -325,8 +325,8 @@ fn plan_body(c: &Client, head: &RequestHead) -> Result<ReqBody, ()> {
             }
         }
         Framing::Chunked => {
-            let mut dec = ChunkedDecoder::new();
-            let prefix = dec.feed(avail).map_err(|_| ())?;
+            let mut dec = ChunkedDecoder::with_limit(max_body);
+            let prefix = dec.feed(avail)?;
             let complete = dec.is_done();
             ReqBody {
                 prefix,
@@ -372,7 +372,7 @@ impl Failure {
 
 fn hash_key(up: &UpstreamSnap, c: &Client, head: &RequestHead) -> u64 {
     let buf = c.rbuf.data();
-    match &up.hash_key {
+    match &up.config.hash_key {
         HashKey::ClientIp => hash_bytes(c.ip()),
         HashKey::Uri => hash_bytes(head.target.get(buf)),
         HashKey::Header(name) => c
@@ -397,12 +397,30 @@ async fn exchange(
     let write_limit = http.client_body_timeout;
     c.client_timeout = write_limit;
     let buf = c.rbuf.data();
-    let route = snap.listeners[listener]
+    let hit = snap.listeners[listener]
         .router
-        .route(head.host.map(|h| h.get(buf)), head.target.get(buf));
-    let Ok(mut body) = plan_body(c, &head) else {
-        crate::warn!("{}: malformed chunked request body → 400", c.peer);
-        return c.reply(log, 400, false, write_limit).await;
+        .find(head.host.map(|h| h.get(buf)), head.target.get(buf));
+    let route = hit.upstream;
+    let max_body = hit
+        .max_body
+        .or_else(|| {
+            snap.config
+                .listeners
+                .get(listener)
+                .map(|l| l.client_max_body_size)
+        })
+        .unwrap_or(http.client_max_body_size);
+    if head.body_too_large(max_body) {
+        // Refused before reading a byte of the body (nor sending 100).
+        return c.reply(log, 413, false, write_limit).await;
+    }
+    let mut body = match plan_body(c, &head, max_body) {
+        Ok(b) => b,
+        Err(e) => {
+            let status = if e == ChunkError::TooLarge { 413 } else { 400 };
+            crate::warn!("{}: chunked request body: {e:?} → {status}", c.peer);
+            return c.reply(log, status, false, write_limit).await;
+        }
     };
     log.bytes_in += body.prefix as u64;
     let Some(ui) = route else {
@@ -430,7 +448,7 @@ async fn exchange(
                 &mut lb[ui],
                 key,
                 |i| !up.servers[i].available || (i < 64 && tried & (1 << i) != 0),
-                |i| now.map_or(1000, |n| up.servers[i].weight_permille(n)),
+                |i| now.map_or(1000, |n| up.weight_permille(i, n)),
             )
         };
         let si = match picked {
@@ -439,7 +457,7 @@ async fn exchange(
                 return finish_local(c, log, &head, &body, 503, write_limit).await
             }
             Err(NoServer::AllDown) if attempts == 0 => {
-                crate::warn!("upstream {}: no server available → 502", up.name);
+                crate::warn!("upstream {}: no server available → 502", up.config.name);
                 return finish_local(c, log, &head, &body, 502, write_limit).await;
             }
             Err(NoServer::AllDown) => {
@@ -484,17 +502,21 @@ async fn exchange(
                     }
                     continue;
                 }
-                crate::warn!("upstream {} server {}: {failure:?}", up.name, server.addr);
+                crate::warn!(
+                    "upstream {} server {}: {failure:?}",
+                    up.config.name,
+                    server.addr
+                );
                 shard
                     .rec
                     .borrow_mut()
                     .on_upstream_failure(label, failure.kind());
-                shard.control.report_failure(&up.name, server.addr);
+                shard.link.report_failure(&up.config.name, server.addr);
                 last_failure = failure;
                 // Replay needs the whole body still buffered; after bytes may
                 // have reached a server only idempotent methods are replayed.
                 let retry_ok = body.complete && (!sent || head.method.is_idempotent());
-                if attempts > up.retries || !retry_ok {
+                if attempts > up.config.retries || !retry_ok {
                     let keep = body.complete && head.keep_alive();
                     if body.complete {
                         c.rbuf.consume(head.head_len + body.prefix);
@@ -564,7 +586,7 @@ async fn attempt(
         Some(s) => s,
         None => {
             let t0 = Instant::now();
-            let s = connect(server.addr, up.connect_timeout)
+            let s = connect(server.addr, up.config.connect_timeout)
                 .await
                 .map_err(|failure| AttemptError::Upstream {
                     failure,
@@ -586,7 +608,13 @@ async fn attempt(
     {
         let buf = c.rbuf.data();
         encode_request(&mut out, buf, head, &c.fields, c.ip(), &server.host);
-        out.extend_from_slice(&buf[head.head_len..head.head_len + body.prefix]);
+        let prefix = &buf[head.head_len..head.head_len + body.prefix];
+        if head.framing == Framing::Chunked {
+            // Already validated by plan_body; this drops forbidden trailers.
+            let _ = ChunkedDecoder::new().forward(prefix, &mut out);
+        } else {
+            out.extend_from_slice(prefix);
+        }
     }
     if let Some(rest) = body.rest.as_mut() {
         // Streaming body: no replay possible past this point.
@@ -614,7 +642,7 @@ async fn attempt(
             false,
             &c.timer,
             client_timeout,
-            up.send_timeout,
+            up.config.send_timeout,
             &mut sent,
         )
         .await;
@@ -628,8 +656,12 @@ async fn attempt(
                 let _ = c.reply(log, 502, false, client_timeout).await;
                 return Err(AttemptError::Client);
             }
-            Err(RelayError::Malformed(_)) => {
-                let _ = c.reply(log, 400, false, client_timeout).await;
+            Err(RelayError::Malformed(e)) => {
+                // Over client_max_body_size mid-stream: the upstream got part
+                // of the body and is dropped; the client, which has no
+                // response yet, gets 413 and the connection closes.
+                let status = if e == ChunkError::TooLarge { 413 } else { 400 };
+                let _ = c.reply(log, status, false, client_timeout).await;
                 return Err(AttemptError::Client);
             }
             Err(_) => return Err(AttemptError::Client),
@@ -640,7 +672,7 @@ async fn attempt(
         // Already consumed from rbuf: make later consume() calls no-ops.
         return respond(shard, c, head, us, up, si, reused, 0, log).await;
     }
-    let (r, o) = write_all(&mut us, out, &c.timer, up.send_timeout).await;
+    let (r, o) = write_all(&mut us, out, &c.timer, up.config.send_timeout).await;
     c.out = o;
     if r.is_err() {
         return Err(AttemptError::Upstream {
@@ -712,6 +744,7 @@ async fn respond(
                         &c.rfields,
                         ClientConn::KeepAlive(Version::Http11),
                         false,
+                        b"",
                     );
                 }
                 c.ubuf.consume(r.head_len);
@@ -727,7 +760,7 @@ async fn respond(
             Err(e) => {
                 crate::warn!(
                     "upstream {} server {}: malformed response head ({e:?})",
-                    up.name,
+                    up.config.name,
                     server.addr
                 );
                 return Err(AttemptError::Upstream {
@@ -737,7 +770,7 @@ async fn respond(
                 });
             }
         }
-        match c.ubuf.fill(&mut us, &c.timer, up.read_timeout).await {
+        match c.ubuf.fill(&mut us, &c.timer, up.config.read_timeout).await {
             Ok(_) => got_bytes = true,
             Err(ReadError::Timeout) => {
                 return Err(AttemptError::Upstream {
@@ -765,7 +798,7 @@ async fn respond(
         if !head.upgrade {
             crate::warn!(
                 "upstream {} server {}: unsolicited 101 → 502",
-                up.name,
+                up.config.name,
                 server.addr
             );
             let _ = c.reply(log, 502, false, client_timeout).await;
@@ -780,6 +813,7 @@ async fn respond(
             &c.rfields,
             ClientConn::Upgrade,
             false,
+            b"",
         );
         c.ubuf.consume(resp.head_len);
         out.extend_from_slice(c.ubuf.data());
@@ -801,7 +835,16 @@ async fn respond(
     };
     let mut out = buf::ensure_pooled(std::mem::take(&mut c.out));
     out.clear();
-    encode_response(&mut out, c.ubuf.data(), &resp, &c.rfields, conn, dechunk);
+    let date = super::date::current();
+    encode_response(
+        &mut out,
+        c.ubuf.data(),
+        &resp,
+        &c.rfields,
+        conn,
+        dechunk,
+        &date,
+    );
     c.ubuf.consume(resp.head_len);
     let mut body = match resp.framing {
         Framing::None => Body::Length(0),
@@ -825,7 +868,7 @@ async fn respond(
         &mut body,
         done,
         &c.timer,
-        up.read_timeout,
+        up.config.read_timeout,
         client_timeout,
         &mut written,
     )
@@ -842,7 +885,7 @@ async fn respond(
         ) => {
             crate::warn!(
                 "upstream {} server {}: response body cut short",
-                up.name,
+                up.config.name,
                 server.addr
             );
             return Ok(Next::Close);
@@ -853,7 +896,7 @@ async fn respond(
         shard
             .pool
             .borrow_mut()
-            .put(server.addr, us, up.keepalive, Instant::now());
+            .put(server.addr, us, up.config.keepalive, Instant::now());
     }
     Ok(if client_keep {
         Next::KeepAlive

@@ -1,6 +1,8 @@
 //! The data plane: shards that accept, parse, pick and proxy.
 //!
 //! - [`shard`]: one thread's listeners, connection registry, housekeeping.
+//! - [`link`]: everything that crosses a shard's boundary (snapshots and
+//!   stop in; heartbeats, passive-health failures and exit out).
 //! - [`conn`]: one client connection, request by request.
 //! - [`io`]: writes with deadlines and the body relay used in both directions.
 //! - [`buf`]: the receive buffer both sides read into.
@@ -8,12 +10,15 @@
 //! - [`access_log`]: buffered access-log lines handed to a writer thread.
 //! - [`unwind`]: a panicking connection task costs that connection, not the shard.
 //! - [`pool`]: idle upstream keep-alive connections, per shard.
+//! - [`date`]: the `Date` field value, cached per shard and refreshed by its tick.
 
 pub mod access_log;
 pub mod buf;
 pub mod conn;
+pub mod date;
 pub mod deadline;
 pub mod io;
+pub mod link;
 pub mod pool;
 pub mod shard;
 pub mod unwind;
