@@ -20,8 +20,15 @@ use std::net::SocketAddr;
 const KB: usize = 1024;
 const MB: usize = 1024 * 1024;
 
+/// ringlb in front of `server`, with request bodies up to 64 MB (the
+/// default `client_max_body_size` is nginx's 1 MB).
 fn ringlb_to(server: SocketAddr) -> Ringlb {
-    Ringlb::start(&simple_config(&[server], ""))
+    let cfg = simple_config(&[server], "").replacen(
+        "[[listener]]",
+        "[http]\nclient_max_body_size = \"64m\"\n\n[[listener]]",
+        1,
+    );
+    Ringlb::start(&cfg)
 }
 
 fn base(rl: &Ringlb) -> String {
@@ -86,8 +93,13 @@ fn assert_exchanges(server: &AppServer, results: &[Value], status: u64) {
                 recs.len(),
                 recs.first()
                     .map(|x| format!(
-                        " (len {}, body {}, response {})",
+                        " (len {}{}, body {}, response {})",
                         x["len"],
+                        if x["disconnected"] == true {
+                            ", client side disconnected"
+                        } else {
+                            ""
+                        },
                         if x["sha"] == r["sent_sha"] {
                             "identical"
                         } else {

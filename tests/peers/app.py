@@ -101,9 +101,11 @@ async def asgi(scope, receive, send):
         return
     h = hashlib.sha256()
     n = 0
+    disconnected = False
     while True:
         m = await receive()
         if m["type"] == "http.disconnect":
+            disconnected = True
             break
         b = m.get("body", b"")
         h.update(b)
@@ -120,7 +122,8 @@ async def asgi(scope, receive, send):
         p = (200, [("content-type", "application/json"), ("content-length", str(len(body)))],
              [body], True, sha(body))
     status, hdrs, chunks, _, rsha = p
-    record(id=tid, method=method, path=path, len=n, sha=h.hexdigest(), resp_sha=rsha)
+    record(id=tid, method=method, path=path, len=n, sha=h.hexdigest(), resp_sha=rsha,
+           disconnected=disconnected)
     await send({"type": "http.response.start", "status": status,
                 "headers": [(k.encode(), v.encode()) for k, v in hdrs]})
     for i, c in enumerate(chunks):
