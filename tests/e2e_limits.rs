@@ -295,7 +295,7 @@ fn upstream_not_reading_the_body_is_cut_by_send_timeout() {
         thread::sleep(Duration::from_secs(30));
     });
     let rl = Ringlb::start(&one_upstream(
-        "",
+        "client_max_body_size = 0",
         "send_timeout = \"300ms\"\nread_timeout = \"60s\"",
         &[b.addr],
         "max_fails = 0",
