@@ -20,6 +20,7 @@
 //! - [`stats_cli`]: `ringlb stats`, a terminal view of `/stats`.
 //! - [`backend`]: a tiny built-in HTTP server for tests, benchmarks and the demo.
 //! - [`demo`]: `ringlb demo`.
+//! - [`lab`]: the HA lab: open-loop load generator, run reports, plots, namespace lab.
 //! - [`import`]: `ringlb import`, nginx.conf + keepalived.conf → ringlb TOML.
 
 pub mod backend;
@@ -28,6 +29,7 @@ pub mod control;
 pub mod data;
 pub mod demo;
 pub mod import;
+pub mod lab;
 pub mod lb;
 pub mod log;
 pub mod metrics;
