@@ -11,8 +11,8 @@
 //! their loopback (`lbN-a`, `lbN-b`, which name themselves in `X-Backend`,
 //! so every answer says which node served it). The client sends 1000
 //! requests/s to the VIP on fresh connections for 6 s (open loop,
-//! [`crate::lab::loadgen`]); at 2 s lb1 crashes (`kill -9` of ringlb and
-//! its link down: a dead host neither answers nor advertises), at 4 s its
+//! [`crate::lab::loadgen`]); at 2 s lb1 crashes (its link down and
+//! `kill -9` of ringlb: a dead host neither answers nor advertises), at 4 s its
 //! link comes back and ringlb restarts, and lb1 takes the VIP back
 //! (preemption). Then the summary, the latency histogram and an SVG plot.
 //!
@@ -174,7 +174,7 @@ fn show(lab: &Arc<Mutex<Lab>>, exe: &str, out: &std::path::Path, stop: &Arc<Atom
         TIMEOUT.as_millis()
     );
     println!(
-        "  faults:   at {} s lb1 crashes (kill -9 + link down); at {} s it comes back",
+        "  faults:   at {} s lb1 crashes (link down + kill -9); at {} s it comes back",
         CRASH_AT.as_secs(),
         BACK_AT.as_secs()
     );
@@ -184,8 +184,8 @@ fn show(lab: &Arc<Mutex<Lab>>, exe: &str, out: &std::path::Path, stop: &Arc<Atom
         let lab = Arc::clone(lab);
         Box::new(move || {
             let mut l = lock(&lab);
-            l.kill("lb1-ringlb");
             let _ = l.link("lb1", false);
+            l.kill("lb1-ringlb");
         })
     };
     let back = {

@@ -99,6 +99,7 @@ pub fn write_svg(out: &Path, title: &str, reports: &[Report]) -> Res {
         .build_cartesian_2d((from - origin)..(to - origin), 0f64..ymax)?;
     chart
         .configure_mesh()
+        .y_label_formatter(&|y| format!("{y:.0}"))
         .x_desc(x_desc)
         .y_desc("requests / 10 ms")
         .draw()?;
@@ -146,8 +147,8 @@ pub fn write_svg(out: &Path, title: &str, reports: &[Report]) -> Res {
     let top_nines = reports
         .iter()
         .flat_map(|r| r.percentiles.iter())
+        .filter(|(p, _)| *p < 100.0)
         .map(|(p, _)| nines(*p))
-        .filter(|x| x.is_finite())
         .fold(1.0, f64::max)
         .min(6.0)
         .ceil();

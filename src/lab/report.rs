@@ -132,6 +132,8 @@ pub struct Summary {
     pub served_after: Option<String>,
     /// Node serving at the end of the run.
     pub served_at_end: Option<String>,
+    /// Answered requests per backend name, by name.
+    pub by_server: Vec<(String, u64)>,
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub p999_ms: f64,
@@ -165,6 +167,19 @@ fn ok_node(run: &Run, s: &Sample) -> Option<String> {
 fn by_time(run: &Run) -> Vec<Sample> {
     let mut v = run.samples.clone();
     v.sort_by_key(|s| s.intended_us);
+    v
+}
+
+fn per_server(run: &Run) -> Vec<(String, u64)> {
+    let mut v: Vec<(String, u64)> = run.servers.iter().map(|n| (n.clone(), 0)).collect();
+    for s in &run.samples {
+        if let Outcome::Ok(i) = s.outcome {
+            if let Some(e) = v.get_mut(i as usize) {
+                e.1 += 1;
+            }
+        }
+    }
+    v.sort();
     v
 }
 
@@ -221,6 +236,7 @@ pub fn summarize(run: &Run) -> Summary {
         served_before,
         served_after: moved.map(|(_, n)| n),
         served_at_end: samples.iter().rev().find_map(|s| ok_node(run, s)),
+        by_server: per_server(run),
         p50_ms: ms(quantile(&lat, 0.5)),
         p99_ms: ms(quantile(&lat, 0.99)),
         p999_ms: ms(quantile(&lat, 0.999)),
@@ -378,6 +394,11 @@ pub fn result_line(r: &Report, extra: &[(&str, serde_json::Value)]) -> String {
     m.insert("served_before".into(), s.served_before.clone().into());
     m.insert("served_after".into(), s.served_after.clone().into());
     m.insert("served_at_end".into(), s.served_at_end.clone().into());
+    let mut by = serde_json::Map::new();
+    for (k, c) in &s.by_server {
+        by.insert(k.clone(), (*c).into());
+    }
+    m.insert("by_server".into(), by.into());
     for (k, v) in [
         ("p50_ms", s.p50_ms),
         ("p99_ms", s.p99_ms),
@@ -484,6 +505,10 @@ mod tests {
         assert_eq!(s.served_after.as_deref(), Some("lb2"));
         assert_eq!(s.served_at_end.as_deref(), Some("lb1"));
         assert_eq!(s.p50_ms, 0.7);
+        assert_eq!(
+            s.by_server,
+            vec![("lb1-a".into(), 3), ("lb1-b".into(), 1), ("lb2-a".into(), 1)]
+        );
         assert_eq!(s.max_ms, 0.9);
     }
 
@@ -551,5 +576,6 @@ mod tests {
         assert_eq!(v["failures"]["connect_timeout"], 2);
         assert_eq!(v["vip_move_ms"], 40.0);
         assert_eq!(v["scenario"], "crash");
+        assert_eq!(v["by_server"]["lb2-a"], 1);
     }
 }
