@@ -6,6 +6,7 @@
 #   scenarios: steady crash proxy-dies planned backend-down reload flap
 # Env:    STACKS="ringlb keepalived"  ADVERT=10ms  RATE=1000
 #         RESULTS=loadtest/results (where reports, plots and summary go)
+#         MACHINE_NOTE="..." (written into results/README.md)
 #         RINGLB_BIN=path (default target-fi/release/ringlb: the proxy-dies
 #         scenario needs `--features fault-injection` for SIGUSR2)
 # Build:  CARGO_TARGET_DIR=target-fi cargo build --release --features fault-injection
@@ -66,8 +67,10 @@ setup() { # STACK DIR
             [[ $node == a ]] && VICTIM=$LAST_PID
         else
             prio=$([[ $node == a ]] && echo 110 || echo 100)
+            # The reload config: same paths (pid file!), other servers.
+            nginx_conf "$d/nginx-$node" 127.0.0.1:9001 127.0.0.1:9002
+            mv "$d/nginx-$node/nginx.conf" "$d/nginx-$node/nginx.reload.conf"
             nginx_conf "$d/nginx-$node" 127.0.0.1:9000 127.0.0.1:9001
-            nginx_conf "$d/nginx-$node-reload" 127.0.0.1:9001 127.0.0.1:9002
             start $node "$d/nginx-$node.log" nginx -p "$d/nginx-$node" -c "$d/nginx-$node/nginx.conf" -g 'daemon off;'
             MINE+=("$LAST_PID")
             [[ $node == a ]] && NGINX_A=$LAST_PID
@@ -75,8 +78,9 @@ setup() { # STACK DIR
             # PID namespace, where pidof would also see the other node's
             # nginx, so each node checks its own nginx master by pid file.
             cat >"$d/check-$node.sh" <<CHK
+#!/bin/sh
 pid=\$(cat "$d/nginx-$node/nginx.pid" 2>/dev/null) || exit 1
-grep -q '^State:[[:space:]]*[^Z]' "/proc/\$pid/status" 2>/dev/null
+grep -q '^State:[[:space:]]*[^Z[:space:]]' "/proc/\$pid/status" 2>/dev/null
 CHK
             chmod 755 "$d/check-$node.sh"
             keepalived_conf $prio "$(seconds "$ADVERT")" "$d/check-$node.sh" 2 -20 >"$d/ka-$node.conf"
@@ -118,7 +122,7 @@ events() { # SCENARIO STACK DIR
             if [[ $stack == ringlb ]]; then
                 EVENTS+=(--event "2s:reload (a-1,a-2 -> a-2,a-3):cp $d/a.reload.toml $d/a.toml && kill -HUP $VICTIM")
             else
-                EVENTS+=(--event "2s:reload (a-1,a-2 -> a-2,a-3):cp $d/nginx-a-reload/nginx.conf $d/nginx-a/nginx.conf && kill -HUP $NGINX_A")
+                EVENTS+=(--event "2s:reload (a-1,a-2 -> a-2,a-3):cp $d/nginx-a/nginx.reload.conf $d/nginx-a/nginx.conf && kill -HUP $NGINX_A")
             fi ;;
         flap)
             DURATION=14s
@@ -199,10 +203,14 @@ for sc in $SCENARIOS; do
         "$RINGLB_BIN" plot --out "$RESULTS/$sc.svg" --title "$sc: ringlb vs nginx + keepalived (advert $ADVERT, $RATE req/s open loop)" "${reports[@]}" >/dev/null
     fi
 done
-echo "# load at the end: $(host_load)"
+end_load=$(host_load)
+echo "# load at the end: $end_load"
 printf '%s\n' "${results[@]}" | python3 -c '
 import json, sys
 runs = [json.loads(l) for l in sys.stdin if l.strip()]
 print("SUMMARY " + json.dumps({"header": sys.argv[1], "all_pass": all(r["pass"] for r in runs), "runs": runs}, sort_keys=True))
-' "$header" | tee "$RESULTS/summary.json.line"
+' "$header" >"$RESULTS/summary.json.line"
+python3 "$ROOT/loadtest/results_md.py" "$RESULTS/summary.json.line" "$RESULTS/README.md" "${MACHINE_NOTE:-}" "$end_load"
+echo "results: $RESULTS/README.md"
+cat "$RESULTS/summary.json.line"
 $all_pass
