@@ -109,7 +109,10 @@ fn demo_shows_a_failover_in_namespaces() {
     let svg = out.join("failover.svg");
     assert!(stdout.contains(&svg.display().to_string()), "{ctx}");
     let text = std::fs::read_to_string(&svg).unwrap();
-    assert!(text.starts_with("<svg") && text.contains("lb1 crashes"), "not the plot: {svg:?}");
+    assert!(
+        text.starts_with("<svg") && text.contains("lb1 crashes"),
+        "not the plot: {svg:?}"
+    );
     // Nothing left behind.
     let netns = Command::new("ip").args(["netns", "list"]).output().unwrap();
     let prefix = format!("rld{pid}-");
@@ -127,7 +130,13 @@ fn demo_without_root_falls_back_to_loopback() {
     let mut cmd = if is_root() {
         // Drop to nobody the way a user without root runs it.
         let mut c = Command::new("setpriv");
-        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN, "demo"]);
+        c.args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            BIN,
+            "demo",
+        ]);
         c
     } else {
         let mut c = Command::new(BIN);
@@ -180,5 +189,8 @@ fn demo_without_root_falls_back_to_loopback() {
     let status = wait_bounded(&mut child, Duration::from_secs(30));
     assert!(status.success(), "{status}\n{}", rest.join("\n"));
     let rest = rest.join("\n");
-    assert!(rest.contains("p99"), "no latency summary after Ctrl-C:\n{rest}");
+    assert!(
+        rest.contains("p99"),
+        "no latency summary after Ctrl-C:\n{rest}"
+    );
 }

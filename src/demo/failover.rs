@@ -90,7 +90,12 @@ fn interrupted(stop: &AtomicBool) -> io::Result<()> {
 }
 
 /// Poll `f` every 10 ms until it holds, `limit` passes or Ctrl-C.
-fn wait_for(stop: &AtomicBool, limit: Duration, what: &str, mut f: impl FnMut() -> bool) -> io::Result<()> {
+fn wait_for(
+    stop: &AtomicBool,
+    limit: Duration,
+    what: &str,
+    mut f: impl FnMut() -> bool,
+) -> io::Result<()> {
     let t0 = Instant::now();
     while !f() {
         interrupted(stop)?;
@@ -104,7 +109,11 @@ fn wait_for(stop: &AtomicBool, limit: Duration, what: &str, mut f: impl FnMut() 
 
 fn start_node(lab: &mut Lab, exe: &str, node: &str) -> io::Result<u32> {
     let cfg = lab.dir.join(format!("{node}.toml"));
-    lab.spawn(&format!("{node}-ringlb"), node, &[exe, "run", "-c", &cfg.to_string_lossy()])
+    lab.spawn(
+        &format!("{node}-ringlb"),
+        node,
+        &[exe, "run", "-c", &cfg.to_string_lossy()],
+    )
 }
 
 pub fn run(out: Option<PathBuf>) -> io::Result<()> {
@@ -113,13 +122,19 @@ pub fn run(out: Option<PathBuf>) -> io::Result<()> {
         signal_hook::flag::register(sig, Arc::clone(&stop))?;
     }
     let exe = std::env::current_exe()?.to_string_lossy().into_owned();
-    let out = out.unwrap_or_else(|| std::env::temp_dir().join(format!("ringlb-demo-{}", std::process::id())));
+    let out = out.unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("ringlb-demo-{}", std::process::id()))
+    });
     std::fs::create_dir_all(&out)?;
 
     println!("ringlb demo: VRRP failover in a network-namespace lab");
     let lab = Lab::new(
         &prefix(),
-        &[("lb1", "198.18.0.1"), ("lb2", "198.18.0.2"), ("client", "198.18.0.3")],
+        &[
+            ("lb1", "198.18.0.1"),
+            ("lb2", "198.18.0.2"),
+            ("client", "198.18.0.3"),
+        ],
     )?;
     let lab = Arc::new(Mutex::new(lab));
     let result = show(&lab, &exe, &out, &stop);
@@ -129,7 +144,11 @@ pub fn run(out: Option<PathBuf>) -> io::Result<()> {
             for node in ["lb1", "lb2"] {
                 let log = l.log(&format!("{node}-ringlb"));
                 if let Ok(text) = std::fs::read_to_string(&log) {
-                    eprintln!("--- {node} log ({}) ---\n{}", dir.display(), text.trim_end());
+                    eprintln!(
+                        "--- {node} log ({}) ---\n{}",
+                        dir.display(),
+                        text.trim_end()
+                    );
                 }
             }
         }
@@ -143,7 +162,12 @@ fn lock(lab: &Mutex<Lab>) -> std::sync::MutexGuard<'_, Lab> {
     lab.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn show(lab: &Arc<Mutex<Lab>>, exe: &str, out: &std::path::Path, stop: &Arc<AtomicBool>) -> io::Result<()> {
+fn show(
+    lab: &Arc<Mutex<Lab>>,
+    exe: &str,
+    out: &std::path::Path,
+    stop: &Arc<AtomicBool>,
+) -> io::Result<()> {
     {
         let mut l = lock(lab);
         for (node, prio) in [("lb1", 200u8), ("lb2", 100)] {
@@ -151,7 +175,11 @@ fn show(lab: &Arc<Mutex<Lab>>, exe: &str, out: &std::path::Path, stop: &Arc<Atom
             for (name, port) in [("a", 9000), ("b", 9001)] {
                 let listen = format!("127.0.0.1:{port}");
                 let backend = format!("{node}-{name}");
-                l.spawn(&backend, node, &[exe, "backend", "--listen", &listen, "--name", &backend])?;
+                l.spawn(
+                    &backend,
+                    node,
+                    &[exe, "backend", "--listen", &listen, "--name", &backend],
+                )?;
             }
             start_node(&mut l, exe, node)?;
         }
@@ -162,10 +190,15 @@ fn show(lab: &Arc<Mutex<Lab>>, exe: &str, out: &std::path::Path, stop: &Arc<Atom
         println!("            lb1 198.18.0.1 priority 200, lb2 198.18.0.2 priority 100, advert_interval {ADVERT}");
         println!("            each node: ringlb + two built-in backends (lbN-a, lbN-b)");
     }
-    wait_for(stop, Duration::from_secs(15), "lb1 to hold the VIP alone", || {
-        let l = lock(lab);
-        l.has_addr("lb1", VIP) && !l.has_addr("lb2", VIP)
-    })?;
+    wait_for(
+        stop,
+        Duration::from_secs(15),
+        "lb1 to hold the VIP alone",
+        || {
+            let l = lock(lab);
+            l.has_addr("lb1", VIP) && !l.has_addr("lb2", VIP)
+        },
+    )?;
     std::thread::sleep(Duration::from_millis(300));
     interrupted(stop)?;
     println!(
@@ -193,7 +226,15 @@ fn show(lab: &Arc<Mutex<Lab>>, exe: &str, out: &std::path::Path, stop: &Arc<Atom
         Box::new(move || {
             let mut l = lock(&lab);
             // A killed ringlb leaves its VIP configured: a rebooted host wouldn't have it.
-            let _ = netns::ip(&["-n", &l.ns("lb1"), "addr", "del", &format!("{VIP}/24"), "dev", "eth0"]);
+            let _ = netns::ip(&[
+                "-n",
+                &l.ns("lb1"),
+                "addr",
+                "del",
+                &format!("{VIP}/24"),
+                "dev",
+                "eth0",
+            ]);
             let _ = l.link("lb1", true);
             if let Err(e) = start_node(&mut l, &exe, "lb1") {
                 eprintln!("ringlb demo: restarting lb1: {e}");
@@ -240,11 +281,18 @@ fn show(lab: &Arc<Mutex<Lab>>, exe: &str, out: &std::path::Path, stop: &Arc<Atom
     let svg = out.join("failover.svg");
     let json = out.join("failover.json");
     std::fs::write(&json, serde_json::to_vec(&r).map_err(io::Error::other)?)?;
-    plot::write_svg(&svg, "ringlb demo: master crash at 10 ms adverts", std::slice::from_ref(&r))
-        .map_err(|e| io::Error::other(e.to_string()))?;
+    plot::write_svg(
+        &svg,
+        "ringlb demo: master crash at 10 ms adverts",
+        std::slice::from_ref(&r),
+    )
+    .map_err(|e| io::Error::other(e.to_string()))?;
     println!();
     println!("  plot:     {}", svg.display());
     println!("  report:   {}", json.display());
-    println!("{}", report::result_line(&r, &[("demo", "failover".into())]));
+    println!(
+        "{}",
+        report::result_line(&r, &[("demo", "failover".into())])
+    );
     Ok(())
 }

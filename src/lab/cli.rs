@@ -66,7 +66,11 @@ pub struct LoadgenArgs {
 
 fn shell(cmd: String) -> Box<dyn FnOnce() + Send> {
     Box::new(move || {
-        match std::process::Command::new("sh").arg("-c").arg(&cmd).status() {
+        match std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&cmd)
+            .status()
+        {
             Ok(s) if s.success() => {}
             Ok(s) => eprintln!("loadgen: event `{cmd}` exited with {s}"),
             Err(e) => eprintln!("loadgen: event `{cmd}`: {e}"),
@@ -101,8 +105,11 @@ pub fn loadgen(a: LoadgenArgs) -> io::Result<()> {
     }
     println!("{}", a.label);
     print!("{}", report::render_summary(&r));
-    let extra: Vec<(&str, serde_json::Value)> =
-        a.fields.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+    let extra: Vec<(&str, serde_json::Value)> = a
+        .fields
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.clone()))
+        .collect();
     println!("{}", report::result_line(&r, &extra));
     Ok(())
 }
@@ -128,7 +135,8 @@ pub fn plot(a: PlotArgs) -> io::Result<()> {
                 .map_err(|e| io::Error::other(format!("{}: {e}", p.display())))?,
         );
     }
-    super::plot::write_svg(&a.out, &a.title, &reports).map_err(|e| io::Error::other(e.to_string()))?;
+    super::plot::write_svg(&a.out, &a.title, &reports)
+        .map_err(|e| io::Error::other(e.to_string()))?;
     println!("{}", a.out.display());
     Ok(())
 }

@@ -72,9 +72,20 @@ pub fn classify(e: &io::Error, connecting: bool) -> Kind {
     }
 }
 
-/// What a complete response head says: status and `X-Backend`, and how
-/// many body bytes follow it (Content-Length; None = until close).
-fn parse_head(buf: &[u8]) -> Result<Option<(u16, String, usize, Option<usize>)>, Kind> {
+/// What a complete response head says.
+#[derive(Debug, PartialEq, Eq)]
+struct Head {
+    status: u16,
+    /// `X-Backend`.
+    server: String,
+    /// Bytes of the head.
+    len: usize,
+    /// Content-Length (None: until close).
+    body: Option<usize>,
+}
+
+/// The response head in `buf`, once it is complete.
+fn parse_head(buf: &[u8]) -> Result<Option<Head>, Kind> {
     let mut headers = [httparse::EMPTY_HEADER; 32];
     let mut resp = httparse::Response::new(&mut headers);
     match resp.parse(buf) {
@@ -85,10 +96,17 @@ fn parse_head(buf: &[u8]) -> Result<Option<(u16, String, usize, Option<usize>)>,
                 if h.name.eq_ignore_ascii_case("x-backend") {
                     server = String::from_utf8_lossy(h.value).into_owned();
                 } else if h.name.eq_ignore_ascii_case("content-length") {
-                    len = std::str::from_utf8(h.value).ok().and_then(|v| v.trim().parse().ok());
+                    len = std::str::from_utf8(h.value)
+                        .ok()
+                        .and_then(|v| v.trim().parse().ok());
                 }
             }
-            Ok(Some((resp.code.unwrap_or(0), server, n, len)))
+            Ok(Some(Head {
+                status: resp.code.unwrap_or(0),
+                server,
+                len: n,
+                body: len,
+            }))
         }
         Ok(httparse::Status::Partial) => Ok(None),
         Err(_) => Err(Kind::BadResponse),
@@ -110,10 +128,13 @@ fn exchange(target: SocketAddr, request: &[u8], timeout: Duration) -> Result<Str
     s.write_all(request).map_err(|e| classify(&e, false))?;
     let mut buf = Vec::with_capacity(512);
     let mut chunk = [0u8; 4096];
-    let mut head: Option<(u16, String, usize, Option<usize>)> = None;
+    let mut head: Option<Head> = None;
     loop {
-        if let Some((_, _, n, Some(len))) = &head {
-            if buf.len() >= n + len {
+        if let Some(Head {
+            len, body: Some(b), ..
+        }) = &head
+        {
+            if buf.len() >= len + b {
                 break;
             }
         }
@@ -133,9 +154,9 @@ fn exchange(target: SocketAddr, request: &[u8], timeout: Duration) -> Result<Str
             head = parse_head(&buf)?;
         }
     }
-    let (status, server, _, _) = head.ok_or(Kind::Closed)?;
-    match status {
-        200..=399 => Ok(server),
+    let head = head.ok_or(Kind::Closed)?;
+    match head.status {
+        200..=399 => Ok(head.server),
         500..=599 => Err(Kind::Http5xx),
         _ => Err(Kind::BadResponse),
     }
@@ -151,7 +172,10 @@ fn sleep_until(t: Instant) {
 /// Run the load and the actions; returns every request's fate.
 pub fn run(opts: &LoadOpts, actions: Vec<Action>) -> io::Result<Run> {
     if opts.rate == 0 {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "rate must be > 0"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "rate must be > 0",
+        ));
     }
     let total = (opts.duration.as_secs_f64() * opts.rate as f64).round() as u64;
     let period_ns = 1e9 / opts.rate as f64;
@@ -175,10 +199,13 @@ pub fn run(opts: &LoadOpts, actions: Vec<Action>) -> io::Result<Run> {
                 for a in actions {
                     sleep_until(start + a.at);
                     let at_us = Instant::now().saturating_duration_since(start).as_micros() as u64;
-                    events.lock().unwrap_or_else(|e| e.into_inner()).push(Event {
-                        name: a.name,
-                        at_us,
-                    });
+                    events
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(Event {
+                            name: a.name,
+                            at_us,
+                        });
                     (a.run)();
                 }
             })?
@@ -229,7 +256,10 @@ pub fn run(opts: &LoadOpts, actions: Vec<Action>) -> io::Result<Run> {
     }
     let mut samples = Vec::with_capacity(total as usize);
     for h in handles {
-        samples.extend(h.join().map_err(|_| io::Error::other("a loadgen worker panicked"))?);
+        samples.extend(
+            h.join()
+                .map_err(|_| io::Error::other("a loadgen worker panicked"))?,
+        );
     }
     actor
         .join()
@@ -273,9 +303,12 @@ mod tests {
     #[test]
     fn heads() {
         let h = b"HTTP/1.1 200 OK\r\nX-Backend: lb1-a\r\nContent-Length: 6\r\n\r\nhello\n";
-        let (status, name, n, len) = parse_head(h).unwrap().unwrap();
-        assert_eq!((status, name.as_str(), len), (200, "lb1-a", Some(6)));
-        assert_eq!(&h[n..], b"hello\n");
+        let head = parse_head(h).unwrap().unwrap();
+        assert_eq!(
+            (head.status, head.server.as_str(), head.body),
+            (200, "lb1-a", Some(6))
+        );
+        assert_eq!(&h[head.len..], b"hello\n");
         assert_eq!(parse_head(b"HTTP/1.1 200 OK\r\n").unwrap(), None);
         assert_eq!(parse_head(b"garbage\r\n\r\n"), Err(Kind::BadResponse));
     }
@@ -284,8 +317,8 @@ mod tests {
     /// by that backend, at the scheduled count.
     #[test]
     fn against_a_real_backend() {
-        let opts = crate::backend::BackendOpts::new(SocketAddr::from(([127, 0, 0, 1], 0)))
-            .name("lb9-x");
+        let opts =
+            crate::backend::BackendOpts::new(SocketAddr::from(([127, 0, 0, 1], 0))).name("lb9-x");
         let (addr, _h) = crate::backend::spawn(opts).unwrap();
         let run = run(
             &LoadOpts {

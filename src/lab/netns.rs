@@ -93,7 +93,15 @@ impl Lab {
             ip(&["-n", &sw, "link", "set", &port, "master", "br0", "up"])?;
             ip(&["-n", &ns, "link", "set", "lo", "up"])?;
             ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
-            ip(&["-n", &ns, "addr", "add", &format!("{addr}/24"), "dev", "eth0"])?;
+            ip(&[
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("{addr}/24"),
+                "dev",
+                "eth0",
+            ])?;
             lab.exec(node, &["sysctl", "-qw", "net.ipv4.ip_nonlocal_bind=1"])?;
         }
         Ok(lab)
@@ -164,9 +172,18 @@ impl Lab {
 
     /// Whether `node` has `addr` configured on eth0.
     pub fn has_addr(&self, node: &str, addr: &str) -> bool {
-        ip(&["-n", &self.ns(node), "-4", "-o", "addr", "show", "dev", "eth0"])
-            .map(|out| out.contains(&format!(" {addr}/")))
-            .unwrap_or(false)
+        ip(&[
+            "-n",
+            &self.ns(node),
+            "-4",
+            "-o",
+            "addr",
+            "show",
+            "dev",
+            "eth0",
+        ])
+        .map(|out| out.contains(&format!(" {addr}/")))
+        .unwrap_or(false)
     }
 
     /// Move the calling thread into `node`'s network namespace (threads it

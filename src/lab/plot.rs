@@ -92,7 +92,10 @@ pub fn write_svg(out: &Path, title: &str, reports: &[Report]) -> Res {
         "ms since the start (intended send time)"
     };
     let mut chart = ChartBuilder::on(&top)
-        .caption("requests per 10 ms: answered and failed", ("sans-serif", 16))
+        .caption(
+            "requests per 10 ms: answered and failed",
+            ("sans-serif", 16),
+        )
         .margin(12)
         .x_label_area_size(36)
         .y_label_area_size(50)
@@ -131,11 +134,18 @@ pub fn write_svg(out: &Path, title: &str, reports: &[Report]) -> Res {
         chart
             .draw_series(LineSeries::new(pts(&|b| b.ok), ok_c.stroke_width(2)))?
             .label(format!("{}: answered", r.label))
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], ok_c.stroke_width(2)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], ok_c.stroke_width(2))
+            });
         chart
-            .draw_series(LineSeries::new(pts(&|b| b.failed_total()), fail_c.stroke_width(2)))?
+            .draw_series(LineSeries::new(
+                pts(&|b| b.failed_total()),
+                fail_c.stroke_width(2),
+            ))?
             .label(failures_legend(r))
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], fail_c.stroke_width(2)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], fail_c.stroke_width(2))
+            });
     }
     chart
         .configure_series_labels()

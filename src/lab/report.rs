@@ -155,10 +155,7 @@ fn ms(us: u64) -> f64 {
 
 fn ok_node(run: &Run, s: &Sample) -> Option<String> {
     match s.outcome {
-        Outcome::Ok(i) => run
-            .servers
-            .get(i as usize)
-            .map(|n| node_of(n).to_string()),
+        Outcome::Ok(i) => run.servers.get(i as usize).map(|n| node_of(n).to_string()),
         Outcome::Failed(_) => None,
     }
 }
@@ -209,10 +206,11 @@ pub fn summarize(run: &Run) -> Summary {
         .find_map(|s| ok_node(run, s))
         .or_else(|| samples.iter().find_map(|s| ok_node(run, s)));
     let moved = fault.and_then(|f| {
-        samples
-            .iter()
-            .filter(|s| s.intended_us >= f)
-            .find_map(|s| ok_node(run, s).filter(|n| Some(n) != served_before.as_ref()).map(|n| (s.intended_us, n)))
+        samples.iter().filter(|s| s.intended_us >= f).find_map(|s| {
+            ok_node(run, s)
+                .filter(|n| Some(n) != served_before.as_ref())
+                .map(|n| (s.intended_us, n))
+        })
     });
     Summary {
         requests: samples.len() as u64,
@@ -354,13 +352,19 @@ pub fn render_summary(r: &Report) -> String {
         s.failed
     );
     for e in &r.events {
-        out += &format!("  event         {:>8.1} ms  {}\n", e.at_us as f64 / 1000.0, e.name);
+        out += &format!(
+            "  event         {:>8.1} ms  {}\n",
+            e.at_us as f64 / 1000.0,
+            e.name
+        );
     }
     out += &format!(
         "  outage        {:.1} ms (first to last failed request{})\n",
         s.outage_ms,
         s.first_failure_after_fault_ms
-            .map_or(String::new(), |t| format!("; first failure {t:+.1} ms from the fault"))
+            .map_or(String::new(), |t| format!(
+                "; first failure {t:+.1} ms from the fault"
+            ))
     );
     out += &format!("  VIP move      {}\n", opt_ms(s.vip_move_ms));
     out += &format!(
@@ -426,9 +430,11 @@ pub fn render_histogram(run: &Run) -> String {
         return "  (no successful request)\n".into();
     }
     lat.sort_unstable();
-    let bounds: Vec<u64> = [100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000]
-        .into_iter()
-        .collect();
+    let bounds: Vec<u64> = [
+        100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000,
+    ]
+    .into_iter()
+    .collect();
     let mut counts = vec![0u64; bounds.len() + 1];
     for l in &lat {
         let i = bounds.iter().position(|b| l <= b).unwrap_or(bounds.len());
@@ -507,7 +513,11 @@ mod tests {
         assert_eq!(s.p50_ms, 0.7);
         assert_eq!(
             s.by_server,
-            vec![("lb1-a".into(), 3), ("lb1-b".into(), 1), ("lb2-a".into(), 1)]
+            vec![
+                ("lb1-a".into(), 3),
+                ("lb1-b".into(), 1),
+                ("lb2-a".into(), 1)
+            ]
         );
         assert_eq!(s.max_ms, 0.9);
     }
@@ -525,7 +535,8 @@ mod tests {
     #[test]
     fn one_failure_is_a_zero_window() {
         let mut r = failover_run();
-        r.samples.retain(|s| s.intended_us != 30_000 && s.intended_us != 51_000);
+        r.samples
+            .retain(|s| s.intended_us != 30_000 && s.intended_us != 51_000);
         assert_eq!(summarize(&r).outage_ms, 0.0);
         assert_eq!(summarize(&r).failed, 1);
     }
@@ -571,7 +582,8 @@ mod tests {
         let r = report("crash ringlb", &failover_run());
         let line = result_line(&r, &[("scenario", "crash".into())]);
         assert!(!line.contains('\n'));
-        let v: serde_json::Value = serde_json::from_str(line.strip_prefix("RESULT ").unwrap()).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(line.strip_prefix("RESULT ").unwrap()).unwrap();
         assert_eq!(v["failed"], 3);
         assert_eq!(v["failures"]["connect_timeout"], 2);
         assert_eq!(v["vip_move_ms"], 40.0);
