@@ -1,4 +1,7 @@
 //! The `ringlb` command line: parse arguments, hand over to the library.
+//!
+//! No logic lives here: `run` goes to the orchestrator
+//! ([`ringlb::runtime::run`]), the tools to [`ringlb::cli`].
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -29,20 +32,20 @@ enum Cmd {
         config: PathBuf,
     },
     /// The demo: as root, a VRRP failover in a namespace lab; else two backends behind ringlb on loopback.
-    Demo(ringlb::demo::DemoArgs),
+    Demo(ringlb::cli::demo::DemoArgs),
     /// Open-loop HTTP load at a fixed rate, with a 10 ms timeline (the HA lab's client).
     #[command(hide = true)]
-    Loadgen(ringlb::lab::cli::LoadgenArgs),
+    Loadgen(ringlb::cli::lab::commands::LoadgenArgs),
     /// Plot `loadgen --json` reports on the same axes (SVG).
     #[command(hide = true)]
-    Plot(ringlb::lab::cli::PlotArgs),
+    Plot(ringlb::cli::lab::commands::PlotArgs),
     /// Print counters and latency percentiles from a running node's admin endpoint.
     Stats {
         /// Admin address (`[admin] listen`).
-        #[arg(long, default_value = ringlb::stats_cli::DEFAULT_ADMIN)]
+        #[arg(long, default_value = ringlb::cli::stats::DEFAULT_ADMIN)]
         admin: std::net::SocketAddr,
         /// Refresh every interval (e.g. `1s`), showing per-interval rates.
-        #[arg(long, value_parser = ringlb::stats_cli::parse_duration)]
+        #[arg(long, value_parser = ringlb::cli::stats::parse_interval)]
         watch: Option<std::time::Duration>,
         /// Start a fresh measurement window first.
         #[arg(long)]
@@ -100,7 +103,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match ringlb::control::run(config, cfg) {
+            match ringlb::runtime::run(config, cfg) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("ringlb: {e}");
@@ -108,14 +111,14 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Cmd::Demo(args) => report("demo", ringlb::demo::run(args)),
-        Cmd::Loadgen(args) => report("loadgen", ringlb::lab::cli::loadgen(args)),
-        Cmd::Plot(args) => report("plot", ringlb::lab::cli::plot(args)),
+        Cmd::Demo(args) => report("demo", ringlb::cli::demo::run(args)),
+        Cmd::Loadgen(args) => report("loadgen", ringlb::cli::lab::commands::loadgen(args)),
+        Cmd::Plot(args) => report("plot", ringlb::cli::lab::commands::plot(args)),
         Cmd::Stats {
             admin,
             watch,
             reset,
-        } => match ringlb::stats_cli::run(admin, watch, reset) {
+        } => match ringlb::cli::stats::run(admin, watch, reset) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("ringlb stats: {e}");
@@ -123,10 +126,10 @@ fn main() -> ExitCode {
             }
         },
         Cmd::Import { nginx, keepalived } => {
-            match ringlb::import::import_files(&nginx, keepalived.as_deref()) {
+            match ringlb::cli::import::import_files(&nginx, keepalived.as_deref()) {
                 Ok(imported) => {
                     for w in &imported.warnings {
-                        eprintln!("{}", ringlb::import::warning_line(w));
+                        eprintln!("{}", ringlb::cli::import::warning_line(w));
                     }
                     print!("{}", imported.toml);
                     ExitCode::SUCCESS
@@ -143,7 +146,7 @@ fn main() -> ExitCode {
             name,
             cpu,
         } => {
-            match ringlb::backend::run(ringlb::backend::BackendOpts {
+            match ringlb::cli::backend::run(ringlb::cli::backend::BackendOpts {
                 listen,
                 body_size,
                 name,

@@ -349,8 +349,8 @@ fn handle_conn(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cli::stats as stats_cli;
     use crate::metrics::{Layout, VrrpRole};
-    use crate::stats_cli;
     use serde_json::Value;
 
     const N_PER_SHARD: u64 = 500;

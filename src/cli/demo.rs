@@ -3,7 +3,7 @@
 //! As root (with network namespaces) it is the failover show: a namespace
 //! lab with two ringlb nodes sharing a VIP, load through the VIP, the
 //! master crashed and brought back, and what the clients saw (see
-//! [`crate::demo::failover`] in `demo/failover.rs`).
+//! [`crate::cli::demo::failover`] in `demo/failover.rs`).
 //!
 //! Otherwise — and with `--loopback` — it is the loopback demo: two
 //! built-in backends on loopback, ringlb in front of them with an embedded
@@ -14,7 +14,7 @@
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 
-use crate::backend::{self, BackendOpts};
+use crate::cli::backend::{self, BackendOpts};
 use crate::metrics::JsonOptions;
 
 /// Preferred demo port; a free one is used when it is taken.
@@ -94,7 +94,7 @@ fn run_loopback() -> io::Result<()> {
     let text = config_text(listen, admin, a, b);
     let config =
         crate::config::parse_str(&text, "<demo>").map_err(|e| io::Error::other(e.to_string()))?;
-    let running = crate::control::start(config)?;
+    let running = crate::runtime::start(config)?;
     println!("ringlb demo");
     println!("  proxy:    http://{listen}/  →  backend-a {a}, backend-b {b} (round robin)");
     println!("  admin:    http://{admin}/stats  /metrics  /healthz");
@@ -111,7 +111,7 @@ fn run_loopback() -> io::Result<()> {
         .snapshot()
         .to_json_value(JsonOptions { buckets: true });
     println!();
-    print!("{}", crate::stats_cli::render_summary(admin, &stats, None));
-    print!("{}", crate::stats_cli::render_distribution(&stats));
+    print!("{}", crate::cli::stats::render_summary(admin, &stats, None));
+    print!("{}", crate::cli::stats::render_distribution(&stats));
     Ok(())
 }

@@ -7,9 +7,9 @@
 //!   time, who served, percentiles), the 10 ms timeline and the curve.
 //! - [`plot`]: SVG plots of several runs on the same axes.
 //! - [`netns`]: a throwaway bridge + namespaces lab, torn down on drop.
-//! - [`cli`]: `ringlb loadgen` and `ringlb plot`, used by `loadtest/`.
+//! - [`commands`]: `ringlb loadgen` and `ringlb plot`, used by `loadtest/`.
 
-pub mod cli;
+pub mod commands;
 pub mod loadgen;
 pub mod netns;
 pub mod plot;

@@ -10,7 +10,7 @@ use super::loadgen::{self, Action, LoadOpts};
 use super::report;
 
 fn duration(s: &str) -> Result<Duration, String> {
-    crate::stats_cli::parse_duration(s)
+    crate::config::parse_duration(s)
 }
 
 /// `AT:NAME:COMMAND`, e.g. `2s:crash lb1:kill -9 1234`.

@@ -11,7 +11,7 @@
 //! their loopback (`lbN-a`, `lbN-b`, which name themselves in `X-Backend`,
 //! so every answer says which node served it). The client sends 1000
 //! requests/s to the VIP on fresh connections for 6 s (open loop,
-//! [`crate::lab::loadgen`]); at 2 s lb1 crashes (its link down and
+//! [`crate::cli::lab::loadgen`]); at 2 s lb1 crashes (its link down and
 //! `kill -9` of ringlb: a dead host neither answers nor advertises), at 4 s its
 //! link comes back and ringlb restarts, and lb1 takes the VIP back
 //! (preemption). Then the summary, the latency histogram and an SVG plot.
@@ -26,9 +26,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::lab::loadgen::{self, Action, LoadOpts};
-use crate::lab::netns::{self, Lab};
-use crate::lab::{plot, report};
+use crate::cli::lab::loadgen::{self, Action, LoadOpts};
+use crate::cli::lab::netns::{self, Lab};
+use crate::cli::lab::{plot, report};
 
 const VIP: &str = "198.18.0.100";
 const PORT: u16 = 8080;

@@ -317,9 +317,9 @@ mod tests {
     /// by that backend, at the scheduled count.
     #[test]
     fn against_a_real_backend() {
-        let opts =
-            crate::backend::BackendOpts::new(SocketAddr::from(([127, 0, 0, 1], 0))).name("lb9-x");
-        let (addr, _h) = crate::backend::spawn(opts).unwrap();
+        let opts = crate::cli::backend::BackendOpts::new(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .name("lb9-x");
+        let (addr, _h) = crate::cli::backend::spawn(opts).unwrap();
         let run = run(
             &LoadOpts {
                 target: addr,
