@@ -30,9 +30,9 @@ fn percentile_label(x: f64) -> String {
     format!("{s}%")
 }
 
-/// The time window shown: the whole run, or around the fault (from 300 ms
-/// before the first event to 300 ms after the last failure or event of any
-/// run, at least 1 s).
+/// The time window shown: the whole run, or around the fault (from 100 ms
+/// before the first event to 150 ms after the last failure or event of any
+/// run, at least 300 ms after the fault).
 fn window(reports: &[Report]) -> (f64, f64, f64) {
     let origin = reports
         .first()
@@ -42,18 +42,18 @@ fn window(reports: &[Report]) -> (f64, f64, f64) {
     if origin == 0.0 {
         return (0.0, 0.0, dur);
     }
-    let mut last = origin + 1000.0;
+    let mut last = origin + 300.0;
     for r in reports {
         for b in &r.timeline {
             if b.failed_total() > 0 {
-                last = last.max(b.t_ms + 300.0);
+                last = last.max(b.t_ms + 150.0);
             }
         }
         for e in &r.events {
-            last = last.max(e.at_us as f64 / 1000.0 + 300.0);
+            last = last.max(e.at_us as f64 / 1000.0 + 150.0);
         }
     }
-    (origin, (origin - 300.0).max(0.0), last.min(dur))
+    (origin, (origin - 100.0).max(0.0), last.min(dur))
 }
 
 fn failures_legend(r: &Report) -> String {
