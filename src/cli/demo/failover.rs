@@ -139,7 +139,10 @@ pub fn run(out: Option<PathBuf>) -> io::Result<()> {
     let lab = Arc::new(Mutex::new(lab));
     let result = show(&lab, &exe, &out, &stop);
     let keep = lab.lock().map(|l| l.dir.clone()).ok();
-    if result.is_err() {
+    if result
+        .as_ref()
+        .is_err_and(|e| e.kind() != io::ErrorKind::Interrupted)
+    {
         if let (Ok(l), Some(dir)) = (lab.lock(), keep) {
             for node in ["lb1", "lb2"] {
                 let log = l.log(&format!("{node}-ringlb"));
