@@ -6,6 +6,7 @@
 //! none): SIGHUP reloads, SIGTERM/SIGINT drain and stop.
 
 pub mod admin;
+pub mod fd_budget;
 pub mod health;
 pub mod listeners;
 pub mod publisher;
@@ -41,7 +42,10 @@ pub struct Running {
 }
 
 /// Binds every listener and starts the shards and the health thread.
-pub fn start(config: Config) -> std::io::Result<Running> {
+pub fn start(mut config: Config) -> std::io::Result<Running> {
+    let rt = &config.runtime;
+    let planned = crate::runtime::plan_cpus(rt.workers, rt.control_cpu, rt.worker_cpus.as_deref());
+    fd_budget::apply(&mut config, planned.0.len());
     let config = Arc::new(config);
     let rt = &config.runtime;
     let (shard_cpus, control_cpu) =
@@ -65,11 +69,9 @@ pub fn start(config: Config) -> std::io::Result<Running> {
     let registry = Registry::new(n);
     let publisher = Arc::new(Publisher::new(Arc::clone(&config), Arc::clone(&registry)));
     let admin = match &config.admin {
-        Some(a) => Some(
-            admin::spawn(a.listen, Arc::clone(&registry), None).map_err(|e| {
-                std::io::Error::new(e.kind(), format!("admin listen {}: {e}", a.listen))
-            })?,
-        ),
+        Some(a) => Some(admin::spawn(a, Arc::clone(&registry), None).map_err(|e| {
+            std::io::Error::new(e.kind(), format!("admin listen {}: {e}", a.listen))
+        })?),
         None => None,
     };
     let access_log = match &config.log.access_log {
@@ -129,13 +131,14 @@ impl Running {
     /// flight finish on the snapshot they started with. On any error the
     /// running configuration stays and every problem is logged.
     pub fn reload(&mut self, path: &Path) -> bool {
-        let new = match crate::config::load(path) {
+        let mut new = match crate::config::load(path) {
             Ok(c) => c,
             Err(e) => {
                 crate::error!("reload failed, keeping the running configuration:\n{e}");
                 return false;
             }
         };
+        fd_budget::apply(&mut new, self.shards.len());
         let old: HashSet<SocketAddr> = self.config.listeners.iter().map(|l| l.listen).collect();
         let new_set: HashSet<SocketAddr> = new.listeners.iter().map(|l| l.listen).collect();
         // Bind new listeners first: if one fails, nothing changes.
@@ -211,38 +214,16 @@ impl Running {
     }
 }
 
-/// A shard whose heartbeat has not moved for this long is stalled; VRRP then
-/// gives the VIP away (the data plane's own liveness, no polling script).
-pub const STALL_LIMIT: Duration = Duration::from_millis(40);
-
-/// How long a shard may take to tick for the first time.
-pub const STARTUP_GRACE: Duration = Duration::from_secs(2);
-
-/// The data plane's liveness as VRRP sees it: every shard's heartbeat moved
-/// within [`STALL_LIMIT`] (and no shard has exited).
-pub fn liveness(shards: Vec<Arc<ShardControl>>) -> impl Fn() -> bool + Send + Sync {
-    let created = std::time::Instant::now();
-    let seen = std::sync::Mutex::new(vec![(0u64, created); shards.len()]);
-    move || {
-        let now = std::time::Instant::now();
-        let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
-        let mut alive = true;
-        for (c, (beat, at)) in shards.iter().zip(seen.iter_mut()) {
-            let b = c.heartbeat.load(Ordering::Relaxed);
-            if b != *beat {
-                *beat = b;
-                *at = now;
-            }
-            // A shard that has not ticked yet is still starting (runtime and
-            // listeners being built): that is not a stall.
-            let starting = b == 0 && now.duration_since(created) < STARTUP_GRACE;
-            if c.exited.load(Ordering::Relaxed)
-                || (!starting && now.duration_since(*at) > STALL_LIMIT)
-            {
-                alive = false;
-            }
-        }
-        alive
+/// The data plane's heartbeats as VRRP's `track_data_plane` reads them.
+pub fn liveness(
+    shards: Vec<Arc<ShardControl>>,
+) -> impl Fn(&mut Vec<vrrp::ShardSample>) + Send + Sync {
+    move |out| {
+        out.clear();
+        out.extend(shards.iter().map(|c| vrrp::ShardSample {
+            heartbeat: c.heartbeat.load(Ordering::Relaxed),
+            exited: c.exited.load(Ordering::Relaxed),
+        }));
     }
 }
 
@@ -259,7 +240,7 @@ pub fn run(path: PathBuf, config: Config) -> std::io::Result<()> {
     args.registry = Some(Arc::clone(&running.registry));
     let publisher = Arc::clone(&running.publisher);
     args.upstream_down = Some(Arc::new(move |ui| publisher.upstream_all_down(ui)));
-    args.data_plane_alive = Some(Arc::new(liveness(
+    args.data_plane = Some(Arc::new(liveness(
         running.shards.iter().map(|(c, _)| Arc::clone(c)).collect(),
     )));
     let publisher = Arc::clone(&running.publisher);

@@ -12,6 +12,8 @@
 //! - [`iface`]: interface index, primary IPv4, MAC, link state;
 //! - [`track`]: keepalived-style tracking (interfaces, scripts, upstreams,
 //!   data-plane liveness) into an effective priority or FAULT;
+//! - [`liveness`]: the data plane's progress, telling a dead data plane
+//!   (FAULT, or a priority penalty that moves the VIP) from a busy host;
 //! - [`notify`]: non-blocking `notify` scripts;
 //! - [`driver`]: the loop that ties them together.
 //!
@@ -50,6 +52,7 @@
 pub mod driver;
 pub mod garp;
 pub mod iface;
+pub mod liveness;
 pub mod notify;
 pub mod socket;
 pub mod track;
@@ -63,7 +66,8 @@ use std::thread::JoinHandle;
 use crate::config::{Config, VrrpInstanceConfig};
 use crate::metrics::Registry;
 pub use crate::proto::vrrp::State;
-pub use track::{AliveFn, UpstreamDownFn};
+pub use liveness::{SampleFn, ShardSample};
+pub use track::UpstreamDownFn;
 
 /// What [`spawn`] needs. Build with [`SpawnArgs::new`], then set the optional
 /// data-plane hooks.
@@ -77,9 +81,10 @@ pub struct SpawnArgs {
     /// `track_upstream`: returns true when every server of upstream `index`
     /// is down. Without it, `track_upstream` entries are ignored.
     pub upstream_down: Option<Arc<UpstreamDownFn>>,
-    /// Data-plane liveness: false = the shards stopped making progress, which
-    /// puts every instance into FAULT.
-    pub data_plane_alive: Option<Arc<AliveFn>>,
+    /// The shards' heartbeats (`track_data_plane`): a slow data plane lowers
+    /// every instance's priority, a dead one faults them. Without it the
+    /// data plane is not tracked.
+    pub data_plane: Option<Arc<SampleFn>>,
     /// Called on the `vrrp` thread after any role or priority changed, with
     /// the new table (the control plane republishes its snapshot with it).
     pub on_roles: Option<Arc<RolesFn>>,
@@ -95,7 +100,7 @@ impl SpawnArgs {
             control_cpu: config.runtime.control_cpu,
             registry: None,
             upstream_down: None,
-            data_plane_alive: None,
+            data_plane: None,
             on_roles: None,
         }
     }
