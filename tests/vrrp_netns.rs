@@ -569,6 +569,9 @@ fn cpu_hog_on_the_shards_core_moves_nothing() {
     let log = std::fs::read_to_string(lab.procs[a].log.with_extension("err")).unwrap_or_default();
     let degraded = log.matches("data plane degraded").count();
     println!("node a: data plane degraded {degraded} time(s) during the hog");
+    for l in log.lines().filter(|l| l.contains("data plane")) {
+        println!("  a: {l}");
+    }
     assert_eq!(watch.b_held, 0, "the VIP moved to b: {watch:?}");
     assert_eq!(
         watch.a_held, watch.samples,

@@ -31,7 +31,7 @@ use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::garp::{ArpSocket, Schedule};
-use super::liveness::{SampleFn, SchedStats, ShardSample};
+use super::liveness::{SampleFn, Sched, SchedStats, ShardSample};
 use super::notify::Notifier;
 use super::socket::VrrpSocket;
 use super::track::{DataPlaneView, Tracker, UpstreamDownFn};
@@ -121,7 +121,7 @@ pub struct Driver {
     data_plane: Option<Arc<SampleFn>>,
     sched: SchedStats,
     samples: Vec<ShardSample>,
-    waits: Vec<Option<u64>>,
+    scheds: Vec<Option<Sched>>,
     roles: Roles,
     wake: Arc<OwnedFd>,
     next_tick: Instant,
@@ -239,7 +239,7 @@ impl Driver {
             data_plane: args.data_plane.clone(),
             sched: SchedStats::default(),
             samples: Vec::new(),
-            waits: Vec::new(),
+            scheds: Vec::new(),
             roles,
             wake,
             next_tick: now,
@@ -446,10 +446,10 @@ impl Driver {
         let view = match &self.data_plane {
             Some(f) => {
                 f(&mut self.samples);
-                self.sched.read(self.samples.len(), now, &mut self.waits);
+                self.sched.read(self.samples.len(), now, &mut self.scheds);
                 Some(DataPlaneView {
                     samples: &self.samples,
-                    waits: &self.waits,
+                    scheds: &self.scheds,
                 })
             }
             None => None,

@@ -6,11 +6,14 @@
 //! what empties a cluster: on a loaded host (busy loops or a real-time
 //! process on the shards' core) every node's shards stall together, every
 //! node faults, and nobody holds the VIP. So the detector asks the kernel
-//! which one it is: `/proc/self/task/<tid>/schedstat` counts the time a
-//! thread spent *waiting for a CPU*. A shard without progress that was
-//! mostly waiting for a CPU is **starved** (the host is busy; tolerated for
-//! `starved_after`); one that was not — blocked on something, or spinning —
-//! is **stalled** (its own fault; tolerated for `stall_after` only).
+//! which one it is. A shard without progress that was runnable at most of
+//! the checks since (`/proc/self/task/<tid>/stat` state `R`) but ran for
+//! less than half of that time (`schedstat` run time), or whose booked
+//! run-queue wait grew by at least half of it, is **starved**: the host is busy; tolerated for
+//! `starved_after`. One that was not — blocked in a call, or spinning on the
+//! CPU — is **stalled**: its own fault; tolerated for `stall_after` only.
+//! (The run-queue wait alone is not enough: the kernel books it only when
+//! the waiting thread finally runs.)
 //!
 //! Either makes the data plane *degraded*, which, after `fall` checks in a
 //! row, adds the tracker's (negative) `weight` to the priority like any
@@ -20,8 +23,8 @@
 //! for `fault_after` (default 1 s), or a shard thread gone, is FAULT.
 //!
 //! [`Detector`] is the decision, pure and driven with `now` (fake-clock
-//! tests below); [`SchedStats`] is the small I/O part that reads the wait
-//! times, keeping one open descriptor per shard (no descriptor churn).
+//! tests below); [`SchedStats`] is the small I/O part that reads the
+//! scheduler's view, keeping two open descriptors per shard (no churn).
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -43,7 +46,7 @@ pub struct ShardSample {
 /// link; see `SpawnArgs::data_plane`).
 pub type SampleFn = dyn Fn(&mut Vec<ShardSample>) + Send + Sync;
 
-/// Shards are threads named `shard-<index>`; their run-queue wait is read
+/// Shards are threads named `shard-<index>`; their scheduler state is read
 /// from the thread of that name.
 pub const SHARD_THREAD_PREFIX: &str = "shard-";
 
@@ -96,8 +99,22 @@ impl Finding {
 struct Progress {
     beat: u64,
     at: Instant,
-    /// Run-queue wait (ns) when progress was last seen.
-    wait_at: Option<u64>,
+    /// The scheduler's view when progress was last seen.
+    sched_at: Option<Sched>,
+    /// Checks since then, and how many of them saw the thread runnable.
+    checks: u32,
+    runnable: u32,
+}
+
+/// A thread as the scheduler sees it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Sched {
+    /// State `R`: running or waiting for a CPU.
+    pub runnable: bool,
+    /// Cumulative time on a CPU, ns.
+    pub run_ns: u64,
+    /// Cumulative time waiting on a run queue, ns (booked when it runs).
+    pub wait_ns: u64,
 }
 
 /// Pure liveness decision for one tracker (see the module docs).
@@ -108,13 +125,24 @@ pub struct Detector {
     healthy: Hysteresis,
 }
 
-/// Whether a shard without progress for `since` was mostly waiting for a
-/// CPU: its run-queue wait grew by at least half of that time.
-pub fn starved(wait_at: Option<u64>, wait_now: Option<u64>, since: Duration) -> bool {
-    match (wait_at, wait_now) {
-        (Some(a), Some(b)) => u128::from(b.saturating_sub(a)) * 2 >= since.as_nanos(),
-        _ => false,
-    }
+/// Whether a shard without progress for `since` is starved of CPU rather
+/// than stalled: runnable at `runnable` of the `checks` since (at least
+/// half) and on a CPU for less than half of `since`, or its booked
+/// run-queue wait grew by at least half of `since`.
+pub fn starved(
+    at: Option<Sched>,
+    now: Option<Sched>,
+    since: Duration,
+    runnable: u32,
+    checks: u32,
+) -> bool {
+    let (Some(a), Some(b)) = (at, now) else {
+        return false;
+    };
+    let half = since.as_nanos() / 2;
+    let ran = u128::from(b.run_ns.saturating_sub(a.run_ns));
+    let waited = u128::from(b.wait_ns.saturating_sub(a.wait_ns));
+    (checks > 0 && runnable * 2 >= checks && ran < half) || waited >= half
 }
 
 impl Detector {
@@ -126,25 +154,27 @@ impl Detector {
         }
     }
 
-    /// One check: `samples[i]` and `waits[i]` (cumulative run-queue wait in
-    /// ns, if known) of every shard at `now`.
+    /// One check: `samples[i]` and `scheds[i]` (the scheduler's view, if
+    /// known) of every shard at `now`.
     pub fn check(
         &mut self,
         cfg: &DataPlaneTrack,
         now: Instant,
         samples: &[ShardSample],
-        waits: &[Option<u64>],
+        scheds: &[Option<Sched>],
     ) -> Verdict {
         let mut dead = None;
         let mut finding = Finding::Healthy;
         let mut worst = Duration::ZERO;
         for (i, s) in samples.iter().enumerate() {
-            let wait = waits.get(i).copied().flatten();
+            let sched = scheds.get(i).copied().flatten();
             if self.shards.len() <= i {
                 self.shards.push(Progress {
                     beat: s.heartbeat,
                     at: now,
-                    wait_at: wait,
+                    sched_at: sched,
+                    checks: 0,
+                    runnable: 0,
                 });
             }
             let p = &mut self.shards[i];
@@ -156,7 +186,9 @@ impl Detector {
                 *p = Progress {
                     beat: s.heartbeat,
                     at: now,
-                    wait_at: wait,
+                    sched_at: sched,
+                    checks: 0,
+                    runnable: 0,
                 };
                 continue;
             }
@@ -164,6 +196,8 @@ impl Detector {
                 continue;
             }
             let since = now.saturating_duration_since(p.at);
+            p.checks += 1;
+            p.runnable += u32::from(sched.is_some_and(|s| s.runnable));
             if since >= cfg.fault_after {
                 dead.get_or_insert_with(|| {
                     format!(
@@ -172,7 +206,7 @@ impl Detector {
                     )
                 });
             }
-            let (limit, f) = if starved(p.wait_at, wait, since) {
+            let (limit, f) = if starved(p.sched_at, sched, since, p.runnable, p.checks) {
                 (
                     cfg.starved_after,
                     Finding::Starved {
@@ -203,12 +237,12 @@ impl Detector {
     }
 }
 
-/// Reads each shard thread's cumulative run-queue wait from
-/// `/proc/self/task/<tid>/schedstat` ("run_ns wait_ns slices"), one
-/// descriptor kept open per shard and re-read with `pread`.
+/// Reads each shard thread's scheduler state: `/proc/self/task/<tid>/stat`
+/// (state) and `schedstat` ("run_ns wait_ns slices"), descriptors kept open
+/// and re-read with `pread`.
 #[derive(Default)]
 pub struct SchedStats {
-    files: Vec<Option<File>>,
+    files: Vec<Option<(File, File)>>,
     next_scan: Option<Instant>,
     first_scan: Option<Instant>,
     warned: bool,
@@ -218,8 +252,8 @@ pub struct SchedStats {
 const RESCAN: Duration = Duration::from_secs(1);
 
 impl SchedStats {
-    /// Cumulative wait (ns) of shards `0..n` into `out`.
-    pub fn read(&mut self, n: usize, now: Instant, out: &mut Vec<Option<u64>>) {
+    /// The scheduler's view of shards `0..n` into `out`.
+    pub fn read(&mut self, n: usize, now: Instant, out: &mut Vec<Option<Sched>>) {
         out.clear();
         if self.files.len() < n {
             self.files.resize_with(n, || None);
@@ -228,11 +262,18 @@ impl SchedStats {
             self.next_scan = Some(now + RESCAN);
             self.scan(n, now);
         }
-        let mut buf = [0u8; 96];
+        let mut buf = [0u8; 512];
         for f in &mut self.files[..n] {
-            let v = f.as_ref().and_then(|file| {
-                let len = file.read_at(&mut buf, 0).ok()?;
-                parse_wait(&buf[..len])
+            let v = f.as_ref().and_then(|(stat, schedstat)| {
+                let len = stat.read_at(&mut buf, 0).ok()?;
+                let runnable = parse_state(&buf[..len])? == b'R';
+                let len = schedstat.read_at(&mut buf, 0).ok()?;
+                let (run_ns, wait_ns) = parse_schedstat(&buf[..len])?;
+                Some(Sched {
+                    runnable,
+                    run_ns,
+                    wait_ns,
+                })
             });
             if v.is_none() {
                 // The thread is gone (or never was): look it up again later.
@@ -259,7 +300,8 @@ impl SchedStats {
                 continue;
             };
             if i < n && self.files[i].is_none() {
-                self.files[i] = File::open(path.join("schedstat")).ok();
+                let open = |f: &str| File::open(path.join(f)).ok();
+                self.files[i] = open("stat").zip(open("schedstat"));
             }
         }
         // Warn once if shards have had time to start but cannot be found.
@@ -267,21 +309,25 @@ impl SchedStats {
         if since >= STARTUP_GRACE && !self.warned && self.files[..n].iter().any(Option::is_none) {
             self.warned = true;
             crate::warn!(
-                "vrrp: no schedstat for some shard threads ({SHARD_THREAD_PREFIX}N); \
+                "vrrp: no scheduler statistics for some shard threads ({SHARD_THREAD_PREFIX}N); \
                  a starved shard will count as stalled"
             );
         }
     }
 }
 
-/// The second field of a schedstat line.
-fn parse_wait(line: &[u8]) -> Option<u64> {
-    std::str::from_utf8(line)
-        .ok()?
-        .split_ascii_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
+/// The state letter of a `/proc/<pid>/task/<tid>/stat` line ("tid (comm) S ...").
+fn parse_state(line: &[u8]) -> Option<u8> {
+    let close = line.iter().rposition(|&b| b == b')')?;
+    line.get(close + 2).copied()
+}
+
+/// Run and wait time (ns) of a schedstat line.
+fn parse_schedstat(line: &[u8]) -> Option<(u64, u64)> {
+    let mut it = std::str::from_utf8(line).ok()?.split_ascii_whitespace();
+    let run = it.next()?.parse().ok()?;
+    let wait = it.next()?.parse().ok()?;
+    Some((run, wait))
 }
 
 #[cfg(test)]
@@ -300,13 +346,26 @@ mod tests {
         }
     }
 
+    fn sched(runnable: bool, run_ms: u64, wait_ms: u64) -> Option<Sched> {
+        Some(Sched {
+            runnable,
+            run_ns: run_ms * 1_000_000,
+            wait_ns: wait_ms * 1_000_000,
+        })
+    }
+
+    /// Sleeping between ticks, 1 ms of work per 10 ms tick, no waiting.
+    fn idle(k: u64) -> Option<Sched> {
+        sched(false, k, 0)
+    }
+
     /// Runs a detector over `steps` checks 10 ms apart; `beat(k)` and
-    /// `wait(k)` give shard 0's heartbeat and wait (ns) at check k.
+    /// `wait(k)` give shard 0's heartbeat and scheduler view at check k.
     fn run(
         cfg: &DataPlaneTrack,
         steps: u64,
         beat: impl Fn(u64) -> u64,
-        wait: impl Fn(u64) -> Option<u64>,
+        wait: impl Fn(u64) -> Option<Sched>,
     ) -> Vec<Verdict> {
         let t0 = crate::testutil::epoch();
         let mut d = Detector::new(cfg, t0);
@@ -321,24 +380,44 @@ mod tests {
 
     #[test]
     fn starved_rule() {
-        assert!(starved(Some(0), Some(20_000_000), ms(40)));
-        assert!(!starved(Some(0), Some(19_000_000), ms(40)));
-        assert!(!starved(None, Some(40_000_000), ms(40)));
-        assert!(!starved(Some(5), None, ms(40)));
-        // A counter that went backwards (new thread) is not starvation.
-        assert!(!starved(Some(50), Some(10), ms(40)));
+        let base = sched(false, 100, 100);
+        // (at, now, since, runnable checks, checks) -> starved
+        let cases = [
+            // Runnable at every check and hardly ran: waiting for a CPU.
+            (base, sched(true, 105, 100), 4, 4, true),
+            // Runnable at half the checks: still starved.
+            (base, sched(false, 105, 100), 2, 4, true),
+            // Runnable at one check in four (a sleep loop caught awake): stalled.
+            (base, sched(true, 105, 100), 1, 4, false),
+            // Runnable and ran most of the time: spinning, not starved.
+            (base, sched(true, 125, 100), 4, 4, false),
+            // Sleeping (blocked), little run, little booked wait: stalled.
+            (base, sched(false, 101, 110), 0, 4, false),
+            // Booked wait of at least half the time: starved (ran in between).
+            (base, sched(false, 102, 120), 0, 4, true),
+            // Unknown either side: not starved (the stricter rule applies).
+            (None, sched(true, 0, 0), 4, 4, false),
+            (base, None, 4, 4, false),
+            // Counters that went backwards (new thread), never runnable.
+            (base, sched(false, 10, 10), 0, 4, false),
+            // No checks yet.
+            (base, sched(false, 100, 100), 0, 0, false),
+        ];
+        for (i, (at, now, r, c, want)) in cases.into_iter().enumerate() {
+            assert_eq!(starved(at, now, ms(40), r, c), want, "case {i}");
+        }
     }
 
     #[test]
     fn healthy_ticks_stay_healthy() {
-        let v = run(&DATA_PLANE, 500, |k| k + 1, |_| Some(0));
+        let v = run(&DATA_PLANE, 500, |k| k + 1, idle);
         assert!(v.iter().all(|v| !v.degraded && v.dead.is_none()));
     }
 
     #[test]
     fn ticks_every_20ms_are_healthy() {
         // A shard observed every other check (20 ms between observations).
-        let v = run(&DATA_PLANE, 500, |k| k / 2 + 1, |_| Some(0));
+        let v = run(&DATA_PLANE, 500, |k| k / 2 + 1, idle);
         assert!(
             v.iter().all(|v| !v.degraded),
             "{:?}",
@@ -349,7 +428,7 @@ mod tests {
     #[test]
     fn a_blocked_shard_degrades_fast_then_faults() {
         // Ticks until check 100, then blocked (not waiting for a CPU).
-        let v = run(&DATA_PLANE, 250, |k| k.min(100) + 1, |_| Some(0));
+        let v = run(&DATA_PLANE, 250, |k| k.min(100) + 1, |k| idle(k.min(100)));
         let at = first_degraded(&v).unwrap();
         // Last progress seen at 1000 ms; stall_after 30 ms, fall 1: degraded at the
         // first check past 1030 ms.
@@ -364,7 +443,8 @@ mod tests {
     #[test]
     fn a_starved_shard_is_tolerated_for_starved_after() {
         // Blocked from check 100 on, but waiting for a CPU the whole time.
-        let wait = |k: u64| Some(k.saturating_sub(100) * 10_000_000);
+        // Runnable, not running (the kernel books no wait until it runs).
+        let wait = |k: u64| sched(k >= 100, k.min(100), 0);
         let v = run(&DATA_PLANE, 200, |k| k.min(100) + 1, wait);
         let at = first_degraded(&v).unwrap();
         assert_eq!(
@@ -377,9 +457,25 @@ mod tests {
             &DATA_PLANE,
             300,
             |k| if (100..108).contains(&k) { 100 } else { k + 1 },
-            |k| Some(k.clamp(100, 108).saturating_sub(100) * 10_000_000),
+            |k| {
+                let burst = (100..108).contains(&k);
+                sched(
+                    burst,
+                    k.min(100) + k.saturating_sub(108),
+                    k.clamp(100, 108) - 100,
+                )
+            },
         );
         assert!(v.iter().all(|v| !v.degraded && v.dead.is_none()));
+        // A shard spinning on its CPU without ticking is stalled, not starved.
+        let v = run(
+            &DATA_PLANE,
+            200,
+            |k| k.min(100) + 1,
+            |k| sched(k >= 100, k.min(100) + 10 * k.saturating_sub(100), 0),
+        );
+        assert_eq!(first_degraded(&v), Some(1040));
+        assert!(matches!(v[104].finding, Finding::Stalled { .. }));
     }
 
     #[test]
@@ -394,7 +490,7 @@ mod tests {
             &cfg,
             200,
             |k| if (100..110).contains(&k) { 100 } else { k + 1 },
-            |_| Some(0),
+            idle,
         );
         // Last progress at check 99; bad from 103 (> 30 ms); fall 3 → degraded at 105.
         assert_eq!(first_degraded(&v), Some(1050));
@@ -433,8 +529,13 @@ mod tests {
 
     #[test]
     fn schedstat_of_this_thread_is_readable() {
-        assert_eq!(parse_wait(b"40859500 168221891 31\n"), Some(168221891));
-        assert_eq!(parse_wait(b"garbage"), None);
+        assert_eq!(
+            parse_schedstat(b"40859500 168221891 31\n"),
+            Some((40859500, 168221891))
+        );
+        assert_eq!(parse_schedstat(b"garbage"), None);
+        assert_eq!(parse_state(b"123 (shard-0) S 1 2 3"), Some(b'S'));
+        assert_eq!(parse_state(b"123 (a) b) R 1"), Some(b'R'));
         let name = std::thread::current().name().map(str::to_string);
         // The test harness names threads after the test; spawn a "shard-0".
         let h = std::thread::Builder::new()

@@ -23,7 +23,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::liveness::{Detector, Finding, ShardSample};
+use super::liveness::{Detector, Finding, Sched, ShardSample};
 use crate::config::{DataPlaneTrack, TrackScript, TrackUpstream, VrrpInstanceConfig};
 use crate::proto::health::Hysteresis;
 
@@ -34,7 +34,7 @@ pub type UpstreamDownFn = dyn Fn(usize) -> bool + Send + Sync;
 #[derive(Debug, Clone, Copy)]
 pub struct DataPlaneView<'a> {
     pub samples: &'a [ShardSample],
-    pub waits: &'a [Option<u64>],
+    pub scheds: &'a [Option<Sched>],
 }
 
 /// The priority after tracking, or `None` for FAULT. `objects` yields
@@ -215,7 +215,7 @@ impl Tracker {
         if let Some(dp) = data_plane {
             let v = self
                 .detector
-                .check(&self.data_plane, now, dp.samples, dp.waits);
+                .check(&self.data_plane, now, dp.samples, dp.scheds);
             if v.degraded != self.degraded {
                 self.degraded = v.degraded;
                 if v.degraded {
@@ -331,7 +331,7 @@ mod tests {
         fn view(beat: &[ShardSample]) -> DataPlaneView<'_> {
             DataPlaneView {
                 samples: beat,
-                waits: &[None],
+                scheds: &[None],
             }
         }
         let beat = |n: u64| {
