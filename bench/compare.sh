@@ -4,7 +4,7 @@
 #
 #   bash bench/compare.sh            # ROUNDS=3 DURATION=5
 #
-# Layout (DESIGN.md §5): wrk -t1 -cCONNS --latency pinned on WRK_CPU; the
+# Layout (ARCHITECTURE.md, "Measured"): wrk -t1 -cCONNS --latency pinned on WRK_CPU; the
 # backend (ringlb-backend) and every proxy under test pinned on SUT_CPU, one
 # worker/thread each, each proxy on its own loopback port. Rounds are
 # interleaved (the order rotates each round) and the table shows medians over

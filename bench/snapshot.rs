@@ -1,8 +1,9 @@
 //! Micro-benchmarks of the per-request read path of a shard: load the current
 //! [`Snapshot`], route the request, pick a server.
 //!
-//! Why these and not an end-to-end number: DESIGN.md asks for "no
-//! per-request allocation, clock read or shared atomic" on the data plane.
+//! Why these and not an end-to-end number: the data plane's rule is "no
+//! per-request allocation, clock read or shared atomic" (ARCHITECTURE.md,
+//! "Rules").
 //! The snapshot read is the one place a shard touches memory another thread
 //! writes, so it is measured three ways — the `arc_swap::Cache` reader when
 //! nothing changed (the hot case), the same reader while a publisher thread
@@ -162,7 +163,7 @@ fn bench_route(c: &mut Criterion) {
     let idx = |name: &str| {
         snap.upstreams
             .iter()
-            .position(|u| &*u.name == name)
+            .position(|u| &*u.config.name == name)
             .expect("upstream")
     };
     let cases: [(&str, &[u8], &[u8], usize); 4] = [
@@ -194,7 +195,7 @@ fn bench_pick(c: &mut Criterion) {
         let up = snap
             .upstreams
             .iter()
-            .find(|u| &*u.name == name)
+            .find(|u| &*u.config.name == name)
             .expect("upstream");
         assert_eq!(up.servers.len(), 8);
         let mut st = ShardState::new(&up.selector, 7);
@@ -216,7 +217,7 @@ fn bench_pick(c: &mut Criterion) {
                         &mut st,
                         black_box(key),
                         |i| !up.servers[i].available,
-                        |i| up.servers[i].weight_permille(now),
+                        |i| up.weight_permille(i, now),
                     )
                     .expect("a server");
                 st.on_start(i);
@@ -257,7 +258,7 @@ fn bench_request_path(c: &mut Criterion) {
                     &mut states[ui],
                     key,
                     |i| !up.servers[i].available,
-                    |i| up.servers[i].weight_permille(now),
+                    |i| up.weight_permille(i, now),
                 )
                 .expect("a server");
             black_box(si)

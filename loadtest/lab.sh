@@ -9,7 +9,7 @@
 #   start NODE LOG CMD...  # background in NODE's namespace; LAST_PID, PIDS
 #   stop_pids PID...       # kill -9 + reap, only the PIDs given
 #
-# Rules (DESIGN.md §7): addresses in 198.18.0.0/24 only, namespaces with a
+# Rules (ARCHITECTURE.md, "Test networks"): addresses in 198.18.0.0/24 only, namespaces with a
 # per-run unique prefix, always deleted on exit, every process this shell
 # started is in PIDS and is killed by PID on exit, never by name.
 

@@ -1,4 +1,5 @@
-//! Configuration: the TOML schema of DESIGN.md §4, its defaults, and validation.
+//! Configuration: the TOML schema (README.md, "Configuration reference"),
+//! its defaults, and validation.
 //!
 //! `load` turns a file into a fully resolved [`Config`]: every duration parsed,
 //! every address resolved, every upstream reference turned into an index. Code
@@ -12,6 +13,7 @@
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The one place where default values live.
@@ -84,8 +86,10 @@ pub struct Config {
     pub admin: Option<AdminConfig>,
     pub log: LogConfig,
     pub listeners: Vec<ListenerConfig>,
-    /// Indexed by upstream id; listeners and routes refer to upstreams by index.
-    pub upstreams: Vec<UpstreamConfig>,
+    /// Indexed by upstream id; listeners and routes refer to upstreams by
+    /// index. Shared (`Arc`) so that a snapshot's upstream can hand its
+    /// settings to the shards as they are, without copying them.
+    pub upstreams: Vec<Arc<UpstreamConfig>>,
     pub vrrp: Vec<VrrpInstanceConfig>,
 }
 
@@ -349,3 +353,5 @@ pub fn parse_str(text: &str, file: &str) -> Result<Config, ConfigError> {
 }
 
 mod parse;
+
+pub use parse::duration::parse_duration;

@@ -9,7 +9,7 @@
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 
-use crate::backend::{self, BackendOpts};
+use crate::cli::backend::{self, BackendOpts};
 use crate::metrics::JsonOptions;
 
 /// Preferred demo port; a free one is used when it is taken.
@@ -62,7 +62,7 @@ pub fn run() -> io::Result<()> {
     let text = config_text(listen, admin, a, b);
     let config =
         crate::config::parse_str(&text, "<demo>").map_err(|e| io::Error::other(e.to_string()))?;
-    let running = crate::control::start(config)?;
+    let running = crate::runtime::start(config)?;
     println!("ringlb demo");
     println!("  proxy:    http://{listen}/  →  backend-a {a}, backend-b {b} (round robin)");
     println!("  admin:    http://{admin}/stats  /metrics  /healthz");
@@ -79,7 +79,7 @@ pub fn run() -> io::Result<()> {
         .snapshot()
         .to_json_value(JsonOptions { buckets: true });
     println!();
-    print!("{}", crate::stats_cli::render_summary(admin, &stats, None));
-    print!("{}", crate::stats_cli::render_distribution(&stats));
+    print!("{}", crate::cli::stats::render_summary(admin, &stats, None));
+    print!("{}", crate::cli::stats::render_distribution(&stats));
     Ok(())
 }

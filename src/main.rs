@@ -1,4 +1,7 @@
 //! The `ringlb` command line: parse arguments, hand over to the library.
+//!
+//! No logic lives here: `run` goes to the orchestrator
+//! ([`ringlb::runtime::run`]), the tools to [`ringlb::cli`].
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -33,10 +36,10 @@ enum Cmd {
     /// Print counters and latency percentiles from a running node's admin endpoint.
     Stats {
         /// Admin address (`[admin] listen`).
-        #[arg(long, default_value = ringlb::stats_cli::DEFAULT_ADMIN)]
+        #[arg(long, default_value = ringlb::cli::stats::DEFAULT_ADMIN)]
         admin: std::net::SocketAddr,
         /// Refresh every interval (e.g. `1s`), showing per-interval rates.
-        #[arg(long, value_parser = ringlb::stats_cli::parse_duration)]
+        #[arg(long, value_parser = ringlb::cli::stats::parse_interval)]
         watch: Option<std::time::Duration>,
         /// Start a fresh measurement window first.
         #[arg(long)]
@@ -84,7 +87,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match ringlb::control::run(config, cfg) {
+            match ringlb::runtime::run(config, cfg) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("ringlb: {e}");
@@ -103,7 +106,7 @@ fn main() -> ExitCode {
             admin,
             watch,
             reset,
-        } => match ringlb::stats_cli::run(admin, watch, reset) {
+        } => match ringlb::cli::stats::run(admin, watch, reset) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("ringlb stats: {e}");
@@ -111,10 +114,10 @@ fn main() -> ExitCode {
             }
         },
         Cmd::Import { nginx, keepalived } => {
-            match ringlb::import::import_files(&nginx, keepalived.as_deref()) {
+            match ringlb::cli::import::import_files(&nginx, keepalived.as_deref()) {
                 Ok(imported) => {
                     for w in &imported.warnings {
-                        eprintln!("{}", ringlb::import::warning_line(w));
+                        eprintln!("{}", ringlb::cli::import::warning_line(w));
                     }
                     print!("{}", imported.toml);
                     ExitCode::SUCCESS
@@ -131,7 +134,7 @@ fn main() -> ExitCode {
             name,
             cpu,
         } => {
-            match ringlb::backend::run(ringlb::backend::BackendOpts {
+            match ringlb::cli::backend::run(ringlb::cli::backend::BackendOpts {
                 listen,
                 body_size,
                 name,

@@ -2,8 +2,18 @@
 //!
 //! Everything a shard needs to route a request — routers, upstreams with
 //! their selectors, per-server availability, the drain flag — lives in one
-//! [`Snapshot`] with a generation number. The control thread builds a new
-//! one whenever anything changes and swaps it in; shards read it through an
+//! [`Snapshot`] with a generation number.
+//!
+//! Its shape has two parts, and every fact has one home:
+//!
+//! - **settings**, exactly as configured: `snap.config` (`http`, `runtime`,
+//!   `log`, …) and, per upstream, `snap.upstreams[ui].config` — the same
+//!   shared `UpstreamConfig` as `snap.config.upstreams[ui]`, never a copy;
+//! - **state derived for routing**: routers, selectors, metric layout, and
+//!   per server whether it is available and since when (decided by the
+//!   control plane's publisher), plus `draining` and the VRRP roles.
+//!
+//! The control thread builds a new one whenever anything changes and swaps it in; shards read it through an
 //! `arc_swap::Cache`, which costs one atomic load of a pointer that almost
 //! never changes (no lock, no syscall, no reference-count traffic). State is
 //! never split over several cells, so a shard can never see a server list
@@ -11,14 +21,14 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use arc_swap::ArcSwap;
 
-use crate::config::{Config, HashKey};
+use crate::config::{Config, UpstreamConfig};
+use crate::lb::route::Router;
 use crate::lb::{Selector, ServerSpec};
 use crate::metrics::Layout;
-use crate::route::Router;
 
 /// An immutable view of the routing state.
 pub struct Snapshot {
@@ -51,42 +61,42 @@ pub struct ListenerSnap {
 }
 
 pub struct UpstreamSnap {
-    pub name: Box<str>,
+    /// The upstream's settings (name, timeouts, retries, keepalive, hash
+    /// key, servers as configured): `config.upstreams[ui]` itself.
+    pub config: Arc<UpstreamConfig>,
     /// Index of this upstream's first server in the metrics layout.
     pub metric_base: usize,
     /// Some server is in its slow-start ramp: picking needs the clock.
     pub ramping: bool,
     pub selector: Selector,
+    /// Indexed like `config.servers`.
     pub servers: Vec<ServerSnap>,
-    pub hash_key: HashKey,
-    pub keepalive: usize,
-    pub connect_timeout: Duration,
-    pub read_timeout: Duration,
-    pub send_timeout: Duration,
-    pub retries: u32,
 }
 
+impl UpstreamSnap {
+    /// Slow-start ramp of server `si` in permille of its full weight at `now`.
+    pub fn weight_permille(&self, si: usize, now: Instant) -> u32 {
+        match self.servers[si].up_since {
+            Some(since) => {
+                crate::lb::slow_start_permille(since, now, self.config.servers[si].slow_start)
+            }
+            None => 1000,
+        }
+    }
+}
+
+/// What routing needs to know about one server beyond its settings
+/// (`UpstreamSnap::config.servers[si]`).
 pub struct ServerSnap {
+    /// The server's identity (its configured, resolved address), the key of
+    /// the upstream connection pool.
     pub addr: SocketAddr,
     /// `addr` as text, used as `Host` for HTTP/1.0 clients that sent none.
     pub host: Box<[u8]>,
     /// Configured up, healthy by active checks and by passive observation.
     pub available: bool,
-    pub backup: bool,
-    pub max_conns: u32,
     /// When the server last came back, for the slow-start ramp.
     pub up_since: Option<Instant>,
-    pub slow_start: Duration,
-}
-
-impl ServerSnap {
-    /// Slow-start ramp in permille of the full weight at `now`.
-    pub fn weight_permille(&self, now: Instant) -> u32 {
-        match self.up_since {
-            Some(since) => crate::lb::slow_start_permille(since, now, self.slow_start),
-            None => 1000,
-        }
-    }
 }
 
 /// Availability of every server as decided by the control thread, indexed
@@ -130,29 +140,21 @@ impl Snapshot {
                             addr: s.addr,
                             host: s.addr.to_string().into_bytes().into(),
                             available: !s.down && healthy,
-                            backup: s.backup,
-                            max_conns: s.max_conns,
                             up_since,
-                            slow_start: s.slow_start,
                         }
                     })
                     .collect();
                 UpstreamSnap {
-                    name: u.name.as_str().into(),
+                    config: Arc::clone(u),
                     metric_base: base,
                     selector: Selector::build(u.balance, &specs),
                     // Stays set until the next publish after the ramp ends;
                     // `weight_permille` is exact either way.
                     ramping: servers
                         .iter()
-                        .any(|s| s.up_since.is_some() && !s.slow_start.is_zero()),
+                        .zip(&u.servers)
+                        .any(|(s, c)| s.up_since.is_some() && !c.slow_start.is_zero()),
                     servers,
-                    hash_key: u.hash_key.clone(),
-                    keepalive: u.keepalive,
-                    connect_timeout: u.connect_timeout,
-                    read_timeout: u.read_timeout,
-                    send_timeout: u.send_timeout,
-                    retries: u.retries,
                 }
             })
             .collect();
@@ -221,6 +223,7 @@ impl SnapshotReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn config(slow_start: &str) -> Arc<Config> {
         let text = format!(
@@ -238,11 +241,9 @@ mod tests {
         assert!(!Snapshot::build(config("10s"), 1, Some(&never_down), false).upstreams[0].ramping);
         assert!(!Snapshot::build(config("0s"), 1, Some(&back), false).upstreams[0].ramping);
         let s = Snapshot::build(config("10s"), 1, Some(&back), false);
-        let server = &s.upstreams[0].servers[0];
-        assert_eq!(server.weight_permille(since + Duration::from_secs(5)), 500);
-        assert_eq!(
-            server.weight_permille(since + Duration::from_secs(20)),
-            1000
-        );
+        let up = &s.upstreams[0];
+        assert_eq!(up.weight_permille(0, since + Duration::from_secs(5)), 500);
+        assert_eq!(up.weight_permille(0, since + Duration::from_secs(20)), 1000);
+        assert!(Arc::ptr_eq(&up.config, &s.config.upstreams[0]));
     }
 }

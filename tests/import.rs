@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
+use ringlb::cli::import::{import_files, import_str, warning_line, Imported};
 use ringlb::config::{parse_str, Balance, Config, Diagnostic, HashKey};
-use ringlb::import::{import_files, import_str, warning_line, Imported};
 
 /// The seed document's nginx snippet, as a file would hold it.
 const SEED_NGINX: &str = "\
@@ -86,6 +86,7 @@ fn upstream<'a>(cfg: &'a Config, name: &str) -> (usize, &'a ringlb::config::Upst
         .iter()
         .enumerate()
         .find(|(_, u)| u.name == name)
+        .map(|(i, u)| (i, &**u))
         .unwrap_or_else(|| panic!("no upstream {name}"))
 }
 
@@ -306,7 +307,7 @@ server {
     assert!(v6.routes.is_empty());
 
     // The router built from it sends each host where nginx would.
-    let router = ringlb::route::Router::build(&l.routes, l.upstream);
+    let router = ringlb::lb::route::Router::build(&l.routes, l.upstream);
     assert_eq!(
         router.route(Some(b"api.example.com"), b"/v2/x"),
         Some(idx("www"))

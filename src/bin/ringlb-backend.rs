@@ -1,6 +1,6 @@
 //! `ringlb-backend`: the built-in test/benchmark origin server as its own
 //! binary, so benchmark scripts can start it without the full `ringlb` CLI.
-//! All logic lives in `ringlb::backend`; this is only argument parsing.
+//! All logic lives in `ringlb::cli::backend`; this is only argument parsing.
 
 use clap::Parser;
 
@@ -10,12 +10,12 @@ use clap::Parser;
 #[command(name = "ringlb-backend", version)]
 struct Cli {
     #[command(flatten)]
-    args: ringlb::backend::BackendArgs,
+    args: ringlb::cli::backend::BackendArgs,
 }
 
 fn main() {
     let cli = Cli::parse();
-    if let Err(e) = ringlb::backend::run(cli.args.into()) {
+    if let Err(e) = ringlb::cli::backend::run(cli.args.into()) {
         eprintln!("ringlb-backend: {e}");
         std::process::exit(1);
     }

@@ -25,7 +25,7 @@
 //! [`Duration`]: std::time::Duration
 
 mod addr;
-mod duration;
+pub(super) mod duration;
 mod fields;
 mod listener;
 mod span;
@@ -102,7 +102,11 @@ fn read_config(root: &Table, d: &mut Diags) -> Config {
         admin: admin.and_then(|t| read_admin(&t, d)),
         log: read_log(log.as_ref(), d),
         listeners,
-        upstreams: upstreams.into_list(),
+        upstreams: upstreams
+            .into_list()
+            .into_iter()
+            .map(std::sync::Arc::new)
+            .collect(),
         vrrp,
     }
 }

@@ -456,8 +456,8 @@ fn handle_conn(mut stream: TcpStream, admin: &Admin) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cli::stats as stats_cli;
     use crate::metrics::{Layout, VrrpRole};
-    use crate::stats_cli;
     use serde_json::Value;
 
     const N_PER_SHARD: u64 = 500;

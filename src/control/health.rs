@@ -5,10 +5,12 @@
 //! [`ActiveChecker`](crate::proto::health::ActiveChecker) that decides when
 //! to probe and when the server flips; this file only performs the probes
 //! (TCP connect, or an HTTP GET judged by status) and reports outcomes.
-//! Shards report upstream failures into their [`ShardControl`] mailbox (a
-//! mutex touched only on failures, never per request); every tick this
-//! thread feeds them to the passive windows. Any change of availability —
-//! including a passive window expiring — republishes the snapshot at once.
+//! Shards report upstream failures through their link to the orchestrator,
+//! which hands this thread a [`FailuresFn`] to collect them (this module
+//! knows nothing of shards); every tick it feeds them to the passive windows.
+//! Verdicts go to the [`Publisher`], which alone decides availability; any
+//! change of it — including a passive window expiring — republishes the
+//! snapshot at once.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -24,13 +26,16 @@ use monoio::net::TcpStream;
 
 use super::publisher::{Publisher, ServerKey};
 use crate::config::{HealthCheckConfig, HealthCheckKind};
-use crate::data::shard::ShardControl;
 use crate::proto::health::{
     judge_http_response, probe_request, spread, ActiveChecker, ActiveConfig, ProbeAction, ProbeId,
 };
 
 /// How often passive reports and expiries are looked at.
 pub const TICK: Duration = Duration::from_millis(20);
+
+/// Collects the upstream failures the data plane observed since the last
+/// call, as (upstream name, server address).
+pub type FailuresFn = dyn Fn() -> Vec<(Box<str>, SocketAddr)> + Send;
 
 struct Checked {
     checker: ActiveChecker,
@@ -41,7 +46,7 @@ struct Checked {
 /// Starts the health thread.
 pub fn spawn(
     publisher: Arc<Publisher>,
-    shards: Vec<Arc<ShardControl>>,
+    failures: Box<FailuresFn>,
     cpu: Option<usize>,
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<JoinHandle<()>> {
@@ -58,19 +63,18 @@ pub fn spawn(
                     return;
                 }
             };
-            rt.block_on(run(publisher, shards, stop));
+            rt.block_on(run(publisher, failures, stop));
         })
 }
 
-async fn run(publisher: Arc<Publisher>, shards: Vec<Arc<ShardControl>>, stop: Arc<AtomicBool>) {
+async fn run(publisher: Arc<Publisher>, failures: Box<FailuresFn>, stop: Arc<AtomicBool>) {
     let mut checks: HashMap<ServerKey, Checked> = HashMap::new();
     let results: Rc<RefCell<Vec<(ServerKey, ProbeId, bool)>>> = Rc::new(RefCell::new(Vec::new()));
     let mut seen_generation = 0;
     while !stop.load(Ordering::Relaxed) {
         let now = Instant::now();
-        let mut changed = false;
         let config = publisher.config();
-        let generation = publisher.lock().generation;
+        let generation = publisher.generation();
 
         // Keep one checker per (upstream, server) that has a check; keep
         // the state of servers that survive a reload.
@@ -109,21 +113,9 @@ async fn run(publisher: Arc<Publisher>, shards: Vec<Arc<ShardControl>>, stop: Ar
         }
 
         // Passive observations from the shards.
-        for sc in &shards {
-            let reports =
-                std::mem::take(&mut *sc.failures.lock().unwrap_or_else(|p| p.into_inner()));
-            if reports.is_empty() {
-                continue;
-            }
-            let mut st = publisher.lock();
-            for (upstream, addr) in reports {
-                if let Some(h) = st.health.get_mut(&(upstream.to_string(), addr)) {
-                    if h.passive.record_failure(now) {
-                        crate::warn!("upstream {upstream} server {addr}: marked unavailable (max_fails reached)");
-                        changed = true;
-                    }
-                }
-            }
+        let reports = failures();
+        if !reports.is_empty() {
+            publisher.record_failures(reports, now);
         }
 
         // Probe outcomes.
@@ -131,7 +123,7 @@ async fn run(publisher: Arc<Publisher>, shards: Vec<Arc<ShardControl>>, stop: Ar
         for (key, id, ok) in outcomes {
             if let Some(c) = checks.get_mut(&key) {
                 if let Some(t) = c.checker.handle_result(now, id, ok) {
-                    changed |= apply_active(&publisher, &key, t.up);
+                    publisher.set_active(&key, t.up);
                 }
             }
         }
@@ -151,24 +143,16 @@ async fn run(publisher: Arc<Publisher>, shards: Vec<Arc<ShardControl>>, stop: Ar
                     }
                     ProbeAction::TimedOut { transition, .. } => {
                         if let Some(t) = transition {
-                            changed |= apply_active(&publisher, key, t.up);
+                            publisher.set_active(key, t.up);
                         }
                     }
                 }
             }
         }
 
-        // Passive windows that expired, or anything that changed.
-        {
-            let mut st = publisher.lock();
-            let expired = st
-                .health
-                .values()
-                .any(|h| (h.active_up && h.passive.available(now)) != h.published_available);
-            if changed || expired {
-                publisher.publish(&mut st, now);
-            }
-        }
+        // Anything that changed availability, including passive windows
+        // that expired.
+        publisher.publish_if_changed(now);
 
         let next = checks
             .values()
@@ -177,30 +161,6 @@ async fn run(publisher: Arc<Publisher>, shards: Vec<Arc<ShardControl>>, stop: Ar
             .unwrap_or(now + TICK)
             .min(now + TICK);
         monoio::time::sleep(next.saturating_duration_since(Instant::now())).await;
-    }
-}
-
-fn apply_active(publisher: &Publisher, key: &ServerKey, up: bool) -> bool {
-    let mut st = publisher.lock();
-    match st.health.get_mut(key) {
-        Some(h) if h.active_up != up => {
-            h.active_up = up;
-            if up {
-                crate::info!(
-                    "upstream {} server {}: health check passing, back in rotation",
-                    key.0,
-                    key.1
-                );
-            } else {
-                crate::warn!(
-                    "upstream {} server {}: health check failing, taken out",
-                    key.0,
-                    key.1
-                );
-            }
-            true
-        }
-        _ => false,
     }
 }
 

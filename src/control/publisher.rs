@@ -1,12 +1,17 @@
 //! The control plane's single source of truth, and the only snapshot builder.
 //!
-//! Reloads (signal thread), health changes (health thread) and draining all
-//! go through one [`Publisher`]: it holds the running config, the health of
-//! every server, keyed by (upstream name, address) so it survives reloads,
-//! and the generation counter. Every change rebuilds one immutable
-//! [`Snapshot`] and publishes it; shards never see health from one
-//! generation with servers from another. The mutex here is control-plane
-//! only: shards never take it.
+//! Reloads (signal thread), health changes (health thread), VRRP roles
+//! (`vrrp` thread) and draining all go through one [`Publisher`]: it holds
+//! the running config, the health of every server, keyed by (upstream name,
+//! address) so it survives reloads, and the generation counter. Every change
+//! rebuilds one immutable [`Snapshot`] and publishes it; shards never see
+//! health from one generation with servers from another.
+//!
+//! Whether a server may get requests — configured up, active checks passing,
+//! passive window not tripped — is decided here and nowhere else
+//! ([`ServerHealth::available`]); the snapshot carries the answer. The state
+//! is behind a mutex that only the control plane takes, and only inside the
+//! methods below: no caller holds it, shards never see it.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -19,26 +24,36 @@ use crate::proto::health::PassiveWindow;
 use crate::snapshot::{Snapshot, SnapshotCell, VrrpRole};
 
 /// What the control plane knows about one server.
-pub struct ServerHealth {
+struct ServerHealth {
     /// Active checks say up (always true without checks).
-    pub active_up: bool,
+    active_up: bool,
     /// nginx-style `max_fails`/`fail_timeout` from shard observations.
-    pub passive: PassiveWindow,
+    passive: PassiveWindow,
     /// Last time the server became available (slow start).
-    pub up_since: Option<Instant>,
+    up_since: Option<Instant>,
     /// Availability in the last published snapshot.
-    pub published_available: bool,
+    published_available: bool,
 }
 
+impl ServerHealth {
+    /// The one rule: a server gets requests while active checks pass and its
+    /// passive window is not tripped. (`down = true` servers are never
+    /// available; the snapshot applies that from the config.)
+    fn available(&self, now: Instant) -> bool {
+        self.active_up && self.passive.available(now)
+    }
+}
+
+/// A server, by upstream name and address: stable across reloads.
 pub type ServerKey = (String, SocketAddr);
 
-pub struct State {
-    pub config: Arc<Config>,
-    pub generation: u64,
-    pub draining: bool,
-    pub health: HashMap<ServerKey, ServerHealth>,
+struct State {
+    config: Arc<Config>,
+    generation: u64,
+    draining: bool,
+    health: HashMap<ServerKey, ServerHealth>,
     /// VRRP roles, copied into every snapshot.
-    pub vrrp: Vec<VrrpRole>,
+    vrrp: Vec<VrrpRole>,
 }
 
 impl State {
@@ -57,13 +72,6 @@ impl State {
             }
         }
         self.health = keep;
-    }
-
-    /// Whether server `key` may get requests at `now`.
-    pub fn available(&self, key: &ServerKey, now: Instant) -> bool {
-        self.health
-            .get(key)
-            .is_none_or(|h| h.active_up && h.passive.available(now))
     }
 }
 
@@ -94,24 +102,31 @@ impl Publisher {
         p
     }
 
+    /// The cell shards read snapshots from.
     pub fn cell(&self) -> &SnapshotCell {
         &self.cell
     }
 
-    pub fn lock(&self) -> MutexGuard<'_, State> {
+    fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The running configuration.
     pub fn config(&self) -> Arc<Config> {
         Arc::clone(&self.lock().config)
     }
 
+    /// The generation of the last published snapshot.
+    pub fn generation(&self) -> u64 {
+        self.lock().generation
+    }
+
     /// Rebuilds and publishes the snapshot from `st`.
-    pub fn publish(&self, st: &mut State, now: Instant) {
+    fn publish(&self, st: &mut State, now: Instant) {
         st.generation += 1;
         let cfg = Arc::clone(&st.config);
         for (key, h) in st.health.iter_mut() {
-            let avail = h.active_up && h.passive.available(now);
+            let avail = h.available(now);
             if avail != h.published_available {
                 h.published_available = avail;
                 if avail {
@@ -137,8 +152,9 @@ impl Publisher {
         self.registry.control().set_draining(st.draining);
     }
 
-    /// Swaps in a new config (already validated) and publishes it.
-    pub fn reload(&self, config: Arc<Config>) {
+    /// Swaps in a new config (already validated) and publishes it; returns
+    /// the new generation.
+    pub fn reload(&self, config: Arc<Config>) -> u64 {
         let mut st = self.lock();
         st.config = config;
         st.sync_health();
@@ -151,9 +167,11 @@ impl Publisher {
             .control()
             .retain_servers(&|u, s| keys.iter().any(|(ku, ks)| ku == u && ks == s));
         self.publish(&mut st, Instant::now());
+        st.generation
     }
 
-    /// Marks the node as draining (graceful stop) and publishes.
+    /// Marks the node as draining (graceful stop) and publishes: shards
+    /// read it from the snapshot.
     pub fn drain(&self) {
         let mut st = self.lock();
         st.draining = true;
@@ -167,6 +185,64 @@ impl Publisher {
             st.vrrp = roles;
             self.publish(&mut st, Instant::now());
         }
+    }
+
+    /// Feeds upstream failures observed by the shards into the passive
+    /// windows. Takes effect at the next [`Publisher::publish_if_changed`].
+    pub fn record_failures(
+        &self,
+        reports: impl IntoIterator<Item = (Box<str>, SocketAddr)>,
+        now: Instant,
+    ) {
+        let mut st = self.lock();
+        for (upstream, addr) in reports {
+            if let Some(h) = st.health.get_mut(&(upstream.to_string(), addr)) {
+                if h.passive.record_failure(now) {
+                    crate::warn!(
+                        "upstream {upstream} server {addr}: marked unavailable (max_fails reached)"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Records an active-check verdict for `key`. Takes effect at the next
+    /// [`Publisher::publish_if_changed`].
+    pub fn set_active(&self, key: &ServerKey, up: bool) {
+        let mut st = self.lock();
+        if let Some(h) = st.health.get_mut(key) {
+            if h.active_up != up {
+                h.active_up = up;
+                if up {
+                    crate::info!(
+                        "upstream {} server {}: health check passing, back in rotation",
+                        key.0,
+                        key.1
+                    );
+                } else {
+                    crate::warn!(
+                        "upstream {} server {}: health check failing, taken out",
+                        key.0,
+                        key.1
+                    );
+                }
+            }
+        }
+    }
+
+    /// Publishes a new snapshot if any server's availability at `now`
+    /// differs from the published one (a check flipped, a passive window
+    /// tripped or expired). Returns whether it published.
+    pub fn publish_if_changed(&self, now: Instant) -> bool {
+        let mut st = self.lock();
+        let changed = st
+            .health
+            .values()
+            .any(|h| h.available(now) != h.published_available);
+        if changed {
+            self.publish(&mut st, now);
+        }
+        changed
     }
 
     /// Whether every server of upstream `ui` is unavailable (VRRP tracking).
@@ -213,19 +289,47 @@ mod tests {
     #[test]
     fn passive_failure_takes_a_server_out_and_expiry_brings_it_back() {
         let p = publisher();
-        let key = ("app".to_string(), "127.0.0.1:9".parse().unwrap());
+        let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
         let t0 = Instant::now();
-        {
-            let mut st = p.lock();
-            assert!(st.health.get_mut(&key).unwrap().passive.record_failure(t0));
-            p.publish(&mut st, t0);
-        }
+        let g0 = p.generation();
+        p.record_failures([("app".into(), addr)], t0);
+        assert!(p.publish_if_changed(t0));
         assert!(!p.cell().load_full().upstreams[0].servers[0].available);
         assert!(p.upstream_all_down(0));
+        assert_eq!(p.generation(), g0 + 1);
+        // Nothing changed: no new generation.
+        assert!(!p.publish_if_changed(t0));
         let later = t0 + std::time::Duration::from_secs(11);
-        p.publish(&mut p.lock(), later);
+        assert!(p.publish_if_changed(later));
         let snap = p.cell().load_full();
         assert!(snap.upstreams[0].servers[0].available);
         assert_eq!(snap.upstreams[0].servers[0].up_since, Some(later));
+    }
+
+    #[test]
+    fn active_check_and_passive_window_both_decide_availability() {
+        let p = publisher();
+        let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let key = ("app".to_string(), addr);
+        let t0 = Instant::now();
+        p.set_active(&key, false);
+        assert!(p.publish_if_changed(t0));
+        assert!(!p.cell().load_full().upstreams[0].servers[0].available);
+        // Passing checks again, but the passive window tripped meanwhile:
+        // still out until it expires.
+        p.record_failures([("app".into(), addr)], t0);
+        p.set_active(&key, true);
+        assert!(!p.publish_if_changed(t0));
+        assert!(!p.cell().load_full().upstreams[0].servers[0].available);
+        assert!(p.publish_if_changed(t0 + std::time::Duration::from_secs(11)));
+        assert!(p.cell().load_full().upstreams[0].servers[0].available);
+    }
+
+    #[test]
+    fn draining_is_snapshot_state() {
+        let p = publisher();
+        assert!(!p.cell().load_full().draining);
+        p.drain();
+        assert!(p.cell().load_full().draining);
     }
 }

@@ -372,7 +372,7 @@ impl Failure {
 
 fn hash_key(up: &UpstreamSnap, c: &Client, head: &RequestHead) -> u64 {
     let buf = c.rbuf.data();
-    match &up.hash_key {
+    match &up.config.hash_key {
         HashKey::ClientIp => hash_bytes(c.ip()),
         HashKey::Uri => hash_bytes(head.target.get(buf)),
         HashKey::Header(name) => c
@@ -430,7 +430,7 @@ async fn exchange(
                 &mut lb[ui],
                 key,
                 |i| !up.servers[i].available || (i < 64 && tried & (1 << i) != 0),
-                |i| now.map_or(1000, |n| up.servers[i].weight_permille(n)),
+                |i| now.map_or(1000, |n| up.weight_permille(i, n)),
             )
         };
         let si = match picked {
@@ -439,7 +439,7 @@ async fn exchange(
                 return finish_local(c, log, &head, &body, 503, write_limit).await
             }
             Err(NoServer::AllDown) if attempts == 0 => {
-                crate::warn!("upstream {}: no server available → 502", up.name);
+                crate::warn!("upstream {}: no server available → 502", up.config.name);
                 return finish_local(c, log, &head, &body, 502, write_limit).await;
             }
             Err(NoServer::AllDown) => {
@@ -484,17 +484,21 @@ async fn exchange(
                     }
                     continue;
                 }
-                crate::warn!("upstream {} server {}: {failure:?}", up.name, server.addr);
+                crate::warn!(
+                    "upstream {} server {}: {failure:?}",
+                    up.config.name,
+                    server.addr
+                );
                 shard
                     .rec
                     .borrow_mut()
                     .on_upstream_failure(label, failure.kind());
-                shard.control.report_failure(&up.name, server.addr);
+                shard.link.report_failure(&up.config.name, server.addr);
                 last_failure = failure;
                 // Replay needs the whole body still buffered; after bytes may
                 // have reached a server only idempotent methods are replayed.
                 let retry_ok = body.complete && (!sent || head.method.is_idempotent());
-                if attempts > up.retries || !retry_ok {
+                if attempts > up.config.retries || !retry_ok {
                     let keep = body.complete && head.keep_alive();
                     if body.complete {
                         c.rbuf.consume(head.head_len + body.prefix);
@@ -564,7 +568,7 @@ async fn attempt(
         Some(s) => s,
         None => {
             let t0 = Instant::now();
-            let s = connect(server.addr, up.connect_timeout)
+            let s = connect(server.addr, up.config.connect_timeout)
                 .await
                 .map_err(|failure| AttemptError::Upstream {
                     failure,
@@ -614,7 +618,7 @@ async fn attempt(
             false,
             &c.timer,
             client_timeout,
-            up.send_timeout,
+            up.config.send_timeout,
             &mut sent,
         )
         .await;
@@ -640,7 +644,7 @@ async fn attempt(
         // Already consumed from rbuf: make later consume() calls no-ops.
         return respond(shard, c, head, us, up, si, reused, 0, log).await;
     }
-    let (r, o) = write_all(&mut us, out, &c.timer, up.send_timeout).await;
+    let (r, o) = write_all(&mut us, out, &c.timer, up.config.send_timeout).await;
     c.out = o;
     if r.is_err() {
         return Err(AttemptError::Upstream {
@@ -727,7 +731,7 @@ async fn respond(
             Err(e) => {
                 crate::warn!(
                     "upstream {} server {}: malformed response head ({e:?})",
-                    up.name,
+                    up.config.name,
                     server.addr
                 );
                 return Err(AttemptError::Upstream {
@@ -737,7 +741,7 @@ async fn respond(
                 });
             }
         }
-        match c.ubuf.fill(&mut us, &c.timer, up.read_timeout).await {
+        match c.ubuf.fill(&mut us, &c.timer, up.config.read_timeout).await {
             Ok(_) => got_bytes = true,
             Err(ReadError::Timeout) => {
                 return Err(AttemptError::Upstream {
@@ -765,7 +769,7 @@ async fn respond(
         if !head.upgrade {
             crate::warn!(
                 "upstream {} server {}: unsolicited 101 → 502",
-                up.name,
+                up.config.name,
                 server.addr
             );
             let _ = c.reply(log, 502, false, client_timeout).await;
@@ -825,7 +829,7 @@ async fn respond(
         &mut body,
         done,
         &c.timer,
-        up.read_timeout,
+        up.config.read_timeout,
         client_timeout,
         &mut written,
     )
@@ -842,7 +846,7 @@ async fn respond(
         ) => {
             crate::warn!(
                 "upstream {} server {}: response body cut short",
-                up.name,
+                up.config.name,
                 server.addr
             );
             return Ok(Next::Close);
@@ -853,7 +857,7 @@ async fn respond(
         shard
             .pool
             .borrow_mut()
-            .put(server.addr, us, up.keepalive, Instant::now());
+            .put(server.addr, us, up.config.keepalive, Instant::now());
     }
     Ok(if client_keep {
         Next::KeepAlive

@@ -1,6 +1,8 @@
 //! The data plane: shards that accept, parse, pick and proxy.
 //!
 //! - [`shard`]: one thread's listeners, connection registry, housekeeping.
+//! - [`link`]: everything that crosses a shard's boundary (snapshots and
+//!   stop in; heartbeats, passive-health failures and exit out).
 //! - [`conn`]: one client connection, request by request.
 //! - [`io`]: writes with deadlines and the body relay used in both directions.
 //! - [`buf`]: the receive buffer both sides read into.
@@ -14,6 +16,7 @@ pub mod buf;
 pub mod conn;
 pub mod deadline;
 pub mod io;
+pub mod link;
 pub mod pool;
 pub mod shard;
 pub mod unwind;

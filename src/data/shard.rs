@@ -3,15 +3,22 @@
 //!
 //! A shard is a single thread with its own monoio runtime. Everything here
 //! is `!Send` (`Rc`, `Cell`, `RefCell`): no other thread ever touches it, so
-//! nothing needs a lock. The only shared state is read-mostly (the snapshot
-//! cell) or written by this shard alone (its [`ShardControl`] atomics).
+//! nothing needs a lock. Everything that crosses the shard's boundary goes
+//! through its [`link`](super::link): snapshots in (routing state, settings,
+//! draining), listener changes and stop in, heartbeats, passive-health
+//! failures and its exit out.
+//!
+//! Draining is snapshot state: [`Shard::draining`] reads the snapshot the
+//! shard currently routes with, which the tick refreshes, so every
+//! connection sees the same answer within one tick of the publish.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+#[cfg(feature = "fault-injection")]
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,11 +28,12 @@ use monoio::net::TcpListener;
 use super::access_log::AccessLog;
 use super::conn;
 use super::deadline::{Deadline, Timer};
+use super::link::{ListenerCmd, ShardEnd, ShardLink};
 use super::pool::Pool;
 use super::unwind::{self, CatchUnwind};
 use crate::lb::ShardState;
 use crate::metrics::{Registry, ShardRecorder};
-use crate::snapshot::{Snapshot, SnapshotCell, SnapshotReader};
+use crate::snapshot::{Snapshot, SnapshotReader};
 
 /// How often a shard does its housekeeping (deadlines, stop flag, listener
 /// changes, heartbeat). The heartbeat is what VRRP watches for a stalled
@@ -36,36 +44,6 @@ pub const TICK: Duration = Duration::from_millis(10);
 /// every shard thread blocks in its tick — a stalled data plane.
 #[cfg(feature = "fault-injection")]
 pub static FAULT_STALL: AtomicBool = AtomicBool::new(false);
-
-/// The part of a shard other threads may look at. Written by the shard only.
-#[derive(Default)]
-pub struct ShardControl {
-    /// Set by the control thread: stop accepting and drain.
-    pub stop: AtomicBool,
-    /// Bumped every tick: a shard whose heartbeat stalls is not making
-    /// progress (VRRP tracks this).
-    pub heartbeat: AtomicU64,
-    /// Open client connections.
-    pub active: AtomicUsize,
-    /// Set by the shard when it has exited.
-    pub exited: AtomicBool,
-    /// Upstream failures observed by the shard, (upstream, server), for the
-    /// passive health windows. Touched only when a failure happens.
-    pub failures: std::sync::Mutex<Vec<(Box<str>, SocketAddr)>>,
-    /// Listener changes from a reload, applied on the next tick.
-    pub listener_cmds: std::sync::Mutex<Vec<ListenerCmd>>,
-}
-
-impl ShardControl {
-    /// Reports an upstream failure to the control plane.
-    pub fn report_failure(&self, upstream: &str, addr: SocketAddr) {
-        let mut f = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        // Bounded: the control thread drains it every few milliseconds.
-        if f.len() < 4096 {
-            f.push((upstream.into(), addr));
-        }
-    }
-}
 
 /// The snapshot a shard routes with, plus this shard's selector state for
 /// it. Requests hold an `Rc` to the view they started with, so a reload
@@ -108,10 +86,12 @@ pub struct Shard {
     reader: RefCell<SnapshotReader>,
     view: RefCell<Rc<ShardView>>,
     pub pool: RefCell<Pool>,
-    pub control: Arc<ShardControl>,
+    /// This shard's end of the link to the control side.
+    pub link: Arc<ShardLink>,
     conns: RefCell<HashMap<u64, ConnEntry>>,
     next_conn: Cell<u64>,
-    draining: Cell<bool>,
+    /// Open client connections.
+    active: Cell<usize>,
     /// This shard's metrics; never borrowed across an `.await`.
     pub rec: RefCell<ShardRecorder>,
     /// Coarse milliseconds since the shard started, advanced every tick.
@@ -136,8 +116,11 @@ impl Shard {
         Rc::clone(&view)
     }
 
+    /// Graceful stop in progress (snapshot state): answer with
+    /// `Connection: close` and keep nothing alive.
+    #[inline]
     pub fn draining(&self) -> bool {
-        self.draining.get()
+        self.view.borrow().snap.draining
     }
 
     /// Registers a client connection; returns its id, its idle flag and
@@ -155,7 +138,7 @@ impl Shard {
                 deadline: Rc::clone(&deadline),
             },
         );
-        self.control.active.fetch_add(1, Ordering::Relaxed);
+        self.active.set(self.active.get() + 1);
         let timer = Timer {
             clock: Rc::clone(&self.clock),
             deadline,
@@ -172,7 +155,7 @@ impl Shard {
 
     pub fn unregister(&self, id: u64) {
         self.conns.borrow_mut().remove(&id);
-        self.control.active.fetch_sub(1, Ordering::Relaxed);
+        self.active.set(self.active.get() - 1);
     }
 
     /// Shuts the read side of every idle keep-alive connection so its pending
@@ -193,9 +176,8 @@ impl Shard {
 /// configured address, which is how requests find their routes.
 pub fn run(
     id: usize,
-    cell: SnapshotCell,
+    end: ShardEnd,
     listeners: Vec<(SocketAddr, std::net::TcpListener)>,
-    control: Arc<ShardControl>,
     registry: Arc<Registry>,
     access_log: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
 ) -> std::io::Result<()> {
@@ -203,10 +185,9 @@ pub fn run(
     if id == 0 {
         crate::info!("shards use the {} driver", rt.driver_name());
     }
-    let ctl = Arc::clone(&control);
+    let link = Arc::clone(&end.link);
     rt.block_on(async move {
-        let control = ctl;
-        let first = cell.load_full();
+        let first = end.snapshots.load_full();
         let mut rec = registry.recorder(id, Arc::clone(&first.layout), first.generation);
         rec.set_histograms(first.config.log.latency_histograms);
         let access_log =
@@ -216,13 +197,13 @@ pub fn run(
             rec: RefCell::new(rec),
             clock: Rc::new(Cell::new(0)),
             id,
-            reader: RefCell::new(cell.reader()),
+            reader: RefCell::new(end.snapshots.reader()),
             view: RefCell::new(Rc::new(ShardView::new(first, id as u64 + 1))),
             pool: RefCell::new(Pool::default()),
-            control: Arc::clone(&control),
+            link: end.link,
             conns: RefCell::new(HashMap::new()),
             next_conn: Cell::new(0),
-            draining: Cell::new(false),
+            active: Cell::new(0),
         });
         let mut accepting = HashMap::new();
         for (addr, l) in listeners {
@@ -230,15 +211,8 @@ pub fn run(
         }
         housekeeping(&shard, accepting).await;
     });
-    control.exited.store(true, Ordering::Release);
+    link.mark_exited();
     Ok(())
-}
-
-/// A change to a shard's listening sockets, sent by the control thread on
-/// reload; applied on the shard's next tick.
-pub enum ListenerCmd {
-    Add(SocketAddr, std::net::TcpListener),
-    Remove(SocketAddr),
 }
 
 fn start_listener(
@@ -274,9 +248,7 @@ async fn accept_loop(
     loop {
         // At `max_connections`, leave new clients in the kernel backlog
         // until connections close.
-        while shard.control.active.load(Ordering::Relaxed)
-            >= shard.view().snap.config.http.max_connections
-        {
+        while shard.active.get() >= shard.view().snap.config.http.max_connections {
             monoio::time::sleep(Duration::from_millis(5)).await;
         }
         match listener.cancelable_accept(cancel.clone()).await {
@@ -294,7 +266,7 @@ async fn accept_loop(
                 });
             }
             Err(e) if e.raw_os_error() == Some(libc::ECANCELED) => return,
-            Err(_) if shard.draining() || shard.control.stop.load(Ordering::Relaxed) => return,
+            Err(_) if shard.draining() || shard.link.stop_requested() => return,
             Err(e) => {
                 // EMFILE/ENFILE/ENOBUFS: the listener stays, pending clients
                 // wait in the backlog while connections close.
@@ -319,7 +291,10 @@ async fn housekeeping(shard: &Rc<Shard>, mut accepting: HashMap<SocketAddr, Canc
             std::thread::sleep(Duration::from_millis(1));
         }
         ticks += 1;
-        shard.control.heartbeat.store(ticks, Ordering::Relaxed);
+        shard.link.beat(ticks);
+        // Pick up a new snapshot even with no request arriving (draining,
+        // routes): one pointer compare when unchanged.
+        let view = shard.view();
         let now = Instant::now();
         let now_ms = now.duration_since(started).as_millis() as u64;
         shard.clock.set(now_ms);
@@ -336,7 +311,6 @@ async fn housekeeping(shard: &Rc<Shard>, mut accepting: HashMap<SocketAddr, Canc
             al.flush();
         }
         if ticks.is_multiple_of(100) {
-            let view = shard.view();
             shard.pool.borrow_mut().sweep(now, |addr: SocketAddr| {
                 view.snap
                     .upstreams
@@ -344,14 +318,7 @@ async fn housekeeping(shard: &Rc<Shard>, mut accepting: HashMap<SocketAddr, Canc
                     .any(|u| u.servers.iter().any(|s| s.addr == addr))
             });
         }
-        let cmds = std::mem::take(
-            &mut *shard
-                .control
-                .listener_cmds
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()),
-        );
-        for cmd in cmds {
+        for cmd in shard.link.take_listener_changes() {
             match cmd {
                 ListenerCmd::Add(addr, l) => start_listener(shard, &mut accepting, addr, l),
                 ListenerCmd::Remove(addr) => {
@@ -361,19 +328,21 @@ async fn housekeeping(shard: &Rc<Shard>, mut accepting: HashMap<SocketAddr, Canc
                 }
             }
         }
-        if shard.control.stop.load(Ordering::Relaxed) {
+        let stop = shard.link.stop_requested();
+        if view.snap.draining || stop {
+            shard.close_idle();
+        }
+        if stop {
             if !stopping {
                 stopping = true;
-                shard.draining.set(true);
                 for (_, c) in accepting.drain() {
                     c.cancel();
                 }
-                let limit = shard.view().snap.config.runtime.shutdown_timeout;
+                let limit = view.snap.config.runtime.shutdown_timeout;
                 drain_deadline = Some(now + limit);
                 shard.pool.borrow_mut().clear();
             }
-            shard.close_idle();
-            let active = shard.control.active.load(Ordering::Relaxed);
+            let active = shard.active.get();
             if active == 0 || drain_deadline.is_some_and(|d| now >= d) {
                 if active > 0 {
                     crate::warn!(

@@ -2,8 +2,8 @@
 //!
 //! # Why it is split this way
 //!
-//! Shards never share mutable state on the request path (see DESIGN.md §1),
-//! so selection is split in two:
+//! Shards never share mutable state on the request path (see "Rules" in
+//! ARCHITECTURE.md), so selection is split in two:
 //!
 //! - [`Selector`] is built **once per snapshot** by the control thread from the
 //!   resolved server list. It is immutable, `Send + Sync`, and shared by every
@@ -46,12 +46,16 @@
 //! - [`random_two`]: power of two (weighted random) choices on in-flight per weight.
 //! - [`hash`]: weighted Maglev consistent hashing with deterministic fallbacks.
 //! - [`keyhash`]: [`hash_bytes`], the stable hash used for hash keys.
+//!
+//! Beside them, [`route`]: which upstream a request goes to (host and path
+//! routing per listener), compiled once per snapshot like the selectors.
 
 pub mod hash;
 pub mod keyhash;
 pub mod least_conn;
 pub mod random_two;
 pub mod round_robin;
+pub mod route;
 
 use std::fmt;
 use std::time::{Duration, Instant};

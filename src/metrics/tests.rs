@@ -429,7 +429,7 @@ fn json_has_exact_counts_and_percentiles() {
     assert!(vals.windows(2).all(|w| w[0] <= w[1]), "{vals:?}");
     assert!(vals[5] <= v["totals"]["latency"]["max_us"].as_u64().unwrap());
     // Round trip through the bucket form used by `ringlb stats`.
-    let rebuilt = crate::stats_cli::hist_from_json(&v["totals"]["latency"]);
+    let rebuilt = crate::cli::stats::hist_from_json(&v["totals"]["latency"]);
     assert_eq!(
         rebuilt.percentiles(),
         reg.snapshot().totals().latency.percentiles()

@@ -6,6 +6,11 @@
 //! milliseconds would silently become five seconds. Several number+unit pairs
 //! may follow each other (`"1m30s"`), like Go's `time.ParseDuration`.
 //! Arithmetic is exact: integer nanoseconds, no floating point.
+//!
+//! This is the one duration parser of the project: command-line durations
+//! (`ringlb stats --watch 1s`) use it too, through
+//! [`crate::config::parse_duration`], so a duration means the same
+//! everywhere.
 
 use std::time::Duration;
 
@@ -22,7 +27,7 @@ const UNITS: &[(&str, u128)] = &[
 
 /// Parses a duration string; the error explains what was wrong in a way that
 /// reads well after `invalid duration "…": `.
-pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let s = text.trim();
     if s.is_empty() {
         return Err("empty duration; write e.g. \"500ms\" or \"1s\"".into());

@@ -19,9 +19,9 @@
 //!
 //! # Why a dedicated thread
 //!
-//! DESIGN.md §5: at 10 ms adverts a 200 ms stall of keepalived's process
-//! causes a false failover, and the backup's advert gaps must stay near the
-//! interval under full load. So VRRP runs on its own thread named `vrrp`,
+//! Measured here (ARCHITECTURE.md, "Measured"): at 10 ms adverts a 200 ms
+//! stall of keepalived's process causes a false failover, and the backup's
+//! advert gaps must stay near the interval under full load. So VRRP runs on its own thread named `vrrp`,
 //! pinned to the control CPU, `SCHED_FIFO` where permitted (with
 //! `SCHED_RESET_ON_FORK` so scripts it starts are ordinary processes), and
 //! it waits with `ppoll` on exactly the next deadline any machine reports

@@ -23,9 +23,10 @@
 //!
 //! # Runtime
 //!
-//! The ring is built by hand as DESIGN §5 measured best (coop taskrun,
-//! taskrun flag, single issuer), falling back to a default ring and then to
-//! the epoll `LegacyDriver`, and says on stderr which one it got.
+//! The thread is pinned and its ring built exactly like a shard's
+//! ([`crate::runtime::pin`], [`crate::runtime::build`]: the measured io_uring
+//! flags, falling back to fewer flags and then to epoll, each fallback
+//! logged), so a benchmark's origin runs on the same footing as the proxy.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -41,7 +42,8 @@ use std::time::Duration;
 use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::{TcpListener, TcpStream};
-use monoio::{Driver, IoUringDriver, LegacyDriver, Runtime, RuntimeBuilder};
+
+use crate::runtime::ShardRuntime;
 
 /// Default response body: short, like a typical "hello" benchmark origin.
 pub const DEFAULT_BODY: &[u8] = b"hello\n";
@@ -229,47 +231,15 @@ fn serve(
     stop: Option<Arc<AtomicBool>>,
 ) -> io::Result<()> {
     if let Some(cpu) = opts.cpu {
-        if !core_affinity::set_for_current(core_affinity::CoreId { id: cpu }) {
-            eprintln!("ringlb-backend {}: could not pin to CPU {cpu}", opts.name);
-        }
+        crate::runtime::pin(cpu);
     }
     let resp = Rc::new(Responses::new(opts.body_size, &opts.name));
-
-    let mut urb = io_uring::IoUring::builder();
-    urb.setup_coop_taskrun()
-        .setup_taskrun_flag()
-        .setup_single_issuer();
-    let tuned = RuntimeBuilder::<IoUringDriver>::new()
-        .enable_timer()
-        .uring_builder(urb)
-        .build();
-    let err = match tuned {
-        Ok(rt) => return drive(rt, listener, resp, stop),
-        Err(e) => e,
-    };
-    eprintln!(
-        "ringlb-backend {}: io_uring with coop/single-issuer flags unavailable ({err}); trying a default ring",
-        opts.name
-    );
-    let err = match RuntimeBuilder::<IoUringDriver>::new()
-        .enable_timer()
-        .build()
-    {
-        Ok(rt) => return drive(rt, listener, resp, stop),
-        Err(e) => e,
-    };
-    eprintln!(
-        "ringlb-backend {}: io_uring unavailable ({err}); falling back to epoll",
-        opts.name
-    );
-    let rt = RuntimeBuilder::<LegacyDriver>::new()
-        .enable_timer()
-        .build()?;
+    let rt = crate::runtime::build()?;
     drive(rt, listener, resp, stop)
 }
 
-fn drive<D: Driver>(
-    mut rt: Runtime<D>,
+fn drive(
+    mut rt: ShardRuntime,
     listener: StdListener,
     resp: Rc<Responses>,
     stop: Option<Arc<AtomicBool>>,
@@ -984,10 +954,7 @@ mod tests {
         let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let addr = listener.local_addr().unwrap();
         std::thread::spawn(move || {
-            let rt = RuntimeBuilder::<LegacyDriver>::new()
-                .enable_timer()
-                .build()
-                .unwrap();
+            let rt = crate::runtime::build_epoll().unwrap();
             drive(rt, listener, Rc::new(Responses::new(6, "epoll")), None)
         });
         let (mut s, mut r) = connect(addr);

@@ -78,27 +78,14 @@ pub fn run_to(
     }
 }
 
-/// `"1s"`, `"500ms"`, `"2m"`, or a bare number of seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("invalid duration {s:?} (try \"1s\" or \"500ms\")"))?;
-    let secs = match unit {
-        "" | "s" => n,
-        "ms" => n / 1e3,
-        "us" => n / 1e6,
-        "m" => n * 60.0,
-        _ => return Err(format!("invalid duration unit in {s:?} (use ms, s or m)")),
-    };
-    if !(secs.is_finite() && secs > 0.0) {
-        return Err(format!("duration {s:?} must be positive"));
+/// `--watch`: a duration as in the config file (`"1s"`, `"500ms"`, `"1m30s"`;
+/// a unit is required), and more than zero.
+pub fn parse_interval(s: &str) -> Result<Duration, String> {
+    let d = crate::config::parse_duration(s).map_err(|e| format!("invalid duration {s:?}: {e}"))?;
+    if d.is_zero() {
+        return Err(format!("interval {s:?} must be more than zero"));
     }
-    Ok(Duration::from_secs_f64(secs))
+    Ok(d)
 }
 
 /// One HTTP/1.1 request to the admin endpoint; returns (status, body).
@@ -373,14 +360,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn durations_parse() {
-        assert_eq!(parse_duration("1s").unwrap(), Duration::from_secs(1));
-        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
-        assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
-        assert_eq!(parse_duration("1m").unwrap(), Duration::from_secs(60));
-        assert!(parse_duration("0s").is_err());
-        assert!(parse_duration("fast").is_err());
-        assert!(parse_duration("3h").is_err());
+    fn watch_intervals_use_the_config_duration_rules() {
+        assert_eq!(parse_interval("1s").unwrap(), Duration::from_secs(1));
+        assert_eq!(parse_interval("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_interval("1m30s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_interval("3h").unwrap(), Duration::from_secs(3 * 3600));
+        assert!(parse_interval("0s").unwrap_err().contains("more than zero"));
+        assert!(parse_interval("2").unwrap_err().contains("missing unit"));
+        assert!(parse_interval("fast")
+            .unwrap_err()
+            .contains("expected a number"));
     }
 
     #[test]

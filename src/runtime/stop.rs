@@ -1,0 +1,60 @@
+//! What SIGTERM and SIGINT do: a graceful stop.
+//!
+//! 1. **Give the VIP away first.** Every VRRP master sends a priority-0
+//!    advert (the backup takes over at once instead of after 3 × advert
+//!    interval), removes its VIPs, and `notify` runs with STOP. From here on
+//!    new clients go to the peer.
+//! 2. **Publish the draining snapshot.** Draining is snapshot state: every
+//!    shard reads it, answers the requests in flight with `Connection:
+//!    close`, and no longer keeps connections alive. `/healthz` answers 503.
+//! 3. **Tell every shard to stop** (its link's stop flag). On its next tick
+//!    (≤ 10 ms) a shard closes its listening sockets (pending clients in the
+//!    backlog get a reset), drops its idle upstream connections, and from
+//!    then on shuts idle client keep-alive connections every tick.
+//! 4. **Wait** until every shard has exited — no connection left — or until
+//!    `[runtime] shutdown_timeout` passes; a shard still holding connections
+//!    then logs how many and exits anyway.
+//! 5. Stop the health thread, join the shard threads; the admin endpoint
+//!    and the access-log writer close when the node is dropped.
+
+use std::time::Duration;
+
+use super::start::Running;
+
+impl Running {
+    /// Graceful stop (see the module docs); returns when the node is down.
+    pub fn stop(mut self) {
+        if let Some(vrrp) = self.vrrp.take() {
+            vrrp.shutdown();
+        }
+        let limit = self.config.runtime.shutdown_timeout + Duration::from_secs(1);
+        self.publisher.drain();
+        for (link, _) in &self.shards {
+            link.request_stop();
+        }
+        let all_exited = wait_until(limit, || self.shards.iter().all(|(l, _)| l.has_exited()));
+        self.health_stop
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(h) = self.health.take() {
+            let _ = h.join();
+        }
+        if all_exited {
+            for (_, h) in self.shards {
+                let _ = h.join();
+            }
+        }
+    }
+}
+
+/// Sleeps the calling (non-runtime) thread in small steps until `done()`
+/// or `limit` passes. Returns whether `done()` became true.
+fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    done()
+}
