@@ -804,7 +804,8 @@ print(json.dumps({"types": types, "vals": vals}))
 
     #[test]
     fn bearer_token_rules() {
-        let cases: &[(Option<&str>, Option<&[u8]>, bool)] = &[
+        type Case<'a> = (Option<&'a str>, Option<&'a [u8]>, bool);
+        let cases: &[Case<'_>] = &[
             (None, None, true),
             (None, Some(b"Bearer whatever"), true),
             (Some("s3cret"), None, false),

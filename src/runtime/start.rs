@@ -67,11 +67,9 @@ pub fn start(mut config: Config) -> std::io::Result<Running> {
     let registry = Registry::new(n);
     let publisher = Arc::new(Publisher::new(Arc::clone(&config), Arc::clone(&registry)));
     let admin = match &config.admin {
-        Some(a) => Some(
-            admin::spawn(a, Arc::clone(&registry), None).map_err(|e| {
-                std::io::Error::new(e.kind(), format!("admin listen {}: {e}", a.listen))
-            })?,
-        ),
+        Some(a) => Some(admin::spawn(a, Arc::clone(&registry), None).map_err(|e| {
+            std::io::Error::new(e.kind(), format!("admin listen {}: {e}", a.listen))
+        })?),
         None => None,
     };
     let access_log = match &config.log.access_log {
