@@ -322,7 +322,7 @@ fn driver_counts_drops_publishes_roles_and_cleans_up_in_process() {
         handle.roles()
     );
     let snap = registry.control().snapshot();
-    assert_eq!(snap.vrrp["VI_1"].role, ringlb::metrics::VrrpRole::Master);
+    assert_eq!(snap.vrrp["VI_1"].role, ringlb::proto::vrrp::State::Master);
     assert!(snap.vrrp["VI_1"].adverts_sent >= 1);
 
     // Graceful stop removes the VIP before returning.

@@ -457,7 +457,8 @@ fn handle_conn(mut stream: TcpStream, admin: &Admin) -> io::Result<()> {
 mod tests {
     use super::*;
     use crate::cli::stats as stats_cli;
-    use crate::metrics::{Layout, VrrpRole};
+    use crate::metrics::Layout;
+    use crate::proto::vrrp::State;
     use serde_json::Value;
 
     const N_PER_SHARD: u64 = 500;
@@ -502,8 +503,8 @@ mod tests {
         c.set_generation(1);
         c.set_server_health("app", "127.0.0.1:9001", true);
         c.health_transition("app", "127.0.0.1:9002", false);
-        c.set_vrrp("VI_1", VrrpRole::Backup, 100);
-        c.vrrp_transition("VI_1", VrrpRole::Master);
+        c.set_vrrp("VI_1", State::Backup, 100);
+        c.vrrp_transition("VI_1", State::Master);
         c.vrrp_advert_received("VI_1", Some(Duration::from_millis(1000)));
         c.vrrp_drop("bad_checksum");
         reg

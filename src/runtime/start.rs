@@ -154,16 +154,7 @@ fn vrrp_args(
     args.data_plane = Some(Arc::new(super::liveness::liveness(links)));
     let p = Arc::clone(publisher);
     args.on_roles = Some(Arc::new(move |roles: &[vrrp::Role]| {
-        p.set_vrrp(
-            roles
-                .iter()
-                .map(|r| crate::snapshot::VrrpRole {
-                    name: r.name.clone(),
-                    state: r.state,
-                    priority: r.priority,
-                })
-                .collect(),
-        )
+        p.set_vrrp(roles.to_vec())
     }));
     args
 }

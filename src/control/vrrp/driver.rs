@@ -38,7 +38,7 @@ use super::track::{DataPlaneView, Tracker, UpstreamDownFn};
 use super::vip::Netlink;
 use super::{iface, Role, Roles, SpawnArgs};
 use crate::config::VrrpInstanceConfig;
-use crate::metrics::{Registry, VrrpRole};
+use crate::metrics::Registry;
 use crate::proto::vrrp::{self, wire, Event, Machine, Packet, Repr, State};
 
 /// How often tracking (links, scripts, upstreams, liveness) is evaluated.
@@ -126,15 +126,6 @@ pub struct Driver {
     wake: Arc<OwnedFd>,
     next_tick: Instant,
     buf: Vec<u8>,
-}
-
-fn role(s: State) -> VrrpRole {
-    match s {
-        State::Initialize => VrrpRole::Init,
-        State::Backup => VrrpRole::Backup,
-        State::Master => VrrpRole::Master,
-        State::Fault => VrrpRole::Fault,
-    }
 }
 
 fn v4s(list: &[IpAddr]) -> Vec<Ipv4Addr> {
@@ -593,7 +584,7 @@ impl Driver {
                 }
             }
             if let Some(r) = &self.registry {
-                r.control().vrrp_transition(name, role(ev.to()));
+                r.control().vrrp_transition(name, ev.to());
             }
             if let Some(script) = &inst.cfg.notify {
                 let state = match ev.to() {
@@ -634,7 +625,7 @@ impl Driver {
                 inst.published = Some(now);
                 changed = true;
                 if let Some(r) = &self.registry {
-                    r.control().set_vrrp(&inst.cfg.name, role(now.0), now.1);
+                    r.control().set_vrrp(&inst.cfg.name, now.0, now.1);
                 }
             }
         }

@@ -65,7 +65,7 @@ use std::thread::JoinHandle;
 
 use crate::config::{Config, VrrpInstanceConfig};
 use crate::metrics::Registry;
-pub use crate::proto::vrrp::State;
+pub use crate::proto::vrrp::{Role, State};
 pub use liveness::{SampleFn, ShardSample};
 pub use track::UpstreamDownFn;
 
@@ -104,15 +104,6 @@ impl SpawnArgs {
             on_roles: None,
         }
     }
-}
-
-/// One instance's published role.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Role {
-    pub name: String,
-    pub state: State,
-    /// Effective priority (after tracking).
-    pub priority: u8,
 }
 
 /// Roles of every instance, written by the `vrrp` thread.

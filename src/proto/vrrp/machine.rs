@@ -170,10 +170,12 @@ pub fn master_down_interval(priority: u8, master_adver_interval_cs: u16) -> Dura
     3 * cs_to_duration(master_adver_interval_cs) + skew_time(priority, master_adver_interval_cs)
 }
 
-/// RFC 5798 states, plus Fault.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// RFC 5798 states, plus Fault. The one VRRP role type: the machine's
+/// state, the published role table ([`Role`]), snapshots and metrics all use it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum State {
     /// Not started, or shut down.
+    #[default]
     Initialize,
     Backup,
     Master,
@@ -182,6 +184,19 @@ pub enum State {
 }
 
 impl State {
+    /// Every state, in [`State::index`] order.
+    pub const ALL: [State; 4] = [
+        State::Initialize,
+        State::Backup,
+        State::Master,
+        State::Fault,
+    ];
+
+    /// Dense index in `0..4` (e.g. for per-state counters).
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     /// keepalived-style name, e.g. for notify scripts and metrics.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -191,6 +206,17 @@ impl State {
             State::Fault => "FAULT",
         }
     }
+}
+
+/// One instance's published role: what the `vrrp` thread reports after
+/// every change and what snapshots carry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Role {
+    /// Instance name (`[[vrrp.instance]] name`).
+    pub name: String,
+    pub state: State,
+    /// Effective priority (after tracking).
+    pub priority: u8,
 }
 
 /// A state change the driver acts on.
