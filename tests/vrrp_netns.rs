@@ -579,3 +579,68 @@ fn cpu_hog_on_the_shards_core_moves_nothing() {
     );
     assert!(!log.contains("-> FAULT"), "a went to FAULT:\n{log}");
 }
+
+/// A sync group moves as one: node a is the better master for VI_2, node b
+/// for VI_1. Without the group rule each node would master one VIP; with it,
+/// the first member to find itself outranked drags its group to BACKUP, so
+/// one node (whichever wins that race) holds both and the group is never
+/// split (keepalived's `vrrp_sync_group`). When that node dies, the other
+/// takes both.
+#[test]
+fn sync_group_member_outranked_drags_the_group() {
+    let mut lab = Lab::new();
+    lab.backend("a");
+    lab.backend("b");
+    let pair = |p1: u8, p2: u8| {
+        format!(
+            "{}sync_group = \"G\"\n\n[[vrrp.instance]]\nname = \"VI_2\"\ninterface = \"eth0\"\n\
+             virtual_router_id = 52\npriority = {p2}\nadvert_interval = \"20ms\"\n\
+             virtual_ipaddress = [\"198.18.0.101/24\"]\nsync_group = \"G\"\n",
+            instance(p1, "20ms", "")
+        )
+    };
+    let a = lab.ringlb("a", &pair(100, 200));
+    let b = lab.ringlb("b", &pair(150, 100));
+    let (ns_a, ns_b) = (lab.ns("a"), lab.ns("b"));
+    let has = |node: &str, ip: &str| {
+        let ns = if node == "a" { &ns_a } else { &ns_b };
+        let out = std::process::Command::new("ip")
+            .args(["-n", ns, "-4", "-o", "addr", "show", "dev", "eth0"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).contains(&format!(" {ip}/"))
+    };
+    let holder = || {
+        let v: Vec<bool> = [("a", "100"), ("a", "101"), ("b", "100"), ("b", "101")]
+            .iter()
+            .map(|(n, ip)| has(n, &format!("198.18.0.{ip}")))
+            .collect();
+        match v[..] {
+            [true, true, false, false] => Some("a"),
+            [false, false, true, true] => Some("b"),
+            _ => None,
+        }
+    };
+    let mut first = None;
+    assert!(
+        eventually(WAIT, || {
+            first = holder();
+            first.is_some()
+        }),
+        "one node must hold both VIPs"
+    );
+    let first = first.unwrap();
+    println!("the group settled on node {first}");
+    assert!(
+        always(STEADY, || holder() == Some(first)),
+        "the group must stay whole on {first}"
+    );
+    let (dead, other) = if first == "a" { (a, "b") } else { (b, "a") };
+    lab.kill9(dead);
+    lab.link_down(first);
+    assert!(
+        eventually(WAIT, || has(other, "198.18.0.100")
+            && has(other, "198.18.0.101")),
+        "{other} must take both VIPs after {first} died"
+    );
+}

@@ -510,6 +510,28 @@ impl Driver {
                 }
             }
         }
+        // ... and a member that is Backup because a peer outranks it drags
+        // the others to Backup (keepalived's sync group rule), so the
+        // group's addresses stay on one node.
+        let mut outranked = vec![0usize; self.groups];
+        for inst in &self.insts {
+            if let (Some(g), Some(m)) = (inst.group, &inst.machine) {
+                outranked[g] += usize::from(m.outranked());
+            }
+        }
+        for inst in &mut self.insts {
+            if let (Some(g), Some(m)) = (inst.group, &mut inst.machine) {
+                let held = outranked[g] > usize::from(m.outranked());
+                if held != m.is_held() {
+                    crate::info!(
+                        "vrrp {}: {} by sync group",
+                        inst.cfg.name,
+                        if held { "held in BACKUP" } else { "released" }
+                    );
+                    m.set_group_backup(now, held);
+                }
+            }
+        }
     }
 
     fn garp(&mut self, now: Instant) {

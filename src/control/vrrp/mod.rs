@@ -31,15 +31,14 @@
 //!
 //! # Sync groups
 //!
-//! Instances sharing a `sync_group` name move together: if any member's own
-//! tracking says FAULT, every member is held in FAULT (so the peer takes the
-//! whole group), and all leave FAULT together; and the largest tracking
-//! penalty of any member (a failing negative-weight check, a down upstream)
-//! lowers every member's priority alike, so a weighted check on one member
-//! sends all of the group's VIPs to the peer instead of splitting them. A
-//! member preempted to BACKUP by configured priorities alone is not forced
-//! onto the others in this version; give the members the same priorities so
-//! they elect alike.
+//! Instances sharing a `sync_group` name move together, like keepalived's
+//! `vrrp_sync_group`: if any member's own tracking says FAULT, every member
+//! is held in FAULT (so the peer takes the whole group), and all leave FAULT
+//! together; the largest tracking penalty of any member lowers every
+//! member's priority alike; and a member that is Backup because a peer
+//! outranks it holds the others in Backup (a master among them steps down
+//! with a priority-0 advert, and none preempts the peer), so the group's
+//! VIPs never end up split between two nodes.
 //!
 //! # Use
 //!

@@ -336,6 +336,10 @@ pub struct Machine {
     timers: TimerTable,
     /// Address of the current master, as far as we know.
     master: Option<IpAddr>,
+    /// Priority of that master's last accepted advert.
+    master_priority: u8,
+    /// Held in Backup by its sync group (see [`Machine::set_group_backup`]).
+    held: bool,
     /// Priorities of adverts waiting to be sent.
     transmits: VecDeque<u8>,
     /// When we last queued an advert at our own priority.
@@ -356,6 +360,8 @@ impl Machine {
             master_adver_interval,
             timers: TimerTable::default(),
             master: None,
+            master_priority: 0,
+            held: false,
             transmits: VecDeque::new(),
             last_advert: None,
             events: VecDeque::new(),
@@ -414,6 +420,16 @@ impl Machine {
             State::Backup => self.master,
             _ => None,
         }
+    }
+
+    /// Backup because the master it follows outranks it (higher priority, or
+    /// equal from a higher address): what drags a sync group to Backup.
+    pub fn outranked(&self) -> bool {
+        self.state == State::Backup
+            && self.master.is_some_and(|ip| {
+                self.master_priority > self.priority
+                    || (self.master_priority == self.priority && ip > self.config.primary_ip)
+            })
     }
 
     /// Deadline of one timer (for tests, stats and debugging).
@@ -503,6 +519,29 @@ impl Machine {
         if self.state == State::Master {
             self.advertise(now);
         }
+    }
+
+    /// Sync group: another member is [`Machine::outranked`] (`true`), or
+    /// none is any more (`false`). While held, this router does not preempt
+    /// (it follows a lower-priority master like `preempt = false`), and a
+    /// master steps down once, with a priority-0 advert so the peer takes
+    /// over after its Skew_Time: the group's addresses move together. A
+    /// silent master is still replaced (Master_Down_Timer), so a group whose
+    /// peer died comes up whole.
+    pub fn set_group_backup(&mut self, now: Instant, held: bool) {
+        if held == self.held {
+            return;
+        }
+        self.held = held;
+        if held && self.state == State::Master && self.priority != 255 {
+            self.queue_transmit(0);
+            self.become_backup(now, State::Master);
+        }
+    }
+
+    /// Whether a sync group holds this router in Backup.
+    pub fn is_held(&self) -> bool {
+        self.held
     }
 
     /// Enter (`true`) or leave (`false`) Fault. A master entering Fault sends
@@ -607,9 +646,9 @@ impl Machine {
         }
     }
 
-    /// Preemption allowed by configuration (the owner always preempts).
+    /// Preemption allowed by configuration and sync group (the owner always preempts).
     fn preempts(&self) -> bool {
-        self.config.preempt || self.priority == 255
+        (self.config.preempt && !self.held) || self.priority == 255
     }
 
     /// §6.4.2 Backup receives an ADVERTISEMENT.
@@ -634,6 +673,7 @@ impl Machine {
                 self.arm_preempt_delay(now);
             }
             self.master = Some(src);
+            self.master_priority = adv.priority;
             self.timers
                 .set(Timer::MasterDown, now + self.master_down_interval());
             Ok(())
@@ -675,6 +715,7 @@ impl Machine {
             }
             self.become_backup(now, State::Master);
             self.master = Some(src);
+            self.master_priority = adv.priority;
             Ok(())
         } else {
             // §6.4.3: lower priority (or lower IP): discard, no reply.
@@ -1165,6 +1206,57 @@ mod tests {
         // The schedule is unchanged: exactly one advert per interval.
         m.handle_timeout(timer.unwrap());
         assert_eq!(transmits(&mut m), vec![150]);
+    }
+
+    #[test]
+    fn sync_group_hold_steps_a_master_down_and_follows_a_lower_master() {
+        let t0 = crate::testutil::epoch();
+        let (mut m, t) = master(cfg(200), t0);
+        assert!(!m.outranked());
+        // Another member is outranked: step down with a priority-0 advert.
+        m.set_group_backup(t, true);
+        assert_eq!(m.state(), State::Backup);
+        assert_eq!(transmits(&mut m), vec![0]);
+        assert_eq!(
+            events(&mut m),
+            vec![Event::BecameBackup {
+                from: State::Master
+            }]
+        );
+        // The peer (priority 100) takes over: followed, not preempted.
+        let t1 = t + ms(100);
+        m.handle_advert(t1, LOWER_IP, &adv(&m, 100)).unwrap();
+        assert_eq!(m.current_master(), Some(LOWER_IP));
+        assert_eq!(
+            m.timer(Timer::MasterDown),
+            Some(t1 + m.master_down_interval())
+        );
+        assert!(
+            !m.outranked(),
+            "following a lower master is not being outranked"
+        );
+        m.handle_timeout(t1 + ms(500));
+        assert_eq!(m.state(), State::Backup);
+        // Released: the next advert of the lower master is preempted after Skew_Time.
+        m.set_group_backup(t1 + ms(600), false);
+        let t2 = t1 + ms(700);
+        m.handle_advert(t2, LOWER_IP, &adv(&m, 100)).unwrap();
+        assert_eq!(m.timer(Timer::MasterDown), Some(t2 + m.skew_time()));
+        m.handle_timeout(t2 + m.skew_time());
+        assert_eq!(m.state(), State::Master);
+        // A silent master is replaced even while held.
+        let mut b = backup(cfg(150), t0);
+        b.set_group_backup(t0, true);
+        b.handle_timeout(t0 + b.master_down_interval());
+        assert_eq!(b.state(), State::Master);
+        // Outranked: following a higher (or equal, higher-IP) master.
+        let mut o = backup(cfg(100), t0);
+        o.handle_advert(t0 + ms(1), HIGHER_IP, &adv(&o, 100))
+            .unwrap();
+        assert!(o.outranked());
+        o.handle_advert(t0 + ms(2), HIGHER_IP, &adv(&o, 150))
+            .unwrap();
+        assert!(o.outranked());
     }
 
     #[test]
