@@ -13,14 +13,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn body_of(resp: &str) -> &str {
-    resp.split_once("\r\n\r\n").map_or("", |(_, b)| b)
-}
-
-fn status_of(resp: &str) -> u16 {
-    resp.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0)
-}
-
 /// A backend answering `name` to every request; stops when `alive` is false
 /// (connections are then closed and new ones refused by dropping the port).
 fn named(name: &'static str) -> Backend {
@@ -104,15 +96,6 @@ impl Drop for ChildBackend {
     }
 }
 
-fn stats_json(admin: SocketAddr) -> String {
-    let mut s = connect(admin);
-    s.write_all(b"GET /stats?raw=1 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut out = String::new();
-    std::io::Read::read_to_string(&mut s, &mut out).unwrap();
-    out
-}
-
 #[test]
 fn killing_a_backend_under_load_costs_clients_nothing() {
     let a = ChildBackend::start("alpha");
@@ -148,7 +131,7 @@ fn killing_a_backend_under_load_costs_clients_nothing() {
     thread::sleep(Duration::from_millis(700));
     // After detection, bravo gets no more traffic: its failure count freezes.
     let fails_at = |json: &str| -> u64 {
-        let v: serde_json::Value = serde_json::from_str(body_of(json)).unwrap();
+        let v: serde_json::Value = serde_json::from_str(json).unwrap();
         v["servers"]
             .as_array()
             .unwrap()
@@ -161,9 +144,9 @@ fn killing_a_backend_under_load_costs_clients_nothing() {
             .sum()
     };
     let admin_addr: SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
-    let before = fails_at(&stats_json(admin_addr));
+    let before = fails_at(&admin_get(admin_addr, "/stats?raw=1").1);
     thread::sleep(Duration::from_millis(700));
-    let after = fails_at(&stats_json(admin_addr));
+    let after = fails_at(&admin_get(admin_addr, "/stats?raw=1").1);
     stop.store(true, Ordering::Relaxed);
     for c in clients {
         c.join().unwrap();

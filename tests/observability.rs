@@ -11,7 +11,7 @@
 mod common;
 
 use std::io::Write;
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -31,10 +31,6 @@ const KA_GETS: usize = 10;
 const N404: usize = 3;
 const N502: usize = 3;
 const N: usize = KA_CONNS * KA_GETS + N404 + N502;
-
-fn status_of(resp: &str) -> u16 {
-    resp.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0)
-}
 
 /// A backend answering 200 `ok` and counting the requests it served.
 fn counting_backend() -> (Backend, Arc<AtomicUsize>) {
@@ -93,31 +89,6 @@ fn start() -> Setup {
         backends,
         dead,
     }
-}
-
-fn wait_admin(rl: &Ringlb, admin: SocketAddr) {
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(10) {
-        if TcpStream::connect(admin).is_ok() {
-            return;
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-    panic!(
-        "admin endpoint {admin} never came up; log:\n{}",
-        rl.log_text()
-    );
-}
-
-/// One admin request; returns (status, body).
-fn admin_get(admin: SocketAddr, path: &str) -> (u16, String) {
-    let r = roundtrip_close(
-        admin,
-        format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n").as_bytes(),
-    );
-    let status = status_of(&r);
-    let body = r.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string();
-    (status, body)
 }
 
 fn stats(admin: SocketAddr, query: &str) -> Value {

@@ -9,10 +9,6 @@ use std::time::Duration;
 
 use common::*;
 
-fn body_of(resp: &str) -> &str {
-    resp.split_once("\r\n\r\n").map_or("", |(_, b)| b)
-}
-
 #[test]
 fn pipelined_requests_answered_in_order() {
     let be = echo_backend();

@@ -292,12 +292,17 @@ async fn housekeeping(shard: &Rc<Shard>, mut accepting: HashMap<SocketAddr, Canc
         }
         ticks += 1;
         shard.link.beat(ticks);
+        // The stop flag first: the orchestrator publishes the draining
+        // snapshot before it sets the flag, so a shard that sees the stop
+        // also sees that snapshot below.
+        let stop = shard.link.stop_requested();
         // Pick up a new snapshot even with no request arriving (draining,
         // routes): one pointer compare when unchanged.
         let view = shard.view();
         let now = Instant::now();
         let now_ms = now.duration_since(started).as_millis() as u64;
         shard.clock.set(now_ms);
+        super::date::refresh(std::time::SystemTime::now());
         shard.check_deadlines(now_ms);
         if ticks.is_multiple_of(10) {
             // Histograms are folded into the shared slot every 100 ms
@@ -328,7 +333,6 @@ async fn housekeeping(shard: &Rc<Shard>, mut accepting: HashMap<SocketAddr, Canc
                 }
             }
         }
-        let stop = shard.link.stop_requested();
         if view.snap.draining || stop {
             shard.close_idle();
         }

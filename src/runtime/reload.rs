@@ -15,9 +15,10 @@
 //!    accepted on a removed listener are not cut: they finish normally.
 //! 5. Ask the access-log writer to reopen its file (log rotation).
 //!
-//! Not applied by a reload: `[runtime]` (shard count, CPUs), `[admin]`, the
-//! access-log path and format, and `[[vrrp.instance]]` changes; these take a
-//! restart.
+//! Not applied by a reload (they take a restart): `[runtime]` shard count and
+//! CPUs (`shutdown_timeout` is read at stop, so it does apply), `[admin]`,
+//! `[log]` (access-log path and format, latency histograms), the `backlog` of
+//! a listener that stays, and `[[vrrp.instance]]` changes.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;

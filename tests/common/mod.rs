@@ -150,31 +150,42 @@ where
 /// Reads one request (head + Content-Length or chunked body) from `s`.
 /// Returns the raw bytes, or None on EOF.
 pub fn read_request(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Vec<u8>> {
-    loop {
+    read_message(s, buf, true)
+}
+
+/// Reads one HTTP/1.1 message from `s` into `buf` and takes it off the front:
+/// the head, then a body framed by Content-Length or chunked (to the last
+/// chunk and an empty trailer) when `with_body`; nothing else (a request
+/// without either has no body). None on EOF before the message is complete.
+fn read_message(s: &mut TcpStream, buf: &mut Vec<u8>, with_body: bool) -> Option<Vec<u8>> {
+    let end = loop {
         if let Some(end) = find(buf, b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end + 4]).to_ascii_lowercase();
-            let mut total = end + 4;
-            if let Some(cl) = header(&head, "content-length") {
-                total += cl.parse::<usize>().unwrap();
-                while buf.len() < total {
-                    if !fill(s, buf) {
-                        return None;
-                    }
-                }
-            } else if header(&head, "transfer-encoding").is_some() {
-                while find(&buf[end..], b"\r\n0\r\n\r\n").is_none() {
-                    if !fill(s, buf) {
-                        return None;
-                    }
-                }
-                total = end + find(&buf[end..], b"\r\n0\r\n\r\n").unwrap() + 7;
-            }
-            return Some(buf.drain(..total).collect());
+            break end;
         }
         if !fill(s, buf) {
             return None;
         }
+    };
+    let head = String::from_utf8_lossy(&buf[..end + 4]).to_ascii_lowercase();
+    let mut total = end + 4;
+    if with_body {
+        if let Some(cl) = header(&head, "content-length") {
+            total += cl.parse::<usize>().unwrap();
+        } else if header(&head, "transfer-encoding").is_some() {
+            while find(&buf[end..], b"\r\n0\r\n\r\n").is_none() {
+                if !fill(s, buf) {
+                    return None;
+                }
+            }
+            total = end + find(&buf[end..], b"\r\n0\r\n\r\n").unwrap() + 7;
+        }
     }
+    while buf.len() < total {
+        if !fill(s, buf) {
+            return None;
+        }
+    }
+    Some(buf.drain(..total).collect())
 }
 
 fn fill(s: &mut TcpStream, buf: &mut Vec<u8>) -> bool {
@@ -250,34 +261,43 @@ pub fn roundtrip_close(addr: SocketAddr, req: &[u8]) -> String {
 /// Reads one response (by Content-Length or chunked, or none for HEAD/204/304
 /// when `bodiless`) from `s`.
 pub fn read_response(s: &mut TcpStream, buf: &mut Vec<u8>, bodiless: bool) -> Option<String> {
-    loop {
-        if let Some(end) = find(buf, b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end + 4]).to_ascii_lowercase();
-            let mut total = end + 4;
-            if !bodiless {
-                if let Some(cl) = header(&head, "content-length") {
-                    total += cl.parse::<usize>().unwrap();
-                } else if header(&head, "transfer-encoding").is_some() {
-                    while find(&buf[end..], b"\r\n0\r\n\r\n").is_none() {
-                        if !fill(s, buf) {
-                            return None;
-                        }
-                    }
-                    total = end + find(&buf[end..], b"\r\n0\r\n\r\n").unwrap() + 7;
-                }
-            }
-            while buf.len() < total {
-                if !fill(s, buf) {
-                    return None;
-                }
-            }
-            let r: Vec<u8> = buf.drain(..total).collect();
-            return Some(String::from_utf8_lossy(&r).into_owned());
+    let r = read_message(s, buf, !bodiless)?;
+    Some(String::from_utf8_lossy(&r).into_owned())
+}
+
+/// The status code of a raw response text (0 when there is none).
+pub fn status_of(resp: &str) -> u16 {
+    resp.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
+/// The body of a raw response text (everything after the head).
+pub fn body_of(resp: &str) -> &str {
+    resp.split_once("\r\n\r\n").map_or("", |(_, b)| b)
+}
+
+/// One GET to the admin endpoint on a fresh connection; returns (status, body).
+pub fn admin_get(admin: SocketAddr, path: &str) -> (u16, String) {
+    let r = roundtrip_close(
+        admin,
+        format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n").as_bytes(),
+    );
+    (status_of(&r), body_of(&r).to_string())
+}
+
+/// Waits (up to 10 s) until `rl`'s admin endpoint accepts connections;
+/// panics with ringlb's log otherwise.
+pub fn wait_admin(rl: &Ringlb, admin: SocketAddr) {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(10) {
+        if TcpStream::connect(admin).is_ok() {
+            return;
         }
-        if !fill(s, buf) {
-            return None;
-        }
+        thread::sleep(Duration::from_millis(20));
     }
+    panic!(
+        "admin endpoint {admin} never came up; log:\n{}",
+        rl.log_text()
+    );
 }
 
 /// A config with one listener on `{port}` and one upstream `app` of `servers`.
