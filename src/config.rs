@@ -252,7 +252,7 @@ pub struct HealthCheckConfig {
 /// spinning), or for `starved_after` while it was (the host is busy), makes
 /// the data plane *degraded*: after `fall` such checks in a row `weight` is
 /// added to the priority, until `rise` good checks in a row. No progress at
-/// all for `fault_after`, or a shard thread gone, is FAULT. `weight = 0`
+/// all for `fault_after` while not starved, or a shard thread gone, is FAULT. `weight = 0`
 /// turns degraded into FAULT as well (keepalived's weight-0 rule).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DataPlaneTrack {

@@ -20,7 +20,10 @@
 //! keepalived tracked object, until `rise` good checks in a row. Because
 //! the penalty is the same on every node, of two degraded nodes the better
 //! one keeps the VIP instead of both giving it up. Only no progress at all
-//! for `fault_after` (default 1 s), or a shard thread gone, is FAULT.
+//! for `fault_after` (default 1 s) while not starved, or a shard thread
+//! gone, is FAULT. A starved shard never faults the node, however long: if
+//! every node's host is that busy, a FAULT on each would leave nobody
+//! holding the VIP, while the weight keeps the least starved one master.
 //!
 //! [`Detector`] is the decision, pure and driven with `now` (fake-clock
 //! tests below); [`SchedStats`] is the small I/O part that reads the
@@ -198,7 +201,8 @@ impl Detector {
             let since = now.saturating_duration_since(p.at);
             p.checks += 1;
             p.runnable += u32::from(sched.is_some_and(|s| s.runnable));
-            if since >= cfg.fault_after {
+            let starving = starved(p.sched_at, sched, since, p.runnable, p.checks);
+            if since >= cfg.fault_after && !starving {
                 dead.get_or_insert_with(|| {
                     format!(
                         "shard {i} made no progress for {since:?} (fault_after {:?})",
@@ -206,7 +210,7 @@ impl Detector {
                     )
                 });
             }
-            let (limit, f) = if starved(p.sched_at, sched, since, p.runnable, p.checks) {
+            let (limit, f) = if starving {
                 (
                     cfg.starved_after,
                     Finding::Starved {
@@ -445,13 +449,19 @@ mod tests {
         // Blocked from check 100 on, but waiting for a CPU the whole time.
         // Runnable, not running (the kernel books no wait until it runs).
         let wait = |k: u64| sched(k >= 100, k.min(100), 0);
-        let v = run(&DATA_PLANE, 200, |k| k.min(100) + 1, wait);
+        let v = run(&DATA_PLANE, 300, |k| k.min(100) + 1, wait);
         let at = first_degraded(&v).unwrap();
         assert_eq!(
             at, 1310,
             "starved_after 300 ms after the last progress at 1000 ms"
         );
         assert!(matches!(v[131].finding, Finding::Starved { .. }));
+        // Starved for well over fault_after: degraded, never dead.
+        assert!(v[299].degraded);
+        assert!(
+            v.iter().all(|v| v.dead.is_none()),
+            "a starved shard is not dead"
+        );
         // An 80 ms burst of a real-time process on the shard's core: nothing.
         let v = run(
             &DATA_PLANE,
