@@ -316,7 +316,7 @@ async fn housekeeping(shard: &Rc<Shard>, mut accepting: HashMap<SocketAddr, Canc
             al.flush();
         }
         if ticks.is_multiple_of(100) {
-            shard.pool.borrow_mut().sweep(now, |addr: SocketAddr| {
+            shard.pool.borrow_mut().sweep(now_ms, |addr: SocketAddr| {
                 view.snap
                     .upstreams
                     .iter()
