@@ -31,6 +31,11 @@ pub mod defaults {
     pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
     pub const MAX_HEADER_BYTES: usize = 16 * 1024;
     pub const MAX_HEADERS: usize = 100;
+    /// Like nginx's `large_client_header_buffers 4 8k` (a request line must
+    /// fit one 8k buffer).
+    pub const MAX_URI_BYTES: usize = 8 * 1024;
+    /// Like nginx's `client_max_body_size 1m`; 0 = unlimited.
+    pub const CLIENT_MAX_BODY_SIZE: u64 = 1024 * 1024;
     pub const CLIENT_HEADER_TIMEOUT: Duration = Duration::from_secs(60);
     pub const CLIENT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
     pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(75);
@@ -106,6 +111,11 @@ pub struct HttpConfig {
     pub max_header_bytes: usize,
     /// Most header fields in one head; more is a 431.
     pub max_headers: usize,
+    /// Longest request target; longer is a 414.
+    pub max_uri_bytes: usize,
+    /// Largest request body (0 = unlimited); larger is a 413. Listeners and
+    /// routes may override it.
+    pub client_max_body_size: u64,
     /// Time allowed for a whole request head to arrive (slowloris guard) → 408.
     pub client_header_timeout: Duration,
     /// Time allowed between two reads of a request body.
@@ -144,6 +154,8 @@ pub struct ListenerConfig {
     pub upstream: Option<usize>,
     pub routes: Vec<RouteConfig>,
     pub backlog: u32,
+    /// Resolved: the listener's own value, else `[http]`'s.
+    pub client_max_body_size: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -153,6 +165,8 @@ pub struct RouteConfig {
     /// Path prefix, starts with `/`.
     pub path_prefix: Option<String>,
     pub upstream: usize,
+    /// Resolved: the route's own value, else its listener's.
+    pub client_max_body_size: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

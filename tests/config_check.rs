@@ -866,3 +866,92 @@ fn syntax_errors_read_as_one_line() {
         assert!(!errs[0].message.contains('\n'));
     }
 }
+
+#[test]
+fn body_size_and_uri_limits_resolve_and_inherit() {
+    let c = ok(BASE);
+    assert_eq!(c.http.max_uri_bytes, defaults::MAX_URI_BYTES);
+    assert_eq!(c.http.client_max_body_size, defaults::CLIENT_MAX_BODY_SIZE);
+    assert_eq!(c.listeners[0].client_max_body_size, 1 << 20);
+    let c = ok(r#"[http]
+max_uri_bytes = 2048
+client_max_body_size = "8k"
+
+[[listener]]
+listen = "127.0.0.1:8080"
+upstream = "app"
+[[listener.route]]
+path_prefix = "/inherit"
+upstream = "app"
+[[listener.route]]
+path_prefix = "/own"
+upstream = "app"
+client_max_body_size = 0
+
+[[listener]]
+listen = "127.0.0.1:8081"
+upstream = "app"
+client_max_body_size = 1048576
+[[listener.route]]
+path_prefix = "/up"
+upstream = "app"
+client_max_body_size = "2m"
+
+[upstream.app]
+[[upstream.app.server]]
+address = "127.0.0.1:9000"
+"#);
+    assert_eq!(c.http.max_uri_bytes, 2048);
+    assert_eq!(c.http.client_max_body_size, 8192);
+    assert_eq!(c.listeners[0].client_max_body_size, 8192);
+    assert_eq!(c.listeners[0].routes[0].client_max_body_size, 8192);
+    assert_eq!(c.listeners[0].routes[1].client_max_body_size, 0);
+    assert_eq!(c.listeners[1].client_max_body_size, 1 << 20);
+    assert_eq!(c.listeners[1].routes[0].client_max_body_size, 2 << 20);
+}
+
+#[test]
+fn bad_body_size_and_uri_limits() {
+    one_error(
+        &format!("{BASE}[http]\nclient_max_body_size = \"1mb\"\n"),
+        9,
+        24,
+        "invalid size \"1mb\" for `client_max_body_size`",
+    );
+    one_error(
+        &format!("{BASE}[http]\nclient_max_body_size = -1\n"),
+        9,
+        24,
+        "`client_max_body_size` must be at least 0, found -1",
+    );
+    one_error(
+        &format!("{BASE}[http]\nclient_max_body_size = true\n"),
+        9,
+        24,
+        "`client_max_body_size` must be a string",
+    );
+    one_error(
+        &format!("{BASE}[http]\nmax_uri_bytes = 0\n"),
+        9,
+        17,
+        "`max_uri_bytes` must be",
+    );
+    one_error(
+        &format!("{BASE}[http]\nmax_header_bytes = 4096\nmax_uri_bytes = 8192\n"),
+        10,
+        17,
+        "`max_uri_bytes` (8192) must not exceed `max_header_bytes` (4096)",
+    );
+    one_error(
+        "[[listener]]\nlisten = \"127.0.0.1:8080\"\nupstream = \"app\"\nclient_max_body_size = \"lots\"\n\n[upstream.app]\n[[upstream.app.server]]\naddress = \"127.0.0.1:9000\"\n",
+        4,
+        24,
+        "invalid size \"lots\"",
+    );
+    one_error(
+        "[[listener]]\nlisten = \"127.0.0.1:8080\"\n[[listener.route]]\nhost = \"a.test\"\nupstream = \"app\"\nclient_max_body_size = \"1.5m\"\n\n[upstream.app]\n[[upstream.app.server]]\naddress = \"127.0.0.1:9000\"\n",
+        6,
+        24,
+        "invalid size \"1.5m\"",
+    );
+}

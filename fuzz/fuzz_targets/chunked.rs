@@ -1,5 +1,6 @@
 //! Chunked bodies: feeding in any split gives the same verdict and the same
-//! consumed length as feeding all at once.
+//! consumed length as feeding all at once, and the filtering pass-through
+//! (`forward`) consumes the same bytes.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use ringlb::proto::http1::ChunkedDecoder;
@@ -17,9 +18,23 @@ fuzz_target!(|data: &[u8]| {
     let first = parts.feed(&body[..split]);
     let combined = match first {
         Err(e) => Err(e),
-        Ok(n) if n < split => Ok(n), // ended inside the first part
-        Ok(n) => parts.feed(&body[split..]).map(|m| n + m),
+        Ok(n) if parts.is_done() => Ok(n), // ended inside the first part
+        // Unconsumed bytes (a trailer line still arriving) stay buffered
+        // and are fed again with the rest, as a relay does.
+        Ok(n) => parts.feed(&body[n..]).map(|m| n + m),
     };
+    // The pass-through relay consumes exactly what feed() does and forwards
+    // at most that (forbidden trailer lines are left out).
+    let mut out = Vec::new();
+    let forwarded = ChunkedDecoder::new().forward(body, &mut out);
+    match (&all, &forwarded) {
+        (Ok(a), Ok(f)) => {
+            assert_eq!(a, f);
+            assert!(out.len() <= *f);
+        }
+        (Err(_), Err(_)) => {}
+        (a, f) => panic!("forward changed the verdict: {a:?} vs {f:?}"),
+    }
     match (all, combined) {
         (Ok(a), Ok(b)) => {
             assert_eq!(a, b);

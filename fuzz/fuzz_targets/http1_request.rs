@@ -12,7 +12,7 @@ fuzz_target!(|data: &[u8]| {
         let mut out = Vec::new();
         encode_request(&mut out, data, &head, &fields, b"192.0.2.1", b"upstream:80");
         let mut again = Vec::new();
-        let re = decode_request(&out, &Limits { max_head_bytes: usize::MAX, max_headers: 256 }, &mut again)
+        let re = decode_request(&out, &Limits { max_head_bytes: usize::MAX, max_headers: 256, max_uri_bytes: usize::MAX }, &mut again)
             .expect("re-encoded head must decode")
             .expect("re-encoded head is complete");
         assert_eq!(re.framing, head.framing);

@@ -28,6 +28,7 @@ mod addr;
 pub(super) mod duration;
 mod fields;
 mod listener;
+mod size;
 mod span;
 mod upstream;
 mod vrrp;
@@ -90,15 +91,16 @@ fn read_config(root: &Table, d: &mut Diags) -> Config {
 
     // Upstreams first, so listeners, routes and VRRP tracking can refer to
     // them by name wherever they appear in the file.
+    let http = read_http(http.as_ref(), d);
     let mut upstreams = upstream::read_all(root, d);
-    let listeners = listener::read_all(root, d, &mut upstreams);
+    let listeners = listener::read_all(root, d, &mut upstreams, http.client_max_body_size);
     upstreams.report_unused(d);
     let vrrp = vrrp::read_all(root, d, &upstreams);
 
     Config {
         source: Default::default(),
         runtime: read_runtime(runtime.as_ref(), d),
-        http: read_http(http.as_ref(), d),
+        http,
         admin: admin.and_then(|t| read_admin(&t, d)),
         log: read_log(log.as_ref(), d),
         listeners,
@@ -166,6 +168,8 @@ fn read_http(t: Option<&Table>, d: &mut Diags) -> HttpConfig {
     let mut h = HttpConfig {
         max_header_bytes: def::MAX_HEADER_BYTES,
         max_headers: def::MAX_HEADERS,
+        max_uri_bytes: def::MAX_URI_BYTES,
+        client_max_body_size: def::CLIENT_MAX_BODY_SIZE,
         client_header_timeout: def::CLIENT_HEADER_TIMEOUT,
         client_body_timeout: def::CLIENT_BODY_TIMEOUT,
         keepalive_timeout: def::KEEPALIVE_TIMEOUT,
@@ -177,6 +181,8 @@ fn read_http(t: Option<&Table>, d: &mut Diags) -> HttpConfig {
         &[
             "max_header_bytes",
             "max_headers",
+            "max_uri_bytes",
+            "client_max_body_size",
             "client_header_timeout",
             "client_body_timeout",
             "keepalive_timeout",
@@ -190,6 +196,26 @@ fn read_http(t: Option<&Table>, d: &mut Diags) -> HttpConfig {
     }
     if let Some(v) = t.int(d, "max_headers", 1..=U32) {
         h.max_headers = v;
+    }
+    // The request line is part of the head: a target limit above the head
+    // limit could never be reached (431 would come first).
+    if let Some(f) = t.field("max_uri_bytes") {
+        if let Some(v) = f.int::<usize>(d, 1..=U32) {
+            if v > h.max_header_bytes {
+                d.error(
+                    f.at,
+                    format!(
+                        "`max_uri_bytes` ({v}) must not exceed `max_header_bytes` ({})",
+                        h.max_header_bytes
+                    ),
+                );
+            } else {
+                h.max_uri_bytes = v;
+            }
+        }
+    }
+    if let Some(v) = size::table_size(t, d, "client_max_body_size") {
+        h.client_max_body_size = v;
     }
     if let Some(v) = t.positive_duration(d, "client_header_timeout") {
         h.client_header_timeout = v;

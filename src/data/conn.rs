@@ -26,11 +26,11 @@ use crate::config::HashKey;
 use crate::lb::{hash_bytes, NoServer};
 use crate::metrics::{ConnState, FailureKind};
 use crate::proto::http1::encode::{
-    canned_response, encode_request, encode_response, ClientConn, CONTINUE,
+    encode_canned, encode_request, encode_response, ClientConn, CONTINUE,
 };
 use crate::proto::http1::{
-    decode_request, decode_response, ChunkedDecoder, Field, Framing, Limits, Method, RequestHead,
-    Version,
+    decode_request, decode_response, ChunkError, ChunkedDecoder, Field, Framing, Limits, Method,
+    RequestHead, Version,
 };
 use crate::snapshot::UpstreamSnap;
 
@@ -91,13 +91,11 @@ impl Client {
         keep_alive: bool,
         write_limit: Duration,
     ) -> Next {
-        let (close, keep) = canned_response(status);
-        let bytes = if keep_alive { keep } else { close };
         log.status = status;
-        log.bytes_out += bytes.len() as u64;
         let mut out = buf::ensure_pooled(std::mem::take(&mut self.out));
         out.clear();
-        out.extend_from_slice(bytes);
+        encode_canned(&mut out, status, keep_alive, &super::date::current());
+        log.bytes_out += out.len() as u64;
         let (r, out) = write_all(&mut self.stream, out, &self.timer, write_limit).await;
         self.out = out;
         if r.is_ok() && keep_alive {
@@ -249,6 +247,7 @@ async fn read_head(
             let limits = Limits {
                 max_head_bytes: http.max_header_bytes,
                 max_headers: http.max_headers,
+                max_uri_bytes: http.max_uri_bytes,
             };
             match decode_request(c.rbuf.data(), &limits, &mut c.fields) {
                 Ok(Some(head)) => return Some((view, head, started.unwrap_or_else(Instant::now))),
@@ -307,7 +306,8 @@ struct ReqBody {
     rest: Option<Body>,
 }
 
-fn plan_body(c: &Client, head: &RequestHead) -> Result<ReqBody, ()> {
+/// `max_body`: `client_max_body_size` (0 = unlimited) for a chunked body.
+fn plan_body(c: &Client, head: &RequestHead, max_body: u64) -> Result<ReqBody, ChunkError> {
     let avail = &c.rbuf.data()[head.head_len..];
     Ok(match head.framing {
         Framing::None | Framing::Close => ReqBody {
@@ -325,8 +325,8 @@ fn plan_body(c: &Client, head: &RequestHead) -> Result<ReqBody, ()> {
             }
         }
         Framing::Chunked => {
-            let mut dec = ChunkedDecoder::new();
-            let prefix = dec.feed(avail).map_err(|_| ())?;
+            let mut dec = ChunkedDecoder::with_limit(max_body);
+            let prefix = dec.feed(avail)?;
             let complete = dec.is_done();
             ReqBody {
                 prefix,
@@ -397,12 +397,30 @@ async fn exchange(
     let write_limit = http.client_body_timeout;
     c.client_timeout = write_limit;
     let buf = c.rbuf.data();
-    let route = snap.listeners[listener]
+    let hit = snap.listeners[listener]
         .router
-        .route(head.host.map(|h| h.get(buf)), head.target.get(buf));
-    let Ok(mut body) = plan_body(c, &head) else {
-        crate::warn!("{}: malformed chunked request body → 400", c.peer);
-        return c.reply(log, 400, false, write_limit).await;
+        .find(head.host.map(|h| h.get(buf)), head.target.get(buf));
+    let route = hit.upstream;
+    let max_body = hit
+        .max_body
+        .or_else(|| {
+            snap.config
+                .listeners
+                .get(listener)
+                .map(|l| l.client_max_body_size)
+        })
+        .unwrap_or(http.client_max_body_size);
+    if head.body_too_large(max_body) {
+        // Refused before reading a byte of the body (nor sending 100).
+        return c.reply(log, 413, false, write_limit).await;
+    }
+    let mut body = match plan_body(c, &head, max_body) {
+        Ok(b) => b,
+        Err(e) => {
+            let status = if e == ChunkError::TooLarge { 413 } else { 400 };
+            crate::warn!("{}: chunked request body: {e:?} → {status}", c.peer);
+            return c.reply(log, status, false, write_limit).await;
+        }
     };
     log.bytes_in += body.prefix as u64;
     let Some(ui) = route else {
@@ -590,7 +608,13 @@ async fn attempt(
     {
         let buf = c.rbuf.data();
         encode_request(&mut out, buf, head, &c.fields, c.ip(), &server.host);
-        out.extend_from_slice(&buf[head.head_len..head.head_len + body.prefix]);
+        let prefix = &buf[head.head_len..head.head_len + body.prefix];
+        if head.framing == Framing::Chunked {
+            // Already validated by plan_body; this drops forbidden trailers.
+            let _ = ChunkedDecoder::new().forward(prefix, &mut out);
+        } else {
+            out.extend_from_slice(prefix);
+        }
     }
     if let Some(rest) = body.rest.as_mut() {
         // Streaming body: no replay possible past this point.
@@ -632,8 +656,12 @@ async fn attempt(
                 let _ = c.reply(log, 502, false, client_timeout).await;
                 return Err(AttemptError::Client);
             }
-            Err(RelayError::Malformed(_)) => {
-                let _ = c.reply(log, 400, false, client_timeout).await;
+            Err(RelayError::Malformed(e)) => {
+                // Over client_max_body_size mid-stream: the upstream got part
+                // of the body and is dropped; the client, which has no
+                // response yet, gets 413 and the connection closes.
+                let status = if e == ChunkError::TooLarge { 413 } else { 400 };
+                let _ = c.reply(log, status, false, client_timeout).await;
                 return Err(AttemptError::Client);
             }
             Err(_) => return Err(AttemptError::Client),
@@ -716,6 +744,7 @@ async fn respond(
                         &c.rfields,
                         ClientConn::KeepAlive(Version::Http11),
                         false,
+                        b"",
                     );
                 }
                 c.ubuf.consume(r.head_len);
@@ -784,6 +813,7 @@ async fn respond(
             &c.rfields,
             ClientConn::Upgrade,
             false,
+            b"",
         );
         c.ubuf.consume(resp.head_len);
         out.extend_from_slice(c.ubuf.data());
@@ -805,7 +835,16 @@ async fn respond(
     };
     let mut out = buf::ensure_pooled(std::mem::take(&mut c.out));
     out.clear();
-    encode_response(&mut out, c.ubuf.data(), &resp, &c.rfields, conn, dechunk);
+    let date = super::date::current();
+    encode_response(
+        &mut out,
+        c.ubuf.data(),
+        &resp,
+        &c.rfields,
+        conn,
+        dechunk,
+        &date,
+    );
     c.ubuf.consume(resp.head_len);
     let mut body = match resp.framing {
         Framing::None => Body::Length(0),

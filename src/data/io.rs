@@ -83,8 +83,7 @@ impl Body {
                 dec,
                 dechunk: false,
             } => {
-                let n = dec.feed(src.data())?;
-                out.extend_from_slice(&src.data()[..n]);
+                let n = dec.forward(src.data(), out)?;
                 src.consume(n);
                 Ok(dec.is_done())
             }

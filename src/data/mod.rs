@@ -10,10 +10,12 @@
 //! - [`access_log`]: buffered access-log lines handed to a writer thread.
 //! - [`unwind`]: a panicking connection task costs that connection, not the shard.
 //! - [`pool`]: idle upstream keep-alive connections, per shard.
+//! - [`date`]: the `Date` field value, cached per shard and refreshed by its tick.
 
 pub mod access_log;
 pub mod buf;
 pub mod conn;
+pub mod date;
 pub mod deadline;
 pub mod io;
 pub mod link;

@@ -308,6 +308,7 @@ async fn housekeeping(shard: &Rc<Shard>, mut accepting: HashMap<SocketAddr, Canc
         let now = Instant::now();
         let now_ms = now.duration_since(started).as_millis() as u64;
         shard.clock.set(now_ms);
+        super::date::refresh(std::time::SystemTime::now());
         shard.check_deadlines(now_ms);
         if ticks.is_multiple_of(10) {
             // Histograms are folded into the shared slot every 100 ms

@@ -13,6 +13,7 @@ struct Route {
     host: HostMatch,
     path_prefix: Option<Box<[u8]>>,
     upstream: usize,
+    max_body: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -21,6 +22,14 @@ enum HostMatch {
     Exact(Box<[u8]>),
     /// `*.example.com` stored as `.example.com`.
     Suffix(Box<[u8]>),
+}
+
+/// What [`Router::find`] matched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hit {
+    pub upstream: Option<usize>,
+    /// The matching route's body limit; `None` for the listener's default.
+    pub max_body: Option<u64>,
 }
 
 /// The compiled routes of one listener.
@@ -48,6 +57,7 @@ impl Router {
                 },
                 path_prefix: r.path_prefix.as_ref().map(|p| p.as_bytes().into()),
                 upstream: r.upstream,
+                max_body: r.client_max_body_size,
             })
             .collect();
         compiled.sort_by_key(|r| {
@@ -70,8 +80,19 @@ impl Router {
     /// The upstream for a request, or `None` (404). `host` is the raw Host
     /// field value (may carry a port), `target` the request target.
     pub fn route(&self, host: Option<&[u8]>, target: &[u8]) -> Option<usize> {
+        self.find(host, target).upstream
+    }
+
+    /// Like [`route`](Self::route), with the matching route's own
+    /// `client_max_body_size` (`None`: no route matched, the listener's
+    /// applies).
+    pub fn find(&self, host: Option<&[u8]>, target: &[u8]) -> Hit {
+        let miss = Hit {
+            upstream: self.default,
+            max_body: None,
+        };
         if self.routes.is_empty() {
-            return self.default;
+            return miss;
         }
         let host = host.map(strip_port).unwrap_or(b"");
         let path = path_of(target);
@@ -83,8 +104,10 @@ impl Router {
                         .as_deref()
                         .is_none_or(|p| prefix_matches(p, path))
             })
-            .map(|r| r.upstream)
-            .or(self.default)
+            .map_or(miss, |r| Hit {
+                upstream: Some(r.upstream),
+                max_body: Some(r.max_body),
+            })
     }
 }
 
@@ -147,7 +170,17 @@ mod tests {
             host: host.map(str::to_string),
             path_prefix: path.map(str::to_string),
             upstream: up,
+            client_max_body_size: 100 + up as u64,
         }
+    }
+
+    #[test]
+    fn find_reports_the_route_body_limit() {
+        let router = Router::build(&[r(Some("a.test"), None, 1)], Some(0));
+        let hit = router.find(Some(b"a.test"), b"/");
+        assert_eq!((hit.upstream, hit.max_body), (Some(1), Some(101)));
+        let miss = router.find(Some(b"b.test"), b"/");
+        assert_eq!((miss.upstream, miss.max_body), (Some(0), None));
     }
 
     #[test]

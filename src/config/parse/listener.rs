@@ -11,13 +11,27 @@ use super::super::defaults as def;
 use super::super::{ListenerConfig, RouteConfig};
 use super::addr::{normalize_route_host, parse_listen};
 use super::fields::{Table, U32};
+use super::size::table_size;
 use super::span::Diags;
 use super::upstream::Upstreams;
 
-const LISTENER_KEYS: &[&str] = &["listen", "upstream", "backlog", "route"];
-const ROUTE_KEYS: &[&str] = &["host", "path_prefix", "upstream"];
+const LISTENER_KEYS: &[&str] = &[
+    "listen",
+    "upstream",
+    "backlog",
+    "client_max_body_size",
+    "route",
+];
+const ROUTE_KEYS: &[&str] = &["host", "path_prefix", "upstream", "client_max_body_size"];
 
-pub(crate) fn read_all(root: &Table, d: &mut Diags, ups: &mut Upstreams) -> Vec<ListenerConfig> {
+/// `max_body`: `[http] client_max_body_size`, inherited by listeners (and
+/// through them by routes) that set none.
+pub(crate) fn read_all(
+    root: &Table,
+    d: &mut Diags,
+    ups: &mut Upstreams,
+    max_body: u64,
+) -> Vec<ListenerConfig> {
     let tables = match root.field("listener") {
         None => {
             d.error(
@@ -60,12 +74,13 @@ pub(crate) fn read_all(root: &Table, d: &mut Diags, ups: &mut Upstreams) -> Vec<
         });
         let upstream = t.field("upstream").and_then(|f| ups.resolve(d, &f));
         let backlog = t.int(d, "backlog", 1..=U32).unwrap_or(def::BACKLOG);
+        let max_body = table_size(t, d, "client_max_body_size").unwrap_or(max_body);
         let route_tables = t.tables(d, "route", "[[listener.route]]");
         if route_tables.is_none() && t.field("route").is_some() {
             ups.refs_unreadable();
         }
         let route_tables = route_tables.unwrap_or_default();
-        let routes = read_routes(&route_tables, d, ups);
+        let routes = read_routes(&route_tables, d, ups, max_body);
         if t.field("upstream").is_none() && t.field("route").is_none() {
             d.error(
                 t.at,
@@ -78,13 +93,19 @@ pub(crate) fn read_all(root: &Table, d: &mut Diags, ups: &mut Upstreams) -> Vec<
                 upstream,
                 routes,
                 backlog,
+                client_max_body_size: max_body,
             });
         }
     }
     out
 }
 
-fn read_routes(tables: &[Table], d: &mut Diags, ups: &mut Upstreams) -> Vec<RouteConfig> {
+fn read_routes(
+    tables: &[Table],
+    d: &mut Diags,
+    ups: &mut Upstreams,
+    max_body: u64,
+) -> Vec<RouteConfig> {
     let mut seen: HashMap<(Option<String>, Option<String>), usize> = HashMap::new();
     let mut out = Vec::new();
     for t in tables {
@@ -115,6 +136,7 @@ fn read_routes(tables: &[Table], d: &mut Diags, ups: &mut Upstreams) -> Vec<Rout
             );
         }
         let upstream = t.required(d, "upstream").and_then(|f| ups.resolve(d, &f));
+        let max_body = table_size(t, d, "client_max_body_size").unwrap_or(max_body);
         let key = (host.clone(), path_prefix.clone());
         if host.is_some() || path_prefix.is_some() {
             if let Some(&first) = seen.get(&key) {
@@ -134,6 +156,7 @@ fn read_routes(tables: &[Table], d: &mut Diags, ups: &mut Upstreams) -> Vec<Rout
                 host,
                 path_prefix,
                 upstream,
+                client_max_body_size: max_body,
             });
         }
     }

@@ -3,12 +3,20 @@
 //! The proxy forwards chunked bodies as they arrive, so it never needs the
 //! whole body: the scanner is fed whatever bytes are buffered and says which
 //! of them are chunk data and which are framing, and when the message ends.
-//! A relay to an HTTP/1.1 peer forwards every consumed byte (pass-through,
-//! trailers included); a relay to an HTTP/1.0 client forwards only the data
-//! pieces (de-chunking, trailers dropped). Syntax is strict: a bad size, a
-//! bare LF, a missing CRLF after data, or an oversized extension/trailer
-//! section is an error, because a lenient parser here is exactly where
-//! request smuggling starts.
+//! A relay to an HTTP/1.1 peer forwards every consumed byte except trailer
+//! fields that must not travel in trailers (RFC 9110 §6.5.1, see
+//! [`forbidden_in_trailer`]); a relay to an HTTP/1.0 client forwards only
+//! the data pieces (de-chunking, trailers dropped). Syntax is strict: a bad
+//! size, a bare LF, a missing CRLF after data, or an oversized
+//! extension/trailer section is an error, because a lenient parser here is
+//! exactly where request smuggling starts.
+//!
+//! A trailer field line is handed out whole (the scanner waits until its
+//! LF has arrived), so it can be kept or dropped as one piece. An optional
+//! limit on the sum of declared chunk sizes (`client_max_body_size`) is
+//! checked at each size line, before any byte of the chunk is forwarded.
+//!
+//! [`forbidden_in_trailer`]: super::fields::forbidden_in_trailer
 
 /// Longest chunk-size line extension accepted.
 pub const MAX_EXT_BYTES: usize = 4096;
@@ -41,6 +49,8 @@ pub enum Piece {
     Framing,
     /// Framing that ended the message: nothing after it belongs to the body.
     Done,
+    /// A whole trailer field line that must not be forwarded.
+    Dropped,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +61,8 @@ pub enum ChunkError {
     ExtensionTooLong,
     BadTrailer,
     TrailerTooLarge,
+    /// The declared chunk sizes add up to more than the decoder's limit.
+    TooLarge,
 }
 
 /// Incremental chunked-body scanner.
@@ -58,6 +70,10 @@ pub enum ChunkError {
 pub struct ChunkedDecoder {
     state: State,
     trailer_bytes: usize,
+    /// Sum of the chunk sizes seen so far.
+    data_total: u64,
+    /// Largest allowed `data_total`; 0 = unlimited.
+    max_data: u64,
 }
 
 impl Default for ChunkedDecoder {
@@ -68,12 +84,20 @@ impl Default for ChunkedDecoder {
 
 impl ChunkedDecoder {
     pub fn new() -> Self {
+        Self::with_limit(0)
+    }
+
+    /// A decoder that fails with [`ChunkError::TooLarge`] as soon as a size
+    /// line takes the body past `max_data` bytes (0 = unlimited).
+    pub fn with_limit(max_data: u64) -> Self {
         ChunkedDecoder {
             state: State::Size {
                 digits: 0,
                 value: 0,
             },
             trailer_bytes: 0,
+            data_total: 0,
+            max_data,
         }
     }
 
@@ -100,6 +124,13 @@ impl ChunkedDecoder {
             match self.state {
                 State::Data { .. } => return Ok((i, Piece::Framing)),
                 State::Done => return Ok((i, Piece::Done)),
+                State::TrailerStart if buf[i] != b'\r' => {
+                    if i > 0 {
+                        // The trailer line is a piece of its own.
+                        return Ok((i, Piece::Framing));
+                    }
+                    return self.trailer_line(buf);
+                }
                 _ => {}
             }
             self.step(buf[i])?;
@@ -124,6 +155,46 @@ impl ChunkedDecoder {
             at += n;
         }
         Ok(at)
+    }
+
+    /// Like [`feed`](Self::feed), and appends the consumed bytes to `out`,
+    /// except trailer fields that must not be forwarded. Use this for
+    /// pass-through relays.
+    pub fn forward(&mut self, buf: &[u8], out: &mut Vec<u8>) -> Result<usize, ChunkError> {
+        let mut at = 0;
+        while at < buf.len() && !self.is_done() {
+            let (n, piece) = self.next(&buf[at..])?;
+            if n == 0 {
+                break;
+            }
+            if piece != Piece::Dropped {
+                out.extend_from_slice(&buf[at..at + n]);
+            }
+            at += n;
+        }
+        Ok(at)
+    }
+
+    /// At the start of a trailer field line: consumes it whole once its LF
+    /// is buffered, and says whether it may be forwarded.
+    fn trailer_line(&mut self, buf: &[u8]) -> Result<(usize, Piece), ChunkError> {
+        let Some(lf) = buf.iter().position(|&b| b == b'\n') else {
+            if self.trailer_bytes + buf.len() > MAX_TRAILER_BYTES {
+                return Err(ChunkError::TrailerTooLarge);
+            }
+            return Ok((0, Piece::Framing));
+        };
+        for &b in &buf[..=lf] {
+            self.step(b)?;
+        }
+        // The steps validated `name ":" value CRLF`.
+        let colon = buf.iter().position(|&b| b == b':').unwrap_or(0);
+        let piece = if super::fields::forbidden_in_trailer(&buf[..colon]) {
+            Piece::Dropped
+        } else {
+            Piece::Framing
+        };
+        Ok((lf + 1, piece))
     }
 
     fn step(&mut self, b: u8) -> Result<(), ChunkError> {
@@ -166,7 +237,13 @@ impl ChunkedDecoder {
             },
             State::SizeLf { value } => match b {
                 b'\n' if value == 0 => State::TrailerStart,
-                b'\n' => State::Data { remaining: value },
+                b'\n' => {
+                    self.data_total = self.data_total.saturating_add(value);
+                    if self.max_data != 0 && self.data_total > self.max_data {
+                        return Err(ChunkError::TooLarge);
+                    }
+                    State::Data { remaining: value }
+                }
                 _ => return Err(ChunkError::BadLineEnding),
             },
             State::DataCr => match b {
@@ -313,6 +390,55 @@ mod tests {
             ChunkedDecoder::new().feed(&trailers),
             Err(ChunkError::TrailerTooLarge)
         );
+    }
+
+    #[test]
+    fn forbidden_trailers_are_dropped_in_any_split() {
+        let msg = b"3\r\nabc\r\n0\r\nX-Sum: 1\r\nContent-Length: 9\r\nHost: evil\r\nTransfer-Encoding: chunked\r\nX-Other: 2\r\nConnection: close\r\n\r\nNEXT";
+        let want: &[u8] = b"3\r\nabc\r\n0\r\nX-Sum: 1\r\nX-Other: 2\r\n\r\n";
+        for step in 1..msg.len() {
+            let mut d = ChunkedDecoder::new();
+            let mut out = Vec::new();
+            let mut at = 0;
+            let mut avail = 0;
+            while !d.is_done() {
+                avail = (avail + step).min(msg.len());
+                at += d.forward(&msg[at..avail], &mut out).unwrap();
+            }
+            assert_eq!(&msg[at..], b"NEXT", "step {step}");
+            assert_eq!(
+                String::from_utf8_lossy(&out),
+                String::from_utf8_lossy(want),
+                "step {step}"
+            );
+        }
+    }
+
+    #[test]
+    fn partial_trailer_line_waits_for_its_end() {
+        let mut d = ChunkedDecoder::new();
+        assert_eq!(d.feed(b"0\r\nContent-Le").unwrap(), 3);
+        assert!(!d.is_done());
+        let mut long = b"0\r\nX: ".to_vec();
+        long.extend(std::iter::repeat_n(b'a', MAX_TRAILER_BYTES));
+        assert_eq!(
+            ChunkedDecoder::new().feed(&long),
+            Err(ChunkError::TrailerTooLarge)
+        );
+    }
+
+    #[test]
+    fn body_limit_is_checked_at_the_size_line() {
+        // Exactly at the limit: fine.
+        let mut d = ChunkedDecoder::with_limit(5);
+        assert_eq!(d.feed(b"2\r\nab\r\n3\r\ncde\r\n0\r\n\r\n").unwrap(), 20);
+        assert!(d.is_done());
+        // One byte over: refused at the size line, before its data.
+        let mut d = ChunkedDecoder::with_limit(5);
+        assert_eq!(d.feed(b"2\r\nab\r\n").unwrap(), 7);
+        assert_eq!(d.feed(b"4\r\n"), Err(ChunkError::TooLarge));
+        let mut d = ChunkedDecoder::with_limit(0);
+        assert!(d.feed(b"ffffffff\r\n").is_ok());
     }
 
     #[test]

@@ -2,12 +2,15 @@
 //!
 //! Heads are rebuilt from spans in one pass over the classified fields:
 //! hop-by-hop fields never cross, `X-Forwarded-For` is merged and extended,
-//! `X-Real-IP`/`X-Forwarded-Proto` are set by the proxy, `Host` is kept.
+//! `X-Real-IP`/`X-Forwarded-Proto` are set by the proxy, `Host` is kept
+//! (or set from an absolute-form target's authority, which is forwarded in
+//! origin-form), framing fields are re-emitted once, normalised, and a
+//! response without `Date` gets the caller's (RFC 9110 §6.6.1).
 //! Output is appended to a caller-owned buffer, so a shard reuses one buffer
 //! per connection and the encoder allocates nothing of its own.
 
 use super::fields::{Field, FieldKind};
-use super::{Framing, RequestHead, ResponseHead, Version};
+use super::{Framing, RequestHead, ResponseHead, TargetForm, Version};
 
 /// Sent to a client that asked `Expect: 100-continue` before its body is read.
 pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
@@ -26,9 +29,20 @@ pub fn encode_request(
 ) {
     out.extend_from_slice(head.method_span.get(buf));
     out.push(b' ');
-    out.extend_from_slice(head.target.get(buf));
+    let target = head.target.get(buf);
+    if head.form == TargetForm::Absolute && !target.starts_with(b"/") {
+        // `http://a` → `/`; `http://a?q` → `/?q`; `OPTIONS http://a` → `*`
+        // (RFC 9112 §3.2.4).
+        if head.method == super::Method::Options && target.is_empty() {
+            out.push(b'*');
+        } else {
+            out.push(b'/');
+        }
+    }
+    out.extend_from_slice(target);
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let mut xff_seen = false;
+    let mut host_seen = false;
     for f in fields {
         match f.kind {
             // Framing fields are re-emitted once, normalised, below: a
@@ -39,6 +53,7 @@ pub fn encode_request(
             | FieldKind::ContentLength
             | FieldKind::TransferEncoding => continue,
             FieldKind::Upgrade if !head.upgrade => continue,
+            FieldKind::Host => host_seen = true,
             FieldKind::XForwardedFor => {
                 // Every X-Forwarded-For field is merged into one, in order.
                 if !xff_seen {
@@ -58,7 +73,12 @@ pub fn encode_request(
             // client address now.
             finish_xff(out, client_ip);
         }
-        put_field(out, f.name.get(buf), f.value.get(buf));
+        // The request's host (an absolute-form authority wins over Host).
+        let value = match f.kind {
+            FieldKind::Host => head.host.unwrap_or(f.value),
+            _ => f.value,
+        };
+        put_field(out, f.name.get(buf), value.get(buf));
     }
     if xff_seen {
         if !xff_done(out) {
@@ -67,8 +87,9 @@ pub fn encode_request(
     } else {
         put_field(out, b"X-Forwarded-For", client_ip);
     }
-    if head.host.is_none() {
-        put_field(out, b"Host", default_host);
+    if !host_seen {
+        let host = head.host.map_or(default_host, |h| h.get(buf));
+        put_field(out, b"Host", host);
     }
     match head.framing {
         Framing::Length(n) => {
@@ -123,7 +144,8 @@ pub enum ClientConn {
 
 /// Appends the head to send to the client for the upstream's `head`.
 /// `dechunk`: the body will be sent de-chunked and close-delimited (HTTP/1.0
-/// client), so `Transfer-Encoding` is dropped.
+/// client), so `Transfer-Encoding` is dropped. `date`: the value of the
+/// `Date` field added when the upstream sent none (empty: add none).
 pub fn encode_response(
     out: &mut Vec<u8>,
     buf: &[u8],
@@ -131,20 +153,39 @@ pub fn encode_response(
     fields: &[Field],
     conn: ClientConn,
     dechunk: bool,
+    date: &[u8],
 ) {
     out.extend_from_slice(b"HTTP/1.1 ");
     push_status(out, head.status);
     out.push(b' ');
     out.extend_from_slice(head.reason.get(buf));
     out.extend_from_slice(b"\r\n");
+    let mut length_sent = false;
+    let mut date_seen = false;
     for f in fields {
         match f.kind {
             FieldKind::HopByHop => continue,
             FieldKind::Upgrade if conn != ClientConn::Upgrade => continue,
             FieldKind::TransferEncoding if dechunk => continue,
+            FieldKind::Date => date_seen = true,
+            // `Content-Length: 5` twice or `5, 5` was accepted as one value
+            // (differing ones are a 502): the client gets it once.
+            FieldKind::ContentLength => {
+                if let (false, Some(n)) = (length_sent, head.content_length) {
+                    length_sent = true;
+                    out.extend_from_slice(f.name.get(buf));
+                    out.extend_from_slice(b": ");
+                    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+                    out.extend_from_slice(b"\r\n");
+                }
+                continue;
+            }
             _ => {}
         }
         put_field(out, f.name.get(buf), f.value.get(buf));
+    }
+    if !date_seen && !date.is_empty() {
+        put_field(out, b"Date", date);
     }
     match conn {
         ClientConn::Upgrade => out.extend_from_slice(b"Connection: upgrade\r\n"),
@@ -165,63 +206,51 @@ fn push_status(out: &mut Vec<u8>, status: u16) {
     ]);
 }
 
-macro_rules! canned {
-    ($code:literal, $reason:literal, $len:literal) => {
-        (
-            concat!(
-                "HTTP/1.1 ",
-                $code,
-                " ",
-                $reason,
-                "\r\n",
-                "Content-Type: text/plain\r\n",
-                "Content-Length: ",
-                $len,
-                "\r\n",
-                "Connection: close\r\n\r\n",
-                $code,
-                " ",
-                $reason,
-                "\n"
-            )
-            .as_bytes(),
-            concat!(
-                "HTTP/1.1 ",
-                $code,
-                " ",
-                $reason,
-                "\r\n",
-                "Content-Type: text/plain\r\n",
-                "Content-Length: ",
-                $len,
-                "\r\n\r\n",
-                $code,
-                " ",
-                $reason,
-                "\n"
-            )
-            .as_bytes(),
-        )
-    };
+/// The reason phrase the proxy uses for its own responses (unknown → 500's).
+fn reason(status: u16) -> (u16, &'static str) {
+    match status {
+        400 => (400, "Bad Request"),
+        404 => (404, "Not Found"),
+        405 => (405, "Method Not Allowed"),
+        408 => (408, "Request Timeout"),
+        413 => (413, "Content Too Large"),
+        414 => (414, "URI Too Long"),
+        417 => (417, "Expectation Failed"),
+        431 => (431, "Request Header Fields Too Large"),
+        501 => (501, "Not Implemented"),
+        502 => (502, "Bad Gateway"),
+        503 => (503, "Service Unavailable"),
+        504 => (504, "Gateway Timeout"),
+        505 => (505, "HTTP Version Not Supported"),
+        _ => (500, "Internal Server Error"),
+    }
 }
 
-/// The proxy's own short response for `status`: `(closing, keep-alive)`
-/// variants. Unknown statuses map to 500.
-pub fn canned_response(status: u16) -> (&'static [u8], &'static [u8]) {
-    match status {
-        400 => canned!("400", "Bad Request", "16"),
-        404 => canned!("404", "Not Found", "14"),
-        405 => canned!("405", "Method Not Allowed", "23"),
-        408 => canned!("408", "Request Timeout", "20"),
-        417 => canned!("417", "Expectation Failed", "23"),
-        431 => canned!("431", "Request Header Fields Too Large", "36"),
-        501 => canned!("501", "Not Implemented", "20"),
-        502 => canned!("502", "Bad Gateway", "16"),
-        503 => canned!("503", "Service Unavailable", "24"),
-        504 => canned!("504", "Gateway Timeout", "20"),
-        505 => canned!("505", "HTTP Version Not Supported", "31"),
-        _ => canned!("500", "Internal Server Error", "26"),
+/// Appends the proxy's own short response for `status` (unknown statuses
+/// become 500): a plain-text body naming the status, `Date: date`, and
+/// `Connection: close` unless `keep_alive`.
+pub fn encode_canned(out: &mut Vec<u8>, status: u16, keep_alive: bool, date: &[u8]) {
+    let (status, reason) = reason(status);
+    let line = |out: &mut Vec<u8>| {
+        push_status(out, status);
+        out.push(b' ');
+        out.extend_from_slice(reason.as_bytes());
+    };
+    out.extend_from_slice(b"HTTP/1.1 ");
+    line(out);
+    out.extend_from_slice(b"\r\n");
+    put_field(out, b"Date", date);
+    out.extend_from_slice(b"Content-Type: text/plain\r\nContent-Length: ");
+    // "NNN " + reason + "\n"
+    let len = 4 + reason.len() + 1;
+    out.extend_from_slice(itoa::Buffer::new().format(len).as_bytes());
+    out.extend_from_slice(b"\r\n");
+    if !keep_alive {
+        out.extend_from_slice(b"Connection: close\r\n");
     }
+    out.extend_from_slice(b"\r\n");
+    line(out);
+    out.push(b'\n');
 }
 
 #[cfg(test)]
@@ -336,32 +365,126 @@ mod tests {
             &f,
             ClientConn::KeepAlive(Version::Http11),
             false,
+            b"",
         );
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-A: b\r\n\r\n"
         );
         let mut out = Vec::new();
-        encode_response(&mut out, raw.as_bytes(), &h, &f, ClientConn::Close, true);
+        encode_response(
+            &mut out,
+            raw.as_bytes(),
+            &h,
+            &f,
+            ClientConn::Close,
+            true,
+            DATE,
+        );
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "HTTP/1.1 200 OK\r\nX-A: b\r\nConnection: close\r\n\r\n"
+            "HTTP/1.1 200 OK\r\nX-A: b\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\nConnection: close\r\n\r\n"
+        );
+    }
+
+    const DATE: &[u8] = b"Sun, 06 Nov 1994 08:49:37 GMT";
+
+    fn resp(raw: &str) -> String {
+        let mut f = Vec::new();
+        let h = decode_response(raw.as_bytes(), 16384, false, &mut f)
+            .unwrap()
+            .unwrap();
+        let mut out = Vec::new();
+        let conn = ClientConn::KeepAlive(Version::Http11);
+        encode_response(&mut out, raw.as_bytes(), &h, &f, conn, false, DATE);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn duplicate_content_length_is_sent_once() {
+        for raw in [
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: 1\r\nContent-Length: 5\r\nDate: x\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\nX-A: 1\r\nDate: x\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 5 , 5\r\nX-A: 1\r\nContent-Length:5\r\nDate: x\r\n\r\n",
+        ] {
+            assert_eq!(
+                resp(raw),
+                "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: 1\r\nDate: x\r\n\r\n",
+                "{raw:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn date_is_added_only_when_missing() {
+        let out = resp("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!(
+            out,
+            "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\n\r\n"
+        );
+        let out = resp("HTTP/1.1 200 OK\r\ndate: Mon, 01 Jan 2024 00:00:00 GMT\r\n\r\n");
+        assert_eq!(out.matches("ate:").count(), 1, "{out}");
+        assert!(
+            out.contains("date: Mon, 01 Jan 2024 00:00:00 GMT\r\n"),
+            "{out}"
         );
     }
 
     #[test]
-    fn canned_lengths_are_right() {
-        for s in [400, 404, 405, 408, 417, 431, 500, 501, 502, 503, 504, 505] {
-            for raw in [canned_response(s).0, canned_response(s).1] {
+    fn absolute_form_is_forwarded_in_origin_form() {
+        let out = req(
+            "GET http://Admin.Test/x?y HTTP/1.1\r\nhost: admin.test\r\nAccept: 1\r\n\r\n",
+            "1.2.3.4",
+        );
+        assert!(
+            out.starts_with("GET /x?y HTTP/1.1\r\nhost: Admin.Test\r\nAccept: 1\r\n"),
+            "{out}"
+        );
+        assert_eq!(out.matches("ost:").count(), 1, "{out}");
+        let out = req("GET http://a.test HTTP/1.0\r\n\r\n", "1.2.3.4");
+        assert!(out.starts_with("GET / HTTP/1.1\r\n"), "{out}");
+        assert!(out.contains("Host: a.test\r\n"), "{out}");
+        let out = req(
+            "GET http://a.test?q HTTP/1.1\r\nHost: a.test\r\n\r\n",
+            "::1",
+        );
+        assert!(out.starts_with("GET /?q HTTP/1.1\r\n"), "{out}");
+        let out = req(
+            "OPTIONS http://a.test HTTP/1.1\r\nHost: a.test\r\n\r\n",
+            "::1",
+        );
+        assert!(out.starts_with("OPTIONS * HTTP/1.1\r\n"), "{out}");
+        let out = req("OPTIONS * HTTP/1.1\r\nHost: a.test\r\n\r\n", "::1");
+        assert!(out.starts_with("OPTIONS * HTTP/1.1\r\n"), "{out}");
+    }
+
+    #[test]
+    fn canned_responses_are_well_framed_and_dated() {
+        for s in [
+            400, 404, 405, 408, 413, 414, 417, 431, 500, 501, 502, 503, 504, 505, 299,
+        ] {
+            for keep in [false, true] {
+                let mut raw = Vec::new();
+                encode_canned(&mut raw, s, keep, DATE);
                 let mut f = Vec::new();
-                let h = decode_response(raw, 16384, false, &mut f).unwrap().unwrap();
+                let h = decode_response(&raw, 16384, false, &mut f)
+                    .unwrap()
+                    .unwrap();
                 let body = &raw[h.head_len..];
                 assert_eq!(
                     h.framing,
                     super::super::Framing::Length(body.len() as u64),
                     "{s}"
                 );
-                assert_eq!(h.status, if s == 500 { 500 } else { s });
+                let want = if s == 299 { 500 } else { s };
+                assert_eq!(h.status, want);
+                assert!(body.starts_with(want.to_string().as_bytes()));
+                assert_eq!(h.keep_alive(), keep, "{s}");
+                let text = String::from_utf8(raw.clone()).unwrap();
+                assert!(
+                    text.contains("\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\n"),
+                    "{text}"
+                );
             }
         }
     }

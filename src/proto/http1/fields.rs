@@ -24,6 +24,8 @@ pub enum FieldKind {
     XForwardedFor,
     /// `X-Real-IP` and `X-Forwarded-Proto`: replaced by the proxy's own.
     ProxySet,
+    /// `Date`: the proxy adds one to a response that has none.
+    Date,
 }
 
 /// One header field: its name and value spans and its kind.
@@ -41,6 +43,7 @@ pub fn classify(name: &[u8]) -> FieldKind {
     match name.len() {
         2 if eq("te") => FieldKind::HopByHop,
         4 if eq("host") => FieldKind::Host,
+        4 if eq("date") => FieldKind::Date,
         6 if eq("expect") => FieldKind::Expect,
         7 if eq("upgrade") => FieldKind::Upgrade,
         7 if eq("trailer") => FieldKind::HopByHop,
@@ -53,6 +56,46 @@ pub fn classify(name: &[u8]) -> FieldKind {
         17 if eq("x-forwarded-proto") => FieldKind::ProxySet,
         _ => FieldKind::Other,
     }
+}
+
+/// Whether a field must not cross the proxy in a trailer section.
+///
+/// RFC 9110 §6.5.1: a sender must not put in trailers what framing, routing,
+/// authentication, request modifiers, response control or content handling
+/// depend on, and a recipient must not merge such trailers into the header
+/// section. Backends and clients that do merge trailers (or simply log them
+/// as headers) would otherwise see a `Content-Length`, `Host` or
+/// `X-Forwarded-For` the proxy never checked, so these are dropped in both
+/// directions; the rest pass unchanged.
+pub fn forbidden_in_trailer(name: &[u8]) -> bool {
+    if classify(name) != FieldKind::Other || name.contains(&b'_') {
+        return true;
+    }
+    const NAMES: &[&str] = &[
+        "age",
+        "authorization",
+        "cache-control",
+        "content-encoding",
+        "content-range",
+        "content-type",
+        "cookie",
+        "expires",
+        "location",
+        "max-forwards",
+        "pragma",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "range",
+        "retry-after",
+        "set-cookie",
+        "vary",
+        "www-authenticate",
+    ];
+    let lower_prefix = |p: &[u8]| name.len() > p.len() && name[..p.len()].eq_ignore_ascii_case(p);
+    lower_prefix(b"if-")
+        || NAMES
+            .iter()
+            .any(|n| name.eq_ignore_ascii_case(n.as_bytes()))
 }
 
 /// Iterates the comma-separated tokens of a list-valued field, trimmed of
@@ -251,6 +294,35 @@ mod tests {
         assert_eq!(classify(b"TE"), FieldKind::HopByHop);
         assert_eq!(classify(b"X-Forwarded-Proto"), FieldKind::ProxySet);
         assert_eq!(classify(b"Content-Type"), FieldKind::Other);
+        assert_eq!(classify(b"DATE"), FieldKind::Date);
+    }
+
+    #[test]
+    fn trailer_policy() {
+        for name in [
+            "Content-Length",
+            "transfer-encoding",
+            "Host",
+            "Connection",
+            "Keep-Alive",
+            "TE",
+            "Trailer",
+            "Upgrade",
+            "Expect",
+            "X-Forwarded-For",
+            "X-Real-IP",
+            "Authorization",
+            "Set-Cookie",
+            "Content-Type",
+            "If-None-Match",
+            "Date",
+            "X_Forwarded_For",
+        ] {
+            assert!(forbidden_in_trailer(name.as_bytes()), "{name}");
+        }
+        for name in ["X-Checksum", "Server-Timing", "grpc-status", "Digest", "If"] {
+            assert!(!forbidden_in_trailer(name.as_bytes()), "{name}");
+        }
     }
 
     #[test]

@@ -21,7 +21,7 @@ pub mod response;
 
 pub use chunked::{ChunkError, ChunkedDecoder, Piece};
 pub use fields::{Field, FieldKind};
-pub use request::{decode_request, Method, RequestError, RequestHead};
+pub use request::{decode_request, Method, RequestError, RequestHead, TargetForm};
 pub use response::{decode_response, ResponseError, ResponseHead};
 
 /// Hard cap on header fields in one head, whatever the config says; it sizes
@@ -88,6 +88,8 @@ pub enum Framing {
 pub struct Limits {
     pub max_head_bytes: usize,
     pub max_headers: usize,
+    /// Longest request target; longer is a 414.
+    pub max_uri_bytes: usize,
 }
 
 impl Default for Limits {
@@ -95,6 +97,7 @@ impl Default for Limits {
         Limits {
             max_head_bytes: crate::config::defaults::MAX_HEADER_BYTES,
             max_headers: crate::config::defaults::MAX_HEADERS,
+            max_uri_bytes: crate::config::defaults::MAX_URI_BYTES,
         }
     }
 }

@@ -5,6 +5,16 @@
 //! [`RequestError`] that names the status to answer before closing. The
 //! framing decision (no body, `Content-Length`, chunked) is made here and
 //! only here.
+//!
+//! The request target is checked by form (RFC 9112 §3.2): origin-form
+//! (`/path`) for every method, asterisk-form (`*`) for `OPTIONS` only,
+//! absolute-form (`http://authority/path`) with an `http`/`https` scheme and
+//! a non-empty authority without userinfo. Authority-form is `CONNECT`'s,
+//! which the proxy does not tunnel (405); for any other method it is a 400.
+//! For absolute-form the authority is the request's host (§3.2.2): routing
+//! uses it, the upstream gets origin-form with `Host` set from it, and a
+//! `Host` field that names another host is a 400 (a client must send the
+//! same value, §3.2; a mismatch is how vhost checks get bypassed).
 
 use std::mem::MaybeUninit;
 
@@ -56,6 +66,18 @@ impl Method {
     }
 }
 
+/// How the request target was written (RFC 9112 §3.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetForm {
+    /// `/path?query`.
+    Origin,
+    /// `http://authority/path?query`; [`RequestHead::target`] is the part
+    /// after the authority (possibly empty, or starting with `?`).
+    Absolute,
+    /// `*` (`OPTIONS` only).
+    Asterisk,
+}
+
 /// A decoded request head; spans point into the buffer it was decoded from.
 #[derive(Debug, Clone, Copy)]
 pub struct RequestHead {
@@ -63,7 +85,10 @@ pub struct RequestHead {
     pub head_len: usize,
     pub method: Method,
     pub method_span: Span,
+    /// The target as it is forwarded: for absolute-form, the path and query
+    /// after the authority (see [`TargetForm::Absolute`]).
     pub target: Span,
+    pub form: TargetForm,
     pub version: Version,
     pub framing: Framing,
     pub conn: ConnectionOpts,
@@ -72,12 +97,24 @@ pub struct RequestHead {
     /// The request asks for a protocol upgrade (`Connection: upgrade` plus
     /// an `Upgrade` field).
     pub upgrade: bool,
+    /// The request's host: the authority of an absolute-form target, else
+    /// the `Host` field.
     pub host: Option<Span>,
     /// A `Content-Length` field was present (even if 0).
     pub had_length: bool,
 }
 
 impl RequestHead {
+    /// Whether the declared `Content-Length` is over `max_body`
+    /// (`client_max_body_size`; 0 = unlimited): then the answer is 413
+    /// before any of the body is read. A chunked body is checked as its
+    /// size lines arrive ([`ChunkedDecoder::with_limit`]).
+    ///
+    /// [`ChunkedDecoder::with_limit`]: super::ChunkedDecoder::with_limit
+    pub fn body_too_large(&self, max_body: u64) -> bool {
+        matches!(self.framing, Framing::Length(n) if max_body != 0 && n > max_body)
+    }
+
     /// Whether the client wants the connection kept after this exchange.
     pub fn keep_alive(&self) -> bool {
         match self.version {
@@ -98,8 +135,11 @@ pub enum RequestError {
     TooManyHeaders,
     /// Framing fields that disagree or can't be trusted (400).
     Framing(FramingError),
-    /// HTTP/1.1 without exactly one `Host` (400).
+    /// HTTP/1.1 without exactly one `Host`, an invalid one, or one that
+    /// differs from the absolute-form authority (400).
     BadHost,
+    /// Request target longer than `max_uri_bytes` (414).
+    UriTooLong,
     /// `Expect` with something other than `100-continue` (417).
     BadExpect,
     /// Not HTTP/1.0 or HTTP/1.1 (505).
@@ -113,6 +153,7 @@ impl RequestError {
         match self {
             RequestError::Malformed | RequestError::Framing(_) | RequestError::BadHost => 400,
             RequestError::HeadTooLarge | RequestError::TooManyHeaders => 431,
+            RequestError::UriTooLong => 414,
             RequestError::BadExpect => 417,
             RequestError::Version => 505,
             RequestError::Connect => 405,
@@ -142,6 +183,9 @@ pub fn decode_request(
     let head_len = match status {
         httparse::Status::Complete(n) => n,
         httparse::Status::Partial => {
+            if buf.len() > limits.max_uri_bytes && partial_target_too_long(buf, limits) {
+                return Err(RequestError::UriTooLong);
+            }
             return if buf.len() >= limits.max_head_bytes {
                 Err(RequestError::HeadTooLarge)
             } else {
@@ -165,10 +209,14 @@ pub fn decode_request(
     if method == Method::Connect {
         return Err(RequestError::Connect);
     }
-    let target = Span::of(buf, path.as_bytes());
-    if !valid_target(path.as_bytes(), method) {
-        return Err(RequestError::Malformed);
+    if path.len() > limits.max_uri_bytes {
+        return Err(RequestError::UriTooLong);
     }
+    let Some(split) = split_target(path.as_bytes(), method) else {
+        return Err(RequestError::Malformed);
+    };
+    let (form, target) = (split.form, Span::of(buf, split.rest));
+    let authority = split.authority.map(|a| Span::of(buf, a));
 
     fields.clear();
     let mut host = None;
@@ -224,6 +272,15 @@ pub fn decode_request(
             return Err(RequestError::BadHost);
         }
     }
+    if let Some(a) = authority {
+        if !valid_host(a.get(buf)) {
+            return Err(RequestError::Malformed);
+        }
+        if host.is_some_and(|h| !h.get(buf).eq_ignore_ascii_case(a.get(buf))) {
+            return Err(RequestError::BadHost);
+        }
+        host = Some(a);
+    }
 
     let te = fields::transfer_encoding(buf, fields).map_err(RequestError::Framing)?;
     let cl = fields::content_length(buf, fields).map_err(RequestError::Framing)?;
@@ -246,6 +303,7 @@ pub fn decode_request(
         method,
         method_span,
         target,
+        form,
         version,
         framing,
         conn,
@@ -287,18 +345,65 @@ fn single_coding(buf: &[u8], fields: &[Field]) -> bool {
         == 1
 }
 
-fn valid_target(t: &[u8], method: Method) -> bool {
-    match t.first() {
-        Some(b'/') => true,
-        Some(b'*') => t.len() == 1 && method == Method::Options,
-        // absolute-form (RFC 9112 §3.2.2): forwarded as is.
-        Some(_) => {
-            t.len() > 7
-                && (t[..7].eq_ignore_ascii_case(b"http://")
-                    || t.len() > 8 && t[..8].eq_ignore_ascii_case(b"https://"))
+/// A request target split by form.
+struct SplitTarget<'a> {
+    form: TargetForm,
+    /// The authority of an absolute-form target.
+    authority: Option<&'a [u8]>,
+    /// What is forwarded (after the authority, for absolute-form).
+    rest: &'a [u8],
+}
+
+/// Splits a request target by form, or `None` for a target this proxy
+/// refuses (400).
+fn split_target(t: &[u8], method: Method) -> Option<SplitTarget<'_>> {
+    let whole = |form| SplitTarget {
+        form,
+        authority: None,
+        rest: t,
+    };
+    match t.first()? {
+        b'/' => Some(whole(TargetForm::Origin)),
+        b'*' if t.len() == 1 && method == Method::Options => Some(whole(TargetForm::Asterisk)),
+        b'*' => None,
+        _ => {
+            let rest =
+                strip_prefix_ci(t, b"http://").or_else(|| strip_prefix_ci(t, b"https://"))?;
+            let end = rest
+                .iter()
+                .position(|&b| matches!(b, b'/' | b'?' | b'#'))
+                .unwrap_or(rest.len());
+            // An empty authority is refused by the caller's host check.
+            Some(SplitTarget {
+                form: TargetForm::Absolute,
+                authority: Some(&rest[..end]),
+                rest: &rest[end..],
+            })
         }
-        None => false,
     }
+}
+
+fn strip_prefix_ci<'a>(t: &'a [u8], prefix: &[u8]) -> Option<&'a [u8]> {
+    (t.len() >= prefix.len() && t[..prefix.len()].eq_ignore_ascii_case(prefix))
+        .then(|| &t[prefix.len()..])
+}
+
+/// For a head still arriving: whether its request line already holds a
+/// target longer than `max_uri_bytes` (so a 414 need not wait for the rest).
+fn partial_target_too_long(buf: &[u8], limits: &Limits) -> bool {
+    let line = match buf.iter().position(|&b| b == b'\n') {
+        Some(_) => return false, // the line is complete: httparse judged it
+        None => buf,
+    };
+    let Some(sp) = line.iter().position(|&b| b == b' ') else {
+        return false;
+    };
+    let target = &line[sp + 1..];
+    let len = target
+        .iter()
+        .position(|&b| b == b' ')
+        .unwrap_or(target.len());
+    len > limits.max_uri_bytes
 }
 
 /// `Host` must be a plausible uri-host[:port]: no spaces, slashes, `@`, or
@@ -444,6 +549,113 @@ mod tests {
         assert_eq!(f[1].kind, FieldKind::HopByHop);
         let h = ok("GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AA\r\n\r\n");
         assert!(!h.upgrade);
+    }
+
+    fn with_limits(s: &str, limits: Limits) -> Result<Option<RequestHead>, RequestError> {
+        decode_request(s.as_bytes(), &limits, &mut Vec::new())
+    }
+
+    #[test]
+    fn absolute_form_uses_the_authority() {
+        let raw = "GET http://Admin.Test:8080/x?q=1 HTTP/1.1\r\nHost: admin.test:8080\r\n\r\n";
+        let h = ok(raw);
+        assert_eq!(h.form, TargetForm::Absolute);
+        assert_eq!(h.target.get(raw.as_bytes()), b"/x?q=1");
+        assert_eq!(h.host.unwrap().get(raw.as_bytes()), b"Admin.Test:8080");
+        // HTTP/1.0 needs no Host: the authority is the host.
+        let raw = "GET https://a.test HTTP/1.0\r\n\r\n";
+        let h = ok(raw);
+        assert_eq!(h.target.get(raw.as_bytes()), b"");
+        assert_eq!(h.host.unwrap().get(raw.as_bytes()), b"a.test");
+        let raw = "GET http://a.test?x HTTP/1.1\r\nHost: a.test\r\n\r\n";
+        assert_eq!(ok(raw).target.get(raw.as_bytes()), b"?x");
+        let raw = "OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n";
+        assert_eq!(ok(raw).form, TargetForm::Asterisk);
+        assert_eq!(
+            ok("GET /x HTTP/1.1\r\nHost: a\r\n\r\n").form,
+            TargetForm::Origin
+        );
+    }
+
+    #[test]
+    fn target_form_errors() {
+        let cases: &[(&str, u16)] = &[
+            // The Host bypass: authority and Host disagree.
+            (
+                "GET http://admin.test/x HTTP/1.1\r\nHost: public.test\r\n\r\n",
+                400,
+            ),
+            (
+                "GET http://admin.test/x HTTP/1.1\r\nHost: admin.test:80\r\n\r\n",
+                400,
+            ),
+            // Absolute-form still needs exactly one Host in HTTP/1.1.
+            ("GET http://a.test/x HTTP/1.1\r\n\r\n", 400),
+            (
+                "GET http://a.test/x HTTP/1.1\r\nHost: a.test\r\nHost: a.test\r\n\r\n",
+                400,
+            ),
+            ("GET ftp://a.test/x HTTP/1.1\r\nHost: a.test\r\n\r\n", 400),
+            ("GET http:///x HTTP/1.1\r\nHost: a.test\r\n\r\n", 400),
+            ("GET http:// HTTP/1.1\r\nHost: a.test\r\n\r\n", 400),
+            (
+                "GET http://user@a.test/ HTTP/1.1\r\nHost: a.test\r\n\r\n",
+                400,
+            ),
+            ("GET a.test:80 HTTP/1.1\r\nHost: a.test\r\n\r\n", 400),
+            ("GET * HTTP/1.1\r\nHost: a.test\r\n\r\n", 400),
+            ("OPTIONS *x HTTP/1.1\r\nHost: a.test\r\n\r\n", 400),
+            (
+                "CONNECT a.test:443 HTTP/1.1\r\nHost: a.test:443\r\n\r\n",
+                405,
+            ),
+        ];
+        for (raw, status) in cases {
+            let e = dec(raw).expect_err(raw);
+            assert_eq!(e.status(), *status, "{raw:?} → {e:?}");
+        }
+    }
+
+    #[test]
+    fn uri_length_limit_is_414() {
+        let limits = Limits {
+            max_uri_bytes: 16,
+            ..Limits::default()
+        };
+        let at = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(15));
+        assert!(with_limits(&at, limits).unwrap().is_some());
+        let over = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(16));
+        assert_eq!(
+            with_limits(&over, limits).unwrap_err(),
+            RequestError::UriTooLong
+        );
+        assert_eq!(RequestError::UriTooLong.status(), 414);
+        // Still arriving: refused once the target alone is over the limit.
+        let partial = format!("GET /{}", "a".repeat(16));
+        assert_eq!(
+            with_limits(&partial, limits).unwrap_err(),
+            RequestError::UriTooLong
+        );
+        assert!(with_limits("GET /aaaaaaaaaaaaa", limits).unwrap().is_none());
+        // A long header value is not a long URI.
+        let hdr = format!("GET / HTTP/1.1\r\nHost: a\r\nX: {}", "b".repeat(40));
+        assert!(with_limits(&hdr, limits).unwrap().is_none());
+    }
+
+    #[test]
+    fn declared_body_limit() {
+        let post = |cl: &str| ok(&format!("POST / HTTP/1.1\r\nHost: a\r\n{cl}\r\n"));
+        let cases = [
+            ("Content-Length: 10\r\n", 10, false),
+            ("Content-Length: 11\r\n", 10, true),
+            ("Content-Length: 11\r\n", 0, false),
+            ("Content-Length: 0\r\n", 1, false),
+            ("", 1, false),
+            ("Transfer-Encoding: chunked\r\n", 1, false),
+        ];
+        for (cl, limit, want) in cases {
+            assert_eq!(post(cl).body_too_large(limit), want, "{cl:?} {limit}");
+        }
     }
 
     #[test]

@@ -21,6 +21,9 @@ pub struct ResponseHead {
     pub reason: Span,
     pub framing: Framing,
     pub conn: ConnectionOpts,
+    /// The `Content-Length` value, when the fields carry one (all of them
+    /// agreeing: `5` twice or `5, 5` is 5). The encoder sends it once.
+    pub content_length: Option<u64>,
 }
 
 impl ResponseHead {
@@ -124,6 +127,7 @@ pub fn decode_response(
         reason,
         framing,
         conn,
+        content_length: cl,
     }))
 }
 
@@ -196,6 +200,25 @@ mod tests {
                 .unwrap();
             assert!(h.reason.get(raw.as_bytes()).is_empty(), "{raw:?}");
         }
+    }
+
+    #[test]
+    fn repeated_identical_lengths_are_one_value() {
+        for raw in [
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\n",
+        ] {
+            let h = dec(raw, false).unwrap().unwrap();
+            assert_eq!(h.framing, Framing::Length(5));
+            assert_eq!(h.content_length, Some(5));
+        }
+        let h = dec(
+            "HTTP/1.1 304 Not Modified\r\nContent-Length: 7\r\n\r\n",
+            false,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!((h.framing, h.content_length), (Framing::None, Some(7)));
     }
 
     #[test]
