@@ -302,9 +302,10 @@ async fn housekeeping(shard: &Rc<Shard>, mut accepting: HashMap<SocketAddr, Canc
         // snapshot before it sets the flag, so a shard that sees the stop
         // also sees that snapshot below.
         let stop = shard.link.stop_requested();
-        // Pick up a new snapshot even with no request arriving (draining,
-        // routes): one pointer compare when unchanged.
-        let view = shard.view();
+        // Whether the published snapshot drains, even with no request
+        // arriving: one pointer compare through the reader's cache (the view,
+        // selector state and metric layout are rebuilt by the next request).
+        let drain_published = shard.reader.borrow_mut().load().draining;
         let now = Instant::now();
         let now_ms = now.duration_since(started).as_millis() as u64;
         shard.clock.set(now_ms);
@@ -322,6 +323,7 @@ async fn housekeeping(shard: &Rc<Shard>, mut accepting: HashMap<SocketAddr, Canc
             al.flush();
         }
         if ticks.is_multiple_of(100) {
+            let view = shard.view();
             shard.pool.borrow_mut().sweep(now, |addr: SocketAddr| {
                 view.snap
                     .upstreams
@@ -341,7 +343,7 @@ async fn housekeeping(shard: &Rc<Shard>, mut accepting: HashMap<SocketAddr, Canc
                 }
             }
         }
-        if (view.snap.draining || stop) && !shard.draining() {
+        if (drain_published || stop) && !shard.draining() {
             // Apply draining: stop accepting first, then tell connections.
             for (_, c) in accepting.drain() {
                 c.cancel();
@@ -354,7 +356,7 @@ async fn housekeeping(shard: &Rc<Shard>, mut accepting: HashMap<SocketAddr, Canc
         if stop {
             if !stopping {
                 stopping = true;
-                let limit = view.snap.config.runtime.shutdown_timeout;
+                let limit = shard.view().snap.config.runtime.shutdown_timeout;
                 drain_deadline = Some(now + limit);
                 shard.pool.borrow_mut().clear();
             }
