@@ -21,6 +21,10 @@ pub mod defaults {
     use std::time::Duration;
     pub const BACKLOG: u32 = 4096;
     pub const KEEPALIVE: usize = 64;
+    /// Below the usual backend idle timeouts (uvicorn 5 s, gunicorn 2 s for
+    /// sync workers but those close anyway, Node 5 s), so the proxy closes
+    /// an idle upstream connection before the backend does.
+    pub const UPSTREAM_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(4);
     pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
     pub const READ_TIMEOUT: Duration = Duration::from_secs(60);
     pub const SEND_TIMEOUT: Duration = Duration::from_secs(60);
@@ -40,6 +44,7 @@ pub mod defaults {
     pub const CLIENT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
     pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(75);
     pub const MAX_CONNECTIONS: usize = 16384;
+    pub const TUNNEL_TIMEOUT: Duration = Duration::from_secs(3600);
     pub const HC_INTERVAL: Duration = Duration::from_secs(1);
     pub const HC_TIMEOUT: Duration = Duration::from_millis(500);
     pub const HC_RISE: u32 = 2;
@@ -124,6 +129,9 @@ pub struct HttpConfig {
     pub keepalive_timeout: Duration,
     /// Connections one shard serves at once; past it, accept waits.
     pub max_connections: usize,
+    /// Idle time of an upgraded (`101`) connection: it is closed once no
+    /// byte moved either way for this long.
+    pub tunnel_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -192,6 +200,9 @@ pub struct UpstreamConfig {
     pub hash_key: HashKey,
     /// Idle upstream connections kept per shard.
     pub keepalive: usize,
+    /// How long an idle upstream connection stays pooled (nginx's upstream
+    /// `keepalive_timeout`); 0 = none is kept.
+    pub keepalive_timeout: Duration,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
     pub send_timeout: Duration,

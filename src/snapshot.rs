@@ -95,13 +95,19 @@ pub struct ServerSnap {
     pub host: Box<[u8]>,
     /// Configured up, healthy by active checks and by passive observation.
     pub available: bool,
+    /// Out only because of passive failures (`max_fails`): not `down` in
+    /// the config, not failing active checks. When no server of the
+    /// upstream is available, these are tried anyway (nginx never leaves
+    /// an upstream with no server because of passive failures alone).
+    pub passive_down: bool,
     /// When the server last came back, for the slow-start ramp.
     pub up_since: Option<Instant>,
 }
 
 /// Availability of every server as decided by the control thread, indexed
-/// `[upstream][server]`; `None` means "all up".
-pub type Availability<'a> = Option<&'a dyn Fn(usize, usize) -> (bool, Option<Instant>)>;
+/// `[upstream][server]`: (available, up since, up by active checks);
+/// `None` means "all up".
+pub type Availability<'a> = Option<&'a dyn Fn(usize, usize) -> (bool, Option<Instant>, bool)>;
 
 impl Snapshot {
     /// Builds a snapshot of `config`; `avail` gives each server's health and
@@ -135,11 +141,13 @@ impl Snapshot {
                     .iter()
                     .enumerate()
                     .map(|(si, s)| {
-                        let (healthy, up_since) = avail.map_or((true, None), |f| f(ui, si));
+                        let (healthy, up_since, active_up) =
+                            avail.map_or((true, None, true), |f| f(ui, si));
                         ServerSnap {
                             addr: s.addr,
                             host: s.addr.to_string().into_bytes().into(),
                             available: !s.down && healthy,
+                            passive_down: !s.down && active_up && !healthy,
                             up_since,
                         }
                     })
@@ -235,8 +243,8 @@ mod tests {
     #[test]
     fn clock_is_needed_only_while_a_server_ramps_up() {
         let since = crate::testutil::epoch();
-        let back = |_: usize, _: usize| (true, Some(since));
-        let never_down = |_: usize, _: usize| (true, None);
+        let back = |_: usize, _: usize| (true, Some(since), true);
+        let never_down = |_: usize, _: usize| (true, None, true);
         assert!(Snapshot::build(config("10s"), 1, Some(&back), false).upstreams[0].ramping);
         assert!(!Snapshot::build(config("10s"), 1, Some(&never_down), false).upstreams[0].ramping);
         assert!(!Snapshot::build(config("0s"), 1, Some(&back), false).upstreams[0].ramping);

@@ -174,6 +174,7 @@ fn read_http(t: Option<&Table>, d: &mut Diags) -> HttpConfig {
         client_body_timeout: def::CLIENT_BODY_TIMEOUT,
         keepalive_timeout: def::KEEPALIVE_TIMEOUT,
         max_connections: def::MAX_CONNECTIONS,
+        tunnel_timeout: def::TUNNEL_TIMEOUT,
     };
     let Some(t) = t else { return h };
     t.check_keys(
@@ -187,6 +188,7 @@ fn read_http(t: Option<&Table>, d: &mut Diags) -> HttpConfig {
             "client_body_timeout",
             "keepalive_timeout",
             "max_connections",
+            "tunnel_timeout",
         ],
     );
     // A head must at least hold a request line; 64 bytes is a floor that
@@ -229,6 +231,9 @@ fn read_http(t: Option<&Table>, d: &mut Diags) -> HttpConfig {
     }
     if let Some(v) = t.int(d, "max_connections", 1..=U32) {
         h.max_connections = v;
+    }
+    if let Some(v) = t.positive_duration(d, "tunnel_timeout") {
+        h.tunnel_timeout = v;
     }
     h
 }

@@ -141,8 +141,8 @@ impl Publisher {
             let u = &cfg.upstreams[ui];
             let key = (u.name.clone(), u.servers[si].addr);
             match st.health.get(&key) {
-                Some(h) => (h.published_available, h.up_since),
-                None => (true, None),
+                Some(h) => (h.published_available, h.up_since, h.active_up),
+                None => (true, None, true),
             }
         };
         let mut snap = Snapshot::build(Arc::clone(&cfg), st.generation, Some(&avail), st.draining);

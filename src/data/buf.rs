@@ -7,7 +7,7 @@
 //! head or scanning a body never copies bytes that are still needed.
 
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
 use monoio::buf::IoBufMut;
@@ -116,11 +116,12 @@ impl RecvBuf {
         self.len() == 0
     }
 
-    /// Marks `n` bytes as consumed.
+    /// Marks `n` bytes as consumed (at most what is buffered: consuming
+    /// more is a caller bug, caught in debug builds, never an underflow).
     #[inline]
     pub fn consume(&mut self, n: usize) {
-        self.start += n;
-        debug_assert!(self.start <= self.buf.len());
+        debug_assert!(n <= self.len(), "consume({n}) of {} bytes", self.len());
+        self.start += n.min(self.len());
         if self.start == self.buf.len() {
             self.start = 0;
             self.buf.clear();
@@ -135,22 +136,53 @@ impl RecvBuf {
         timer: &Timer,
         limit: Duration,
     ) -> Result<usize, ReadError> {
+        let fd = stream.as_raw_fd();
+        self.fill_fd(stream, fd, timer, limit).await
+    }
+
+    /// [`fill`](Self::fill) for a stream half that does not expose its
+    /// descriptor (`fd` is the socket's, for the deadline).
+    pub async fn fill_fd<S: AsyncReadRent>(
+        &mut self,
+        stream: &mut S,
+        fd: RawFd,
+        timer: &Timer,
+        limit: Duration,
+    ) -> Result<usize, ReadError> {
+        let (res, in_time) = timer
+            .run(fd, Shut::Read, limit, self.fill_untimed(stream))
+            .await;
+        if in_time.is_err() {
+            return Err(ReadError::Timeout);
+        }
+        res
+    }
+
+    /// A read without a deadline, for an operation that runs alongside
+    /// another one holding the connection's deadline (the response watch
+    /// of a full-duplex upload); the caller bounds it otherwise.
+    pub async fn fill_untimed<S: AsyncReadRent>(
+        &mut self,
+        stream: &mut S,
+    ) -> Result<usize, ReadError> {
         self.make_room();
         let buf = std::mem::take(&mut self.buf);
         let len = buf.len();
         let cap = buf.capacity();
-        let slice = buf.slice_mut(len..cap);
-        let fd = stream.as_raw_fd();
-        let ((res, slice), in_time) = timer.run(fd, Shut::Read, limit, stream.read(slice)).await;
+        let (res, slice) = stream.read(buf.slice_mut(len..cap)).await;
         self.buf = slice.into_inner();
-        if in_time.is_err() {
-            return Err(ReadError::Timeout);
-        }
         match res {
             Ok(0) => Err(ReadError::Eof),
             Ok(n) => Ok(n),
             Err(e) => Err(ReadError::Io(e)),
         }
+    }
+
+    /// Empties the buffer after a read was abandoned mid-flight (its
+    /// storage went with the cancelled operation).
+    pub fn reset(&mut self) {
+        self.buf.clear();
+        self.start = 0;
     }
 
     fn make_room(&mut self) {

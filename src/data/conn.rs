@@ -2,29 +2,67 @@
 //! exchange, repeat while keep-alive allows.
 //!
 //! Requests on a connection are handled strictly one after another, so
-//! pipelined requests are answered in order by construction. A request body
-//! that is entirely buffered before the upstream is chosen stays in the
-//! receive buffer until a response head arrives, which makes the request
-//! replayable: that is what allows a retry on another server after a
-//! connect error, a reset or a timeout before the first response byte.
+//! pipelined requests are answered in order by construction. This file is
+//! the I/O driver of an exchange; every choice it makes (may this pooled
+//! connection be used, may this failure be retried and where, may either
+//! connection be kept) is a pure function of `proto::exchange`.
+//!
+//! # Replay
+//!
+//! A request body that is entirely buffered before the upstream is chosen
+//! stays in the receive buffer until a response head arrives, which makes
+//! the request replayable. A request whose bytes never left the proxy
+//! (connect failed, or the first write failed) may go again whatever its
+//! method; one that may have reached a backend goes again only when it is
+//! idempotent and still buffered. A POST is never sent twice.
+//!
+//! # Uploads are full duplex
+//!
+//! A body that is not entirely buffered is streamed, and while it is, the
+//! upstream connection is watched for a response. A backend that answers
+//! early (413, 401, a redirect…) and stops reading gets its answer relayed:
+//! sending stops, that upstream connection is closed, and the client
+//! connection is closed after the response with a lingering close (its
+//! unread body is drained for a while, so closing does not reset the
+//! connection before the client read the answer). Informational (1xx)
+//! responses that arrive during the upload are dropped.
+//!
+//! `Expect: 100-continue` is answered by the proxy: `100 Continue` goes to
+//! the client when its body is about to be streamed, and `Expect` is not
+//! forwarded (the backend sees an ordinary upload). A backend that refuses
+//! the upload is then an early response, as above.
+//!
+//! # Tunnels
+//!
+//! After `101 Switching Protocols` bytes are copied both ways until both
+//! sides are done, or until nothing moved either way for
+//! `[http] tunnel_timeout`. A tunnel keeps its client connection's slot,
+//! so it counts against `max_connections`.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::future::Future;
 use std::io::Write as _;
 use std::net::SocketAddr;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, RawFd};
+use std::pin::{pin, Pin};
 use std::rc::Rc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Splitable};
 use monoio::net::TcpStream;
 
 use super::buf::{self, ReadError, RecvBuf};
-use super::deadline::Timer;
-use super::io::{relay, write_all, Body, RelayError};
+use super::deadline::{Shut, Timer};
+use super::io::{relay, write_all, write_counted, Body, Pipe, RelayError};
 use super::shard::{Shard, ShardView};
 use crate::config::HashKey;
-use crate::lb::{hash_bytes, NoServer};
+use crate::lb::{hash_bytes, NoServer, ShardState};
 use crate::metrics::{ConnState, FailureKind};
+use crate::proto::exchange::{
+    counts_against_server, may_keep_client, may_pool_upstream, retry, ClientEnd, Failed, Retry,
+    Sent, Tried, UpstreamEnd,
+};
 use crate::proto::http1::encode::{
     encode_canned, encode_request, encode_response, ClientConn, CONTINUE,
 };
@@ -32,7 +70,7 @@ use crate::proto::http1::{
     decode_request, decode_response, ChunkError, ChunkedDecoder, Field, Framing, Limits, Method,
     RequestHead, Version,
 };
-use crate::snapshot::UpstreamSnap;
+use crate::snapshot::{ServerSnap, UpstreamSnap};
 
 /// Largest upstream response head accepted (the upstream buffer's size).
 const UPSTREAM_BUF: usize = buf::POOLED;
@@ -42,11 +80,19 @@ const CLIENT_BUF: usize = 4096;
 /// Retries of a request whose pooled connection turned out stale; they do
 /// not count against `retries`.
 const STALE_RETRIES: u32 = 2;
+/// Lingering close (nginx's `lingering_time` / `lingering_timeout`): how
+/// long a client's unread body is drained after the final response, and
+/// how long one read of it may wait.
+const LINGER_TIME: Duration = Duration::from_secs(30);
+const LINGER_READ: Duration = Duration::from_secs(5);
 
 /// What happens to the client connection after an exchange.
 enum Next {
     KeepAlive,
     Close,
+    /// Close after draining what the client still sends (its request body
+    /// was not read), so the response is not lost to a reset.
+    Linger,
     Tunnel(TcpStream),
 }
 
@@ -76,6 +122,12 @@ struct Client {
     log_line: Vec<u8>,
     /// `client_body_timeout` of the snapshot the current request started on.
     client_timeout: Duration,
+    /// `keepalive_timeout` of that snapshot is not zero.
+    keep_enabled: bool,
+    /// Requests read on this connection so far.
+    requests: u64,
+    /// Servers tried for the current request (kept to reuse its storage).
+    tried: Tried,
 }
 
 impl Client {
@@ -141,6 +193,9 @@ pub async fn serve(
         timer,
         log_line: Vec::new(),
         client_timeout: Duration::ZERO,
+        keep_enabled: true,
+        requests: 0,
+        tried: Tried::default(),
     };
     loop {
         let mut log = ReqLog::default();
@@ -204,8 +259,12 @@ pub async fn serve(
         match next {
             Next::KeepAlive if !shard.draining() => continue,
             Next::KeepAlive | Next::Close => break,
+            Next::Linger => {
+                linger(&mut c).await;
+                break;
+            }
             Next::Tunnel(upstream) => {
-                tunnel(c, upstream).await;
+                tunnel(c, upstream, view.snap.config.http.tunnel_timeout).await;
                 break;
             }
         }
@@ -250,7 +309,10 @@ async fn read_head(
                 max_uri_bytes: http.max_uri_bytes,
             };
             match decode_request(c.rbuf.data(), &limits, &mut c.fields) {
-                Ok(Some(head)) => return Some((view, head, started.unwrap_or_else(Instant::now))),
+                Ok(Some(head)) => {
+                    c.requests += 1;
+                    return Some((view, head, started.unwrap_or_else(Instant::now)));
+                }
                 Ok(None) => {}
                 Err(e) => {
                     crate::warn!("{}: bad request: {e:?} → {}", c.peer, e.status());
@@ -270,7 +332,13 @@ async fn read_head(
             // An idle connection keeps only its client buffer.
             c.ubuf.release();
             buf::give_back(std::mem::take(&mut c.out));
-            http.keepalive_timeout
+            if c.requests == 0 {
+                // The first request is a head like any other: it gets
+                // `client_header_timeout`, also when keep-alive is off.
+                http.client_header_timeout
+            } else {
+                http.keepalive_timeout
+            }
         } else {
             let d = *deadline.get_or_insert_with(|| Instant::now() + http.client_header_timeout);
             d.saturating_duration_since(Instant::now())
@@ -296,48 +364,135 @@ async fn read_head(
     }
 }
 
+/// Where a request's body is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyState {
+    /// The whole request is in `c.rbuf`, unconsumed: it can be sent again.
+    Buffered,
+    /// Part of the body is still with the client; nothing consumed yet.
+    Pending,
+    /// Consumed and entirely read from the client.
+    Read,
+    /// Consumed, but the client still has body bytes we did not read (the
+    /// upload stopped early).
+    Cut,
+}
+
 /// How the request body is sent upstream.
 struct ReqBody {
     /// Body bytes already buffered right after the head.
     prefix: usize,
-    /// The whole body is in the buffer: the request can be replayed.
-    complete: bool,
-    /// The rest, when not complete.
+    state: BodyState,
+    /// The rest, when not buffered.
     rest: Option<Body>,
+}
+
+impl ReqBody {
+    /// Nothing of the request was consumed: it can be sent from the start.
+    fn intact(&self) -> bool {
+        matches!(self.state, BodyState::Buffered | BodyState::Pending)
+    }
+
+    /// The client has no more body bytes to send for this request.
+    fn read(&self) -> bool {
+        matches!(self.state, BodyState::Buffered | BodyState::Read)
+    }
 }
 
 /// `max_body`: `client_max_body_size` (0 = unlimited) for a chunked body.
 fn plan_body(c: &Client, head: &RequestHead, max_body: u64) -> Result<ReqBody, ChunkError> {
     let avail = &c.rbuf.data()[head.head_len..];
-    Ok(match head.framing {
-        Framing::None | Framing::Close => ReqBody {
-            prefix: 0,
-            complete: true,
-            rest: None,
-        },
+    let (prefix, rest) = match head.framing {
+        Framing::None | Framing::Close => (0, None),
         Framing::Length(n) => {
             let prefix = (n.min(avail.len() as u64)) as usize;
             let left = n - prefix as u64;
-            ReqBody {
-                prefix,
-                complete: left == 0,
-                rest: (left > 0).then_some(Body::Length(left)),
-            }
+            (prefix, (left > 0).then_some(Body::Length(left)))
         }
         Framing::Chunked => {
             let mut dec = ChunkedDecoder::with_limit(max_body);
             let prefix = dec.feed(avail)?;
-            let complete = dec.is_done();
-            ReqBody {
+            let done = dec.is_done();
+            (
                 prefix,
-                complete,
-                rest: (!complete).then_some(Body::Chunked {
+                (!done).then_some(Body::Chunked {
                     dec,
                     dechunk: false,
                 }),
-            }
+            )
         }
+    };
+    Ok(ReqBody {
+        prefix,
+        state: if rest.is_some() {
+            BodyState::Pending
+        } else {
+            BodyState::Buffered
+        },
+        rest,
     })
+}
+
+/// One request being proxied: its head (spans into `c.rbuf`) and body.
+struct Req<'h> {
+    head: &'h RequestHead,
+    body: ReqBody,
+    continue_sent: bool,
+}
+
+impl Req<'_> {
+    /// Drops the buffered request from `c.rbuf` once it needs no replay
+    /// (a response was committed, or the proxy answers itself).
+    fn release(&mut self, c: &mut Client) {
+        if self.body.state == BodyState::Buffered {
+            c.rbuf.consume(self.head.head_len + self.body.prefix);
+            self.body.state = BodyState::Read;
+        }
+    }
+
+    /// May the client connection carry another request after this one?
+    fn client_keep(&self, c: &Client, close_delimited: bool, draining: bool) -> bool {
+        may_keep_client(ClientEnd {
+            request_keep_alive: self.head.keep_alive(),
+            keepalive_enabled: c.keep_enabled,
+            request_read: self.body.read(),
+            close_delimited,
+            draining,
+        })
+    }
+
+    /// How the client connection ends when it is not kept.
+    fn closing(&self) -> Next {
+        if self.body.read() {
+            Next::Close
+        } else {
+            Next::Linger
+        }
+    }
+}
+
+/// The server an attempt goes to.
+#[derive(Clone, Copy)]
+struct Target<'a> {
+    up: &'a UpstreamSnap,
+    si: usize,
+}
+
+impl Target<'_> {
+    fn server(&self) -> &ServerSnap {
+        &self.up.servers[self.si]
+    }
+
+    /// Metrics label of the server.
+    fn label(&self) -> usize {
+        self.up.metric_base + self.si
+    }
+}
+
+/// An upstream connection and whether it came from the pool.
+struct UpConn {
+    stream: TcpStream,
+    reused: bool,
 }
 
 /// Why an attempt on one server failed.
@@ -345,6 +500,9 @@ fn plan_body(c: &Client, head: &RequestHead, max_body: u64) -> Result<ReqBody, C
 enum Failure {
     ConnectRefused,
     ConnectTimeout,
+    /// A local resource shortage (EMFILE, ENFILE, EADDRNOTAVAIL, ENOBUFS,
+    /// ENOMEM): not the server's fault.
+    Local,
     /// Reset, EOF or I/O error before any response byte.
     Reset,
     /// No response byte within `read_timeout`.
@@ -356,6 +514,7 @@ impl Failure {
     fn kind(self) -> FailureKind {
         match self {
             Failure::ConnectRefused | Failure::ConnectTimeout => FailureKind::Connect,
+            Failure::Local => FailureKind::Local,
             Failure::Reset => FailureKind::Reset,
             Failure::Timeout => FailureKind::Timeout,
             Failure::Malformed => FailureKind::Malformed,
@@ -365,7 +524,18 @@ impl Failure {
     fn status(self) -> u16 {
         match self {
             Failure::ConnectTimeout | Failure::Timeout => 504,
+            Failure::Local => 503,
             _ => 502,
+        }
+    }
+
+    /// A connect error: the proxy's own shortage, or the server's refusal.
+    fn of_connect(e: &std::io::Error) -> Failure {
+        match e.raw_os_error() {
+            Some(
+                libc::EMFILE | libc::ENFILE | libc::EADDRNOTAVAIL | libc::ENOBUFS | libc::ENOMEM,
+            ) => Failure::Local,
+            _ => Failure::ConnectRefused,
         }
     }
 }
@@ -383,6 +553,62 @@ fn hash_key(up: &UpstreamSnap, c: &Client, head: &RequestHead) -> u64 {
     }
 }
 
+/// Picks a server not tried yet. When none is available, servers that are
+/// out only because of passive failures are tried anyway: a lone server
+/// (or a whole upstream) is never left unused because of `max_fails`
+/// alone, as in nginx.
+fn pick(
+    view: &ShardView,
+    ui: usize,
+    key: u64,
+    tried: &Tried,
+    now: Option<Instant>,
+) -> Result<usize, NoServer> {
+    let up = &view.snap.upstreams[ui];
+    let mut lb = view.lb.borrow_mut();
+    let weight = |i: usize| now.map_or(1000, |n| up.weight_permille(i, n));
+    let r = up.selector.pick(
+        &mut lb[ui],
+        key,
+        |i| !up.servers[i].available || tried.contains(i),
+        weight,
+    );
+    match r {
+        Err(NoServer::AllDown) => up.selector.pick(
+            &mut lb[ui],
+            key,
+            |i| !(up.servers[i].available || up.servers[i].passive_down) || tried.contains(i),
+            weight,
+        ),
+        r => r,
+    }
+}
+
+/// A request in flight to a server, for `max_conns` and `least_conn`;
+/// released when dropped, on every exit including a panic.
+struct InFlight<'a> {
+    lb: &'a RefCell<Vec<ShardState>>,
+    ui: usize,
+    si: usize,
+}
+
+impl<'a> InFlight<'a> {
+    fn start(lb: &'a RefCell<Vec<ShardState>>, ui: usize, si: usize) -> Self {
+        lb.borrow_mut()[ui].on_start(si);
+        InFlight { lb, ui, si }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        // Never borrowed across an await; `try_` only so that a drop while
+        // unwinding can never turn into a double panic.
+        if let Ok(mut lb) = self.lb.try_borrow_mut() {
+            lb[self.ui].on_finish(self.si);
+        }
+    }
+}
+
 /// Proxies one request. The head is at the start of `c.rbuf`.
 async fn exchange(
     shard: &Shard,
@@ -396,6 +622,7 @@ async fn exchange(
     let http = &snap.config.http;
     let write_limit = http.client_body_timeout;
     c.client_timeout = write_limit;
+    c.keep_enabled = !http.keepalive_timeout.is_zero();
     let buf = c.rbuf.data();
     let hit = snap.listeners[listener]
         .router
@@ -414,7 +641,7 @@ async fn exchange(
         // Refused before reading a byte of the body (nor sending 100).
         return c.reply(log, 413, false, write_limit).await;
     }
-    let mut body = match plan_body(c, &head, max_body) {
+    let body = match plan_body(c, &head, max_body) {
         Ok(b) => b,
         Err(e) => {
             let status = if e == ChunkError::TooLarge { 413 } else { 400 };
@@ -423,8 +650,13 @@ async fn exchange(
         }
     };
     log.bytes_in += body.prefix as u64;
+    let mut req = Req {
+        head: &head,
+        body,
+        continue_sent: false,
+    };
     let Some(ui) = route else {
-        return finish_local(c, log, &head, &body, 404, write_limit).await;
+        return finish_local(shard, c, log, &mut req, 404).await;
     };
     let up = &snap.upstreams[ui];
     let key = if up.selector.balance() == crate::config::Balance::Hash {
@@ -433,182 +665,194 @@ async fn exchange(
         0
     };
 
-    let mut tried: u64 = 0;
-    let mut attempts = 0u32;
-    let mut stale_left = STALE_RETRIES;
-    let mut continue_sent = false;
+    c.tried.clear();
+    let mut tries = 0u32;
+    let mut fresh_left = STALE_RETRIES;
     let mut last_failure = Failure::ConnectRefused;
     // The clock is read only when a server is ramping up (slow start).
     let now = up.ramping.then(Instant::now);
     loop {
-        // Pick a server that has not been tried for this request.
-        let picked = {
-            let mut lb = view.lb.borrow_mut();
-            up.selector.pick(
-                &mut lb[ui],
-                key,
-                |i| !up.servers[i].available || (i < 64 && tried & (1 << i) != 0),
-                |i| now.map_or(1000, |n| up.weight_permille(i, n)),
-            )
-        };
-        let si = match picked {
+        let si = match pick(view, ui, key, &c.tried, now) {
             Ok(si) => si,
-            Err(NoServer::AllFull) => {
-                return finish_local(c, log, &head, &body, 503, write_limit).await
-            }
-            Err(NoServer::AllDown) if attempts == 0 => {
+            Err(NoServer::AllFull) => return finish_local(shard, c, log, &mut req, 503).await,
+            Err(NoServer::AllDown) if tries == 0 => {
                 crate::warn!("upstream {}: no server available → 502", up.config.name);
-                return finish_local(c, log, &head, &body, 502, write_limit).await;
+                return finish_local(shard, c, log, &mut req, 502).await;
             }
             Err(NoServer::AllDown) => {
                 // Every server was tried: the failure belongs to the last one
                 // (`log.server` stays set for the metrics).
-                let keep = body.complete && head.keep_alive() && !shard.draining();
-                if body.complete {
-                    c.rbuf.consume(head.head_len + body.prefix);
-                }
-                return c.reply(log, last_failure.status(), keep, write_limit).await;
+                return fail(shard, c, log, &mut req, last_failure.status()).await;
             }
         };
         if let Some(prev) = log.server {
             // A retry is counted once it has somewhere to go.
             shard.rec.borrow_mut().on_retry(prev);
         }
-        let server = &up.servers[si];
-        if si < 64 {
-            tried |= 1 << si;
-        }
-        attempts += 1;
-        view.lb.borrow_mut()[ui].on_start(si);
-        let label = up.metric_base + si;
-        log.server = Some(label);
-        let result = attempt(shard, c, &head, &mut body, up, si, &mut continue_sent, log).await;
-        view.lb.borrow_mut()[ui].on_finish(si);
-        match result {
+        c.tried.insert(si);
+        tries += 1;
+        let target = Target { up, si };
+        log.server = Some(target.label());
+        let result = {
+            let _in_flight = InFlight::start(&view.lb, ui, si);
+            attempt(shard, c, &mut req, target, log).await
+        };
+        let (failure, sent, stale) = match result {
             Ok(next) => return next,
-            Err(AttemptError::Client) => return Next::Close,
+            Err(AttemptError::Client) => return req.closing(),
             Err(AttemptError::Upstream {
                 failure,
-                stale,
                 sent,
-            }) => {
-                if stale && body.complete && stale_left > 0 {
-                    // A pooled connection the server had already closed: the
-                    // request never reached it; try again on a fresh one.
-                    stale_left -= 1;
-                    attempts -= 1;
-                    if si < 64 {
-                        tried &= !(1 << si);
-                    }
-                    continue;
+                stale,
+            }) => (failure, sent, stale),
+        };
+        let server = target.server();
+        let blame = counts_against_server(failure == Failure::Local, stale);
+        {
+            let kind = if blame || failure == Failure::Local {
+                failure.kind()
+            } else {
+                FailureKind::Discarded
+            };
+            shard
+                .rec
+                .borrow_mut()
+                .on_upstream_failure(target.label(), kind);
+        }
+        if blame {
+            crate::warn!(
+                "upstream {} server {}: {failure:?}",
+                up.config.name,
+                server.addr
+            );
+            shard.link.report_failure(&up.config.name, server.addr);
+        }
+        last_failure = failure;
+        let failed = Failed {
+            sent,
+            idempotent: head.method.is_idempotent(),
+            buffered: req.body.intact(),
+            stale,
+        };
+        match retry(failed, tries, up.config.retries, fresh_left) {
+            Retry::Fresh => {
+                // Most likely the backend closed the pooled connection just
+                // as it was used: the same server, on another connection.
+                fresh_left -= 1;
+                tries -= 1;
+                c.tried.remove(si);
+            }
+            Retry::Next => {}
+            Retry::No => {
+                if !blame {
+                    crate::warn!(
+                        "upstream {} server {}: {failure:?} ({})",
+                        up.config.name,
+                        server.addr,
+                        if stale { "reused connection" } else { "local" }
+                    );
                 }
-                crate::warn!(
-                    "upstream {} server {}: {failure:?}",
-                    up.config.name,
-                    server.addr
-                );
-                shard
-                    .rec
-                    .borrow_mut()
-                    .on_upstream_failure(label, failure.kind());
-                shard.link.report_failure(&up.config.name, server.addr);
-                last_failure = failure;
-                // Replay needs the whole body still buffered; after bytes may
-                // have reached a server only idempotent methods are replayed.
-                let retry_ok = body.complete && (!sent || head.method.is_idempotent());
-                if attempts > up.config.retries || !retry_ok {
-                    let keep = body.complete && head.keep_alive();
-                    if body.complete {
-                        c.rbuf.consume(head.head_len + body.prefix);
-                    }
-                    return c
-                        .reply(
-                            log,
-                            failure.status(),
-                            keep && !shard.draining(),
-                            write_limit,
-                        )
-                        .await;
-                }
+                return fail(shard, c, log, &mut req, failure.status()).await;
             }
         }
     }
 }
 
 /// Answers a request locally (404/502/503…), keeping the connection only if
-/// the request body was already entirely read.
+/// the request body was entirely read.
 async fn finish_local(
+    shard: &Shard,
     c: &mut Client,
     log: &mut ReqLog,
-    head: &RequestHead,
-    body: &ReqBody,
+    req: &mut Req<'_>,
     status: u16,
-    limit: Duration,
 ) -> Next {
     log.server = None;
-    let keep = body.complete && head.keep_alive();
-    if body.complete {
-        c.rbuf.consume(head.head_len + body.prefix);
+    fail(shard, c, log, req, status).await
+}
+
+/// Answers the client with an error status for `req`.
+async fn fail(
+    shard: &Shard,
+    c: &mut Client,
+    log: &mut ReqLog,
+    req: &mut Req<'_>,
+    status: u16,
+) -> Next {
+    req.release(c);
+    let keep = req.client_keep(c, false, shard.draining());
+    match c.reply(log, status, keep, c.client_timeout).await {
+        Next::KeepAlive => Next::KeepAlive,
+        _ => req.closing(),
     }
-    c.reply(log, status, keep, limit).await
 }
 
 enum AttemptError {
-    /// The client failed; nothing more can be done.
+    /// The client failed, or was already answered; nothing more to do.
     Client,
     /// The upstream failed before any response byte went to the client.
-    /// `stale`: it was a pooled connection that failed without a byte.
-    /// `sent`: request bytes may have reached the server.
+    /// `sent`: whether request bytes may have reached the server; `stale`:
+    /// a pooled connection that failed before any response byte.
     Upstream {
         failure: Failure,
+        sent: Sent,
         stale: bool,
-        sent: bool,
     },
 }
 
-/// One try of a request on server `si`.
-#[allow(clippy::too_many_arguments)]
+/// One try of a request on a server.
 async fn attempt(
     shard: &Shard,
     c: &mut Client,
-    head: &RequestHead,
-    body: &mut ReqBody,
-    up: &UpstreamSnap,
-    si: usize,
-    continue_sent: &mut bool,
+    req: &mut Req<'_>,
+    t: Target<'_>,
     log: &mut ReqLog,
 ) -> Result<Next, AttemptError> {
-    let server = &up.servers[si];
-    let client_timeout = c.client_timeout;
-    let pooled = shard.pool.borrow_mut().take(server.addr);
-    let reused = pooled.is_some();
-    let mut us = match pooled {
-        Some(s) => s,
+    let up = t.up;
+    let server = t.server();
+    let taken =
+        shard
+            .pool
+            .borrow_mut()
+            .take(server.addr, shard.clock.get(), up.config.keepalive_timeout);
+    if taken.discarded > 0 {
+        let mut rec = shard.rec.borrow_mut();
+        for _ in 0..taken.discarded {
+            rec.on_upstream_failure(t.label(), FailureKind::Discarded);
+        }
+    }
+    let conn = match taken.stream {
+        Some(stream) => UpConn {
+            stream,
+            reused: true,
+        },
         None => {
             let t0 = Instant::now();
-            let s = connect(server.addr, up.config.connect_timeout)
+            let stream = connect(server.addr, up.config.connect_timeout)
                 .await
                 .map_err(|failure| AttemptError::Upstream {
                     failure,
+                    sent: Sent::Nothing,
                     stale: false,
-                    sent: false,
                 })?;
             let us = t0.elapsed().as_micros() as u64;
-            shard
-                .rec
-                .borrow_mut()
-                .on_connect_time(up.metric_base + si, us);
-            s
+            shard.rec.borrow_mut().on_connect_time(t.label(), us);
+            UpConn {
+                stream,
+                reused: false,
+            }
         }
     };
+    // Whatever a previous exchange left is not this response.
+    c.ubuf.consume(c.ubuf.len());
 
     // Head (+ buffered body) in one write.
+    let head = req.head;
     let mut out = buf::ensure_pooled(std::mem::take(&mut c.out));
-    out.clear();
     {
         let buf = c.rbuf.data();
         encode_request(&mut out, buf, head, &c.fields, c.ip(), &server.host);
-        let prefix = &buf[head.head_len..head.head_len + body.prefix];
+        let prefix = &buf[head.head_len..head.head_len + req.body.prefix];
         if head.framing == Framing::Chunked {
             // Already validated by plan_body; this drops forbidden trailers.
             let _ = ChunkedDecoder::new().forward(prefix, &mut out);
@@ -616,83 +860,238 @@ async fn attempt(
             out.extend_from_slice(prefix);
         }
     }
-    if let Some(rest) = body.rest.as_mut() {
-        // Streaming body: no replay possible past this point.
-        if head.expect_continue && body.prefix == 0 && !*continue_sent {
-            *continue_sent = true;
-            let mut o = Vec::with_capacity(CONTINUE.len());
-            o.extend_from_slice(CONTINUE);
-            if write_all(&mut c.stream, o, &c.timer, client_timeout)
-                .await
-                .0
-                .is_err()
-            {
-                c.out = out;
-                return Err(AttemptError::Client);
-            }
-        }
-        c.rbuf.consume(head.head_len + body.prefix);
-        let mut sent = 0;
-        let (r, o) = relay(
-            &mut c.stream,
-            &mut c.rbuf,
-            &mut us,
-            out,
-            rest,
-            false,
-            &c.timer,
-            client_timeout,
-            up.config.send_timeout,
-            &mut sent,
-        )
-        .await;
-        c.out = o;
-        log.bytes_in += sent;
-        match r {
-            Ok(()) => {}
-            Err(RelayError::DstIo(_) | RelayError::DstTimeout) => {
-                // The upstream went away mid-body: the client's request is
-                // half-consumed, so the connection can't continue.
-                let _ = c.reply(log, 502, false, client_timeout).await;
-                return Err(AttemptError::Client);
-            }
-            Err(RelayError::Malformed(e)) => {
-                // Over client_max_body_size mid-stream: the upstream got part
-                // of the body and is dropped; the client, which has no
-                // response yet, gets 413 and the connection closes.
-                let status = if e == ChunkError::TooLarge { 413 } else { 400 };
-                let _ = c.reply(log, status, false, client_timeout).await;
-                return Err(AttemptError::Client);
-            }
-            Err(_) => return Err(AttemptError::Client),
-        }
-        body.complete = true;
-        body.prefix = 0;
-        body.rest = None;
-        // Already consumed from rbuf: make later consume() calls no-ops.
-        return respond(shard, c, head, us, up, si, reused, 0, log).await;
+    if req.body.rest.is_some() {
+        c.out = out;
+        return upload(shard, c, req, t, conn, log).await;
     }
-    let (r, o) = write_all(&mut us, out, &c.timer, up.config.send_timeout).await;
+    let mut conn = conn;
+    let fd = conn.stream.as_raw_fd();
+    let (r, n, o) =
+        write_counted(&mut conn.stream, fd, out, &c.timer, up.config.send_timeout).await;
     c.out = o;
-    if r.is_err() {
+    if let Err(e) = r {
         return Err(AttemptError::Upstream {
-            failure: Failure::Reset,
-            stale: reused,
-            sent: true,
+            failure: match e {
+                RelayError::DstTimeout => Failure::Timeout,
+                _ => Failure::Reset,
+            },
+            sent: if n == 0 { Sent::Nothing } else { Sent::Maybe },
+            stale: conn.reused,
         });
     }
-    respond(
-        shard,
-        c,
-        head,
-        us,
-        up,
-        si,
-        reused,
-        head.head_len + body.prefix,
-        log,
-    )
+    respond(shard, c, req, t, conn, log).await
+}
+
+/// How the upload phase of a streamed request ended.
+enum Upload {
+    /// The body was sent; then the response head (or a failure) came.
+    Sent(Result<(), Watch>),
+    /// A response head arrived (or the upstream failed) before the body was
+    /// entirely sent.
+    Early(Result<(), Watch>),
+    /// The upstream stopped taking the body; then its response, if any.
+    Refused(Result<(), Watch>),
+    /// The client failed while sending its body.
+    ClientGone,
+    /// The client sent a malformed chunked body (400), or one larger than
+    /// `client_max_body_size` (413).
+    BadBody(u16),
+}
+
+/// Why watching for a response head failed.
+#[derive(Debug)]
+enum Watch {
+    Closed,
+    Timeout,
+    Malformed,
+}
+
+impl Watch {
+    fn failure(&self) -> Failure {
+        match self {
+            Watch::Closed => Failure::Reset,
+            Watch::Timeout => Failure::Timeout,
+            Watch::Malformed => Failure::Malformed,
+        }
+    }
+}
+
+/// Reads from the upstream until a final response head is buffered in
+/// `ubuf` (1xx heads are dropped: the client already got its `100` from
+/// the proxy, if it asked).
+async fn watch_head<R: AsyncReadRent>(
+    ur: &mut R,
+    ubuf: &mut RecvBuf,
+    rfields: &mut Vec<Field>,
+    head_request: bool,
+) -> Result<(), Watch> {
+    loop {
+        match decode_response(ubuf.data(), UPSTREAM_BUF, head_request, rfields) {
+            Ok(Some(r)) if r.is_informational() && r.status != 101 => ubuf.consume(r.head_len),
+            Ok(Some(_)) => return Ok(()),
+            Ok(None) => {
+                if ubuf.fill_untimed(ur).await.is_err() {
+                    return Err(Watch::Closed);
+                }
+            }
+            Err(_) => return Err(Watch::Malformed),
+        }
+    }
+}
+
+/// Which of two futures finished first; the other is left as it is.
+enum First<A, B> {
+    A(A),
+    B(B),
+}
+
+/// Polls `a` then `b` until one is ready (`a` wins a tie).
+async fn first<A: Future, B: Future>(
+    mut a: Pin<&mut A>,
+    mut b: Pin<&mut B>,
+) -> First<A::Output, B::Output> {
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(v) = a.as_mut().poll(cx) {
+            return Poll::Ready(First::A(v));
+        }
+        if let Poll::Ready(v) = b.as_mut().poll(cx) {
+            return Poll::Ready(First::B(v));
+        }
+        Poll::Pending
+    })
     .await
+}
+
+/// Streams the request body while watching the upstream for an early
+/// response (see the module docs), then relays the response.
+async fn upload(
+    shard: &Shard,
+    c: &mut Client,
+    req: &mut Req<'_>,
+    t: Target<'_>,
+    conn: UpConn,
+    log: &mut ReqLog,
+) -> Result<Next, AttemptError> {
+    let up = t.up;
+    let head = req.head;
+    let client_timeout = c.client_timeout;
+    if head.expect_continue && req.body.prefix == 0 && !req.continue_sent {
+        req.continue_sent = true;
+        let mut o = Vec::with_capacity(CONTINUE.len());
+        o.extend_from_slice(CONTINUE);
+        if write_all(&mut c.stream, o, &c.timer, client_timeout)
+            .await
+            .0
+            .is_err()
+        {
+            return Err(AttemptError::Client);
+        }
+    }
+    // Streaming: from here on the request cannot be replayed.
+    c.rbuf.consume(head.head_len + req.body.prefix);
+    req.body.state = BodyState::Cut;
+    let Some(mut rest) = req.body.rest.take() else {
+        return Err(AttemptError::Client);
+    };
+    let reused = conn.reused;
+    let ufd = conn.stream.as_raw_fd();
+    let cfd = c.stream.as_raw_fd();
+    let (mut ur, mut uw) = conn.stream.into_split();
+    let out = std::mem::take(&mut c.out);
+    let mut sent = 0;
+    let mut out_back = None;
+    let outcome = {
+        let Client {
+            stream,
+            rbuf,
+            ubuf,
+            rfields,
+            timer,
+            ..
+        } = &mut *c;
+        let pipe = Pipe {
+            src: stream,
+            src_fd: cfd,
+            sbuf: rbuf,
+            dst: &mut uw,
+            dst_fd: ufd,
+            timer,
+            read_limit: client_timeout,
+            write_limit: up.config.send_timeout,
+        };
+        let send = pin!(relay(pipe, out, &mut rest, false, &mut sent));
+        let mut recv = pin!(watch_head(
+            &mut ur,
+            ubuf,
+            rfields,
+            head.method == Method::Head
+        ));
+        // The response watch runs without a deadline while the upload holds
+        // the connection's; once the upload is over it gets `read_timeout`.
+        let timed = |r: (Result<(), Watch>, Result<(), _>)| match r {
+            (_, Err(_)) => Err(Watch::Timeout),
+            (r, Ok(())) => r,
+        };
+        match first(recv.as_mut(), send).await {
+            First::A(r) => Upload::Early(r),
+            First::B((r, o)) => {
+                out_back = Some(o);
+                match r {
+                    Ok(()) => Upload::Sent(timed(
+                        timer
+                            .run(ufd, Shut::Both, up.config.read_timeout, recv)
+                            .await,
+                    )),
+                    Err(RelayError::DstIo(_) | RelayError::DstTimeout) => Upload::Refused(timed(
+                        timer
+                            .run(ufd, Shut::Both, up.config.read_timeout, recv)
+                            .await,
+                    )),
+                    Err(RelayError::Malformed(e)) => {
+                        // Over client_max_body_size mid-stream: the upstream
+                        // got part of the body and is dropped.
+                        Upload::BadBody(if e == ChunkError::TooLarge { 413 } else { 400 })
+                    }
+                    Err(_) => Upload::ClientGone,
+                }
+            }
+        }
+    };
+    log.bytes_in += sent;
+    match out_back {
+        Some(o) => c.out = o,
+        None => {
+            // The upload was dropped mid-operation: its deadline and the
+            // client read buffer went with it.
+            c.timer.disarm();
+            c.rbuf.reset();
+        }
+    }
+    let stream = match ur.reunite(uw) {
+        Ok(s) => s,
+        Err(_) => return Err(AttemptError::Client),
+    };
+    let conn = UpConn { stream, reused };
+    let got = match outcome {
+        Upload::Sent(r) => {
+            req.body.state = BodyState::Read;
+            r
+        }
+        Upload::Early(r) | Upload::Refused(r) => r,
+        Upload::ClientGone => return Err(AttemptError::Client),
+        Upload::BadBody(status) => {
+            let _ = c.reply(log, status, false, client_timeout).await;
+            return Ok(Next::Linger);
+        }
+    };
+    match got {
+        Ok(()) => respond(shard, c, req, t, conn, log).await,
+        Err(w) => Err(AttemptError::Upstream {
+            failure: w.failure(),
+            sent: Sent::Maybe,
+            stale: false,
+        }),
+    }
 }
 
 async fn connect(addr: SocketAddr, limit: Duration) -> Result<TcpStream, Failure> {
@@ -701,30 +1100,29 @@ async fn connect(addr: SocketAddr, limit: Duration) -> Result<TcpStream, Failure
             let _ = s.set_nodelay(true);
             Ok(s)
         }
-        Ok(Err(_)) => Err(Failure::ConnectRefused),
+        Ok(Err(e)) => Err(Failure::of_connect(&e)),
         Err(_) => Err(Failure::ConnectTimeout),
     }
 }
 
-/// Reads the response head and relays the response. `req_len`: request
-/// bytes still in `c.rbuf` to consume once the response is committed.
-#[allow(clippy::too_many_arguments)]
+/// Reads the response head (unless already buffered) and relays the
+/// response.
 async fn respond(
     shard: &Shard,
     c: &mut Client,
-    head: &RequestHead,
-    mut us: TcpStream,
-    up: &UpstreamSnap,
-    si: usize,
-    reused: bool,
-    req_len: usize,
+    req: &mut Req<'_>,
+    t: Target<'_>,
+    conn: UpConn,
     log: &mut ReqLog,
 ) -> Result<Next, AttemptError> {
-    let server = &up.servers[si];
+    let up = t.up;
+    let server = t.server();
+    let head = req.head;
+    let UpConn { mut stream, reused } = conn;
+    let us = &mut stream;
     let client_timeout = c.client_timeout;
     let sent_at = Instant::now();
-    let mut got_bytes = false;
-    c.ubuf.consume(c.ubuf.len());
+    let mut got_bytes = !c.ubuf.is_empty();
     let resp = loop {
         match decode_response(
             c.ubuf.data(),
@@ -735,7 +1133,6 @@ async fn respond(
             Ok(Some(r)) if r.is_informational() && r.status != 101 => {
                 // 1xx: pass to an HTTP/1.1 client, then wait for the final head.
                 let mut out = buf::ensure_pooled(std::mem::take(&mut c.out));
-                out.clear();
                 if head.version == Version::Http11 {
                     encode_response(
                         &mut out,
@@ -765,47 +1162,46 @@ async fn respond(
                 );
                 return Err(AttemptError::Upstream {
                     failure: Failure::Malformed,
+                    sent: Sent::Maybe,
                     stale: false,
-                    sent: true,
                 });
             }
         }
-        match c.ubuf.fill(&mut us, &c.timer, up.config.read_timeout).await {
+        match c.ubuf.fill(us, &c.timer, up.config.read_timeout).await {
             Ok(_) => got_bytes = true,
             Err(ReadError::Timeout) => {
                 return Err(AttemptError::Upstream {
                     failure: Failure::Timeout,
+                    sent: Sent::Maybe,
                     stale: false,
-                    sent: true,
                 })
             }
             Err(_) => {
                 return Err(AttemptError::Upstream {
                     failure: Failure::Reset,
+                    sent: Sent::Maybe,
                     stale: reused && !got_bytes,
-                    sent: true,
                 })
             }
         }
     };
     // Committed: the response goes to the client, whatever happens next.
-    c.rbuf.consume(req_len);
+    req.release(c);
     log.upstream_us = Some(sent_at.elapsed().as_micros() as u64);
     log.status = resp.status;
     let draining = shard.draining();
 
     if resp.status == 101 {
-        if !head.upgrade {
+        if !head.upgrade || !req.body.read() {
             crate::warn!(
                 "upstream {} server {}: unsolicited 101 → 502",
                 up.config.name,
                 server.addr
             );
             let _ = c.reply(log, 502, false, client_timeout).await;
-            return Ok(Next::Close);
+            return Ok(req.closing());
         }
         let mut out = buf::ensure_pooled(std::mem::take(&mut c.out));
-        out.clear();
         encode_response(
             &mut out,
             c.ubuf.data(),
@@ -823,25 +1219,24 @@ async fn respond(
         if r.is_err() {
             return Ok(Next::Close);
         }
-        return Ok(Next::Tunnel(us));
+        return Ok(Next::Tunnel(stream));
     }
 
     let dechunk = resp.framing == Framing::Chunked && head.version == Version::Http10;
-    let client_keep = head.keep_alive() && !draining && resp.framing != Framing::Close && !dechunk;
-    let conn = if client_keep {
+    let client_keep = req.client_keep(c, resp.framing == Framing::Close || dechunk, draining);
+    let conn_opt = if client_keep {
         ClientConn::KeepAlive(head.version)
     } else {
         ClientConn::Close
     };
     let mut out = buf::ensure_pooled(std::mem::take(&mut c.out));
-    out.clear();
     let date = super::date::current();
     encode_response(
         &mut out,
         c.ubuf.data(),
         &resp,
         &c.rfields,
-        conn,
+        conn_opt,
         dechunk,
         &date,
     );
@@ -856,23 +1251,23 @@ async fn respond(
         Ok(d) => d,
         Err(_) => {
             let _ = c.reply(log, 502, false, client_timeout).await;
-            return Ok(Next::Close);
+            return Ok(req.closing());
         }
     };
     let mut written = 0;
-    let (r, o) = relay(
-        &mut us,
-        &mut c.ubuf,
-        &mut c.stream,
-        out,
-        &mut body,
-        done,
-        &c.timer,
-        up.config.read_timeout,
-        client_timeout,
-        &mut written,
-    )
-    .await;
+    let sfd = us.as_raw_fd();
+    let dfd = c.stream.as_raw_fd();
+    let pipe = Pipe {
+        src: us,
+        src_fd: sfd,
+        sbuf: &mut c.ubuf,
+        dst: &mut c.stream,
+        dst_fd: dfd,
+        timer: &c.timer,
+        read_limit: up.config.read_timeout,
+        write_limit: client_timeout,
+    };
+    let (r, o) = relay(pipe, out, &mut body, done, &mut written).await;
     c.out = o;
     log.bytes_out += written;
     match r {
@@ -888,26 +1283,56 @@ async fn respond(
                 up.config.name,
                 server.addr
             );
-            return Ok(Next::Close);
+            return Ok(req.closing());
         }
         Err(RelayError::DstIo(_) | RelayError::DstTimeout) => return Ok(Next::Close),
     }
-    if resp.keep_alive() && c.ubuf.is_empty() && !draining {
-        shard
-            .pool
-            .borrow_mut()
-            .put(server.addr, us, up.config.keepalive, Instant::now());
+    let pool = may_pool_upstream(UpstreamEnd {
+        response_keep_alive: resp.keep_alive(),
+        response_complete: true,
+        request_complete: req.body.read(),
+        leftover: !c.ubuf.is_empty(),
+        draining,
+    });
+    if pool {
+        shard.pool.borrow_mut().put(
+            server.addr,
+            stream,
+            up.config.keepalive,
+            up.config.keepalive_timeout,
+            shard.clock.get(),
+        );
     }
     Ok(if client_keep {
         Next::KeepAlive
     } else {
-        Next::Close
+        req.closing()
     })
 }
 
+/// Closes a client connection whose request body was not read: stop
+/// sending, then drain what it still sends for a while, so that closing
+/// does not reset the connection before the client read the response.
+async fn linger(c: &mut Client) {
+    // SAFETY: the fd belongs to `c.stream`, open for the whole call.
+    unsafe { libc::shutdown(c.stream.as_raw_fd(), libc::SHUT_WR) };
+    let until = Instant::now() + LINGER_TIME;
+    c.rbuf.consume(c.rbuf.len());
+    while Instant::now() < until {
+        if c.rbuf
+            .fill(&mut c.stream, &c.timer, LINGER_READ)
+            .await
+            .is_err()
+        {
+            break;
+        }
+        c.rbuf.consume(c.rbuf.len());
+    }
+}
+
 /// After `101 Switching Protocols`: copy bytes both ways until both sides
-/// are done.
-async fn tunnel(mut c: Client, upstream: TcpStream) {
+/// are done, or nothing moved either way for `idle_limit`.
+async fn tunnel(mut c: Client, upstream: TcpStream, idle_limit: Duration) {
     // Bytes the client sent after its request head belong to the new protocol.
     let mut early = Vec::new();
     early.extend_from_slice(c.rbuf.data());
@@ -916,22 +1341,63 @@ async fn tunnel(mut c: Client, upstream: TcpStream) {
     if !early.is_empty() && upstream.write_all(early).await.0.is_err() {
         return;
     }
+    let fds = [c.stream.as_raw_fd(), upstream.as_raw_fd()];
+    let idle = Idle {
+        clock: Rc::clone(&c.timer.clock),
+        last_ms: Cell::new(c.timer.clock.get()),
+        limit: idle_limit,
+        fds,
+    };
     let (mut cr, mut cw) = c.stream.into_split();
     let (mut ur, mut uw) = upstream.into_split();
-    let a = copy_until_eof(&mut cr, &mut uw);
-    let b = copy_until_eof(&mut ur, &mut cw);
+    let a = copy_until_idle(&mut cr, &mut uw, &idle);
+    let b = copy_until_idle(&mut ur, &mut cw, &idle);
     monoio::join!(a, b);
 }
 
-async fn copy_until_eof<R: AsyncReadRent, W: AsyncWriteRent>(r: &mut R, w: &mut W) {
+/// The idle clock shared by the two directions of a tunnel.
+struct Idle {
+    /// The shard's coarse clock (ms).
+    clock: Rc<Cell<u64>>,
+    last_ms: Cell<u64>,
+    limit: Duration,
+    /// Both sockets, shut down when the tunnel has been idle too long.
+    fds: [RawFd; 2],
+}
+
+impl Idle {
+    /// Time left before the tunnel counts as idle.
+    fn left(&self) -> Duration {
+        let idle = self.clock.get().saturating_sub(self.last_ms.get());
+        self.limit.saturating_sub(Duration::from_millis(idle))
+    }
+}
+
+async fn copy_until_idle<R: AsyncReadRent, W: AsyncWriteRent>(r: &mut R, w: &mut W, idle: &Idle) {
     let mut buf = Vec::with_capacity(16 * 1024);
     loop {
         buf.clear();
-        let (res, b) = r.read(buf).await;
+        let left = idle.left();
+        if left.is_zero() {
+            // Idle both ways: end both directions.
+            for fd in idle.fds {
+                // SAFETY: both sockets are open for the whole tunnel.
+                unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+            }
+            break;
+        }
+        let (res, b) = match monoio::time::timeout(left, r.read(buf)).await {
+            Ok(x) => x,
+            Err(_) => {
+                // This direction was quiet; the other may not have been.
+                buf = Vec::with_capacity(16 * 1024);
+                continue;
+            }
+        };
         buf = b;
         match res {
             Ok(0) | Err(_) => break,
-            Ok(_) => {}
+            Ok(_) => idle.last_ms.set(idle.clock.get()),
         }
         let (res, b) = w.write_all(buf).await;
         buf = b;

@@ -90,6 +90,13 @@ impl Timer {
         let timed_out = d.fired.replace(false);
         (out, if timed_out { Err(Elapsed) } else { Ok(()) })
     }
+
+    /// Disarms the deadline of an operation that was dropped before it
+    /// finished (so it can never shut a socket that is closed by then).
+    pub fn disarm(&self) {
+        self.deadline.at_ms.set(0);
+        self.deadline.fired.set(false);
+    }
 }
 
 #[cfg(test)]

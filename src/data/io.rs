@@ -7,10 +7,11 @@
 //! upstream → client; only the framing and the timeouts differ.
 
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
-use monoio::io::AsyncWriteRentExt;
+use monoio::buf::IoBuf;
+use monoio::io::{AsyncReadRent, AsyncWriteRent};
 use monoio::net::TcpStream;
 
 use super::buf::{ReadError, RecvBuf};
@@ -37,14 +38,42 @@ pub async fn write_all(
     timer: &Timer,
     limit: Duration,
 ) -> (Result<(), RelayError>, Vec<u8>) {
-    if out.is_empty() {
-        return (Ok(()), out);
-    }
     let fd = dst.as_raw_fd();
-    match timer.run(fd, Shut::Both, limit, dst.write_all(out)).await {
-        ((_, out), Err(_)) => (Err(RelayError::DstTimeout), out),
-        ((Ok(_), out), Ok(())) => (Ok(()), out),
-        ((Err(e), out), Ok(())) => (Err(RelayError::DstIo(e)), out),
+    let (r, _, out) = write_counted(dst, fd, out, timer, limit).await;
+    (r, out)
+}
+
+/// Writes all of `out` to `dst` (socket `fd`) within `limit`; returns how
+/// many bytes the kernel accepted, so a caller knows whether anything of a
+/// request left the proxy before a failure.
+pub async fn write_counted<D: AsyncWriteRent>(
+    dst: &mut D,
+    fd: RawFd,
+    out: Vec<u8>,
+    timer: &Timer,
+    limit: Duration,
+) -> (Result<(), RelayError>, usize, Vec<u8>) {
+    if out.is_empty() {
+        return (Ok(()), 0, out);
+    }
+    let op = async move {
+        let mut out = out;
+        let mut pos = 0;
+        while pos < out.len() {
+            let (r, slice) = dst.write(out.slice(pos..)).await;
+            out = slice.into_inner();
+            match r {
+                Ok(0) => return (Err(io::ErrorKind::WriteZero.into()), pos, out),
+                Ok(n) => pos += n,
+                Err(e) => return (Err(e), pos, out),
+            }
+        }
+        (Ok(()), pos, out)
+    };
+    match timer.run(fd, Shut::Both, limit, op).await {
+        ((_, n, out), Err(_)) => (Err(RelayError::DstTimeout), n, out),
+        ((Ok(()), n, out), Ok(())) => (Ok(()), n, out),
+        ((Err(e), n, out), Ok(())) => (Err(RelayError::DstIo(e)), n, out),
     }
 }
 
@@ -110,26 +139,34 @@ impl Body {
     }
 }
 
+/// One direction of a body relay: where the bytes come from, where they
+/// go, and the time each side is allowed. The descriptors are the sockets'
+/// (stream halves do not expose theirs), for the deadlines.
+pub struct Pipe<'a, S, D> {
+    pub src: &'a mut S,
+    pub src_fd: RawFd,
+    pub sbuf: &'a mut RecvBuf,
+    pub dst: &'a mut D,
+    pub dst_fd: RawFd,
+    pub timer: &'a Timer,
+    pub read_limit: Duration,
+    pub write_limit: Duration,
+}
+
 /// Sends `out` (which may already hold a head and body bytes), then relays
-/// the rest of `body` from `src` to `dst`. `out` is returned for reuse.
+/// the rest of `body` from `p.src` to `p.dst`. `out` is returned for reuse.
 /// For a `Close` body, the source closing is the normal end. `written`
 /// is increased by the bytes handed to `dst`.
-#[allow(clippy::too_many_arguments)]
-pub async fn relay(
-    src: &mut TcpStream,
-    sbuf: &mut RecvBuf,
-    dst: &mut TcpStream,
+pub async fn relay<S: AsyncReadRent, D: AsyncWriteRent>(
+    p: Pipe<'_, S, D>,
     mut out: Vec<u8>,
     body: &mut Body,
     mut done: bool,
-    timer: &Timer,
-    read_limit: Duration,
-    write_limit: Duration,
     written: &mut u64,
 ) -> (Result<(), RelayError>, Vec<u8>) {
     loop {
-        *written += out.len() as u64;
-        let (r, o) = write_all(dst, out, timer, write_limit).await;
+        let (r, n, o) = write_counted(p.dst, p.dst_fd, out, p.timer, p.write_limit).await;
+        *written += n as u64;
         out = o;
         out.clear();
         if let Err(e) = r {
@@ -138,14 +175,14 @@ pub async fn relay(
         if done {
             return (Ok(()), out);
         }
-        match sbuf.fill(src, timer, read_limit).await {
+        match p.sbuf.fill_fd(p.src, p.src_fd, p.timer, p.read_limit).await {
             Ok(_) => {}
             Err(ReadError::Eof) if matches!(body, Body::Close) => return (Ok(()), out),
             Err(ReadError::Eof) => return (Err(RelayError::SrcEof), out),
             Err(ReadError::Timeout) => return (Err(RelayError::SrcTimeout), out),
             Err(ReadError::Io(e)) => return (Err(RelayError::SrcIo(e)), out),
         }
-        match body.absorb(sbuf, &mut out) {
+        match body.absorb(p.sbuf, &mut out) {
             Ok(d) => done = d,
             Err(e) => return (Err(RelayError::Malformed(e)), out),
         }

@@ -2,53 +2,123 @@
 //!
 //! Each shard keeps its own pool (no sharing, no locks): a connection is
 //! only ever used by the shard that opened it. A connection enters the pool
-//! only after a complete, error-free exchange whose response allowed reuse;
-//! anything else is closed. Idle connections are keyed by server address, so
-//! a reload that keeps a server keeps its warm connections, and connections
-//! to servers that vanished are closed by the idle sweep.
+//! only after a complete, error-free exchange whose response allowed reuse
+//! and left no byte unread (`proto::exchange::may_pool_upstream`); anything
+//! else is closed.
+//!
+//! A pooled connection is never handed out dead or dirty: [`Pool::take`]
+//! drops connections idle for longer than their upstream's
+//! `keepalive_timeout` (which should stay below the backend's own idle
+//! timeout, so the proxy closes first), then looks at the warmest one with
+//! a non-blocking `recv(MSG_PEEK)`: end of stream means the backend closed
+//! it while idle, and any byte means the backend sent more than its last
+//! response (a later segment past `Content-Length`, or a body after a
+//! HEAD/204/304) — bytes that must never become the answer to the next
+//! request. Both are closed and counted, and the next one is tried. That
+//! peek is one non-blocking syscall per reuse, the price of never sending
+//! a request into a connection that is already gone.
+//!
+//! Idle connections are keyed by server address, so a reload that keeps a
+//! server keeps its warm connections; the shard's periodic [`Pool::sweep`]
+//! closes expired ones and those to servers that vanished. Times are the
+//! shard's coarse millisecond clock (no clock read per request).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::os::fd::{AsRawFd, RawFd};
+use std::time::Duration;
 
 use monoio::net::TcpStream;
 
-/// Idle connections older than this are closed by the sweep, whatever the
-/// upstream's own keep-alive timeout (most servers use 60 s or more).
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+use crate::proto::exchange::{pooled_verdict, Discard, Peek};
+
+struct Idle {
+    stream: TcpStream,
+    /// Coarse clock (ms) when it went idle.
+    since_ms: u64,
+    /// The upstream's `keepalive_timeout` when it was pooled, in ms.
+    timeout_ms: u64,
+}
 
 #[derive(Default)]
 pub struct Pool {
-    idle: HashMap<SocketAddr, Vec<(TcpStream, Instant)>>,
+    idle: HashMap<SocketAddr, Vec<Idle>>,
+}
+
+/// The result of [`Pool::take`]: a usable connection, if any, and how many
+/// pooled ones were found expired, closed or dirty and dropped.
+pub struct Taken {
+    pub stream: Option<TcpStream>,
+    pub discarded: u32,
 }
 
 impl Pool {
-    /// Most recently used idle connection to `addr` (warmest first).
-    pub fn take(&mut self, addr: SocketAddr) -> Option<TcpStream> {
-        self.idle.get_mut(&addr)?.pop().map(|(s, _)| s)
+    /// The warmest idle connection to `addr` that may carry a request at
+    /// coarse time `now_ms` (see the module docs); unusable ones met on
+    /// the way are closed.
+    pub fn take(&mut self, addr: SocketAddr, now_ms: u64, keepalive_timeout: Duration) -> Taken {
+        let mut discarded = 0;
+        let Some(list) = self.idle.get_mut(&addr) else {
+            return Taken {
+                stream: None,
+                discarded,
+            };
+        };
+        while let Some(c) = list.pop() {
+            let idle_for = Duration::from_millis(now_ms.saturating_sub(c.since_ms));
+            match pooled_verdict(idle_for, keepalive_timeout, || peek(c.stream.as_raw_fd())) {
+                Ok(()) => {
+                    return Taken {
+                        stream: Some(c.stream),
+                        discarded,
+                    }
+                }
+                Err(why) => {
+                    discarded += 1;
+                    if why == Discard::Expired {
+                        abort_close(c.stream);
+                    }
+                }
+            }
+        }
+        Taken {
+            stream: None,
+            discarded,
+        }
     }
 
-    /// Returns a connection; beyond `cap` idle ones the oldest is closed.
-    pub fn put(&mut self, addr: SocketAddr, stream: TcpStream, cap: usize, now: Instant) {
-        if cap == 0 {
+    /// Returns a connection at coarse time `now_ms`; beyond `cap` idle ones
+    /// the oldest is closed. `keepalive_timeout` 0 (or `cap` 0) keeps none.
+    pub fn put(
+        &mut self,
+        addr: SocketAddr,
+        stream: TcpStream,
+        cap: usize,
+        keepalive_timeout: Duration,
+        now_ms: u64,
+    ) {
+        if cap == 0 || keepalive_timeout.is_zero() {
             return;
         }
         let list = self.idle.entry(addr).or_default();
         if list.len() >= cap {
-            let (old, _) = list.remove(0);
-            abort_close(old);
+            abort_close(list.remove(0).stream);
         }
-        list.push((stream, now));
+        list.push(Idle {
+            stream,
+            since_ms: now_ms,
+            timeout_ms: keepalive_timeout.as_millis() as u64,
+        });
     }
 
-    /// Closes connections idle since before `now - IDLE_TIMEOUT` and those to
-    /// servers for which `keep(addr)` is false.
-    pub fn sweep(&mut self, now: Instant, keep: impl Fn(SocketAddr) -> bool) {
+    /// Closes connections idle past their `keepalive_timeout` at coarse
+    /// time `now_ms`, and those to servers for which `keep(addr)` is false.
+    pub fn sweep(&mut self, now_ms: u64, keep: impl Fn(SocketAddr) -> bool) {
         self.idle.retain(|addr, list| {
             if !keep(*addr) {
                 return false;
             }
-            list.retain(|(_, since)| now.saturating_duration_since(*since) < IDLE_TIMEOUT);
+            list.retain(|c| now_ms.saturating_sub(c.since_ms) < c.timeout_ms);
             !list.is_empty()
         });
     }
@@ -62,11 +132,32 @@ impl Pool {
     }
 }
 
+/// A non-blocking look at an idle connection's receive queue.
+fn peek(fd: RawFd) -> Peek {
+    let mut b = 0u8;
+    // SAFETY: `fd` is an open socket owned by the pool; one byte into `b`.
+    let n = unsafe {
+        libc::recv(
+            fd,
+            (&mut b as *mut u8).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    match n {
+        0 => Peek::Eof,
+        n if n > 0 => Peek::Unread,
+        _ => match std::io::Error::last_os_error().raw_os_error() {
+            Some(libc::EAGAIN) | Some(libc::EINTR) => Peek::Idle,
+            _ => Peek::Error,
+        },
+    }
+}
+
 /// Closes an idle, complete upstream connection with a reset instead of a
 /// FIN: under churn (more concurrent requests than `keepalive`) this keeps
 /// the proxy's side free of TIME_WAIT sockets and their ephemeral ports.
 pub fn abort_close(stream: TcpStream) {
-    use std::os::fd::AsRawFd;
     let linger = libc::linger {
         l_onoff: 1,
         l_linger: 0,
@@ -82,4 +173,31 @@ pub fn abort_close(stream: TcpStream) {
         );
     }
     drop(stream);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connected loopback pair: (pooled side as a monoio stream, peer).
+    fn pair() -> (std::net::TcpStream, std::net::TcpStream) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let a = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (b, _) = l.accept().unwrap();
+        (a, b)
+    }
+
+    #[test]
+    fn peek_sees_idle_eof_and_unread_bytes() {
+        use std::io::Write;
+        let (a, b) = pair();
+        assert_eq!(peek(a.as_raw_fd()), Peek::Idle);
+        (&b).write_all(b"x").unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(peek(a.as_raw_fd()), Peek::Unread);
+        let (a, b) = pair();
+        drop(b);
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(peek(a.as_raw_fd()), Peek::Eof);
+    }
 }

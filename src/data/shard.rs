@@ -324,7 +324,7 @@ async fn housekeeping(shard: &Rc<Shard>, mut accepting: HashMap<SocketAddr, Canc
         }
         if ticks.is_multiple_of(100) {
             let view = shard.view();
-            shard.pool.borrow_mut().sweep(now, |addr: SocketAddr| {
+            shard.pool.borrow_mut().sweep(now_ms, |addr: SocketAddr| {
                 view.snap
                     .upstreams
                     .iter()

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use super::control_stats::ControlSnapshot;
 use super::hist::LatencyHist;
+use super::FailureKind;
 
 /// nginx stub_status-style connection numbers, summed over shards.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -73,7 +74,7 @@ pub struct ServerStats {
     /// By [`super::STATUS_CLASSES`].
     pub status: [u64; 6],
     /// By [`super::FailureKind::ALL`].
-    pub failures: [u64; 4],
+    pub failures: [u64; FailureKind::ALL.len()],
     pub retries: u64,
     /// New upstream connections established.
     pub connects: u64,
@@ -105,7 +106,7 @@ impl ServerStats {
     }
 
     fn minus(&self, b: &ServerStats) -> ServerStats {
-        let mut failures = [0; 4];
+        let mut failures = [0; FailureKind::ALL.len()];
         for (i, f) in failures.iter_mut().enumerate() {
             *f = self.failures[i].saturating_sub(b.failures[i]);
         }

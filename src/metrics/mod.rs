@@ -116,14 +116,22 @@ pub enum FailureKind {
     Timeout,
     /// The upstream sent an invalid response.
     Malformed,
+    /// A local resource shortage (no descriptor, no free port, no buffer):
+    /// the proxy's failure, not the server's (never counts to `max_fails`).
+    Local,
+    /// A pooled connection found expired, closed by the server, or holding
+    /// unread bytes, and dropped before use (not a failed request).
+    Discarded,
 }
 
 impl FailureKind {
-    pub const ALL: [FailureKind; 4] = [
+    pub const ALL: [FailureKind; 6] = [
         FailureKind::Connect,
         FailureKind::Reset,
         FailureKind::Timeout,
         FailureKind::Malformed,
+        FailureKind::Local,
+        FailureKind::Discarded,
     ];
 
     #[inline]
@@ -137,6 +145,8 @@ impl FailureKind {
             FailureKind::Reset => "reset",
             FailureKind::Timeout => "timeout",
             FailureKind::Malformed => "malformed",
+            FailureKind::Local => "local",
+            FailureKind::Discarded => "discarded",
         }
     }
 }

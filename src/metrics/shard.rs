@@ -87,7 +87,7 @@ pub(crate) struct ListenerCounters {
 pub(crate) struct ServerCounters {
     requests: Counter,
     status: [Counter; 6],
-    failures: [Counter; 4],
+    failures: [Counter; FailureKind::ALL.len()],
     retries: Counter,
     connects: Counter,
     bytes_in: Counter,

@@ -80,7 +80,7 @@ fn counts_are_exact_across_shards() {
     assert_eq!(b.status[4], 30);
     assert_eq!(a.connects, 1);
     assert_eq!(a.connect_time.count(), 1);
-    assert_eq!(b.failures, [0, 2, 1, 0]);
+    assert_eq!(b.failures, [0, 2, 1, 0, 0, 0]);
     assert_eq!(b.retries, 1);
     assert!(a.in_layout && b.in_layout);
 }

@@ -1,5 +1,6 @@
 //! Sans-IO protocol code: no sockets, no runtime, no clock reads.
 
+pub mod exchange;
 pub mod health;
 pub mod http1;
 pub mod vrrp;

@@ -20,6 +20,7 @@ const UPSTREAM_KEYS: &[&str] = &[
     "balance",
     "hash_key",
     "keepalive",
+    "keepalive_timeout",
     "connect_timeout",
     "read_timeout",
     "send_timeout",
@@ -149,6 +150,7 @@ fn placeholder(name: &str) -> UpstreamConfig {
         balance: def::BALANCE,
         hash_key: def::HASH_KEY,
         keepalive: def::KEEPALIVE,
+        keepalive_timeout: def::UPSTREAM_KEEPALIVE_TIMEOUT,
         connect_timeout: def::CONNECT_TIMEOUT,
         read_timeout: def::READ_TIMEOUT,
         send_timeout: def::SEND_TIMEOUT,
@@ -187,6 +189,10 @@ fn read_upstream(t: &Table, u: &mut UpstreamConfig, d: &mut Diags) {
     }
     if let Some(v) = t.int(d, "keepalive", 0..=U32) {
         u.keepalive = v;
+    }
+    // 0 is allowed: no idle upstream connection is kept.
+    if let Some(v) = t.duration(d, "keepalive_timeout") {
+        u.keepalive_timeout = v;
     }
     if let Some(v) = t.positive_duration(d, "connect_timeout") {
         u.connect_timeout = v;

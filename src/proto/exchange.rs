@@ -1,0 +1,395 @@
+//! The decisions of one proxied exchange, as small pure functions.
+//!
+//! The I/O driver (`data::conn`) does the reading and writing; every
+//! choice that decides whether a client ever sees a 502, or whether a
+//! backend ever sees a request twice, is made here, from plain facts, and
+//! is tested with a table of cases:
+//!
+//! - [`pooled_verdict`]: may an idle pooled upstream connection carry the
+//!   next request? Not when it is older than the upstream's
+//!   `keepalive_timeout`, nor when a non-blocking peek sees end of stream
+//!   (the backend closed it while idle) or unread bytes (it sent more than
+//!   the last response: those bytes must never become the next answer).
+//! - [`retry`]: may a failed attempt be tried again, and where? A request
+//!   whose bytes never left may always go again; one that may have reached
+//!   the backend only when its method is idempotent, and only while its
+//!   whole body is still buffered (a streamed body is gone).
+//! - [`may_pool_upstream`] / [`may_keep_client`]: what happens to each
+//!   connection once the response has been relayed.
+//! - [`counts_against_server`]: whether a failure is the server's (towards
+//!   `max_fails`) or ours (a local resource shortage) or the ordinary race
+//!   of a keep-alive connection closed by the backend while idle.
+//!
+//! [`Tried`] is the set of servers already tried for one request: a bitset
+//! that keeps excluding servers past the 64th (kept per connection and
+//! cleared per request, so no allocation per request).
+
+use std::time::Duration;
+
+/// What a non-blocking peek at an idle pooled connection saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peek {
+    /// Nothing to read: the connection is idle and open.
+    Idle,
+    /// End of stream: the backend closed it.
+    Eof,
+    /// Bytes the backend sent after its last response.
+    Unread,
+    /// A socket error (reset…).
+    Error,
+}
+
+/// Why a pooled connection was not used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Discard {
+    /// Idle longer than the upstream's `keepalive_timeout`.
+    Expired,
+    /// Closed or reset by the backend while idle.
+    Closed,
+    /// Holds bytes no request asked for.
+    Dirty,
+}
+
+/// Whether an idle connection may carry a request. `peek` is only looked
+/// at when the connection is not already too old (a caller may skip the
+/// syscall then).
+pub fn pooled_verdict(
+    idle_for: Duration,
+    keepalive_timeout: Duration,
+    peek: impl FnOnce() -> Peek,
+) -> Result<(), Discard> {
+    if idle_for >= keepalive_timeout {
+        return Err(Discard::Expired);
+    }
+    match peek() {
+        Peek::Idle => Ok(()),
+        Peek::Eof | Peek::Error => Err(Discard::Closed),
+        Peek::Unread => Err(Discard::Dirty),
+    }
+}
+
+/// How far request bytes got before an attempt failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sent {
+    /// Nothing left the proxy (connect failed, or the very first write
+    /// failed): the backend cannot have seen the request.
+    Nothing,
+    /// Some bytes may have reached the backend.
+    Maybe,
+}
+
+/// The facts about one failed attempt (no response byte went to the client).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Failed {
+    pub sent: Sent,
+    /// GET, HEAD, PUT, DELETE, OPTIONS, TRACE (RFC 9110 §9.2.2).
+    pub idempotent: bool,
+    /// The whole request (head and body) is still in the receive buffer.
+    pub buffered: bool,
+    /// The attempt used a pooled connection and failed before any response
+    /// byte: most likely the backend closed it while idle.
+    pub stale: bool,
+}
+
+/// What to do after a failed attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// Answer the client with an error.
+    No,
+    /// The same server again on a fresh connection; not counted as a try.
+    Fresh,
+    /// Another server (counted against `retries`).
+    Next,
+}
+
+/// May the failed attempt be tried again? `tries` is how many counted
+/// attempts were made so far, `retries` the upstream's limit, and
+/// `fresh_left` how many not-counted fresh-connection retries remain.
+pub fn retry(f: Failed, tries: u32, retries: u32, fresh_left: u32) -> Retry {
+    if !f.buffered {
+        // The body was streamed: there is nothing left to send again.
+        return Retry::No;
+    }
+    if f.sent == Sent::Maybe && !f.idempotent {
+        // The backend may have acted on it; never replay.
+        return Retry::No;
+    }
+    if f.stale && fresh_left > 0 {
+        return Retry::Fresh;
+    }
+    if tries <= retries {
+        Retry::Next
+    } else {
+        Retry::No
+    }
+}
+
+/// Whether a failure counts against the server's `max_fails`. Local
+/// resource errors are ours; a pooled connection failing before any
+/// response byte is the idle-close race, not a sick server.
+pub fn counts_against_server(local: bool, stale: bool) -> bool {
+    !local && !stale
+}
+
+/// How the exchange ended, for the upstream connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpstreamEnd {
+    /// The response allows reuse (version, `Connection`, framing).
+    pub response_keep_alive: bool,
+    /// The response body was relayed completely.
+    pub response_complete: bool,
+    /// The whole request body was sent (false after an early response).
+    pub request_complete: bool,
+    /// Bytes beyond the response are buffered.
+    pub leftover: bool,
+    pub draining: bool,
+}
+
+/// May the upstream connection go back to the pool?
+pub fn may_pool_upstream(e: UpstreamEnd) -> bool {
+    e.response_keep_alive && e.response_complete && e.request_complete && !e.leftover && !e.draining
+}
+
+/// How the exchange ended, for the client connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientEnd {
+    /// The client's request allows keep-alive.
+    pub request_keep_alive: bool,
+    /// `keepalive_timeout` is not zero.
+    pub keepalive_enabled: bool,
+    /// The whole request body was read from the client.
+    pub request_read: bool,
+    /// The response is delimited by the connection closing.
+    pub close_delimited: bool,
+    pub draining: bool,
+}
+
+/// May the client connection carry another request?
+pub fn may_keep_client(e: ClientEnd) -> bool {
+    e.request_keep_alive
+        && e.keepalive_enabled
+        && e.request_read
+        && !e.close_delimited
+        && !e.draining
+}
+
+/// Servers already tried for one request. Indexes below 64 live in one
+/// word; beyond, in a vector that is allocated once per connection and
+/// only for upstreams that large.
+#[derive(Debug, Default, Clone)]
+pub struct Tried {
+    low: u64,
+    high: Vec<u64>,
+}
+
+impl Tried {
+    /// Forgets every server (a new request).
+    #[inline]
+    pub fn clear(&mut self) {
+        self.low = 0;
+        self.high.iter_mut().for_each(|w| *w = 0);
+    }
+
+    #[inline]
+    pub fn insert(&mut self, i: usize) {
+        if i < 64 {
+            self.low |= 1 << i;
+        } else {
+            let w = i / 64 - 1;
+            if self.high.len() <= w {
+                self.high.resize(w + 1, 0);
+            }
+            self.high[w] |= 1 << (i % 64);
+        }
+    }
+
+    #[inline]
+    pub fn remove(&mut self, i: usize) {
+        if i < 64 {
+            self.low &= !(1 << i);
+        } else if let Some(w) = self.high.get_mut(i / 64 - 1) {
+            *w &= !(1 << (i % 64));
+        }
+    }
+
+    #[inline]
+    pub fn contains(&self, i: usize) -> bool {
+        if i < 64 {
+            self.low & (1 << i) != 0
+        } else {
+            self.high
+                .get(i / 64 - 1)
+                .is_some_and(|w| w & (1 << (i % 64)) != 0)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn pooled_connections() {
+        use Peek::*;
+        let cases = [
+            // (idle for, keepalive_timeout, peek, verdict)
+            (0, 4, Idle, Ok(())),
+            (3, 4, Idle, Ok(())),
+            (4, 4, Idle, Err(Discard::Expired)),
+            (9, 4, Eof, Err(Discard::Expired)),
+            (1, 4, Eof, Err(Discard::Closed)),
+            (1, 4, Error, Err(Discard::Closed)),
+            (1, 4, Unread, Err(Discard::Dirty)),
+            (0, 0, Idle, Err(Discard::Expired)),
+        ];
+        for (idle, timeout, peek, want) in cases {
+            assert_eq!(
+                pooled_verdict(idle * S, timeout * S, || peek),
+                want,
+                "{idle} {timeout} {peek:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn expired_connections_are_not_peeked() {
+        let r = pooled_verdict(5 * S, 4 * S, || panic!("peeked"));
+        assert_eq!(r, Err(Discard::Expired));
+    }
+
+    #[test]
+    fn retries() {
+        use Retry::*;
+        use Sent::*;
+        let f = |sent, idempotent, buffered, stale| Failed {
+            sent,
+            idempotent,
+            buffered,
+            stale,
+        };
+        let cases = [
+            // (failure, tries, retries, fresh_left, decision)
+            // Nothing sent: any method goes again.
+            (f(Nothing, false, true, false), 1, 1, 2, Next),
+            (f(Nothing, false, true, true), 1, 0, 2, Fresh),
+            (f(Nothing, true, true, false), 2, 1, 2, No),
+            // Sent POST: never again, stale or not.
+            (f(Maybe, false, true, true), 1, 5, 2, No),
+            (f(Maybe, false, true, false), 1, 5, 2, No),
+            // Sent GET: again while buffered.
+            (f(Maybe, true, true, true), 1, 0, 2, Fresh),
+            (f(Maybe, true, true, true), 1, 0, 0, No),
+            (f(Maybe, true, true, true), 1, 1, 0, Next),
+            (f(Maybe, true, true, false), 1, 1, 2, Next),
+            (f(Maybe, true, true, false), 2, 1, 2, No),
+            // Streamed body: gone.
+            (f(Maybe, true, false, true), 1, 5, 2, No),
+            (f(Nothing, false, false, false), 1, 5, 2, No),
+        ];
+        for (failed, tries, retries, fresh, want) in cases {
+            assert_eq!(
+                retry(failed, tries, retries, fresh),
+                want,
+                "{failed:?} tries={tries} retries={retries} fresh={fresh}"
+            );
+        }
+    }
+
+    #[test]
+    fn server_blame() {
+        assert!(counts_against_server(false, false));
+        assert!(!counts_against_server(true, false));
+        assert!(!counts_against_server(false, true));
+    }
+
+    #[test]
+    fn upstream_reuse() {
+        let ok = UpstreamEnd {
+            response_keep_alive: true,
+            response_complete: true,
+            request_complete: true,
+            leftover: false,
+            draining: false,
+        };
+        assert!(may_pool_upstream(ok));
+        for bad in [
+            UpstreamEnd {
+                response_keep_alive: false,
+                ..ok
+            },
+            UpstreamEnd {
+                response_complete: false,
+                ..ok
+            },
+            UpstreamEnd {
+                request_complete: false,
+                ..ok
+            },
+            UpstreamEnd {
+                leftover: true,
+                ..ok
+            },
+            UpstreamEnd {
+                draining: true,
+                ..ok
+            },
+        ] {
+            assert!(!may_pool_upstream(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn client_reuse() {
+        let ok = ClientEnd {
+            request_keep_alive: true,
+            keepalive_enabled: true,
+            request_read: true,
+            close_delimited: false,
+            draining: false,
+        };
+        assert!(may_keep_client(ok));
+        for bad in [
+            ClientEnd {
+                request_keep_alive: false,
+                ..ok
+            },
+            ClientEnd {
+                keepalive_enabled: false,
+                ..ok
+            },
+            ClientEnd {
+                request_read: false,
+                ..ok
+            },
+            ClientEnd {
+                close_delimited: true,
+                ..ok
+            },
+            ClientEnd {
+                draining: true,
+                ..ok
+            },
+        ] {
+            assert!(!may_keep_client(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn tried_set_keeps_excluding_past_64() {
+        let mut t = Tried::default();
+        for i in [0, 1, 63, 64, 65, 127, 128, 200] {
+            assert!(!t.contains(i));
+            t.insert(i);
+            assert!(t.contains(i), "{i}");
+        }
+        assert!(!t.contains(2) && !t.contains(66) && !t.contains(199));
+        t.remove(64);
+        assert!(!t.contains(64) && t.contains(65));
+        t.clear();
+        for i in [0, 1, 63, 64, 65, 127, 128, 200] {
+            assert!(!t.contains(i), "{i}");
+        }
+    }
+}
