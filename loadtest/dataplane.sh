@@ -62,7 +62,7 @@ one() {
             cat >"$d/check-$node.sh" <<CHK
 #!/bin/sh
 pid=\$(cat "$d/nginx-$node/nginx.pid" 2>/dev/null) || exit 1
-grep -q '^State:[[:space:]]*[^Z]' "/proc/\$pid/status" 2>/dev/null
+grep -q '^State:[[:space:]]*[^Z[:space:]]' "/proc/\$pid/status" 2>/dev/null
 CHK
             chmod 755 "$d/check-$node.sh"
             keepalived_conf $prio "$(seconds "$ADVERT")" "$d/check-$node.sh" "${case#ka-i}" -20 >"$d/ka-$node.conf"

@@ -112,17 +112,23 @@ vip_clear() {
     for n in a b; do ip -n "$P-$n" addr del "$VIP/24" dev eth0 2>/dev/null || true; done
 }
 
-ringlb_conf() { # PRIORITY ADVERT  (append more TOML tables after it)
+ringlb_conf() { # PRIORITY ADVERT [SERVER...]  (append more TOML tables after it)
+    local prio=$1 advert=$2 s
+    shift 2
+    (($#)) || set -- 127.0.0.1:9000
     cat <<CONF
 [runtime]
 workers = 1
+shutdown_timeout = "2s"
 [[listener]]
 listen = "0.0.0.0:8080"
 upstream = "app"
 [upstream.app]
 connect_timeout = "200ms"
-[[upstream.app.server]]
-address = "127.0.0.1:9000"
+CONF
+    for s in "$@"; do printf '[[upstream.app.server]]\naddress = "%s"\n' "$s"; done
+    set -- "$prio" "$advert"
+    cat <<CONF
 [[vrrp.instance]]
 name = "VI_1"
 interface = "eth0"
@@ -167,11 +173,14 @@ CONF
     echo "}"
 }
 
-# nginx_conf DIR: writes DIR/nginx.conf: nginx on 0.0.0.0:8080 proxying to
-# 127.0.0.1:9000 with upstream keep-alive, everything (pid, logs, temp files)
-# under DIR.
+# nginx_conf DIR [SERVER...]: writes DIR/nginx.conf: nginx on 0.0.0.0:8080
+# proxying to the servers (default 127.0.0.1:9000) with upstream keep-alive,
+# everything (pid, logs, temp files) under DIR.
 nginx_conf() {
-    local d=$1
+    local d=$1 servers="" s
+    shift
+    (($#)) || set -- 127.0.0.1:9000
+    for s in "$@"; do servers+="    server $s;"$'\n'; done
     mkdir -p "$d/tmp" "$d/logs"
     cat >"$d/nginx.conf" <<CONF
 user root;
@@ -187,8 +196,7 @@ http {
   uwsgi_temp_path $d/tmp/uwsgi;
   scgi_temp_path $d/tmp/scgi;
   upstream backend {
-    server 127.0.0.1:9000;
-    keepalive 64;
+$servers    keepalive 64;
   }
   server {
     listen 0.0.0.0:8080;

@@ -75,6 +75,15 @@ pub mod defaults {
     pub const TRACK_SCRIPT_INTERVAL: Duration = Duration::from_secs(1);
     pub const TRACK_SCRIPT_RISE: u32 = 1;
     pub const TRACK_SCRIPT_FALL: u32 = 1;
+    /// `track_data_plane`: see [`super::DataPlaneTrack`].
+    pub const DATA_PLANE: super::DataPlaneTrack = super::DataPlaneTrack {
+        weight: -128,
+        stall_after: Duration::from_millis(30),
+        starved_after: Duration::from_millis(300),
+        fault_after: Duration::from_secs(1),
+        fall: 1,
+        rise: 10,
+    };
     pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 }
 
@@ -141,6 +150,8 @@ pub struct HttpConfig {
 #[derive(Debug, Clone)]
 pub struct AdminConfig {
     pub listen: SocketAddr,
+    /// Bearer token required by state-changing admin routes (`/reset`).
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -252,6 +263,24 @@ pub struct HealthCheckConfig {
     pub fall: u32,
 }
 
+/// `track_data_plane`: how the shards' progress feeds an instance's priority
+/// (see `control::vrrp::liveness`). A shard whose heartbeat has not moved
+/// for `stall_after` while it was not waiting for a CPU (blocked or
+/// spinning), or for `starved_after` while it was (the host is busy), makes
+/// the data plane *degraded*: after `fall` such checks in a row `weight` is
+/// added to the priority, until `rise` good checks in a row. No progress at
+/// all for `fault_after` while not starved, or a shard thread gone, is FAULT. `weight = 0`
+/// turns degraded into FAULT as well (keepalived's weight-0 rule).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DataPlaneTrack {
+    pub weight: i32,
+    pub stall_after: Duration,
+    pub starved_after: Duration,
+    pub fault_after: Duration,
+    pub fall: u32,
+    pub rise: u32,
+}
+
 #[derive(Debug, Clone)]
 pub struct TrackUpstream {
     pub upstream: usize,
@@ -286,6 +315,7 @@ pub struct VrrpInstanceConfig {
     pub track_upstream: Vec<TrackUpstream>,
     pub track_interface: Vec<String>,
     pub track_script: Vec<TrackScript>,
+    pub track_data_plane: DataPlaneTrack,
     pub notify: Option<String>,
     pub sync_group: Option<String>,
     pub garp_repeat: u32,

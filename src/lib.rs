@@ -38,14 +38,14 @@
 //!
 //! - [`cli`]: [`cli::stats`] (`ringlb stats`), [`cli::import`] (`ringlb
 //!   import`, nginx.conf + keepalived.conf → ringlb TOML), [`cli::backend`]
-//!   (a tiny built-in HTTP origin for tests, benchmarks and the demo).
-//! - [`demo`]: `ringlb demo`.
+//!   (a tiny built-in HTTP origin for tests, benchmarks and the demo),
+//!   [`cli::demo`] (`ringlb demo`, a VRRP failover in a namespace lab) and
+//!   [`cli::lab`] (the HA lab: open-loop load generator, run reports, plots).
 
 pub mod cli;
 pub mod config;
 pub mod control;
 pub mod data;
-pub mod demo;
 pub mod lb;
 pub mod log;
 pub mod metrics;

@@ -31,8 +31,14 @@ enum Cmd {
         #[arg(short, long)]
         config: PathBuf,
     },
-    /// Run the built-in demo: two backends behind ringlb on loopback.
-    Demo,
+    /// The demo: as root, a VRRP failover in a namespace lab; else two backends behind ringlb on loopback.
+    Demo(ringlb::cli::demo::DemoArgs),
+    /// Open-loop HTTP load at a fixed rate, with a 10 ms timeline (the HA lab's client).
+    #[command(hide = true)]
+    Loadgen(ringlb::cli::lab::commands::LoadgenArgs),
+    /// Plot `loadgen --json` reports on the same axes (SVG).
+    #[command(hide = true)]
+    Plot(ringlb::cli::lab::commands::PlotArgs),
     /// Print counters and latency percentiles from a running node's admin endpoint.
     Stats {
         /// Admin address (`[admin] listen`).
@@ -64,6 +70,16 @@ enum Cmd {
         #[arg(long)]
         cpu: Option<usize>,
     },
+}
+
+fn report(what: &str, r: std::io::Result<()>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ringlb {what}: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -98,13 +114,9 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Cmd::Demo => match ringlb::demo::run() {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("ringlb demo: {e}");
-                ExitCode::FAILURE
-            }
-        },
+        Cmd::Demo(args) => report("demo", ringlb::cli::demo::run(args)),
+        Cmd::Loadgen(args) => report("loadgen", ringlb::cli::lab::commands::loadgen(args)),
+        Cmd::Plot(args) => report("plot", ringlb::cli::lab::commands::plot(args)),
         Cmd::Stats {
             admin,
             watch,

@@ -41,18 +41,10 @@ pub struct Snapshot {
     /// Graceful stop in progress: answer with `Connection: close`.
     pub draining: bool,
     /// VRRP instances on this node: (name, role, effective priority).
-    pub vrrp: Vec<VrrpRole>,
+    pub vrrp: Vec<crate::proto::vrrp::Role>,
     /// Metric labels for this generation; server `si` of upstream `ui` is
     /// label `upstreams[ui].metric_base + si`.
     pub layout: Arc<Layout>,
-}
-
-/// One VRRP instance's role as last published by the `vrrp` thread.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VrrpRole {
-    pub name: String,
-    pub state: crate::proto::vrrp::State,
-    pub priority: u8,
 }
 
 pub struct ListenerSnap {

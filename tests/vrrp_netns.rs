@@ -269,66 +269,6 @@ fn track_script_weight_moves_the_vip_and_notify_reports_states() {
     assert_eq!(got, expected);
 }
 
-/// Runs `f` on a fresh thread inside network namespace `ns` (threads it
-/// spawns inherit the namespace; the test harness thread is untouched).
-fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    use std::os::fd::AsRawFd;
-    let path = format!("/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-        // SAFETY: setns(2) on a namespace fd, affecting only this thread.
-        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
-        f()
-    })
-    .join()
-    .unwrap()
-}
-
-/// A raw IPv4 sender in node b that writes whole datagrams (own IP header).
-fn raw_sender(lab: &Lab) -> socket2::Socket {
-    in_netns(&lab.ns("b"), || {
-        let s = socket2::Socket::new(
-            socket2::Domain::IPV4,
-            socket2::Type::RAW,
-            Some(socket2::Protocol::from(libc::IPPROTO_RAW)),
-        )
-        .unwrap();
-        s.bind_device(Some(b"eth0")).unwrap();
-        s
-    })
-}
-
-fn send_advert(s: &socket2::Socket, ttl: u8, vrid: u8, version: u8, priority: u8, corrupt: bool) {
-    use ringlb::proto::vrrp::{Auth, Kind, Repr, Version};
-    use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-    let src = Ipv4Addr::new(198, 18, 0, 2);
-    let dst = Ipv4Addr::new(224, 0, 0, 18);
-    let repr = Repr {
-        version: if version == 2 {
-            Version::V2
-        } else {
-            Version::V3
-        },
-        kind: Kind::Advertisement,
-        vrid,
-        priority,
-        auth: Auth::None,
-        advert_interval: 100,
-        addresses: vec![IpAddr::V4(VIP.parse().unwrap())],
-    };
-    let mut msg = repr.to_bytes(IpAddr::V4(src), IpAddr::V4(dst));
-    if corrupt {
-        msg[6] ^= 0xff;
-    }
-    let mut dgram = vec![0u8; 20];
-    ringlb::control::vrrp::socket::ipv4_header(&mut dgram, src, dst, msg.len());
-    dgram[8] = ttl;
-    dgram.extend_from_slice(&msg);
-    let to: SocketAddr = "224.0.0.18:0".parse().unwrap();
-    s.send_to(&dgram, &to.into()).unwrap();
-}
-
 #[test]
 fn driver_counts_drops_publishes_roles_and_cleans_up_in_process() {
     use ringlb::control::vrrp::{self, State};
@@ -346,7 +286,7 @@ fn driver_counts_drops_publishes_roles_and_cleans_up_in_process() {
     let mut args = vrrp::SpawnArgs::new(&config);
     args.registry = Some(Arc::clone(&registry));
     let handle = in_netns(&lab.ns("a"), move || vrrp::spawn(args).unwrap());
-    let tx = raw_sender(&lab);
+    let tx = raw_sender(&lab, "b");
 
     // A valid higher-priority master in b keeps a in Backup, with garbage mixed in.
     let start = std::time::Instant::now();
@@ -382,7 +322,7 @@ fn driver_counts_drops_publishes_roles_and_cleans_up_in_process() {
         handle.roles()
     );
     let snap = registry.control().snapshot();
-    assert_eq!(snap.vrrp["VI_1"].role, ringlb::metrics::VrrpRole::Master);
+    assert_eq!(snap.vrrp["VI_1"].role, ringlb::proto::vrrp::State::Master);
     assert!(snap.vrrp["VI_1"].adverts_sent >= 1);
 
     // Graceful stop removes the VIP before returning.
@@ -502,8 +442,9 @@ fn all_backends_down_on_the_master_moves_the_vip() {
 }
 
 /// A stalled data plane (every shard thread blocked; SIGUSR2 in
-/// fault-injection builds) is a fault: the VIP moves at once, without any
-/// polling script, and comes back when the shards resume.
+/// fault-injection builds) moves the VIP at once — its priority drops by
+/// `track_data_plane`'s weight and the backup preempts — without any
+/// polling script, and it comes back when the shards resume.
 #[cfg(feature = "fault-injection")]
 #[test]
 fn stalled_shards_give_the_vip_away() {
@@ -514,12 +455,192 @@ fn stalled_shards_give_the_vip_away() {
     lab.ringlb("b", &instance(100, "10ms", ""));
     assert_only(&lab, "a", WAIT, "startup");
     assert_steady(&lab, "a", STEADY, "steady state at 10 ms adverts");
+    let t0 = std::time::Instant::now();
     lab.signal(a, libc::SIGUSR2);
     assert_only(&lab, "b", WAIT, "after node a's shards stalled");
+    println!(
+        "VIP on b alone {:?} after node a's shards stalled (includes `ip` polling)",
+        t0.elapsed()
+    );
     assert!(
         lab.served_by("nodeb", WAIT),
         "VIP:8080 not served by node b"
     );
     lab.signal(a, libc::SIGUSR2);
     assert_only(&lab, "a", WAIT, "after node a's shards resumed (preempt)");
+}
+
+/// The shards' CPU of ringlb process `pid`: the first CPU its `shard-0`
+/// thread may run on.
+fn shard_cpu(pid: u32) -> usize {
+    for e in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+    {
+        let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
+        if comm.trim() == "shard-0" {
+            let status = std::fs::read_to_string(e.path().join("status")).unwrap();
+            let list = status
+                .lines()
+                .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+                .unwrap()
+                .trim()
+                .to_string();
+            let first = list.split([',', '-']).next().unwrap();
+            return first.parse().unwrap();
+        }
+    }
+    panic!("ringlb {pid} has no shard-0 thread");
+}
+
+/// Busy loops pinned to `cpu` for `dur`, `n` of them at normal priority and,
+/// if `rt_bursts`, one SCHED_FIFO thread spinning 80 ms bursts every 500 ms.
+fn hog(cpu: usize, n: usize, dur: Duration, rt_bursts: bool) -> Vec<std::thread::JoinHandle<()>> {
+    fn pin(cpu: usize) {
+        // SAFETY: a zeroed cpu_set_t with one CPU set, for the calling thread.
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu, &mut set);
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+        }
+    }
+    let mut hs: Vec<_> = (0..n)
+        .map(|_| {
+            std::thread::spawn(move || {
+                pin(cpu);
+                let start = std::time::Instant::now();
+                let mut x = 0u64;
+                while start.elapsed() < dur {
+                    x = std::hint::black_box(x.wrapping_add(1));
+                }
+            })
+        })
+        .collect();
+    if rt_bursts {
+        hs.push(std::thread::spawn(move || {
+            pin(cpu);
+            let param = libc::sched_param { sched_priority: 1 };
+            // SAFETY: the calling thread, a valid sched_param.
+            let rt = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) } == 0;
+            assert!(
+                rt,
+                "SCHED_FIFO for the real-time burst: {}",
+                std::io::Error::last_os_error()
+            );
+            let start = std::time::Instant::now();
+            while start.elapsed() < dur {
+                let burst = std::time::Instant::now();
+                let mut x = 0u64;
+                while burst.elapsed() < Duration::from_millis(80) {
+                    x = std::hint::black_box(x.wrapping_add(1));
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        }));
+    }
+    hs
+}
+
+/// A busy host is not a dead data plane: busy loops pinned to the shards'
+/// core (both nodes' shards share it in this lab) and 80 ms bursts of a
+/// real-time process there neither move the VIP nor leave it unheld.
+#[test]
+fn cpu_hog_on_the_shards_core_moves_nothing() {
+    let mut lab = Lab::new();
+    lab.backend("a");
+    lab.backend("b");
+    let a = lab.ringlb("a", &instance(200, "10ms", ""));
+    let b = lab.ringlb("b", &instance(100, "10ms", ""));
+    assert_only(&lab, "a", WAIT, "startup");
+    assert_steady(&lab, "a", STEADY, "steady state at 10 ms adverts");
+    let cpu_a = shard_cpu(lab.procs[a].child.id());
+    let cpu_b = shard_cpu(lab.procs[b].child.id());
+    println!("shards: node a on cpu {cpu_a}, node b on cpu {cpu_b}");
+    let dur = Duration::from_secs(4);
+    let mut hogs = hog(cpu_a, 12, dur, true);
+    if cpu_b != cpu_a {
+        hogs.extend(hog(cpu_b, 12, dur, true));
+    }
+    let watch = lab.watch_vip(dur + Duration::from_millis(500));
+    for h in hogs {
+        h.join().unwrap();
+    }
+    println!("VIP during the hog: {watch:?}");
+    let log = std::fs::read_to_string(lab.procs[a].log.with_extension("err")).unwrap_or_default();
+    let degraded = log.matches("data plane degraded").count();
+    println!("node a: data plane degraded {degraded} time(s) during the hog");
+    for l in log.lines().filter(|l| l.contains("data plane")) {
+        println!("  a: {l}");
+    }
+    assert_eq!(watch.b_held, 0, "the VIP moved to b: {watch:?}");
+    assert_eq!(
+        watch.a_held, watch.samples,
+        "the VIP left a (unheld or moved): {watch:?}"
+    );
+    assert!(!log.contains("-> FAULT"), "a went to FAULT:\n{log}");
+}
+
+/// A sync group moves as one: node a is the better master for VI_2, node b
+/// for VI_1. Without the group rule each node would master one VIP; with it,
+/// the first member to find itself outranked drags its group to BACKUP, so
+/// one node (whichever wins that race) holds both and the group is never
+/// split (keepalived's `vrrp_sync_group`). When that node dies, the other
+/// takes both.
+#[test]
+fn sync_group_member_outranked_drags_the_group() {
+    let mut lab = Lab::new();
+    lab.backend("a");
+    lab.backend("b");
+    let pair = |p1: u8, p2: u8| {
+        format!(
+            "{}sync_group = \"G\"\n\n[[vrrp.instance]]\nname = \"VI_2\"\ninterface = \"eth0\"\n\
+             virtual_router_id = 52\npriority = {p2}\nadvert_interval = \"20ms\"\n\
+             virtual_ipaddress = [\"198.18.0.101/24\"]\nsync_group = \"G\"\n",
+            instance(p1, "20ms", "")
+        )
+    };
+    let a = lab.ringlb("a", &pair(100, 200));
+    let b = lab.ringlb("b", &pair(150, 100));
+    let (ns_a, ns_b) = (lab.ns("a"), lab.ns("b"));
+    let has = |node: &str, ip: &str| {
+        let ns = if node == "a" { &ns_a } else { &ns_b };
+        let out = std::process::Command::new("ip")
+            .args(["-n", ns, "-4", "-o", "addr", "show", "dev", "eth0"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).contains(&format!(" {ip}/"))
+    };
+    let holder = || {
+        let v: Vec<bool> = [("a", "100"), ("a", "101"), ("b", "100"), ("b", "101")]
+            .iter()
+            .map(|(n, ip)| has(n, &format!("198.18.0.{ip}")))
+            .collect();
+        match v[..] {
+            [true, true, false, false] => Some("a"),
+            [false, false, true, true] => Some("b"),
+            _ => None,
+        }
+    };
+    let mut first = None;
+    assert!(
+        eventually(WAIT, || {
+            first = holder();
+            first.is_some()
+        }),
+        "one node must hold both VIPs"
+    );
+    let first = first.unwrap();
+    println!("the group settled on node {first}");
+    assert!(
+        always(STEADY, || holder() == Some(first)),
+        "the group must stay whole on {first}"
+    );
+    let (dead, other) = if first == "a" { (a, "b") } else { (b, "a") };
+    lab.kill9(dead);
+    lab.link_down(first);
+    assert!(
+        eventually(WAIT, || has(other, "198.18.0.100")
+            && has(other, "198.18.0.101")),
+        "{other} must take both VIPs after {first} died"
+    );
 }

@@ -245,11 +245,24 @@ fn read_http(t: Option<&Table>, d: &mut Diags) -> HttpConfig {
 }
 
 fn read_admin(t: &Table, d: &mut Diags) -> Option<AdminConfig> {
-    t.check_keys(d, &["listen"]);
+    t.check_keys(d, &["listen", "token"]);
+    let token = match t.field("token") {
+        Some(f) => match f.str(d) {
+            Some(s) if s.is_empty() || s.chars().any(|c| c.is_whitespace() || c.is_control()) => {
+                d.error(
+                    f.at,
+                    "`token` must be non-empty, without spaces or control characters",
+                );
+                None
+            }
+            s => s.map(str::to_string),
+        },
+        None => None,
+    };
     let f = t.required(d, "listen")?;
     let s = f.str(d)?;
     match addr::parse_listen(s) {
-        Ok(listen) => Some(AdminConfig { listen }),
+        Ok(listen) => Some(AdminConfig { listen, token }),
         Err(e) => {
             d.error(f.at, e);
             None

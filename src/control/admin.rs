@@ -1,13 +1,16 @@
 //! The admin HTTP endpoint: `GET /metrics`, `GET /stats`, `GET /healthz`,
 //! `POST /reset`.
 //!
-//! It runs on its own plain `std` thread with blocking sockets, away from
-//! both the shards and the VRRP timers: a slow scrape can delay another
-//! scrape, never a request or an advert. The protocol is the smallest honest
-//! HTTP/1.1: read one request head (at most [`MAX_HEAD`] bytes, within
-//! [`HEAD_DEADLINE`]), answer with `Content-Length` and `Connection: close`,
-//! close. Requests are served one at a time, so a stuck client costs at most
-//! [`HEAD_DEADLINE`] of admin availability and never a thread per client.
+//! It runs on plain `std` threads with blocking sockets, away from both the
+//! shards and the VRRP timers: a slow scrape can never delay a request or an
+//! advert. The protocol is the smallest honest HTTP/1.1: read one request
+//! head (at most [`MAX_HEAD`] bytes, within [`HEAD_DEADLINE`] in total, not
+//! per read), answer with `Content-Length` and `Connection: close`, close.
+//!
+//! Every connection gets its own short-lived thread (at most [`MAX_CLIENTS`]
+//! at once; beyond that a client is answered `503` at once), so a client
+//! that trickles its request one byte at a time holds only its own thread
+//! until its deadline and `/healthz` keeps answering the probes meanwhile.
 //!
 //! Routes:
 //! - `GET /metrics` — Prometheus text, since-boot values (counters must be monotonic).
@@ -16,15 +19,21 @@
 //!   `extra` callback's value is added under `"extra"` (VRRP/health details
 //!   owned elsewhere).
 //! - `GET /healthz` — `200 ok`, or `503 draining` during a graceful stop.
-//! - `POST /reset` (or `GET`) — start a fresh `/stats` window.
+//! - `POST /reset` — start a fresh `/stats` window.
+//!
+//! State-changing routes take `POST` only (`405` otherwise, so a crawler or
+//! a prefetching browser cannot trigger them) and, when `[admin] token` is
+//! set, an `Authorization: Bearer <token>` header (`401` otherwise). The
+//! read-only routes stay open for scrapers and probes.
 
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::config::AdminConfig;
 use crate::metrics::{JsonOptions, Registry};
 
 /// Extra JSON merged into `/stats` under `"extra"`.
@@ -32,12 +41,14 @@ pub type ExtraFn = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
 
 /// Largest request head accepted.
 pub const MAX_HEAD: usize = 8 * 1024;
-/// Time allowed to receive a full request head.
+/// Time allowed to receive a full request head (in total).
 pub const HEAD_DEADLINE: Duration = Duration::from_secs(2);
 /// Time allowed for writing a response.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections served at once; more are answered `503` and closed.
+pub const MAX_CLIENTS: usize = 32;
 
-/// A response produced by [`route`].
+/// A response produced by [`Admin::route`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Response {
     pub status: u16,
@@ -84,6 +95,7 @@ fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
         400 => "Bad Request",
+        401 => "Unauthorized",
         404 => "Not Found",
         405 => "Method Not Allowed",
         408 => "Request Timeout",
@@ -100,71 +112,122 @@ fn flag(query: &str, name: &str) -> bool {
     })
 }
 
-/// Answer one request. Pure with respect to I/O, so it is unit-testable.
-pub fn route(registry: &Registry, extra: Option<&ExtraFn>, method: &str, target: &str) -> Response {
-    let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    let read = matches!(method, "GET" | "HEAD");
-    match path {
-        "/metrics" => {
-            if !read {
-                return Response::method_not_allowed("GET, HEAD");
+/// Whether a request carrying `authorization` (the header's value, if any)
+/// may call a state-changing route. With no token configured everyone may;
+/// otherwise exactly `Bearer <token>` (scheme case-insensitive), compared
+/// without an early exit so the time taken does not reveal a prefix.
+pub fn authorized(token: Option<&str>, authorization: Option<&[u8]>) -> bool {
+    let Some(token) = token else { return true };
+    let Some(value) = authorization else {
+        return false;
+    };
+    let value = value.trim_ascii();
+    if value.len() < 7 || !value[..7].eq_ignore_ascii_case(b"bearer ") {
+        return false;
+    }
+    let given = value[7..].trim_ascii_start();
+    let want = token.as_bytes();
+    if given.len() != want.len() {
+        return false;
+    }
+    given
+        .iter()
+        .zip(want)
+        .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+        == 0
+}
+
+/// One parsed request, as [`Admin::route`] needs it.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    pub method: &'a str,
+    pub target: &'a str,
+    /// Value of the `Authorization` header, if present.
+    pub authorization: Option<&'a [u8]>,
+}
+
+/// What the endpoint serves: the registry, the `/stats` extra, the token.
+pub struct Admin {
+    pub registry: Arc<Registry>,
+    pub extra: Option<ExtraFn>,
+    /// `[admin] token`: required (as a bearer token) by state-changing routes.
+    pub token: Option<String>,
+}
+
+impl Admin {
+    /// Answer one request. Pure with respect to I/O, so it is unit-testable.
+    pub fn route(&self, req: &Request<'_>) -> Response {
+        let registry = &self.registry;
+        let (path, query) = req.target.split_once('?').unwrap_or((req.target, ""));
+        let read = matches!(req.method, "GET" | "HEAD");
+        match path {
+            "/metrics" => {
+                if !read {
+                    return Response::method_not_allowed("GET, HEAD");
+                }
+                Response {
+                    status: 200,
+                    content_type: "text/plain; version=0.0.4; charset=utf-8",
+                    body: registry.snapshot_raw().to_prometheus().into_bytes(),
+                    allow: None,
+                }
             }
-            Response {
-                status: 200,
-                content_type: "text/plain; version=0.0.4; charset=utf-8",
-                body: registry.snapshot_raw().to_prometheus().into_bytes(),
-                allow: None,
+            "/stats" => {
+                if !read {
+                    return Response::method_not_allowed("GET, HEAD");
+                }
+                let snap = if flag(query, "raw") {
+                    registry.snapshot_raw()
+                } else {
+                    registry.snapshot()
+                };
+                let mut v = snap.to_json_value(JsonOptions {
+                    buckets: flag(query, "buckets"),
+                });
+                if let Some(f) = &self.extra {
+                    v["extra"] = f();
+                }
+                Response::json(200, &v, flag(query, "pretty"))
             }
+            "/healthz" => {
+                if !read {
+                    return Response::method_not_allowed("GET, HEAD");
+                }
+                if registry.control().draining() {
+                    Response::text(503, "draining\n")
+                } else {
+                    Response::text(200, "ok\n")
+                }
+            }
+            "/reset" => {
+                if req.method != "POST" {
+                    return Response::method_not_allowed("POST");
+                }
+                if !authorized(self.token.as_deref(), req.authorization) {
+                    return Response::text(
+                        401,
+                        "unauthorized: Authorization: Bearer <token> required\n",
+                    );
+                }
+                registry.reset();
+                Response::json(200, &serde_json::json!({"reset": true}), false)
+            }
+            "/" => {
+                if !read {
+                    return Response::method_not_allowed("GET, HEAD");
+                }
+                Response::text(
+                    200,
+                    "ringlb admin: /metrics /stats /healthz /reset (POST)\n",
+                )
+            }
+            _ => Response::text(404, "not found\n"),
         }
-        "/stats" => {
-            if !read {
-                return Response::method_not_allowed("GET, HEAD");
-            }
-            let snap = if flag(query, "raw") {
-                registry.snapshot_raw()
-            } else {
-                registry.snapshot()
-            };
-            let mut v = snap.to_json_value(JsonOptions {
-                buckets: flag(query, "buckets"),
-            });
-            if let Some(f) = extra {
-                v["extra"] = f();
-            }
-            Response::json(200, &v, flag(query, "pretty"))
-        }
-        "/healthz" => {
-            if !read {
-                return Response::method_not_allowed("GET, HEAD");
-            }
-            if registry.control().draining() {
-                Response::text(503, "draining\n")
-            } else {
-                Response::text(200, "ok\n")
-            }
-        }
-        "/reset" => {
-            if !matches!(method, "POST" | "GET") {
-                return Response::method_not_allowed("POST, GET");
-            }
-            registry.reset();
-            Response::json(200, &serde_json::json!({"reset": true}), false)
-        }
-        "/" => {
-            if !read {
-                return Response::method_not_allowed("GET, HEAD");
-            }
-            Response::text(
-                200,
-                "ringlb admin: /metrics /stats /healthz /reset (POST)\n",
-            )
-        }
-        _ => Response::text(404, "not found\n"),
     }
 }
 
-/// A running admin server. Dropping it stops the server and joins its thread,
-/// so keep it alive for as long as the endpoint should answer.
+/// A running admin server. Dropping it stops the server and joins its
+/// threads, so keep it alive for as long as the endpoint should answer.
 pub struct AdminServer {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
@@ -177,7 +240,7 @@ impl AdminServer {
         self.addr
     }
 
-    /// Stop accepting, finish the request in progress, join the thread.
+    /// Stop accepting, finish the requests in progress, join the threads.
     pub fn shutdown(mut self) {
         self.stop_and_join();
     }
@@ -205,27 +268,28 @@ impl Drop for AdminServer {
     }
 }
 
-/// Bind `listen` and serve on a new thread named `ringlb-admin`.
+/// Bind `[admin] listen` and serve it on a new thread named `ringlb-admin`.
 pub fn spawn(
-    listen: SocketAddr,
+    config: &AdminConfig,
     registry: Arc<Registry>,
     extra: Option<ExtraFn>,
 ) -> io::Result<AdminServer> {
-    spawn_on(TcpListener::bind(listen)?, registry, extra)
+    let admin = Admin {
+        registry,
+        extra,
+        token: config.token.clone(),
+    };
+    spawn_on(TcpListener::bind(config.listen)?, admin)
 }
 
 /// Serve on an already bound listener (e.g. inherited over SCM_RIGHTS).
-pub fn spawn_on(
-    listener: TcpListener,
-    registry: Arc<Registry>,
-    extra: Option<ExtraFn>,
-) -> io::Result<AdminServer> {
+pub fn spawn_on(listener: TcpListener, admin: Admin) -> io::Result<AdminServer> {
     let addr = listener.local_addr()?;
     let stop = Arc::new(AtomicBool::new(false));
     let stop2 = stop.clone();
     let thread = std::thread::Builder::new()
         .name("ringlb-admin".into())
-        .spawn(move || serve(listener, &registry, extra.as_ref(), &stop2))?;
+        .spawn(move || serve(listener, Arc::new(admin), &stop2))?;
     Ok(AdminServer {
         addr,
         stop,
@@ -233,21 +297,56 @@ pub fn spawn_on(
     })
 }
 
-fn serve(listener: TcpListener, registry: &Registry, extra: Option<&ExtraFn>, stop: &AtomicBool) {
+/// Accept loop: one thread per connection, at most [`MAX_CLIENTS`].
+fn serve(listener: TcpListener, admin: Arc<Admin>, stop: &AtomicBool) {
+    let active = Arc::new(AtomicUsize::new(0));
+    let mut workers: Vec<JoinHandle<()>> = Vec::new();
     loop {
         let accepted = listener.accept();
         if stop.load(Ordering::SeqCst) {
-            return;
+            break;
         }
+        workers.retain(|w| !w.is_finished());
         match accepted {
             Ok((stream, _)) => {
-                // Errors are per-connection (client went away); nothing to do.
-                let _ = handle_conn(stream, registry, extra);
+                if active.load(Ordering::Acquire) >= MAX_CLIENTS {
+                    busy(stream);
+                    continue;
+                }
+                active.fetch_add(1, Ordering::AcqRel);
+                let (admin, active2) = (Arc::clone(&admin), Arc::clone(&active));
+                let spawned = std::thread::Builder::new()
+                    .name("ringlb-admin-conn".into())
+                    .spawn(move || {
+                        // Errors are per-connection (client went away); nothing to do.
+                        let _ = handle_conn(stream, &admin);
+                        active2.fetch_sub(1, Ordering::AcqRel);
+                    });
+                match spawned {
+                    Ok(w) => workers.push(w),
+                    Err(_) => {
+                        // The closure (and the stream) is gone with the error.
+                        active.fetch_sub(1, Ordering::AcqRel);
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                }
             }
             // EMFILE and friends: back off instead of spinning.
             Err(_) => std::thread::sleep(Duration::from_millis(20)),
         }
     }
+    // Every worker ends within HEAD_DEADLINE + WRITE_TIMEOUT (+ the drain).
+    for w in workers {
+        let _ = w.join();
+    }
+}
+
+/// Too many clients at once: a best-effort `503`, never blocking the accept loop.
+fn busy(stream: TcpStream) {
+    let _ = stream.set_nonblocking(true);
+    let _ = (&stream).write_all(
+        b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 5\r\nConnection: close\r\n\r\nbusy\n",
+    );
 }
 
 enum Head {
@@ -289,11 +388,7 @@ fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<Head> {
     }
 }
 
-fn handle_conn(
-    mut stream: TcpStream,
-    registry: &Registry,
-    extra: Option<&ExtraFn>,
-) -> io::Result<()> {
+fn handle_conn(mut stream: TcpStream, admin: &Admin) -> io::Result<()> {
     stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
     let mut buf = Vec::with_capacity(1024);
     let (resp, head_only) = match read_head(&mut stream, &mut buf)? {
@@ -306,8 +401,17 @@ fn handle_conn(
             match req.parse(&buf[..n]) {
                 Ok(httparse::Status::Complete(_)) => {
                     let method = req.method.unwrap_or("");
-                    let target = req.path.unwrap_or("");
-                    (route(registry, extra, method, target), method == "HEAD")
+                    let authorization = req
+                        .headers
+                        .iter()
+                        .find(|h| h.name.eq_ignore_ascii_case("authorization"))
+                        .map(|h| h.value);
+                    let r = Request {
+                        method,
+                        target: req.path.unwrap_or(""),
+                        authorization,
+                    };
+                    (admin.route(&r), method == "HEAD")
                 }
                 _ => (Response::text(400, "bad request\n"), false),
             }
@@ -324,6 +428,9 @@ fn handle_conn(
         head.push_str("Allow: ");
         head.push_str(a);
         head.push_str("\r\n");
+    }
+    if resp.status == 401 {
+        head.push_str("WWW-Authenticate: Bearer\r\n");
     }
     head.push_str("\r\n");
     stream.write_all(head.as_bytes())?;
@@ -350,7 +457,8 @@ fn handle_conn(
 mod tests {
     use super::*;
     use crate::cli::stats as stats_cli;
-    use crate::metrics::{Layout, VrrpRole};
+    use crate::metrics::Layout;
+    use crate::proto::vrrp::State;
     use serde_json::Value;
 
     const N_PER_SHARD: u64 = 500;
@@ -395,11 +503,23 @@ mod tests {
         c.set_generation(1);
         c.set_server_health("app", "127.0.0.1:9001", true);
         c.health_transition("app", "127.0.0.1:9002", false);
-        c.set_vrrp("VI_1", VrrpRole::Backup, 100);
-        c.vrrp_transition("VI_1", VrrpRole::Master);
+        c.set_vrrp("VI_1", State::Backup, 100);
+        c.vrrp_transition("VI_1", State::Master);
         c.vrrp_advert_received("VI_1", Some(Duration::from_millis(1000)));
         c.vrrp_drop("bad_checksum");
         reg
+    }
+
+    fn serve_test(
+        registry: Arc<Registry>,
+        extra: Option<ExtraFn>,
+        token: Option<&str>,
+    ) -> AdminServer {
+        let config = AdminConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            token: token.map(str::to_string),
+        };
+        spawn(&config, registry, extra).unwrap()
     }
 
     fn get_json(addr: SocketAddr, path: &str) -> Value {
@@ -443,7 +563,7 @@ print(json.dumps({"types": types, "vals": vals}))
     fn stats_counts_are_exact_over_http() {
         let reg = busy_registry();
         let extra: ExtraFn = Arc::new(|| serde_json::json!({"node": "lb1"}));
-        let srv = spawn("127.0.0.1:0".parse().unwrap(), reg.clone(), Some(extra)).unwrap();
+        let srv = serve_test(reg.clone(), Some(extra), None);
         let addr = srv.local_addr();
         let n = 2 * N_PER_SHARD;
 
@@ -507,7 +627,7 @@ print(json.dumps({"types": types, "vals": vals}))
     #[test]
     fn metrics_parse_with_prometheus_client() {
         let reg = busy_registry();
-        let srv = spawn("127.0.0.1:0".parse().unwrap(), reg, None).unwrap();
+        let srv = serve_test(reg, None, None);
         let resp = raw(
             srv.local_addr(),
             b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n",
@@ -582,7 +702,7 @@ print(json.dumps({"types": types, "vals": vals}))
     #[test]
     fn routes_and_errors() {
         let reg = Registry::new(1);
-        let srv = spawn("127.0.0.1:0".parse().unwrap(), reg.clone(), None).unwrap();
+        let srv = serve_test(reg.clone(), None, None);
         let a = srv.local_addr();
         let r = raw(a, b"GET /healthz HTTP/1.1\r\n\r\n");
         assert!(
@@ -611,6 +731,12 @@ print(json.dumps({"types": types, "vals": vals}))
         big.extend_from_slice(b"\r\n\r\n");
         let r = raw(a, &big);
         assert!(r.starts_with("HTTP/1.1 431 "), "{r}");
+        // State-changing routes take POST only.
+        let r = raw(a, b"GET /reset HTTP/1.1\r\n\r\n");
+        assert!(
+            r.starts_with("HTTP/1.1 405 ") && r.contains("\r\nAllow: POST\r\n"),
+            "{r}"
+        );
         let r = raw(a, b"POST /reset HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello");
         assert!(
             r.starts_with("HTTP/1.1 200 ") && r.contains("\"reset\":true"),
@@ -625,7 +751,7 @@ print(json.dumps({"types": types, "vals": vals}))
     #[test]
     fn stats_cli_renders_wrk_view() {
         let reg = busy_registry();
-        let srv = spawn("127.0.0.1:0".parse().unwrap(), reg, None).unwrap();
+        let srv = serve_test(reg, None, None);
         let addr = srv.local_addr();
         let mut out = Vec::new();
         stats_cli::run_to(&mut out, addr, None, false, None).unwrap();
@@ -675,5 +801,165 @@ print(json.dumps({"types": types, "vals": vals}))
         is_send::<crate::metrics::ShardRecorder>();
         fn is_sync<T: Send + Sync>() {}
         is_sync::<Registry>();
+    }
+
+    #[test]
+    fn bearer_token_rules() {
+        type Case<'a> = (Option<&'a str>, Option<&'a [u8]>, bool);
+        let cases: &[Case<'_>] = &[
+            (None, None, true),
+            (None, Some(b"Bearer whatever"), true),
+            (Some("s3cret"), None, false),
+            (Some("s3cret"), Some(b"Bearer s3cret"), true),
+            (Some("s3cret"), Some(b"bearer s3cret"), true),
+            (Some("s3cret"), Some(b"  Bearer   s3cret  "), true),
+            (Some("s3cret"), Some(b"Bearer s3cre"), false),
+            (Some("s3cret"), Some(b"Bearer s3cret2"), false),
+            (Some("s3cret"), Some(b"Bearer S3CRET"), false),
+            (Some("s3cret"), Some(b"Basic s3cret"), false),
+            (Some("s3cret"), Some(b"s3cret"), false),
+            (Some("s3cret"), Some(b"Bearer"), false),
+            (Some("s3cret"), Some(b""), false),
+        ];
+        for (token, header, want) in cases {
+            assert_eq!(
+                authorized(*token, *header),
+                *want,
+                "token {token:?} header {:?}",
+                header.map(String::from_utf8_lossy)
+            );
+        }
+    }
+
+    #[test]
+    fn token_guards_reset_but_not_reads() {
+        let reg = busy_registry();
+        let srv = serve_test(reg.clone(), None, Some("s3cret"));
+        let a = srv.local_addr();
+        let requests = || {
+            reg.snapshot().to_json_value(JsonOptions::default())["connections"]["requests"].clone()
+        };
+        assert_eq!(requests(), 2 * N_PER_SHARD);
+        for req in [
+            &b"POST /reset HTTP/1.1\r\n\r\n"[..],
+            b"POST /reset HTTP/1.1\r\nAuthorization: Bearer wrong\r\n\r\n",
+            b"POST /reset HTTP/1.1\r\nAuthorization: Basic czNjcmV0\r\n\r\n",
+        ] {
+            let r = raw(a, req);
+            assert!(
+                r.starts_with("HTTP/1.1 401 ") && r.contains("\r\nWWW-Authenticate: Bearer\r\n"),
+                "{r}"
+            );
+            assert_eq!(
+                requests(),
+                2 * N_PER_SHARD,
+                "a refused reset must not reset"
+            );
+        }
+        // Without a token the reads stay open (scrapers, probes).
+        for path in ["/metrics", "/healthz", "/stats"] {
+            let r = raw(a, format!("GET {path} HTTP/1.1\r\n\r\n").as_bytes());
+            assert!(r.starts_with("HTTP/1.1 200 "), "{path}: {r}");
+        }
+        let r = raw(
+            a,
+            b"POST /reset HTTP/1.1\r\nAuthorization: Bearer s3cret\r\n\r\n",
+        );
+        assert!(r.starts_with("HTTP/1.1 200 "), "{r}");
+        assert_eq!(requests(), 0);
+        srv.shutdown();
+    }
+
+    /// Clients that trickle their request a byte every 150 ms each hold only
+    /// their own connection: /healthz and /metrics answer while they are
+    /// still sending, and the tricklers are cut off at the head deadline.
+    #[test]
+    fn trickling_clients_do_not_block_probes() {
+        let reg = busy_registry();
+        let srv = serve_test(reg, None, None);
+        let a = srv.local_addr();
+        let req = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n";
+        let done = Arc::new(AtomicUsize::new(0));
+        let tricklers: Vec<_> = (0..4)
+            .map(|_| {
+                let done = Arc::clone(&done);
+                std::thread::spawn(move || {
+                    let mut s = TcpStream::connect(a).unwrap();
+                    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                    let started = Instant::now();
+                    // One byte per 150 ms: the full head would take ~5 s.
+                    for b in req {
+                        if s.write_all(&[*b]).is_err() {
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_millis(150));
+                    }
+                    let mut out = Vec::new();
+                    let _ = s.read_to_end(&mut out);
+                    done.fetch_add(1, Ordering::SeqCst);
+                    (
+                        String::from_utf8_lossy(&out).into_owned(),
+                        started.elapsed(),
+                    )
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(300));
+        let mut answered = 0;
+        let t0 = Instant::now();
+        for i in 0..10 {
+            let path = if i % 2 == 0 { "/healthz" } else { "/metrics" };
+            let r = raw(a, format!("GET {path} HTTP/1.1\r\n\r\n").as_bytes());
+            assert!(r.starts_with("HTTP/1.1 200 "), "{path}: {r}");
+            if done.load(Ordering::SeqCst) == 0 {
+                answered += 1;
+            }
+        }
+        let probes = t0.elapsed();
+        assert_eq!(
+            answered, 10,
+            "every probe must be answered while the tricklers are still sending"
+        );
+        for t in tricklers {
+            let (r, took) = t.join().unwrap();
+            println!("trickler: {took:?}: {}", r.lines().next().unwrap_or(""));
+            assert!(r.starts_with("HTTP/1.1 408 "), "{r}");
+        }
+        println!("10 probes answered in {probes:?} beside 4 trickling clients");
+        srv.shutdown();
+    }
+
+    /// More than MAX_CLIENTS at once: the extra one is told 503 at once
+    /// instead of waiting; once they leave, service is normal.
+    #[test]
+    fn too_many_clients_get_503_then_service_resumes() {
+        let reg = Registry::new(1);
+        let srv = serve_test(reg, None, None);
+        let a = srv.local_addr();
+        let idle: Vec<TcpStream> = (0..MAX_CLIENTS)
+            .map(|_| TcpStream::connect(a).unwrap())
+            .collect();
+        // The accept loop has to have taken all of them: poll until refused.
+        let mut got_503 = false;
+        for _ in 0..100 {
+            let r = raw(a, b"GET /healthz HTTP/1.1\r\n\r\n");
+            if r.starts_with("HTTP/1.1 503 ") {
+                got_503 = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(got_503, "the client beyond MAX_CLIENTS must be refused");
+        drop(idle);
+        let mut ok = false;
+        for _ in 0..200 {
+            if raw(a, b"GET /healthz HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 200 ") {
+                ok = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(ok, "service must resume once the idle clients are gone");
+        srv.shutdown();
     }
 }

@@ -9,10 +9,11 @@
 //! These services know nothing of shards: they publish snapshots, and they
 //! learn about the data plane only through narrow functions the orchestrator
 //! ([`crate::runtime`]) builds from the shard links (`health::FailuresFn`,
-//! `vrrp::AliveFn`, `vrrp::UpstreamDownFn`). Starting, reloading and stopping
+//! `vrrp::SampleFn`, `vrrp::UpstreamDownFn`). Starting, reloading and stopping
 //! them is the orchestrator's job too. Nothing here imports the data plane.
 
 pub mod admin;
+pub mod fd_budget;
 pub mod health;
 pub mod publisher;
 pub mod vrrp;

@@ -21,7 +21,8 @@ use std::time::Instant;
 use crate::config::Config;
 use crate::metrics::Registry;
 use crate::proto::health::PassiveWindow;
-use crate::snapshot::{Snapshot, SnapshotCell, VrrpRole};
+use crate::proto::vrrp::Role;
+use crate::snapshot::{Snapshot, SnapshotCell};
 
 /// What the control plane knows about one server.
 struct ServerHealth {
@@ -53,7 +54,7 @@ struct State {
     draining: bool,
     health: HashMap<ServerKey, ServerHealth>,
     /// VRRP roles, copied into every snapshot.
-    vrrp: Vec<VrrpRole>,
+    vrrp: Vec<Role>,
 }
 
 impl State {
@@ -179,7 +180,7 @@ impl Publisher {
     }
 
     /// Records new VRRP roles (from the `vrrp` thread) and publishes.
-    pub fn set_vrrp(&self, roles: Vec<VrrpRole>) {
+    pub fn set_vrrp(&self, roles: Vec<Role>) {
         let mut st = self.lock();
         if st.vrrp != roles {
             st.vrrp = roles;
@@ -272,7 +273,7 @@ mod tests {
     fn vrrp_roles_reach_the_snapshot() {
         let p = publisher();
         let before = p.cell().load_full().generation;
-        let roles = vec![VrrpRole {
+        let roles = vec![Role {
             name: "VI_1".into(),
             state: VrrpState::Master,
             priority: 150,

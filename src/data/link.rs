@@ -21,7 +21,7 @@
 //!
 //! The orchestrator ([`crate::runtime`]) holds both ends; control-plane
 //! services get only narrow functions built from the control end (the way
-//! VRRP tracking takes an `AliveFn`), so nothing in `control/` knows what a
+//! VRRP tracking takes a `SampleFn`), so nothing in `control/` knows what a
 //! shard is, and nothing in `data/` calls into the control plane.
 
 use std::net::SocketAddr;

@@ -8,9 +8,12 @@
 //! draining), listener changes and stop in, heartbeats, passive-health
 //! failures and its exit out.
 //!
-//! Draining is snapshot state: [`Shard::draining`] reads the snapshot the
-//! shard currently routes with, which the tick refreshes, so every
-//! connection sees the same answer within one tick of the publish.
+//! Draining is snapshot state. The shard applies a draining snapshot on its
+//! tick, in one step: it stops accepting, then marks itself draining, so no
+//! connection is accepted only to be closed unanswered. From then on
+//! [`Shard::draining`] is true: requests in flight are answered with
+//! `Connection: close` and idle connections are shut every tick. The stop
+//! on the link only adds "exit once empty, or at `shutdown_timeout`".
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -92,6 +95,8 @@ pub struct Shard {
     next_conn: Cell<u64>,
     /// Open client connections.
     active: Cell<usize>,
+    /// A draining snapshot has been applied (see the module docs).
+    draining: Cell<bool>,
     /// This shard's metrics; never borrowed across an `.await`.
     pub rec: RefCell<ShardRecorder>,
     /// Coarse milliseconds since the shard started, advanced every tick.
@@ -116,11 +121,11 @@ impl Shard {
         Rc::clone(&view)
     }
 
-    /// Graceful stop in progress (snapshot state): answer with
-    /// `Connection: close` and keep nothing alive.
+    /// A draining snapshot has been applied: answer with `Connection:
+    /// close` and keep nothing alive.
     #[inline]
     pub fn draining(&self) -> bool {
-        self.view.borrow().snap.draining
+        self.draining.get()
     }
 
     /// Registers a client connection; returns its id, its idle flag and
@@ -204,6 +209,7 @@ pub fn run(
             conns: RefCell::new(HashMap::new()),
             next_conn: Cell::new(0),
             active: Cell::new(0),
+            draining: Cell::new(false),
         });
         let mut accepting = HashMap::new();
         for (addr, l) in listeners {
@@ -296,9 +302,10 @@ async fn housekeeping(shard: &Rc<Shard>, mut accepting: HashMap<SocketAddr, Canc
         // snapshot before it sets the flag, so a shard that sees the stop
         // also sees that snapshot below.
         let stop = shard.link.stop_requested();
-        // Pick up a new snapshot even with no request arriving (draining,
-        // routes): one pointer compare when unchanged.
-        let view = shard.view();
+        // Whether the published snapshot drains, even with no request
+        // arriving: one pointer compare through the reader's cache (the view,
+        // selector state and metric layout are rebuilt by the next request).
+        let drain_published = shard.reader.borrow_mut().load().draining;
         let now = Instant::now();
         let now_ms = now.duration_since(started).as_millis() as u64;
         shard.clock.set(now_ms);
@@ -316,6 +323,7 @@ async fn housekeeping(shard: &Rc<Shard>, mut accepting: HashMap<SocketAddr, Canc
             al.flush();
         }
         if ticks.is_multiple_of(100) {
+            let view = shard.view();
             shard.pool.borrow_mut().sweep(now_ms, |addr: SocketAddr| {
                 view.snap
                     .upstreams
@@ -325,6 +333,8 @@ async fn housekeeping(shard: &Rc<Shard>, mut accepting: HashMap<SocketAddr, Canc
         }
         for cmd in shard.link.take_listener_changes() {
             match cmd {
+                // A draining shard accepts nothing new; the socket closes.
+                ListenerCmd::Add(..) if shard.draining() => {}
                 ListenerCmd::Add(addr, l) => start_listener(shard, &mut accepting, addr, l),
                 ListenerCmd::Remove(addr) => {
                     if let Some(c) = accepting.remove(&addr) {
@@ -333,16 +343,20 @@ async fn housekeeping(shard: &Rc<Shard>, mut accepting: HashMap<SocketAddr, Canc
                 }
             }
         }
-        if view.snap.draining || stop {
+        if (drain_published || stop) && !shard.draining() {
+            // Apply draining: stop accepting first, then tell connections.
+            for (_, c) in accepting.drain() {
+                c.cancel();
+            }
+            shard.draining.set(true);
+        }
+        if shard.draining() {
             shard.close_idle();
         }
         if stop {
             if !stopping {
                 stopping = true;
-                for (_, c) in accepting.drain() {
-                    c.cancel();
-                }
-                let limit = view.snap.config.runtime.shutdown_timeout;
+                let limit = shard.view().snap.config.runtime.shutdown_timeout;
                 drain_deadline = Some(now + limit);
                 shard.pool.borrow_mut().clear();
             }

@@ -14,37 +14,7 @@ use std::time::Duration;
 
 use super::hist::LatencyHist;
 
-/// VRRP role as exposed in metrics (the protocol crate maps its state onto this).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum VrrpRole {
-    #[default]
-    Init,
-    Backup,
-    Master,
-    Fault,
-}
-
-impl VrrpRole {
-    pub const ALL: [VrrpRole; 4] = [
-        VrrpRole::Init,
-        VrrpRole::Backup,
-        VrrpRole::Master,
-        VrrpRole::Fault,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            VrrpRole::Init => "INIT",
-            VrrpRole::Backup => "BACKUP",
-            VrrpRole::Master => "MASTER",
-            VrrpRole::Fault => "FAULT",
-        }
-    }
-
-    fn index(self) -> usize {
-        self as usize
-    }
-}
+use crate::proto::vrrp::State;
 
 /// Health of one upstream server as decided by the control thread.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -58,9 +28,9 @@ pub struct ServerHealth {
 /// One VRRP instance.
 #[derive(Debug, Clone, Default)]
 pub struct VrrpStats {
-    pub role: VrrpRole,
+    pub role: State,
     pub priority: u8,
-    /// Transitions *into* each role, by [`VrrpRole::ALL`].
+    /// Transitions *into* each role, by [`State::ALL`].
     pub transitions: [u64; 4],
     pub adverts_sent: u64,
     pub adverts_received: u64,
@@ -179,7 +149,7 @@ impl ControlStats {
     }
 
     /// Set a VRRP instance's role and priority without counting a transition.
-    pub fn set_vrrp(&self, instance: &str, role: VrrpRole, priority: u8) {
+    pub fn set_vrrp(&self, instance: &str, role: State, priority: u8) {
         let mut g = self.lock();
         let v = vrrp_entry(&mut g.vrrp, instance);
         v.role = role;
@@ -187,7 +157,7 @@ impl ControlStats {
     }
 
     /// A VRRP instance changed role; counts a transition into `to`.
-    pub fn vrrp_transition(&self, instance: &str, to: VrrpRole) {
+    pub fn vrrp_transition(&self, instance: &str, to: State) {
         let mut g = self.lock();
         let v = vrrp_entry(&mut g.vrrp, instance);
         v.role = to;

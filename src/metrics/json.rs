@@ -129,7 +129,7 @@ impl MergedStats {
             .iter()
             .map(|(name, v)| {
                 let mut tr = Map::new();
-                for role in super::VrrpRole::ALL {
+                for role in crate::proto::vrrp::State::ALL {
                     tr.insert(role.as_str().into(), json!(v.transitions[role as usize]));
                 }
                 json!({

@@ -79,7 +79,7 @@ mod shard;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-pub use control_stats::{ControlSnapshot, ControlStats, ServerHealth, VrrpRole, VrrpStats};
+pub use control_stats::{ControlSnapshot, ControlStats, ServerHealth, VrrpStats};
 pub use hist::{
     percentile_distribution, LatencyHist, Percentiles, HIGHEST_US, LOWEST_US, PERCENTILE_POINTS,
     SIGFIG,

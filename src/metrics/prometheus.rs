@@ -9,10 +9,10 @@
 
 use std::fmt::Write as _;
 
-use super::control_stats::VrrpRole;
 use super::hist::LatencyHist;
 use super::merged::MergedStats;
 use super::{FailureKind, STATUS_CLASSES};
+use crate::proto::vrrp::State;
 
 /// Upper bounds of the exported histogram buckets, in seconds (+Inf implied).
 pub const PROM_BUCKETS_SECONDS: [f64; 18] = [
@@ -399,7 +399,7 @@ impl MergedStats {
             "1 for the current role of each VRRP instance.",
         );
         for (name, v) in vrrp {
-            for role in VrrpRole::ALL {
+            for role in State::ALL {
                 p.sample(
                     "ringlb_vrrp_state",
                     &[("instance", name), ("state", role.as_str())],
@@ -417,7 +417,7 @@ impl MergedStats {
             "VRRP role changes by target role.",
         );
         for (name, v) in vrrp {
-            for role in VrrpRole::ALL {
+            for role in State::ALL {
                 p.sample(
                     "ringlb_vrrp_transitions_total",
                     &[("instance", name), ("to", role.as_str())],

@@ -1,6 +1,7 @@
 //! Unit tests: exact counts, merge, percentiles, reset, reloads, exposition.
 
 use super::*;
+use crate::proto::vrrp::State;
 
 fn layout(listeners: &[&str], servers: &[(&str, &str)]) -> Arc<Layout> {
     Arc::new(Layout {
@@ -301,8 +302,8 @@ fn control_stats_count_transitions() {
     c.health_transition("app", "10.0.0.1:80", false);
     c.health_transition("app", "10.0.0.1:80", true);
     c.health_transition("app", "10.0.0.1:80", false);
-    c.set_vrrp("VI_1", VrrpRole::Backup, 100);
-    c.vrrp_transition("VI_1", VrrpRole::Master);
+    c.set_vrrp("VI_1", State::Backup, 100);
+    c.vrrp_transition("VI_1", State::Master);
     c.set_vrrp_priority("VI_1", 50);
     c.vrrp_advert_sent("VI_1");
     c.vrrp_drop("ttl");
@@ -313,10 +314,7 @@ fn control_stats_count_transitions() {
     let h = s.health[&key("app", "10.0.0.1:80")];
     assert_eq!((h.up, h.to_up, h.to_down), (false, 1, 2));
     let v = &s.vrrp["VI_1"];
-    assert_eq!(
-        (v.role, v.priority, v.adverts_sent),
-        (VrrpRole::Master, 50, 1)
-    );
+    assert_eq!((v.role, v.priority, v.adverts_sent), (State::Master, 50, 1));
     assert_eq!(v.transitions, [0, 0, 1, 0]);
     assert_eq!(s.vrrp_drops["ttl"], 2);
     assert_eq!(s.vrrp_drops["auth"], 1);
@@ -400,7 +398,7 @@ fn json_has_exact_counts_and_percentiles() {
     let mut r = reg.recorder(0, lay1(), 4);
     reg.control().set_generation(4);
     reg.control().set_server_health("app", "10.0.0.1:80", true);
-    reg.control().set_vrrp("VI_1", VrrpRole::Master, 150);
+    reg.control().set_vrrp("VI_1", State::Master, 150);
     for i in 0..123 {
         r.on_request_done(0, Some(0), 200, lat(i), Some(10), 1, 2);
     }

@@ -33,13 +33,14 @@ impl Running {
     /// Re-reads `path` and applies it (see the module docs). Returns whether
     /// the new configuration is now running.
     pub fn reload(&mut self, path: &Path) -> bool {
-        let new = match crate::config::load(path) {
+        let mut new = match crate::config::load(path) {
             Ok(c) => c,
             Err(e) => {
                 crate::error!("reload failed, keeping the running configuration:\n{e}");
                 return false;
             }
         };
+        crate::control::fd_budget::apply(&mut new, self.shards.len());
         for w in &new.warnings {
             crate::warn!("reload: {w}");
         }

@@ -40,10 +40,13 @@ pub struct Running {
 
 /// Starts everything `config` asks for; returns once every shard thread is
 /// spawned (they tick for the first time shortly after).
-pub fn start(config: Config) -> std::io::Result<Running> {
+pub fn start(mut config: Config) -> std::io::Result<Running> {
     for w in &config.warnings {
         crate::warn!("{w}");
     }
+    let rt = &config.runtime;
+    let shards = super::plan_cpus(rt.workers, rt.control_cpu, rt.worker_cpus.as_deref()).0;
+    crate::control::fd_budget::apply(&mut config, shards.len());
     let config = Arc::new(config);
     let rt = &config.runtime;
     let (shard_cpus, control_cpu) =
@@ -67,11 +70,9 @@ pub fn start(config: Config) -> std::io::Result<Running> {
     let registry = Registry::new(n);
     let publisher = Arc::new(Publisher::new(Arc::clone(&config), Arc::clone(&registry)));
     let admin = match &config.admin {
-        Some(a) => Some(
-            admin::spawn(a.listen, Arc::clone(&registry), None).map_err(|e| {
-                std::io::Error::new(e.kind(), format!("admin listen {}: {e}", a.listen))
-            })?,
-        ),
+        Some(a) => Some(admin::spawn(a, Arc::clone(&registry), None).map_err(|e| {
+            std::io::Error::new(e.kind(), format!("admin listen {}: {e}", a.listen))
+        })?),
         None => None,
     };
     let access_log = match &config.log.access_log {
@@ -153,19 +154,10 @@ fn vrrp_args(
     args.registry = Some(Arc::clone(registry));
     let p = Arc::clone(publisher);
     args.upstream_down = Some(Arc::new(move |ui| p.upstream_all_down(ui)));
-    args.data_plane_alive = Some(Arc::new(super::liveness::liveness(links)));
+    args.data_plane = Some(Arc::new(super::liveness::liveness(links)));
     let p = Arc::clone(publisher);
     args.on_roles = Some(Arc::new(move |roles: &[vrrp::Role]| {
-        p.set_vrrp(
-            roles
-                .iter()
-                .map(|r| crate::snapshot::VrrpRole {
-                    name: r.name.clone(),
-                    state: r.state,
-                    priority: r.priority,
-                })
-                .collect(),
-        )
+        p.set_vrrp(roles.to_vec())
     }));
     args
 }

@@ -4,13 +4,15 @@
 //!    advert (the backup takes over at once instead of after 3 × advert
 //!    interval), removes its VIPs, and `notify` runs with STOP. From here on
 //!    new clients go to the peer.
-//! 2. **Publish the draining snapshot.** Draining is snapshot state: every
-//!    shard reads it, answers the requests in flight with `Connection:
-//!    close`, and no longer keeps connections alive. `/healthz` answers 503.
-//! 3. **Tell every shard to stop** (its link's stop flag). On its next tick
-//!    (≤ 10 ms) a shard closes its listening sockets (pending clients in the
-//!    backlog get a reset), drops its idle upstream connections, and from
-//!    then on shuts idle client keep-alive connections every tick.
+//! 2. **Publish the draining snapshot.** Draining is snapshot state; each
+//!    shard applies it on its next tick (≤ 10 ms) in one step: it closes its
+//!    listening sockets (clients still in the backlog get a reset), then
+//!    answers the requests in flight with `Connection: close`, keeps no
+//!    connection alive, and shuts idle client connections every tick.
+//!    `/healthz` answers 503.
+//! 3. **Tell every shard to stop** (its link's stop flag, set after the
+//!    publish, so a shard that sees it also sees the draining snapshot): it
+//!    drops its idle upstream connections and starts its exit clock.
 //! 4. **Wait** until every shard has exited — no connection left — or until
 //!    `[runtime] shutdown_timeout` passes; a shard still holding connections
 //!    then logs how many and exits anyway.

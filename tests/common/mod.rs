@@ -328,6 +328,8 @@ pub fn python() -> PathBuf {
     p
 }
 
+pub mod peers;
+
 /// A backend that records every request it gets (raw bytes as text) and
 /// answers each with `200 ok`, keeping connections alive.
 pub fn recording_backend() -> (Backend, Arc<std::sync::Mutex<Vec<String>>>) {

@@ -22,6 +22,8 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_ringlb");
 pub const VIP: &str = "198.18.0.100";
+/// The admin endpoint of a ringlb started with [`Lab::ringlb_opts`] (inside its node).
+pub const ADMIN: &str = "127.0.0.1:9901";
 
 /// A started process in a lab namespace.
 pub struct Proc {
@@ -118,6 +120,9 @@ impl Lab {
                 "ip", "link", "add", &port, "netns", &sw, "type", "veth", "peer", "name", "eth0",
                 "netns", &ns,
             ]);
+            // Jumbo MTU so tests can send oversized VRRP datagrams unfragmented.
+            must(&["ip", "-n", &sw, "link", "set", &port, "mtu", "9000"]);
+            must(&["ip", "-n", &ns, "link", "set", "eth0", "mtu", "9000"]);
             must(&["ip", "-n", &sw, "link", "set", &port, "master", "br0", "up"]);
             must(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
             must(&["ip", "-n", &ns, "link", "set", "eth0", "up"]);
@@ -182,20 +187,103 @@ impl Lab {
     /// Starts `ringlb run` in `node` with a listener on 0.0.0.0:8080 and the
     /// given `[[vrrp.instance]]` body appended.
     pub fn ringlb(&mut self, node: &str, vrrp_instance: &str) -> usize {
+        self.ringlb_opts(node, vrrp_instance, "", &[])
+    }
+
+    /// [`Lab::ringlb`] with `extra` TOML before the instance (e.g. `[admin]`)
+    /// and the command run under `wrapper` (e.g. `setpriv ...`).
+    pub fn ringlb_opts(
+        &mut self,
+        node: &str,
+        vrrp_instance: &str,
+        extra: &str,
+        wrapper: &[&str],
+    ) -> usize {
         let n = self.procs.len();
         let cfg = self.dir.join(format!("ringlb-{node}-{n}.toml"));
         let text = format!(
             "[runtime]\nworkers = 1\n\n[[listener]]\nlisten = \"0.0.0.0:8080\"\nupstream = \"app\"\n\n\
              [upstream.app]\nconnect_timeout = \"200ms\"\n[[upstream.app.server]]\naddress = \"127.0.0.1:9000\"\n\n\
-             [[vrrp.instance]]\n{vrrp_instance}\n"
+             {extra}\n[[vrrp.instance]]\n{vrrp_instance}\n"
         );
         std::fs::write(&cfg, text).unwrap();
         let cfg = cfg.to_str().unwrap().to_string();
-        self.spawn(
-            &format!("ringlb-{node}-{n}"),
-            node,
-            &[BIN, "run", "-c", &cfg],
-        )
+        let mut args: Vec<&str> = wrapper.to_vec();
+        args.extend([BIN, "run", "-c", &cfg]);
+        self.spawn(&format!("ringlb-{node}-{n}"), node, &args)
+    }
+
+    /// `[admin]` at [`ADMIN`], for [`Lab::ringlb_opts`].
+    pub fn admin_section() -> String {
+        format!("[admin]\nlisten = \"{ADMIN}\"\n")
+    }
+
+    /// `method path` on `node`'s admin endpoint: the body (panics unless 200).
+    pub fn admin(&self, node: &str, method: &str, path: &str) -> String {
+        let url = format!("http://{ADMIN}{path}");
+        must(&[
+            "ip",
+            "netns",
+            "exec",
+            &self.ns(node),
+            "curl",
+            "-sf",
+            "--max-time",
+            "5",
+            "-X",
+            method,
+            &url,
+        ])
+    }
+
+    /// `node`'s `/stats` as JSON.
+    pub fn stats(&self, node: &str) -> serde_json::Value {
+        serde_json::from_str(&self.admin(node, "GET", "/stats")).unwrap()
+    }
+
+    /// Polls who holds the VIP for `window` (as fast as `ip` answers).
+    pub fn watch_vip(&self, window: Duration) -> VipWatch {
+        let start = Instant::now();
+        let mut w = VipWatch::default();
+        let mut last: Option<(Instant, bool, bool)> = None;
+        let (mut none_since, mut both_since): (Option<Instant>, Option<Instant>) = (None, None);
+        while start.elapsed() < window {
+            let (a, b) = (self.has_vip("a"), self.has_vip("b"));
+            let now = Instant::now();
+            w.samples += 1;
+            w.a_held += usize::from(a);
+            w.b_held += usize::from(b);
+            if let Some((_, la, lb)) = last {
+                if (la, lb) != (a, b) {
+                    w.changes += 1;
+                }
+            }
+            match (a || b, none_since) {
+                (false, None) => none_since = Some(last.map_or(now, |l| l.0)),
+                (true, Some(t)) => {
+                    w.max_none = w.max_none.max(now - t);
+                    none_since = None;
+                }
+                _ => {}
+            }
+            match (a && b, both_since) {
+                (true, None) => both_since = Some(now),
+                (false, Some(t)) => {
+                    w.max_both = w.max_both.max(now - t);
+                    both_since = None;
+                }
+                _ => {}
+            }
+            last = Some((now, a, b));
+        }
+        let end = Instant::now();
+        if let Some(t) = none_since {
+            w.max_none = w.max_none.max(end - t);
+        }
+        if let Some(t) = both_since {
+            w.max_both = w.max_both.max(end - t);
+        }
+        w
     }
 
     /// Starts keepalived (VRRP only, foreground, log to stderr) in `node`.
@@ -344,6 +432,21 @@ impl Lab {
     }
 }
 
+/// What [`Lab::watch_vip`] saw.
+#[derive(Debug, Default, Clone)]
+pub struct VipWatch {
+    pub samples: usize,
+    pub a_held: usize,
+    pub b_held: usize,
+    /// Holder changes between consecutive samples.
+    pub changes: usize,
+    /// Longest stretch with nobody holding the VIP (from the last sample
+    /// that saw a holder to the first that saw one again: an upper bound).
+    pub max_none: Duration,
+    /// Longest stretch with both holding it.
+    pub max_both: Duration,
+}
+
 impl Drop for Lab {
     fn drop(&mut self) {
         if std::thread::panicking() {
@@ -380,4 +483,97 @@ pub fn keepalived_conf(version: u8, priority: u8, advert: &str, auth: Option<&st
          vrrp_instance VI_1 {{\n  state BACKUP\n  interface eth0\n  virtual_router_id 51\n\
          \x20 priority {priority}\n  advert_int {advert}\n{auth}  virtual_ipaddress {{\n    {VIP}/24\n  }}\n}}\n"
     )
+}
+
+/// Runs `f` on a fresh thread inside network namespace `ns` (threads it
+/// spawns inherit the namespace; the test harness thread is untouched).
+pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    use std::os::fd::AsRawFd;
+    let path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        // SAFETY: setns(2) on a namespace fd, affecting only this thread.
+        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+        f()
+    })
+    .join()
+    .unwrap()
+}
+
+/// A raw IPv4 sender in `node` that writes whole datagrams (own IP header).
+pub fn raw_sender(lab: &Lab, node: &str) -> socket2::Socket {
+    in_netns(&lab.ns(node), || {
+        let s = socket2::Socket::new(
+            socket2::Domain::IPV4,
+            socket2::Type::RAW,
+            Some(socket2::Protocol::from(libc::IPPROTO_RAW)),
+        )
+        .unwrap();
+        s.bind_device(Some(b"eth0")).unwrap();
+        s
+    })
+}
+
+/// An advert for the lab's VIP as a whole IPv4 datagram from `src` to
+/// 224.0.0.18, with the given TTL, VRID, version and priority; `corrupt`
+/// flips checksum bits.
+pub fn advert_dgram(
+    src: std::net::Ipv4Addr,
+    ttl: u8,
+    vrid: u8,
+    version: u8,
+    priority: u8,
+    corrupt: bool,
+) -> Vec<u8> {
+    use ringlb::proto::vrrp::{Auth, Kind, Repr, Version};
+    use std::net::{IpAddr, Ipv4Addr};
+    let dst = Ipv4Addr::new(224, 0, 0, 18);
+    let repr = Repr {
+        version: if version == 2 {
+            Version::V2
+        } else {
+            Version::V3
+        },
+        kind: Kind::Advertisement,
+        vrid,
+        priority,
+        auth: Auth::None,
+        advert_interval: 100,
+        addresses: vec![IpAddr::V4(VIP.parse().unwrap())],
+    };
+    let mut msg = repr.to_bytes(IpAddr::V4(src), IpAddr::V4(dst));
+    if corrupt {
+        msg[6] ^= 0xff;
+    }
+    ip_dgram(src, ttl, &msg)
+}
+
+/// `payload` behind an IPv4 header (protocol 112) from `src` to 224.0.0.18.
+pub fn ip_dgram(src: std::net::Ipv4Addr, ttl: u8, payload: &[u8]) -> Vec<u8> {
+    let dst = std::net::Ipv4Addr::new(224, 0, 0, 18);
+    let mut dgram = vec![0u8; 20];
+    ringlb::control::vrrp::socket::ipv4_header(&mut dgram, src, dst, payload.len());
+    dgram[8] = ttl;
+    dgram.extend_from_slice(payload);
+    dgram
+}
+
+/// Sends one datagram built by [`advert_dgram`] / [`ip_dgram`].
+pub fn send_dgram(s: &socket2::Socket, dgram: &[u8]) -> std::io::Result<usize> {
+    let to: std::net::SocketAddr = "224.0.0.18:0".parse().unwrap();
+    s.send_to(dgram, &to.into())
+}
+
+/// An advert from node b (198.18.0.2): see [`advert_dgram`].
+pub fn send_advert(
+    s: &socket2::Socket,
+    ttl: u8,
+    vrid: u8,
+    version: u8,
+    priority: u8,
+    corrupt: bool,
+) {
+    let src = std::net::Ipv4Addr::new(198, 18, 0, 2);
+    send_dgram(s, &advert_dgram(src, ttl, vrid, version, priority, corrupt)).unwrap();
 }

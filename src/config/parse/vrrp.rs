@@ -12,7 +12,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use super::super::defaults as def;
-use super::super::{TrackScript, TrackUpstream, VrrpInstanceConfig};
+use super::super::{DataPlaneTrack, TrackScript, TrackUpstream, VrrpInstanceConfig};
 use super::addr::{parse_ip, parse_vip};
 use super::fields::{Field, Table, U32, U8};
 use super::span::Diags;
@@ -35,6 +35,7 @@ const INSTANCE_KEYS: &[&str] = &[
     "track_upstream",
     "track_interface",
     "track_script",
+    "track_data_plane",
     "notify",
     "sync_group",
     "garp_repeat",
@@ -206,6 +207,9 @@ fn read_instance(
         .iter()
         .filter_map(|ts| read_track_script(ts, d))
         .collect();
+    let track_data_plane = t
+        .table(d, "track_data_plane", "track_data_plane")
+        .map_or(def::DATA_PLANE, |tt| read_data_plane(&tt, d));
 
     // Every key is read (and so checked) before any missing one ends this.
     let preempt = t.bool(d, "preempt").unwrap_or(def::VRRP_PREEMPT);
@@ -236,6 +240,7 @@ fn read_instance(
         track_upstream,
         track_interface,
         track_script,
+        track_data_plane,
         notify,
         sync_group,
         garp_repeat,
@@ -300,6 +305,49 @@ fn read_vips(f: &Field, d: &mut Diags) -> Option<Vec<(IpAddr, u8)>> {
 fn track_weight(t: &Table, d: &mut Diags) -> i32 {
     t.int(d, "weight", -MAX_TRACK_WEIGHT..=MAX_TRACK_WEIGHT)
         .unwrap_or(def::TRACK_WEIGHT)
+}
+
+fn read_data_plane(t: &Table, d: &mut Diags) -> DataPlaneTrack {
+    t.check_keys(
+        d,
+        &[
+            "weight",
+            "stall_after",
+            "starved_after",
+            "fault_after",
+            "fall",
+            "rise",
+        ],
+    );
+    let mut p = def::DATA_PLANE;
+    if let Some(w) = t.int(d, "weight", -MAX_TRACK_WEIGHT..=0) {
+        p.weight = w;
+    }
+    for (key, slot) in [
+        ("stall_after", &mut p.stall_after),
+        ("starved_after", &mut p.starved_after),
+        ("fault_after", &mut p.fault_after),
+    ] {
+        if let Some(v) = t.positive_duration(d, key) {
+            *slot = v;
+        }
+    }
+    if let Some(v) = t.int(d, "fall", 1..=U32) {
+        p.fall = v;
+    }
+    if let Some(v) = t.int(d, "rise", 1..=U32) {
+        p.rise = v;
+    }
+    if !(p.stall_after <= p.starved_after && p.starved_after <= p.fault_after) {
+        d.error(
+            t.at,
+            format!(
+                "track_data_plane needs stall_after <= starved_after <= fault_after, found {:?}, {:?}, {:?}",
+                p.stall_after, p.starved_after, p.fault_after
+            ),
+        );
+    }
+    p
 }
 
 fn read_track_script(t: &Table, d: &mut Diags) -> Option<TrackScript> {

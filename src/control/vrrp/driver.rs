@@ -17,8 +17,13 @@
 //!    emitted separately), act on state changes (VIPs, GARP, notify,
 //!    metrics), publish roles.
 //!
-//! Order matters on becoming master: the first advert goes out before the
-//! VIPs are added and the GARP burst starts, as with keepalived.
+//! Order matters on becoming master: the VIPs are added first and only then
+//! does the first advert go out and the GARP burst start, so a router never
+//! advertises mastership of addresses it does not hold. If any VIP cannot be
+//! added (no CAP_NET_ADMIN, the interface refusing it), the instance goes to
+//! FAULT instead of MASTER (its queued advert is not sent; a priority-0 one
+//! is, so a backup takes over at once) and tries again after
+//! [`VIP_RETRY`].
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -26,17 +31,21 @@ use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::garp::{ArpSocket, Schedule};
+use super::liveness::{SampleFn, Sched, SchedStats, ShardSample};
 use super::notify::Notifier;
 use super::socket::VrrpSocket;
-use super::track::{AliveFn, Tracker, UpstreamDownFn};
+use super::track::{DataPlaneView, Tracker, UpstreamDownFn};
 use super::vip::Netlink;
 use super::{iface, Role, Roles, SpawnArgs};
 use crate::config::VrrpInstanceConfig;
-use crate::metrics::{Registry, VrrpRole};
+use crate::metrics::Registry;
 use crate::proto::vrrp::{self, wire, Event, Machine, Packet, Repr, State};
 
 /// How often tracking (links, scripts, upstreams, liveness) is evaluated.
 pub const TRACK_TICK: Duration = Duration::from_millis(10);
+/// How long an instance whose VIPs could not be added stays in FAULT
+/// before it tries again.
+pub const VIP_RETRY: Duration = Duration::from_secs(1);
 /// Real-time priority of the `vrrp` thread when SCHED_FIFO is permitted.
 pub const RT_PRIORITY: i32 = 10;
 /// A misconfigured peer is logged at most this often per instance (drops are counted always).
@@ -82,8 +91,10 @@ struct Inst {
     dests: Vec<Ipv4Addr>,
     peers: Vec<IpAddr>,
     tracker: Tracker,
-    /// Fault from this instance's own tracking.
+    /// Fault from this instance's own tracking (or a VIP it could not add).
     own_fault: bool,
+    /// Until when a failed VIP add holds the instance in FAULT.
+    vip_retry_at: Option<Instant>,
     fault_reason: Option<String>,
     priority: u8,
     group: Option<usize>,
@@ -100,24 +111,21 @@ pub struct Driver {
     insts: Vec<Inst>,
     groups: usize,
     netlink: Netlink,
+    links_probe: iface::LinkProbe,
+    /// Last known link state per tracked interface name.
+    link_state: std::cell::RefCell<std::collections::HashMap<String, bool>>,
     notifier: Notifier,
     registry: Option<Arc<Registry>>,
     on_roles: Option<Arc<super::RolesFn>>,
     upstream_down: Option<Arc<UpstreamDownFn>>,
-    alive: Option<Arc<AliveFn>>,
+    data_plane: Option<Arc<SampleFn>>,
+    sched: SchedStats,
+    samples: Vec<ShardSample>,
+    scheds: Vec<Option<Sched>>,
     roles: Roles,
     wake: Arc<OwnedFd>,
     next_tick: Instant,
     buf: Vec<u8>,
-}
-
-fn role(s: State) -> VrrpRole {
-    match s {
-        State::Initialize => VrrpRole::Init,
-        State::Backup => VrrpRole::Backup,
-        State::Master => VrrpRole::Master,
-        State::Fault => VrrpRole::Fault,
-    }
 }
 
 fn v4s(list: &[IpAddr]) -> Vec<Ipv4Addr> {
@@ -189,6 +197,7 @@ impl Driver {
                 dests,
                 peers: cfg.unicast_peers.clone(),
                 own_fault: false,
+                vip_retry_at: None,
                 fault_reason: None,
                 priority: cfg.priority,
                 group,
@@ -212,11 +221,16 @@ impl Driver {
             insts,
             groups: group_names.len(),
             netlink,
+            links_probe: iface::LinkProbe::open()?,
+            link_state: Default::default(),
             notifier: Notifier::default(),
             registry: args.registry.clone(),
             on_roles: args.on_roles.clone(),
             upstream_down: args.upstream_down.clone(),
-            alive: args.data_plane_alive.clone(),
+            data_plane: args.data_plane.clone(),
+            sched: SchedStats::default(),
+            samples: Vec::new(),
+            scheds: Vec::new(),
             roles,
             wake,
             next_tick: now,
@@ -330,6 +344,11 @@ impl Driver {
                     break;
                 }
             };
+            if n >= buf.len() {
+                // Larger than any VRRP message can be (the read was cut).
+                self.drop_packet("oversized");
+                continue;
+            }
             self.packet(li, &buf[..n], now);
         }
         self.buf = buf;
@@ -401,16 +420,47 @@ impl Driver {
     /// Tracking tick: source addresses, tracked objects, sync groups.
     fn track(&mut self, now: Instant) {
         self.next_tick = now + TRACK_TICK;
-        let link_up = |name: &str| iface::link_up(name);
+        let (probe, known) = (&self.links_probe, &self.link_state);
+        let link_up = |name: &str| {
+            let mut known = known.borrow_mut();
+            match probe.link_up(name) {
+                Some(up) => {
+                    if known.get(name) != Some(&up) {
+                        known.insert(name.to_string(), up);
+                    }
+                    up
+                }
+                // Unknown (the kernel could not answer): keep the last state.
+                None => known.get(name).copied().unwrap_or(true),
+            }
+        };
+        let view = match &self.data_plane {
+            Some(f) => {
+                f(&mut self.samples);
+                self.sched.read(self.samples.len(), now, &mut self.scheds);
+                Some(DataPlaneView {
+                    samples: &self.samples,
+                    scheds: &self.scheds,
+                })
+            }
+            None => None,
+        };
         for inst in &mut self.insts {
             let v = inst.tracker.evaluate(
                 now,
                 inst.cfg.priority,
                 &link_up,
                 self.upstream_down.as_deref(),
-                self.alive.as_deref(),
+                view,
             );
-            let fault = v.priority.is_none();
+            let mut v = v;
+            let vip_hold = inst.vip_retry_at.is_some_and(|t| now < t);
+            if !vip_hold {
+                inst.vip_retry_at = None;
+            } else if v.priority.is_some() {
+                v.fault_reason = Some("a virtual address could not be added".into());
+            }
+            let fault = v.priority.is_none() || vip_hold;
             if fault && !inst.own_fault {
                 crate::warn!(
                     "vrrp {}: fault: {}",
@@ -460,6 +510,28 @@ impl Driver {
                 }
             }
         }
+        // ... and a member that is Backup because a peer outranks it drags
+        // the others to Backup (keepalived's sync group rule), so the
+        // group's addresses stay on one node.
+        let mut outranked = vec![0usize; self.groups];
+        for inst in &self.insts {
+            if let (Some(g), Some(m)) = (inst.group, &inst.machine) {
+                outranked[g] += usize::from(m.outranked());
+            }
+        }
+        for inst in &mut self.insts {
+            if let (Some(g), Some(m)) = (inst.group, &mut inst.machine) {
+                let held = outranked[g] > usize::from(m.outranked());
+                if held != m.is_held() {
+                    crate::info!(
+                        "vrrp {}: {} by sync group",
+                        inst.cfg.name,
+                        if held { "held in BACKUP" } else { "released" }
+                    );
+                    m.set_group_backup(now, held);
+                }
+            }
+        }
     }
 
     fn garp(&mut self, now: Instant) {
@@ -491,19 +563,7 @@ impl Driver {
             return;
         };
         let link = &self.links[inst.link];
-        while let Some(repr) = m.poll_transmit() {
-            for dst in &inst.dests {
-                let bytes = repr.to_bytes(IpAddr::V4(src), IpAddr::V4(*dst));
-                match link.sock.send(src, *dst, &bytes) {
-                    Ok(()) => {
-                        if let Some(r) = &self.registry {
-                            r.control().vrrp_advert_sent(&inst.cfg.name);
-                        }
-                    }
-                    Err(e) => crate::warn!("vrrp {}: send to {dst}: {e}", inst.cfg.name),
-                }
-            }
-        }
+        // State changes first: VIPs are in place before an advert claims them.
         while let Some(ev) = m.poll_event() {
             let prio = m.priority();
             let name = &inst.cfg.name;
@@ -515,12 +575,24 @@ impl Driver {
             inst.last_rx = None;
             match ev {
                 Event::BecameMaster { .. } => {
+                    let mut failed = None;
                     for (a, p) in &inst.cfg.virtual_ipaddress {
                         if let Err(e) = self.netlink.add(link.sock.ifindex, *a, *p) {
-                            crate::error!("vrrp {name}: add {a}/{p}: {e}");
+                            failed.get_or_insert(format!("add {a}/{p}: {e}"));
                         }
                     }
-                    inst.garp.start(now);
+                    match failed {
+                        None => inst.garp.start(now),
+                        Some(why) => {
+                            crate::error!(
+                                "vrrp {name}: cannot hold the virtual addresses ({why}); FAULT, retrying in {VIP_RETRY:?}"
+                            );
+                            inst.vip_retry_at = Some(now + VIP_RETRY);
+                            inst.own_fault = true;
+                            // Enters Fault: the next event removes what was added.
+                            m.set_fault(now, true);
+                        }
+                    }
                 }
                 Event::BecameBackup { .. } | Event::BecameFault { .. } | Event::Stopped { .. } => {
                     inst.garp.stop();
@@ -534,7 +606,7 @@ impl Driver {
                 }
             }
             if let Some(r) = &self.registry {
-                r.control().vrrp_transition(name, role(ev.to()));
+                r.control().vrrp_transition(name, ev.to());
             }
             if let Some(script) = &inst.cfg.notify {
                 let state = match ev.to() {
@@ -542,6 +614,24 @@ impl Driver {
                     s => s.as_str(),
                 };
                 self.notifier.notify(script, name, state, prio);
+            }
+        }
+        while let Some(repr) = m.poll_transmit() {
+            // Only a master claims the address (a resigning router's
+            // priority-0 advert still goes out).
+            if repr.priority != 0 && m.state() != State::Master {
+                continue;
+            }
+            for dst in &inst.dests {
+                let bytes = repr.to_bytes(IpAddr::V4(src), IpAddr::V4(*dst));
+                match link.sock.send(src, *dst, &bytes) {
+                    Ok(()) => {
+                        if let Some(r) = &self.registry {
+                            r.control().vrrp_advert_sent(&inst.cfg.name);
+                        }
+                    }
+                    Err(e) => crate::warn!("vrrp {}: send to {dst}: {e}", inst.cfg.name),
+                }
             }
         }
     }
@@ -557,7 +647,7 @@ impl Driver {
                 inst.published = Some(now);
                 changed = true;
                 if let Some(r) = &self.registry {
-                    r.control().set_vrrp(&inst.cfg.name, role(now.0), now.1);
+                    r.control().set_vrrp(&inst.cfg.name, now.0, now.1);
                 }
             }
         }

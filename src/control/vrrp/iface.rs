@@ -6,8 +6,11 @@
 //! on which sysfs instance happens to be mounted. That matters because VRRP
 //! nodes are tested (and often deployed) inside namespaces.
 //!
-//! These are control-path calls made a few times a second at most, so they
-//! open a throwaway datagram socket per ioctl rather than keeping state.
+//! The one-off lookups (index, address, MAC) open a throwaway datagram
+//! socket per ioctl. Link state is polled every tracking tick (10 ms), so
+//! [`LinkProbe`] keeps one socket open for it: a socket per poll would fail
+//! with EMFILE exactly when the host is busiest, and reporting the link
+//! down then would move the VIP for no reason.
 
 use std::ffi::{CStr, CString};
 use std::io;
@@ -81,20 +84,58 @@ fn ifreq(name: &str) -> io::Result<libc::ifreq> {
     Ok(req)
 }
 
-fn ioctl(name: &str, request: libc::c_ulong) -> io::Result<libc::ifreq> {
-    let mut req = ifreq(name)?;
+fn dgram_socket() -> io::Result<OwnedFd> {
     // SAFETY: plain socket(2); the fd is owned right away.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: fd is a fresh, valid descriptor.
-    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn ioctl_on(sock: &OwnedFd, name: &str, request: libc::c_ulong) -> io::Result<libc::ifreq> {
+    let mut req = ifreq(name)?;
     // SAFETY: SIOCGIF* ioctls read the name and fill the union of `req`.
     if unsafe { libc::ioctl(sock.as_raw_fd(), request as _, &mut req) } < 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(req)
+}
+
+fn ioctl(name: &str, request: libc::c_ulong) -> io::Result<libc::ifreq> {
+    ioctl_on(&dgram_socket()?, name, request)
+}
+
+/// `IFF_UP` and `IFF_RUNNING` both set.
+fn up_and_running(req: &libc::ifreq) -> bool {
+    // SAFETY: SIOCGIFFLAGS filled ifru_flags.
+    let flags = i32::from(unsafe { req.ifr_ifru.ifru_flags });
+    flags & libc::IFF_UP != 0 && flags & libc::IFF_RUNNING != 0
+}
+
+/// Link-state polling on one long-lived socket (see the module docs).
+pub struct LinkProbe {
+    sock: OwnedFd,
+}
+
+impl LinkProbe {
+    pub fn open() -> io::Result<LinkProbe> {
+        Ok(LinkProbe {
+            sock: dgram_socket()?,
+        })
+    }
+
+    /// `Some(up)` as [`link_up`] defines it (a missing interface is down);
+    /// `None` when the kernel could not answer (the caller keeps what it
+    /// knew rather than inventing a link failure).
+    pub fn link_up(&self, name: &str) -> Option<bool> {
+        match ioctl_on(&self.sock, name, libc::SIOCGIFFLAGS) {
+            Ok(req) => Some(up_and_running(&req)),
+            Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Some(false),
+            Err(_) => None,
+        }
+    }
 }
 
 /// Hardware (MAC) address of `name`.
@@ -114,11 +155,7 @@ pub fn mac(name: &str) -> io::Result<[u8; 6]> {
 /// missing interface counts as down.
 pub fn link_up(name: &str) -> bool {
     match ioctl(name, libc::SIOCGIFFLAGS) {
-        Ok(req) => {
-            // SAFETY: SIOCGIFFLAGS filled ifru_flags.
-            let flags = i32::from(unsafe { req.ifr_ifru.ifru_flags });
-            flags & libc::IFF_UP != 0 && flags & libc::IFF_RUNNING != 0
-        }
+        Ok(req) => up_and_running(&req),
         Err(_) => false,
     }
 }

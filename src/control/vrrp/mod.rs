@@ -12,6 +12,8 @@
 //! - [`iface`]: interface index, primary IPv4, MAC, link state;
 //! - [`track`]: keepalived-style tracking (interfaces, scripts, upstreams,
 //!   data-plane liveness) into an effective priority or FAULT;
+//! - [`liveness`]: the data plane's progress, telling a dead data plane
+//!   (FAULT, or a priority penalty that moves the VIP) from a busy host;
 //! - [`notify`]: non-blocking `notify` scripts;
 //! - [`driver`]: the loop that ties them together.
 //!
@@ -29,15 +31,14 @@
 //!
 //! # Sync groups
 //!
-//! Instances sharing a `sync_group` name move together: if any member's own
-//! tracking says FAULT, every member is held in FAULT (so the peer takes the
-//! whole group), and all leave FAULT together; and the largest tracking
-//! penalty of any member (a failing negative-weight check, a down upstream)
-//! lowers every member's priority alike, so a weighted check on one member
-//! sends all of the group's VIPs to the peer instead of splitting them. A
-//! member preempted to BACKUP by configured priorities alone is not forced
-//! onto the others in this version; give the members the same priorities so
-//! they elect alike.
+//! Instances sharing a `sync_group` name move together, like keepalived's
+//! `vrrp_sync_group`: if any member's own tracking says FAULT, every member
+//! is held in FAULT (so the peer takes the whole group), and all leave FAULT
+//! together; the largest tracking penalty of any member lowers every
+//! member's priority alike; and a member that is Backup because a peer
+//! outranks it holds the others in Backup (a master among them steps down
+//! with a priority-0 advert, and none preempts the peer), so the group's
+//! VIPs never end up split between two nodes.
 //!
 //! # Use
 //!
@@ -50,6 +51,7 @@
 pub mod driver;
 pub mod garp;
 pub mod iface;
+pub mod liveness;
 pub mod notify;
 pub mod socket;
 pub mod track;
@@ -62,8 +64,9 @@ use std::thread::JoinHandle;
 
 use crate::config::{Config, VrrpInstanceConfig};
 use crate::metrics::Registry;
-pub use crate::proto::vrrp::State;
-pub use track::{AliveFn, UpstreamDownFn};
+pub use crate::proto::vrrp::{Role, State};
+pub use liveness::{SampleFn, ShardSample};
+pub use track::UpstreamDownFn;
 
 /// What [`spawn`] needs. Build with [`SpawnArgs::new`], then set the optional
 /// data-plane hooks.
@@ -77,9 +80,10 @@ pub struct SpawnArgs {
     /// `track_upstream`: returns true when every server of upstream `index`
     /// is down. Without it, `track_upstream` entries are ignored.
     pub upstream_down: Option<Arc<UpstreamDownFn>>,
-    /// Data-plane liveness: false = the shards stopped making progress, which
-    /// puts every instance into FAULT.
-    pub data_plane_alive: Option<Arc<AliveFn>>,
+    /// The shards' heartbeats (`track_data_plane`): a slow data plane lowers
+    /// every instance's priority, a dead one faults them. Without it the
+    /// data plane is not tracked.
+    pub data_plane: Option<Arc<SampleFn>>,
     /// Called on the `vrrp` thread after any role or priority changed, with
     /// the new table (the control plane republishes its snapshot with it).
     pub on_roles: Option<Arc<RolesFn>>,
@@ -95,19 +99,10 @@ impl SpawnArgs {
             control_cpu: config.runtime.control_cpu,
             registry: None,
             upstream_down: None,
-            data_plane_alive: None,
+            data_plane: None,
             on_roles: None,
         }
     }
-}
-
-/// One instance's published role.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Role {
-    pub name: String,
-    pub state: State,
-    /// Effective priority (after tracking).
-    pub priority: u8,
 }
 
 /// Roles of every instance, written by the `vrrp` thread.

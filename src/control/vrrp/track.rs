@@ -13,8 +13,9 @@
 //! (weight 0: link down = FAULT), `track_script` (run every `interval`, killed
 //! after `interval` and then counted as a failure, rise/fall hysteresis),
 //! `track_upstream` (the data plane says every server of the upstream is
-//! down) and data-plane liveness (the shards stopped making progress =
-//! FAULT: a master that cannot serve must not hold the VIP).
+//! down) and `track_data_plane` (the shards' progress, see [`super::liveness`]:
+//! a slow data plane costs `weight`, a dead one is FAULT, so a master that
+//! cannot serve gives the VIP away while a merely busy host keeps it).
 //!
 //! Scripts are spawned and polled with `try_wait`, never waited for, so a
 //! hanging script cannot delay an advert.
@@ -22,13 +23,19 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::config::{TrackScript, TrackUpstream, VrrpInstanceConfig};
+use super::liveness::{Detector, Finding, Sched, ShardSample};
+use crate::config::{DataPlaneTrack, TrackScript, TrackUpstream, VrrpInstanceConfig};
 use crate::proto::health::Hysteresis;
 
 /// Data-plane callback: are all servers of upstream `index` down?
 pub type UpstreamDownFn = dyn Fn(usize) -> bool + Send + Sync;
-/// Data-plane callback: are the shards making progress?
-pub type AliveFn = dyn Fn() -> bool + Send + Sync;
+/// The data plane as one check sees it: every shard's sample and its
+/// cumulative run-queue wait in ns (`None` when unknown).
+#[derive(Debug, Clone, Copy)]
+pub struct DataPlaneView<'a> {
+    pub samples: &'a [ShardSample],
+    pub scheds: &'a [Option<Sched>],
+}
 
 /// The priority after tracking, or `None` for FAULT. `objects` yields
 /// `(weight, failing)` for every tracked object.
@@ -125,6 +132,10 @@ pub struct Tracker {
     interfaces: Vec<String>,
     scripts: Vec<ScriptCheck>,
     upstreams: Vec<TrackUpstream>,
+    data_plane: DataPlaneTrack,
+    detector: Detector,
+    /// Last degraded state logged.
+    degraded: bool,
 }
 
 /// Why an instance is faulted (for logs).
@@ -158,6 +169,9 @@ impl Tracker {
             interfaces,
             scripts,
             upstreams: inst.track_upstream.clone(),
+            data_plane: inst.track_data_plane,
+            detector: Detector::new(&inst.track_data_plane, now),
+            degraded: false,
         }
     }
 
@@ -168,7 +182,7 @@ impl Tracker {
         base: u8,
         link_up: &dyn Fn(&str) -> bool,
         upstream_down: Option<&UpstreamDownFn>,
-        alive: Option<&AliveFn>,
+        data_plane: Option<DataPlaneView<'_>>,
     ) -> Verdict {
         for s in &mut self.scripts {
             s.poll(now);
@@ -198,12 +212,34 @@ impl Tracker {
                 objects.push((u.weight, failing));
             }
         }
-        if let Some(f) = alive {
-            let stalled = !f();
-            if stalled && reason.is_none() {
-                reason = Some("the data plane is not making progress".to_string());
+        if let Some(dp) = data_plane {
+            let v = self
+                .detector
+                .check(&self.data_plane, now, dp.samples, dp.scheds);
+            if v.degraded != self.degraded {
+                self.degraded = v.degraded;
+                if v.degraded {
+                    crate::warn!(
+                        "vrrp: data plane degraded ({}); priority {:+}",
+                        v.finding.describe(),
+                        self.data_plane.weight
+                    );
+                } else {
+                    crate::info!("vrrp: data plane healthy again");
+                }
             }
-            objects.push((0, stalled));
+            if let Some(why) = v.dead {
+                reason.get_or_insert(format!("the data plane is dead: {why}"));
+                objects.push((0, true));
+            }
+            if v.degraded && self.data_plane.weight == 0 && reason.is_none() {
+                let why = match v.finding {
+                    Finding::Healthy => "recovering".to_string(),
+                    f => f.describe(),
+                };
+                reason = Some(format!("the data plane is degraded: {why}"));
+            }
+            objects.push((self.data_plane.weight, v.degraded));
         }
         let priority = effective_priority(base, objects);
         Verdict {
@@ -269,6 +305,7 @@ mod tests {
             track_upstream: vec![],
             track_interface: vec![],
             track_script: vec![],
+            track_data_plane: crate::config::defaults::DATA_PLANE,
             notify: None,
             sync_group: None,
             garp_repeat: 5,
@@ -291,18 +328,40 @@ mod tests {
         let eth9_down = |n: &str| n != "eth9";
         let all_down = |_: usize| true;
         let none_down = |_: usize| false;
-        let alive = || true;
-        let stalled = || false;
-        let v = t.evaluate(now, 100, &up_all, Some(&none_down), Some(&alive));
+        fn view(beat: &[ShardSample]) -> DataPlaneView<'_> {
+            DataPlaneView {
+                samples: beat,
+                scheds: &[None],
+            }
+        }
+        let beat = |n: u64| {
+            [ShardSample {
+                heartbeat: n,
+                exited: false,
+            }]
+        };
+        let ms = Duration::from_millis;
+        let v = t.evaluate(now, 100, &up_all, Some(&none_down), Some(view(&beat(1))));
         assert_eq!(v.priority, Some(100));
-        let v = t.evaluate(now, 100, &up_all, Some(&all_down), Some(&alive));
+        let v = t.evaluate(now, 100, &up_all, Some(&all_down), Some(view(&beat(1))));
         assert_eq!(v.priority, Some(60));
-        let v = t.evaluate(now, 100, &eth9_down, Some(&none_down), Some(&alive));
+        let v = t.evaluate(now, 100, &eth9_down, Some(&none_down), Some(view(&beat(1))));
         assert_eq!(v.priority, None);
         assert_eq!(v.fault_reason.as_deref(), Some("interface eth9 is down"));
-        let v = t.evaluate(now, 100, &up_all, None, Some(&stalled));
+        // A stalled data plane costs the weight (default -128)...
+        let v = t.evaluate(now + ms(50), 200, &up_all, None, Some(view(&beat(1))));
+        assert_eq!(v.priority, Some(72));
+        // ... and no progress for fault_after is FAULT.
+        let v = t.evaluate(now + ms(1100), 200, &up_all, None, Some(view(&beat(1))));
         assert_eq!(v.priority, None);
-        assert!(v.fault_reason.unwrap().contains("data plane"));
+        assert!(v.fault_reason.unwrap().contains("data plane is dead"));
+        // A shard gone is FAULT at once.
+        let gone = [ShardSample {
+            heartbeat: 2,
+            exited: true,
+        }];
+        let v = t.evaluate(now + ms(1110), 200, &up_all, None, Some(view(&gone)));
+        assert_eq!(v.priority, None);
     }
 
     #[test]

@@ -25,12 +25,19 @@
 //!   §7.1, and keepalived does the same), so v2 intervals are whole seconds.
 //! - Priority 255 (address owner) goes straight to Master on startup and
 //!   always preempts.
-//! - A priority-0 advert makes a backup fire after `Skew_Time` only.
+//! - A priority-0 advert makes a backup fire after `Skew_Time` only — when
+//!   it comes from the master the backup follows (or no master is known
+//!   yet); one from any other source is discarded, so a spoofed
+//!   "resignation" cannot make backups seize the VIP from a live master.
 //! - `preempt = false`: a backup accepts adverts of a lower-priority master
 //!   (never preempts it) but still takes over when the master goes silent.
 //! - A master steps down on a higher priority advert, or an equal one from a
-//!   higher primary IP; a lower one is ignored and answered with an advert
-//!   right away (as keepalived does) so the other side backs off quickly.
+//!   higher primary IP; a lower one is discarded (§6.4.3) and *not* answered:
+//!   keepalived answers each one with an advert, which lets anyone on the
+//!   link make the master transmit at the rate they spoof. A real
+//!   lower-priority master hears our next scheduled advert and steps down.
+//! - A priority-0 advert is answered with an advert (§6.4.3), but at most
+//!   once per half advert interval, for the same reason.
 //! - `preempt_delay` (keepalived's): after entering Backup, and after each
 //!   advert from a higher-priority router, a lower-priority master is
 //!   tolerated for that long before this router preempts it.
@@ -163,10 +170,12 @@ pub fn master_down_interval(priority: u8, master_adver_interval_cs: u16) -> Dura
     3 * cs_to_duration(master_adver_interval_cs) + skew_time(priority, master_adver_interval_cs)
 }
 
-/// RFC 5798 states, plus Fault.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// RFC 5798 states, plus Fault. The one VRRP role type: the machine's
+/// state, the published role table ([`Role`]), snapshots and metrics all use it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum State {
     /// Not started, or shut down.
+    #[default]
     Initialize,
     Backup,
     Master,
@@ -175,6 +184,19 @@ pub enum State {
 }
 
 impl State {
+    /// Every state, in [`State::index`] order.
+    pub const ALL: [State; 4] = [
+        State::Initialize,
+        State::Backup,
+        State::Master,
+        State::Fault,
+    ];
+
+    /// Dense index in `0..4` (e.g. for per-state counters).
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     /// keepalived-style name, e.g. for notify scripts and metrics.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -184,6 +206,17 @@ impl State {
             State::Fault => "FAULT",
         }
     }
+}
+
+/// One instance's published role: what the `vrrp` thread reports after
+/// every change and what snapshots carry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Role {
+    /// Instance name (`[[vrrp.instance]] name`).
+    pub name: String,
+    pub state: State,
+    /// Effective priority (after tracking).
+    pub priority: u8,
 }
 
 /// A state change the driver acts on.
@@ -238,11 +271,19 @@ pub enum Reject {
     AddressMismatch,
     /// We are in Initialize or Fault and do not listen.
     Inactive,
+    /// Lower priority than ours while we are master, or than ours while we
+    /// are a preempting backup (§6.4.2, §6.4.3: discard).
+    LowerPriority,
+    /// A priority-0 advert arriving within half an advert interval of our
+    /// last advert: not answered again (flood protection).
+    ReplyLimited,
+    /// A priority-0 advert to a backup from someone other than its master.
+    NotMaster,
 }
 
 impl Reject {
     /// Every variant, in [`Reject::index`] order.
-    pub const ALL: [Reject; 7] = [
+    pub const ALL: [Reject; 10] = [
         Reject::WrongVersion,
         Reject::WrongVrid,
         Reject::OwnAdvert,
@@ -250,6 +291,9 @@ impl Reject {
         Reject::IntervalMismatch,
         Reject::AddressMismatch,
         Reject::Inactive,
+        Reject::LowerPriority,
+        Reject::ReplyLimited,
+        Reject::NotMaster,
     ];
     /// Number of variants.
     pub const COUNT: usize = Reject::ALL.len();
@@ -269,6 +313,9 @@ impl Reject {
             Reject::IntervalMismatch => "interval_mismatch",
             Reject::AddressMismatch => "address_mismatch",
             Reject::Inactive => "inactive",
+            Reject::LowerPriority => "lower_priority",
+            Reject::ReplyLimited => "reply_limited",
+            Reject::NotMaster => "not_master",
         }
     }
 }
@@ -289,8 +336,14 @@ pub struct Machine {
     timers: TimerTable,
     /// Address of the current master, as far as we know.
     master: Option<IpAddr>,
+    /// Priority of that master's last accepted advert.
+    master_priority: u8,
+    /// Held in Backup by its sync group (see [`Machine::set_group_backup`]).
+    held: bool,
     /// Priorities of adverts waiting to be sent.
     transmits: VecDeque<u8>,
+    /// When we last queued an advert at our own priority.
+    last_advert: Option<Instant>,
     events: VecDeque<Event>,
 }
 
@@ -307,7 +360,10 @@ impl Machine {
             master_adver_interval,
             timers: TimerTable::default(),
             master: None,
+            master_priority: 0,
+            held: false,
             transmits: VecDeque::new(),
+            last_advert: None,
             events: VecDeque::new(),
         }
     }
@@ -366,6 +422,16 @@ impl Machine {
         }
     }
 
+    /// Backup because the master it follows outranks it (higher priority, or
+    /// equal from a higher address): what drags a sync group to Backup.
+    pub fn outranked(&self) -> bool {
+        self.state == State::Backup
+            && self.master.is_some_and(|ip| {
+                self.master_priority > self.priority
+                    || (self.master_priority == self.priority && ip > self.config.primary_ip)
+            })
+    }
+
     /// Deadline of one timer (for tests, stats and debugging).
     pub fn timer(&self, timer: Timer) -> Option<Instant> {
         self.timers.get(timer)
@@ -422,14 +488,8 @@ impl Machine {
         self.validate(src, adv)?;
         match self.state {
             State::Initialize | State::Fault => Err(Reject::Inactive),
-            State::Backup => {
-                self.backup_rx(now, src, adv);
-                Ok(())
-            }
-            State::Master => {
-                self.master_rx(now, src, adv);
-                Ok(())
-            }
+            State::Backup => self.backup_rx(now, src, adv),
+            State::Master => self.master_rx(now, src, adv),
         }
     }
 
@@ -444,8 +504,7 @@ impl Machine {
         }
         if self.timers.take_expired(Timer::Advert, now) && self.state == State::Master {
             // §6.4.3: Adver_Timer fires.
-            self.queue_transmit(self.priority);
-            self.arm_advert(now);
+            self.advertise(now);
         }
     }
 
@@ -458,9 +517,31 @@ impl Machine {
         }
         self.priority = priority;
         if self.state == State::Master {
-            self.queue_transmit(priority);
-            self.arm_advert(now);
+            self.advertise(now);
         }
+    }
+
+    /// Sync group: another member is [`Machine::outranked`] (`true`), or
+    /// none is any more (`false`). While held, this router does not preempt
+    /// (it follows a lower-priority master like `preempt = false`), and a
+    /// master steps down once, with a priority-0 advert so the peer takes
+    /// over after its Skew_Time: the group's addresses move together. A
+    /// silent master is still replaced (Master_Down_Timer), so a group whose
+    /// peer died comes up whole.
+    pub fn set_group_backup(&mut self, now: Instant, held: bool) {
+        if held == self.held {
+            return;
+        }
+        self.held = held;
+        if held && self.state == State::Master && self.priority != 255 {
+            self.queue_transmit(0);
+            self.become_backup(now, State::Master);
+        }
+    }
+
+    /// Whether a sync group holds this router in Backup.
+    pub fn is_held(&self) -> bool {
+        self.held
     }
 
     /// Enter (`true`) or leave (`false`) Fault. A master entering Fault sends
@@ -531,8 +612,7 @@ impl Machine {
         self.timers.stop_all();
         self.state = State::Master;
         self.master = None;
-        self.queue_transmit(self.priority);
-        self.arm_advert(now);
+        self.advertise(now);
         self.events.push_back(Event::BecameMaster { from });
     }
 
@@ -543,6 +623,13 @@ impl Machine {
             .set(Timer::MasterDown, now + self.master_down_interval());
         self.arm_preempt_delay(now);
         self.events.push_back(Event::BecameBackup { from });
+    }
+
+    /// Queue an advert at our priority and restart the Adver_Timer.
+    fn advertise(&mut self, now: Instant) {
+        self.queue_transmit(self.priority);
+        self.last_advert = Some(now);
+        self.arm_advert(now);
     }
 
     fn arm_advert(&mut self, now: Instant) {
@@ -559,18 +646,21 @@ impl Machine {
         }
     }
 
-    /// Preemption allowed by configuration (the owner always preempts).
+    /// Preemption allowed by configuration and sync group (the owner always preempts).
     fn preempts(&self) -> bool {
-        self.config.preempt || self.priority == 255
+        (self.config.preempt && !self.held) || self.priority == 255
     }
 
     /// §6.4.2 Backup receives an ADVERTISEMENT.
-    fn backup_rx(&mut self, now: Instant, src: IpAddr, adv: &Repr) {
+    fn backup_rx(&mut self, now: Instant, src: IpAddr, adv: &Repr) -> Result<(), Reject> {
         if adv.priority == 0 {
+            if self.master.is_some_and(|m| m != src) {
+                return Err(Reject::NotMaster);
+            }
             // The master is leaving: take over after Skew_Time only.
             self.master = None;
             self.timers.set(Timer::MasterDown, now + self.skew_time());
-            return;
+            return Ok(());
         }
         let higher_or_equal = adv.priority >= self.priority;
         let delaying = !self.timers.is_expired(Timer::PreemptDelay, now)
@@ -583,18 +673,40 @@ impl Machine {
                 self.arm_preempt_delay(now);
             }
             self.master = Some(src);
+            self.master_priority = adv.priority;
             self.timers
                 .set(Timer::MasterDown, now + self.master_down_interval());
+            Ok(())
+        } else if self.master == Some(src) {
+            // Our master now advertises a priority below ours (its tracking
+            // lowered it): it is resigning in all but name. Preempt after
+            // Skew_Time, as for priority 0, instead of waiting out the
+            // Master_Down_Timer armed by its last higher advert; the outcome
+            // is the same, the VIP just moves sooner.
+            self.master = None;
+            let at = now + self.skew_time();
+            if self.timers.get(Timer::MasterDown).is_none_or(|t| t > at) {
+                self.timers.set(Timer::MasterDown, at);
+            }
+            Ok(())
+        } else {
+            // Discard; Master_Down_Timer will fire and we preempt.
+            Err(Reject::LowerPriority)
         }
-        // else: discard; Master_Down_Timer will fire and we preempt.
     }
 
     /// §6.4.3 Master receives an ADVERTISEMENT.
-    fn master_rx(&mut self, now: Instant, src: IpAddr, adv: &Repr) {
+    fn master_rx(&mut self, now: Instant, src: IpAddr, adv: &Repr) -> Result<(), Reject> {
         if adv.priority == 0 {
-            // Another master is leaving: assert ourselves at once.
-            self.queue_transmit(self.priority);
-            self.arm_advert(now);
+            // Another master is leaving: assert ourselves at once, unless
+            // we just did (a flood of spoofed priority-0 adverts must not
+            // set our transmit rate).
+            let half = cs_to_duration(self.config.advert_interval) / 2;
+            if self.last_advert.is_some_and(|t| now < t + half) {
+                return Err(Reject::ReplyLimited);
+            }
+            self.advertise(now);
+            Ok(())
         } else if adv.priority > self.priority
             || (adv.priority == self.priority && src > self.config.primary_ip)
         {
@@ -603,10 +715,11 @@ impl Machine {
             }
             self.become_backup(now, State::Master);
             self.master = Some(src);
+            self.master_priority = adv.priority;
+            Ok(())
         } else {
-            // Lower priority (or lower IP): ignore, and re-assert right away.
-            self.queue_transmit(self.priority);
-            self.arm_advert(now);
+            // §6.4.3: lower priority (or lower IP): discard, no reply.
+            Err(Reject::LowerPriority)
         }
     }
 
@@ -968,7 +1081,10 @@ mod tests {
         let mut t = t0;
         for _ in 0..3 {
             t += ms(1000);
-            m.handle_advert(t, LOWER_IP, &adv(&m, 100)).unwrap();
+            assert_eq!(
+                m.handle_advert(t, LOWER_IP, &adv(&m, 100)),
+                Err(Reject::LowerPriority)
+            );
             assert_eq!(m.timer(Timer::MasterDown), Some(t0 + mdi));
         }
         m.handle_timeout(t0 + mdi);
@@ -1018,9 +1134,10 @@ mod tests {
             .unwrap();
         assert_eq!(
             m.timer(Timer::MasterDown),
-            before,
-            "owner discards lower adverts"
+            Some(t1 + ms(500) + m.skew_time()),
+            "the owner preempts the lower master it followed after Skew_Time"
         );
+        assert!(m.timer(Timer::MasterDown) < before);
     }
 
     #[test]
@@ -1052,11 +1169,13 @@ mod tests {
     fn master_equal_priority_tie_break_by_primary_ip() {
         let t0 = crate::testutil::epoch();
         let (mut m, t) = master(cfg(100), t0);
-        // Equal priority from a lower IP: we stay, and re-assert.
-        m.handle_advert(t + ms(10), LOWER_IP, &adv(&m, 100))
-            .unwrap();
+        // Equal priority from a lower IP: we stay, and do not answer.
+        assert_eq!(
+            m.handle_advert(t + ms(10), LOWER_IP, &adv(&m, 100)),
+            Err(Reject::LowerPriority)
+        );
         assert_eq!(m.state(), State::Master);
-        assert_eq!(transmits(&mut m), vec![100]);
+        assert!(transmits(&mut m).is_empty());
         // Equal priority from a higher IP: step down.
         m.handle_advert(t + ms(20), HIGHER_IP, &adv(&m, 100))
             .unwrap();
@@ -1065,26 +1184,158 @@ mod tests {
     }
 
     #[test]
-    fn master_ignores_lower_priority_and_reasserts() {
+    fn master_discards_lower_priority_without_reply() {
         let t0 = crate::testutil::epoch();
         let (mut m, t) = master(cfg(150), t0);
-        let t1 = t + ms(400);
-        m.handle_advert(t1, HIGHER_IP, &adv(&m, 100)).unwrap();
+        let timer = m.timer(Timer::Advert);
+        // A flood of spoofed lower-priority adverts (and equal priority from
+        // a lower IP): each one dropped, no advert sent, timer untouched.
+        for i in 0..1000 {
+            let (src, prio) = if i % 2 == 0 {
+                (HIGHER_IP, 100)
+            } else {
+                (LOWER_IP, 150)
+            };
+            let r = m.handle_advert(t + us(100 * i), src, &adv(&m, prio));
+            assert_eq!(r, Err(Reject::LowerPriority));
+        }
         assert_eq!(m.state(), State::Master);
         assert!(events(&mut m).is_empty());
+        assert!(transmits(&mut m).is_empty(), "no advert in reply");
+        assert_eq!(m.timer(Timer::Advert), timer);
+        // The schedule is unchanged: exactly one advert per interval.
+        m.handle_timeout(timer.unwrap());
         assert_eq!(transmits(&mut m), vec![150]);
-        assert_eq!(m.timer(Timer::Advert), Some(t1 + ms(1000)));
     }
 
     #[test]
-    fn master_answers_priority_zero_with_advert() {
+    fn sync_group_hold_steps_a_master_down_and_follows_a_lower_master() {
+        let t0 = crate::testutil::epoch();
+        let (mut m, t) = master(cfg(200), t0);
+        assert!(!m.outranked());
+        // Another member is outranked: step down with a priority-0 advert.
+        m.set_group_backup(t, true);
+        assert_eq!(m.state(), State::Backup);
+        assert_eq!(transmits(&mut m), vec![0]);
+        assert_eq!(
+            events(&mut m),
+            vec![Event::BecameBackup {
+                from: State::Master
+            }]
+        );
+        // The peer (priority 100) takes over: followed, not preempted.
+        let t1 = t + ms(100);
+        m.handle_advert(t1, LOWER_IP, &adv(&m, 100)).unwrap();
+        assert_eq!(m.current_master(), Some(LOWER_IP));
+        assert_eq!(
+            m.timer(Timer::MasterDown),
+            Some(t1 + m.master_down_interval())
+        );
+        assert!(
+            !m.outranked(),
+            "following a lower master is not being outranked"
+        );
+        m.handle_timeout(t1 + ms(500));
+        assert_eq!(m.state(), State::Backup);
+        // Released: the next advert of the lower master is preempted after Skew_Time.
+        m.set_group_backup(t1 + ms(600), false);
+        let t2 = t1 + ms(700);
+        m.handle_advert(t2, LOWER_IP, &adv(&m, 100)).unwrap();
+        assert_eq!(m.timer(Timer::MasterDown), Some(t2 + m.skew_time()));
+        m.handle_timeout(t2 + m.skew_time());
+        assert_eq!(m.state(), State::Master);
+        // A silent master is replaced even while held.
+        let mut b = backup(cfg(150), t0);
+        b.set_group_backup(t0, true);
+        b.handle_timeout(t0 + b.master_down_interval());
+        assert_eq!(b.state(), State::Master);
+        // Outranked: following a higher (or equal, higher-IP) master.
+        let mut o = backup(cfg(100), t0);
+        o.handle_advert(t0 + ms(1), HIGHER_IP, &adv(&o, 100))
+            .unwrap();
+        assert!(o.outranked());
+        o.handle_advert(t0 + ms(2), HIGHER_IP, &adv(&o, 150))
+            .unwrap();
+        assert!(o.outranked());
+    }
+
+    #[test]
+    fn spoofed_priority_zero_from_another_source_is_discarded() {
+        let t0 = crate::testutil::epoch();
+        let mut m = backup(cfg(100), t0);
+        let t1 = t0 + ms(100);
+        m.handle_advert(t1, HIGHER_IP, &adv(&m, 200)).unwrap();
+        let down = m.timer(Timer::MasterDown);
+        assert_eq!(
+            m.handle_advert(t1 + ms(1), LOWER_IP, &adv(&m, 0)),
+            Err(Reject::NotMaster)
+        );
+        assert_eq!(m.timer(Timer::MasterDown), down);
+        // From the master itself it is a resignation.
+        m.handle_advert(t1 + ms(2), HIGHER_IP, &adv(&m, 0)).unwrap();
+        assert_eq!(m.timer(Timer::MasterDown), Some(t1 + ms(2) + m.skew_time()));
+    }
+
+    #[test]
+    fn backup_preempts_after_skew_when_its_master_lowers_its_priority() {
+        let t0 = crate::testutil::epoch();
+        let mut m = backup(cfg(100), t0);
+        let t1 = t0 + ms(100);
+        m.handle_advert(t1, HIGHER_IP, &adv(&m, 200)).unwrap();
+        assert_eq!(m.current_master(), Some(HIGHER_IP));
+        // Someone else's lower-priority advert changes nothing.
+        let t2 = t1 + ms(500);
+        assert_eq!(
+            m.handle_advert(t2, LOWER_IP, &adv(&m, 50)),
+            Err(Reject::LowerPriority)
+        );
+        assert_eq!(
+            m.timer(Timer::MasterDown),
+            Some(t1 + m.master_down_interval())
+        );
+        // The master itself drops below us: take over after Skew_Time only.
+        m.handle_advert(t2, HIGHER_IP, &adv(&m, 50)).unwrap();
+        assert_eq!(m.timer(Timer::MasterDown), Some(t2 + m.skew_time()));
+        m.handle_timeout(t2 + m.skew_time());
+        assert_eq!(m.state(), State::Master);
+        // Without preemption the lower master is followed, as before.
+        let mut n = backup(
+            Config {
+                preempt: false,
+                ..cfg(100)
+            },
+            t0,
+        );
+        n.handle_advert(t1, HIGHER_IP, &adv(&n, 200)).unwrap();
+        n.handle_advert(t2, HIGHER_IP, &adv(&n, 50)).unwrap();
+        assert_eq!(
+            n.timer(Timer::MasterDown),
+            Some(t2 + n.master_down_interval())
+        );
+    }
+
+    #[test]
+    fn master_answers_priority_zero_with_advert_at_most_once_per_half_interval() {
         let t0 = crate::testutil::epoch();
         let (mut m, t) = master(cfg(150), t0);
-        let t1 = t + ms(250);
+        let t1 = t + ms(600);
         m.handle_advert(t1, HIGHER_IP, &adv(&m, 0)).unwrap();
         assert_eq!(m.state(), State::Master);
         assert_eq!(transmits(&mut m), vec![150]);
         assert_eq!(m.timer(Timer::Advert), Some(t1 + ms(1000)));
+        // A flood of priority-0 adverts within the next half interval: no reply.
+        for i in 1..500 {
+            assert_eq!(
+                m.handle_advert(t1 + ms(i), HIGHER_IP, &adv(&m, 0)),
+                Err(Reject::ReplyLimited)
+            );
+        }
+        assert!(transmits(&mut m).is_empty());
+        assert_eq!(m.timer(Timer::Advert), Some(t1 + ms(1000)));
+        // Half an interval later a priority-0 advert is answered again.
+        m.handle_advert(t1 + ms(500), HIGHER_IP, &adv(&m, 0))
+            .unwrap();
+        assert_eq!(transmits(&mut m), vec![150]);
     }
 
     #[test]
@@ -1159,9 +1410,10 @@ mod tests {
         a.set_priority(ta + ms(600), 100);
         let r = a.poll_transmit().unwrap();
         assert_eq!(r.priority, 100);
-        // B discards the now-lower adverts and takes over at MDI after the last good one.
+        // Its master now advertises below it: B takes over after Skew_Time
+        // (not a whole Master_Down_Interval after the last good advert).
         b.handle_advert(ta + ms(600), HIGHER_IP, &r).unwrap();
-        let due = ta + ms(500) + b.master_down_interval();
+        let due = ta + ms(600) + b.skew_time();
         assert_eq!(b.timer(Timer::MasterDown), Some(due));
         b.handle_timeout(due);
         assert_eq!(b.state(), State::Master);
@@ -1239,13 +1491,16 @@ mod tests {
         assert_eq!(m.poll_timeout(), Some(t0 + ms(10_000)));
         m.handle_timeout(t0 + ms(10_000));
         assert_eq!(m.timer(Timer::PreemptDelay), None);
-        let last_accepted = t;
-        for _ in 0..3 {
-            t += ms(1000);
-            m.handle_advert(t, LOWER_IP, &adv(&m, 100)).unwrap();
-            assert_eq!(m.timer(Timer::MasterDown), Some(last_accepted + mdi));
-        }
-        m.handle_timeout(last_accepted + mdi);
+        // The next advert of that lower master: preempt after Skew_Time.
+        t += ms(1000);
+        m.handle_advert(t, LOWER_IP, &adv(&m, 100)).unwrap();
+        assert_eq!(m.timer(Timer::MasterDown), Some(t + m.skew_time()));
+        // Further ones (no longer from the master we follow) are discarded.
+        assert_eq!(
+            m.handle_advert(t + ms(1), LOWER_IP, &adv(&m, 100)),
+            Err(Reject::LowerPriority)
+        );
+        m.handle_timeout(t + m.skew_time());
         assert_eq!(m.state(), State::Master);
     }
 
@@ -1270,10 +1525,13 @@ mod tests {
             m.timer(Timer::MasterDown),
             Some(t1 + ms(4000) + m.master_down_interval())
         );
-        let md = m.timer(Timer::MasterDown);
         m.handle_advert(t1 + ms(5000), LOWER_IP, &adv(&m, 100))
             .unwrap();
-        assert_eq!(m.timer(Timer::MasterDown), md, "delay over at t1+5s");
+        assert_eq!(
+            m.timer(Timer::MasterDown),
+            Some(t1 + ms(5000) + m.skew_time()),
+            "delay over at t1+5s: preempt the lower master after Skew_Time"
+        );
     }
 
     #[test]
@@ -1306,6 +1564,7 @@ mod tests {
             track_upstream: vec![],
             track_interface: vec![],
             track_script: vec![],
+            track_data_plane: crate::config::defaults::DATA_PLANE,
             notify: None,
             sync_group: None,
             garp_repeat: 5,

@@ -32,6 +32,6 @@ pub mod wire;
 #[cfg(test)]
 mod sim;
 
-pub use machine::{Config, Event, Machine, Reject, State};
+pub use machine::{Config, Event, Machine, Reject, Role, State};
 pub use timer::{Timer, TimerTable};
 pub use wire::{Auth, Error, Family, Kind, Packet, Repr, Version};

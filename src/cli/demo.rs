@@ -1,10 +1,15 @@
 //! `ringlb demo`: the README's first command.
 //!
-//! With nothing installed and no config written, it starts two built-in
-//! backends on loopback, puts ringlb in front of them with an embedded
-//! config, prints the address and a wrk command to try, and on Ctrl-C
-//! drains, stops and prints the latency histogram the shards recorded —
-//! the same view `ringlb stats` gives of a running node.
+//! As root (with network namespaces) it is the failover show: a namespace
+//! lab with two ringlb nodes sharing a VIP, load through the VIP, the
+//! master crashed and brought back, and what the clients saw (see
+//! [`crate::cli::demo::failover`] in `demo/failover.rs`).
+//!
+//! Otherwise — and with `--loopback` — it is the loopback demo: two
+//! built-in backends on loopback, ringlb in front of them with an embedded
+//! config, the address and a wrk command to try, and on Ctrl-C it drains,
+//! stops and prints the latency histogram the shards recorded — the same
+//! view `ringlb stats` gives of a running node.
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
@@ -51,7 +56,34 @@ fn free_or(port: u16) -> io::Result<SocketAddr> {
     TcpListener::bind("127.0.0.1:0")?.local_addr()
 }
 
-pub fn run() -> io::Result<()> {
+pub mod failover;
+
+/// `ringlb demo` options.
+#[derive(clap::Args, Default)]
+pub struct DemoArgs {
+    /// The loopback demo even when the namespace lab could run.
+    #[arg(long)]
+    pub loopback: bool,
+    /// Directory for the plot and the report (default: a temp dir).
+    #[arg(long)]
+    pub out: Option<std::path::PathBuf>,
+}
+
+pub fn run(args: DemoArgs) -> io::Result<()> {
+    if !args.loopback {
+        match failover::unavailable() {
+            None => return failover::run(args.out),
+            Some(why) => {
+                println!("ringlb demo: no failover lab: {why}; running the loopback demo instead.");
+                println!("             (as root: `sudo ringlb demo` shows a VRRP failover in network namespaces)");
+                println!();
+            }
+        }
+    }
+    run_loopback()
+}
+
+fn run_loopback() -> io::Result<()> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
     let any = SocketAddr::from(([127, 0, 0, 1], 0));

@@ -1,0 +1,148 @@
+//! The property each fuzz target checks, as plain functions: the libFuzzer
+//! targets (`fuzz_targets/*.rs`, nightly, `cargo fuzz`) call them on
+//! generated inputs, and `tests/fuzz_corpus.rs` calls them on every committed
+//! corpus and crash input with stable `cargo test`. A panic is a finding.
+#![allow(dead_code)] // each fuzz binary uses one of these
+
+use ringlb::config::parse_str;
+use ringlb::proto::http1::encode::encode_request;
+use ringlb::proto::http1::{decode_request, decode_response, ChunkedDecoder, Limits};
+use ringlb::proto::vrrp::wire::{parse_ipv4, Packet, Repr};
+
+/// A property: panics on a finding.
+pub type Check = fn(&[u8]);
+
+/// Every target: (name, check).
+pub const TARGETS: &[(&str, Check)] = &[
+    ("chunked", chunked),
+    ("config", config),
+    ("http1_request", http1_request),
+    ("http1_response", http1_response),
+    ("vrrp_packet", vrrp_packet),
+];
+
+/// Chunked bodies: feeding in any split gives the same verdict and the same
+/// consumed length as feeding all at once, and the filtering pass-through
+/// (`forward`) consumes the same bytes.
+pub fn chunked(data: &[u8]) {
+    if data.is_empty() {
+        return;
+    }
+    let split = data[0] as usize % data.len();
+    let body = &data[1..];
+    let mut whole = ChunkedDecoder::new();
+    let all = whole.feed(body);
+    let mut parts = ChunkedDecoder::new();
+    let split = split.min(body.len());
+    let first = parts.feed(&body[..split]);
+    let combined = match first {
+        Err(e) => Err(e),
+        Ok(n) if parts.is_done() => Ok(n), // ended inside the first part
+        // Unconsumed bytes (a trailer line still arriving) stay buffered
+        // and are fed again with the rest, as a relay does.
+        Ok(n) => parts.feed(&body[n..]).map(|m| n + m),
+    };
+    // The pass-through relay consumes exactly what feed() does and forwards
+    // at most that (forbidden trailer lines are left out).
+    let mut out = Vec::new();
+    let forwarded = ChunkedDecoder::new().forward(body, &mut out);
+    match (&all, &forwarded) {
+        (Ok(a), Ok(f)) => {
+            assert_eq!(a, f);
+            assert!(out.len() <= *f);
+        }
+        (Err(_), Err(_)) => {}
+        (a, f) => panic!("forward changed the verdict: {a:?} vs {f:?}"),
+    }
+    match (all, combined) {
+        (Ok(a), Ok(b)) => {
+            assert_eq!(a, b);
+            assert_eq!(whole.is_done(), parts.is_done());
+        }
+        (Err(_), Err(_)) => {}
+        (a, b) => panic!("split changed the verdict: {a:?} vs {b:?}"),
+    }
+}
+
+/// Request heads: decoding never panics, and whatever decodes re-encodes to
+/// a head that decodes again with the same framing.
+pub fn http1_request(data: &[u8]) {
+    let mut fields = Vec::new();
+    if let Ok(Some(head)) = decode_request(data, &Limits::default(), &mut fields) {
+        assert!(head.head_len <= data.len());
+        let mut out = Vec::new();
+        encode_request(
+            &mut out,
+            data,
+            &head,
+            &fields,
+            b"192.0.2.1",
+            b"upstream:80",
+            false,
+        );
+        let mut again = Vec::new();
+        let limits = Limits {
+            max_head_bytes: usize::MAX,
+            max_headers: 256,
+            max_uri_bytes: usize::MAX,
+        };
+        let re = decode_request(&out, &limits, &mut again)
+            .expect("re-encoded head must decode")
+            .expect("re-encoded head is complete");
+        assert_eq!(re.framing, head.framing);
+        assert_eq!(re.head_len, out.len());
+    }
+}
+
+/// Response heads from upstreams: decoding never panics.
+pub fn http1_response(data: &[u8]) {
+    let mut fields = Vec::new();
+    for head in [false, true] {
+        if let Ok(Some(r)) = decode_response(data, 16 * 1024, head, &mut fields) {
+            assert!(r.head_len <= data.len());
+        }
+    }
+}
+
+/// VRRP datagrams from the wire: parsing never panics, and anything that
+/// parses re-emits to bytes that parse to the same value.
+pub fn vrrp_packet(data: &[u8]) {
+    if let Ok(env) = parse_ipv4(data) {
+        let (src, dst) = (env.src.into(), env.dst.into());
+        if let Ok(pkt) = Packet::new_checked(env.payload) {
+            if let Ok(repr) = Repr::parse(&pkt, src, dst) {
+                let bytes = repr.to_bytes(src, dst);
+                let again =
+                    Repr::parse(&Packet::new_checked(&bytes[..]).unwrap(), src, dst).unwrap();
+                assert_eq!(again, repr);
+            }
+        }
+    }
+}
+
+/// Config files: loading any text never panics; a rejected file gets at
+/// least one diagnostic, each naming the file and a LINE:COL inside the text
+/// (1-based, at most one past the end of its line).
+pub fn config(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Err(e) = parse_str(text, "fuzz.toml") {
+        assert!(!e.diagnostics.is_empty(), "an error without a diagnostic");
+        let lines: Vec<&str> = text.split('\n').collect();
+        for d in &e.diagnostics {
+            assert_eq!(d.file, "fuzz.toml");
+            assert!(d.line >= 1 && d.col >= 1, "0-based position: {d}");
+            assert!(d.line <= lines.len(), "line past the end: {d}");
+            let width = lines[d.line - 1].chars().count();
+            assert!(
+                d.col <= width + 1,
+                "column past the end of line {}: {d}",
+                d.line
+            );
+            assert!(d
+                .to_string()
+                .starts_with(&format!("fuzz.toml:{}:{}: ", d.line, d.col)));
+        }
+    }
+}

@@ -1,0 +1,216 @@
+#!/usr/bin/env bash
+# HA scenarios, ringlb and nginx + keepalived in the same namespace lab, under
+# open-loop load; a summary per run, plots, and a machine-readable last line.
+#
+# Usage:  sudo bash loadtest/scenarios.sh [SCENARIO...]     (default: all)
+#   scenarios: steady crash proxy-dies planned backend-down reload flap
+# Env:    STACKS="ringlb keepalived"  ADVERT=10ms  RATE=1000
+#         RESULTS=loadtest/results (where reports, plots and summary go)
+#         MACHINE_NOTE="..." (written into results/README.md)
+#         RINGLB_BIN=path (default target-fi/release/ringlb: the proxy-dies
+#         scenario needs `--features fault-injection` for SIGUSR2)
+# Build:  CARGO_TARGET_DIR=target-fi cargo build --release --features fault-injection
+#
+# Lab (lab.sh): namespaces rls<pid>-{sw,a,b,c}, bridge, a=198.18.0.1 (master),
+# b=198.18.0.2, client c=198.18.0.3, VIP 198.18.0.100:8080. Each node runs
+# three built-in backends on its loopback (a-1 :9000, a-2 :9001, a-3 :9002;
+# the config lists :9000 and :9001, the reload scenario switches to :9001 and
+# :9002) and its proxy + VRRP: `ringlb run` (priority 200 / 100), or nginx +
+# keepalived 2.2.7 (priority 110 / 100, the seed's `vrrp_script check_nginx {
+# interval 2 weight -20 }`). The client runs `ringlb loadgen`: RATE requests/s
+# on fresh connections, 200 ms timeout, latency from the intended send time;
+# faults come from its event thread at fixed offsets. A crash takes a's link
+# down first (from then on a neither serves nor advertises), then kill -9s
+# its VRRP process (a killed process leaves its VIP configured). tcpdump on the bridge
+# records every VRRP advert (two masters = their adverts interleave).
+#
+# The last line is `SUMMARY {json}` (every run's RESULT, and all_pass).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=loadtest/lab.sh
+source "$ROOT/loadtest/lab.sh"
+ALL="steady crash proxy-dies planned backend-down reload flap"
+SCENARIOS=${*:-$ALL}
+STACKS=${STACKS:-"ringlb keepalived"}
+ADVERT=${ADVERT:-10ms}
+RATE=${RATE:-1000}
+RESULTS=${RESULTS:-$ROOT/loadtest/results}
+lab_find_ringlb "$ROOT/target-fi/release" || exit 1
+for t in tcpdump python3; do command -v $t >/dev/null || { echo "$t not installed (apt-get install $t)" >&2; exit 1; }; done
+if [[ $STACKS == *keepalived* ]]; then
+    for t in keepalived nginx; do command -v $t >/dev/null || { echo "$t not installed (apt-get install $t)" >&2; exit 1; }; done
+fi
+for s in $SCENARIOS; do [[ " $ALL " == *" $s "* ]] || { echo "unknown scenario $s (one of: $ALL)" >&2; exit 1; }; done
+mkdir -p "$RESULTS"
+ADVERT_MS=$(awk -v s="$(seconds "$ADVERT")" 'BEGIN { print s * 1000 }')
+
+lab_init rls
+lab_up
+
+# Node setup per stack; sets VICTIM (a's proxy / VRRP process), KA_VRRP
+# (keepalived's VRRP child pid file) and NGINX_A (a's nginx master).
+setup() { # STACK DIR
+    local stack=$1 d=$2 node prio i
+    MINE=()
+    for node in a b; do
+        for i in 1 2 3; do
+            start $node "$d/be-$node$i.log" "$RINGLB_BIN" backend --listen "127.0.0.1:$((8999 + i))" --name "$node-$i"
+            MINE+=("$LAST_PID")
+        done
+        if [[ $stack == ringlb ]]; then
+            prio=$([[ $node == a ]] && echo 200 || echo 100)
+            ringlb_conf $prio "$ADVERT" 127.0.0.1:9000 127.0.0.1:9001 >"$d/$node.toml"
+            ringlb_conf $prio "$ADVERT" 127.0.0.1:9001 127.0.0.1:9002 >"$d/$node.reload.toml"
+            start $node "$d/rl-$node.log" "$RINGLB_BIN" run -c "$d/$node.toml"
+            MINE+=("$LAST_PID")
+            [[ $node == a ]] && VICTIM=$LAST_PID
+        else
+            prio=$([[ $node == a ]] && echo 110 || echo 100)
+            # The reload config: same paths (pid file!), other servers.
+            nginx_conf "$d/nginx-$node" 127.0.0.1:9001 127.0.0.1:9002
+            mv "$d/nginx-$node/nginx.conf" "$d/nginx-$node/nginx.reload.conf"
+            nginx_conf "$d/nginx-$node" 127.0.0.1:9000 127.0.0.1:9001
+            start $node "$d/nginx-$node.log" nginx -p "$d/nginx-$node" -c "$d/nginx-$node/nginx.conf" -g 'daemon off;'
+            MINE+=("$LAST_PID")
+            [[ $node == a ]] && NGINX_A=$LAST_PID
+            # The seed's check is `pidof nginx`; namespaces share the host's
+            # PID namespace, where pidof would also see the other node's
+            # nginx, so each node checks its own nginx master by pid file.
+            cat >"$d/check-$node.sh" <<CHK
+#!/bin/sh
+pid=\$(cat "$d/nginx-$node/nginx.pid" 2>/dev/null) || exit 1
+grep -q '^State:[[:space:]]*[^Z[:space:]]' "/proc/\$pid/status" 2>/dev/null
+CHK
+            chmod 755 "$d/check-$node.sh"
+            keepalived_conf $prio "$(seconds "$ADVERT")" "$d/check-$node.sh" 2 -20 >"$d/ka-$node.conf"
+            start $node "$d/ka-$node.log" keepalived -P -n -l -f "$d/ka-$node.conf" \
+                -p "$d/ka-$node.pid" -r "$d/ka-$node.vrrp.pid"
+            MINE+=("$LAST_PID")
+            [[ $node == a ]] && VICTIM=$LAST_PID KA_VRRP=$d/ka-a.vrrp.pid
+        fi
+    done
+}
+
+# The fault of SCENARIO for STACK as --event arguments (EVENTS) and the run
+# length (DURATION).
+events() { # SCENARIO STACK DIR
+    local sc=$1 stack=$2 d=$3 nsa=$P-a
+    EVENTS=()
+    DURATION=6s
+    case $sc in
+        steady) ;;
+        crash)
+            if [[ $stack == ringlb ]]; then
+                EVENTS+=(--event "2s:a crashes:ip -n $nsa link set eth0 down; kill -9 $VICTIM")
+            else
+                # keepalived's VRRP child first, so it can't resign gracefully.
+                EVENTS+=(--event "2s:a crashes:ip -n $nsa link set eth0 down; kill -9 \$(cat $KA_VRRP) $VICTIM")
+            fi ;;
+        proxy-dies)
+            DURATION=7s
+            if [[ $stack == ringlb ]]; then
+                EVENTS+=(--event "2s:a's data plane stalls:kill -USR2 $VICTIM")
+            else
+                EVENTS+=(--event "2s:a's nginx dies:kill -9 $NGINX_A $(children "$NGINX_A" | tr '\n' ' ')")
+            fi ;;
+        planned)
+            EVENTS+=(--event "2s:a stops (SIGTERM):kill -TERM $VICTIM") ;;
+        backend-down)
+            EVENTS+=(--event "2s:backend a-2 dies:kill -9 $BACKEND_A2") ;;
+        reload)
+            if [[ $stack == ringlb ]]; then
+                EVENTS+=(--event "2s:reload (a-1,a-2 -> a-2,a-3):cp $d/a.reload.toml $d/a.toml && kill -HUP $VICTIM")
+            else
+                EVENTS+=(--event "2s:reload (a-1,a-2 -> a-2,a-3):cp $d/nginx-a/nginx.reload.conf $d/nginx-a/nginx.conf && kill -HUP $NGINX_A")
+            fi ;;
+        flap)
+            DURATION=14s
+            local t
+            for t in 2 6 10; do
+                EVENTS+=(--event "${t}s:a link down:ip -n $nsa link set eth0 down")
+                EVENTS+=(--event "$((t + 2))s:a link up:ip -n $nsa link set eth0 up")
+            done ;;
+    esac
+}
+
+one() { # SCENARIO STACK -> RESULT_LINE, VERDICT_LINE; status 1 on failure
+    local sc=$1 stack=$2 d=$WORK/$1-$2 dump
+    mkdir -p "$d"
+    setup "$stack" "$d"
+    # a's second backend (for backend-down): the 2nd PID started on a.
+    BACKEND_A2=${MINE[1]}
+    if ! wait_for 15 only_a || ! wait_for 5 serves 198.18.0.1 || ! wait_for 5 serves 198.18.0.2; then
+        echo "$sc $stack: node a never became the only master, or a node does not serve :8080" >&3
+        stop_pids "${MINE[@]}"; vip_clear
+        return 1
+    fi
+    sleep 1
+    only_a || { echo "$sc $stack: unstable before the fault" >&3; stop_pids "${MINE[@]}"; vip_clear; return 1; }
+    events "$sc" "$stack" "$d"
+    dump=$d/adverts.pcap
+    start sw "$d/tcpdump.log" tcpdump -i br0 -n -U -w "$dump" 'ip proto 112'
+    local tcpd=$LAST_PID
+    sleep 0.3
+    local label
+    label=$([[ $stack == ringlb ]] && echo "ringlb" || echo "nginx + keepalived")
+    ip netns exec "$P-c" "$RINGLB_BIN" loadgen --target "$VIP:8080" --rate "$RATE" --duration "$DURATION" \
+        --timeout 200ms --label "$label" --json "$RESULTS/$sc-$stack.json" "${EVENTS[@]}" >"$d/loadgen.txt" 2>&1 || true
+    sleep 0.2
+    stop_pids "$tcpd"
+    tcpdump -r "$dump" -tt -n 2>/dev/null >"$d/adverts.txt" || true
+    local new=""
+    [[ $sc == reload ]] && new=a-3
+    {
+        echo "## $sc, $label (advert $ADVERT, $RATE req/s)"
+        grep -v '^RESULT ' "$d/loadgen.txt" || true
+    } >"$RESULTS/$sc-$stack.txt"
+    local rc=0
+    python3 "$ROOT/loadtest/verdict.py" "$sc" "$stack" "$ADVERT_MS" "$RESULTS/$sc-$stack.json" "$d/adverts.txt" "$new" >"$d/verdict.txt" || rc=$?
+    cat "$d/verdict.txt" >>"$RESULTS/$sc-$stack.txt"
+    VERDICT_LINE=$(head -1 "$d/verdict.txt")
+    RESULT_LINE=$(tail -1 "$d/verdict.txt")
+    if ((rc != 0)) && [[ -n ${KEEP_LOGS:-} ]]; then
+        tail -n 20 "$d"/*.log >&3 || true
+    fi
+    stop_pids "${MINE[@]}"
+    ip -n "$P-a" link set eth0 up
+    vip_clear
+    sleep 0.3
+    return $rc
+}
+
+header="$(date -u +%Y-%m-%dT%H:%MZ) host $(uname -n) $(nproc) cores, kernel $(uname -r), load $(host_load) at start; advert $ADVERT, $RATE req/s; ringlb $RINGLB_BIN; $(keepalived --version 2>&1 | head -1); nginx $(nginx -v 2>&1 | sed 's/.*\///')"
+echo "# $header"
+results=()
+all_pass=true
+for sc in $SCENARIOS; do
+    for stack in $STACKS; do
+        if one "$sc" "$stack" 2>/dev/null; then :; else all_pass=false; fi
+        if [[ -n ${RESULT_LINE:-} ]]; then
+            echo "$VERDICT_LINE"
+            results+=("${RESULT_LINE#RESULT }")
+        else
+            echo "$sc $stack FAIL (did not run: see above)"
+            results+=("{\"scenario\": \"$sc\", \"stack\": \"$stack\", \"pass\": false}")
+        fi
+        RESULT_LINE=""
+    done
+    # One plot per scenario: every stack on the same axes.
+    reports=()
+    for stack in $STACKS; do [[ -f $RESULTS/$sc-$stack.json ]] && reports+=("$RESULTS/$sc-$stack.json"); done
+    if ((${#reports[@]})); then
+        "$RINGLB_BIN" plot --out "$RESULTS/$sc.svg" --title "$sc: ringlb vs nginx + keepalived (advert $ADVERT, $RATE req/s open loop)" "${reports[@]}" >/dev/null
+    fi
+done
+end_load=$(host_load)
+echo "# load at the end: $end_load"
+printf '%s\n' "${results[@]}" | python3 -c '
+import json, sys
+runs = [json.loads(l) for l in sys.stdin if l.strip()]
+print("SUMMARY " + json.dumps({"header": sys.argv[1], "all_pass": all(r["pass"] for r in runs), "runs": runs}, sort_keys=True))
+' "$header" >"$RESULTS/summary.json.line"
+python3 "$ROOT/loadtest/results_md.py" "$RESULTS/summary.json.line" "$RESULTS/README.md" "${MACHINE_NOTE:-}" "$end_load"
+echo "results: $RESULTS/README.md"
+cat "$RESULTS/summary.json.line"
+$all_pass
