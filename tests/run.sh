@@ -134,7 +134,7 @@ export RINGLB_PYTHON="$VENV/bin/python"
 
 # ---- 3. cargo -------------------------------------------------------------------
 cargo_test() {
-    timeout "$TEST_TIMEOUT" cargo test --release --features fault-injection "$@" 2>&1 | tee "$LOGDIR/test.log"
+    timeout "$TEST_TIMEOUT" cargo test --release --features fault-injection --no-fail-fast "$@" 2>&1 | tee "$LOGDIR/test.log"
 }
 
 if [[ ${SKIP_INSTALL:-0} == 1 ]]; then

@@ -56,7 +56,7 @@ use super::buf::{self, ReadError, RecvBuf};
 use super::client_stream::ClientStream;
 use super::deadline::{Shut, Timer};
 use super::io::{relay, write_all, write_counted, Body, Pipe, RelayError};
-use super::shard::{Shard, ShardView};
+use super::shard::{Shard, ShardView, Slot};
 use crate::config::HashKey;
 use crate::lb::{hash_bytes, NoServer, ShardState};
 use crate::metrics::{ConnState, FailureKind};
@@ -167,12 +167,12 @@ pub async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
     listen: SocketAddr,
-    fd: RawFd,
+    slot: Slot,
 ) {
     let _ = stream.set_nodelay(true);
-    let (conn_id, idle, timer) = shard.register(fd);
-    // Unregisters on every exit, including unwinding from a panic.
-    let _registered = Registered(&shard, conn_id);
+    // `slot` unregisters on every exit, including unwinding from a panic.
+    let timer = slot.timer.clone();
+    let idle = &slot.idle;
     {
         let mut rec = shard.rec.borrow_mut();
         rec.on_accept();
@@ -222,7 +222,7 @@ pub async fn serve(
     loop {
         let mut log = ReqLog::default();
         let Some((view, head, started)) =
-            read_head(&shard, &mut c, &idle, &mut state, &mut log).await
+            read_head(&shard, &mut c, idle, &mut state, &mut log).await
         else {
             if log.status != 0 {
                 let view = shard.view();
@@ -301,15 +301,6 @@ pub async fn serve(
             .await;
     }
     shard.rec.borrow_mut().on_close(state);
-}
-
-/// Removes a connection from its shard's registry when dropped.
-struct Registered<'a>(&'a Shard, u64);
-
-impl Drop for Registered<'_> {
-    fn drop(&mut self) {
-        self.0.unregister(self.1);
-    }
 }
 
 fn transition(shard: &Shard, state: &mut ConnState, to: ConnState) {
@@ -1072,6 +1063,10 @@ async fn upload(
             (r, Ok(())) => r,
         };
         match first(recv.as_mut(), send).await {
+            // The upload's write deadline (`send_timeout`) shut the
+            // upstream socket under the response watch: a timeout, not a
+            // close by the backend.
+            First::A(Err(Watch::Closed)) if timer.fired() => Upload::Refused(Err(Watch::Timeout)),
             First::A(r) => Upload::Early(r),
             First::B((r, o)) => {
                 out_back = Some(o);
@@ -1081,7 +1076,11 @@ async fn upload(
                             .run(ufd, Shut::Both, up.config.read_timeout, recv)
                             .await,
                     )),
-                    Err(RelayError::DstIo(_) | RelayError::DstTimeout) => Upload::Refused(timed(
+                    // The backend stopped reading for `send_timeout`: its
+                    // socket was shut by the deadline, so no answer can
+                    // follow; like nginx's proxy_send_timeout, a 504.
+                    Err(RelayError::DstTimeout) => Upload::Refused(Err(Watch::Timeout)),
+                    Err(RelayError::DstIo(_)) => Upload::Refused(timed(
                         timer
                             .run(ufd, Shut::Both, up.config.read_timeout, recv)
                             .await,

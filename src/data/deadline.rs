@@ -91,6 +91,13 @@ impl Timer {
         (out, if timed_out { Err(Elapsed) } else { Ok(()) })
     }
 
+    /// Whether the running operation's deadline has fired (its socket was
+    /// shut), for a concurrent reader of the same socket that saw the end
+    /// of stream and must not mistake it for the peer closing.
+    pub fn fired(&self) -> bool {
+        self.deadline.fired.get()
+    }
+
     /// Disarms the deadline of an operation that was dropped before it
     /// finished (so it can never shut a socket that is closed by then).
     pub fn disarm(&self) {

@@ -128,9 +128,11 @@ impl Shard {
         self.draining.get()
     }
 
-    /// Registers a client connection; returns its id, its idle flag and
-    /// its timer.
-    pub fn register(&self, fd: RawFd) -> (u64, Rc<Cell<bool>>, Timer) {
+    /// Registers a client connection. Called by the accept loop before the
+    /// connection's task is spawned, so the `max_connections` check of the
+    /// next accept already counts it. Dropping the slot (the task's exit,
+    /// a panic, or a task dropped before it ever ran) unregisters it.
+    pub fn register(self: &Rc<Self>, fd: RawFd) -> Slot {
         let id = self.next_conn.get();
         self.next_conn.set(id + 1);
         let idle = Rc::new(Cell::new(false));
@@ -148,7 +150,12 @@ impl Shard {
             clock: Rc::clone(&self.clock),
             deadline,
         };
-        (id, idle, timer)
+        Slot {
+            shard: Rc::clone(self),
+            id,
+            idle,
+            timer,
+        }
     }
 
     /// Fires every connection deadline that has passed.
@@ -158,7 +165,7 @@ impl Shard {
         }
     }
 
-    pub fn unregister(&self, id: u64) {
+    fn unregister(&self, id: u64) {
         self.conns.borrow_mut().remove(&id);
         self.active.set(self.active.get() - 1);
     }
@@ -244,6 +251,21 @@ fn start_listener(
     }
 }
 
+/// One registered client connection: its idle flag (set while it waits for
+/// a next request, so a graceful stop can close it) and its deadline timer.
+pub struct Slot {
+    shard: Rc<Shard>,
+    id: u64,
+    pub idle: Rc<Cell<bool>>,
+    pub timer: Timer,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.shard.unregister(self.id);
+    }
+}
+
 async fn accept_loop(
     shard: Rc<Shard>,
     listener: TcpListener,
@@ -260,8 +282,8 @@ async fn accept_loop(
         match listener.cancelable_accept(cancel.clone()).await {
             Ok((stream, peer)) => {
                 backoff = Duration::from_millis(5);
-                let fd = stream.as_raw_fd();
-                let task = CatchUnwind(conn::serve(Rc::clone(&shard), stream, peer, addr, fd));
+                let slot = shard.register(stream.as_raw_fd());
+                let task = CatchUnwind(conn::serve(Rc::clone(&shard), stream, peer, addr, slot));
                 monoio::spawn(async move {
                     if let Err(e) = task.await {
                         crate::error!(
