@@ -752,3 +752,33 @@ fn the_binary_imports_and_its_output_checks() {
     assert!(err.starts_with(&format!("{}:3:1: ", n.display())), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn client_max_body_size_is_imported() {
+    let nginx = "\
+http {
+    client_max_body_size 100m;
+    upstream app { server 10.0.0.1:80; }
+    server {
+        listen 127.0.0.1:8000;
+        client_max_body_size 5m;
+        location / { proxy_pass http://app; }
+    }
+}
+";
+    let (cfg, imported) = load(nginx, None);
+    assert_eq!(cfg.http.client_max_body_size, 100 << 20);
+    assert!(
+        imported.toml.contains("client_max_body_size"),
+        "{}",
+        imported.toml
+    );
+    assert!(
+        imported
+            .warnings
+            .iter()
+            .any(|w| w.line == 6 && warning_line(w).contains("client_max_body_size")),
+        "the second, narrower limit is reported: {:?}",
+        imported.warnings
+    );
+}

@@ -319,6 +319,34 @@ impl Mapper<'_> {
                     ),
                 }
             }
+            "client_max_body_size" => match d.arg(0).and_then(nginx_size) {
+                Some(v)
+                    if self
+                        .http
+                        .entries
+                        .iter()
+                        .all(|e| e.key != "client_max_body_size") =>
+                {
+                    self.http.set(
+                        "client_max_body_size",
+                        Value::Int(v.min(i64::MAX as u64) as i64),
+                        Some(format!(
+                            "{} ({}): applied to every listener; a per-server or per-location \
+                             limit goes on the [[listener]] or [[listener.route]]",
+                            d.render(D),
+                            d.pos.short()
+                        )),
+                    );
+                }
+                Some(_) => self.w.skip(
+                    notes,
+                    d,
+                    D,
+                    "already set by an earlier directive; set it per [[listener]] or \
+                     [[listener.route]] instead",
+                ),
+                None => self.w.skip(notes, d, D, "invalid size"),
+            },
             "access_log" => self.access_log(d, notes),
             "proxy_http_version" if d.arg(0) == Some("1.1") => {
                 covered(notes, d, D, "ringlb always speaks HTTP/1.1 to upstreams")
