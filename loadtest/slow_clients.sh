@@ -24,26 +24,9 @@ for t in wrk python3; do command -v $t >/dev/null || { echo "$t not installed" >
 [ -x "$BIN" ] || (cd "$ROOT" && cargo build --release)
 ulimit -n 20000
 
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/slowclients.XXXXXX")
-PIDS=()
-cleanup() {
-    local p
-    for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-    local i
-    for i in $(seq 1 200); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.05
-    done
-    echo "nothing listens on $1" >&2
-    return 1
-}
+TAG=slowclients
+# shellcheck source=lib_local.sh
+source "$ROOT/loadtest/lib_local.sh"
 
 BE=$(free_port)
 "$BIN" backend --listen "127.0.0.1:$BE" --name be >"$WORK/backend.log" 2>&1 &

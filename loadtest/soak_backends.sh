@@ -20,26 +20,9 @@ BIN=${RINGLB_BIN:-$ROOT/target/release/ringlb}
 command -v wrk >/dev/null || { echo "wrk not installed" >&2; exit 1; }
 [ -x "$BIN" ] || (cd "$ROOT" && cargo build --release)
 
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/soak.XXXXXX")
-PIDS=()
-cleanup() {
-    local p
-    for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-    local i
-    for i in $(seq 1 200); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.05
-    done
-    echo "nothing listens on $1" >&2
-    return 1
-}
+TAG=soak
+# shellcheck source=lib_local.sh
+source "$ROOT/loadtest/lib_local.sh"
 
 BPORT=() BPID=()
 for i in 0 1 2; do BPORT[i]=$(free_port); done
