@@ -181,6 +181,9 @@ pub struct ListenerConfig {
     pub client_max_body_size: u64,
     /// `[listener.tls]`: this listener speaks HTTPS.
     pub tls: Option<Arc<crate::tls::ListenerTls>>,
+    /// `proxy_protocol = true`: every connection starts with a PROXY
+    /// header (v1 or v2) whose client address replaces the socket's.
+    pub proxy_protocol: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -226,6 +229,8 @@ pub struct UpstreamConfig {
     pub retries: u32,
     pub servers: Vec<ServerConfig>,
     pub health_check: Option<HealthCheckConfig>,
+    /// `send_proxy_protocol`: a PROXY header first on every new connection.
+    pub send_proxy_protocol: Option<crate::proto::proxy_protocol::Version>,
 }
 
 #[derive(Debug, Clone)]

@@ -10,6 +10,7 @@
 //! - [`access_log`]: buffered access-log lines handed to a writer thread.
 //! - [`unwind`]: a panicking connection task costs that connection, not the shard.
 //! - [`pool`]: idle upstream keep-alive connections, per shard.
+//! - [`proxy_protocol`]: the PROXY header read on `proxy_protocol` listeners.
 //! - [`date`]: the `Date` field value, cached per shard and refreshed by its tick.
 
 pub mod access_log;
@@ -21,6 +22,7 @@ pub mod deadline;
 pub mod io;
 pub mod link;
 pub mod pool;
+pub mod proxy_protocol;
 pub mod shard;
 pub mod tls;
 pub mod unwind;

@@ -22,6 +22,7 @@ const LISTENER_KEYS: &[&str] = &[
     "client_max_body_size",
     "route",
     "tls",
+    "proxy_protocol",
 ];
 const ROUTE_KEYS: &[&str] = &["host", "path_prefix", "upstream", "client_max_body_size"];
 
@@ -99,6 +100,7 @@ pub(crate) fn read_all(
                 backlog,
                 client_max_body_size: max_body,
                 tls,
+                proxy_protocol: t.bool(d, "proxy_protocol").unwrap_or(false),
             });
         }
     }

@@ -33,7 +33,6 @@ pub(crate) fn not_yet(key: &str) -> Option<&'static str> {
     Some(match key {
         "client_ca" => "mutual TLS",
         "tls" | "tls_server_name" | "tls_verify" | "tls_ca" => "TLS to upstream servers",
-        "proxy_protocol" | "send_proxy_protocol" => "PROXY protocol",
         _ => return None,
     })
 }

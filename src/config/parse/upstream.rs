@@ -14,6 +14,7 @@ use super::super::{
 use super::addr::resolve_server;
 use super::fields::{suggest, Field, Table, U32};
 use super::one_of;
+use crate::proto::proxy_protocol::Version;
 use super::span::Diags;
 
 const UPSTREAM_KEYS: &[&str] = &[
@@ -27,6 +28,7 @@ const UPSTREAM_KEYS: &[&str] = &[
     "retries",
     "server",
     "health_check",
+    "send_proxy_protocol",
 ];
 
 const SERVER_KEYS: &[&str] = &[
@@ -157,6 +159,7 @@ fn placeholder(name: &str) -> UpstreamConfig {
         retries: def::RETRIES,
         servers: Vec::new(),
         health_check: None,
+        send_proxy_protocol: None,
     }
 }
 
@@ -206,6 +209,7 @@ fn read_upstream(t: &Table, u: &mut UpstreamConfig, d: &mut Diags) {
     if let Some(v) = t.int(d, "retries", 0..=U32) {
         u.retries = v;
     }
+    u.send_proxy_protocol = send_proxy_protocol(t, d);
 
     let header = format!("[[upstream.{}.server]]", u.name);
     let servers = t.tables(d, "server", &header);
@@ -226,6 +230,19 @@ fn read_upstream(t: &Table, u: &mut UpstreamConfig, d: &mut Diags) {
     u.health_check = t
         .table(d, "health_check", &hc_name)
         .map(|hc| read_health(&hc, d));
+}
+
+/// `send_proxy_protocol = "v1" | "v2"`.
+fn send_proxy_protocol(t: &Table, d: &mut Diags) -> Option<Version> {
+    let f = t.field("send_proxy_protocol")?;
+    match f.str(d)? {
+        "v1" => Some(Version::V1),
+        "v2" => Some(Version::V2),
+        other => {
+            d.error(f.at, one_of("send_proxy_protocol", other, &["v1", "v2"]));
+            None
+        }
+    }
 }
 
 /// `client_ip`, `uri` or `header:NAME` (name lower-cased).
