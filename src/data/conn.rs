@@ -56,6 +56,7 @@ use super::buf::{self, ReadError, RecvBuf};
 use super::client_stream::ClientStream;
 use super::deadline::{Shut, Timer};
 use super::io::{relay, write_all, write_counted, Body, Pipe, RelayError};
+use super::pool::Pool;
 use super::shard::{Shard, ShardView, Slot};
 use crate::config::HashKey;
 use crate::lb::{hash_bytes, NoServer, ShardState};
@@ -113,7 +114,14 @@ struct ReqLog {
 /// Per-connection buffers and identity.
 struct Client {
     stream: ClientStream,
+    /// The client: the socket's peer, or the one a PROXY header carried.
     peer: SocketAddr,
+    /// The address the client connected to, when a PROXY header said.
+    dst: Option<SocketAddr>,
+    /// Idle upstream connections private to this client connection: those
+    /// that began with a PROXY header naming this client (at most one per
+    /// server; closed with the client). Allocates nothing until used.
+    private: Pool,
     ip: ([u8; 48], u8),
     rbuf: RecvBuf,
     ubuf: RecvBuf,
@@ -165,7 +173,7 @@ impl Client {
 pub async fn serve(
     shard: Rc<Shard>,
     stream: TcpStream,
-    peer: SocketAddr,
+    mut peer: SocketAddr,
     listen: SocketAddr,
     slot: Slot,
 ) {
@@ -178,15 +186,26 @@ pub async fn serve(
         rec.on_accept();
         rec.on_handled();
     }
-    // A TLS listener: the handshake first (bounded by its own timeout).
-    let tls = shard
+    let lc = shard
         .view()
         .snap
         .config
         .listeners
         .iter()
         .find(|l| l.listen == listen)
-        .and_then(|l| l.tls.clone());
+        .map(|l| (l.tls.clone(), l.proxy_protocol));
+    let (tls, proxy_protocol) = lc.unwrap_or_default();
+    // A PROXY header first: its client address replaces the socket's.
+    let mut dst = None;
+    if proxy_protocol {
+        let Some((src, to)) = super::proxy_protocol::accept(&shard, &stream, peer, &tls, &timer).await
+        else {
+            shard.rec.borrow_mut().on_close(ConnState::Reading);
+            return;
+        };
+        (peer, dst) = (src, to);
+    }
+    // A TLS listener: the handshake first (bounded by its own timeout).
     let stream = match tls {
         None => ClientStream::Plain(stream),
         Some(tls) => match super::tls::handshake(&shard, stream, &tls, &timer).await {
@@ -206,6 +225,8 @@ pub async fn serve(
     let mut c = Client {
         stream,
         peer,
+        dst,
+        private: Pool::default(),
         ip,
         rbuf: RecvBuf::growable(CLIENT_BUF, max_head),
         ubuf: RecvBuf::pooled(),
@@ -832,11 +853,13 @@ async fn attempt(
 ) -> Result<Next, AttemptError> {
     let up = t.up;
     let server = t.server();
-    let taken =
-        shard
-            .pool
-            .borrow_mut()
-            .take(server.addr, shard.clock.get(), up.config.keepalive_timeout);
+    let (now, idle_limit) = (shard.clock.get(), up.config.keepalive_timeout);
+    let taken = match up.config.send_proxy_protocol {
+        // A PROXY-tagged connection names one client: it is private to
+        // that client's connection (see `proxy_protocol`).
+        Some(_) => c.private.take(server.addr, now, idle_limit),
+        None => shard.pool.borrow_mut().take(server.addr, now, idle_limit),
+    };
     if taken.discarded > 0 {
         let mut rec = shard.rec.borrow_mut();
         for _ in 0..taken.discarded {
@@ -871,6 +894,9 @@ async fn attempt(
     // Head (+ buffered body) in one write.
     let head = req.head;
     let mut out = buf::ensure_pooled(std::mem::take(&mut c.out));
+    if let (Some(v), false) = (up.config.send_proxy_protocol, conn.reused) {
+        super::proxy_protocol::upstream_header(v, c.peer, c.dst, c.stream.as_raw_fd(), &mut out);
+    }
     {
         let buf = c.rbuf.data();
         encode_request(
@@ -1332,7 +1358,10 @@ async fn respond(
         leftover: !c.ubuf.is_empty(),
         draining,
     });
-    if pool {
+    if pool && up.config.send_proxy_protocol.is_some() {
+        let cap = up.config.keepalive.min(1);
+        c.private.put(server.addr, stream, cap, up.config.keepalive_timeout, shard.clock.get());
+    } else if pool {
         shard.pool.borrow_mut().put(
             server.addr,
             stream,

@@ -25,7 +25,7 @@ use std::time::Duration;
 use monoio::net::TcpStream;
 
 use super::deadline::{Shut, Timer};
-use crate::proto::proxy_protocol::{parse, Addrs, Error, Parse, V2_MAX_LEN};
+use crate::proto::proxy_protocol::{encode, parse, Addrs, Error, Parse, Version, V2_MAX_LEN};
 
 /// What one peek or take on the socket gave.
 enum Got {
@@ -126,8 +126,61 @@ fn recv_n(fd: RawFd, buf: &mut Vec<u8>, n: usize, flags: i32) -> Got {
 
 /// The address a client connected to, for the header sent upstream when
 /// no PROXY header said otherwise.
-pub fn local_addr(fd: RawFd) -> Option<SocketAddr> {
+fn local_addr(fd: RawFd) -> Option<SocketAddr> {
     // SAFETY: `fd` is a live socket owned by the caller for this call.
-    let sock = socket2::SockRef::from(&unsafe { BorrowedFd::borrow_raw(fd) });
-    sock.local_addr().ok()?.as_socket()
+    let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+    socket2::SockRef::from(&fd).local_addr().ok()?.as_socket()
+}
+
+/// The accept-path hook of a `proxy_protocol` listener: reads the header
+/// within the listener's timeout and counts the outcome. `Some((client,
+/// destination))`, the socket's own peer when the header carries no
+/// address; `None`: close the connection (counted by reason).
+pub async fn accept(
+    shard: &super::shard::Shard,
+    stream: &TcpStream,
+    peer: SocketAddr,
+    tls: &Option<std::sync::Arc<crate::tls::ListenerTls>>,
+    timer: &Timer,
+) -> Option<(SocketAddr, Option<SocketAddr>)> {
+    let limit = match tls {
+        Some(t) => t.handshake_timeout,
+        None => shard.view().snap.config.http.client_header_timeout,
+    };
+    let r = read_header(stream, timer, limit).await;
+    shard.rec.borrow_mut().on_proxy_protocol(r.map(|_| ()));
+    match r {
+        Ok(Some(a)) => Some((a.src, Some(a.dst))),
+        Ok(None) => Some((peer, None)),
+        Err(e) => {
+            crate::warn!("{peer}: PROXY protocol header {}: connection closed", e.label());
+            None
+        }
+    }
+}
+
+/// Appends the header an upstream with `send_proxy_protocol = v` gets
+/// first on a new connection: from the client `src` (possibly carried by
+/// a PROXY header in front) to the address it connected to — `dst` when a
+/// PROXY header carried it, else the client socket's (`client_fd`) local
+/// address.
+///
+/// Such a connection then speaks for that one client for its lifetime,
+/// so it is never put in the shard's shared pool: it stays private to the
+/// client's connection (`conn.rs`, `Client::private`) and closes with it,
+/// as HAProxy does with `send-proxy` connections. Keying the shared pool
+/// by client address instead would keep idle connections for clients that
+/// have left until their keep-alive timeout, and one client's connections
+/// are all it could ever reuse anyway.
+pub fn upstream_header(
+    v: Version,
+    src: SocketAddr,
+    dst: Option<SocketAddr>,
+    client_fd: RawFd,
+    out: &mut Vec<u8>,
+) {
+    let dst = dst
+        .or_else(|| local_addr(client_fd))
+        .unwrap_or(SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), 0));
+    encode(v, src, dst, out);
 }

@@ -174,6 +174,16 @@ impl MergedStats {
                         .collect()
                 ),
             },
+            "proxy_protocol": {
+                "headers": self.proxy_protocol.headers,
+                "errors": Value::Object(
+                    crate::proto::proxy_protocol::Error::ALL
+                        .iter()
+                        .zip(self.proxy_protocol.errors)
+                        .map(|(e, n)| (e.label().to_string(), json!(n)))
+                        .collect()
+                ),
+            },
             "totals": Value::Object(listener_json(&self.totals(), opts)),
             "listeners": listeners,
             "servers": servers,

@@ -50,6 +50,27 @@ impl TlsStats {
     }
 }
 
+/// `proxy_protocol` listeners, summed over shards.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProxyProtocolStats {
+    /// Headers read.
+    pub headers: u64,
+    /// Connections closed for a missing or bad header, by
+    /// [`crate::proto::proxy_protocol::Error::ALL`] index.
+    pub errors: [u64; crate::proto::proxy_protocol::Error::ALL.len()],
+}
+
+impl ProxyProtocolStats {
+    fn minus(&self, b: &ProxyProtocolStats) -> ProxyProtocolStats {
+        let mut out = *self;
+        out.headers = self.headers.saturating_sub(b.headers);
+        for (o, x) in out.errors.iter_mut().zip(b.errors) {
+            *o = o.saturating_sub(x);
+        }
+        out
+    }
+}
+
 /// Per-listener numbers (key: listen address).
 #[derive(Debug, Clone, Default)]
 pub struct ListenerStats {
@@ -170,6 +191,7 @@ pub struct MergedStats {
     pub window: Duration,
     pub conn: ConnStats,
     pub tls: TlsStats,
+    pub proxy_protocol: ProxyProtocolStats,
     pub listeners: BTreeMap<String, ListenerStats>,
     pub servers: BTreeMap<(String, String), ServerStats>,
     pub control: ControlSnapshot,
@@ -202,6 +224,7 @@ impl MergedStats {
         out.conn.handled = self.conn.handled.saturating_sub(base.conn.handled);
         out.conn.requests = self.conn.requests.saturating_sub(base.conn.requests);
         out.tls = self.tls.minus(&base.tls);
+        out.proxy_protocol = self.proxy_protocol.minus(&base.proxy_protocol);
         for (k, v) in out.listeners.iter_mut() {
             if let Some(b) = base.listeners.get(k) {
                 *v = v.minus(b);

@@ -167,6 +167,28 @@ impl MergedStats {
             );
         }
         p.family(
+            "ringlb_proxy_protocol_headers_total",
+            "counter",
+            "PROXY protocol headers read on proxy_protocol listeners.",
+        );
+        p.sample(
+            "ringlb_proxy_protocol_headers_total",
+            &[],
+            self.proxy_protocol.headers,
+        );
+        p.family(
+            "ringlb_proxy_protocol_errors_total",
+            "counter",
+            "Connections closed on proxy_protocol listeners for a missing or bad PROXY header, by reason.",
+        );
+        for (e, n) in crate::proto::proxy_protocol::Error::ALL.iter().zip(self.proxy_protocol.errors) {
+            p.sample(
+                "ringlb_proxy_protocol_errors_total",
+                &[("reason", e.label())],
+                n,
+            );
+        }
+        p.family(
             "ringlb_connections_active",
             "gauge",
             "Open client connections.",

@@ -66,6 +66,10 @@ pub(crate) struct ConnCounters {
     pub(crate) tls_resumed: Counter,
     pub(crate) tls_handshake_us: Counter,
     pub(crate) tls_failures: [Counter; crate::tls::Failure::ALL.len()],
+    // `proxy_protocol` listeners: headers read, and connections closed
+    // for a missing or bad header by [`crate::proto::proxy_protocol::Error`] index.
+    pub(crate) pp_headers: Counter,
+    pub(crate) pp_errors: [Counter; crate::proto::proxy_protocol::Error::ALL.len()],
 }
 
 impl ConnCounters {
@@ -277,6 +281,10 @@ impl ShardSlot {
         for (dst, src) in m.tls.failures.iter_mut().zip(&c.tls_failures) {
             *dst += src.get();
         }
+        m.proxy_protocol.headers += c.pp_headers.get();
+        for (dst, src) in m.proxy_protocol.errors.iter_mut().zip(&c.pp_errors) {
+            *dst += src.get();
+        }
 
         let st = self.lock();
         m.shard_generations.push(st.generation);
@@ -477,6 +485,17 @@ impl ShardRecorder {
     #[inline]
     pub fn on_tls_failure(&mut self, why: crate::tls::Failure) {
         self.slot.conn.tls_failures[why.index()].add(1);
+    }
+
+    /// A PROXY header was read (`Ok`), or its absence or fault closed the
+    /// connection.
+    #[inline]
+    pub fn on_proxy_protocol(&mut self, r: Result<(), crate::proto::proxy_protocol::Error>) {
+        let c = &self.slot.conn;
+        match r {
+            Ok(()) => c.pp_headers.add(1),
+            Err(e) => c.pp_errors[e.index()].add(1),
+        }
     }
 
     /// An accepted connection is being served (not dropped for limits). It
