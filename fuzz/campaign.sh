@@ -16,7 +16,7 @@ cd "$(dirname "$0")"
 secs=${1:-600}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(config http1_request http1_response chunked vrrp_packet)
+[ ${#targets[@]} -gt 0 ] || targets=(config http1_request http1_response chunked vrrp_packet proxy_protocol)
 mkdir -p logs
 for t in "${targets[@]}"; do
     mkdir -p "corpus/$t" "corpus-min/$t" "artifacts/$t"

@@ -7,6 +7,7 @@
 use ringlb::config::parse_str;
 use ringlb::proto::http1::encode::encode_request;
 use ringlb::proto::http1::{decode_request, decode_response, ChunkedDecoder, Limits};
+use ringlb::proto::proxy_protocol as pp;
 use ringlb::proto::vrrp::wire::{parse_ipv4, Packet, Repr};
 
 /// A property: panics on a finding.
@@ -18,6 +19,7 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("config", config),
     ("http1_request", http1_request),
     ("http1_response", http1_response),
+    ("proxy_protocol", proxy_protocol),
     ("vrrp_packet", vrrp_packet),
 ];
 
@@ -143,6 +145,53 @@ pub fn config(data: &[u8]) {
             assert!(d
                 .to_string()
                 .starts_with(&format!("fuzz.toml:{}:{}: ", d.line, d.col)));
+        }
+    }
+}
+
+/// PROXY headers: parsing never panics; a complete header is no longer
+/// than the input, parses the same from exactly its own bytes, and every
+/// shorter prefix of it is `Incomplete` (so a reader that takes the bytes
+/// of an incomplete header never takes a byte past the header); an error
+/// stays an error whatever follows (only the header's own faults, never
+/// the I/O reasons); carried addresses re-encode (v1 and v2) to headers
+/// that parse back to them.
+pub fn proxy_protocol(data: &[u8]) {
+    let r = pp::parse(data);
+    match r {
+        Ok(pp::Parse::Done(h)) => {
+            assert!(h.len <= data.len() && h.len > 0);
+            assert_eq!(pp::parse(&data[..h.len]), r);
+            for n in 0..h.len {
+                assert_eq!(pp::parse(&data[..n]), Ok(pp::Parse::Incomplete), "prefix {n}");
+            }
+            if let Some(a) = h.addrs {
+                assert_eq!(a.src.is_ipv4(), a.dst.is_ipv4());
+                for v in [pp::Version::V1, pp::Version::V2] {
+                    let mut out = Vec::new();
+                    pp::encode(v, a.src, a.dst, &mut out);
+                    let back = pp::parse(&out);
+                    assert_eq!(
+                        back,
+                        Ok(pp::Parse::Done(pp::Header {
+                            len: out.len(),
+                            addrs: Some(a)
+                        }))
+                    );
+                }
+            }
+        }
+        Ok(pp::Parse::Incomplete) => {
+            assert!(data.len() < pp::V2_MAX_LEN);
+        }
+        Err(e) => {
+            assert!(matches!(
+                e,
+                pp::Error::Missing | pp::Error::Malformed | pp::Error::TooLong
+            ));
+            let mut more = data.to_vec();
+            more.extend_from_slice(b"\r\n\0");
+            assert!(pp::parse(&more).is_err());
         }
     }
 }

@@ -106,3 +106,8 @@ fn http1_response_inputs_replay() {
 fn vrrp_packet_inputs_replay() {
     replay("vrrp_packet");
 }
+
+#[test]
+fn proxy_protocol_inputs_replay() {
+    replay("proxy_protocol");
+}

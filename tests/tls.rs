@@ -832,22 +832,12 @@ fn keys_not_implemented_yet_are_refused_not_ignored() {
     for (line, what) in [
         ("tls = true", "TLS to upstream servers"),
         ("tls_verify = false", "TLS to upstream servers"),
-        ("send_proxy_protocol = \"v2\"", "PROXY protocol"),
     ] {
         let text = format!("{base}{line}\n[[upstream.app.server]]\naddress = \"127.0.0.1:9000\"\n");
         let (ok, err) = check(d, &text);
         assert!(!ok, "{line} accepted");
         assert!(err.starts_with("F:5:1: ") && err.contains(what), "{err}");
     }
-    let (ok, err) = check(
-        d,
-        "[[listener]]\nlisten = \"127.0.0.1:8080\"\nupstream = \"app\"\nproxy_protocol = true\n\
-         [upstream.app]\n[[upstream.app.server]]\naddress = \"127.0.0.1:9000\"\n",
-    );
-    assert!(
-        !ok && err.starts_with("F:4:1: ") && err.contains("PROXY protocol"),
-        "{err}"
-    );
 }
 
 #[test]

@@ -98,6 +98,8 @@ struct Listen {
     addr: SocketAddr,
     default: bool,
     backlog: Option<u64>,
+    /// `listen … proxy_protocol`.
+    proxy_protocol: bool,
 }
 
 #[derive(Debug)]
@@ -348,6 +350,19 @@ impl Mapper<'_> {
                 None => self.w.skip(notes, d, D, "invalid size"),
             },
             "access_log" => self.access_log(d, notes),
+            "real_ip_header" if d.arg(0) == Some("proxy_protocol") => covered(
+                notes,
+                d,
+                D,
+                "on a `proxy_protocol = true` listener the PROXY header's address is the client's",
+            ),
+            "set_real_ip_from" => self.w.skip(
+                notes,
+                d,
+                D,
+                "ringlb takes the PROXY header of every connection to a `proxy_protocol = true` \
+                 listener: let only the balancer reach it (firewall)",
+            ),
             "proxy_http_version" if d.arg(0) == Some("1.1") => {
                 covered(notes, d, D, "ringlb always speaks HTTP/1.1 to upstreams")
             }
@@ -726,6 +741,7 @@ impl Mapper<'_> {
                 addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 80),
                 default: false,
                 backlog: None,
+                proxy_protocol: false,
             });
             s.notes
                 .push("no `listen`: nginx's default *:80 is used".into());
@@ -749,6 +765,7 @@ impl Mapper<'_> {
             addr,
             default: false,
             backlog: None,
+            proxy_protocol: false,
         };
         for p in &c.args[1..] {
             let (k, v) = p.text.split_once('=').unwrap_or((p.text.as_str(), ""));
@@ -763,15 +780,7 @@ impl Mapper<'_> {
                     );
                     return;
                 }
-                "proxy_protocol" => {
-                    self.w.skip(
-                        &mut s.notes,
-                        c,
-                        D,
-                        "the PROXY protocol is not supported yet; this listen address is left out",
-                    );
-                    return;
-                }
+                "proxy_protocol" => l.proxy_protocol = true,
                 "backlog" => match v.parse::<u64>() {
                     Ok(n) if n >= 1 => l.backlog = Some(n),
                     _ => self.w.warn(&p.pos, "invalid backlog, ignored"),
@@ -1149,6 +1158,14 @@ impl Mapper<'_> {
                     "backlog",
                     Value::Int(b.min(u64::from(u32::MAX)) as i64),
                     None,
+                );
+            }
+            let pp = |s: &ServerBlock| s.listens.iter().any(|x| x.addr == addr && x.proxy_protocol);
+            if members.iter().any(|m| pp(&self.servers[m.0])) {
+                l.set(
+                    "proxy_protocol",
+                    Value::Bool(true),
+                    Some("listen … proxy_protocol".into()),
                 );
             }
             for m in members {
