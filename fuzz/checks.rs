@@ -163,7 +163,11 @@ pub fn proxy_protocol(data: &[u8]) {
             assert!(h.len <= data.len() && h.len > 0);
             assert_eq!(pp::parse(&data[..h.len]), r);
             for n in 0..h.len {
-                assert_eq!(pp::parse(&data[..n]), Ok(pp::Parse::Incomplete), "prefix {n}");
+                assert_eq!(
+                    pp::parse(&data[..n]),
+                    Ok(pp::Parse::Incomplete),
+                    "prefix {n}"
+                );
             }
             if let Some(a) = h.addrs {
                 assert_eq!(a.src.is_ipv4(), a.dst.is_ipv4());

@@ -22,15 +22,19 @@ use std::time::{Duration, Instant};
 
 use common::peers::{curl, nginx_bin, wait_listening, Proc};
 use common::{
-    admin_get, backend, free_port, read_request, read_response, recording_backend, tempdir,
-    Ringlb,
+    admin_get, backend, free_port, read_request, read_response, recording_backend, tempdir, Ringlb,
 };
 
 // ---------------------------------------------------------------- helpers
 
 /// A config: `[admin]` on `admin`, one listener on `{port}` with
 /// `listener_extra`, upstream `app` with `upstream_extra` and `servers`.
-fn config(admin: u16, listener_extra: &str, upstream_extra: &str, servers: &[SocketAddr]) -> String {
+fn config(
+    admin: u16,
+    listener_extra: &str,
+    upstream_extra: &str,
+    servers: &[SocketAddr],
+) -> String {
     let mut s = format!(
         "[runtime]\nworkers = 1\n\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n\n\
          [[listener]]\nlisten = \"127.0.0.1:{{port}}\"\nupstream = \"app\"\n{listener_extra}\n\n\
@@ -47,7 +51,13 @@ fn metric(admin: SocketAddr, sample: &str) -> u64 {
     let (st, text) = admin_get(admin, "/metrics");
     assert_eq!(st, 200);
     text.lines()
-        .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.trim().parse().ok())
+        .find_map(|l| {
+            l.strip_prefix(sample)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
         .unwrap_or_else(|| panic!("{sample} not in /metrics:\n{text}"))
 }
 
@@ -140,14 +150,32 @@ fn haproxy(to: SocketAddr, fronts: &[(u16, &str)]) -> (Proc, tempdir::Dir) {
 fn self_signed(dir: &std::path::Path) -> (String, String) {
     let out = Command::new("openssl")
         .args([
-            "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-            "-keyout", "k.pem", "-out", "c.pem", "-subj", "/CN=localhost", "-days", "2",
-            "-addext", "subjectAltName=DNS:localhost",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "k.pem",
+            "-out",
+            "c.pem",
+            "-subj",
+            "/CN=localhost",
+            "-days",
+            "2",
+            "-addext",
+            "subjectAltName=DNS:localhost",
         ])
         .current_dir(dir)
         .output()
         .expect("the openssl CLI is needed (tests/run.sh installs it)");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let p = |n: &str| dir.join(n).display().to_string();
     (p("c.pem"), p("k.pem"))
 }
@@ -183,13 +211,21 @@ fn haproxy_send_proxy_v1_and_v2_carry_the_client_address() {
         assert!(!req.contains("PROXY") && !req.contains("QUIT"), "{req}");
     }
     assert!(metric(admin, "ringlb_proxy_protocol_headers_total") >= headers + 2);
-    assert_eq!(["missing", "malformed", "too_long"].map(|r| pp_errors(admin, r)), bad);
+    assert_eq!(
+        ["missing", "malformed", "too_long"].map(|r| pp_errors(admin, r)),
+        bad
+    );
 }
 
 #[test]
 fn curl_haproxy_protocol_and_a_header_in_the_same_segment_as_the_request() {
     let (be, seen) = recording_backend();
-    let rl = Ringlb::start(&config(free_port(), "proxy_protocol = true", "", &[be.addr]));
+    let rl = Ringlb::start(&config(
+        free_port(),
+        "proxy_protocol = true",
+        "",
+        &[be.addr],
+    ));
     let url = format!("http://{}/curl", rl.addr);
     let (ok, body, err) = curl(&["--interface", "127.0.0.3", "--haproxy-protocol", &url]);
     assert!(ok && body == b"ok", "{err}");
@@ -215,10 +251,19 @@ fn curl_haproxy_protocol_and_a_header_in_the_same_segment_as_the_request() {
     let resp = String::from_utf8(send_chunks(rl.addr, &[&local])).unwrap();
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
     let seen = seen.lock().unwrap().clone();
-    let xff: Vec<_> = seen.iter().map(|r| field(r, "x-forwarded-for").unwrap()).collect();
+    let xff: Vec<_> = seen
+        .iter()
+        .map(|r| field(r, "x-forwarded-for").unwrap())
+        .collect();
     assert_eq!(
         xff,
-        ["127.0.0.3", "203.0.113.9", "2001:db8::5", "192.0.2.44", "127.0.0.1"],
+        [
+            "127.0.0.3",
+            "203.0.113.9",
+            "2001:db8::5",
+            "192.0.2.44",
+            "127.0.0.1"
+        ],
         "{seen:?}"
     );
 }
@@ -226,7 +271,12 @@ fn curl_haproxy_protocol_and_a_header_in_the_same_segment_as_the_request() {
 #[test]
 fn a_header_split_over_many_segments_is_reassembled() {
     let (be, seen) = recording_backend();
-    let rl = Ringlb::start(&config(free_port(), "proxy_protocol = true", "", &[be.addr]));
+    let rl = Ringlb::start(&config(
+        free_port(),
+        "proxy_protocol = true",
+        "",
+        &[be.addr],
+    ));
     let v1 = b"PROXY TCP4 203.0.113.10 198.18.0.1 40001 80\r\n";
     // v1 byte by byte, the request in the same segment as the last byte.
     let mut chunks: Vec<Vec<u8>> = v1[..v1.len() - 1].iter().map(|b| vec![*b]).collect();
@@ -235,7 +285,11 @@ fn a_header_split_over_many_segments_is_reassembled() {
     chunks.push(last);
     let refs: Vec<&[u8]> = chunks.iter().map(Vec::as_slice).collect();
     let resp = String::from_utf8(send_chunks(rl.addr, &refs)).unwrap();
-    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}\n{}", rl.log_text());
+    assert!(
+        resp.starts_with("HTTP/1.1 200"),
+        "{resp}\n{}",
+        rl.log_text()
+    );
     // v2 in three pieces: inside the signature, inside the addresses, and
     // the rest glued to the request.
     let mut v2 = v2_inet([203, 0, 113, 11], 40002, [198, 18, 0, 1], 80);
@@ -255,21 +309,30 @@ fn a_header_split_over_many_segments_is_reassembled() {
 fn missing_malformed_and_cut_off_headers_close_and_are_counted() {
     let (be, seen) = recording_backend();
     let admin = free_port();
-    let rl = Ringlb::start(&config(
-        admin,
-        "proxy_protocol = true",
-        "",
-        &[be.addr],
-    ).replace("[runtime]", "[http]\nclient_header_timeout = \"1s\"\n\n[runtime]"));
+    let rl = Ringlb::start(
+        &config(admin, "proxy_protocol = true", "", &[be.addr]).replace(
+            "[runtime]",
+            "[http]\nclient_header_timeout = \"1s\"\n\n[runtime]",
+        ),
+    );
     let admin: SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
     common::wait_admin(&rl, admin);
     let cases: &[(&str, &[&[u8]])] = &[
         ("missing", &[GET_CLOSE]),
         ("missing", &[b"\x16\x03\x01\x00\x05hello"]),
-        ("malformed", &[b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\n", GET_CLOSE]),
-        ("malformed", &[b"PROXY TCP4 999.2.3.4 5.6.7.8 1 2\r\n", GET_CLOSE]),
+        (
+            "malformed",
+            &[b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\n", GET_CLOSE],
+        ),
+        (
+            "malformed",
+            &[b"PROXY TCP4 999.2.3.4 5.6.7.8 1 2\r\n", GET_CLOSE],
+        ),
         ("malformed", &[b"\r\n\r\n\0\r\nQUIT\n\x22\x11\x00\x0c"]),
-        ("too_long", &[&[b'P', b'R', b'O', b'X', b'Y', b' '], &[b'U'; 120]]),
+        (
+            "too_long",
+            &[&[b'P', b'R', b'O', b'X', b'Y', b' '], &[b'U'; 120]],
+        ),
         ("closed", &[b"PROXY TCP4 1.2.3.4"]),
         ("timeout", &[b"PROXY TCP4 1.2.3.4"]),
     ];
@@ -288,17 +351,28 @@ fn missing_malformed_and_cut_off_headers_close_and_are_counted() {
             // must close it (client_header_timeout 1s; read timeout 10s).
             let started = Instant::now();
             let out = send_chunks(rl.addr, chunks);
-            assert!(started.elapsed() < Duration::from_secs(9), "{reason}: not closed");
+            assert!(
+                started.elapsed() < Duration::from_secs(9),
+                "{reason}: not closed"
+            );
             out
         };
-        assert!(got.is_empty(), "{reason}: got {:?}", String::from_utf8_lossy(&got));
+        assert!(
+            got.is_empty(),
+            "{reason}: got {:?}",
+            String::from_utf8_lossy(&got)
+        );
         let deadline = Instant::now() + Duration::from_secs(5);
         while pp_errors(admin, reason) != before + 1 && Instant::now() < deadline {
             thread::sleep(Duration::from_millis(50));
         }
         assert_eq!(pp_errors(admin, reason), before + 1, "{reason}");
     }
-    assert!(seen.lock().unwrap().is_empty(), "the backend saw {:?}", seen.lock().unwrap());
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "the backend saw {:?}",
+        seen.lock().unwrap()
+    );
     assert_eq!(metric(admin, "ringlb_proxy_protocol_headers_total"), 0);
     // /stats carries the same numbers.
     let (_, stats) = admin_get(admin, "/stats");
@@ -332,8 +406,11 @@ fn carried_address_feeds_hash_key_and_the_access_log() {
     // 16 carried addresses, 3 connections each (from the same real peer).
     for i in 0..16u8 {
         for _ in 0..3 {
-            let mut req = format!("PROXY TCP4 203.0.113.{i} 198.18.0.1 {} 80\r\n", 1000 + i as u16)
-                .into_bytes();
+            let mut req = format!(
+                "PROXY TCP4 203.0.113.{i} 198.18.0.1 {} 80\r\n",
+                1000 + i as u16
+            )
+            .into_bytes();
             req.extend_from_slice(GET_CLOSE);
             let resp = String::from_utf8(send_chunks(rl.addr, &[&req])).unwrap();
             assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
@@ -379,7 +456,9 @@ fn tls_listener_behind_proxy_v2_and_curl_v1() {
     let admin = free_port();
     let rl = Ringlb::start(&config(
         admin,
-        &format!("proxy_protocol = true\n[listener.tls]\ncertificate = \"{cert}\"\nkey = \"{key}\""),
+        &format!(
+            "proxy_protocol = true\n[listener.tls]\ncertificate = \"{cert}\"\nkey = \"{key}\""
+        ),
         "",
         &[be.addr],
     ));
@@ -388,13 +467,25 @@ fn tls_listener_behind_proxy_v2_and_curl_v1() {
     let via_haproxy = format!("https://localhost:{hp}/tls-v2");
     let resolve = format!("localhost:{hp}:127.0.0.1");
     let (ok, body, err) = curl(&[
-        "--cacert", &cert, "--resolve", &resolve, "--interface", "127.0.0.2", &via_haproxy,
+        "--cacert",
+        &cert,
+        "--resolve",
+        &resolve,
+        "--interface",
+        "127.0.0.2",
+        &via_haproxy,
     ]);
     assert!(ok && body == b"ok", "{err}\n{}", rl.log_text());
     let direct = format!("https://localhost:{}/tls-v1", rl.addr.port());
     let resolve = format!("localhost:{}:127.0.0.1", rl.addr.port());
     let (ok, body, err) = curl(&[
-        "--cacert", &cert, "--resolve", &resolve, "--interface", "127.0.0.3", "--haproxy-protocol",
+        "--cacert",
+        &cert,
+        "--resolve",
+        &resolve,
+        "--interface",
+        "127.0.0.3",
+        "--haproxy-protocol",
         &direct,
     ]);
     assert!(ok && body == b"ok", "{err}\n{}", rl.log_text());
@@ -510,7 +601,11 @@ fn send_proxy_protocol_v1_and_v2_to_nginx() {
         let resp = String::from_utf8(send_chunks(rl.addr, &[&req])).unwrap();
         assert!(resp.starts_with("HTTP/1.1 200"), "{v}: {resp}");
         let body: Vec<&str> = common::body_of(&resp).split(' ').collect();
-        assert_eq!(&body[..4], &["203.0.113.7", "4242", "198.18.0.9", "8080"], "{v}");
+        assert_eq!(
+            &body[..4],
+            &["203.0.113.7", "4242", "198.18.0.9", "8080"],
+            "{v}"
+        );
     }
 }
 
@@ -573,7 +668,10 @@ fn pp_backend() -> (common::Backend, Arc<Mutex<Vec<Arc<Mutex<UpConn>>>>>) {
             let xff = field(&req, "x-forwarded-for").unwrap_or("").to_string();
             me.lock().unwrap().xff.push(xff.clone());
             let body = format!("{}|{}", me.lock().unwrap().src, xff);
-            let resp = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+            let resp = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
             if s.write_all(resp.as_bytes()).is_err() {
                 return;
             }
@@ -599,7 +697,8 @@ fn a_proxy_tagged_upstream_connection_serves_one_client_only() {
             (s, Vec::new())
         };
         let ask = |c: &mut (TcpStream, Vec<u8>)| -> String {
-            c.0.write_all(b"GET /k HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+            c.0.write_all(b"GET /k HTTP/1.1\r\nHost: t\r\n\r\n")
+                .unwrap();
             let r = read_response(&mut c.0, &mut c.1, false).expect("response");
             assert!(r.starts_with("HTTP/1.1 200"), "{r}");
             common::body_of(&r).to_string()
@@ -658,8 +757,16 @@ fn check_validates_the_keys() {
     let run = |text: &str| {
         let p = dir.0.join("c.toml");
         std::fs::write(&p, text).unwrap();
-        let out = Command::new(common::BIN).arg("check").arg("-c").arg(&p).output().unwrap();
-        (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+        let out = Command::new(common::BIN)
+            .arg("check")
+            .arg("-c")
+            .arg(&p)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     };
     let base = |l: &str, u: &str| {
         format!(
@@ -667,10 +774,25 @@ fn check_validates_the_keys() {
              [upstream.app]\n{u}\n[[upstream.app.server]]\naddress = \"127.0.0.1:9000\"\n"
         )
     };
-    assert!(run(&base("proxy_protocol = true", "send_proxy_protocol = \"v1\"")).0);
-    assert!(run(&base("proxy_protocol = false", "send_proxy_protocol = \"v2\"")).0);
+    assert!(
+        run(&base(
+            "proxy_protocol = true",
+            "send_proxy_protocol = \"v1\""
+        ))
+        .0
+    );
+    assert!(
+        run(&base(
+            "proxy_protocol = false",
+            "send_proxy_protocol = \"v2\""
+        ))
+        .0
+    );
     let (ok, err) = run(&base("proxy_protocol = \"yes\"", ""));
-    assert!(!ok && err.contains(":4:") && err.contains("true or false"), "{err}");
+    assert!(
+        !ok && err.contains(":4:") && err.contains("true or false"),
+        "{err}"
+    );
     let (ok, err) = run(&base("", "send_proxy_protocol = \"v3\""));
     assert!(
         !ok && err.contains(":6:") && err.contains("send_proxy_protocol") && err.contains("\"v2\""),
@@ -701,11 +823,22 @@ fn import_maps_listen_proxy_protocol() {
     assert!(toml.contains("listen = \"127.0.0.1:8080\""), "{toml}");
     assert!(toml.contains("proxy_protocol = true"), "{toml}");
     // The trust list is not enforced: said as a warning, at its line.
-    assert!(err.contains(":5:") && err.contains("set_real_ip_from"), "{err}");
-    assert!(!err.contains(":6:"), "real_ip_header proxy_protocol is covered: {err}");
+    assert!(
+        err.contains(":5:") && err.contains("set_real_ip_from"),
+        "{err}"
+    );
+    assert!(
+        !err.contains(":6:"),
+        "real_ip_header proxy_protocol is covered: {err}"
+    );
     // And the result passes `check`.
     let t = dir.0.join("out.toml");
     std::fs::write(&t, toml.as_bytes()).unwrap();
-    let st = Command::new(common::BIN).arg("check").arg("-c").arg(&t).status().unwrap();
+    let st = Command::new(common::BIN)
+        .arg("check")
+        .arg("-c")
+        .arg(&t)
+        .status()
+        .unwrap();
     assert!(st.success());
 }

@@ -198,7 +198,8 @@ pub async fn serve(
     // A PROXY header first: its client address replaces the socket's.
     let mut dst = None;
     if proxy_protocol {
-        let Some((src, to)) = super::proxy_protocol::accept(&shard, &stream, peer, &tls, &timer).await
+        let Some((src, to)) =
+            super::proxy_protocol::accept(&shard, &stream, peer, &tls, &timer).await
         else {
             shard.rec.borrow_mut().on_close(ConnState::Reading);
             return;
@@ -1360,7 +1361,13 @@ async fn respond(
     });
     if pool && up.config.send_proxy_protocol.is_some() {
         let cap = up.config.keepalive.min(1);
-        c.private.put(server.addr, stream, cap, up.config.keepalive_timeout, shard.clock.get());
+        c.private.put(
+            server.addr,
+            stream,
+            cap,
+            up.config.keepalive_timeout,
+            shard.clock.get(),
+        );
     } else if pool {
         shard.pool.borrow_mut().put(
             server.addr,

@@ -102,14 +102,7 @@ fn recv_n(fd: RawFd, buf: &mut Vec<u8>, n: usize, flags: i32) -> Got {
     // SAFETY: `fd` is the connection's open socket; at most `n` bytes are
     // written into `buf`'s spare capacity, and only the written ones are
     // marked initialised below.
-    let r = unsafe {
-        libc::recv(
-            fd,
-            spare.as_mut_ptr().cast(),
-            n,
-            flags | libc::MSG_DONTWAIT,
-        )
-    };
+    let r = unsafe { libc::recv(fd, spare.as_mut_ptr().cast(), n, flags | libc::MSG_DONTWAIT) };
     match r {
         0 => Got::Eof,
         r if r > 0 => {
@@ -153,7 +146,10 @@ pub async fn accept(
         Ok(Some(a)) => Some((a.src, Some(a.dst))),
         Ok(None) => Some((peer, None)),
         Err(e) => {
-            crate::warn!("{peer}: PROXY protocol header {}: connection closed", e.label());
+            crate::warn!(
+                "{peer}: PROXY protocol header {}: connection closed",
+                e.label()
+            );
             None
         }
     }

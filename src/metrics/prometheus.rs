@@ -181,7 +181,10 @@ impl MergedStats {
             "counter",
             "Connections closed on proxy_protocol listeners for a missing or bad PROXY header, by reason.",
         );
-        for (e, n) in crate::proto::proxy_protocol::Error::ALL.iter().zip(self.proxy_protocol.errors) {
+        for (e, n) in crate::proto::proxy_protocol::Error::ALL
+            .iter()
+            .zip(self.proxy_protocol.errors)
+        {
             p.sample(
                 "ringlb_proxy_protocol_errors_total",
                 &[("reason", e.label())],

@@ -308,12 +308,7 @@ pub fn encode(v: Version, src: SocketAddr, dst: SocketAddr, out: &mut Vec<u8>) {
         Version::V1 => {
             use std::io::Write;
             let fam = if s.is_ipv4() { "TCP4" } else { "TCP6" };
-            let _ = write!(
-                out,
-                "PROXY {fam} {s} {d} {} {}\r\n",
-                src.port(),
-                dst.port()
-            );
+            let _ = write!(out, "PROXY {fam} {s} {d} {} {}\r\n", src.port(), dst.port());
         }
         Version::V2 => {
             out.extend_from_slice(&V2_SIGNATURE);
@@ -392,29 +387,45 @@ mod tests {
             (b"PRX", Err(Error::Missing)),
             (b"\x16\x03\x01", Err(Error::Missing)),
             (b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\n", Err(Error::Malformed)),
-            (b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2 \r\n", Err(Error::Malformed)),
-            (b"PROXY TCP4  1.2.3.4 5.6.7.8 1 2\r\n", Err(Error::Malformed)),
+            (
+                b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2 \r\n",
+                Err(Error::Malformed),
+            ),
+            (
+                b"PROXY TCP4  1.2.3.4 5.6.7.8 1 2\r\n",
+                Err(Error::Malformed),
+            ),
             (b"PROXY TCP4 1.2.3.4 5.6.7.8 1\r\n", Err(Error::Malformed)),
             (b"PROXY TCP4 ::1 ::1 1 2\r\n", Err(Error::Malformed)),
             (b"PROXY TCP6 1.2.3.4 5.6.7.8 1 2\r\n", Err(Error::Malformed)),
-            (b"PROXY TCP4 1.2.3.4 5.6.7.8 01 2\r\n", Err(Error::Malformed)),
-            (b"PROXY TCP4 1.2.3.4 5.6.7.8 1 65536\r\n", Err(Error::Malformed)),
-            (b"PROXY TCP4 1.2.3.4 5.6.7.8 +1 2\r\n", Err(Error::Malformed)),
-            (b"PROXY TCP4 01.2.3.4 5.6.7.8 1 2\r\n", Err(Error::Malformed)),
+            (
+                b"PROXY TCP4 1.2.3.4 5.6.7.8 01 2\r\n",
+                Err(Error::Malformed),
+            ),
+            (
+                b"PROXY TCP4 1.2.3.4 5.6.7.8 1 65536\r\n",
+                Err(Error::Malformed),
+            ),
+            (
+                b"PROXY TCP4 1.2.3.4 5.6.7.8 +1 2\r\n",
+                Err(Error::Malformed),
+            ),
+            (
+                b"PROXY TCP4 01.2.3.4 5.6.7.8 1 2\r\n",
+                Err(Error::Malformed),
+            ),
             (b"PROXY UDP4 1.2.3.4 5.6.7.8 1 2\r\n", Err(Error::Malformed)),
             (b"PROXY UNKNOWNX\r\n", Err(Error::Malformed)),
             (b"PROXY \r\n", Err(Error::Malformed)),
-            (b"PROXY TCP4 1.2.3.4\r5.6.7.8 1 2\r\n", Err(Error::Malformed)),
+            (
+                b"PROXY TCP4 1.2.3.4\r5.6.7.8 1 2\r\n",
+                Err(Error::Malformed),
+            ),
             (b"PROXY TCP4 1.2.3.4\x00", Err(Error::Malformed)),
             (b"PROXY TCP4 1.2.3.4\r5", Err(Error::Malformed)),
         ];
         for (input, want) in cases {
-            assert_eq!(
-                parse(input),
-                *want,
-                "{:?}",
-                String::from_utf8_lossy(input)
-            );
+            assert_eq!(parse(input), *want, "{:?}", String::from_utf8_lossy(input));
         }
     }
 
@@ -582,7 +593,11 @@ mod tests {
         );
         assert_eq!(
             v2b,
-            v2(1, 0x11, &[192, 0, 2, 1, 10, 0, 0, 1, 0xdc, 0x04, 0x01, 0xbb])
+            v2(
+                1,
+                0x11,
+                &[192, 0, 2, 1, 10, 0, 0, 1, 0xdc, 0x04, 0x01, 0xbb]
+            )
         );
     }
 

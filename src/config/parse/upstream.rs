@@ -14,8 +14,8 @@ use super::super::{
 use super::addr::resolve_server;
 use super::fields::{suggest, Field, Table, U32};
 use super::one_of;
-use crate::proto::proxy_protocol::Version;
 use super::span::Diags;
+use crate::proto::proxy_protocol::Version;
 
 const UPSTREAM_KEYS: &[&str] = &[
     "balance",
