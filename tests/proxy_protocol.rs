@@ -329,10 +329,7 @@ fn missing_malformed_and_cut_off_headers_close_and_are_counted() {
             &[b"PROXY TCP4 999.2.3.4 5.6.7.8 1 2\r\n", GET_CLOSE],
         ),
         ("malformed", &[b"\r\n\r\n\0\r\nQUIT\n\x22\x11\x00\x0c"]),
-        (
-            "too_long",
-            &[&[b'P', b'R', b'O', b'X', b'Y', b' '], &[b'U'; 120]],
-        ),
+        ("too_long", &[b"PROXY ", &[b'U'; 120]]),
         ("closed", &[b"PROXY TCP4 1.2.3.4"]),
         ("timeout", &[b"PROXY TCP4 1.2.3.4"]),
     ];
@@ -621,8 +618,11 @@ struct UpConn {
 
 /// A backend that reads one PROXY header (v1 or v2, parsed here, not with
 /// ringlb's parser) at the start of each connection, then requests.
-fn pp_backend() -> (common::Backend, Arc<Mutex<Vec<Arc<Mutex<UpConn>>>>>) {
-    let conns: Arc<Mutex<Vec<Arc<Mutex<UpConn>>>>> = Arc::default();
+/// Every upstream connection a `pp_backend` accepted, in order.
+type UpConns = Arc<Mutex<Vec<Arc<Mutex<UpConn>>>>>;
+
+fn pp_backend() -> (common::Backend, UpConns) {
+    let conns: UpConns = Arc::default();
     let c2 = Arc::clone(&conns);
     let be = backend(move |mut s: TcpStream| {
         let mut first = [0u8; 16];

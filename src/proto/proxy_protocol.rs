@@ -136,8 +136,8 @@ fn parse_v1(buf: &[u8]) -> Result<Parse, Error> {
     let Some(lf) = window.iter().position(|&b| b == b'\n') else {
         // A CR is only allowed as the last byte so far (right before the LF).
         let last = window.len() - 1;
-        let bad = |(i, &b): (usize, &u8)| !is_v1_byte(b) && !(b == b'\r' && i == last);
-        if window.iter().enumerate().any(bad) {
+        let ok = |(i, &b): (usize, &u8)| is_v1_byte(b) || (b == b'\r' && i == last);
+        if !window.iter().enumerate().all(ok) {
             return Err(Error::Malformed);
         }
         return if buf.len() >= V1_MAX_LEN {
