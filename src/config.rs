@@ -283,7 +283,9 @@ pub struct DataPlaneTrack {
 
 #[derive(Debug, Clone)]
 pub struct TrackUpstream {
-    pub upstream: usize,
+    /// The upstream's name: resolved against each snapshot, so a reload
+    /// that reorders `[upstream.*]` sections keeps tracking the same one.
+    pub upstream: String,
     pub weight: i32,
 }
 
@@ -321,6 +323,18 @@ pub struct VrrpInstanceConfig {
     pub garp_repeat: u32,
     pub garp_interval: Duration,
     pub garp_refresh: Duration,
+    /// `(key, line, column)` in the file of the keys that make the
+    /// instance's identity (and of the section itself as `""`), so that a
+    /// reload refusing a change can point at it.
+    pub positions: Vec<(&'static str, usize, usize)>,
+}
+
+impl VrrpInstanceConfig {
+    /// `LINE:COL` of `key` in its file (or of the section), if known.
+    pub fn position(&self, key: &str) -> Option<(usize, usize)> {
+        let find = |k: &str| self.positions.iter().find(|p| p.0 == k);
+        find(key).or_else(|| find("")).map(|p| (p.1, p.2))
+    }
 }
 
 /// One problem found in a config file.

@@ -281,12 +281,12 @@ fn full_config_resolves_every_key() {
     assert_eq!(v.unicast_peers, [ip("198.18.0.2"), ip("198.18.0.3")]);
     assert_eq!(v.unicast_src, Some(ip("198.18.0.1")));
     assert_eq!(v.auth_pass, None);
-    let tu: Vec<(usize, i32)> = v
+    let tu: Vec<(&str, i32)> = v
         .track_upstream
         .iter()
-        .map(|t| (t.upstream, t.weight))
+        .map(|t| (t.upstream.as_str(), t.weight))
         .collect();
-    assert_eq!(tu, [(0, -50), (1, defaults::TRACK_WEIGHT)]);
+    assert_eq!(tu, [("app", -50), ("api", defaults::TRACK_WEIGHT)]);
     assert_eq!(v.track_interface, ["eth1"]);
     let ts = &v.track_script[0];
     assert_eq!(ts.script, "/bin/check");

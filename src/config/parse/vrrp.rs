@@ -191,7 +191,11 @@ fn read_instance(
         .filter_map(|tt| {
             tt.check_keys(d, &["upstream", "weight"]);
             let weight = track_weight(tt, d);
-            let upstream = tt.required(d, "upstream").and_then(|f| ups.lookup(d, &f))?;
+            let f = tt.required(d, "upstream")?;
+            // Checked against the defined upstreams (unknown name = error);
+            // kept by name, looked up in each snapshot.
+            ups.lookup(d, &f)?;
+            let upstream = f.str(d)?.to_string();
             Some(TrackUpstream { upstream, weight })
         })
         .collect();
@@ -246,7 +250,26 @@ fn read_instance(
         garp_repeat,
         garp_interval,
         garp_refresh,
+        positions: identity_positions(t, d),
     })
+}
+
+/// Where the identity keys are (see `VrrpInstanceConfig::positions`).
+fn identity_positions(t: &Table, d: &Diags) -> Vec<(&'static str, usize, usize)> {
+    let mut out = vec![("", d.position(t.at).0, d.position(t.at).1)];
+    for key in [
+        "name",
+        "interface",
+        "virtual_router_id",
+        "version",
+        "virtual_ipaddress",
+    ] {
+        if let Some(f) = t.field(key) {
+            let (line, col) = d.position(f.at);
+            out.push((key, line, col));
+        }
+    }
+    out
 }
 
 /// v2: whole seconds 1..=255 (8-bit field); v3: centiseconds 1..=4095 (12 bits).

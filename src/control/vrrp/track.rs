@@ -27,8 +27,9 @@ use super::liveness::{Detector, Finding, Sched, ShardSample};
 use crate::config::{DataPlaneTrack, TrackScript, TrackUpstream, VrrpInstanceConfig};
 use crate::proto::health::Hysteresis;
 
-/// Data-plane callback: are all servers of upstream `index` down?
-pub type UpstreamDownFn = dyn Fn(usize) -> bool + Send + Sync;
+/// Data-plane callback: are all servers of the upstream named so down (in
+/// the current snapshot)? An upstream the snapshot does not have is not down.
+pub type UpstreamDownFn = dyn Fn(&str) -> bool + Send + Sync;
 /// The data plane as one check sees it: every shard's sample and its
 /// cumulative run-queue wait in ns (`None` when unknown).
 #[derive(Debug, Clone, Copy)]
@@ -205,9 +206,9 @@ impl Tracker {
         }
         if let Some(f) = upstream_down {
             for u in &self.upstreams {
-                let failing = f(u.upstream);
+                let failing = f(&u.upstream);
                 if failing && u.weight == 0 && reason.is_none() {
-                    reason = Some(format!("every server of upstream #{} is down", u.upstream));
+                    reason = Some(format!("every server of upstream {:?} is down", u.upstream));
                 }
                 objects.push((u.weight, failing));
             }
@@ -303,6 +304,7 @@ mod tests {
             unicast_src: None,
             auth_pass: None,
             track_upstream: vec![],
+            positions: vec![],
             track_interface: vec![],
             track_script: vec![],
             track_data_plane: crate::config::defaults::DATA_PLANE,
@@ -320,14 +322,14 @@ mod tests {
         let mut i = inst();
         i.track_interface = vec!["lo".into(), "eth9".into()];
         i.track_upstream = vec![TrackUpstream {
-            upstream: 0,
+            upstream: "app".into(),
             weight: -40,
         }];
         let mut t = Tracker::new(&i, now);
         let up_all = |_: &str| true;
         let eth9_down = |n: &str| n != "eth9";
-        let all_down = |_: usize| true;
-        let none_down = |_: usize| false;
+        let all_down = |_: &str| true;
+        let none_down = |_: &str| false;
         fn view(beat: &[ShardSample]) -> DataPlaneView<'_> {
             DataPlaneView {
                 samples: beat,
