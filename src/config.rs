@@ -68,7 +68,6 @@ pub mod defaults {
     pub const HC_KIND: super::HealthCheckKind = super::HealthCheckKind::Http;
     pub const VRRP_PREEMPT: bool = true;
     pub const VRRP_PREEMPT_DELAY: Duration = Duration::from_secs(0);
-    pub const VRRP_ACCEPT_MODE: bool = false;
     /// Weight of a tracked upstream/script; 0 means "failure puts the
     /// instance into FAULT" (keepalived semantics), non-zero adjusts priority.
     pub const TRACK_WEIGHT: i32 = 0;
@@ -308,7 +307,6 @@ pub struct VrrpInstanceConfig {
     pub version: u8,
     pub preempt: bool,
     pub preempt_delay: Duration,
-    pub accept_mode: bool,
     /// (address, prefix length)
     pub virtual_ipaddress: Vec<(IpAddr, u8)>,
     pub unicast_peers: Vec<IpAddr>,

@@ -284,7 +284,7 @@ impl Driver {
         self.flush(ii, now);
         let inst = self.insts.remove(ii);
         if let Some(r) = &self.registry {
-            r.control().set_vrrp(&inst.cfg.name, State::Initialize, 0);
+            r.control().remove_vrrp(&inst.cfg.name);
         }
     }
 

@@ -14,7 +14,7 @@
 //! - `virtual_ipaddress`: added addresses are added (and announced with
 //!   gratuitous ARP) on a master, removed ones removed; the advert carries
 //!   the new list;
-//! - advert interval, preempt, preempt delay, `accept_mode`, `auth_pass`,
+//! - advert interval, preempt, preempt delay, `auth_pass`,
 //!   unicast peers/source, tracking, `notify`, GARP settings, sync group.
 //!
 //! A new name starts a new instance (Initialize → Backup, or Master for an
@@ -76,7 +76,7 @@ pub struct Changes {
     pub priority: Option<(u8, u8)>,
     pub vips_added: Vec<(IpAddr, u8)>,
     pub vips_removed: Vec<(IpAddr, u8)>,
-    /// Advert interval, preempt, preempt delay, `accept_mode`, `auth_pass`:
+    /// Advert interval, preempt, preempt delay, `auth_pass`:
     /// the machine's protocol settings are replaced.
     pub protocol: bool,
     /// `unicast_peers` / `unicast_src`: destinations, accepted sources,
@@ -103,7 +103,7 @@ impl Changes {
             parts.push(format!("-{a}/{p}"));
         }
         for (flag, what) in [
-            (self.protocol, "advert/preempt/accept/auth"),
+            (self.protocol, "advert/preempt/auth"),
             (self.peers, "peers"),
             (self.tracking, "tracking"),
             (self.notify, "notify"),
@@ -176,7 +176,6 @@ pub fn decide(old: Option<&VrrpInstanceConfig>, new: Option<&VrrpInstanceConfig>
         protocol: old.advert_interval != new.advert_interval
             || old.preempt != new.preempt
             || old.preempt_delay != new.preempt_delay
-            || old.accept_mode != new.accept_mode
             || old.auth_pass != new.auth_pass,
         peers: old.unicast_peers != new.unicast_peers || old.unicast_src != new.unicast_src,
         tracking: old.track_interface != new.track_interface
@@ -204,13 +203,16 @@ fn same_by<T>(a: &[T], b: &[T], eq: impl Fn(&T, &T) -> bool) -> bool {
     a.len() == b.len() && a.iter().zip(b).all(|(x, y)| eq(x, y))
 }
 
+/// A reload's plan: `(instance name, action)`, or the refused instances.
+pub type Plan = Result<Vec<(String, Action)>, Vec<(String, Refusal)>>;
+
 /// The whole reload: one `(name, action)` per instance in either config
 /// (old order, then instances only in the new one), or every refusal's
 /// message when any instance cannot be applied (then nothing is).
 pub fn plan(
     old: &[VrrpInstanceConfig],
     new: &[VrrpInstanceConfig],
-) -> Result<Vec<(String, Action)>, Vec<(String, Refusal)>> {
+) -> Plan {
     let mut out = Vec::new();
     let mut refused = Vec::new();
     for o in old {

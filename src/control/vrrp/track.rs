@@ -298,7 +298,6 @@ mod tests {
             version: 3,
             preempt: true,
             preempt_delay: Duration::ZERO,
-            accept_mode: false,
             virtual_ipaddress: vec![("198.18.0.100".parse().unwrap(), 24)],
             unicast_peers: vec![],
             unicast_src: None,

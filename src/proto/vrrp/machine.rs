@@ -70,8 +70,9 @@ pub struct Config {
     pub preempt: bool,
     /// How long a lower-priority master is tolerated before preempting it.
     pub preempt_delay: Duration,
-    /// Accept_Mode: whether the driver should accept packets to the VIPs when
-    /// master and not the owner. Carried for the driver, not used here.
+    /// Accept_Mode: whether a non-owner master accepts packets to the VIPs.
+    /// ringlb always does (it serves them; `[[vrrp.instance]] accept_mode`
+    /// accepts only `true`), so `from_instance` sets it; informational.
     pub accept_mode: bool,
     /// This router's address on the interface: the IP source of its adverts
     /// and the tie-breaker between equal priorities.
@@ -135,7 +136,7 @@ impl Config {
             advert_interval: interval_to_cs(version, inst.advert_interval),
             preempt: inst.preempt,
             preempt_delay: inst.preempt_delay,
-            accept_mode: inst.accept_mode,
+            accept_mode: true,
             primary_ip,
             addresses,
             auth,
@@ -1654,7 +1655,6 @@ mod tests {
             version: 2,
             preempt: false,
             preempt_delay: ms(3000),
-            accept_mode: true,
             virtual_ipaddress: vec![(VIP, 24), (IpAddr::V6("2001:db8::1".parse().unwrap()), 64)],
             unicast_peers: vec![],
             unicast_src: None,
