@@ -209,10 +209,7 @@ pub type Plan = Result<Vec<(String, Action)>, Vec<(String, Refusal)>>;
 /// The whole reload: one `(name, action)` per instance in either config
 /// (old order, then instances only in the new one), or every refusal's
 /// message when any instance cannot be applied (then nothing is).
-pub fn plan(
-    old: &[VrrpInstanceConfig],
-    new: &[VrrpInstanceConfig],
-) -> Plan {
+pub fn plan(old: &[VrrpInstanceConfig], new: &[VrrpInstanceConfig]) -> Plan {
     let mut out = Vec::new();
     let mut refused = Vec::new();
     for o in old {
