@@ -7,6 +7,9 @@
 //! started (so the start-up fd budget, sized for the real limit, does not
 //! shrink `max_connections` first), to a few descriptors above what it
 //! holds, and the client namespace opens many more connections than that.
+//! The master also runs a `track_script` (weight −150, enough to move the
+//! VIP): a script that cannot be started for lack of descriptors is not a
+//! failing script.
 //! Namespace lab: `tests/netns/mod.rs` (a = 198.18.0.1 ringlb, b =
 //! 198.18.0.2 keepalived, c = client, VIP 198.18.0.100).
 
@@ -88,7 +91,10 @@ fn transitions(log: &str) -> usize {
 fn emfile_on_the_master_causes_no_failover() {
     let mut lab = Lab::new();
     lab.backend("a");
-    let a = lab.ringlb("a", &instance(200, "100ms", ""));
+    // A track script whose failure would hand the VIP over: under EMFILE it
+    // cannot even be started, which must not count as failing.
+    let track = "track_script = [{ script = \"/bin/true\", interval = \"100ms\", weight = -150 }]\n";
+    let a = lab.ringlb("a", &instance(200, "100ms", track));
     let ka = lab.keepalived("b", &keepalived_conf(3, 100, "0.1", None));
     assert!(
         eventually(WAIT, || lab.only("a")),

@@ -100,6 +100,15 @@ impl ScriptCheck {
                 .spawn()
             {
                 Ok(child) => self.running = Some((child, now + self.cfg.interval)),
+                Err(e) if !spawn_error_is_a_verdict(&e) => {
+                    // Our own process is out of descriptors or processes:
+                    // that says nothing about what the script checks, so
+                    // it must not move the VIP. Try again next interval.
+                    crate::warn!(
+                        "vrrp track_script {:?}: cannot start it ({e}); keeping its last result",
+                        self.cfg.script
+                    );
+                }
                 Err(e) => {
                     crate::warn!("vrrp track_script {:?}: {e}", self.cfg.script);
                     self.record(false);
@@ -117,6 +126,18 @@ impl ScriptCheck {
             );
         }
     }
+}
+
+/// Whether a failure to start a track script counts as the script
+/// failing. A missing or non-executable script does (the check is broken);
+/// running out of descriptors, processes or memory in ringlb itself does not
+/// (EMFILE, ENFILE, EAGAIN, ENOMEM): it is this node's momentary state, not
+/// the tracked object's, and must not cause a failover.
+pub fn spawn_error_is_a_verdict(e: &std::io::Error) -> bool {
+    !matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::EAGAIN | libc::ENOMEM)
+    )
 }
 
 impl Drop for ScriptCheck {
@@ -312,6 +333,23 @@ mod tests {
             garp_repeat: 5,
             garp_interval: Duration::ZERO,
             garp_refresh: Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn resource_exhaustion_is_not_a_script_verdict() {
+        use std::io::Error;
+        let cases = [
+            (Error::from_raw_os_error(libc::EMFILE), false),
+            (Error::from_raw_os_error(libc::ENFILE), false),
+            (Error::from_raw_os_error(libc::EAGAIN), false),
+            (Error::from_raw_os_error(libc::ENOMEM), false),
+            (Error::from_raw_os_error(libc::ENOENT), true),
+            (Error::from_raw_os_error(libc::EACCES), true),
+            (Error::other("no errno"), true),
+        ];
+        for (e, verdict) in cases {
+            assert_eq!(spawn_error_is_a_verdict(&e), verdict, "{e}");
         }
     }
 
