@@ -18,10 +18,9 @@ mod netns;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use netns::peer_view::*;
 use netns::*;
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -70,30 +69,14 @@ fn open_fds(pid: u32) -> usize {
         .count()
 }
 
-fn keepalived_entered(lab: &Lab, i: usize, state: &str) -> usize {
-    let p = &lab.procs[i];
-    let text = std::fs::read_to_string(&p.log).unwrap_or_default()
-        + &std::fs::read_to_string(p.log.with_extension("err")).unwrap_or_default();
-    text.matches(&format!("Entering {state} STATE")).count()
-}
-
-fn ringlb_log(lab: &Lab, i: usize) -> String {
-    std::fs::read_to_string(lab.procs[i].log.with_extension("err")).unwrap_or_default()
-}
-
-fn transitions(log: &str) -> usize {
-    log.lines()
-        .filter(|l| l.contains("vrrp VI_1: ") && l.contains(" -> ") && l.contains("(priority"))
-        .count()
-}
-
 #[test]
 fn emfile_on_the_master_causes_no_failover() {
     let mut lab = Lab::new();
     lab.backend("a");
     // A track script whose failure would hand the VIP over: under EMFILE it
     // cannot even be started, which must not count as failing.
-    let track = "track_script = [{ script = \"/bin/true\", interval = \"100ms\", weight = -150 }]\n";
+    let track =
+        "track_script = [{ script = \"/bin/true\", interval = \"100ms\", weight = -150 }]\n";
     let a = lab.ringlb("a", &instance(200, "100ms", track));
     let ka = lab.keepalived("b", &keepalived_conf(3, 100, "0.1", None));
     assert!(
@@ -121,30 +104,7 @@ fn emfile_on_the_master_causes_no_failover() {
     let transitions_before = transitions(&ringlb_log(&lab, a));
 
     // Watch the VIP from here to the end.
-    let stop = Arc::new(AtomicBool::new(false));
-    let watcher = {
-        let stop = Arc::clone(&stop);
-        let (na, nb) = (lab.ns("a"), lab.ns("b"));
-        std::thread::spawn(move || {
-            let has = |ns: &str| {
-                Command::new("ip")
-                    .args(["-n", ns, "-4", "-o", "addr", "show", "dev", "eth0"])
-                    .output()
-                    .map(|o| String::from_utf8_lossy(&o.stdout).contains(&format!(" {VIP}/")))
-                    .unwrap_or(false)
-            };
-            let (mut samples, mut bad) = (0usize, Vec::new());
-            let start = Instant::now();
-            while !stop.load(Ordering::Relaxed) && start.elapsed() < Duration::from_secs(60) {
-                let (x, y) = (has(&na), has(&nb));
-                samples += 1;
-                if !x || y {
-                    bad.push(format!("{:?}: a={x} b={y}", start.elapsed()));
-                }
-            }
-            (samples, bad)
-        })
-    };
+    let watch = Watch::start(&lab, VIP, |a, b| a && !b);
 
     let out = Command::new("prlimit")
         .args([
@@ -195,8 +155,7 @@ fn emfile_on_the_master_causes_no_failover() {
     );
     assert!(always(STEADY, || lab.only("a")));
 
-    stop.store(true, Ordering::Relaxed);
-    let (samples, bad) = watcher.join().unwrap();
+    let (samples, bad) = watch.finish();
     assert!(samples > 10, "too few VIP samples ({samples})");
     assert!(bad.is_empty(), "the VIP left a (or b took it): {bad:?}");
     assert_eq!(

@@ -27,6 +27,15 @@ fn stats(args: &[&str], env_token: Option<&str>) -> Output {
     cmd.output().expect("run ringlb stats")
 }
 
+#[track_caller]
+fn assert_ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn proxied(rl: &Ringlb, n: usize) {
     for _ in 0..n {
         let r = roundtrip_close(
@@ -69,11 +78,7 @@ fn stats_reset_sends_the_admin_token() {
     // The token (and the admin address) from the config file.
     let config = rl.config.to_str().unwrap();
     let out = stats(&["--config", config, "--reset"], None);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("stats window reset on {a}")));
     assert_eq!(requests_in_window(admin), 0);
 
@@ -81,21 +86,13 @@ fn stats_reset_sends_the_admin_token() {
     proxied(&rl, 3);
     assert_eq!(requests_in_window(admin), 3);
     let out = stats(&["--admin", &a, "--reset"], Some(TOKEN));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     assert_eq!(requests_in_window(admin), 0);
 
     // From the flag, which wins over a wrong environment value.
     proxied(&rl, 1);
     let out = stats(&["--admin", &a, "--reset", "--token", TOKEN], Some("wrong"));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     assert_eq!(requests_in_window(admin), 0);
 
     // The read-only view works with --config too.

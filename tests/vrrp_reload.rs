@@ -14,10 +14,9 @@ mod netns;
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use netns::peer_view::*;
 use netns::*;
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -27,11 +26,6 @@ const VIP2: &str = "198.18.0.101";
 /// The config file [`Lab::ringlb_opts`] wrote for process `i` on `node`.
 fn config_path(lab: &Lab, node: &str, i: usize) -> PathBuf {
     lab.dir.join(format!("ringlb-{node}-{i}.toml"))
-}
-
-/// What ringlb process `i` logged so far (stderr).
-fn log_of(lab: &Lab, i: usize) -> String {
-    std::fs::read_to_string(lab.procs[i].log.with_extension("err")).unwrap_or_default()
 }
 
 /// Rewrites process `i`'s config with `edit` applied, sends SIGHUP and
@@ -48,11 +42,11 @@ fn reload(
     let new = edit(&text);
     assert_ne!(new, text, "the edit changed nothing");
     std::fs::write(&path, new).unwrap();
-    let (ok0, bad0) = reload_counts(&log_of(lab, i));
+    let (ok0, bad0) = reload_counts(&ringlb_log(lab, i));
     lab.signal(i, libc::SIGHUP);
     let mut out = None;
     let done = eventually(WAIT, || {
-        let log = log_of(lab, i);
+        let log = ringlb_log(lab, i);
         let (ok, bad) = reload_counts(&log);
         if ok > ok0 {
             out = Some(Ok(log));
@@ -61,15 +55,8 @@ fn reload(
         }
         out.is_some()
     });
-    assert!(done, "reload never finished; log:\n{}", log_of(lab, i));
+    assert!(done, "reload never finished; log:\n{}", ringlb_log(lab, i));
     out.unwrap()
-}
-
-/// ringlb's state-change lines (`vrrp VI_1: BACKUP -> MASTER (priority …)`).
-fn transitions(log: &str) -> usize {
-    log.lines()
-        .filter(|l| l.contains("vrrp VI_1: ") && l.contains(" -> ") && l.contains("(priority"))
-        .count()
 }
 
 fn reload_counts(log: &str) -> (usize, usize) {
@@ -134,6 +121,17 @@ impl Capture {
             .collect()
     }
 
+    /// Advert intervals (as tcpdump prints them, e.g. `10cs`) node a sent
+    /// after the first `skip` adverts.
+    fn a_intervals_after(&self, skip: usize) -> Vec<String> {
+        let text = std::fs::read_to_string(&self.file).unwrap_or_default();
+        text.lines()
+            .filter(|l| l.contains(" IP 198.18.0.1 > "))
+            .filter_map(|l| Some(l.split("intvl ").nth(1)?.split(',').next()?.to_string()))
+            .skip(skip)
+            .collect()
+    }
+
     /// Priorities node a (198.18.0.1) advertised after the first `skip` adverts.
     fn a_prios_after(&self, skip: usize) -> Vec<u8> {
         self.adverts()
@@ -145,63 +143,8 @@ impl Capture {
     }
 }
 
-/// Polls `ip addr` in a and b on a thread until stopped; records every
-/// sample where `ok(a_has, b_has)` was false.
-struct Watch {
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<(usize, Vec<String>)>>,
-}
-
-impl Watch {
-    fn start(lab: &Lab, vip: &'static str, ok: fn(bool, bool) -> bool) -> Watch {
-        let stop = Arc::new(AtomicBool::new(false));
-        let s = Arc::clone(&stop);
-        let (na, nb) = (lab.ns("a"), lab.ns("b"));
-        let thread = std::thread::spawn(move || {
-            let mut bad = Vec::new();
-            let mut samples = 0;
-            let start = Instant::now();
-            // Bounded: at most 60 s even if never stopped.
-            while !s.load(Ordering::Relaxed) && start.elapsed() < Duration::from_secs(60) {
-                let (a, b) = (ns_has(&na, vip), ns_has(&nb, vip));
-                samples += 1;
-                if !ok(a, b) {
-                    bad.push(format!("{:?}: a={a} b={b}", start.elapsed()));
-                }
-            }
-            (samples, bad)
-        });
-        Watch {
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    /// Stops and returns (samples, bad samples).
-    fn finish(mut self) -> (usize, Vec<String>) {
-        self.stop.store(true, Ordering::Relaxed);
-        self.thread.take().unwrap().join().unwrap()
-    }
-}
-
-fn ns_has(ns: &str, vip: &str) -> bool {
-    Command::new("ip")
-        .args(["-n", ns, "-4", "-o", "addr", "show", "dev", "eth0"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).contains(&format!(" {vip}/")))
-        .unwrap_or(false)
-}
-
 fn has(lab: &Lab, node: &str, vip: &str) -> bool {
     ns_has(&lab.ns(node), vip)
-}
-
-/// keepalived's log lines saying it entered `state` (MASTER, BACKUP, FAULT).
-fn keepalived_entered(lab: &Lab, i: usize, state: &str) -> usize {
-    let p = &lab.procs[i];
-    let text = std::fs::read_to_string(&p.log).unwrap_or_default()
-        + &std::fs::read_to_string(p.log.with_extension("err")).unwrap_or_default();
-    text.matches(&format!("Entering {state} STATE")).count()
 }
 
 /// keepalived v3, advert 100 ms, for the lab's VIP (preempts, its default).
@@ -233,7 +176,7 @@ fn priority_change_by_reload_is_advertised_at_once_without_a_flap() {
         "b never saw a's adverts"
     );
     let masters_before = keepalived_entered(&lab, ka, "MASTER");
-    let transitions_before = transitions(&log_of(&lab, a));
+    let transitions_before = transitions(&ringlb_log(&lab, a));
 
     // 200 → 150: still above keepalived's 100. No re-election, no flap.
     let seen = cap.adverts().len();
@@ -270,7 +213,7 @@ fn priority_change_by_reload_is_advertised_at_once_without_a_flap() {
         "keepalived changed state during the reload"
     );
     assert_eq!(
-        transitions(&log_of(&lab, a)),
+        transitions(&ringlb_log(&lab, a)),
         transitions_before,
         "ringlb changed state during the reload:\n{log}"
     );
@@ -304,6 +247,27 @@ fn priority_change_by_reload_is_advertised_at_once_without_a_flap() {
         always(STEADY, || lab.only("a")),
         "no steady master after the last reload"
     );
+
+    // The advert interval, 100 ms → 20 ms: the peer sees `intvl 2cs` and
+    // (VRRPv3 backups learn the master's interval) nothing moves.
+    let seen = cap.a_intervals_after(0).len();
+    let watch = Watch::start(&lab, VIP, |a, b| a && !b);
+    let log = reload(&mut lab, "a", a, |t| {
+        t.replace("advert_interval = \"100ms\"", "advert_interval = \"20ms\"")
+    })
+    .expect("refused");
+    assert!(log.contains("applied advert/preempt/auth"), "{log}");
+    assert!(
+        eventually(WAIT, || cap
+            .a_intervals_after(seen)
+            .iter()
+            .any(|i| i == "2cs")),
+        "the peer never saw a 20 ms interval: {:?}",
+        cap.a_intervals_after(seen)
+    );
+    std::thread::sleep(STEADY);
+    let (_, bad) = watch.finish();
+    assert!(bad.is_empty(), "the interval change moved the VIP: {bad:?}");
 }
 
 #[test]
