@@ -446,6 +446,23 @@ fn a_removed_instance_resigns_and_the_peer_takes_over() {
         0,
         "{stats}"
     );
+
+    // Added back by a reload: it starts (as BACKUP), and with the higher
+    // priority and preempt it takes the VIP back from keepalived.
+    let log = reload(&mut lab, "a", a, |t| {
+        format!("{t}[[vrrp.instance]]\n{}\n", instance(200, "1s", ""))
+    })
+    .expect("reload refused");
+    assert!(log.contains("vrrp VI_1: added"), "{log}");
+    assert_eq!(
+        log.matches("vrrp VI_1: INIT -> BACKUP").count(),
+        2,
+        "started once at boot, once by the reload:\n{log}"
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || lab.only("a")),
+        "the re-added instance did not take the VIP back"
+    );
 }
 
 #[test]
