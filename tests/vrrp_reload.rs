@@ -549,3 +549,77 @@ fn an_invalid_vrrp_change_is_refused_and_the_old_config_keeps_running() {
     assert!(generation(&lab) > g0);
     assert!(always(STEADY, || lab.only("a")));
 }
+
+/// The handle's side in process: a node started without instances starts
+/// its VRRP thread on the reload that adds one; a reload that removes it
+/// resigns it; an identity change is refused with the key's position.
+#[test]
+fn in_process_reload_starts_resigns_and_refuses() {
+    use ringlb::control::vrrp::{self, State};
+    let lab = Lab::new();
+    let text = |inst: &str| {
+        format!(
+            "[[listener]]\nlisten = \"127.0.0.1:1\"\nupstream = \"app\"\n[upstream.app]\n\
+             [[upstream.app.server]]\naddress = \"127.0.0.1:2\"\n{inst}"
+        )
+    };
+    let load = |name: &str, body: String| {
+        let p = lab.dir.join(name);
+        std::fs::write(&p, body).unwrap();
+        ringlb::config::load(&p).unwrap()
+    };
+    let none = load("none.toml", text(""));
+    let one = load(
+        "one.toml",
+        text(&format!(
+            "[[vrrp.instance]]\n{}",
+            instance(200, "100ms", "")
+        )),
+    );
+    let moved = load(
+        "moved.toml",
+        text(&format!(
+            "[[vrrp.instance]]\n{}",
+            instance(200, "100ms", "").replace("virtual_router_id = 51", "virtual_router_id = 60")
+        )),
+    );
+    let instances = one.vrrp.clone();
+    let mut handle = in_netns(&lab.ns("a"), move || {
+        let mut h = vrrp::spawn(vrrp::SpawnArgs::new(&none)).unwrap();
+        assert!(h.roles().is_empty());
+        // The first instance arrives by reload: the thread starts here (in
+        // this namespace, like the process's signal thread in its own).
+        let lines = h.reload(&instances, "one.toml").unwrap();
+        assert_eq!(lines, ["vrrp VI_1: added"]);
+        h
+    });
+    assert!(
+        eventually(WAIT, || handle.is_master() && lab.has_vip("a")),
+        "the instance added by reload never became master: {:?}",
+        handle.roles()
+    );
+    // An identity change: refused with FILE:LINE:COL, nothing changes.
+    let err = handle.reload(&moved.vrrp, "moved.toml").unwrap_err();
+    let line = text(&format!(
+        "[[vrrp.instance]]\n{}",
+        instance(200, "100ms", "")
+    ))
+    .lines()
+    .position(|l| l.starts_with("virtual_router_id"))
+    .unwrap()
+        + 1;
+    assert!(
+        err.starts_with(&format!("moved.toml:{line}:21: vrrp instance \"VI_1\"")),
+        "{err}"
+    );
+    assert_eq!(handle.roles(), [("VI_1".to_string(), State::Master, 200)]);
+    assert!(lab.has_vip("a"));
+    // Same config again: nothing to do.
+    assert!(handle.reload(&one.vrrp, "one.toml").unwrap().is_empty());
+    // Removed: resigns, drops the VIP, leaves no role behind.
+    let lines = handle.reload(&[], "none.toml").unwrap();
+    assert_eq!(lines, ["vrrp VI_1: removed (resigned, addresses dropped)"]);
+    assert!(!lab.has_vip("a"), "the resigned instance kept its VIP");
+    assert!(handle.roles().is_empty());
+    handle.shutdown();
+}
