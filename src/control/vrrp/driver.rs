@@ -17,6 +17,10 @@
 //!    emitted separately), act on state changes (VIPs, GARP, notify,
 //!    metrics), publish roles.
 //!
+//! The eventfd also carries the handle's commands ([`Cmd`]): a reload is
+//! applied between two iterations, all at once (see `plan` and
+//! [`Driver`]'s `reload`), and answered on a channel; shutdown ends the loop.
+//!
 //! Order matters on becoming master: the VIPs are added first and only then
 //! does the first advert go out and the GARP burst start, so a router never
 //! advertises mastership of addresses it does not hold. If any VIP cannot be
