@@ -26,6 +26,7 @@
 #   ROUNDS=3 DURATION=5 CONNS=64 BODY_SIZE=6 CLOSE=0 WARMUP=1
 #   (CLOSE=1: wrk sends `Connection: close`; SHAPE names the row set in RESULTS)
 #   TARGETS="ringlb nginx haproxy relay"  (also: ringlb-nohist, ringlb-alog,
+#                      ringlb-defer (DEFER_TASKRUN ring), ringlb-base (RINGLB_BASE_BIN=…),
 #                      and the HTTPS shape ringlb-tls nginx-tls: the same ECDSA
 #                      P-256 certificate for both, TLS 1.3, nginx with
 #                      ssl_session_cache; wrk over https keep-alive; their
@@ -210,6 +211,9 @@ cpu_ns() {
         awk '{ s += $1 } END { printf "%.0f\n", s }'
 }
 
+# TCP active opens (connect()s) host-wide so far: upstream churn shows here.
+active_opens() { awk '$1 == "Tcp:" && $6 ~ /^[0-9]+$/ { print $6 }' /proc/net/snmp; }
+
 median() {
     sort -g | awk '{ a[NR] = $1 } END {
         if (NR == 0) { print "-"; exit }
@@ -250,10 +254,14 @@ skip() {
 for t in $TARGETS; do
     port=$(free_port)
     case $t in
-    ringlb | ringlb-nohist | ringlb-alog | ringlb-tls)
+    ringlb | ringlb-nohist | ringlb-alog | ringlb-tls | ringlb-defer | ringlb-base)
         # Variants: ringlb-nohist = latency histograms off (their cost);
-        # ringlb-alog = access log on (combined format, to a file in $TMP).
-        [[ -x $RINGLB_BIN ]] || { skip "$t" "binary $RINGLB_BIN missing"; continue; }
+        # ringlb-alog = access log on (combined format, to a file in $TMP);
+        # ringlb-defer = the ring with DEFER_TASKRUN (RINGLB_DRIVER=uring-defer);
+        # ringlb-base = another build, $RINGLB_BASE_BIN (before/after in one run).
+        bin=$RINGLB_BIN
+        [[ $t == ringlb-base ]] && bin=${RINGLB_BASE_BIN:-}
+        [[ -x $bin ]] || { skip "$t" "binary '$bin' missing"; continue; }
         render "$BENCH/ringlb.toml.in" "$TMP/$t.toml" "$port"
         case $t in
         ringlb-nohist) printf '\n[log]\nlatency_histograms = false\n' >>"$TMP/$t.toml" ;;
@@ -265,12 +273,14 @@ for t in $TARGETS; do
             SCHEME[$t]=https
             ;;
         esac
-        if ! "$RINGLB_BIN" check -c "$TMP/$t.toml" >"$TMP/$t-check.log" 2>&1; then
+        if ! "$bin" check -c "$TMP/$t.toml" >"$TMP/$t-check.log" 2>&1; then
             skip "$t" "ringlb check failed: $(head -n 3 "$TMP/$t-check.log" | tr '\n' ' ')"
             continue
         fi
-        VERSION[$t]=$("$RINGLB_BIN" --version 2>/dev/null | awk 'NR == 1' || true)
-        start "$t" "$RINGLB_BIN" run -c "$TMP/$t.toml"
+        VERSION[$t]=$("$bin" --version 2>/dev/null | awk 'NR == 1' || true)
+        driver=${RINGLB_DRIVER:-}
+        [[ $t == ringlb-defer ]] && driver=uring-defer
+        start "$t" env RINGLB_DRIVER="$driver" "$bin" run -c "$TMP/$t.toml"
         ;;
     nginx | nginx-tls)
         command -v nginx >/dev/null || { skip "$t" "nginx not installed"; continue; }
@@ -336,15 +346,18 @@ for ((r = 1; r <= ROUNDS; r++)); do
         fi
         p0=$(cpu_ns "${PID[$t]}")
         b0=$(cpu_ns "$BACKEND_PID")
+        o0=$(active_opens)
         if run_wrk "$t" "$DURATION" "$out" && line=$(parse_wrk <"$out"); then
             p1=$(cpu_ns "${PID[$t]}")
             b1=$(cpu_ns "$BACKEND_PID")
+            opens=$(($(active_opens) - o0))
             nreq=$(awk '/requests in/ { print $1; exit }' "$out")
             cpu=$(awk -v a="$p0" -v b="$p1" -v n="${nreq:-0}" 'BEGIN { printf "%.2f", (n > 0 ? (b - a) / n / 1000 : 0) }')
             bcpu=$(awk -v a="$b0" -v b="$b1" -v n="${nreq:-0}" 'BEGIN { printf "%.2f", (n > 0 ? (b - a) / n / 1000 : 0) }')
-            echo "$r $t $line $cpu $bcpu" >>"$TMP/results.tsv"
+            ops=$(awk -v o="$opens" -v d="$DURATION" 'BEGIN { printf "%.0f", o / d }')
+            echo "$r $t $line $cpu $bcpu $ops" >>"$TMP/results.tsv"
             read -r rps p50 p99 err <<<"$line"
-            log "round $r/$ROUNDS $(printf '%-8s' "$t") ${rps} req/s  p50 ${p50} ms  p99 ${p99} ms  errors ${err}  cpu ${cpu} us/req  backend ${bcpu} us/req"
+            log "round $r/$ROUNDS $(printf '%-8s' "$t") ${rps} req/s  p50 ${p50} ms  p99 ${p99} ms  errors ${err}  cpu ${cpu} us/req  backend ${bcpu} us/req  connects ${ops}/s"
         else
             log "round $r $t: wrk failed: $(tail -n 2 "$out" | tr '\n' ' ')"
         fi
@@ -385,20 +398,20 @@ per_round() { # TARGET COLUMN [BASE]: the value (or its ratio to BASE) of every 
 
 TABLE="$TMP/table.md"
 {
-    echo "| target | req/s | p50 ms | p99 ms | req/s vs nginx | vs haproxy | vs relay | p99 vs nginx | p99 per round (ms) | p99 vs nginx per round | CPU µs/req | CPU vs nginx | backend µs/req | backend vs nginx | errors | rounds |"
-    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    echo "| target | req/s | p50 ms | p99 ms | req/s vs nginx | vs haproxy | vs relay | p99 vs nginx | p99 per round (ms) | p99 vs nginx per round | CPU µs/req | CPU vs nginx | backend µs/req | backend vs nginx | TCP connects/s | errors | rounds |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     for t in "${READY[@]}"; do
         rounds=$(col "$t" 1 | wc -l)
         ((rounds > 0)) || continue
         base=nginx
         [[ $t == *-tls ]] && base=nginx-tls
-        printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$t" \
+        printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$t" \
             "$(col "$t" 3 | median | fmt 0)" "$(col "$t" 4 | median | fmt 2)" \
             "$(col "$t" 5 | median | fmt 2)" "$(ratio "$t" 3 | fmt 2)" \
             "$(ratio "$t" 3 haproxy | fmt 2)" "$(ratio "$t" 3 relay | fmt 2)" "$(ratio "$t" 5 | fmt 2)" \
             "$(per_round "$t" 5)" "$(per_round "$t" 5 "$base")" \
             "$(col "$t" 7 | median | fmt 2)" "$(ratio "$t" 7 | fmt 2)" \
-            "$(col "$t" 8 | median | fmt 2)" "$(ratio "$t" 8 | fmt 2)" \
+            "$(col "$t" 8 | median | fmt 2)" "$(ratio "$t" 8 | fmt 2)" "$(col "$t" 9 | median | fmt 0)" \
             "$(col "$t" 6 | awk '{ s += $1 } END { print s + 0 }')" "$rounds"
     done
 } >"$TABLE"
@@ -419,7 +432,7 @@ if [[ -n $RESULTS ]]; then
         echo
         echo "- host: $(uname -sr), $NCPU CPUs; wrk -t1 on CPU $WRK_CPU; backend + proxies on CPU $SUT_CPU"
         echo "- command: \`ROUNDS=$ROUNDS DURATION=$DURATION CONNS=$CONNS BODY_SIZE=$BODY_SIZE CLOSE=$CLOSE TARGETS=\"$TARGETS\" bash bench/compare.sh\`"
-        echo "- wrk: \`wrk ${WRK_ARGS[*]} -d${DURATION}s\`; medians of $ROUNDS interleaved rounds; ratios are medians of per-round ratios; CPU = on-CPU time (schedstat) of the process (and children) per request"
+        echo "- wrk: \`wrk ${WRK_ARGS[*]} -d${DURATION}s\`; medians of $ROUNDS interleaved rounds; ratios are medians of per-round ratios; CPU = on-CPU time (schedstat) of the process (and children) per request; TCP connects/s = host-wide ActiveOpens (wrk's own connects included)"
         echo "- versions: ${versions%; }"
         echo "- load average (1/5/15 min): before $LOAD_BEFORE, after $(cut -d' ' -f1-3 /proc/loadavg)"
         echo

@@ -58,7 +58,9 @@ fn a_burst_above_keepalive_reuses_the_previous_bursts_connections() {
                 n = cv.wait_timeout(n, Duration::from_millis(100)).unwrap().0;
             }
             drop(n);
-            if s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").is_err() {
+            if s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                .is_err()
+            {
                 break;
             }
         }
@@ -70,7 +72,11 @@ fn a_burst_above_keepalive_reuses_the_previous_bursts_connections() {
     ));
 
     burst(rl.addr);
-    assert_eq!(be.conns.load(Ordering::SeqCst), BURST, "one connection per request in flight");
+    assert_eq!(
+        be.conns.load(Ordering::SeqCst),
+        BURST,
+        "one connection per request in flight"
+    );
     burst(rl.addr);
     assert_eq!(
         be.conns.load(Ordering::SeqCst),
@@ -85,7 +91,11 @@ fn a_burst_above_keepalive_reuses_the_previous_bursts_connections() {
     while open.load(Ordering::SeqCst) > KEEPALIVE && Instant::now() < deadline {
         thread::sleep(Duration::from_millis(50));
     }
-    assert_eq!(open.load(Ordering::SeqCst), KEEPALIVE, "idle connections kept after the burst");
+    assert_eq!(
+        open.load(Ordering::SeqCst),
+        KEEPALIVE,
+        "idle connections kept after the burst"
+    );
     assert_eq!(be.conns.load(Ordering::SeqCst), BURST);
 }
 
@@ -131,17 +141,37 @@ fn connection_close_client_gets_the_whole_response_then_fin() {
         let head = String::from_utf8_lossy(&got[..at]).to_ascii_lowercase();
         assert!(head.starts_with("http/1.1 200"), "{head}");
         assert!(head.contains("connection: close\r\n"), "{head}");
-        assert!(got[at..] == body[..], "body: {} of {LEN} bytes, or different", got.len() - at);
+        assert!(
+            got[at..] == body[..],
+            "body: {} of {LEN} bytes, or different",
+            got.len() - at
+        );
     }
 
     // curl: exit status 0 (56 would be a reset), the whole body.
     let url = format!("http://{}/", rl.addr);
     let out = Command::new("curl")
-        .args(["-sS", "--http1.1", "-H", "Connection: close", "-o", "-", &url])
+        .args([
+            "-sS",
+            "--http1.1",
+            "-H",
+            "Connection: close",
+            "-o",
+            "-",
+            &url,
+        ])
         .output()
         .expect("curl not found (bash tests/run.sh installs it)");
-    assert!(out.status.success(), "curl: {}", String::from_utf8_lossy(&out.stderr));
-    assert!(out.stdout == body, "curl got {} of {LEN} bytes", out.stdout.len());
+    assert!(
+        out.status.success(),
+        "curl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stdout == body,
+        "curl got {} of {LEN} bytes",
+        out.stdout.len()
+    );
 
     // python requests, a fresh session per request, Connection: close.
     let script = r#"
@@ -166,5 +196,9 @@ print("ok")
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(be.conns.load(Ordering::SeqCst), 1, "one upstream connection, reused");
+    assert_eq!(
+        be.conns.load(Ordering::SeqCst),
+        1,
+        "one upstream connection, reused"
+    );
 }

@@ -263,7 +263,8 @@ mod tests {
             pool.sweep(50_000, |_| true);
             assert_eq!(pool.idle_count(), 2);
             for (i, p) in peers.iter_mut().enumerate() {
-                p.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+                p.set_read_timeout(Some(Duration::from_millis(200)))
+                    .unwrap();
                 let r = p.read(&mut [0u8; 1]);
                 if i < 3 {
                     let e = r.expect_err("evicted: reset");
@@ -271,13 +272,19 @@ mod tests {
                 } else {
                     let e = r.expect_err("kept: still open, nothing to read");
                     assert!(
-                        matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
+                        matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ),
                         "peer {i}: {e:?}"
                     );
                 }
             }
             // The warmest comes back first.
-            let got = pool.take(addr, 50_001, t).stream.expect("a pooled connection");
+            let got = pool
+                .take(addr, 50_001, t)
+                .stream
+                .expect("a pooled connection");
             assert_eq!(
                 got.peer_addr().unwrap(),
                 peers[4].local_addr().unwrap(),

@@ -68,7 +68,11 @@ mod tests {
             (64, MS(0), false),
             (0, MS(0), false),
         ] {
-            assert_eq!(may_cache(keepalive, timeout), want, "{keepalive} {timeout:?}");
+            assert_eq!(
+                may_cache(keepalive, timeout),
+                want,
+                "{keepalive} {timeout:?}"
+            );
         }
     }
 
@@ -78,15 +82,64 @@ mod tests {
         for (idle, keepalive, idle_for, timeout, want, why) in [
             (0, 64, MS(0), t, false, "empty list"),
             (10, 64, MS(5), t, false, "below the cap, fresh"),
-            (64, 64, MS(59_000), t, false, "at the cap: only the timeout closes"),
-            (64, 64, MS(60_000), t, true, "at the cap, past keepalive_timeout"),
-            (65, 64, MS(0), t, false, "surplus, just returned: kept for the next burst"),
+            (
+                64,
+                64,
+                MS(59_000),
+                t,
+                false,
+                "at the cap: only the timeout closes",
+            ),
+            (
+                64,
+                64,
+                MS(60_000),
+                t,
+                true,
+                "at the cap, past keepalive_timeout",
+            ),
+            (
+                65,
+                64,
+                MS(0),
+                t,
+                false,
+                "surplus, just returned: kept for the next burst",
+            ),
             (900, 64, MS(999), t, false, "surplus within the window"),
-            (900, 64, MS(1000), t, true, "surplus idle for the whole window"),
+            (
+                900,
+                64,
+                MS(1000),
+                t,
+                true,
+                "surplus idle for the whole window",
+            ),
             (65, 64, MS(5_000), t, true, "surplus long idle"),
-            (2, 1, MS(300), MS(200), true, "surplus past a short keepalive_timeout"),
-            (1, 1, MS(300), MS(200), true, "within the cap past keepalive_timeout"),
-            (1, 1, MS(100), MS(200), false, "within the cap and the timeout"),
+            (
+                2,
+                1,
+                MS(300),
+                MS(200),
+                true,
+                "surplus past a short keepalive_timeout",
+            ),
+            (
+                1,
+                1,
+                MS(300),
+                MS(200),
+                true,
+                "within the cap past keepalive_timeout",
+            ),
+            (
+                1,
+                1,
+                MS(100),
+                MS(200),
+                false,
+                "within the cap and the timeout",
+            ),
         ] {
             let o = Oldest {
                 idle,

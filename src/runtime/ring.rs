@@ -52,10 +52,14 @@ struct Flags {
     single: bool,
 }
 
-/// The ring flag sets tried in order, best first. DEFER_TASKRUN (6.1+)
-/// needs SINGLE_ISSUER and a ring used only by the thread that made it,
-/// which is how every ring here is used; monoio waits with
-/// `IORING_ENTER_GETEVENTS`, which is when deferred completions run.
+/// The ring flag sets tried in order, best first; the first (DEFER_TASKRUN,
+/// 6.1+) only with `RINGLB_DRIVER=uring-defer`. It needs SINGLE_ISSUER and
+/// a ring used only by the thread that made it, which is how every ring
+/// here is used, and monoio waits with `IORING_ENTER_GETEVENTS`, which is
+/// when deferred completions run; it works, but on the 2-core benchmark
+/// host it did not measure better than COOP_TASKRUN (proxy and backend CPU
+/// per request within noise in every shape, bench/RESULTS.md), so it is
+/// not the default.
 const FLAG_SETS: [Flags; 4] = [
     Flags {
         name: "DEFER_TASKRUN+SINGLE_ISSUER+TASKRUN_FLAG",
@@ -84,8 +88,8 @@ const FLAG_SETS: [Flags; 4] = [
 ];
 
 /// Builds the runtime for the calling thread. `RINGLB_DRIVER=epoll` forces
-/// the fallback (for testing it); `RINGLB_DRIVER=uring-coop` skips
-/// DEFER_TASKRUN (to compare, or on a kernel where it misbehaves).
+/// the fallback (for testing it); `RINGLB_DRIVER=uring-defer` tries
+/// DEFER_TASKRUN first (to measure it).
 pub fn build() -> std::io::Result<ShardRuntime> {
     let driver = std::env::var("RINGLB_DRIVER").unwrap_or_default();
     let force_epoll = driver == "epoll";
@@ -94,7 +98,7 @@ pub fn build() -> std::io::Result<ShardRuntime> {
     }
     if !force_epoll {
         let mut last_err = None;
-        let skip = usize::from(driver == "uring-coop");
+        let skip = usize::from(driver != "uring-defer");
         for (i, f) in FLAG_SETS.iter().enumerate().skip(skip) {
             let name = f.name;
             let mut urb = io_uring::IoUring::builder();
