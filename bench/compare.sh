@@ -13,7 +13,8 @@
 #   1m       16 clients, 1 MiB bodies
 # Every row also shows CPU time per request of the proxy (all its threads and
 # child processes) and of the backend behind it, from /proc/PID/task/*/schedstat
-# deltas over each wrk run, and the p99 of every round.
+# deltas over each wrk run, the p99 of every round, and TCP connects/s
+# (/proc/net/snmp ActiveOpens: host-wide, so wrk's and anyone else's count).
 #
 # Layout (ARCHITECTURE.md, "Measured"): wrk -t1 -cCONNS --latency pinned on WRK_CPU; the
 # backend (ringlb-backend) and every proxy under test pinned on SUT_CPU, one
