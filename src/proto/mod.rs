@@ -3,5 +3,6 @@
 pub mod exchange;
 pub mod health;
 pub mod http1;
+pub mod pool_policy;
 pub mod proxy_protocol;
 pub mod vrrp;
