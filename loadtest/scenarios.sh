@@ -24,7 +24,16 @@
 # its VRRP process (a killed process leaves its VIP configured). tcpdump on the bridge
 # records every VRRP advert (two masters = their adverts interleave).
 #
-# The last line is `SUMMARY {json}` (every run's RESULT, and all_pass).
+# Between runs the script waits for the host to settle (no task in D state,
+# at most 10 s; it says so when that took longer than a second). Every run
+# records the host's load average and how late the generator itself was
+# (verdict.py: "HOST TOO LOADED" when the client was > LATE_LIMIT_MS late,
+# default 20 ms: the timing of that run is not meaningful).
+#
+# The last line is `SUMMARY {json}`: every run's RESULT; all_pass (every
+# check and every ringlb target met; the exit status is 0 only then);
+# failed (runs that did not pass); host_too_loaded (runs whose timing is
+# not meaningful).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -135,8 +144,10 @@ events() { # SCENARIO STACK DIR
 }
 
 one() { # SCENARIO STACK -> RESULT_LINE, VERDICT_LINE; status 1 on failure
-    local sc=$1 stack=$2 d=$WORK/$1-$2 dump
+    local sc=$1 stack=$2 d=$WORK/$1-$2 dump load_start
     mkdir -p "$d"
+    settle 10
+    load_start=$(host_load)
     setup "$stack" "$d"
     # a's second backend (for backend-down): the 2nd PID started on a.
     BACKEND_A2=${MINE[1]}
@@ -166,7 +177,7 @@ one() { # SCENARIO STACK -> RESULT_LINE, VERDICT_LINE; status 1 on failure
         grep -v '^RESULT ' "$d/loadgen.txt" || true
     } >"$RESULTS/$sc-$stack.txt"
     local rc=0
-    python3 "$ROOT/loadtest/verdict.py" "$sc" "$stack" "$ADVERT_MS" "$RESULTS/$sc-$stack.json" "$d/adverts.txt" "$new" >"$d/verdict.txt" || rc=$?
+    LOAD_START=$load_start LOAD_END=$(host_load) python3 "$ROOT/loadtest/verdict.py" "$sc" "$stack" "$ADVERT_MS" "$RESULTS/$sc-$stack.json" "$d/adverts.txt" "$new" >"$d/verdict.txt" || rc=$?
     cat "$d/verdict.txt" >>"$RESULTS/$sc-$stack.txt"
     VERDICT_LINE=$(head -1 "$d/verdict.txt")
     RESULT_LINE=$(tail -1 "$d/verdict.txt")
@@ -208,9 +219,24 @@ echo "# load at the end: $end_load"
 printf '%s\n' "${results[@]}" | python3 -c '
 import json, sys
 runs = [json.loads(l) for l in sys.stdin if l.strip()]
-print("SUMMARY " + json.dumps({"header": sys.argv[1], "all_pass": all(r["pass"] for r in runs), "runs": runs}, sort_keys=True))
-' "$header" >"$RESULTS/summary.json.line"
+name = lambda r: r["scenario"] + "/" + r["stack"]
+failed = [name(r) for r in runs if not r["pass"]]
+loaded = [name(r) for r in runs if not r.get("timing_valid", True)]
+print("SUMMARY " + json.dumps({"header": sys.argv[1], "end_load": sys.argv[2], "all_pass": not failed and bool(runs),
+                               "failed": failed, "host_too_loaded": loaded, "runs": runs}, sort_keys=True))
+' "$header" "$end_load" >"$RESULTS/summary.json.line"
 python3 "$ROOT/loadtest/results_md.py" "$RESULTS/summary.json.line" "$RESULTS/README.md" "${MACHINE_NOTE:-}" "$end_load"
 echo "results: $RESULTS/README.md"
+python3 -c '
+import json, sys
+d = json.loads(open(sys.argv[1]).read().split(" ", 1)[1])
+if d["all_pass"]:
+    print("# ALL PASS: every scenario for both stacks, every ringlb target met")
+else:
+    print("# FAILED: " + " ".join(d["failed"]))
+if d["host_too_loaded"]:
+    print("# host too loaded for the timing to mean anything in: " + " ".join(d["host_too_loaded"])
+          + " (the client itself fell behind its schedule; rerun on a quiet host)")
+' "$RESULTS/summary.json.line"
 cat "$RESULTS/summary.json.line"
 $all_pass
