@@ -6,6 +6,8 @@
 #   scenarios: steady crash proxy-dies planned backend-down reload flap
 # Env:    STACKS="ringlb keepalived"  ADVERT=10ms  RATE=1000
 #         RESULTS=loadtest/results (where reports, plots and summary go)
+#         LOGS=/tmp/ringlb-scenarios-logs (failed runs' process logs)
+#         LATE_LIMIT_MS=20 (client lateness above which timing is "too loaded")
 #         MACHINE_NOTE="..." (written into results/README.md)
 #         RINGLB_BIN=path (default target-fi/release/ringlb: the proxy-dies
 #         scenario needs `--features fault-injection` for SIGUSR2)
@@ -52,6 +54,9 @@ if [[ $STACKS == *keepalived* ]]; then
 fi
 for s in $SCENARIOS; do [[ " $ALL " == *" $s "* ]] || { echo "unknown scenario $s (one of: $ALL)" >&2; exit 1; }; done
 mkdir -p "$RESULTS"
+# Logs of failed runs (processes' output, adverts, the generator's summary).
+LOGS=${LOGS:-${TMPDIR:-/tmp}/ringlb-scenarios-logs}
+rm -rf "$LOGS" && mkdir -p "$LOGS"
 ADVERT_MS=$(awk -v s="$(seconds "$ADVERT")" 'BEGIN { print s * 1000 }')
 
 lab_init rls
@@ -181,8 +186,11 @@ one() { # SCENARIO STACK -> RESULT_LINE, VERDICT_LINE; status 1 on failure
     cat "$d/verdict.txt" >>"$RESULTS/$sc-$stack.txt"
     VERDICT_LINE=$(head -1 "$d/verdict.txt")
     RESULT_LINE=$(tail -1 "$d/verdict.txt")
-    if ((rc != 0)) && [[ -n ${KEEP_LOGS:-} ]]; then
-        tail -n 20 "$d"/*.log >&3 || true
+    if ((rc != 0)); then
+        # Keep what a failed run's processes said (the work dir goes at exit).
+        rm -rf "${LOGS:?}/$sc-$stack"
+        cp -r "$d" "$LOGS/$sc-$stack" 2>/dev/null || true
+        [[ -z ${KEEP_LOGS:-} ]] || tail -n 20 "$d"/*.log >&3 || true
     fi
     stop_pids "${MINE[@]}"
     ip -n "$P-a" link set eth0 up
@@ -234,9 +242,11 @@ if d["all_pass"]:
     print("# ALL PASS: every scenario for both stacks, every ringlb target met")
 else:
     print("# FAILED: " + " ".join(d["failed"]))
+if d["failed"]:
+    print("# logs of the failed runs: " + sys.argv[2])
 if d["host_too_loaded"]:
     print("# host too loaded for the timing to mean anything in: " + " ".join(d["host_too_loaded"])
           + " (the client itself fell behind its schedule; rerun on a quiet host)")
-' "$RESULTS/summary.json.line"
+' "$RESULTS/summary.json.line" "$LOGS"
 cat "$RESULTS/summary.json.line"
 $all_pass
