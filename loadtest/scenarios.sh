@@ -161,7 +161,13 @@ one() { # SCENARIO STACK -> RESULT_LINE, VERDICT_LINE; status 1 on failure
         stop_pids "${MINE[@]}"; vip_clear
         return 1
     fi
-    sleep 1
+    # Warm-up: 1 s of the same load, not recorded, so the measured run
+    # starts with every process's code paged in and its pools warm (a
+    # freshly started process on a busy host otherwise pays its page-ins
+    # inside the measurement).
+    ip netns exec "$P-c" "$RINGLB_BIN" loadgen --target "$VIP:8080" --rate "$RATE" --duration 1s \
+        --timeout 200ms --label warm-up >"$d/warm-up.txt" 2>&1 || true
+    sleep 0.3
     only_a || { echo "$sc $stack: unstable before the fault" >&3; stop_pids "${MINE[@]}"; vip_clear; return 1; }
     events "$sc" "$stack" "$d"
     dump=$d/adverts.pcap
