@@ -72,6 +72,8 @@ def main():
     out.append("")
     out.append("Per run: `SCENARIO-STACK.txt` (the summary), `SCENARIO-STACK.json` (the report: "
                "summary, 10 ms timeline, percentile curve); `summary.json.line` is the script's last line.")
+    out.append("")
+    out.append("Earlier runs (with the first load generator, which stalled the host): [history.md](history.md).")
     open(sys.argv[2], "w").write("\n".join(out) + "\n")
 
 
