@@ -69,7 +69,13 @@ setup() { # STACK DIR
     MINE=()
     for node in a b; do
         for i in 1 2 3; do
-            start $node "$d/be-$node$i.log" "$RINGLB_BIN" backend --listen "127.0.0.1:$((8999 + i))" --name "$node-$i"
+            # The backends on epoll, like the origin servers a proxy
+            # usually fronts: a kill -9 then resets their connections at
+            # once. On io_uring the kernel closes a killed process's
+            # sockets only when its ring's exit work has run, which on a
+            # busy host took ~90 ms: requests sent to the dead backend in
+            # that time hung past the client's timeout.
+            start $node "$d/be-$node$i.log" env RINGLB_DRIVER=epoll "$RINGLB_BIN" backend --listen "127.0.0.1:$((8999 + i))" --name "$node-$i"
             MINE+=("$LAST_PID")
         done
         if [[ $stack == ringlb ]]; then
