@@ -43,14 +43,14 @@ def main():
     if loaded:
         out.append(
             "Host too loaded for the timing to mean anything in: " + ", ".join(loaded)
-            + " (the load generator itself started requests more than 20 ms late: the host, "
-            "not the system under test, set those numbers).\n"
+            + " (the load generator itself started requests more than 20 ms late, or ringlb logged "
+            "that its shards were kept waiting for a CPU: the host, not the system under test, set those numbers).\n"
         )
-    out.append("| scenario | stack | pass | failed (by kind) | outage ms | VIP move ms | p50 / p99 / p99.9 / max ms | two masters | target | client late max ms | load at start |")
-    out.append("|---|---|---|---|---|---|---|---|---|---|---|")
+    out.append("| scenario | stack | pass | failed (by kind) | outage ms | VIP move ms | p50 / p99 / p99.9 / max ms | two masters | target | client late max ms | shards starved | load at start |")
+    out.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in runs:
         if "requests" not in r:
-            out.append(f"| {r['scenario']} | {STACK.get(r['stack'], r['stack'])} | **did not run** | | | | | | | | |")
+            out.append(f"| {r['scenario']} | {STACK.get(r['stack'], r['stack'])} | **did not run** | | | | | | | | | |")
             continue
         kinds = ", ".join(f"{k} {c}" for k, c in sorted(r["failures"].items())) or "none"
         target = ""
@@ -61,7 +61,7 @@ def main():
             f"{'yes' if r['pass'] else '**NO** (' + (', '.join(k for k, v in r['checks'].items() if not v) or 'target') + ')'} | "
             f"{r['failed']} of {r['requests']} ({kinds}) | {ms(r['outage_ms'])} | {ms(r['vip_move_ms'])} | "
             f"{r['p50_ms']:.2f} / {r['p99_ms']:.2f} / {r['p999_ms']:.2f} / {r['max_ms']:.1f} | {r['two_masters']} | {target} | "
-            f"{ms(r.get('client_late_max_ms'))}{'' if r.get('timing_valid', True) else ' (too loaded)'} | {r.get('load_start') or '-'} |"
+            f"{ms(r.get('client_late_max_ms'))}{'' if r.get('timing_valid', True) else ' (too loaded)'} | {r.get('shards_starved', '-') if r['stack'] == 'ringlb' else '-'} | {r.get('load_start') or '-'} |"
         )
     out.append("")
     out.append("Plots (per scenario, both stacks on the same axes: requests per 10 ms answered / failed "

@@ -194,7 +194,11 @@ one() { # SCENARIO STACK -> RESULT_LINE, VERDICT_LINE; status 1 on failure
         grep -v '^RESULT ' "$d/loadgen.txt" || true
     } >"$RESULTS/$sc-$stack.txt"
     local rc=0
-    LOAD_START=$load_start LOAD_END=$(host_load) python3 "$ROOT/loadtest/verdict.py" "$sc" "$stack" "$ADVERT_MS" "$RESULTS/$sc-$stack.json" "$d/adverts.txt" "$new" >"$d/verdict.txt" || rc=$?
+    # ringlb says when the kernel kept its shards waiting for a CPU (its
+    # data-plane tracking: "starved of CPU"): the host, not the proxy.
+    local starved
+    starved=$(cat "$d"/rl-*.log 2>/dev/null | grep -c 'starved of CPU' || true)
+    STARVED=$starved LOAD_START=$load_start LOAD_END=$(host_load) python3 "$ROOT/loadtest/verdict.py" "$sc" "$stack" "$ADVERT_MS" "$RESULTS/$sc-$stack.json" "$d/adverts.txt" "$new" >"$d/verdict.txt" || rc=$?
     cat "$d/verdict.txt" >>"$RESULTS/$sc-$stack.txt"
     VERDICT_LINE=$(head -1 "$d/verdict.txt")
     RESULT_LINE=$(tail -1 "$d/verdict.txt")

@@ -24,8 +24,11 @@ timing to mean anything: the run says so (timing_valid false, "HOST TOO
 LOADED" in the human line). Nothing is excused by it: a missed target
 still fails the run.
 
+The same when ringlb logged that the kernel kept its shards waiting for a
+CPU ("starved of CPU", its data-plane tracking; STARVED = how many times).
+
 Env: LOAD_START, LOAD_END (the host's load average around the run),
-LATE_LIMIT_MS (default 20).
+LATE_LIMIT_MS (default 20), STARVED (default 0).
 
 Prints a one-line human verdict, then `RESULT {json}` as the last line.
 """
@@ -110,7 +113,8 @@ def main():
     late_p99 = s.get("client_late_p99_ms", 0.0)
     late_max = s.get("client_late_max_ms", 0.0)
     late_limit = float(os.environ.get("LATE_LIMIT_MS", "20"))
-    timing_valid = late_max <= late_limit
+    starved = int(os.environ.get("STARVED", "0") or 0)
+    timing_valid = late_max <= late_limit and starved == 0
     ok = all(checks.values()) and (target is None or target[1])
     failed_kinds = ", ".join(f"{k} {c}" for k, c in s["failures"]) or "none"
     mv = s["vip_move_ms"]
@@ -123,7 +127,10 @@ def main():
         + (f"  target {target[0]}: {'met' if target[1] else 'MISSED'}" if target else "")
         + ("" if all(checks.values()) else "  failed checks: " + ", ".join(k for k, v in checks.items() if not v))
         + f"  client late p99/max {late_p99:.1f}/{late_max:.1f} ms  load {os.environ.get('LOAD_START', '?')}"
-        + ("" if timing_valid else f"  HOST TOO LOADED (client > {late_limit:g} ms late: timing not meaningful)")
+        + ("" if timing_valid else "  HOST TOO LOADED ("
+           + "; ".join(([f"client > {late_limit:g} ms late"] if late_max > late_limit else [])
+                       + ([f"ringlb shards starved of CPU {starved}x"] if starved else []))
+           + ": timing not meaningful)")
     )
     out = {
         "scenario": scenario,
@@ -149,6 +156,7 @@ def main():
         "client_late_p99_ms": late_p99,
         "client_late_max_ms": late_max,
         "timing_valid": timing_valid,
+        "shards_starved": starved,
         "load_start": os.environ.get("LOAD_START"),
         "load_end": os.environ.get("LOAD_END"),
     }
