@@ -99,7 +99,11 @@ impl Lab {
         static N: AtomicUsize = AtomicUsize::new(0);
         let n = N.fetch_add(1, Ordering::Relaxed);
         let prefix = format!("rl{}{n}", std::process::id());
-        let nodes = [("a", "198.18.0.1"), ("b", "198.18.0.2"), ("c", "198.18.0.3")];
+        let nodes = [
+            ("a", "198.18.0.1"),
+            ("b", "198.18.0.2"),
+            ("c", "198.18.0.3"),
+        ];
         let net = netns::Lab::new(&prefix, &nodes).unwrap_or_else(|e| {
             panic!("VRRP namespace tests need root and network namespaces (CI has them): {e}")
         });
