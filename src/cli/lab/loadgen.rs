@@ -36,8 +36,9 @@
 //! successes), so neither yields the per-10 ms timeline of failures *by
 //! kind* the failover scenarios are about.
 //!
-//! Events (a crash, a reload) run on their own thread at fixed offsets;
-//! their actual start times are recorded with the samples.
+//! Events (a crash, a reload) start at fixed offsets, each on a thread of
+//! its own (a slow one never delays the next); their actual start times are
+//! recorded with the samples.
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
@@ -522,6 +523,9 @@ pub fn run(opts: &LoadOpts, actions: Vec<Action>) -> io::Result<Run> {
             .spawn(move || {
                 let mut actions = actions;
                 actions.sort_by_key(|a| a.at);
+                // Each action on its own thread: a slow one (a process that
+                // takes seconds to die) never delays the next one's start.
+                let mut running = Vec::new();
                 for a in actions {
                     sleep_until(start + a.at);
                     let at_us = Instant::now().saturating_duration_since(start).as_micros() as u64;
@@ -532,8 +536,9 @@ pub fn run(opts: &LoadOpts, actions: Vec<Action>) -> io::Result<Run> {
                             name: a.name,
                             at_us,
                         });
-                    (a.run)();
+                    running.push(std::thread::spawn(a.run));
                 }
+                running.into_iter().all(|t| t.join().is_ok())
             })?
     };
 
@@ -581,9 +586,9 @@ pub fn run(opts: &LoadOpts, actions: Vec<Action>) -> io::Result<Run> {
             }
         }
     }
-    actor
-        .join()
-        .map_err(|_| io::Error::other("a lab action panicked"))?;
+    if !actor.join().unwrap_or(false) {
+        return Err(io::Error::other("a lab action panicked"));
+    }
     let late = Lateness::of(&mut g.late_us);
     let events = std::mem::take(&mut *events.lock().unwrap_or_else(|e| e.into_inner()));
     Ok(Run {

@@ -176,6 +176,21 @@ impl Lab {
         self.procs.retain(|p| p.name != name);
     }
 
+    /// `kill -9` process `name` without waiting for it to exit (a killed
+    /// io_uring process can take a while on a busy host: its rings are torn
+    /// down first); it is reaped on drop.
+    pub fn kill_now(&mut self, name: &str) {
+        let (dying, rest): (Vec<Proc>, Vec<Proc>) = std::mem::take(&mut self.procs)
+            .into_iter()
+            .partition(|p| p.name == name);
+        self.procs = rest;
+        for mut p in dying {
+            let _ = p.child.kill();
+            p.name.insert(0, '~');
+            self.procs.push(p);
+        }
+    }
+
     /// Whether process `name` is still running.
     pub fn running(&mut self, name: &str) -> bool {
         self.procs
