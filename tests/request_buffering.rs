@@ -74,8 +74,10 @@ fn slow_upload_does_not_hold_a_sync_worker() {
     g.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let mut buf = Vec::new();
     for i in 0..5 {
-        g.write_all(format!("GET /get/{i} HTTP/1.1\r\nHost: a\r\nX-Test-Id: get{i}\r\n\r\n").as_bytes())
-            .unwrap();
+        g.write_all(
+            format!("GET /get/{i} HTTP/1.1\r\nHost: a\r\nX-Test-Id: get{i}\r\n\r\n").as_bytes(),
+        )
+        .unwrap();
         let r = read_response(&mut g, &mut buf, false)
             .unwrap_or_else(|| panic!("GET {i} got no answer while a body was trickling"));
         assert_eq!(status_of(&r), 200, "GET {i}: {r}");
@@ -170,7 +172,11 @@ fn chunked_upload_is_buffered_then_forwarded() {
     assert_eq!(seen.len(), 1, "{seen:?}");
     let (head, body) = split_head(&seen[0]);
     assert!(head.starts_with("post /chunked http/1.1\r\n"), "{head}");
-    assert_eq!(header(&head, "transfer-encoding"), Some("chunked"), "{head}");
+    assert_eq!(
+        header(&head, "transfer-encoding"),
+        Some("chunked"),
+        "{head}"
+    );
     assert_eq!(header(&head, "content-length"), None, "{head}");
     assert_eq!(body, b"5\r\nhello\r\n5\r\n worl\r\n1\r\nd\r\n0\r\n\r\n");
 }
@@ -200,7 +206,10 @@ fn body_over_the_cap_is_streamed_intact() {
     let (head, got) = split_head(&seen[0]);
     assert_eq!(header(&head, "content-length"), Some("1000000"), "{head}");
     assert!(got == body.as_slice(), "the body changed on the way");
-    assert_eq!(body_of(&r).trim_start_matches('0'), seen[0].len().to_string());
+    assert_eq!(
+        body_of(&r).trim_start_matches('0'),
+        seen[0].len().to_string()
+    );
 }
 
 /// Two servers: the first reads a request and closes without answering,
@@ -271,10 +280,8 @@ fn expect_continue_is_answered_before_buffering() {
     let (be, seen) = raw_backend(|_| true);
     let rl = Ringlb::start(&simple_config(&[be.addr], ""));
     let mut s = connect(rl.addr);
-    s.write_all(
-        b"PUT /e HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n",
-    )
-    .unwrap();
+    s.write_all(b"PUT /e HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n")
+        .unwrap();
     let mut buf = Vec::new();
     let r = read_response(&mut s, &mut buf, true).expect("100 Continue");
     assert_eq!(status_of(&r), 100, "{r}");

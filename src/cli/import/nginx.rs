@@ -271,7 +271,10 @@ impl Mapper<'_> {
                 ("request_buffering", Value::Bool(a == "on"))
             }
             ("client_body_buffer_size", a) => match a.and_then(nginx_size) {
-                Some(v) => ("request_buffer_size", Value::Int(v.min(u32::MAX as u64) as i64)),
+                Some(v) => (
+                    "request_buffer_size",
+                    Value::Int(v.min(u32::MAX as u64) as i64),
+                ),
                 None => return self.w.skip(notes, d, D, "invalid size"),
             },
             _ => return self.w.skip(notes, d, D, "expected `on` or `off`"),
