@@ -47,6 +47,7 @@ start_proxy() { # IMPL PORT -> PROXY_PID
 workers = 1
 [http]
 request_buffering = $buffering
+client_max_body_size = 0
 max_connections = 19000
 client_header_timeout = "60s"
 client_body_timeout = "60s"

@@ -47,7 +47,7 @@ impl BodyBuf {
         let cap = rbuf.capacity();
         if cap >= limit {
             0
-        } else if self.spare.is_none() {
+        } else if self.spare.is_none() && cap < buf::POOLED {
             buf::POOLED
         } else {
             cap.min(limit - cap)
@@ -61,7 +61,7 @@ impl BodyBuf {
         if more == 0 {
             return;
         }
-        let next = if self.spare.is_none() {
+        let next = if self.spare.is_none() && rbuf.capacity() < buf::POOLED {
             buf::take_pooled()
         } else {
             Vec::with_capacity(rbuf.capacity() + more)
