@@ -467,6 +467,20 @@ impl ReqBody {
 }
 
 /// `max_body`: `client_max_body_size` (0 = unlimited) for a chunked body.
+/// Sends `100 Continue` once, when the client asked for it (`Expect:
+/// 100-continue`) and has not sent any of its body yet: it waits for this
+/// before it sends the body, whether the body is buffered or streamed.
+async fn send_continue(c: &mut Client, req: &mut Req<'_>) -> Result<(), ()> {
+    if !req.head.expect_continue || req.body.prefix != 0 || req.continue_sent {
+        return Ok(());
+    }
+    req.continue_sent = true;
+    let mut o = Vec::with_capacity(CONTINUE.len());
+    o.extend_from_slice(CONTINUE);
+    let (res, _) = write_all(&mut c.stream, o, &c.timer, c.client_timeout).await;
+    res.map(|_| ()).map_err(|_| ())
+}
+
 fn plan_body(c: &Client, head: &RequestHead, max_body: u64) -> Result<ReqBody, ChunkError> {
     let avail = &c.rbuf.data()[head.head_len..];
     let (prefix, rest) = match head.framing {
@@ -860,18 +874,8 @@ async fn buffer_body(
         if room == 0 {
             c.body_buf.grow(&mut c.rbuf, limit);
         }
-        if head.expect_continue && req.body.prefix == 0 && !req.continue_sent {
-            // The client waits for this before it sends its body.
-            req.continue_sent = true;
-            let mut o = Vec::with_capacity(CONTINUE.len());
-            o.extend_from_slice(CONTINUE);
-            if write_all(&mut c.stream, o, &c.timer, c.client_timeout)
-                .await
-                .0
-                .is_err()
-            {
-                return Some(Next::Close);
-            }
+        if send_continue(c, req).await.is_err() {
+            return Some(Next::Close);
         }
         match c.rbuf.fill(&mut c.stream, &c.timer, c.client_timeout).await {
             Ok(_) => {}
@@ -1117,17 +1121,8 @@ async fn upload(
     let up = t.up;
     let head = req.head;
     let client_timeout = c.client_timeout;
-    if head.expect_continue && req.body.prefix == 0 && !req.continue_sent {
-        req.continue_sent = true;
-        let mut o = Vec::with_capacity(CONTINUE.len());
-        o.extend_from_slice(CONTINUE);
-        if write_all(&mut c.stream, o, &c.timer, client_timeout)
-            .await
-            .0
-            .is_err()
-        {
-            return Err(AttemptError::Client);
-        }
+    if send_continue(c, req).await.is_err() {
+        return Err(AttemptError::Client);
     }
     // Streaming: from here on the request cannot be replayed.
     c.rbuf.consume(head.head_len + req.body.prefix);
