@@ -5,15 +5,15 @@
 //! 1. `ppoll` on the interface sockets and the shutdown eventfd, with a
 //!    timeout equal to the earliest deadline of any machine timer, GARP round
 //!    or tracking tick (nanosecond `timespec`, no rounding to ticks);
-//! 2. drain every readable socket: validate the IPv4 envelope (TTL 255,
-//!    protocol 112), find the instance by VRID, parse and check the advert,
+//! 2. drain every readable socket: validate the IP envelope (TTL / hop
+//!    limit 255, protocol 112), find the instance by VRID, parse and check the advert,
 //!    hand it to the machine; every drop is counted by reason
 //!    (`ControlStats::vrrp_drop`), adverts for VRIDs we don't run are someone
 //!    else's and are counted as `unknown_vrid` without a log line;
 //! 3. fire due machine timers, due GARP rounds, and on the tracking tick
 //!    re-evaluate tracking into priority/FAULT (sync groups applied);
 //! 4. flush every machine: send queued adverts (to 224.0.0.18 or to each
-//!    unicast peer; the v3 checksum covers the destination so each is
+//!    unicast peer — ff02::12 for IPv6; the v3 checksum covers the destination so each is
 //!    emitted separately), act on state changes (VIPs, GARP, notify,
 //!    metrics), publish roles.
 //!
@@ -25,7 +25,7 @@
 //! is, so a backup takes over at once) and tries again after
 //! [`VIP_RETRY`].
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 use super::garp::{ArpSocket, Schedule};
 use super::liveness::{SampleFn, Sched, SchedStats, ShardSample};
 use super::notify::Notifier;
-use super::socket::VrrpSocket;
+use super::socket::{Meta, VrrpSocket};
 use super::track::{DataPlaneView, Tracker, UpstreamDownFn};
 use super::vip::Netlink;
 use super::{iface, Role, Roles, SpawnArgs};
@@ -87,8 +87,8 @@ struct Inst {
     link: usize,
     /// Created once the source address is known.
     machine: Option<Machine>,
-    src: Option<Ipv4Addr>,
-    dests: Vec<Ipv4Addr>,
+    src: Option<IpAddr>,
+    dests: Vec<IpAddr>,
     peers: Vec<IpAddr>,
     tracker: Tracker,
     /// Fault from this instance's own tracking (or a VIP it could not add).
@@ -128,13 +128,9 @@ pub struct Driver {
     buf: Vec<u8>,
 }
 
-fn v4s(list: &[IpAddr]) -> Vec<Ipv4Addr> {
-    list.iter()
-        .filter_map(|a| match a {
-            IpAddr::V4(v) => Some(*v),
-            IpAddr::V6(_) => None,
-        })
-        .collect()
+/// An instance is IPv6 when its VIPs are (the config allows no mix).
+fn is_v6(cfg: &VrrpInstanceConfig) -> bool {
+    cfg.virtual_ipaddress.first().is_some_and(|(a, _)| a.is_ipv6())
 }
 
 impl Driver {
@@ -145,27 +141,24 @@ impl Driver {
         let mut insts = Vec::new();
         let mut group_names: Vec<String> = Vec::new();
         for cfg in &args.instances {
-            if !cfg.virtual_ipaddress.iter().any(|(a, _)| a.is_ipv4()) {
-                crate::error!(
-                    "vrrp {}: only IPv4 virtual routers are supported in this version; instance not started",
-                    cfg.name
-                );
-                continue;
-            }
+            let v6 = is_v6(cfg);
             let multicast = cfg.unicast_peers.is_empty();
-            let link = match links.iter().position(|l| l.sock.ifname == cfg.interface) {
+            let link = match links
+                .iter()
+                .position(|l| l.sock.ifname == cfg.interface && l.sock.v6 == v6)
+            {
                 Some(i) => {
                     if multicast {
                         // Another instance may have opened it unicast-only: join now.
                         let l = &links[i];
-                        let s = VrrpSocket::open(&cfg.interface, l.sock.ifindex, true)?;
+                        let s = VrrpSocket::open(&cfg.interface, l.sock.ifindex, true, v6)?;
                         links[i].sock = s;
                     }
                     i
                 }
                 None => {
                     let ifindex = iface::index(&cfg.interface)?;
-                    let sock = VrrpSocket::open(&cfg.interface, ifindex, multicast)?;
+                    let sock = VrrpSocket::open(&cfg.interface, ifindex, multicast, v6)?;
                     let arp = match ArpSocket::open(ifindex) {
                         Ok(a) => Some(a),
                         Err(e) => {
@@ -184,11 +177,19 @@ impl Driver {
                     group_names.len() - 1
                 })
             });
-            let dests = if multicast {
-                vec![wire::MULTICAST_V4]
-            } else {
-                v4s(&cfg.unicast_peers)
+            let dests = match (multicast, v6) {
+                (true, false) => vec![IpAddr::V4(wire::MULTICAST_V4)],
+                (true, true) => vec![IpAddr::V6(wire::MULTICAST_V6)],
+                (false, _) => cfg.unicast_peers.clone(),
             };
+            if v6 && !matches!(vip_addrs(cfg)[0], IpAddr::V6(a) if a.is_unicast_link_local()) {
+                // RFC 5798 §5.2.9 wants the link-local VIP first; keepalived
+                // warns and runs the same way, sending the VIPs as listed.
+                crate::warn!(
+                    "vrrp {}: the first IPv6 virtual address should be link-local (RFC 5798 §5.2.9); advertising them as configured, like keepalived",
+                    cfg.name
+                );
+            }
             insts.push(Inst {
                 tracker: Tracker::new(cfg, now),
                 link,
@@ -336,8 +337,8 @@ impl Driver {
         let mut buf = std::mem::take(&mut self.buf);
         // Bounded: a flood cannot starve the timers of this loop.
         for _ in 0..64 {
-            let n = match self.links[li].sock.recv(&mut buf) {
-                Ok(Some(n)) => n,
+            let (n, meta) = match self.links[li].sock.recv(&mut buf) {
+                Ok(Some(r)) => r,
                 Ok(None) => break,
                 Err(e) => {
                     crate::warn!("vrrp: recv on {}: {e}", self.links[li].sock.ifname);
@@ -349,13 +350,13 @@ impl Driver {
                 self.drop_packet("oversized");
                 continue;
             }
-            self.packet(li, &buf[..n], now);
+            self.packet(li, meta, &buf[..n], now);
         }
         self.buf = buf;
     }
 
-    fn packet(&mut self, li: usize, bytes: &[u8], now: Instant) {
-        let env = match wire::parse_ipv4(bytes) {
+    fn packet(&mut self, li: usize, meta: Meta, bytes: &[u8], now: Instant) {
+        let env = match meta.envelope(bytes) {
             Ok(e) => e,
             Err(e) => return self.drop_packet(e.as_str()),
         };
@@ -372,7 +373,7 @@ impl Driver {
             // Another virtual router's advert on this link: not ours to judge.
             return self.drop_packet("unknown_vrid");
         };
-        let (src, dst) = (IpAddr::V4(env.src), IpAddr::V4(env.dst));
+        let (src, dst) = (env.src, env.dst);
         let repr = match Repr::parse(&pkt, src, dst) {
             Ok(r) => r,
             Err(e) => return self.drop_packet(e.as_str()),
@@ -539,9 +540,9 @@ impl Driver {
             if inst.garp.take_due(now) {
                 let link = &self.links[inst.link];
                 if let Some(arp) = &link.arp {
-                    for ip in v4s(&vip_addrs(&inst.cfg)) {
+                    for ip in vip_addrs(&inst.cfg) {
                         if let Err(e) = arp.send(link.mac, ip) {
-                            crate::warn!("vrrp {}: gratuitous ARP for {ip}: {e}", inst.cfg.name);
+                            crate::warn!("vrrp {}: announcing {ip}: {e}", inst.cfg.name);
                         }
                     }
                 }
@@ -623,7 +624,7 @@ impl Driver {
                 continue;
             }
             for dst in &inst.dests {
-                let bytes = repr.to_bytes(IpAddr::V4(src), IpAddr::V4(*dst));
+                let bytes = repr.to_bytes(src, *dst);
                 match link.sock.send(src, *dst, &bytes) {
                     Ok(()) => {
                         if let Some(r) = &self.registry {
@@ -684,30 +685,26 @@ fn vip_addrs(cfg: &VrrpInstanceConfig) -> Vec<IpAddr> {
 /// Creates and starts the machine once the source address is known.
 fn start_machine(inst: &mut Inst, now: Instant) {
     let src = match inst.cfg.unicast_src {
-        Some(IpAddr::V4(a)) => Some(a),
-        _ => match iface::primary_ipv4(&inst.cfg.interface, &vip_addrs(&inst.cfg)) {
-            Ok(a) => a,
-            Err(e) => {
+        Some(a) => Some(a),
+        None => iface::source(&inst.cfg.interface, is_v6(&inst.cfg), &vip_addrs(&inst.cfg))
+            .unwrap_or_else(|e| {
                 crate::warn!("vrrp {}: reading addresses: {e}", inst.cfg.name);
                 None
-            }
-        },
+            }),
     };
     let Some(src) = src else {
         if inst.published.is_none() {
             crate::warn!(
-                "vrrp {}: interface {} has no IPv4 address yet; waiting",
+                "vrrp {}: interface {} has no usable {} address yet; waiting",
                 inst.cfg.name,
-                inst.cfg.interface
+                inst.cfg.interface,
+                if is_v6(&inst.cfg) { "IPv6 link-local" } else { "IPv4" }
             );
             inst.published = Some((State::Initialize, inst.priority));
         }
         return;
     };
-    let mut m = Machine::new(vrrp::machine::Config::from_instance(
-        &inst.cfg,
-        IpAddr::V4(src),
-    ));
+    let mut m = Machine::new(vrrp::machine::Config::from_instance(&inst.cfg, src));
     m.set_priority(now, inst.priority);
     m.set_fault(now, inst.own_fault);
     m.handle_startup(now);
