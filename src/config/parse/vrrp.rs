@@ -174,7 +174,10 @@ fn read_instance(
         }
     }
 
-    let family_v6 = vips.as_ref().and_then(|v| v.first()).map(|(ip, _)| ip.is_ipv6());
+    let family_v6 = vips
+        .as_ref()
+        .and_then(|v| v.first())
+        .map(|(ip, _)| ip.is_ipv6());
     let unicast_peers = t
         .strings(d, "unicast_peers")
         .unwrap_or_default()

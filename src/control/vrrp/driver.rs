@@ -130,7 +130,9 @@ pub struct Driver {
 
 /// An instance is IPv6 when its VIPs are (the config allows no mix).
 fn is_v6(cfg: &VrrpInstanceConfig) -> bool {
-    cfg.virtual_ipaddress.first().is_some_and(|(a, _)| a.is_ipv6())
+    cfg.virtual_ipaddress
+        .first()
+        .is_some_and(|(a, _)| a.is_ipv6())
 }
 
 impl Driver {
@@ -698,7 +700,11 @@ fn start_machine(inst: &mut Inst, now: Instant) {
                 "vrrp {}: interface {} has no usable {} address yet; waiting",
                 inst.cfg.name,
                 inst.cfg.interface,
-                if is_v6(&inst.cfg) { "IPv6 link-local" } else { "IPv4" }
+                if is_v6(&inst.cfg) {
+                    "IPv6 link-local"
+                } else {
+                    "IPv4"
+                }
             );
             inst.published = Some((State::Initialize, inst.priority));
         }

@@ -241,7 +241,10 @@ fe80000000000000000000fffe00000a 02 40 20 80     eth0
         assert_eq!(usable_link_local(table, "eth0", &[]), Some(ll("fe80::1")));
         // A link-local VIP is not the router's own address.
         let vip = [IpAddr::V6(ll("fe80::1"))];
-        assert_eq!(usable_link_local(table, "eth0", &vip), Some(ll("fe80::ff:fe00:a")));
+        assert_eq!(
+            usable_link_local(table, "eth0", &vip),
+            Some(ll("fe80::ff:fe00:a"))
+        );
         // Tentative (DAD running) is not usable yet.
         assert_eq!(usable_link_local(table, "eth1", &[]), None);
         assert_eq!(usable_link_local(table, "lo", &[]), None);

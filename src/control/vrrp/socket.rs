@@ -169,7 +169,10 @@ impl VrrpSocket {
             (IpAddr::V6(s), IpAddr::V6(d)) if self.v6 => self.send_v6(s, d, payload),
             _ => Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("{src} -> {dst} on an IPv{} VRRP socket", if self.v6 { 6 } else { 4 }),
+                format!(
+                    "{src} -> {dst} on an IPv{} VRRP socket",
+                    if self.v6 { 6 } else { 4 }
+                ),
             )),
         }
     }

@@ -263,7 +263,13 @@ mod tests {
     fn ipv6_add_skips_dad_v4_and_remove_do_not_ask() {
         let m = encode(Op::Add, 1, 2, "2001:2::100".parse().unwrap(), 64);
         assert_eq!(&m[16..20], &[libc::AF_INET6 as u8, 64, IFA_F_NODAD, 0]);
-        assert_eq!(&m[28..44], &"2001:2::100".parse::<std::net::Ipv6Addr>().unwrap().octets());
+        assert_eq!(
+            &m[28..44],
+            &"2001:2::100"
+                .parse::<std::net::Ipv6Addr>()
+                .unwrap()
+                .octets()
+        );
         let m = encode(Op::Remove, 1, 2, "2001:2::100".parse().unwrap(), 64);
         assert_eq!(m[18], 0);
         let m = encode(Op::Add, 1, 2, "198.18.0.1".parse().unwrap(), 24);

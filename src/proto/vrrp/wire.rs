@@ -1023,9 +1023,16 @@ mod tests {
         assert_eq!(src, "fe80::ff:fe00:a".parse::<Ipv6Addr>().unwrap());
         assert_eq!(dst, MULTICAST_V6);
         let env = envelope_v6(src, Some(dst), Some(bytes[7]), &bytes[40..]).unwrap();
-        let repr = Repr::parse(&Packet::new_checked(env.payload).unwrap(), env.src, env.dst).unwrap();
-        assert_eq!((repr.vrid, repr.priority, repr.advert_interval), (52, 200, 10));
-        assert_eq!(repr.addresses, vec![IpAddr::V6("2001:2::100".parse().unwrap())]);
+        let repr =
+            Repr::parse(&Packet::new_checked(env.payload).unwrap(), env.src, env.dst).unwrap();
+        assert_eq!(
+            (repr.vrid, repr.priority, repr.advert_interval),
+            (52, 200, 10)
+        );
+        assert_eq!(
+            repr.addresses,
+            vec![IpAddr::V6("2001:2::100".parse().unwrap())]
+        );
         assert_eq!(repr.to_bytes(env.src, env.dst), env.payload);
         // The checksum covers the pseudo-header: another source breaks it.
         let other = IpAddr::V6("fe80::ff:fe00:b".parse().unwrap());
@@ -1039,7 +1046,10 @@ mod tests {
         assert_eq!(envelope_v6(s, Some(d), Some(255), &[]).unwrap().ttl, 255);
         assert_eq!(envelope_v6(s, Some(d), Some(1), &[]), Err(Error::BadTtl));
         assert_eq!(envelope_v6(s, Some(d), None, &[]), Err(Error::BadTtl));
-        assert_eq!(envelope_v6(s, None, Some(255), &[]), Err(Error::BadIpHeader));
+        assert_eq!(
+            envelope_v6(s, None, Some(255), &[]),
+            Err(Error::BadIpHeader)
+        );
     }
 
     #[test]
