@@ -273,6 +273,42 @@ fn keepalived_backup_follows_ringlb_ipv6_master_both_ways() {
     );
 }
 
+/// Unicast VRRPv3 over IPv6: each node names the other by its global
+/// address and sends from its own (`unicast_src`); the pair elects the
+/// higher priority and fails over on a crash like the multicast pair.
+#[test]
+fn unicast_ipv6_peers_elect_and_fail_over() {
+    let mut lab = lab6();
+    lab.backend("a");
+    lab.backend("b");
+    let unicast = |me: u8, peer: u8| {
+        format!("unicast_src = \"2001:2::{me}\"\nunicast_peers = [\"2001:2::{peer}\"]\n")
+    };
+    let a = lab.ringlb_opts(
+        "a",
+        &format!("{}{}", instance6(200, "100ms"), unicast(1, 2)),
+        &extra6(),
+        &[],
+    );
+    lab.ringlb_opts(
+        "b",
+        &format!("{}{}", instance6(100, "100ms"), unicast(2, 1)),
+        &extra6(),
+        &[],
+    );
+    assert_only6(&lab, "a", START, "unicast startup");
+    assert_steady6(&lab, "a", "unicast steady state");
+    let b = instance0(&lab, "b");
+    assert_eq!(b["role"], "BACKUP", "{b}");
+    assert!(b["adverts_received"].as_u64().unwrap_or(0) > 0, "{b}");
+    assert!(served6_by(&lab, "nodea"), "[VIP]:8080 not served by a");
+
+    lab.kill9(a);
+    lab.link_down("a");
+    assert_only6(&lab, "b", WAIT, "unicast failover");
+    assert!(served6_by(&lab, "nodeb"), "[VIP]:8080 not served by b");
+}
+
 /// Sends `msg` from node `node`'s 2001:2::N to ff02::12 on eth0 with the
 /// given hop limit (a raw IPv6 protocol-112 socket; the kernel writes the
 /// IPv6 header).
