@@ -17,6 +17,10 @@
 //!    emitted separately), act on state changes (VIPs, GARP, notify,
 //!    metrics), publish roles.
 //!
+//! The eventfd also carries the handle's commands ([`Cmd`]): a reload is
+//! applied between two iterations, all at once (see `plan` and
+//! [`Driver`]'s `reload`), and answered on a channel; shutdown ends the loop.
+//!
 //! Order matters on becoming master: the VIPs are added first and only then
 //! does the first advert go out and the GARP burst start, so a router never
 //! advertises mastership of addresses it does not hold. If any VIP cannot be
@@ -27,12 +31,13 @@
 
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::{Arc, PoisonError};
+use std::sync::{mpsc, Arc, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::garp::{ArpSocket, Schedule};
 use super::liveness::{SampleFn, Sched, SchedStats, ShardSample};
 use super::notify::Notifier;
+use super::plan::{self, Action, Changes};
 use super::socket::{Meta, VrrpSocket};
 use super::track::{DataPlaneView, Tracker, UpstreamDownFn};
 use super::vip::Netlink;
@@ -77,6 +82,8 @@ pub fn prepare_thread(cpu: Option<usize>) {
 
 /// One interface's I/O.
 struct Link {
+    /// Whether `sock` joined the VRRP multicast group.
+    joined: bool,
     sock: VrrpSocket,
     arp: Option<ArpSocket>,
     mac: [u8; 6],
@@ -106,7 +113,27 @@ struct Inst {
     last_warn: Option<Instant>,
 }
 
+/// What the `vrrp` thread is asked to do (with a write to its eventfd).
+pub enum Cmd {
+    /// Apply a reload's instances (see [`super::plan`]); the reply carries
+    /// one log line per change, or why nothing was applied.
+    Reload {
+        instances: Vec<VrrpInstanceConfig>,
+        reply: mpsc::Sender<Result<Vec<String>, String>>,
+    },
+    /// Resign everything and exit.
+    Shutdown,
+}
+
+/// A socket change a reload needs, prepared before anything is changed.
+enum LinkChange {
+    Add(Link),
+    /// The link's socket, re-opened joined to the multicast group.
+    Rejoin(usize, VrrpSocket),
+}
+
 pub struct Driver {
+    cmds: mpsc::Receiver<Cmd>,
     links: Vec<Link>,
     insts: Vec<Inst>,
     groups: usize,
@@ -135,94 +162,31 @@ fn is_v6(cfg: &VrrpInstanceConfig) -> bool {
         .is_some_and(|(a, _)| a.is_ipv6())
 }
 
+/// The socket of `l` is the one for `cfg` (same interface and family).
+fn serves(l: &Link, cfg: &VrrpInstanceConfig) -> bool {
+    l.sock.ifname == cfg.interface && l.sock.v6 == is_v6(cfg)
+}
+
 impl Driver {
-    pub fn new(args: &SpawnArgs, roles: Roles, wake: Arc<OwnedFd>) -> std::io::Result<Driver> {
+    pub fn new(
+        args: &SpawnArgs,
+        roles: Roles,
+        wake: Arc<OwnedFd>,
+        cmds: mpsc::Receiver<Cmd>,
+    ) -> std::io::Result<Driver> {
         let now = Instant::now();
         let netlink = Netlink::open()?;
+        let cfgs: Vec<&VrrpInstanceConfig> = args.instances.iter().collect();
         let mut links: Vec<Link> = Vec::new();
-        let mut insts = Vec::new();
-        let mut group_names: Vec<String> = Vec::new();
-        for cfg in &args.instances {
-            let v6 = is_v6(cfg);
-            let multicast = cfg.unicast_peers.is_empty();
-            let link = match links
-                .iter()
-                .position(|l| l.sock.ifname == cfg.interface && l.sock.v6 == v6)
-            {
-                Some(i) => {
-                    if multicast {
-                        // Another instance may have opened it unicast-only: join now.
-                        let l = &links[i];
-                        let s = VrrpSocket::open(&cfg.interface, l.sock.ifindex, true, v6)?;
-                        links[i].sock = s;
-                    }
-                    i
-                }
-                None => {
-                    let ifindex = iface::index(&cfg.interface)?;
-                    let sock = VrrpSocket::open(&cfg.interface, ifindex, multicast, v6)?;
-                    let arp = match ArpSocket::open(ifindex) {
-                        Ok(a) => Some(a),
-                        Err(e) => {
-                            crate::warn!("vrrp: no gratuitous ARP on {}: {e}", cfg.interface);
-                            None
-                        }
-                    };
-                    let mac = iface::mac(&cfg.interface).unwrap_or([0; 6]);
-                    links.push(Link { sock, arp, mac });
-                    links.len() - 1
-                }
-            };
-            let group = cfg.sync_group.as_ref().map(|g| {
-                group_names.iter().position(|n| n == g).unwrap_or_else(|| {
-                    group_names.push(g.clone());
-                    group_names.len() - 1
-                })
-            });
-            let dests = match (multicast, v6) {
-                (true, false) => vec![IpAddr::V4(wire::MULTICAST_V4)],
-                (true, true) => vec![IpAddr::V6(wire::MULTICAST_V6)],
-                (false, _) => cfg.unicast_peers.clone(),
-            };
-            if v6 && !matches!(vip_addrs(cfg)[0], IpAddr::V6(a) if a.is_unicast_link_local()) {
-                // RFC 5798 §5.2.9 wants the link-local VIP first; keepalived
-                // warns and runs the same way, sending the VIPs as listed.
-                crate::warn!(
-                    "vrrp {}: the first IPv6 virtual address should be link-local (RFC 5798 §5.2.9); advertising them as configured, like keepalived",
-                    cfg.name
-                );
-            }
-            insts.push(Inst {
-                tracker: Tracker::new(cfg, now),
-                link,
-                machine: None,
-                src: None,
-                dests,
-                peers: cfg.unicast_peers.clone(),
-                own_fault: false,
-                vip_retry_at: None,
-                fault_reason: None,
-                priority: cfg.priority,
-                group,
-                garp: Schedule::new(cfg.garp_repeat, cfg.garp_interval, cfg.garp_refresh),
-                last_rx: None,
-                published: None,
-                last_warn: None,
-                cfg: cfg.clone(),
-            });
-        }
-        *roles.lock().unwrap_or_else(PoisonError::into_inner) = insts
-            .iter()
-            .map(|i| Role {
-                name: i.cfg.name.clone(),
-                state: State::Initialize,
-                priority: i.cfg.priority,
-            })
-            .collect();
-        Ok(Driver {
+        let changes = prepare_links(&links, &cfgs)?;
+        apply_links(&mut links, changes);
+        let mut insts: Vec<Inst> = cfgs.iter().map(|c| new_inst(c, &links, now)).collect();
+        let groups = assign_groups(&mut insts);
+        let mut d = Driver {
+            cmds,
             links,
             insts,
-            groups: group_names.len(),
+            groups,
             netlink,
             links_probe: iface::LinkProbe::open()?,
             link_state: Default::default(),
@@ -238,7 +202,147 @@ impl Driver {
             wake,
             next_tick: now,
             buf: vec![0u8; RECV_BUF],
-        })
+        };
+        d.reset_roles();
+        Ok(d)
+    }
+
+    /// The shared role table, one row per instance in `insts` order
+    /// (re-published by the next [`Driver::publish`]).
+    fn reset_roles(&mut self) {
+        *self.roles.lock().unwrap_or_else(PoisonError::into_inner) = self
+            .insts
+            .iter()
+            .map(|i| Role {
+                name: i.cfg.name.clone(),
+                state: State::Initialize,
+                priority: i.cfg.priority,
+            })
+            .collect();
+        for i in &mut self.insts {
+            i.published = None;
+        }
+    }
+
+    /// A reload's VRRP part, all or nothing: the plan is refused as a whole
+    /// if any instance's identity changed, and every socket a new instance
+    /// needs is opened before anything running is touched. Then removed
+    /// instances resign, kept ones take their new settings without a
+    /// state change, added ones start; tracking runs at once so a new
+    /// priority is in the next advert.
+    fn reload(
+        &mut self,
+        new: Vec<VrrpInstanceConfig>,
+        now: Instant,
+    ) -> Result<Vec<String>, String> {
+        let new: Vec<VrrpInstanceConfig> = new.into_iter().filter(supported).collect();
+        let old: Vec<VrrpInstanceConfig> = self.insts.iter().map(|i| i.cfg.clone()).collect();
+        let actions = plan::plan(&old, &new).map_err(|refused| {
+            let msgs: Vec<String> = refused.iter().map(|(n, r)| r.message(n)).collect();
+            msgs.join("\n")
+        })?;
+        let wanted: Vec<&VrrpInstanceConfig> = new.iter().collect();
+        let changes = prepare_links(&self.links, &wanted).map_err(|e| e.to_string())?;
+        // Nothing has changed so far; from here on everything is applied.
+        apply_links(&mut self.links, changes);
+        let mut log = Vec::new();
+        for (name, action) in &actions {
+            if *action == Action::Resign {
+                if let Some(ii) = self.insts.iter().position(|i| &i.cfg.name == name) {
+                    self.resign(ii, now);
+                    log.push(format!(
+                        "vrrp {name}: removed (resigned, addresses dropped)"
+                    ));
+                }
+            }
+        }
+        for (name, action) in actions {
+            let Some(cfg) = new.iter().find(|c| c.name == name) else {
+                continue;
+            };
+            match action {
+                Action::Update(c) => {
+                    if let Some(ii) = self.insts.iter().position(|i| i.cfg.name == name) {
+                        self.update(ii, cfg, &c, now);
+                        log.push(format!("vrrp {name}: applied {}", c.describe()));
+                    }
+                }
+                Action::Start => {
+                    self.insts.push(new_inst(cfg, &self.links, now));
+                    log.push(format!("vrrp {name}: added"));
+                }
+                Action::Keep | Action::Resign | Action::Refuse(_) => {}
+            }
+        }
+        self.groups = assign_groups(&mut self.insts);
+        self.reset_roles();
+        self.track(now);
+        self.flush_all(now);
+        Ok(log)
+    }
+
+    /// A removed instance: priority-0 advert if master, VIPs removed,
+    /// notify STOP, then gone.
+    fn resign(&mut self, ii: usize, now: Instant) {
+        if let Some(m) = &mut self.insts[ii].machine {
+            m.handle_shutdown(now);
+        }
+        self.flush(ii, now);
+        let inst = self.insts.remove(ii);
+        if let Some(r) = &self.registry {
+            r.control().remove_vrrp(&inst.cfg.name);
+        }
+    }
+
+    /// Applies `c` to running instance `ii` (same identity), keeping its state.
+    fn update(&mut self, ii: usize, cfg: &VrrpInstanceConfig, c: &Changes, now: Instant) {
+        let inst = &mut self.insts[ii];
+        let name = cfg.name.clone();
+        let ifindex = self.links[inst.link].sock.ifindex;
+        let master = inst.machine.as_ref().is_some_and(Machine::is_master);
+        let mut failed = None;
+        if master {
+            for (a, p) in &c.vips_removed {
+                if let Err(e) = self.netlink.remove(ifindex, *a, *p) {
+                    crate::error!("vrrp {name}: remove {a}/{p}: {e}");
+                }
+            }
+            for (a, p) in &c.vips_added {
+                if let Err(e) = self.netlink.add(ifindex, *a, *p) {
+                    failed.get_or_insert(format!("add {a}/{p}: {e}"));
+                }
+            }
+        }
+        inst.cfg = cfg.clone();
+        if c.peers {
+            inst.dests = dests(cfg);
+            inst.peers = cfg.unicast_peers.clone();
+            if let Some(src) = source_address(cfg) {
+                inst.src = Some(src);
+            }
+        }
+        if c.tracking {
+            inst.tracker = Tracker::new(cfg, now);
+        }
+        if c.garp {
+            inst.garp = Schedule::new(cfg.garp_repeat, cfg.garp_interval, cfg.garp_refresh);
+        }
+        if master && (c.garp || !c.vips_added.is_empty()) {
+            inst.garp.start(now);
+        }
+        let reconfigure =
+            c.protocol || c.peers || !c.vips_added.is_empty() || !c.vips_removed.is_empty();
+        if let (Some(m), Some(src), true) = (&mut inst.machine, inst.src, reconfigure) {
+            m.reconfigure(now, vrrp::machine::Config::from_instance(cfg, src));
+        }
+        if let (Some(why), Some(m)) = (failed, &mut inst.machine) {
+            crate::error!(
+                "vrrp {name}: cannot hold the virtual addresses ({why}); FAULT, retrying in {VIP_RETRY:?}"
+            );
+            inst.vip_retry_at = Some(now + VIP_RETRY);
+            inst.own_fault = true;
+            m.set_fault(now, true);
+        }
     }
 
     fn drop_packet(&self, reason: &str) {
@@ -297,7 +401,7 @@ impl Driver {
                 }
                 continue;
             }
-            if fds[0].revents != 0 {
+            if fds[0].revents != 0 && self.commands(now) {
                 self.shutdown(now);
                 return;
             }
@@ -318,6 +422,23 @@ impl Driver {
             }
             self.garp(now);
             self.flush_all(now);
+        }
+    }
+
+    /// Runs what the handle asked for; true = shut down.
+    fn commands(&mut self, now: Instant) -> bool {
+        let mut counter = [0u8; 8];
+        // SAFETY: an eventfd read of 8 bytes into a valid buffer (non-blocking).
+        unsafe { libc::read(self.wake.as_raw_fd(), counter.as_mut_ptr().cast(), 8) };
+        loop {
+            match self.cmds.try_recv() {
+                Ok(Cmd::Reload { instances, reply }) => {
+                    let r = self.reload(instances, now);
+                    let _ = reply.send(r);
+                }
+                Ok(Cmd::Shutdown) | Err(mpsc::TryRecvError::Disconnected) => return true,
+                Err(mpsc::TryRecvError::Empty) => return false,
+            }
         }
     }
 
@@ -544,7 +665,7 @@ impl Driver {
                 if let Some(arp) = &link.arp {
                     for ip in vip_addrs(&inst.cfg) {
                         if let Err(e) = arp.send(link.mac, ip) {
-                            crate::warn!("vrrp {}: announcing {ip}: {e}", inst.cfg.name);
+                            crate::warn!("vrrp {}: gratuitous ARP for {ip}: {e}", inst.cfg.name);
                         }
                     }
                 }
@@ -680,21 +801,161 @@ impl Driver {
     }
 }
 
+/// RFC 5798 §5.2.9 wants an IPv6 router's link-local VIP listed first;
+/// keepalived warns and runs anyway, advertising the VIPs as listed, and so
+/// does ringlb.
+fn warn_link_local_first(cfg: &VrrpInstanceConfig) {
+    if is_v6(cfg) && !matches!(vip_addrs(cfg)[0], IpAddr::V6(a) if a.is_unicast_link_local()) {
+        crate::warn!(
+            "vrrp {}: the first IPv6 virtual address should be link-local (RFC 5798 §5.2.9); advertising them as configured, like keepalived",
+            cfg.name
+        );
+    }
+}
+
+/// The sockets `cfgs` need that `links` lack: a new interface, or a link
+/// opened unicast-only that a multicast instance now shares. Opens them;
+/// changes nothing (so a failure leaves the running links as they are).
+fn prepare_links(links: &[Link], cfgs: &[&VrrpInstanceConfig]) -> std::io::Result<Vec<LinkChange>> {
+    let mut out: Vec<LinkChange> = Vec::new();
+    for cfg in cfgs {
+        let multicast = cfg.unicast_peers.is_empty();
+        let v6 = is_v6(cfg);
+        let existing = links.iter().position(|l| serves(l, cfg));
+        let pending = out.iter().position(|c| match c {
+            LinkChange::Add(l) => serves(l, cfg),
+            LinkChange::Rejoin(i, _) => serves(&links[*i], cfg),
+        });
+        let joined = match (existing, pending) {
+            (_, Some(p)) => match &out[p] {
+                LinkChange::Add(l) => l.joined,
+                LinkChange::Rejoin(..) => true,
+            },
+            (Some(i), None) => links[i].joined,
+            (None, None) => {
+                let ifindex = iface::index(&cfg.interface).map_err(|e| {
+                    std::io::Error::new(e.kind(), format!("interface {:?}: {e}", cfg.interface))
+                })?;
+                let sock = VrrpSocket::open(&cfg.interface, ifindex, multicast, v6)?;
+                let arp = match ArpSocket::open(ifindex) {
+                    Ok(a) => Some(a),
+                    Err(e) => {
+                        crate::warn!("vrrp: no gratuitous ARP on {}: {e}", cfg.interface);
+                        None
+                    }
+                };
+                let mac = iface::mac(&cfg.interface).unwrap_or([0; 6]);
+                out.push(LinkChange::Add(Link {
+                    joined: multicast,
+                    sock,
+                    arp,
+                    mac,
+                }));
+                continue;
+            }
+        };
+        if multicast && !joined {
+            // Another instance opened it unicast-only: join now.
+            match (existing, pending) {
+                (_, Some(p)) => {
+                    if let LinkChange::Add(l) = &mut out[p] {
+                        l.sock = VrrpSocket::open(&cfg.interface, l.sock.ifindex, true, v6)?;
+                        l.joined = true;
+                    }
+                }
+                (Some(i), None) => {
+                    let s = VrrpSocket::open(&cfg.interface, links[i].sock.ifindex, true, v6)?;
+                    out.push(LinkChange::Rejoin(i, s));
+                }
+                (None, None) => {}
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn apply_links(links: &mut Vec<Link>, changes: Vec<LinkChange>) {
+    for c in changes {
+        match c {
+            LinkChange::Add(l) => links.push(l),
+            LinkChange::Rejoin(i, s) => {
+                links[i].sock = s;
+                links[i].joined = true;
+            }
+        }
+    }
+}
+
+/// Advert destinations: the multicast group of the family, or each unicast peer.
+fn dests(cfg: &VrrpInstanceConfig) -> Vec<IpAddr> {
+    match (cfg.unicast_peers.is_empty(), is_v6(cfg)) {
+        (true, false) => vec![IpAddr::V4(wire::MULTICAST_V4)],
+        (true, true) => vec![IpAddr::V6(wire::MULTICAST_V6)],
+        (false, _) => cfg.unicast_peers.clone(),
+    }
+}
+
+/// A not-yet-started instance on its link (which `links` has).
+fn new_inst(cfg: &VrrpInstanceConfig, links: &[Link], now: Instant) -> Inst {
+    warn_link_local_first(cfg);
+    let link = links
+        .iter()
+        .position(|l| serves(l, cfg))
+        .expect("prepare_links opened every interface");
+    Inst {
+        tracker: Tracker::new(cfg, now),
+        link,
+        machine: None,
+        src: None,
+        dests: dests(cfg),
+        peers: cfg.unicast_peers.clone(),
+        own_fault: false,
+        vip_retry_at: None,
+        fault_reason: None,
+        priority: cfg.priority,
+        group: None,
+        garp: Schedule::new(cfg.garp_repeat, cfg.garp_interval, cfg.garp_refresh),
+        last_rx: None,
+        published: None,
+        last_warn: None,
+        cfg: cfg.clone(),
+    }
+}
+
+/// Numbers the sync groups (by name) and returns how many there are.
+fn assign_groups(insts: &mut [Inst]) -> usize {
+    let mut names: Vec<String> = Vec::new();
+    for inst in insts.iter_mut() {
+        inst.group = inst.cfg.sync_group.as_ref().map(|g| {
+            names.iter().position(|n| n == g).unwrap_or_else(|| {
+                names.push(g.clone());
+                names.len() - 1
+            })
+        });
+    }
+    names.len()
+}
+
+/// The advert source: `unicast_src`, else the interface's primary IPv4 or
+/// (IPv6) its usable link-local address, never a VIP. `None` while the
+/// interface has none.
+fn source_address(cfg: &VrrpInstanceConfig) -> Option<IpAddr> {
+    match cfg.unicast_src {
+        Some(a) => Some(a),
+        None => iface::source(&cfg.interface, is_v6(cfg), &vip_addrs(cfg)).unwrap_or_else(|e| {
+            crate::warn!("vrrp {}: reading addresses: {e}", cfg.name);
+            None
+        }),
+    }
+}
+
 fn vip_addrs(cfg: &VrrpInstanceConfig) -> Vec<IpAddr> {
     cfg.virtual_ipaddress.iter().map(|(a, _)| *a).collect()
 }
 
 /// Creates and starts the machine once the source address is known.
 fn start_machine(inst: &mut Inst, now: Instant) {
-    let src = match inst.cfg.unicast_src {
-        Some(a) => Some(a),
-        None => iface::source(&inst.cfg.interface, is_v6(&inst.cfg), &vip_addrs(&inst.cfg))
-            .unwrap_or_else(|e| {
-                crate::warn!("vrrp {}: reading addresses: {e}", inst.cfg.name);
-                None
-            }),
-    };
-    let Some(src) = src else {
+    let Some(src) = source_address(&inst.cfg) else {
         if inst.published.is_none() {
             crate::warn!(
                 "vrrp {}: interface {} has no usable {} address yet; waiting",
