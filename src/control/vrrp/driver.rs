@@ -235,7 +235,6 @@ impl Driver {
         new: Vec<VrrpInstanceConfig>,
         now: Instant,
     ) -> Result<Vec<String>, String> {
-        let new: Vec<VrrpInstanceConfig> = new.into_iter().filter(supported).collect();
         let old: Vec<VrrpInstanceConfig> = self.insts.iter().map(|i| i.cfg.clone()).collect();
         let actions = plan::plan(&old, &new).map_err(|refused| {
             let msgs: Vec<String> = refused.iter().map(|(n, r)| r.message(n)).collect();
