@@ -75,9 +75,6 @@ use crate::snapshot::{ServerSnap, UpstreamSnap};
 
 /// Largest upstream response head accepted (the upstream buffer's size).
 const UPSTREAM_BUF: usize = buf::POOLED;
-/// Initial client receive buffer; it grows up to `max_header_bytes` for a
-/// large head.
-const CLIENT_BUF: usize = 4096;
 /// Retries of a request whose pooled connection turned out stale; they do
 /// not count against `retries`.
 const STALE_RETRIES: u32 = 2;
@@ -134,6 +131,28 @@ struct Client {
 }
 
 impl Client {
+    /// Gives every buffer back to the shard's pools (the connection is idle
+    /// and its receive buffer empty).
+    fn park(&mut self) {
+        self.rbuf.release();
+        self.ubuf.release();
+        buf::give_back(std::mem::take(&mut self.out));
+        buf::give_back_fields(std::mem::take(&mut self.fields));
+        buf::give_back_fields(std::mem::take(&mut self.rfields));
+        self.stream.release_idle();
+    }
+
+    /// Takes the field tables back (the receive buffer is taken by its
+    /// first read).
+    fn unpark(&mut self) {
+        if self.fields.capacity() == 0 {
+            self.fields = buf::take_fields();
+        }
+        if self.rfields.capacity() == 0 {
+            self.rfields = buf::take_fields();
+        }
+    }
+
     fn ip(&self) -> &[u8] {
         &self.ip.0[..self.ip.1 as usize]
     }
@@ -189,7 +208,9 @@ pub async fn serve(
         .and_then(|l| l.tls.clone());
     let stream = match tls {
         None => ClientStream::Plain(stream),
-        Some(tls) => match super::tls::handshake(&shard, stream, &tls, &timer).await {
+        // Boxed, like every large step below: the task of an idle
+        // connection keeps only the state of its keep-alive wait.
+        Some(tls) => match Box::pin(super::tls::handshake(&shard, stream, &tls, &timer)).await {
             Some(s) => ClientStream::Tls(Box::new(s)),
             None => {
                 shard.rec.borrow_mut().on_close(ConnState::Reading);
@@ -207,11 +228,11 @@ pub async fn serve(
         stream,
         peer,
         ip,
-        rbuf: RecvBuf::growable(CLIENT_BUF, max_head),
+        rbuf: RecvBuf::client(max_head),
         ubuf: RecvBuf::pooled(),
         out: Vec::new(),
-        fields: Vec::with_capacity(32),
-        rfields: Vec::with_capacity(32),
+        fields: Vec::new(),
+        rfields: Vec::new(),
         timer,
         log_line: Vec::new(),
         client_timeout: Duration::ZERO,
@@ -220,73 +241,24 @@ pub async fn serve(
         tried: Tried::default(),
     };
     loop {
-        let mut log = ReqLog::default();
-        let Some((view, head, started)) =
-            read_head(&shard, &mut c, idle, &mut state, &mut log).await
-        else {
-            if log.status != 0 {
-                let view = shard.view();
-                let listener = view
-                    .snap
-                    .listeners
-                    .iter()
-                    .position(|l| l.listen == listen)
-                    .unwrap_or(0);
-                shard.rec.borrow_mut().on_request_done(
-                    listener,
-                    None,
-                    log.status,
-                    0,
-                    None,
-                    0,
-                    log.bytes_out,
-                );
-            }
+        // Keep-alive: an idle connection waits here, holding no buffer. Its
+        // task keeps only this loop's state; each request runs boxed.
+        if c.rbuf.is_empty()
+            && (shard.draining() || !wait_idle(&shard, &mut c, idle, &mut state).await)
+        {
             break;
-        };
-        // Listeners are found by address: a reload may renumber them.
-        let Some(listener) = view.snap.listeners.iter().position(|l| l.listen == listen) else {
-            break;
-        };
-        transition(&shard, &mut state, ConnState::Writing);
-        log.bytes_in = head.head_len as u64;
-        if let Some(al) = &shard.access_log {
-            al.begin(
-                &mut c.log_line,
-                &c.ip.0[..c.ip.1 as usize],
-                c.rbuf.data(),
-                &head,
-                &c.fields,
-            );
         }
-        let next = exchange(&shard, &view, &mut c, head, listener, &mut log).await;
-        let elapsed = started.elapsed();
-        let total_us = elapsed.as_micros() as u64;
-        if let Some(al) = &shard.access_log {
-            let upstream = log
-                .server
-                .and_then(|i| view.snap.layout.servers.get(i))
-                .map(|s| s.1.as_str());
-            al.finish(&c.log_line, log.status, log.bytes_out, elapsed, upstream);
-        }
-        shard.rec.borrow_mut().on_request_done(
-            listener,
-            log.server,
-            log.status,
-            total_us,
-            log.upstream_us,
-            log.bytes_in,
-            log.bytes_out,
-        );
+        let (next, tunnel_timeout) =
+            Box::pin(one_request(&shard, &mut c, idle, &mut state, listen)).await;
         match next {
             Next::KeepAlive if !shard.draining() => continue,
             Next::KeepAlive | Next::Close => break,
             Next::Linger => {
-                linger(&mut c).await;
+                Box::pin(linger(&mut c)).await;
                 break;
             }
             Next::Tunnel(upstream) => {
-                tunnel(c, upstream, view.snap.config.http.tunnel_timeout).await;
+                Box::pin(tunnel(c, upstream, tunnel_timeout)).await;
                 shard.rec.borrow_mut().on_close(state);
                 return;
             }
@@ -295,12 +267,111 @@ pub async fn serve(
     let fd = c.stream.as_raw_fd();
     if let ClientStream::Tls(s) = &mut c.stream {
         // Tell the client the close is deliberate (not a truncation).
-        let _ = c
-            .timer
-            .run(fd, Shut::Both, CLOSE_NOTIFY_TIME, s.close_notify())
-            .await;
+        let _ = Box::pin(
+            c.timer
+                .run(fd, Shut::Both, CLOSE_NOTIFY_TIME, s.close_notify()),
+        )
+        .await;
     }
+    c.park();
     shard.rec.borrow_mut().on_close(state);
+}
+
+/// Waits until an idle keep-alive connection (empty receive buffer) has
+/// bytes to read, with every buffer parked. `false`: it closed or timed out.
+async fn wait_idle(
+    shard: &Shard,
+    c: &mut Client,
+    idle: &Cell<bool>,
+    state: &mut ConnState,
+) -> bool {
+    idle.set(true);
+    transition(shard, state, ConnState::Waiting);
+    let limit = {
+        let view = shard.view();
+        let http = &view.snap.config.http;
+        if c.requests == 0 {
+            // The first request is a head like any other: it gets
+            // `client_header_timeout`, also when keep-alive is off.
+            http.client_header_timeout
+        } else {
+            http.keepalive_timeout
+        }
+    };
+    c.park();
+    let ready = wait_readable(&mut c.stream, &c.timer, limit).await;
+    if ready {
+        c.unpark();
+    }
+    ready
+}
+
+/// Reads, routes and proxies one request; also returns the tunnel timeout
+/// of the snapshot it ran on (for `Next::Tunnel`).
+async fn one_request(
+    shard: &Shard,
+    c: &mut Client,
+    idle: &Cell<bool>,
+    state: &mut ConnState,
+    listen: SocketAddr,
+) -> (Next, Duration) {
+    let mut log = ReqLog::default();
+    let Some((view, head, started)) = read_head(shard, c, idle, state, &mut log).await else {
+        if log.status != 0 {
+            let view = shard.view();
+            let listener = view
+                .snap
+                .listeners
+                .iter()
+                .position(|l| l.listen == listen)
+                .unwrap_or(0);
+            shard.rec.borrow_mut().on_request_done(
+                listener,
+                None,
+                log.status,
+                0,
+                None,
+                0,
+                log.bytes_out,
+            );
+        }
+        return (Next::Close, Duration::ZERO);
+    };
+    // Listeners are found by address: a reload may renumber them.
+    let Some(listener) = view.snap.listeners.iter().position(|l| l.listen == listen) else {
+        return (Next::Close, Duration::ZERO);
+    };
+    transition(shard, state, ConnState::Writing);
+    log.bytes_in = head.head_len as u64;
+    if let Some(al) = &shard.access_log {
+        al.begin(
+            &mut c.log_line,
+            &c.ip.0[..c.ip.1 as usize],
+            c.rbuf.data(),
+            &head,
+            &c.fields,
+        );
+    }
+    let next = exchange(shard, &view, c, head, listener, &mut log).await;
+    let elapsed = started.elapsed();
+    let total_us = elapsed.as_micros() as u64;
+    if let Some(al) = &shard.access_log {
+        let upstream = log
+            .server
+            .and_then(|i| view.snap.layout.servers.get(i))
+            .map(|s| s.1.as_str());
+        al.finish(&c.log_line, log.status, log.bytes_out, elapsed, upstream);
+    }
+    shard.rec.borrow_mut().on_request_done(
+        listener,
+        log.server,
+        log.status,
+        total_us,
+        log.upstream_us,
+        log.bytes_in,
+        log.bytes_out,
+    );
+    (next, view.snap.config.http.tunnel_timeout)
 }
 
 fn transition(shard: &Shard, state: &mut ConnState, to: ConnState) {
@@ -349,14 +420,8 @@ async fn read_head(
             if shard.draining() {
                 return None;
             }
-            idle.set(true);
-            transition(shard, state, ConnState::Waiting);
-            // An idle connection keeps only its client buffer.
-            c.ubuf.release();
-            buf::give_back(std::mem::take(&mut c.out));
+            // Woken by `wait_idle`: the next request's first bytes.
             if c.requests == 0 {
-                // The first request is a head like any other: it gets
-                // `client_header_timeout`, also when keep-alive is off.
                 http.client_header_timeout
             } else {
                 http.keepalive_timeout
@@ -384,6 +449,17 @@ async fn read_head(
             Err(_) => return None,
         }
     }
+}
+
+/// Waits until the idle client sends something (or closes); `false` when
+/// `limit` passed first or the socket failed. Holds no buffer while it waits.
+async fn wait_readable(stream: &mut ClientStream, timer: &Timer, limit: Duration) -> bool {
+    if stream.has_buffered() {
+        return true;
+    }
+    let fd = stream.as_raw_fd();
+    let (r, in_time) = timer.run(fd, Shut::Read, limit, stream.readable()).await;
+    in_time.is_ok() && r.is_ok()
 }
 
 /// Where a request's body is.

@@ -14,6 +14,12 @@
 //! [`Shard::draining`] is true: requests in flight are answered with
 //! `Connection: close` and idle connections are shut every tick. The stop
 //! on the link only adds "exit once empty, or at `shutdown_timeout`".
+//!
+//! Memory after a burst: idle connections hold no buffers (`buf.rs`), and
+//! what closing connections free goes back to the allocator's arena of
+//! this thread, which glibc does not return to the OS while other chunks
+//! sit above it. So once a second the tick checks [`should_trim`]: after
+//! many connections closed, `malloc_trim` hands the free pages back.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -29,6 +35,7 @@ use monoio::io::Canceller;
 use monoio::net::TcpListener;
 
 use super::access_log::AccessLog;
+use super::buf;
 use super::conn;
 use super::deadline::{Deadline, Timer};
 use super::link::{ListenerCmd, ShardEnd, ShardLink};
@@ -42,6 +49,26 @@ use crate::snapshot::{Snapshot, SnapshotReader};
 /// changes, heartbeat). The heartbeat is what VRRP watches for a stalled
 /// data plane, so this bounds how fast a stall is noticed.
 pub const TICK: Duration = Duration::from_millis(10);
+
+/// Trim the allocator when at least this many connections closed since the
+/// last trim (the peak since then minus those open now).
+const TRIM_AFTER_CLOSED: usize = 256;
+
+/// Whether the tick should return freed memory to the OS: `peak` is the
+/// most connections open since the last trim, `active` how many are open.
+pub fn should_trim(peak: usize, active: usize) -> bool {
+    peak.saturating_sub(active) >= TRIM_AFTER_CLOSED
+}
+
+/// Returns the free pages of every malloc arena to the OS.
+fn trim_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory; it takes the arena
+    // locks itself and is safe to call from any thread.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
 
 /// Fault injection (feature `fault-injection`, test builds only): while set,
 /// every shard thread blocks in its tick — a stalled data plane.
@@ -95,6 +122,8 @@ pub struct Shard {
     next_conn: Cell<u64>,
     /// Open client connections.
     active: Cell<usize>,
+    /// Most connections open since the allocator was last trimmed.
+    peak: Cell<usize>,
     /// A draining snapshot has been applied (see the module docs).
     draining: Cell<bool>,
     /// This shard's metrics; never borrowed across an `.await`.
@@ -146,6 +175,7 @@ impl Shard {
             },
         );
         self.active.set(self.active.get() + 1);
+        self.peak.set(self.peak.get().max(self.active.get()));
         let timer = Timer {
             clock: Rc::clone(&self.clock),
             deadline,
@@ -216,6 +246,7 @@ pub fn run(
             conns: RefCell::new(HashMap::new()),
             next_conn: Cell::new(0),
             active: Cell::new(0),
+            peak: Cell::new(0),
             draining: Cell::new(false),
         });
         let mut accepting = HashMap::new();
@@ -284,6 +315,13 @@ async fn accept_loop(
                 backoff = Duration::from_millis(5);
                 let slot = shard.register(stream.as_raw_fd());
                 let task = CatchUnwind(conn::serve(Rc::clone(&shard), stream, peer, addr, slot));
+                static TASK_SIZE: std::sync::Once = std::sync::Once::new();
+                TASK_SIZE.call_once(|| {
+                    crate::info!(
+                        "connection task state: {} bytes",
+                        std::mem::size_of_val(&task)
+                    )
+                });
                 monoio::spawn(async move {
                     if let Err(e) = task.await {
                         crate::error!(
@@ -344,6 +382,14 @@ async fn housekeeping(shard: &Rc<Shard>, mut accepting: HashMap<SocketAddr, Canc
         if let Some(al) = &shard.access_log {
             al.flush();
         }
+        shard
+            .rec
+            .borrow_mut()
+            .set_buffers(buf::in_use(), buf::pooled());
+        if ticks.is_multiple_of(100) && should_trim(shard.peak.get(), shard.active.get()) {
+            shard.peak.set(shard.active.get());
+            trim_heap();
+        }
         if ticks.is_multiple_of(100) {
             let view = shard.view();
             shard.pool.borrow_mut().sweep(now_ms, |addr: SocketAddr| {
@@ -392,6 +438,31 @@ async fn housekeeping(shard: &Rc<Shard>, mut accepting: HashMap<SocketAddr, Canc
                 }
                 return;
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::should_trim;
+
+    #[test]
+    fn trims_only_after_many_connections_closed() {
+        for (peak, active, trim) in [
+            (0, 0, false),
+            (255, 0, false),
+            (256, 0, true),
+            (9000, 8745, false),
+            (9000, 8744, true),
+            (9000, 9000, false),
+            // a peak below active cannot happen; never trims
+            (10, 300, false),
+        ] {
+            assert_eq!(
+                should_trim(peak, active),
+                trim,
+                "peak {peak} active {active}"
+            );
         }
     }
 }
