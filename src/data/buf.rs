@@ -15,8 +15,9 @@
 //! gives them back when it is idle again. Memory therefore follows active
 //! connections, not open ones (nginx frees its header buffer the same way).
 //! The pools are bounded: what a burst of closing connections returns
-//! beyond [`POOL_MAX`] goes back to the allocator, and the shard's tick
-//! hands freed pages back to the OS (`shard.rs`, `malloc_trim`).
+//! beyond [`POOL_MAX`] goes back to the allocator, what no connection took
+//! for a second is freed by [`sweep_pools`], and the shard's tick then
+//! hands the freed pages back to the OS (`shard.rs`, `malloc_trim`).
 //! [`in_use`] counts receive buffers held by connections (the
 //! `buffers_in_use` figure of `/stats`): zero when every connection idles.
 
@@ -56,6 +57,42 @@ thread_local! {
     static CLIENT_POOL: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
     static FIELD_POOL: std::cell::RefCell<Vec<Vec<Field>>> = const { std::cell::RefCell::new(Vec::new()) };
     static IN_USE: Cell<usize> = const { Cell::new(0) };
+    // Fewest buffers each pool held since the last `sweep_pools`: that
+    // many were not needed in the meantime.
+    static LOW: [Cell<usize>; 3] = const { [Cell::new(0), Cell::new(0), Cell::new(0)] };
+}
+
+/// Notes a pool's length after a take (its low-water mark).
+#[inline]
+fn note_low(pool: usize, len: usize) {
+    LOW.with(|l| {
+        if len < l[pool].get() {
+            l[pool].set(len);
+        }
+    });
+}
+
+/// Frees the buffers and field tables no connection took since the last
+/// sweep (each pool's low-water mark), so a shard whose connections went
+/// idle or closed keeps none; returns how many were freed. Called by the
+/// shard's tick about once a second.
+pub fn sweep_pools() -> usize {
+    fn sweep<T>(pool: &std::cell::RefCell<Vec<T>>, low: &Cell<usize>) -> usize {
+        let mut p = pool.borrow_mut();
+        let unused = low.get().min(p.len());
+        let keep = p.len() - unused;
+        p.truncate(keep);
+        if p.is_empty() {
+            *p = Vec::new();
+        }
+        low.set(p.len());
+        unused
+    }
+    LOW.with(|l| {
+        POOL.with(|p| sweep(p, &l[0]))
+            + CLIENT_POOL.with(|p| sweep(p, &l[1]))
+            + FIELD_POOL.with(|p| sweep(p, &l[2]))
+    })
 }
 
 /// Receive buffers ([`RecvBuf`] storage) held by this shard's connections.
@@ -70,8 +107,13 @@ pub fn pooled() -> usize {
 
 /// An empty buffer of at least [`POOLED`] bytes, from this thread's pool.
 pub fn take_pooled() -> Vec<u8> {
-    POOL.with(|p| p.borrow_mut().pop())
-        .unwrap_or_else(|| Vec::with_capacity(POOLED))
+    POOL.with(|p| {
+        let mut p = p.borrow_mut();
+        let v = p.pop();
+        note_low(0, p.len());
+        v
+    })
+    .unwrap_or_else(|| Vec::with_capacity(POOLED))
 }
 
 /// Returns a buffer to this thread's pool (dropped when the pool is full or
@@ -90,7 +132,12 @@ pub fn give_back(mut v: Vec<u8>) {
 
 fn take_client() -> Vec<u8> {
     CLIENT_POOL
-        .with(|p| p.borrow_mut().pop())
+        .with(|p| {
+            let mut p = p.borrow_mut();
+            let v = p.pop();
+            note_low(1, p.len());
+            v
+        })
         .unwrap_or_else(|| Vec::with_capacity(CLIENT))
 }
 
@@ -109,7 +156,12 @@ fn give_back_client(mut v: Vec<u8>) {
 /// An empty field table from this thread's pool.
 pub fn take_fields() -> Vec<Field> {
     FIELD_POOL
-        .with(|p| p.borrow_mut().pop())
+        .with(|p| {
+            let mut p = p.borrow_mut();
+            let v = p.pop();
+            note_low(2, p.len());
+            v
+        })
         .unwrap_or_else(|| Vec::with_capacity(FIELDS))
 }
 
@@ -125,14 +177,6 @@ pub fn give_back_fields(mut v: Vec<Field>) {
             }
         });
     }
-}
-
-/// Drops every parked buffer and field table (a quiet shard after a burst
-/// of closes, before its memory is trimmed).
-pub fn shrink_pools() {
-    POOL.with(|p| *p.borrow_mut() = Vec::new());
-    CLIENT_POOL.with(|p| *p.borrow_mut() = Vec::new());
-    FIELD_POOL.with(|p| *p.borrow_mut() = Vec::new());
 }
 
 /// `v` itself if it has an allocation, else a pooled buffer; cleared.

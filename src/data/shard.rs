@@ -51,13 +51,16 @@ use crate::snapshot::{Snapshot, SnapshotReader};
 pub const TICK: Duration = Duration::from_millis(10);
 
 /// Trim the allocator when at least this many connections closed since the
-/// last trim (the peak since then minus those open now).
+/// last trim (the peak since then minus those open now), or this many
+/// pooled buffers were freed by the last sweep.
 const TRIM_AFTER_CLOSED: usize = 256;
+const TRIM_AFTER_FREED: usize = 16;
 
 /// Whether the tick should return freed memory to the OS: `peak` is the
-/// most connections open since the last trim, `active` how many are open.
-pub fn should_trim(peak: usize, active: usize) -> bool {
-    peak.saturating_sub(active) >= TRIM_AFTER_CLOSED
+/// most connections open since the last trim, `active` how many are open,
+/// `freed` how many pooled buffers the last sweep freed.
+pub fn should_trim(peak: usize, active: usize, freed: usize) -> bool {
+    peak.saturating_sub(active) >= TRIM_AFTER_CLOSED || freed >= TRIM_AFTER_FREED
 }
 
 /// Returns the free pages of every malloc arena to the OS.
@@ -386,9 +389,12 @@ async fn housekeeping(shard: &Rc<Shard>, mut accepting: HashMap<SocketAddr, Canc
             .rec
             .borrow_mut()
             .set_buffers(buf::in_use(), buf::pooled());
-        if ticks.is_multiple_of(100) && should_trim(shard.peak.get(), shard.active.get()) {
-            shard.peak.set(shard.active.get());
-            trim_heap();
+        if ticks.is_multiple_of(100) {
+            let freed = buf::sweep_pools();
+            if should_trim(shard.peak.get(), shard.active.get(), freed) {
+                shard.peak.set(shard.active.get());
+                trim_heap();
+            }
         }
         if ticks.is_multiple_of(100) {
             let view = shard.view();
@@ -447,21 +453,24 @@ mod tests {
     use super::should_trim;
 
     #[test]
-    fn trims_only_after_many_connections_closed() {
-        for (peak, active, trim) in [
-            (0, 0, false),
-            (255, 0, false),
-            (256, 0, true),
-            (9000, 8745, false),
-            (9000, 8744, true),
-            (9000, 9000, false),
+    fn trims_after_many_closes_or_a_pool_sweep() {
+        for (peak, active, freed, trim) in [
+            (0, 0, 0, false),
+            (255, 0, 0, false),
+            (256, 0, 0, true),
+            (9000, 8745, 0, false),
+            (9000, 8744, 0, true),
+            (9000, 9000, 0, false),
             // a peak below active cannot happen; never trims
-            (10, 300, false),
+            (10, 300, 0, false),
+            // the pools shed buffers nobody took for a second
+            (10, 10, 15, false),
+            (10, 10, 16, true),
         ] {
             assert_eq!(
-                should_trim(peak, active),
+                should_trim(peak, active, freed),
                 trim,
-                "peak {peak} active {active}"
+                "peak {peak} active {active} freed {freed}"
             );
         }
     }
