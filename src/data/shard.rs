@@ -317,7 +317,20 @@ async fn accept_loop(
             Ok((stream, peer)) => {
                 backoff = Duration::from_millis(5);
                 let slot = shard.register(stream.as_raw_fd());
-                let task = CatchUnwind(conn::serve(Rc::clone(&shard), stream, peer, addr, slot));
+                let shard = Rc::clone(&shard);
+                // The connection's future is built inside the task's own
+                // future, not captured by it: a captured future would be
+                // stored twice (once captured, once being awaited), and the
+                // task's size is what every idle connection costs.
+                let task = async move {
+                    let r = CatchUnwind(conn::serve(shard, stream, peer, addr, slot)).await;
+                    if let Err(e) = r {
+                        crate::error!(
+                            "connection from {peer}: task panicked: {}",
+                            unwind::message(&*e)
+                        );
+                    }
+                };
                 static TASK_SIZE: std::sync::Once = std::sync::Once::new();
                 TASK_SIZE.call_once(|| {
                     crate::info!(
@@ -325,14 +338,7 @@ async fn accept_loop(
                         std::mem::size_of_val(&task)
                     )
                 });
-                monoio::spawn(async move {
-                    if let Err(e) = task.await {
-                        crate::error!(
-                            "connection from {peer}: task panicked: {}",
-                            unwind::message(&*e)
-                        );
-                    }
-                });
+                monoio::spawn(task);
             }
             Err(e) if e.raw_os_error() == Some(libc::ECANCELED) => return,
             Err(_) if shard.draining() || shard.link.stop_requested() => return,
