@@ -220,6 +220,18 @@ impl RecvBuf {
         }
     }
 
+    /// A client-class buffer with its own `initial`-byte storage (not from
+    /// the pool), growing up to `limit`.
+    pub fn growable(initial: usize, limit: usize) -> Self {
+        RecvBuf {
+            buf: Vec::with_capacity(initial.min(limit)),
+            start: 0,
+            limit,
+            class: Class::Client,
+            counted: false,
+        }
+    }
+
     /// A [`POOLED`]-byte buffer taken from the shard's pool on first use.
     pub fn pooled() -> Self {
         RecvBuf {
@@ -371,6 +383,22 @@ impl RecvBuf {
                 .min(self.limit - self.buf.capacity());
             self.buf.reserve_exact(grow);
         }
+    }
+
+    /// Bytes the buffer can hold without growing.
+    #[inline]
+    pub fn capacity(&self) -> usize {
+        self.buf.capacity()
+    }
+
+    /// Moves the unconsumed bytes into `storage` (cleared first) and makes
+    /// it the buffer's; returns the old storage. For request-body
+    /// buffering, which lends a client buffer larger storage for a while.
+    pub fn replace_storage(&mut self, mut storage: Vec<u8>) -> Vec<u8> {
+        storage.clear();
+        storage.extend_from_slice(self.data());
+        self.start = 0;
+        std::mem::replace(&mut self.buf, storage)
     }
 
     /// Hands the whole buffer (for a zero-copy write of `data()`), to be
