@@ -2,11 +2,15 @@
 //! path: a browser-like request head decoded and re-encoded for the
 //! upstream, and a typical response head decoded and re-encoded for the
 //! client. Buffers are reused across iterations, as a shard reuses its
-//! per-connection buffers.
+//! per-connection buffers. The chunked benchmarks scan a chunked body the
+//! way the relay does (`feed`: framing only; `forward`: framing plus the
+//! copy to the output buffer): 16 chunks of 1 KiB, and 64 small ones.
+//!
+//! `cargo bench --bench http1 -- --warm-up-time 1 --measurement-time 3`
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use ringlb::proto::http1::encode::{encode_request, encode_response, ClientConn};
-use ringlb::proto::http1::{decode_request, decode_response, Limits, Version};
+use ringlb::proto::http1::{decode_request, decode_response, ChunkedDecoder, Limits, Version};
 
 const REQUEST: &[u8] = b"GET /static/app.js?v=12 HTTP/1.1\r\nHost: www.example.com\r\nUser-Agent: Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0\r\nAccept: */*\r\nAccept-Language: en-US,en;q=0.5\r\nAccept-Encoding: gzip, deflate, br\r\nReferer: https://www.example.com/\r\nConnection: keep-alive\r\nCookie: session=0123456789abcdef; theme=dark\r\nX-Forwarded-For: 203.0.113.9\r\n\r\n";
 
@@ -49,5 +53,42 @@ fn bench_heads(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench_heads);
+/// A chunked body of `count` chunks of `size` bytes, then the last chunk.
+fn chunked_body(count: usize, size: usize) -> Vec<u8> {
+    let mut b = Vec::new();
+    for _ in 0..count {
+        b.extend_from_slice(format!("{size:x}\r\n").as_bytes());
+        b.extend(std::iter::repeat_n(b'x', size));
+        b.extend_from_slice(b"\r\n");
+    }
+    b.extend_from_slice(b"0\r\n\r\n");
+    b
+}
+
+fn bench_chunked(c: &mut Criterion) {
+    let mut out = Vec::with_capacity(64 * 1024);
+    for (label, body) in [
+        ("16x1KiB", chunked_body(16, 1024)),
+        ("64x32B", chunked_body(64, 32)),
+    ] {
+        c.bench_function(&format!("chunked/feed_{label}"), |b| {
+            b.iter(|| {
+                let mut d = ChunkedDecoder::new();
+                let n = d.feed(black_box(&body)).unwrap();
+                assert!(d.is_done());
+                black_box(n)
+            })
+        });
+        c.bench_function(&format!("chunked/forward_{label}"), |b| {
+            b.iter(|| {
+                let mut d = ChunkedDecoder::new();
+                out.clear();
+                let n = d.forward(black_box(&body), &mut out).unwrap();
+                black_box((n, out.len()))
+            })
+        });
+    }
+}
+
+criterion_group!(benches, bench_heads, bench_chunked);
 criterion_main!(benches);

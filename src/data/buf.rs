@@ -1,11 +1,27 @@
-//! The receive buffer each side of a proxied connection reads into.
+//! The receive buffer each side of a proxied connection reads into, and
+//! the shard's pools of buffers that connections borrow while active.
 //!
 //! monoio reads are "rent" style: the buffer is moved into the kernel
 //! operation and handed back with the result. [`RecvBuf`] keeps unconsumed
 //! bytes at `[start..len)` and reads new bytes into the spare capacity
 //! after them, compacting only when the spare room runs low, so parsing a
 //! head or scanning a body never copies bytes that are still needed.
+//!
+//! # Idle connections hold no buffer
+//!
+//! A keep-alive connection waiting for its next request owns no receive
+//! buffer, no output buffer and no field table: it waits for readiness
+//! first (`conn.rs`), then borrows them from its shard's pools here, and
+//! gives them back when it is idle again. Memory therefore follows active
+//! connections, not open ones (nginx frees its header buffer the same way).
+//! The pools are bounded: what a burst of closing connections returns
+//! beyond [`POOL_MAX`] goes back to the allocator, what no connection took
+//! for a second is freed by [`sweep_pools`], and the shard's tick then
+//! hands the freed pages back to the OS (`shard.rs`, `malloc_trim`).
+//! [`in_use`] counts receive buffers held by connections (the
+//! `buffers_in_use` figure of `/stats`): zero when every connection idles.
 
+use std::cell::Cell;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
@@ -14,6 +30,7 @@ use monoio::buf::IoBufMut;
 use monoio::io::AsyncReadRent;
 
 use super::deadline::{Shut, Timer};
+use crate::proto::http1::Field;
 
 /// Outcome of a read with a deadline.
 #[derive(Debug)]
@@ -25,19 +42,78 @@ pub enum ReadError {
 
 /// Size of pooled buffers (upstream receive buffers and output buffers).
 pub const POOLED: usize = 64 * 1024;
-/// Most buffers a shard keeps for reuse.
+/// Size of a client receive buffer (grown up to `max_header_bytes` for a
+/// large head; a grown buffer is freed, not pooled).
+pub const CLIENT: usize = 4096;
+/// Most buffers of each kind (and field tables) a shard keeps for reuse.
 const POOL_MAX: usize = 256;
+/// Field tables start with room for this many fields.
+const FIELDS: usize = 32;
 
 thread_local! {
     // Per shard thread: buffers of idle connections are parked here instead
-    // of pinning 16 KiB each, so memory follows active, not open, connections.
+    // of pinned by the connection, so memory follows active connections.
     static POOL: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
+    static CLIENT_POOL: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
+    static FIELD_POOL: std::cell::RefCell<Vec<Vec<Field>>> = const { std::cell::RefCell::new(Vec::new()) };
+    static IN_USE: Cell<usize> = const { Cell::new(0) };
+    // Fewest buffers each pool held since the last `sweep_pools`: that
+    // many were not needed in the meantime.
+    static LOW: [Cell<usize>; 3] = const { [Cell::new(0), Cell::new(0), Cell::new(0)] };
+}
+
+/// Notes a pool's length after a take (its low-water mark).
+#[inline]
+fn note_low(pool: usize, len: usize) {
+    LOW.with(|l| {
+        if len < l[pool].get() {
+            l[pool].set(len);
+        }
+    });
+}
+
+/// Frees the buffers and field tables no connection took since the last
+/// sweep (each pool's low-water mark), so a shard whose connections went
+/// idle or closed keeps none; returns how many were freed. Called by the
+/// shard's tick about once a second.
+pub fn sweep_pools() -> usize {
+    fn sweep<T>(pool: &std::cell::RefCell<Vec<T>>, low: &Cell<usize>) -> usize {
+        let mut p = pool.borrow_mut();
+        let unused = low.get().min(p.len());
+        let keep = p.len() - unused;
+        p.truncate(keep);
+        if p.is_empty() {
+            *p = Vec::new();
+        }
+        low.set(p.len());
+        unused
+    }
+    LOW.with(|l| {
+        POOL.with(|p| sweep(p, &l[0]))
+            + CLIENT_POOL.with(|p| sweep(p, &l[1]))
+            + FIELD_POOL.with(|p| sweep(p, &l[2]))
+    })
+}
+
+/// Receive buffers ([`RecvBuf`] storage) held by this shard's connections.
+pub fn in_use() -> usize {
+    IN_USE.with(Cell::get)
+}
+
+/// Buffers this shard keeps for reuse (receive, output and client ones).
+pub fn pooled() -> usize {
+    POOL.with(|p| p.borrow().len()) + CLIENT_POOL.with(|p| p.borrow().len())
 }
 
 /// An empty buffer of at least [`POOLED`] bytes, from this thread's pool.
 pub fn take_pooled() -> Vec<u8> {
-    POOL.with(|p| p.borrow_mut().pop())
-        .unwrap_or_else(|| Vec::with_capacity(POOLED))
+    POOL.with(|p| {
+        let mut p = p.borrow_mut();
+        let v = p.pop();
+        note_low(0, p.len());
+        v
+    })
+    .unwrap_or_else(|| Vec::with_capacity(POOLED))
 }
 
 /// Returns a buffer to this thread's pool (dropped when the pool is full or
@@ -54,6 +130,55 @@ pub fn give_back(mut v: Vec<u8>) {
     }
 }
 
+fn take_client() -> Vec<u8> {
+    CLIENT_POOL
+        .with(|p| {
+            let mut p = p.borrow_mut();
+            let v = p.pop();
+            note_low(1, p.len());
+            v
+        })
+        .unwrap_or_else(|| Vec::with_capacity(CLIENT))
+}
+
+fn give_back_client(mut v: Vec<u8>) {
+    if v.capacity() == CLIENT {
+        v.clear();
+        CLIENT_POOL.with(|p| {
+            let mut p = p.borrow_mut();
+            if p.len() < POOL_MAX {
+                p.push(v);
+            }
+        });
+    }
+}
+
+/// An empty field table from this thread's pool.
+pub fn take_fields() -> Vec<Field> {
+    FIELD_POOL
+        .with(|p| {
+            let mut p = p.borrow_mut();
+            let v = p.pop();
+            note_low(2, p.len());
+            v
+        })
+        .unwrap_or_else(|| Vec::with_capacity(FIELDS))
+}
+
+/// Returns a field table (one that grew past a few times [`FIELDS`] is
+/// freed instead).
+pub fn give_back_fields(mut v: Vec<Field>) {
+    if v.capacity() >= FIELDS && v.capacity() <= 4 * FIELDS {
+        v.clear();
+        FIELD_POOL.with(|p| {
+            let mut p = p.borrow_mut();
+            if p.len() < POOL_MAX {
+                p.push(v);
+            }
+        });
+    }
+}
+
 /// `v` itself if it has an allocation, else a pooled buffer; cleared.
 pub fn ensure_pooled(v: Vec<u8>) -> Vec<u8> {
     let mut v = if v.capacity() == 0 { take_pooled() } else { v };
@@ -61,24 +186,49 @@ pub fn ensure_pooled(v: Vec<u8>) -> Vec<u8> {
     v
 }
 
+/// Which pool a [`RecvBuf`]'s storage comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Class {
+    /// [`CLIENT`] bytes, growable up to the buffer's limit.
+    Client,
+    /// [`POOLED`] bytes.
+    Upstream,
+}
+
 pub struct RecvBuf {
     buf: Vec<u8>,
     start: usize,
     /// Largest size the buffer may grow to.
     limit: usize,
-    /// Allocate from the pool on first use (and allow `release`).
-    pooled: bool,
+    /// The pool storage is taken from on first use (and returned by
+    /// `release`).
+    class: Class,
+    /// This buffer holds storage counted in [`in_use`].
+    counted: bool,
 }
 
 impl RecvBuf {
-    /// A buffer that starts at `initial` bytes and grows up to `limit` when
-    /// a head needs it.
+    /// A client receive buffer: [`CLIENT`] bytes taken from the shard's
+    /// pool on first use, growing up to `limit` when a head needs it.
+    pub fn client(limit: usize) -> Self {
+        RecvBuf {
+            buf: Vec::new(),
+            start: 0,
+            limit: limit.max(CLIENT),
+            class: Class::Client,
+            counted: false,
+        }
+    }
+
+    /// A client-class buffer with its own `initial`-byte storage (not from
+    /// the pool), growing up to `limit`.
     pub fn growable(initial: usize, limit: usize) -> Self {
         RecvBuf {
             buf: Vec::with_capacity(initial.min(limit)),
             start: 0,
             limit,
-            pooled: false,
+            class: Class::Client,
+            counted: false,
         }
     }
 
@@ -88,15 +238,34 @@ impl RecvBuf {
             buf: Vec::new(),
             start: 0,
             limit: POOLED,
-            pooled: true,
+            class: Class::Upstream,
+            counted: false,
         }
     }
 
-    /// Parks the buffer in the pool if it holds nothing (idle connection).
+    /// Gives the storage back to the pool if it holds nothing (idle
+    /// connection).
     pub fn release(&mut self) {
-        if self.pooled && self.is_empty() && self.buf.capacity() > 0 {
-            give_back(std::mem::take(&mut self.buf));
+        if self.is_empty() && self.buf.capacity() > 0 {
+            let v = std::mem::take(&mut self.buf);
+            match self.class {
+                Class::Client => give_back_client(v),
+                Class::Upstream => give_back(v),
+            }
             self.start = 0;
+            self.uncount();
+        }
+    }
+
+    /// Whether this buffer holds storage (for tests and assertions).
+    pub fn holds_storage(&self) -> bool {
+        self.buf.capacity() > 0
+    }
+
+    fn uncount(&mut self) {
+        if self.counted {
+            self.counted = false;
+            IN_USE.with(|n| n.set(n.get() - 1));
         }
     }
 
@@ -183,12 +352,22 @@ impl RecvBuf {
     pub fn reset(&mut self) {
         self.buf.clear();
         self.start = 0;
+        if self.buf.capacity() == 0 {
+            self.uncount();
+        }
     }
 
     fn make_room(&mut self) {
-        if self.buf.capacity() == 0 && self.pooled {
-            self.buf = take_pooled();
+        if self.buf.capacity() == 0 {
+            self.buf = match self.class {
+                Class::Client => take_client(),
+                Class::Upstream => take_pooled(),
+            };
             self.start = 0;
+            if !self.counted {
+                self.counted = true;
+                IN_USE.with(|n| n.set(n.get() + 1));
+            }
         }
         let spare = self.buf.capacity() - self.buf.len();
         if self.start > 0 && spare < self.buf.capacity() / 4 {
@@ -231,5 +410,14 @@ impl RecvBuf {
     pub fn restore(&mut self, buf: Vec<u8>, start: usize) {
         self.buf = buf;
         self.start = start;
+    }
+}
+
+impl Drop for RecvBuf {
+    fn drop(&mut self) {
+        self.buf.clear();
+        self.start = 0;
+        self.release();
+        self.uncount();
     }
 }

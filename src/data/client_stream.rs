@@ -3,6 +3,10 @@
 //! An enum rather than a type parameter on the whole connection code, so
 //! `conn.rs` is compiled once; a plaintext connection pays one predictable
 //! branch per read or write (nothing allocated, nothing shared).
+//!
+//! An idle keep-alive connection waits with [`ClientStream::readable`]
+//! (after [`ClientStream::has_buffered`] said nothing is pending), so no
+//! receive buffer is lent to the kernel while the client says nothing.
 
 use std::os::fd::{AsRawFd, RawFd};
 
@@ -29,6 +33,32 @@ pub enum ClientWrite {
 }
 
 impl ClientStream {
+    /// Waits until the socket is readable (an io_uring poll: no buffer is
+    /// lent to the kernel while the client is idle).
+    pub async fn readable(&self) -> std::io::Result<()> {
+        match self {
+            ClientStream::Plain(s) => s.readable(true).await,
+            ClientStream::Tls(s) => s.get_ref().readable(true).await,
+        }
+    }
+
+    /// Bytes already received and not yet read (TLS: decrypted plaintext
+    /// or ciphertext buffered in the stream), so a read would not wait.
+    pub fn has_buffered(&mut self) -> bool {
+        match self {
+            ClientStream::Plain(_) => false,
+            ClientStream::Tls(s) => s.has_buffered(),
+        }
+    }
+
+    /// Frees the stream's own buffers while the connection is idle (TLS:
+    /// its ciphertext buffers, when empty).
+    pub fn release_idle(&mut self) {
+        if let ClientStream::Tls(s) = self {
+            s.release_idle();
+        }
+    }
+
     pub fn is_tls(&self) -> bool {
         matches!(self, ClientStream::Tls(_))
     }

@@ -91,9 +91,6 @@ use crate::snapshot::{ServerSnap, UpstreamSnap};
 
 /// Largest upstream response head accepted (the upstream buffer's size).
 const UPSTREAM_BUF: usize = buf::POOLED;
-/// Initial client receive buffer; it grows up to `max_header_bytes` for a
-/// large head.
-const CLIENT_BUF: usize = 4096;
 /// Retries of a request whose pooled connection turned out stale; they do
 /// not count against `retries`.
 const STALE_RETRIES: u32 = 2;
@@ -152,6 +149,11 @@ struct Client {
     keep_enabled: bool,
     /// Requests read on this connection so far.
     requests: u64,
+    /// Requests in a row that arrived within [`HOT_GAP_MS`] of the
+    /// previous response (see [`read_directly`]).
+    streak: u32,
+    /// Coarse clock (ms) when the connection last went idle.
+    idle_since: u64,
     /// Servers tried for the current request (kept to reuse its storage).
     tried: Tried,
     /// Larger storage lent to `rbuf` while a request body is buffered.
@@ -159,6 +161,28 @@ struct Client {
 }
 
 impl Client {
+    /// Gives every buffer back to the shard's pools (the connection is idle
+    /// and its receive buffer empty).
+    fn park(&mut self) {
+        self.rbuf.release();
+        self.ubuf.release();
+        buf::give_back(std::mem::take(&mut self.out));
+        buf::give_back_fields(std::mem::take(&mut self.fields));
+        buf::give_back_fields(std::mem::take(&mut self.rfields));
+        self.stream.release_idle();
+    }
+
+    /// Takes the field tables back (the receive buffer is taken by its
+    /// first read).
+    fn unpark(&mut self) {
+        if self.fields.capacity() == 0 {
+            self.fields = buf::take_fields();
+        }
+        if self.rfields.capacity() == 0 {
+            self.rfields = buf::take_fields();
+        }
+    }
+
     fn ip(&self) -> &[u8] {
         &self.ip.0[..self.ip.1 as usize]
     }
@@ -226,7 +250,9 @@ pub async fn serve(
     // A TLS listener: the handshake first (bounded by its own timeout).
     let stream = match tls {
         None => ClientStream::Plain(stream),
-        Some(tls) => match super::tls::handshake(&shard, stream, &tls, &timer).await {
+        // Boxed, like every large step below: the task of an idle
+        // connection keeps only the state of its keep-alive wait.
+        Some(tls) => match Box::pin(super::tls::handshake(&shard, stream, &tls, &timer)).await {
             Some(s) => ClientStream::Tls(Box::new(s)),
             None => {
                 shard.rec.borrow_mut().on_close(ConnState::Reading);
@@ -246,88 +272,40 @@ pub async fn serve(
         dst,
         private: Pool::default(),
         ip,
-        rbuf: RecvBuf::growable(CLIENT_BUF, max_head),
+        rbuf: RecvBuf::client(max_head),
         ubuf: RecvBuf::pooled(),
         out: Vec::new(),
-        fields: Vec::with_capacity(32),
-        rfields: Vec::with_capacity(32),
+        fields: Vec::new(),
+        rfields: Vec::new(),
         timer,
         log_line: Vec::new(),
         client_timeout: Duration::ZERO,
         keep_enabled: true,
         requests: 0,
+        streak: 0,
+        idle_since: 0,
         tried: Tried::default(),
         body_buf: BodyBuf::default(),
     };
     loop {
-        let mut log = ReqLog::default();
-        let Some((view, head, started)) =
-            read_head(&shard, &mut c, idle, &mut state, &mut log).await
-        else {
-            if log.status != 0 {
-                let view = shard.view();
-                let listener = view
-                    .snap
-                    .listeners
-                    .iter()
-                    .position(|l| l.listen == listen)
-                    .unwrap_or(0);
-                shard.rec.borrow_mut().on_request_done(
-                    listener,
-                    None,
-                    log.status,
-                    0,
-                    None,
-                    0,
-                    log.bytes_out,
-                );
-            }
+        // Keep-alive: an idle connection waits here, holding no buffer. Its
+        // task keeps only this loop's state; each request runs boxed.
+        if c.rbuf.is_empty()
+            && (shard.draining() || !wait_idle(&shard, &mut c, idle, &mut state).await)
+        {
             break;
-        };
-        // Listeners are found by address: a reload may renumber them.
-        let Some(listener) = view.snap.listeners.iter().position(|l| l.listen == listen) else {
-            break;
-        };
-        transition(&shard, &mut state, ConnState::Writing);
-        log.bytes_in = head.head_len as u64;
-        if let Some(al) = &shard.access_log {
-            al.begin(
-                &mut c.log_line,
-                &c.ip.0[..c.ip.1 as usize],
-                c.rbuf.data(),
-                &head,
-                &c.fields,
-            );
         }
-        let next = exchange(&shard, &view, &mut c, head, listener, &mut log).await;
-        c.body_buf.restore(&mut c.rbuf);
-        let elapsed = started.elapsed();
-        let total_us = elapsed.as_micros() as u64;
-        if let Some(al) = &shard.access_log {
-            let upstream = log
-                .server
-                .and_then(|i| view.snap.layout.servers.get(i))
-                .map(|s| s.1.as_str());
-            al.finish(&c.log_line, log.status, log.bytes_out, elapsed, upstream);
-        }
-        shard.rec.borrow_mut().on_request_done(
-            listener,
-            log.server,
-            log.status,
-            total_us,
-            log.upstream_us,
-            log.bytes_in,
-            log.bytes_out,
-        );
+        let (next, tunnel_timeout) =
+            Box::pin(one_request(&shard, &mut c, idle, &mut state, listen)).await;
         match next {
             Next::KeepAlive if !shard.draining() => continue,
             Next::KeepAlive | Next::Close => break,
             Next::Linger => {
-                linger(&mut c).await;
+                Box::pin(linger(&mut c)).await;
                 break;
             }
             Next::Tunnel(upstream) => {
-                tunnel(c, upstream, view.snap.config.http.tunnel_timeout).await;
+                Box::pin(tunnel(c, upstream, tunnel_timeout)).await;
                 shard.rec.borrow_mut().on_close(state);
                 return;
             }
@@ -336,12 +314,147 @@ pub async fn serve(
     let fd = c.stream.as_raw_fd();
     if let ClientStream::Tls(s) = &mut c.stream {
         // Tell the client the close is deliberate (not a truncation).
-        let _ = c
-            .timer
-            .run(fd, Shut::Both, CLOSE_NOTIFY_TIME, s.close_notify())
-            .await;
+        let _ = Box::pin(
+            c.timer
+                .run(fd, Shut::Both, CLOSE_NOTIFY_TIME, s.close_notify()),
+        )
+        .await;
     }
+    c.park();
     shard.rec.borrow_mut().on_close(state);
+}
+
+/// Waits until an idle keep-alive connection (empty receive buffer) has
+/// bytes to read, with every buffer parked. `false`: it closed or timed out.
+async fn wait_idle(
+    shard: &Shard,
+    c: &mut Client,
+    idle: &Cell<bool>,
+    state: &mut ConnState,
+) -> bool {
+    idle.set(true);
+    transition(shard, state, ConnState::Waiting);
+    let limit = {
+        let view = shard.view();
+        let http = &view.snap.config.http;
+        if c.requests == 0 {
+            // The first request is a head like any other: it gets
+            // `client_header_timeout`, also when keep-alive is off.
+            http.client_header_timeout
+        } else {
+            http.keepalive_timeout
+        }
+    };
+    c.idle_since = c.timer.clock.get();
+    if read_directly(c.streak) {
+        // A busy client: its next request is a read away (read_head's,
+        // with this same limit); a readiness wait would cost an io_uring
+        // operation per request.
+        return true;
+    }
+    c.park();
+    let ready = wait_readable(&mut c.stream, &c.timer, limit).await;
+    if ready {
+        c.unpark();
+    }
+    ready
+}
+
+/// A request that arrives within this long of the previous response (shard
+/// ticks: 10 ms) counts towards a connection's busy streak.
+const HOT_GAP_MS: u64 = 20;
+/// Busy streak after which a connection reads its next request directly.
+const HOT_STREAK: u32 = 4;
+
+/// Whether a keep-alive connection waits for its next request with a read
+/// (holding its receive buffer) rather than a readiness wait (holding
+/// none). Only a connection whose last [`HOT_STREAK`] requests each came
+/// within [`HOT_GAP_MS`] of the previous response does: for it the read
+/// saves an operation per request, and the buffer is in use anyway. One
+/// slower request ends the streak: a busy client that goes quiet holds its
+/// receive buffer through that one wait (at most `keepalive_timeout`), and
+/// none after its next request.
+fn read_directly(streak: u32) -> bool {
+    streak >= HOT_STREAK
+}
+
+/// The busy streak after a request arrived `gap_ms` after the connection
+/// went idle.
+fn next_streak(streak: u32, gap_ms: u64) -> u32 {
+    if gap_ms <= HOT_GAP_MS {
+        streak.saturating_add(1)
+    } else {
+        0
+    }
+}
+
+/// Reads, routes and proxies one request; also returns the tunnel timeout
+/// of the snapshot it ran on (for `Next::Tunnel`).
+async fn one_request(
+    shard: &Shard,
+    c: &mut Client,
+    idle: &Cell<bool>,
+    state: &mut ConnState,
+    listen: SocketAddr,
+) -> (Next, Duration) {
+    let mut log = ReqLog::default();
+    let Some((view, head, started)) = read_head(shard, c, idle, state, &mut log).await else {
+        if log.status != 0 {
+            let view = shard.view();
+            let listener = view
+                .snap
+                .listeners
+                .iter()
+                .position(|l| l.listen == listen)
+                .unwrap_or(0);
+            shard.rec.borrow_mut().on_request_done(
+                listener,
+                None,
+                log.status,
+                0,
+                None,
+                0,
+                log.bytes_out,
+            );
+        }
+        return (Next::Close, Duration::ZERO);
+    };
+    // Listeners are found by address: a reload may renumber them.
+    let Some(listener) = view.snap.listeners.iter().position(|l| l.listen == listen) else {
+        return (Next::Close, Duration::ZERO);
+    };
+    transition(shard, state, ConnState::Writing);
+    log.bytes_in = head.head_len as u64;
+    if let Some(al) = &shard.access_log {
+        al.begin(
+            &mut c.log_line,
+            &c.ip.0[..c.ip.1 as usize],
+            c.rbuf.data(),
+            &head,
+            &c.fields,
+        );
+    }
+    let next = exchange(shard, &view, c, head, listener, &mut log).await;
+    c.body_buf.restore(&mut c.rbuf);
+    let elapsed = started.elapsed();
+    let total_us = elapsed.as_micros() as u64;
+    if let Some(al) = &shard.access_log {
+        let upstream = log
+            .server
+            .and_then(|i| view.snap.layout.servers.get(i))
+            .map(|s| s.1.as_str());
+        al.finish(&c.log_line, log.status, log.bytes_out, elapsed, upstream);
+    }
+    shard.rec.borrow_mut().on_request_done(
+        listener,
+        log.server,
+        log.status,
+        total_us,
+        log.upstream_us,
+        log.bytes_in,
+        log.bytes_out,
+    );
+    (next, view.snap.config.http.tunnel_timeout)
 }
 
 fn transition(shard: &Shard, state: &mut ConnState, to: ConnState) {
@@ -390,14 +503,8 @@ async fn read_head(
             if shard.draining() {
                 return None;
             }
-            idle.set(true);
-            transition(shard, state, ConnState::Waiting);
-            // An idle connection keeps only its client buffer.
-            c.ubuf.release();
-            buf::give_back(std::mem::take(&mut c.out));
+            // Woken by `wait_idle`: the next request's first bytes.
             if c.requests == 0 {
-                // The first request is a head like any other: it gets
-                // `client_header_timeout`, also when keep-alive is off.
                 http.client_header_timeout
             } else {
                 http.keepalive_timeout
@@ -412,6 +519,8 @@ async fn read_head(
         match r {
             Ok(_) => {
                 if was_empty {
+                    c.streak =
+                        next_streak(c.streak, c.timer.clock.get().saturating_sub(c.idle_since));
                     // A new request started; route it with the newest config.
                     started = Some(Instant::now());
                     transition(shard, state, ConnState::Reading);
@@ -425,6 +534,17 @@ async fn read_head(
             Err(_) => return None,
         }
     }
+}
+
+/// Waits until the idle client sends something (or closes); `false` when
+/// `limit` passed first or the socket failed. Holds no buffer while it waits.
+async fn wait_readable(stream: &mut ClientStream, timer: &Timer, limit: Duration) -> bool {
+    if stream.has_buffered() {
+        return true;
+    }
+    let fd = stream.as_raw_fd();
+    let (r, in_time) = timer.run(fd, Shut::Read, limit, stream.readable()).await;
+    in_time.is_ok() && r.is_ok()
 }
 
 /// Where a request's body is.
@@ -1587,4 +1707,27 @@ async fn copy_until_idle<R: AsyncReadRent, W: AsyncWriteRent>(r: &mut R, w: &mut
         }
     }
     let _ = w.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{next_streak, read_directly, HOT_GAP_MS, HOT_STREAK};
+
+    #[test]
+    fn only_a_busy_streak_reads_directly() {
+        for (streak, direct) in [(0, false), (HOT_STREAK - 1, false), (HOT_STREAK, true)] {
+            assert_eq!(read_directly(streak), direct, "streak {streak}");
+        }
+        for (streak, gap, next) in [
+            (0, 0, 1),
+            (3, HOT_GAP_MS, 4),
+            (4, HOT_GAP_MS + 1, 0),
+            (9, 75_000, 0),
+            (u32::MAX, 0, u32::MAX),
+        ] {
+            assert_eq!(next_streak(streak, gap), next, "streak {streak} gap {gap}");
+        }
+        // One GET, then idle (the memory benchmark's client): never direct.
+        assert!(!read_directly(next_streak(0, 0)));
+    }
 }

@@ -14,6 +14,12 @@
 //! [`Shard::draining`] is true: requests in flight are answered with
 //! `Connection: close` and idle connections are shut every tick. The stop
 //! on the link only adds "exit once empty, or at `shutdown_timeout`".
+//!
+//! Memory after a burst: idle connections hold no buffers (`buf.rs`), and
+//! what closing connections free goes back to the allocator's arena of
+//! this thread, which glibc does not return to the OS while other chunks
+//! sit above it. So once a second the tick checks [`should_trim`]: after
+//! many connections closed, `malloc_trim` hands the free pages back.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -29,6 +35,7 @@ use monoio::io::Canceller;
 use monoio::net::TcpListener;
 
 use super::access_log::AccessLog;
+use super::buf;
 use super::conn;
 use super::deadline::{Deadline, Timer};
 use super::link::{ListenerCmd, ShardEnd, ShardLink};
@@ -42,6 +49,29 @@ use crate::snapshot::{Snapshot, SnapshotReader};
 /// changes, heartbeat). The heartbeat is what VRRP watches for a stalled
 /// data plane, so this bounds how fast a stall is noticed.
 pub const TICK: Duration = Duration::from_millis(10);
+
+/// Trim the allocator when at least this many connections closed since the
+/// last trim (the peak since then minus those open now), or this many
+/// pooled buffers were freed by the last sweep.
+const TRIM_AFTER_CLOSED: usize = 256;
+const TRIM_AFTER_FREED: usize = 16;
+
+/// Whether the tick should return freed memory to the OS: `peak` is the
+/// most connections open since the last trim, `active` how many are open,
+/// `freed` how many pooled buffers the last sweep freed.
+pub fn should_trim(peak: usize, active: usize, freed: usize) -> bool {
+    peak.saturating_sub(active) >= TRIM_AFTER_CLOSED || freed >= TRIM_AFTER_FREED
+}
+
+/// Returns the free pages of every malloc arena to the OS.
+fn trim_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory; it takes the arena
+    // locks itself and is safe to call from any thread.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
 
 /// Fault injection (feature `fault-injection`, test builds only): while set,
 /// every shard thread blocks in its tick — a stalled data plane.
@@ -95,6 +125,8 @@ pub struct Shard {
     next_conn: Cell<u64>,
     /// Open client connections.
     active: Cell<usize>,
+    /// Most connections open since the allocator was last trimmed.
+    peak: Cell<usize>,
     /// A draining snapshot has been applied (see the module docs).
     draining: Cell<bool>,
     /// This shard's metrics; never borrowed across an `.await`.
@@ -146,6 +178,7 @@ impl Shard {
             },
         );
         self.active.set(self.active.get() + 1);
+        self.peak.set(self.peak.get().max(self.active.get()));
         let timer = Timer {
             clock: Rc::clone(&self.clock),
             deadline,
@@ -221,6 +254,7 @@ pub fn run(
             conns: RefCell::new(HashMap::new()),
             next_conn: Cell::new(0),
             active: Cell::new(0),
+            peak: Cell::new(0),
             draining: Cell::new(false),
         });
         let mut accepting = HashMap::new();
@@ -298,6 +332,14 @@ async fn accept_loop(
                     addr,
                     slot,
                 )));
+                // What every idle connection costs (its boxed state).
+                static TASK_SIZE: std::sync::Once = std::sync::Once::new();
+                TASK_SIZE.call_once(|| {
+                    crate::info!(
+                        "connection task state: {} bytes",
+                        std::mem::size_of_val(&*task.0)
+                    )
+                });
                 monoio::spawn(async move {
                     if let Err(e) = task.await {
                         crate::error!(
@@ -358,6 +400,17 @@ async fn housekeeping(shard: &Rc<Shard>, mut accepting: HashMap<SocketAddr, Canc
         if let Some(al) = &shard.access_log {
             al.flush();
         }
+        shard
+            .rec
+            .borrow_mut()
+            .set_buffers(buf::in_use(), buf::pooled());
+        if ticks.is_multiple_of(100) {
+            let freed = buf::sweep_pools();
+            if should_trim(shard.peak.get(), shard.active.get(), freed) {
+                shard.peak.set(shard.active.get());
+                trim_heap();
+            }
+        }
         if ticks.is_multiple_of(100) {
             let view = shard.view();
             shard.pool.borrow_mut().sweep(now_ms, |addr: SocketAddr| {
@@ -406,6 +459,34 @@ async fn housekeeping(shard: &Rc<Shard>, mut accepting: HashMap<SocketAddr, Canc
                 }
                 return;
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::should_trim;
+
+    #[test]
+    fn trims_after_many_closes_or_a_pool_sweep() {
+        for (peak, active, freed, trim) in [
+            (0, 0, 0, false),
+            (255, 0, 0, false),
+            (256, 0, 0, true),
+            (9000, 8745, 0, false),
+            (9000, 8744, 0, true),
+            (9000, 9000, 0, false),
+            // a peak below active cannot happen; never trims
+            (10, 300, 0, false),
+            // the pools shed buffers nobody took for a second
+            (10, 10, 15, false),
+            (10, 10, 16, true),
+        ] {
+            assert_eq!(
+                should_trim(peak, active, freed),
+                trim,
+                "peak {peak} active {active} freed {freed}"
+            );
         }
     }
 }

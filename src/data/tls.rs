@@ -290,6 +290,34 @@ impl<IO: AsyncWriteRent, S: Session> AsyncWriteRent for TlsStream<IO, S> {
     }
 }
 
+impl<S: Session> TlsStream<TcpStream, S> {
+    /// The socket (for a readiness wait while the connection is idle).
+    pub fn get_ref(&self) -> &TcpStream {
+        &self.io
+    }
+
+    /// Ciphertext not yet fed to rustls, or plaintext not yet read: a read
+    /// would return without waiting for the socket.
+    pub fn has_buffered(&mut self) -> bool {
+        self.rx_pos < self.rx.len()
+            || self.sess.with(
+                |c| !matches!(c.process_new_packets(), Ok(s) if s.plaintext_bytes_to_read() == 0),
+            )
+    }
+
+    /// Frees both ciphertext buffers when they hold nothing (an idle
+    /// keep-alive connection; the next read or write allocates again).
+    pub fn release_idle(&mut self) {
+        if self.rx_pos >= self.rx.len() {
+            self.rx = Vec::new();
+            self.rx_pos = 0;
+        }
+        if self.tx.is_empty() {
+            self.tx = Vec::new();
+        }
+    }
+}
+
 impl<S> AsRawFd for TlsStream<TcpStream, S> {
     fn as_raw_fd(&self) -> RawFd {
         self.io.as_raw_fd()

@@ -161,6 +161,8 @@ impl MergedStats {
                 "writing": c.writing.max(0),
                 "waiting": c.waiting.max(0),
                 "requests": c.requests,
+                "buffers_in_use": c.buffers_in_use,
+                "buffers_pooled": c.buffers_pooled,
             },
             "tls": {
                 "handshakes": self.tls.handshakes,

@@ -23,6 +23,10 @@ pub struct ConnStats {
     pub reading: i64,
     pub writing: i64,
     pub waiting: i64,
+    /// Receive buffers held by connections (an idle one holds none) and
+    /// buffers parked in the shards' pools.
+    pub buffers_in_use: u64,
+    pub buffers_pooled: u64,
 }
 
 /// TLS listeners, summed over shards.

@@ -209,6 +209,18 @@ impl MergedStats {
         ] {
             p.sample("ringlb_connections", &[("state", state)], v.max(0));
         }
+        p.family(
+            "ringlb_buffers_in_use",
+            "gauge",
+            "Receive buffers held by client and upstream connections (idle ones hold none).",
+        );
+        p.sample("ringlb_buffers_in_use", &[], c.buffers_in_use);
+        p.family(
+            "ringlb_buffers_pooled",
+            "gauge",
+            "Buffers parked in the shards' pools for reuse.",
+        );
+        p.sample("ringlb_buffers_pooled", &[], c.buffers_pooled);
         p.family("ringlb_requests_total", "counter", "Completed requests.");
         p.sample("ringlb_requests_total", &[], c.requests);
 

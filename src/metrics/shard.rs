@@ -60,6 +60,10 @@ pub(crate) struct ConnCounters {
     pub(crate) reading: Counter,
     pub(crate) writing: Counter,
     pub(crate) waiting: Counter,
+    /// Receive buffers held by connections, and buffers parked in the
+    /// shard's pools (set by the shard's tick).
+    pub(crate) buffers_in_use: Counter,
+    pub(crate) buffers_pooled: Counter,
     // TLS listeners: handshakes completed (of which resumed), their summed
     // duration, and failed handshakes by [`crate::tls::Failure`] index.
     pub(crate) tls_handshakes: Counter,
@@ -275,6 +279,8 @@ impl ShardSlot {
         m.conn.reading += c.reading.get() as i64;
         m.conn.writing += c.writing.get() as i64;
         m.conn.waiting += c.waiting.get() as i64;
+        m.conn.buffers_in_use += c.buffers_in_use.get();
+        m.conn.buffers_pooled += c.buffers_pooled.get();
         m.tls.handshakes += c.tls_handshakes.get();
         m.tls.resumed += c.tls_resumed.get();
         m.tls.handshake_us += c.tls_handshake_us.get();
@@ -516,6 +522,14 @@ impl ShardRecorder {
             c.gauge(from).sub(1);
             c.gauge(to).add(1);
         }
+    }
+
+    /// The shard's buffer figures (`data::buf::in_use`, `pooled`); called
+    /// by its tick, not per request.
+    pub fn set_buffers(&mut self, in_use: usize, pooled: usize) {
+        let c = &self.slot.conn;
+        c.buffers_in_use.0.store(in_use as u64, Relaxed);
+        c.buffers_pooled.0.store(pooled as u64, Relaxed);
     }
 
     /// A handled connection closed while in `state`.
