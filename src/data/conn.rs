@@ -65,7 +65,7 @@ use crate::proto::exchange::{
     Sent, Tried, UpstreamEnd,
 };
 use crate::proto::http1::encode::{
-    encode_canned, encode_request, encode_response, ClientConn, CONTINUE,
+    encode_canned, encode_request_set, encode_response, ClientConn, Forwarded, SetField, CONTINUE,
 };
 use crate::proto::http1::{
     decode_request, decode_response, ChunkError, ChunkedDecoder, Field, Framing, Limits, Method,
@@ -131,6 +131,9 @@ struct Client {
     requests: u64,
     /// Servers tried for the current request (kept to reuse its storage).
     tried: Tried,
+    /// Mutual TLS: the verified client subject field (name, value) set on
+    /// every request of this connection (see `tls::client_auth`).
+    subject: Option<(Box<[u8]>, Box<[u8]>)>,
 }
 
 impl Client {
@@ -187,10 +190,14 @@ pub async fn serve(
         .iter()
         .find(|l| l.listen == listen)
         .and_then(|l| l.tls.clone());
+    let mut subject = None;
     let stream = match tls {
         None => ClientStream::Plain(stream),
         Some(tls) => match super::tls::handshake(&shard, stream, &tls, &timer).await {
-            Some(s) => ClientStream::Tls(Box::new(s)),
+            Some(mut s) => {
+                subject = s.client_subject_field(&tls);
+                ClientStream::Tls(Box::new(s))
+            }
             None => {
                 shard.rec.borrow_mut().on_close(ConnState::Reading);
                 return;
@@ -218,6 +225,7 @@ pub async fn serve(
         keep_enabled: true,
         requests: 0,
         tried: Tried::default(),
+        subject,
     };
     loop {
         let mut log = ReqLog::default();
@@ -873,15 +881,15 @@ async fn attempt(
     let mut out = buf::ensure_pooled(std::mem::take(&mut c.out));
     {
         let buf = c.rbuf.data();
-        encode_request(
-            &mut out,
-            buf,
-            head,
-            &c.fields,
-            c.ip(),
-            &server.host,
-            c.stream.is_tls(),
-        );
+        let fwd = Forwarded {
+            client_ip: c.ip(),
+            https: c.stream.is_tls(),
+            set: c
+                .subject
+                .as_ref()
+                .map(|(name, value)| SetField { name, value }),
+        };
+        encode_request_set(&mut out, buf, head, &c.fields, &server.host, &fwd);
         let prefix = &buf[head.head_len..head.head_len + req.body.prefix];
         if head.framing == Framing::Chunked {
             // Already validated by plan_body; this drops forbidden trailers.

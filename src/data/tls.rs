@@ -322,6 +322,18 @@ impl ServerStream {
         let _ = self.flush_tls().await;
     }
 
+    /// Mutual TLS: the field carrying the verified client certificate's
+    /// subject to backends (name, RFC 4514 value), computed once here
+    /// after the handshake, never per request.
+    pub fn client_subject_field(&mut self, tls: &ListenerTls) -> Option<(Box<[u8]>, Box<[u8]>)> {
+        let name = tls.client_subject_header.as_deref()?;
+        let value = self.sess.with(|c| {
+            let leaf = c.peer_certificates()?.first()?;
+            crate::tls::subject::of_certificate(leaf)
+        })?;
+        Some((name.as_bytes().into(), value.into_bytes().into()))
+    }
+
     /// The negotiated protocol version and cipher suite, for logs.
     pub fn describe(&mut self) -> (Option<rustls::ProtocolVersion>, Option<rustls::CipherSuite>) {
         self.sess.with(|c| {

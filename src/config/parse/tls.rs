@@ -14,6 +14,7 @@ use super::super::defaults as def;
 use super::fields::Table;
 use super::span::Diags;
 use crate::tls::certs::{self, Which};
+use crate::tls::client_auth;
 use crate::tls::{ListenerTls, Protocol, Settings};
 
 const TLS_KEYS: &[&str] = &[
@@ -24,6 +25,8 @@ const TLS_KEYS: &[&str] = &[
     "alpn",
     "session_tickets",
     "handshake_timeout",
+    "client_ca",
+    "client_subject_header",
 ];
 const SNI_KEYS: &[&str] = &["certificate", "key"];
 
@@ -31,11 +34,52 @@ const SNI_KEYS: &[&str] = &["certificate", "key"];
 /// do; any section using one gets an error at the key.
 pub(crate) fn not_yet(key: &str) -> Option<&'static str> {
     Some(match key {
-        "client_ca" => "mutual TLS",
         "tls" | "tls_server_name" | "tls_verify" | "tls_ca" => "TLS to upstream servers",
         "proxy_protocol" | "send_proxy_protocol" => "PROXY protocol",
         _ => return None,
     })
+}
+
+/// `client_ca` and `client_subject_header` (mutual TLS); false after
+/// reporting a problem.
+fn read_client_auth(t: &Table, d: &mut Diags, settings: &mut Settings) -> bool {
+    let header = t.field("client_subject_header");
+    let Some(ca) = t.field("client_ca") else {
+        if let Some(h) = header {
+            d.error(
+                h.at,
+                "`client_subject_header` needs `client_ca` (mutual TLS)",
+            );
+            return false;
+        }
+        return true;
+    };
+    let Some(path) = ca.str(d) else {
+        return false;
+    };
+    let roots = match certs::load_roots(Path::new(path)) {
+        Ok(r) => r,
+        Err(e) => {
+            d.error(ca.at, e);
+            return false;
+        }
+    };
+    let mut name = client_auth::DEFAULT_HEADER.to_string();
+    if let Some(h) = header {
+        let Some(v) = h.str(d) else {
+            return false;
+        };
+        if let Err(e) = client_auth::header_name_ok(v) {
+            d.error(h.at, e);
+            return false;
+        }
+        name = v.to_string();
+    }
+    settings.client_auth = Some(client_auth::ClientAuth {
+        roots: Arc::new(roots),
+        header: name,
+    });
+    true
 }
 
 /// Reads a listener's `tls` table; `None` after reporting any problem.
@@ -50,7 +94,9 @@ pub(crate) fn read(t: &Table, d: &mut Diags) -> Option<Arc<ListenerTls>> {
         alpn: vec!["http/1.1".into()],
         session_tickets: true,
         handshake_timeout: def::TLS_HANDSHAKE_TIMEOUT,
+        client_auth: None,
     };
+    ok &= read_client_auth(t, d, &mut settings);
     if let Some(list) = t.strings(d, "protocols") {
         let mut protocols = Vec::new();
         for (p, at) in list {
