@@ -226,6 +226,8 @@ pub struct UpstreamConfig {
     pub retries: u32,
     pub servers: Vec<ServerConfig>,
     pub health_check: Option<HealthCheckConfig>,
+    /// `tls = true`: TLS to the servers (see `tls::upstream`).
+    pub tls: Option<Arc<crate::tls::upstream::UpstreamTls>>,
 }
 
 #[derive(Debug, Clone)]

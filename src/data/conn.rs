@@ -49,8 +49,11 @@ use std::rc::Rc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Splitable};
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
+
+use super::tls::ConnectError;
+use super::upstream::{ConnectFailure, UpStream};
 
 use super::buf::{self, ReadError, RecvBuf};
 use super::client_stream::ClientStream;
@@ -96,7 +99,7 @@ enum Next {
     /// Close after draining what the client still sends (its request body
     /// was not read), so the response is not lost to a reset.
     Linger,
-    Tunnel(TcpStream),
+    Tunnel(UpStream),
 }
 
 /// What one request did, for metrics (filled in as the exchange goes).
@@ -521,7 +524,7 @@ impl Target<'_> {
 
 /// An upstream connection and whether it came from the pool.
 struct UpConn {
-    stream: TcpStream,
+    stream: UpStream,
     reused: bool,
 }
 
@@ -840,11 +843,11 @@ async fn attempt(
 ) -> Result<Next, AttemptError> {
     let up = t.up;
     let server = t.server();
-    let taken =
-        shard
-            .pool
-            .borrow_mut()
-            .take(server.addr, shard.clock.get(), up.config.keepalive_timeout);
+    let key = pool_key(&t);
+    let taken = shard
+        .pool
+        .borrow_mut()
+        .take(key, shard.clock.get(), up.config.keepalive_timeout);
     if taken.discarded > 0 {
         let mut rec = shard.rec.borrow_mut();
         for _ in 0..taken.discarded {
@@ -858,7 +861,8 @@ async fn attempt(
         },
         None => {
             let t0 = Instant::now();
-            let stream = connect(server.addr, up.config.connect_timeout)
+            let tls = up.config.tls.as_deref().map(|tls| (tls, t.si));
+            let stream = connect(shard, &t, tls, up.config.connect_timeout)
                 .await
                 .map_err(|failure| AttemptError::Upstream {
                     failure,
@@ -1114,8 +1118,8 @@ async fn upload(
         }
     }
     let stream = match ur.reunite(uw) {
-        Ok(s) => s,
-        Err(_) => return Err(AttemptError::Client),
+        Some(s) => s,
+        None => return Err(AttemptError::Client),
     };
     let conn = UpConn { stream, reused };
     let got = match outcome {
@@ -1140,14 +1144,40 @@ async fn upload(
     }
 }
 
-async fn connect(addr: SocketAddr, limit: Duration) -> Result<TcpStream, Failure> {
-    match monoio::time::timeout(limit, TcpStream::connect_addr(addr)).await {
-        Ok(Ok(s)) => {
-            let _ = s.set_nodelay(true);
+/// The pool key of a target server: its address and TLS identity.
+fn pool_key(t: &Target<'_>) -> super::pool::Key {
+    let tls = t.up.config.tls.as_deref();
+    (t.server().addr, tls.map_or(0, |tls| tls.pool_key[t.si]))
+}
+
+async fn connect(
+    shard: &Shard,
+    t: &Target<'_>,
+    tls: Option<(&crate::tls::upstream::UpstreamTls, usize)>,
+    limit: Duration,
+) -> Result<UpStream, Failure> {
+    match super::upstream::connect(t.server().addr, tls, limit).await {
+        Ok((s, resumed)) => {
+            if let Some(resumed) = resumed {
+                shard.rec.borrow_mut().on_upstream_tls_handshake(resumed);
+            }
             Ok(s)
         }
-        Ok(Err(e)) => Err(Failure::of_connect(&e)),
-        Err(_) => Err(Failure::ConnectTimeout),
+        Err(ConnectFailure::Tcp(e)) => Err(Failure::of_connect(&e)),
+        Err(ConnectFailure::Timeout) => Err(Failure::ConnectTimeout),
+        Err(ConnectFailure::Tls(e)) => {
+            shard.rec.borrow_mut().on_upstream_tls_failure();
+            crate::warn!(
+                "upstream {} server {}: TLS handshake failed: {}",
+                t.up.config.name,
+                t.server().addr,
+                match &e {
+                    ConnectError::Tls(e) => e.to_string(),
+                    ConnectError::Io => "connection closed".to_string(),
+                }
+            );
+            Err(Failure::ConnectRefused)
+        }
     }
 }
 
@@ -1165,6 +1195,7 @@ async fn respond(
     let server = t.server();
     let head = req.head;
     let UpConn { mut stream, reused } = conn;
+    let key = pool_key(&t);
     let us = &mut stream;
     let client_timeout = c.client_timeout;
     let sent_at = Instant::now();
@@ -1337,12 +1368,12 @@ async fn respond(
         response_keep_alive: resp.keep_alive(),
         response_complete: true,
         request_complete: req.body.read(),
-        leftover: !c.ubuf.is_empty(),
+        leftover: !c.ubuf.is_empty() || !stream.is_clean(),
         draining,
     });
     if pool {
         shard.pool.borrow_mut().put(
-            server.addr,
+            key,
             stream,
             up.config.keepalive,
             up.config.keepalive_timeout,
@@ -1378,7 +1409,7 @@ async fn linger(c: &mut Client) {
 
 /// After `101 Switching Protocols`: copy bytes both ways until both sides
 /// are done, or nothing moved either way for `idle_limit`.
-async fn tunnel(mut c: Client, upstream: TcpStream, idle_limit: Duration) {
+async fn tunnel(mut c: Client, upstream: UpStream, idle_limit: Duration) {
     // Bytes the client sent after its request head belong to the new protocol.
     let mut early = Vec::new();
     early.extend_from_slice(c.rbuf.data());

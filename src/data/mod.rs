@@ -24,3 +24,4 @@ pub mod pool;
 pub mod shard;
 pub mod tls;
 pub mod unwind;
+pub mod upstream;

@@ -28,9 +28,17 @@ use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
-use monoio::net::TcpStream;
-
 use crate::proto::exchange::{pooled_verdict, Discard, Peek};
+
+/// A pooled connection: plain or TLS (`super::upstream`). TLS ones are
+/// peeked the same way: a close_notify (bytes) or an end of stream while
+/// idle makes them dead.
+type TcpStream = super::upstream::UpStream;
+
+/// Server address and TLS identity (`tls::upstream::UpstreamTls::pool_key`;
+/// 0 for plain): a connection verified for one server name is never
+/// reused for another.
+pub type Key = (SocketAddr, u64);
 
 struct Idle {
     stream: TcpStream,
@@ -42,7 +50,7 @@ struct Idle {
 
 #[derive(Default)]
 pub struct Pool {
-    idle: HashMap<SocketAddr, Vec<Idle>>,
+    idle: HashMap<Key, Vec<Idle>>,
 }
 
 /// The result of [`Pool::take`]: a usable connection, if any, and how many
@@ -56,7 +64,7 @@ impl Pool {
     /// The warmest idle connection to `addr` that may carry a request at
     /// coarse time `now_ms` (see the module docs); unusable ones met on
     /// the way are closed.
-    pub fn take(&mut self, addr: SocketAddr, now_ms: u64, keepalive_timeout: Duration) -> Taken {
+    pub fn take(&mut self, addr: Key, now_ms: u64, keepalive_timeout: Duration) -> Taken {
         let mut discarded = 0;
         let Some(list) = self.idle.get_mut(&addr) else {
             return Taken {
@@ -91,7 +99,7 @@ impl Pool {
     /// the oldest is closed. `keepalive_timeout` 0 (or `cap` 0) keeps none.
     pub fn put(
         &mut self,
-        addr: SocketAddr,
+        addr: Key,
         stream: TcpStream,
         cap: usize,
         keepalive_timeout: Duration,
@@ -115,7 +123,7 @@ impl Pool {
     /// time `now_ms`, and those to servers for which `keep(addr)` is false.
     pub fn sweep(&mut self, now_ms: u64, keep: impl Fn(SocketAddr) -> bool) {
         self.idle.retain(|addr, list| {
-            if !keep(*addr) {
+            if !keep(addr.0) {
                 return false;
             }
             list.retain(|c| now_ms.saturating_sub(c.since_ms) < c.timeout_ms);

@@ -35,6 +35,10 @@ pub struct TlsStats {
     pub handshake_us: u64,
     /// Failed handshakes by [`crate::tls::Failure::ALL`] index.
     pub failures: [u64; crate::tls::Failure::ALL.len()],
+    /// TLS to upstream servers: handshakes, of which resumed; failures.
+    pub upstream_handshakes: u64,
+    pub upstream_resumed: u64,
+    pub upstream_failures: u64,
 }
 
 impl TlsStats {
@@ -43,6 +47,11 @@ impl TlsStats {
         out.handshakes = self.handshakes.saturating_sub(b.handshakes);
         out.resumed = self.resumed.saturating_sub(b.resumed);
         out.handshake_us = self.handshake_us.saturating_sub(b.handshake_us);
+        out.upstream_handshakes = self
+            .upstream_handshakes
+            .saturating_sub(b.upstream_handshakes);
+        out.upstream_resumed = self.upstream_resumed.saturating_sub(b.upstream_resumed);
+        out.upstream_failures = self.upstream_failures.saturating_sub(b.upstream_failures);
         for (o, x) in out.failures.iter_mut().zip(b.failures) {
             *o = o.saturating_sub(x);
         }

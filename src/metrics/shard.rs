@@ -66,6 +66,10 @@ pub(crate) struct ConnCounters {
     pub(crate) tls_resumed: Counter,
     pub(crate) tls_handshake_us: Counter,
     pub(crate) tls_failures: [Counter; crate::tls::Failure::ALL.len()],
+    // TLS to upstream servers: handshakes (resumed ones too) and failures.
+    pub(crate) up_tls_handshakes: Counter,
+    pub(crate) up_tls_resumed: Counter,
+    pub(crate) up_tls_failures: Counter,
 }
 
 impl ConnCounters {
@@ -274,6 +278,9 @@ impl ShardSlot {
         m.tls.handshakes += c.tls_handshakes.get();
         m.tls.resumed += c.tls_resumed.get();
         m.tls.handshake_us += c.tls_handshake_us.get();
+        m.tls.upstream_handshakes += c.up_tls_handshakes.get();
+        m.tls.upstream_resumed += c.up_tls_resumed.get();
+        m.tls.upstream_failures += c.up_tls_failures.get();
         for (dst, src) in m.tls.failures.iter_mut().zip(&c.tls_failures) {
             *dst += src.get();
         }
@@ -475,6 +482,20 @@ impl ShardRecorder {
 
     /// A TLS handshake failed.
     #[inline]
+    /// A TLS handshake with an upstream server completed.
+    pub fn on_upstream_tls_handshake(&mut self, resumed: bool) {
+        let c = &self.slot.conn;
+        c.up_tls_handshakes.add(1);
+        if resumed {
+            c.up_tls_resumed.add(1);
+        }
+    }
+
+    /// A TLS handshake with an upstream server failed.
+    pub fn on_upstream_tls_failure(&mut self) {
+        self.slot.conn.up_tls_failures.add(1);
+    }
+
     pub fn on_tls_failure(&mut self, why: crate::tls::Failure) {
         self.slot.conn.tls_failures[why.index()].add(1);
     }

@@ -30,7 +30,9 @@ pub mod certs;
 pub mod client_auth;
 pub mod failure;
 pub mod sni;
+pub mod stream;
 pub mod subject;
+pub mod upstream;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;

@@ -15,7 +15,9 @@ use super::fields::Table;
 use super::span::Diags;
 use crate::tls::certs::{self, Which};
 use crate::tls::client_auth;
+use crate::tls::upstream::{self, UpstreamTls, Verify};
 use crate::tls::{ListenerTls, Protocol, Settings};
+use rustls::pki_types::ServerName;
 
 const TLS_KEYS: &[&str] = &[
     "certificate",
@@ -34,7 +36,6 @@ const SNI_KEYS: &[&str] = &["certificate", "key"];
 /// do; any section using one gets an error at the key.
 pub(crate) fn not_yet(key: &str) -> Option<&'static str> {
     Some(match key {
-        "tls" | "tls_server_name" | "tls_verify" | "tls_ca" => "TLS to upstream servers",
         "proxy_protocol" | "send_proxy_protocol" => "PROXY protocol",
         _ => return None,
     })
@@ -189,6 +190,95 @@ pub(crate) fn read(t: &Table, d: &mut Diags) -> Option<Arc<ListenerTls>> {
     }
     match crate::tls::build(&settings, pairs, files) {
         Ok(l) => Some(Arc::new(l)),
+        Err(e) => {
+            d.error(t.at, e);
+            None
+        }
+    }
+}
+
+/// The `[upstream.X]` keys for TLS to its servers.
+pub(crate) const UPSTREAM_TLS_KEYS: [&str; 4] = ["tls", "tls_server_name", "tls_verify", "tls_ca"];
+
+/// `tls`, `tls_server_name`, `tls_verify`, `tls_ca` of an upstream whose
+/// servers are read; `None` for a plain upstream or after a reported
+/// problem.
+pub(crate) fn read_upstream(
+    t: &Table,
+    servers: &[crate::config::ServerConfig],
+    d: &mut Diags,
+) -> Option<Arc<UpstreamTls>> {
+    let on = t.bool(d, "tls").unwrap_or(false);
+    if !on {
+        for k in &UPSTREAM_TLS_KEYS[1..] {
+            if let Some(f) = t.field(k) {
+                d.error(f.key_at, format!("`{k}` needs `tls = true`"));
+            }
+        }
+        return None;
+    }
+    let mut ok = true;
+    let fixed = match t.field("tls_server_name") {
+        None => None,
+        Some(f) => match f.str(d).map(|n| ServerName::try_from(n.to_string())) {
+            Some(Ok(n)) => Some(n),
+            Some(Err(e)) => {
+                d.error(f.at, format!("not a valid TLS server name: {e}"));
+                ok = false;
+                None
+            }
+            None => {
+                ok = false;
+                None
+            }
+        },
+    };
+    let mut names = Vec::with_capacity(servers.len());
+    for s in servers {
+        match &fixed {
+            Some(n) => names.push(n.clone()),
+            None => match upstream::default_name(&s.spec) {
+                Ok(n) => names.push(n),
+                Err(e) => {
+                    ok = false;
+                    d.error(
+                        t.at,
+                        format!("server {}: {e}; set `tls_server_name`", s.spec),
+                    );
+                }
+            },
+        }
+    }
+    let verify_on = t.bool(d, "tls_verify").unwrap_or(true);
+    let (verify, roots) = match (verify_on, t.field("tls_ca")) {
+        (false, Some(f)) => {
+            d.error(f.key_at, "`tls_ca` has no effect with `tls_verify = false`");
+            return None;
+        }
+        (false, None) => (Verify::Off, None),
+        (true, Some(f)) => {
+            let path = f.str(d)?;
+            match certs::load_roots(Path::new(path)) {
+                Ok(r) => (Verify::Ca(path.to_string()), Some(r)),
+                Err(e) => {
+                    d.error(f.at, e);
+                    return None;
+                }
+            }
+        }
+        (true, None) => match upstream::system_roots() {
+            Ok(r) => (Verify::System, Some(r)),
+            Err(e) => {
+                d.error(t.field("tls").map_or(t.at, |f| f.at), e);
+                return None;
+            }
+        },
+    };
+    if !ok {
+        return None;
+    }
+    match upstream::build(verify, roots, names) {
+        Ok(u) => Some(Arc::new(u)),
         Err(e) => {
             d.error(t.at, e);
             None
