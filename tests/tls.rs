@@ -863,17 +863,59 @@ fn check_validates_each_pair_at_its_config_key() {
 }
 
 #[test]
+fn check_validates_upstream_and_client_tls_files_at_their_keys() {
+    let pki = Pki::new();
+    pki.leaf("a", &["a.test"], 30);
+    let d = &pki.dir.0;
+    let base = "[[listener]]\nlisten = \"127.0.0.1:8080\"\nupstream = \"app\"\n\
+                [upstream.app]\n";
+    let server = "[[upstream.app.server]]\naddress = \"127.0.0.1:9000\"\n";
+    for (lines, want) in [
+        (
+            "tls = true\ntls_ca = \"/nonexistent.pem\"",
+            "F:6:10: cannot read /nonexistent.pem",
+        ),
+        (
+            "tls_verify = false",
+            "F:5:1: `tls_verify` needs `tls = true`",
+        ),
+        (
+            "tls = true\ntls_server_name = \"bad name!\"",
+            "F:6:19: not a valid TLS server name",
+        ),
+    ] {
+        let (ok, err) = check(d, &format!("{base}{lines}\n{server}"));
+        assert!(!ok, "{lines} accepted");
+        assert!(err.starts_with(want), "{lines}: {err}");
+    }
+    let (ok, err) = check(
+        d,
+        &format!(
+            "{base}tls = true\ntls_ca = \"{}\"\n{server}",
+            pki.path("ca.pem").display()
+        ),
+    );
+    assert!(ok, "{err}");
+    let (ok, err) = check(
+        d,
+        &tls_config(
+            &pki.path("a.pem"),
+            &pki.path("a.key"),
+            "client_ca = \"/x.pem\"\n",
+        ),
+    );
+    assert!(!ok);
+    assert!(err.starts_with("F:7:13: cannot read /x.pem"), "{err}");
+}
+
+#[test]
 fn keys_not_implemented_yet_are_refused_not_ignored() {
     let pki = Pki::new();
     pki.leaf("a", &["a.test"], 30);
     let d = &pki.dir.0;
     let base = "[[listener]]\nlisten = \"127.0.0.1:8080\"\nupstream = \"app\"\n\
                 [upstream.app]\n";
-    for (line, what) in [
-        ("tls = true", "TLS to upstream servers"),
-        ("tls_verify = false", "TLS to upstream servers"),
-        ("send_proxy_protocol = \"v2\"", "PROXY protocol"),
-    ] {
+    for (line, what) in [("send_proxy_protocol = \"v2\"", "PROXY protocol")] {
         let text = format!("{base}{line}\n[[upstream.app.server]]\naddress = \"127.0.0.1:9000\"\n");
         let (ok, err) = check(d, &text);
         assert!(!ok, "{line} accepted");
