@@ -45,10 +45,12 @@ fn start_with(tls_extra: &str, prepare: impl FnOnce(&Pki)) -> Setup {
     let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let cfg = format!(
         "[runtime]\nworkers = 2\n\n[admin]\nlisten = \"{admin}\"\n\n\
+         [log]\naccess_log = \"{}/access.log\"\naccess_log_format = \"json\"\n\n\
          [[listener]]\nlisten = \"127.0.0.1:{{port}}\"\nupstream = \"app\"\n\
          [listener.tls]\ncertificate = \"{}\"\nkey = \"{}\"\n{tls_extra}\n\
          [[listener.tls.sni]]\ncertificate = \"{}\"\nkey = \"{}\"\n\n\
          [upstream.app]\n[[upstream.app.server]]\naddress = \"{}\"\n",
+        pki.dir.0.display(),
         pki.path("a.pem").display(),
         pki.path("a.key").display(),
         pki.path("b.pem").display(),
@@ -655,8 +657,35 @@ fn mutual_tls_passes_the_verified_subject_and_strips_spoofed_copies() {
         2,
         "a refused client reached the backend"
     );
+    // The handshake-time histogram counts the successful handshake.
+    let hs = &stats(s.admin)["tls"]["handshake_time"];
+    assert!(hs["count"].as_u64().unwrap() >= 1, "{hs}");
+    // The access log has the TLS version and cipher of each request.
+    let log = s.pki.path("access.log");
+    let start = Instant::now();
+    let mut lines: Vec<serde_json::Value> = Vec::new();
+    while lines.len() < 2 && start.elapsed() < Duration::from_secs(10) {
+        thread::sleep(Duration::from_millis(50));
+        lines = std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+    }
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    for l in &lines {
+        assert_eq!(l["ssl_protocol"], "TLSv1.3", "{l}");
+        assert!(
+            l["ssl_cipher"].as_str().unwrap().starts_with("TLS13_"),
+            "{l}"
+        );
+    }
     // The counters are in /metrics too.
     let (_, metrics) = common::admin_get(s.admin, "/metrics");
+    assert!(
+        metrics.contains("ringlb_tls_handshake_duration_seconds_count 1"),
+        "{metrics}"
+    );
     assert!(
         metrics.contains("ringlb_tls_handshake_failures_total{reason=\"no_client_certificate\"} 1"),
         "{metrics}"

@@ -137,6 +137,8 @@ struct Client {
     /// Mutual TLS: the verified client subject field (name, value) set on
     /// every request of this connection (see `tls::client_auth`).
     subject: Option<(Box<[u8]>, Box<[u8]>)>,
+    /// TLS version and cipher for the access log (read once per connection).
+    tls_desc: Option<(&'static str, &'static str)>,
 }
 
 impl Client {
@@ -194,11 +196,13 @@ pub async fn serve(
         .find(|l| l.listen == listen)
         .and_then(|l| l.tls.clone());
     let mut subject = None;
+    let mut tls_desc = None;
     let stream = match tls {
         None => ClientStream::Plain(stream),
         Some(tls) => match super::tls::handshake(&shard, stream, &tls, &timer).await {
             Some(mut s) => {
                 subject = s.client_subject_field(&tls);
+                tls_desc = Some(s.describe());
                 ClientStream::Tls(Box::new(s))
             }
             None => {
@@ -229,6 +233,7 @@ pub async fn serve(
         requests: 0,
         tried: Tried::default(),
         subject,
+        tls_desc,
     };
     loop {
         let mut log = ReqLog::default();
@@ -268,6 +273,7 @@ pub async fn serve(
                 c.rbuf.data(),
                 &head,
                 &c.fields,
+                c.tls_desc,
             );
         }
         let next = exchange(&shard, &view, &mut c, head, listener, &mut log).await;

@@ -30,13 +30,21 @@ impl ServerStream {
         Some((name.as_bytes().into(), value.into_bytes().into()))
     }
 
-    /// The negotiated protocol version and cipher suite, for logs.
-    pub fn describe(&mut self) -> (Option<rustls::ProtocolVersion>, Option<rustls::CipherSuite>) {
+    /// The negotiated protocol version and cipher suite as the access
+    /// log writes them (nginx's `$ssl_protocol`, and rustls' suite name),
+    /// read once per connection: static strings, nothing allocated.
+    pub fn describe(&mut self) -> (&'static str, &'static str) {
         self.sess.with(|c| {
-            (
-                c.protocol_version(),
-                c.negotiated_cipher_suite().map(|s| s.suite()),
-            )
+            let version = match c.protocol_version() {
+                Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
+                Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
+                _ => "-",
+            };
+            let suite = c
+                .negotiated_cipher_suite()
+                .and_then(|s| s.suite().as_str())
+                .unwrap_or("-");
+            (version, suite)
         })
     }
 }

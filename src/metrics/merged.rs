@@ -179,6 +179,8 @@ pub struct MergedStats {
     pub window: Duration,
     pub conn: ConnStats,
     pub tls: TlsStats,
+    /// TLS listener handshake times (accept to handshake done).
+    pub tls_handshake_time: LatencyHist,
     pub listeners: BTreeMap<String, ListenerStats>,
     pub servers: BTreeMap<(String, String), ServerStats>,
     pub control: ControlSnapshot,
@@ -211,6 +213,7 @@ impl MergedStats {
         out.conn.handled = self.conn.handled.saturating_sub(base.conn.handled);
         out.conn.requests = self.conn.requests.saturating_sub(base.conn.requests);
         out.tls = self.tls.minus(&base.tls);
+        out.tls_handshake_time = self.tls_handshake_time.minus(&base.tls_handshake_time);
         for (k, v) in out.listeners.iter_mut() {
             if let Some(b) = base.listeners.get(k) {
                 *v = v.minus(b);

@@ -175,6 +175,16 @@ impl MergedStats {
             p.sample(name, &[], v);
         }
         p.family(
+            "ringlb_tls_handshake_duration_seconds",
+            "histogram",
+            "TLS listener handshakes: accept to handshake done.",
+        );
+        p.histogram(
+            "ringlb_tls_handshake_duration_seconds",
+            &[],
+            &self.tls_handshake_time,
+        );
+        p.family(
             "ringlb_tls_handshake_failures_total",
             "counter",
             "TLS handshakes that failed, by reason.",

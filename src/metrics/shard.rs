@@ -157,6 +157,8 @@ struct SlotState {
     servers: Vec<ServerPub>,
     retired_listeners: BTreeMap<String, ListenerStats>,
     retired_servers: BTreeMap<(String, String), ServerStats>,
+    /// TLS listener handshake times (not tied to a layout).
+    tls_handshake: Option<LatencyHist>,
 }
 
 impl SlotState {
@@ -251,6 +253,7 @@ impl ShardSlot {
                 servers: Vec::new(),
                 retired_listeners: BTreeMap::new(),
                 retired_servers: BTreeMap::new(),
+                tls_handshake: None,
             }),
         }
     }
@@ -286,6 +289,7 @@ impl ShardSlot {
         }
 
         let st = self.lock();
+        add_opt(&mut m.tls_handshake_time, &st.tls_handshake);
         m.shard_generations.push(st.generation);
         for (name, s) in &st.retired_listeners {
             m.listeners.entry(name.clone()).or_default().add(s);
@@ -393,6 +397,8 @@ pub struct ShardRecorder {
     pending: bool,
     /// Latency histograms on (counters are always on).
     histograms: bool,
+    /// TLS listener handshake times (per shard, published with the rest).
+    tls_handshake: DeltaHist,
 }
 
 impl ShardRecorder {
@@ -417,6 +423,7 @@ impl ShardRecorder {
             s_deltas: Box::new([]),
             pending: false,
             histograms: true,
+            tls_handshake: DeltaHist::new(),
         };
         // Adopt the slot's current layout first so a re-attach with the
         // same layout continues the same counters.
@@ -477,6 +484,10 @@ impl ShardRecorder {
         c.tls_handshake_us.add(us);
         if resumed {
             c.tls_resumed.add(1);
+        }
+        if self.histograms {
+            self.tls_handshake.record(us);
+            self.pending = true;
         }
     }
 
@@ -669,6 +680,7 @@ impl ShardRecorder {
             drain(&mut d.upstream, &mut p.upstream);
             drain(&mut d.connect, &mut p.connect);
         }
+        drain(&mut self.tls_handshake, &mut st.tls_handshake);
         self.pending = false;
     }
 }
