@@ -2,7 +2,19 @@
 # Side-by-side HTTP/1.1 proxy benchmark: ringlb vs nginx vs haproxy, plus a
 # plain TCP relay (haproxy mode tcp) as the practical ceiling.
 #
-#   bash bench/compare.sh            # ROUNDS=3 DURATION=5
+#   bash bench/compare.sh            # ROUNDS=3 DURATION=5, the default shape
+#   SHAPES="default c1000 close 16k 1m" bash bench/compare.sh   # several shapes
+#
+# Shapes (SHAPES runs this script once per named shape, building only once):
+#   default  64 keep-alive clients, 6-byte bodies
+#   c1000    1000 keep-alive clients
+#   close    64 clients sending `Connection: close` (a TCP connection per request)
+#   16k      64 clients, 16 KiB bodies
+#   1m       16 clients, 1 MiB bodies
+# Every row also shows CPU time per request of the proxy (all its threads and
+# child processes) and of the backend behind it, from /proc/PID/task/*/schedstat
+# deltas over each wrk run, the p99 of every round, and TCP connects/s
+# (/proc/net/snmp ActiveOpens: host-wide, so wrk's and anyone else's count).
 #
 # Layout (ARCHITECTURE.md, "Measured"): wrk -t1 -cCONNS --latency pinned on WRK_CPU; the
 # backend (ringlb-backend) and every proxy under test pinned on SUT_CPU, one
@@ -12,8 +24,10 @@
 # shared machines vary ±20% and only ratios measured side by side compare.
 #
 # Environment (all optional):
-#   ROUNDS=3 DURATION=5 CONNS=64 BODY_SIZE=6 WARMUP=1
+#   ROUNDS=3 DURATION=5 CONNS=64 BODY_SIZE=6 CLOSE=0 WARMUP=1
+#   (CLOSE=1: wrk sends `Connection: close`; SHAPE names the row set in RESULTS)
 #   TARGETS="ringlb nginx haproxy relay"  (also: ringlb-nohist, ringlb-alog,
+#                      ringlb-defer (DEFER_TASKRUN ring), ringlb-base (RINGLB_BASE_BIN=…),
 #                      and the HTTPS shape ringlb-tls nginx-tls: the same ECDSA
 #                      P-256 certificate for both, TLS 1.3, nginx with
 #                      ssl_session_cache; wrk over https keep-alive; their
@@ -28,10 +42,32 @@ set -Eeuo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BENCH="$ROOT/bench"
+
+# ---- several shapes: one run of this script per shape ------------------------
+if [[ -n ${SHAPES:-} ]]; then
+    build=${BUILD:-auto}
+    status=0
+    for shape in $SHAPES; do
+        case $shape in
+        default) vars=(CONNS=64 BODY_SIZE=6 CLOSE=0) ;;
+        c1000) vars=(CONNS=1000 BODY_SIZE=6 CLOSE=0) ;;
+        close) vars=(CONNS=64 BODY_SIZE=6 CLOSE=1) ;;
+        16k) vars=(CONNS=64 BODY_SIZE=16384 CLOSE=0) ;;
+        1m) vars=(CONNS=16 BODY_SIZE=1048576 CLOSE=0) ;;
+        *) printf '[compare] error: unknown shape %s\n' "$shape" >&2; exit 1 ;;
+        esac
+        printf '[compare] === shape %s: %s ===\n' "$shape" "${vars[*]}" >&2
+        env -u SHAPES "${vars[@]}" SHAPE="$shape" BUILD="$build" bash "${BASH_SOURCE[0]}" || status=1
+        build=0
+    done
+    exit $status
+fi
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-5}
 CONNS=${CONNS:-64}
 BODY_SIZE=${BODY_SIZE:-6}
+CLOSE=${CLOSE:-0}
+SHAPE=${SHAPE:-custom}
 WARMUP=${WARMUP:-1}
 TARGETS=${TARGETS:-"ringlb nginx haproxy relay"}
 WRK_CPU=${WRK_CPU:-0}
@@ -167,6 +203,18 @@ parse_wrk() {
         }'
 }
 
+# cpu_ns PID: on-CPU nanoseconds of every thread of PID and of its children
+# (nginx's worker), from schedstat (finer than utime+stime's clock ticks).
+cpu_ns() {
+    local p pids
+    pids="$1 $(pgrep -P "$1" 2>/dev/null | tr '\n' ' ' || true)"
+    for p in $pids; do cat /proc/"$p"/task/*/schedstat 2>/dev/null || true; done |
+        awk '{ s += $1 } END { printf "%.0f\n", s }'
+}
+
+# TCP active opens (connect()s) host-wide so far: upstream churn shows here.
+active_opens() { awk '$1 == "Tcp:" && $6 ~ /^[0-9]+$/ { print $6 }' /proc/net/snmp; }
+
 median() {
     sort -g | awk '{ a[NR] = $1 } END {
         if (NR == 0) { print "-"; exit }
@@ -207,10 +255,14 @@ skip() {
 for t in $TARGETS; do
     port=$(free_port)
     case $t in
-    ringlb | ringlb-nohist | ringlb-alog | ringlb-tls)
+    ringlb | ringlb-nohist | ringlb-alog | ringlb-tls | ringlb-defer | ringlb-base)
         # Variants: ringlb-nohist = latency histograms off (their cost);
-        # ringlb-alog = access log on (combined format, to a file in $TMP).
-        [[ -x $RINGLB_BIN ]] || { skip "$t" "binary $RINGLB_BIN missing"; continue; }
+        # ringlb-alog = access log on (combined format, to a file in $TMP);
+        # ringlb-defer = the ring with DEFER_TASKRUN (RINGLB_DRIVER=uring-defer);
+        # ringlb-base = another build, $RINGLB_BASE_BIN (before/after in one run).
+        bin=$RINGLB_BIN
+        [[ $t == ringlb-base ]] && bin=${RINGLB_BASE_BIN:-}
+        [[ -x $bin ]] || { skip "$t" "binary '$bin' missing"; continue; }
         render "$BENCH/ringlb.toml.in" "$TMP/$t.toml" "$port"
         case $t in
         ringlb-nohist) printf '\n[log]\nlatency_histograms = false\n' >>"$TMP/$t.toml" ;;
@@ -222,12 +274,14 @@ for t in $TARGETS; do
             SCHEME[$t]=https
             ;;
         esac
-        if ! "$RINGLB_BIN" check -c "$TMP/$t.toml" >"$TMP/$t-check.log" 2>&1; then
+        if ! "$bin" check -c "$TMP/$t.toml" >"$TMP/$t-check.log" 2>&1; then
             skip "$t" "ringlb check failed: $(head -n 3 "$TMP/$t-check.log" | tr '\n' ' ')"
             continue
         fi
-        VERSION[$t]=$("$RINGLB_BIN" --version 2>/dev/null | awk 'NR == 1' || true)
-        start "$t" "$RINGLB_BIN" run -c "$TMP/$t.toml"
+        VERSION[$t]=$("$bin" --version 2>/dev/null | awk 'NR == 1' || true)
+        driver=${RINGLB_DRIVER:-}
+        [[ $t == ringlb-defer ]] && driver=uring-defer
+        start "$t" env RINGLB_DRIVER="$driver" "$bin" run -c "$TMP/$t.toml"
         ;;
     nginx | nginx-tls)
         command -v nginx >/dev/null || { skip "$t" "nginx not installed"; continue; }
@@ -267,8 +321,10 @@ done
 ((${#READY[@]} > 0)) || die "nothing to benchmark"
 
 # ---- rounds ------------------------------------------------------------------
+WRK_ARGS=(-t1 -c"$CONNS" --latency)
+[[ $CLOSE == 1 ]] && WRK_ARGS+=(-H "Connection: close")
 run_wrk() { # TARGET SECONDS OUTFILE
-    taskset -c "$WRK_CPU" wrk -t1 -c"$CONNS" -d"$2"s --latency "${SCHEME[$1]:-http}://127.0.0.1:${PORT[$1]}/" >"$3" 2>&1
+    taskset -c "$WRK_CPU" wrk "${WRK_ARGS[@]}" -d"$2"s "${SCHEME[$1]:-http}://127.0.0.1:${PORT[$1]}/" >"$3" 2>&1
 }
 
 if ((WARMUP > 0)); then
@@ -289,10 +345,20 @@ for ((r = 1; r <= ROUNDS; r++)); do
             skip "$t" "process died before round $r"
             continue
         fi
+        p0=$(cpu_ns "${PID[$t]}")
+        b0=$(cpu_ns "$BACKEND_PID")
+        o0=$(active_opens)
         if run_wrk "$t" "$DURATION" "$out" && line=$(parse_wrk <"$out"); then
-            echo "$r $t $line" >>"$TMP/results.tsv"
+            p1=$(cpu_ns "${PID[$t]}")
+            b1=$(cpu_ns "$BACKEND_PID")
+            opens=$(($(active_opens) - o0))
+            nreq=$(awk '/requests in/ { print $1; exit }' "$out")
+            cpu=$(awk -v a="$p0" -v b="$p1" -v n="${nreq:-0}" 'BEGIN { printf "%.2f", (n > 0 ? (b - a) / n / 1000 : 0) }')
+            bcpu=$(awk -v a="$b0" -v b="$b1" -v n="${nreq:-0}" 'BEGIN { printf "%.2f", (n > 0 ? (b - a) / n / 1000 : 0) }')
+            ops=$(awk -v o="$opens" -v d="$DURATION" 'BEGIN { printf "%.0f", o / d }')
+            echo "$r $t $line $cpu $bcpu $ops" >>"$TMP/results.tsv"
             read -r rps p50 p99 err <<<"$line"
-            log "round $r/$ROUNDS $(printf '%-8s' "$t") ${rps} req/s  p50 ${p50} ms  p99 ${p99} ms  errors ${err}"
+            log "round $r/$ROUNDS $(printf '%-8s' "$t") ${rps} req/s  p50 ${p50} ms  p99 ${p99} ms  errors ${err}  cpu ${cpu} us/req  backend ${bcpu} us/req  connects ${ops}/s"
         else
             log "round $r $t: wrk failed: $(tail -n 2 "$out" | tr '\n' ' ')"
         fi
@@ -301,9 +367,10 @@ done
 
 # ---- table -------------------------------------------------------------------
 col() { awk -v t="$1" -v c="$2" '$2 == t { print $c }' "$TMP/results.tsv"; }
-ratio() { # TARGET COLUMN: median over rounds of target/nginx (HTTPS: nginx-tls) in that round
-    local b=nginx
-    [[ $1 == *-tls ]] && b=nginx-tls
+ratio() { # TARGET COLUMN [BASE]: median over rounds of target/BASE in that round (default
+    # nginx; HTTPS targets: nginx-tls)
+    local b=${3:-nginx}
+    [[ -z ${3:-} && $1 == *-tls ]] && b=nginx-tls
     awk -v t="$1" -v c="$2" -v b="$b" '
         $2 == b { base[$1] = $c }
         $2 == t { val[$1] = $c }
@@ -313,16 +380,39 @@ ratio() { # TARGET COLUMN: median over rounds of target/nginx (HTTPS: nginx-tls)
 
 fmt() { awk -v d="$1" '{ if ($1 == "-") print "-"; else printf "%.*f\n", d, $1 }'; }
 
+per_round() { # TARGET COLUMN [BASE]: the value (or its ratio to BASE) of every round, r1/r2/…
+    awk -v t="$1" -v c="$2" -v b="${3:-}" '
+        $2 == b { base[$1] = $c }
+        $2 == t { val[$1] = $c; if ($1 > n) n = $1 }
+        END {
+            s = ""
+            for (r = 1; r <= n; r++) {
+                if (!(r in val)) v = "-"
+                else if (b == "") v = sprintf("%.2f", val[r])
+                else if ((r in base) && base[r] > 0) v = sprintf("%.2f", val[r] / base[r])
+                else v = "-"
+                s = s (s == "" ? "" : "/") v
+            }
+            print s
+        }' "$TMP/results.tsv"
+}
+
 TABLE="$TMP/table.md"
 {
-    echo "| target | req/s | p50 ms | p99 ms | req/s vs nginx | p99 vs nginx | errors | rounds |"
-    echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+    echo "| target | req/s | p50 ms | p99 ms | req/s vs nginx | vs haproxy | vs relay | p99 vs nginx | p99 per round (ms) | p99 vs nginx per round | CPU µs/req | CPU vs nginx | backend µs/req | backend vs nginx | TCP connects/s | errors | rounds |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     for t in "${READY[@]}"; do
         rounds=$(col "$t" 1 | wc -l)
         ((rounds > 0)) || continue
-        printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "$t" \
+        base=nginx
+        [[ $t == *-tls ]] && base=nginx-tls
+        printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$t" \
             "$(col "$t" 3 | median | fmt 0)" "$(col "$t" 4 | median | fmt 2)" \
-            "$(col "$t" 5 | median | fmt 2)" "$(ratio "$t" 3 | fmt 2)" "$(ratio "$t" 5 | fmt 2)" \
+            "$(col "$t" 5 | median | fmt 2)" "$(ratio "$t" 3 | fmt 2)" \
+            "$(ratio "$t" 3 haproxy | fmt 2)" "$(ratio "$t" 3 relay | fmt 2)" "$(ratio "$t" 5 | fmt 2)" \
+            "$(per_round "$t" 5)" "$(per_round "$t" 5 "$base")" \
+            "$(col "$t" 7 | median | fmt 2)" "$(ratio "$t" 7 | fmt 2)" \
+            "$(col "$t" 8 | median | fmt 2)" "$(ratio "$t" 8 | fmt 2)" "$(col "$t" 9 | median | fmt 0)" \
             "$(col "$t" 6 | awk '{ s += $1 } END { print s + 0 }')" "$rounds"
     done
 } >"$TABLE"
@@ -339,11 +429,11 @@ if [[ -n $RESULTS ]]; then
     {
         [[ -s $RESULTS ]] || printf '# Benchmark results\n\nAppended by `bench/compare.sh`. Compare ratios within one run, not absolute numbers across runs.\n'
         echo
-        echo "## $(date -u '+%Y-%m-%d %H:%M UTC') — commit $commit"
+        echo "## $(date -u '+%Y-%m-%d %H:%M UTC') — shape $SHAPE — commit $commit"
         echo
         echo "- host: $(uname -sr), $NCPU CPUs; wrk -t1 on CPU $WRK_CPU; backend + proxies on CPU $SUT_CPU"
-        echo "- command: \`ROUNDS=$ROUNDS DURATION=$DURATION CONNS=$CONNS BODY_SIZE=$BODY_SIZE TARGETS=\"$TARGETS\" bash bench/compare.sh\`"
-        echo "- wrk: \`wrk -t1 -c$CONNS -d${DURATION}s --latency\`; medians of $ROUNDS interleaved rounds; ratios are medians of per-round ratios"
+        echo "- command: \`ROUNDS=$ROUNDS DURATION=$DURATION CONNS=$CONNS BODY_SIZE=$BODY_SIZE CLOSE=$CLOSE TARGETS=\"$TARGETS\" bash bench/compare.sh\`"
+        echo "- wrk: \`wrk ${WRK_ARGS[*]} -d${DURATION}s\`; medians of $ROUNDS interleaved rounds; ratios are medians of per-round ratios; CPU = on-CPU time (schedstat) of the process (and children) per request; TCP connects/s = host-wide ActiveOpens (wrk's own connects included)"
         echo "- versions: ${versions%; }"
         echo "- load average (1/5/15 min): before $LOAD_BEFORE, after $(cut -d' ' -f1-3 /proc/loadavg)"
         echo

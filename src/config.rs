@@ -68,7 +68,6 @@ pub mod defaults {
     pub const HC_KIND: super::HealthCheckKind = super::HealthCheckKind::Http;
     pub const VRRP_PREEMPT: bool = true;
     pub const VRRP_PREEMPT_DELAY: Duration = Duration::from_secs(0);
-    pub const VRRP_ACCEPT_MODE: bool = false;
     /// Weight of a tracked upstream/script; 0 means "failure puts the
     /// instance into FAULT" (keepalived semantics), non-zero adjusts priority.
     pub const TRACK_WEIGHT: i32 = 0;
@@ -285,7 +284,9 @@ pub struct DataPlaneTrack {
 
 #[derive(Debug, Clone)]
 pub struct TrackUpstream {
-    pub upstream: usize,
+    /// The upstream's name: resolved against each snapshot, so a reload
+    /// that reorders `[upstream.*]` sections keeps tracking the same one.
+    pub upstream: String,
     pub weight: i32,
 }
 
@@ -308,7 +309,6 @@ pub struct VrrpInstanceConfig {
     pub version: u8,
     pub preempt: bool,
     pub preempt_delay: Duration,
-    pub accept_mode: bool,
     /// (address, prefix length)
     pub virtual_ipaddress: Vec<(IpAddr, u8)>,
     pub unicast_peers: Vec<IpAddr>,
@@ -323,6 +323,18 @@ pub struct VrrpInstanceConfig {
     pub garp_repeat: u32,
     pub garp_interval: Duration,
     pub garp_refresh: Duration,
+    /// `(key, line, column)` in the file of the keys that make the
+    /// instance's identity (and of the section itself as `""`), so that a
+    /// reload refusing a change can point at it.
+    pub positions: Vec<(&'static str, usize, usize)>,
+}
+
+impl VrrpInstanceConfig {
+    /// `LINE:COL` of `key` in its file (or of the section), if known.
+    pub fn position(&self, key: &str) -> Option<(usize, usize)> {
+        let find = |k: &str| self.positions.iter().find(|p| p.0 == k);
+        find(key).or_else(|| find("")).map(|p| (p.1, p.2))
+    }
 }
 
 /// One problem found in a config file.

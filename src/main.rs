@@ -41,9 +41,15 @@ enum Cmd {
     Plot(ringlb::cli::lab::commands::PlotArgs),
     /// Print counters and latency percentiles from a running node's admin endpoint.
     Stats {
-        /// Admin address (`[admin] listen`).
-        #[arg(long, default_value = ringlb::cli::stats::DEFAULT_ADMIN)]
-        admin: std::net::SocketAddr,
+        /// Admin address (default: `[admin] listen` of --config, else 127.0.0.1:9901).
+        #[arg(long)]
+        admin: Option<std::net::SocketAddr>,
+        /// Read `[admin] listen` and `[admin] token` from this config file.
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// Bearer token for `--reset` (else $RINGLB_ADMIN_TOKEN, else the config's `[admin] token`).
+        #[arg(long)]
+        token: Option<String>,
         /// Refresh every interval (e.g. `1s`), showing per-interval rates.
         #[arg(long, value_parser = ringlb::cli::stats::parse_interval)]
         watch: Option<std::time::Duration>,
@@ -119,9 +125,13 @@ fn main() -> ExitCode {
         Cmd::Plot(args) => report("plot", ringlb::cli::lab::commands::plot(args)),
         Cmd::Stats {
             admin,
+            config,
+            token,
             watch,
             reset,
-        } => match ringlb::cli::stats::run(admin, watch, reset) {
+        } => match ringlb::cli::stats::target_from_cli(admin, config.as_deref(), token)
+            .and_then(|t| ringlb::cli::stats::run(&t, watch, reset))
+        {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("ringlb stats: {e}");

@@ -273,7 +273,6 @@ fn full_config_resolves_every_key() {
     assert_eq!(v.version, 3);
     assert!(!v.preempt);
     assert_eq!(v.preempt_delay, Duration::from_secs(5));
-    assert!(v.accept_mode);
     assert_eq!(
         v.virtual_ipaddress,
         [(ip("198.18.0.100"), 24), (ip("198.18.0.101"), 32)]
@@ -281,12 +280,12 @@ fn full_config_resolves_every_key() {
     assert_eq!(v.unicast_peers, [ip("198.18.0.2"), ip("198.18.0.3")]);
     assert_eq!(v.unicast_src, Some(ip("198.18.0.1")));
     assert_eq!(v.auth_pass, None);
-    let tu: Vec<(usize, i32)> = v
+    let tu: Vec<(&str, i32)> = v
         .track_upstream
         .iter()
-        .map(|t| (t.upstream, t.weight))
+        .map(|t| (t.upstream.as_str(), t.weight))
         .collect();
-    assert_eq!(tu, [(0, -50), (1, defaults::TRACK_WEIGHT)]);
+    assert_eq!(tu, [("app", -50), ("api", defaults::TRACK_WEIGHT)]);
     assert_eq!(v.track_interface, ["eth1"]);
     let ts = &v.track_script[0];
     assert_eq!(ts.script, "/bin/check");
@@ -356,7 +355,6 @@ fn vrrp_defaults_and_implied_prefix() {
     assert_eq!(v.advert_interval, defaults::VRRP_ADVERT);
     assert_eq!(v.preempt, defaults::VRRP_PREEMPT);
     assert_eq!(v.preempt_delay, defaults::VRRP_PREEMPT_DELAY);
-    assert_eq!(v.accept_mode, defaults::VRRP_ACCEPT_MODE);
     assert_eq!(v.garp_interval, defaults::GARP_INTERVAL);
     assert_eq!(v.garp_refresh, defaults::GARP_REFRESH);
     assert_eq!(v.virtual_ipaddress, [(ip("fd00::64"), 128)]);
@@ -594,6 +592,25 @@ fn rise_and_fall_zero() {
 }
 
 const VRRP: &str = "[[vrrp.instance]]\ninterface = \"eth0\"\nvirtual_router_id = 1\nvirtual_ipaddress = [\"198.18.0.100/24\"]\n";
+
+#[test]
+fn accept_mode_false_is_refused_with_the_reason() {
+    // BASE is 7 lines, VRRP 4: the key is on line 12, its value at column 15.
+    one_error(
+        &format!("{BASE}{VRRP}accept_mode = false\n"),
+        12,
+        15,
+        "`accept_mode = false` is not supported: a ringlb master serves its virtual addresses itself",
+    );
+    // `true` is what a ringlb master does: accepted.
+    ok(&format!("{BASE}{VRRP}accept_mode = true\n"));
+    one_error(
+        &format!("{BASE}{VRRP}accept_mode = \"no\"\n"),
+        12,
+        15,
+        "must be true or false",
+    );
+}
 
 #[test]
 fn priority_out_of_range() {

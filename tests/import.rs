@@ -630,6 +630,43 @@ vrrp_instance B {
 }
 
 #[test]
+fn keepalived_accept_is_kept_and_no_accept_is_reported() {
+    let keepalived = "\
+vrrp_instance A {
+    interface eth0
+    virtual_router_id 1
+    accept
+    virtual_ipaddress {
+        10.2.0.1
+    }
+}
+vrrp_instance B {
+    interface eth0
+    virtual_router_id 2
+    no_accept
+    virtual_ipaddress {
+        10.2.0.2
+    }
+}
+";
+    let (cfg, imp) = load(SEED_NGINX, Some(keepalived));
+    assert_eq!(cfg.vrrp.len(), 2, "both instances import and load");
+    assert!(imp.toml.contains("accept_mode = true"), "{}", imp.toml);
+    let keys = imp
+        .toml
+        .lines()
+        .filter(|l| l.trim_start().starts_with("accept_mode"))
+        .count();
+    assert_eq!(keys, 1, "only A carries accept_mode:\n{}", imp.toml);
+    has_warning(
+        &imp.warnings,
+        "keepalived.conf",
+        12,
+        "`no_accept` not carried over: a ringlb master serves its virtual addresses itself",
+    );
+}
+
+#[test]
 fn syntax_errors_are_file_line_col() {
     let e = import_str("server {\n  listen 80\n}\n", "bad.conf", None).unwrap_err();
     assert_eq!((e.file.as_str(), e.line, e.col), ("bad.conf", 3, 1));

@@ -10,6 +10,13 @@
 //! rates and percentiles *of that interval*, computed by subtracting the
 //! previous poll's histogram buckets; `--reset` starts a fresh server-side
 //! window first.
+//!
+//! `--reset` is a state-changing call: when the node has `[admin] token`
+//! set, it must carry `Authorization: Bearer <token>`. The token comes from
+//! `--token`, else the `RINGLB_ADMIN_TOKEN` environment variable, else the
+//! `[admin] token` of the file given with `--config` (which also supplies
+//! the admin address when `--admin` is not given). Read-only calls send it
+//! too when known (harmless; `/stats` is open).
 
 use std::fmt::Write as _;
 use std::io::{Read, Write};
@@ -20,19 +27,87 @@ use serde_json::Value;
 
 use crate::metrics::{percentile_distribution, LatencyHist, PERCENTILE_POINTS, STATUS_CLASSES};
 
-/// Where `ringlb stats` looks when `--admin` is not given.
+/// Where `ringlb stats` looks when neither `--admin` nor `--config` says.
 pub const DEFAULT_ADMIN: &str = "127.0.0.1:9901";
+/// The environment variable `ringlb stats` reads the admin token from.
+pub const TOKEN_ENV: &str = "RINGLB_ADMIN_TOKEN";
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Run `ringlb stats` against `admin`, printing to stdout. With `watch`, runs
-/// until interrupted.
-pub fn run(admin: SocketAddr, watch: Option<Duration>, reset: bool) -> Result<(), String> {
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
-    run_to(&mut out, admin, watch, reset, None)
+/// The admin endpoint to talk to and the bearer token to present.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub admin: SocketAddr,
+    pub token: Option<String>,
 }
 
-/// [`run`] with an explicit sink and an optional bound on watch ticks.
+/// What the command line and environment gave, before choosing.
+#[derive(Debug, Clone, Default)]
+pub struct TargetArgs {
+    /// `--admin`.
+    pub admin: Option<SocketAddr>,
+    /// `--token`.
+    pub token: Option<String>,
+    /// `RINGLB_ADMIN_TOKEN` (empty counts as unset).
+    pub env_token: Option<String>,
+    /// `[admin]` of the `--config` file: (listen, token).
+    pub config_admin: Option<(SocketAddr, Option<String>)>,
+}
+
+/// The choice: address from `--admin`, else the config's `[admin] listen`,
+/// else [`DEFAULT_ADMIN`]; token from `--token`, else the environment, else
+/// the config's `[admin] token`.
+pub fn choose_target(a: TargetArgs) -> Target {
+    let (cfg_listen, cfg_token) = match a.config_admin {
+        Some((l, t)) => (Some(l), t),
+        None => (None, None),
+    };
+    let admin = a
+        .admin
+        .or(cfg_listen)
+        .unwrap_or_else(|| DEFAULT_ADMIN.parse().expect("valid default"));
+    let env_token = a.env_token.filter(|t| !t.is_empty());
+    Target {
+        admin,
+        token: a.token.or(env_token).or(cfg_token),
+    }
+}
+
+/// `[admin]` of a config file, for `ringlb stats --config`.
+pub fn config_admin(path: &std::path::Path) -> Result<(SocketAddr, Option<String>), String> {
+    let cfg = crate::config::load(path).map_err(|e| format!("{e}"))?;
+    let admin = cfg.admin.ok_or_else(|| {
+        format!(
+            "{}: no [admin] section (no admin endpoint to ask)",
+            path.display()
+        )
+    })?;
+    Ok((admin.listen, admin.token))
+}
+
+/// The [`Target`] for the command line: reads `--config` and the environment.
+pub fn target_from_cli(
+    admin: Option<SocketAddr>,
+    config: Option<&std::path::Path>,
+    token: Option<String>,
+) -> Result<Target, String> {
+    let config_admin = config.map(config_admin).transpose()?;
+    Ok(choose_target(TargetArgs {
+        admin,
+        token,
+        env_token: std::env::var(TOKEN_ENV).ok(),
+        config_admin,
+    }))
+}
+
+/// Run `ringlb stats` against `target`, printing to stdout. With `watch`,
+/// runs until interrupted.
+pub fn run(target: &Target, watch: Option<Duration>, reset: bool) -> Result<(), String> {
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    run_target(&mut out, target, watch, reset, None)
+}
+
+/// [`run`] with an explicit sink, no token and an optional bound on watch ticks.
 pub fn run_to(
     out: &mut dyn Write,
     admin: SocketAddr,
@@ -40,9 +115,31 @@ pub fn run_to(
     reset: bool,
     max_ticks: Option<u64>,
 ) -> Result<(), String> {
+    let target = Target { admin, token: None };
+    run_target(out, &target, watch, reset, max_ticks)
+}
+
+/// [`run_to`] with a token.
+pub fn run_target(
+    out: &mut dyn Write,
+    target: &Target,
+    watch: Option<Duration>,
+    reset: bool,
+    max_ticks: Option<u64>,
+) -> Result<(), String> {
     let io = |e: std::io::Error| format!("writing output: {e}");
+    let admin = target.admin;
+    let token = target.token.as_deref();
     if reset {
-        let (status, body) = http_request(admin, "POST", "/reset")?;
+        let (status, body) = request(admin, "POST", "/reset", token)?;
+        if status == 401 {
+            let hint = if token.is_some() {
+                "the token was refused"
+            } else {
+                "the node requires a token: pass --token, set RINGLB_ADMIN_TOKEN or --config FILE"
+            };
+            return Err(format!("{admin}: /reset answered 401 ({hint})"));
+        }
         if status != 200 {
             return Err(format!(
                 "{admin}: /reset answered {status}: {}",
@@ -90,12 +187,23 @@ pub fn parse_interval(s: &str) -> Result<Duration, String> {
 
 /// One HTTP/1.1 request to the admin endpoint; returns (status, body).
 pub fn http_request(admin: SocketAddr, method: &str, path: &str) -> Result<(u16, String), String> {
+    request(admin, method, path, None)
+}
+
+/// [`http_request`] with an optional bearer token.
+pub fn request(
+    admin: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+) -> Result<(u16, String), String> {
     let err = |e: std::io::Error| format!("admin {admin}: {e}");
     let mut s = TcpStream::connect_timeout(&admin, IO_TIMEOUT).map_err(err)?;
     s.set_read_timeout(Some(IO_TIMEOUT)).map_err(err)?;
     s.set_write_timeout(Some(IO_TIMEOUT)).map_err(err)?;
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
     let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {admin}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {admin}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
     );
     s.write_all(req.as_bytes()).map_err(err)?;
     let mut raw = Vec::new();
@@ -358,6 +466,75 @@ pub fn render_distribution(cur: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn target_precedence() {
+        let a1: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let a2: SocketAddr = "127.0.0.1:2".parse().unwrap();
+        let cfg = Some((a2, Some("cfg".to_string())));
+        let s = |v: &str| Some(v.to_string());
+        // (args, expected address, expected token)
+        let cases: Vec<(TargetArgs, SocketAddr, Option<String>)> = vec![
+            (TargetArgs::default(), DEFAULT_ADMIN.parse().unwrap(), None),
+            (
+                TargetArgs {
+                    config_admin: cfg.clone(),
+                    ..Default::default()
+                },
+                a2,
+                s("cfg"),
+            ),
+            (
+                TargetArgs {
+                    admin: Some(a1),
+                    config_admin: cfg.clone(),
+                    ..Default::default()
+                },
+                a1,
+                s("cfg"),
+            ),
+            (
+                TargetArgs {
+                    env_token: s("env"),
+                    config_admin: cfg.clone(),
+                    ..Default::default()
+                },
+                a2,
+                s("env"),
+            ),
+            (
+                TargetArgs {
+                    env_token: s(""),
+                    config_admin: cfg.clone(),
+                    ..Default::default()
+                },
+                a2,
+                s("cfg"),
+            ),
+            (
+                TargetArgs {
+                    token: s("flag"),
+                    env_token: s("env"),
+                    config_admin: cfg.clone(),
+                    ..Default::default()
+                },
+                a2,
+                s("flag"),
+            ),
+            (
+                TargetArgs {
+                    config_admin: Some((a2, None)),
+                    ..Default::default()
+                },
+                a2,
+                None,
+            ),
+        ];
+        for (args, admin, token) in cases {
+            let t = choose_target(args.clone());
+            assert_eq!(t, Target { admin, token }, "{args:?}");
+        }
+    }
 
     #[test]
     fn watch_intervals_use_the_config_duration_rules() {

@@ -63,12 +63,20 @@ impl State {
         for u in &self.config.upstreams {
             for s in &u.servers {
                 let key = (u.name.clone(), s.addr);
-                let h = self.health.remove(&key).unwrap_or_else(|| ServerHealth {
-                    active_up: true,
-                    passive: PassiveWindow::new(s.max_fails, s.fail_timeout),
-                    up_since: None,
-                    published_available: true,
-                });
+                let h = match self.health.remove(&key) {
+                    // A server that stays keeps its health but takes the
+                    // reloaded `max_fails` / `fail_timeout`.
+                    Some(mut h) => {
+                        h.passive.reconfigure(s.max_fails, s.fail_timeout);
+                        h
+                    }
+                    None => ServerHealth {
+                        active_up: true,
+                        passive: PassiveWindow::new(s.max_fails, s.fail_timeout),
+                        up_since: None,
+                        published_available: true,
+                    },
+                };
                 keep.insert(key, h);
             }
         }
@@ -246,11 +254,15 @@ impl Publisher {
         changed
     }
 
-    /// Whether every server of upstream `ui` is unavailable (VRRP tracking).
-    pub fn upstream_all_down(&self, ui: usize) -> bool {
+    /// Whether every server of the upstream named `name` is unavailable in
+    /// the current snapshot (VRRP `track_upstream`). By name, so a reload
+    /// that reorders upstreams keeps the tracking on the same one; a name
+    /// the snapshot does not have is not down.
+    pub fn upstream_all_down(&self, name: &str) -> bool {
         let snap = self.cell.load_full();
         snap.upstreams
-            .get(ui)
+            .iter()
+            .find(|u| u.config.name == name)
             .is_some_and(|u| u.servers.iter().all(|s| !s.available))
     }
 }
@@ -296,7 +308,8 @@ mod tests {
         p.record_failures([("app".into(), addr)], t0);
         assert!(p.publish_if_changed(t0));
         assert!(!p.cell().load_full().upstreams[0].servers[0].available);
-        assert!(p.upstream_all_down(0));
+        assert!(p.upstream_all_down("app"));
+        assert!(!p.upstream_all_down("other"));
         assert_eq!(p.generation(), g0 + 1);
         // Nothing changed: no new generation.
         assert!(!p.publish_if_changed(t0));
@@ -324,6 +337,72 @@ mod tests {
         assert!(!p.cell().load_full().upstreams[0].servers[0].available);
         assert!(p.publish_if_changed(t0 + std::time::Duration::from_secs(11)));
         assert!(p.cell().load_full().upstreams[0].servers[0].available);
+    }
+
+    fn config(text: &str) -> Arc<Config> {
+        Arc::new(crate::config::parse_str(text, "t.toml").unwrap())
+    }
+
+    /// Upstreams `app` (server :9, weight 9) and `api` (server :10) in the
+    /// given order, each behind its own listener.
+    fn two_upstreams(first: &str, second: &str, max_fails: u32) -> String {
+        let mut s = String::new();
+        for (i, name) in [first, second].into_iter().enumerate() {
+            s.push_str(&format!(
+                "[[listener]]\nlisten = \"127.0.0.1:{}\"\nupstream = \"{name}\"\n",
+                i + 1
+            ));
+        }
+        for name in [first, second] {
+            let port = if name == "app" { 9 } else { 10 };
+            s.push_str(&format!(
+                "[upstream.{name}]\n[[upstream.{name}.server]]\naddress = \"127.0.0.1:{port}\"\n\
+                 max_fails = {max_fails}\nfail_timeout = \"10s\"\nweight = {port}\n"
+            ));
+        }
+        s
+    }
+
+    #[test]
+    fn reloaded_servers_take_the_new_max_fails_and_weight() {
+        let p = Publisher::new(config(&two_upstreams("app", "api", 1)), Registry::new(1));
+        let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let t0 = Instant::now();
+        // max_fails 1 → 3: two failures no longer take the server out.
+        p.reload(config(
+            &two_upstreams("app", "api", 3).replace("weight = 9", "weight = 4"),
+        ));
+        p.record_failures([("app".into(), addr), ("app".into(), addr)], t0);
+        assert!(!p.publish_if_changed(t0));
+        let snap = p.cell().load_full();
+        assert!(snap.upstreams[0].servers[0].available);
+        assert_eq!(snap.upstreams[0].config.servers[0].weight, 4);
+        // The third does (the count carried over the reload).
+        p.record_failures([("app".into(), addr)], t0);
+        assert!(p.publish_if_changed(t0));
+        assert!(!p.cell().load_full().upstreams[0].servers[0].available);
+        // max_fails = 0 turns the window off: back at once.
+        p.reload(config(&two_upstreams("app", "api", 0)));
+        assert!(p.cell().load_full().upstreams[0].servers[0].available);
+        p.record_failures([("app".into(), addr)], t0);
+        assert!(!p.publish_if_changed(t0));
+    }
+
+    #[test]
+    fn upstream_tracking_follows_the_name_across_a_reorder() {
+        let p = Publisher::new(config(&two_upstreams("app", "api", 1)), Registry::new(1));
+        let app: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let t0 = Instant::now();
+        p.record_failures([("app".into(), app)], t0);
+        assert!(p.publish_if_changed(t0));
+        assert!(p.upstream_all_down("app"));
+        assert!(!p.upstream_all_down("api"));
+        // Reordered: "api" is now upstream 0, "app" upstream 1.
+        p.reload(config(&two_upstreams("api", "app", 1)));
+        let snap = p.cell().load_full();
+        assert_eq!(snap.upstreams[0].config.name, "api");
+        assert!(p.upstream_all_down("app"), "health follows the name");
+        assert!(!p.upstream_all_down("api"));
     }
 
     #[test]

@@ -177,7 +177,7 @@ pub async fn serve(
     listen: SocketAddr,
     slot: Slot,
 ) {
-    let _ = stream.set_nodelay(true);
+    // TCP_NODELAY is inherited from the listener (runtime::listeners).
     // `slot` unregisters on every exit, including unwinding from a panic.
     let timer = slot.timer.clone();
     let idle = &slot.idle;

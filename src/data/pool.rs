@@ -18,17 +18,26 @@
 //! peek is one non-blocking syscall per reuse, the price of never sending
 //! a request into a connection that is already gone.
 //!
+//! How many stay is `proto::pool_policy`: up to `keepalive` per server,
+//! and above that for a short window (`SURPLUS_IDLE`), so a load above the
+//! cap reuses its connections instead of closing one on every return and
+//! opening one on the next take. Each server's list is oldest first; a
+//! return closes the oldest while the policy says so (one comparison in the
+//! common case), and the shard's periodic [`Pool::sweep`] does the same for
+//! lists nobody returns to, and drops servers that vanished. Closing is a
+//! reset ([`abort_close`]): no TIME_WAIT on the proxy's side.
+//!
 //! Idle connections are keyed by server address, so a reload that keeps a
-//! server keeps its warm connections; the shard's periodic [`Pool::sweep`]
-//! closes expired ones and those to servers that vanished. Times are the
-//! shard's coarse millisecond clock (no clock read per request).
+//! server keeps its warm connections. Times are the shard's coarse
+//! millisecond clock (no clock read per request).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
 use crate::proto::exchange::{pooled_verdict, Discard, Peek};
+use crate::proto::pool_policy::{close_oldest, may_cache, Oldest};
 
 /// A pooled connection: plain or TLS (`super::upstream`). TLS ones are
 /// peeked the same way: a close_notify (bytes) or an end of stream while
@@ -48,9 +57,37 @@ struct Idle {
     timeout_ms: u64,
 }
 
+/// One server's idle connections, oldest first, and its `keepalive`.
+#[derive(Default)]
+struct Servers {
+    list: VecDeque<Idle>,
+    keepalive: usize,
+}
+
+impl Servers {
+    /// Closes the oldest connections while the policy says so.
+    fn trim(&mut self, now_ms: u64) {
+        while let Some(c) = self.list.front() {
+            let oldest = Oldest {
+                idle: self.list.len(),
+                keepalive: self.keepalive,
+                idle_for: Duration::from_millis(now_ms.saturating_sub(c.since_ms)),
+                timeout: Duration::from_millis(c.timeout_ms),
+            };
+            if !close_oldest(oldest) {
+                break;
+            }
+            if let Some(c) = self.list.pop_front() {
+                abort_close(c.stream);
+            }
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct Pool {
-    idle: HashMap<Key, Vec<Idle>>,
+    /// Per server (and TLS identity), oldest first.
+    idle: HashMap<Key, Servers>,
 }
 
 /// The result of [`Pool::take`]: a usable connection, if any, and how many
@@ -66,13 +103,13 @@ impl Pool {
     /// the way are closed.
     pub fn take(&mut self, addr: Key, now_ms: u64, keepalive_timeout: Duration) -> Taken {
         let mut discarded = 0;
-        let Some(list) = self.idle.get_mut(&addr) else {
+        let Some(Servers { list, .. }) = self.idle.get_mut(&addr) else {
             return Taken {
                 stream: None,
                 discarded,
             };
         };
-        while let Some(c) = list.pop() {
+        while let Some(c) = list.pop_back() {
             let idle_for = Duration::from_millis(now_ms.saturating_sub(c.since_ms));
             match pooled_verdict(idle_for, keepalive_timeout, || peek(c.stream.as_raw_fd())) {
                 Ok(()) => {
@@ -95,44 +132,45 @@ impl Pool {
         }
     }
 
-    /// Returns a connection at coarse time `now_ms`; beyond `cap` idle ones
-    /// the oldest is closed. `keepalive_timeout` 0 (or `cap` 0) keeps none.
+    /// Returns a connection at coarse time `now_ms`: it becomes the
+    /// warmest; idle ones the policy no longer keeps (above `keepalive` for
+    /// the surplus window, or expired) are closed, oldest first.
+    /// `keepalive_timeout` 0 (or `keepalive` 0) keeps none.
     pub fn put(
         &mut self,
         addr: Key,
         stream: TcpStream,
-        cap: usize,
+        keepalive: usize,
         keepalive_timeout: Duration,
         now_ms: u64,
     ) {
-        if cap == 0 || keepalive_timeout.is_zero() {
+        if !may_cache(keepalive, keepalive_timeout) {
             return;
         }
-        let list = self.idle.entry(addr).or_default();
-        if list.len() >= cap {
-            abort_close(list.remove(0).stream);
-        }
-        list.push(Idle {
+        let s = self.idle.entry(addr).or_default();
+        s.keepalive = keepalive;
+        s.list.push_back(Idle {
             stream,
             since_ms: now_ms,
             timeout_ms: keepalive_timeout.as_millis() as u64,
         });
+        s.trim(now_ms);
     }
 
-    /// Closes connections idle past their `keepalive_timeout` at coarse
-    /// time `now_ms`, and those to servers for which `keep(addr)` is false.
+    /// Closes idle connections the policy no longer keeps at coarse time
+    /// `now_ms`, and those to servers for which `keep(addr)` is false.
     pub fn sweep(&mut self, now_ms: u64, keep: impl Fn(SocketAddr) -> bool) {
-        self.idle.retain(|addr, list| {
+        self.idle.retain(|addr, s| {
             if !keep(addr.0) {
                 return false;
             }
-            list.retain(|c| now_ms.saturating_sub(c.since_ms) < c.timeout_ms);
-            !list.is_empty()
+            s.trim(now_ms);
+            !s.list.is_empty()
         });
     }
 
     pub fn idle_count(&self) -> usize {
-        self.idle.values().map(Vec::len).sum()
+        self.idle.values().map(|s| s.list.len()).sum()
     }
 
     pub fn clear(&mut self) {
@@ -207,5 +245,61 @@ mod tests {
         drop(b);
         std::thread::sleep(Duration::from_millis(50));
         assert_eq!(peek(a.as_raw_fd()), Peek::Eof);
+    }
+
+    /// Above the cap, returned connections stay for the surplus window and
+    /// then the oldest are reset, down to the cap.
+    #[test]
+    fn surplus_stays_for_the_window_then_the_oldest_are_reset() {
+        use std::io::Read;
+        let mut rt = crate::runtime::ring::build_epoll().unwrap();
+        rt.block_on(async {
+            let mut pool = Pool::default();
+            let addr: Key = ("127.0.0.1:9".parse().unwrap(), 0);
+            let t = Duration::from_secs(60);
+            let mut peers = Vec::new();
+            for i in 0..5u64 {
+                let (a, b) = pair();
+                peers.push(b);
+                let a = monoio::net::TcpStream::from_std(a).unwrap();
+                pool.put(addr, super::super::upstream::UpStream::Plain(a), 2, t, i);
+            }
+            assert_eq!(pool.idle_count(), 5, "a burst above the cap is kept");
+            pool.sweep(1000, |_| true);
+            assert_eq!(pool.idle_count(), 4, "only the oldest has been idle 1 s");
+            pool.sweep(1004, |_| true);
+            assert_eq!(pool.idle_count(), 2, "down to the cap, not below");
+            pool.sweep(50_000, |_| true);
+            assert_eq!(pool.idle_count(), 2);
+            for (i, p) in peers.iter_mut().enumerate() {
+                p.set_read_timeout(Some(Duration::from_millis(200)))
+                    .unwrap();
+                let r = p.read(&mut [0u8; 1]);
+                if i < 3 {
+                    let e = r.expect_err("evicted: reset");
+                    assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "peer {i}");
+                } else {
+                    let e = r.expect_err("kept: still open, nothing to read");
+                    assert!(
+                        matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ),
+                        "peer {i}: {e:?}"
+                    );
+                }
+            }
+            // The warmest comes back first.
+            let Some(super::super::upstream::UpStream::Plain(got)) =
+                pool.take(addr, 50_001, t).stream
+            else {
+                panic!("a pooled plain connection");
+            };
+            assert_eq!(
+                got.peer_addr().unwrap(),
+                peers[4].local_addr().unwrap(),
+                "the last returned is taken first"
+            );
+        });
     }
 }

@@ -156,6 +156,11 @@ impl ControlStats {
         v.priority = priority;
     }
 
+    /// Forget a VRRP instance a reload removed.
+    pub fn remove_vrrp(&self, instance: &str) {
+        self.lock().vrrp.remove(instance);
+    }
+
     /// A VRRP instance changed role; counts a transition into `to`.
     pub fn vrrp_transition(&self, instance: &str, to: State) {
         let mut g = self.lock();

@@ -137,6 +137,19 @@ impl PassiveWindow {
         }
     }
 
+    /// A reload changed `max_fails` / `fail_timeout`: the new ones govern
+    /// from now on, and what was observed carries over. A count already at
+    /// or above a lowered `max_fails` trips on the next failure; a tripped
+    /// server stays out until the end already set (it has no trip time to
+    /// recompute from); `max_fails = 0` disables the window at once.
+    pub fn reconfigure(&mut self, max_fails: u32, fail_timeout: Duration) {
+        self.max_fails = max_fails;
+        self.fail_timeout = fail_timeout;
+        if max_fails == 0 {
+            self.state = Passive::Clean;
+        }
+    }
+
     /// Records a failed request (connect error, timeout, 5xx per policy).
     /// Returns `true` iff this failure made the server unavailable.
     pub fn record_failure(&mut self, now: Instant) -> bool {
@@ -462,6 +475,40 @@ mod tests {
     }
 
     // --- Hysteresis -------------------------------------------------------
+
+    #[test]
+    fn reconfigure_keeps_what_was_seen_under_the_new_limits() {
+        let t0 = Instant::now();
+        // (max_fails before, failures before, new max_fails, failures after,
+        //  available at the end)
+        let cases = [
+            (1, 0, 3, 2, true),  // raised: two more are not enough
+            (1, 0, 3, 3, false), // ... three are
+            (3, 2, 3, 1, false), // unchanged: the count carries over
+            (5, 2, 2, 1, false), // lowered below the count: next failure trips
+            (1, 1, 0, 3, true),  // tripped, then disabled: back at once
+            (0, 3, 1, 1, false), // enabled by a reload
+        ];
+        for (i, (before, n1, after, n2, want)) in cases.into_iter().enumerate() {
+            let mut w = PassiveWindow::new(before, ms(10_000));
+            for _ in 0..n1 {
+                w.record_failure(t0);
+            }
+            w.reconfigure(after, ms(10_000));
+            for _ in 0..n2 {
+                w.record_failure(t0 + ms(1));
+            }
+            assert_eq!(w.available(t0 + ms(2)), want, "case {i}");
+        }
+        // A tripped window keeps its end; the new timeout applies to the next trip.
+        let mut w = PassiveWindow::new(1, ms(10_000));
+        w.record_failure(t0);
+        w.reconfigure(1, ms(100));
+        assert!(!w.available(t0 + ms(9_999)));
+        assert!(w.available(t0 + ms(10_000)));
+        w.record_failure(t0 + ms(10_000));
+        assert!(w.available(t0 + ms(10_100)));
+    }
 
     #[test]
     fn rise_successes_to_come_up() {

@@ -3,4 +3,5 @@
 pub mod exchange;
 pub mod health;
 pub mod http1;
+pub mod pool_policy;
 pub mod vrrp;

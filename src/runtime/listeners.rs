@@ -37,6 +37,9 @@ pub fn bind(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
         socket.set_only_v6(true)?;
     }
     socket.set_nonblocking(true)?;
+    // Accepted sockets inherit TCP_NODELAY from the listener on Linux:
+    // one setsockopt here instead of one per connection.
+    socket.set_nodelay(true)?;
     socket.bind(&addr.into())?;
     socket.listen(backlog.min(i32::MAX as u32) as i32)?;
     Ok(socket.into())
@@ -53,6 +56,7 @@ pub fn adopt(fd: OwnedFd) -> io::Result<TcpListener> {
         ));
     }
     socket.set_nonblocking(true)?;
+    socket.set_nodelay(true)?;
     Ok(socket.into())
 }
 
@@ -82,6 +86,18 @@ mod tests {
     use super::*;
     use std::io::{Read, Write};
     use std::os::fd::AsFd;
+
+    #[test]
+    fn accepted_connections_inherit_nodelay() {
+        let l = bind("127.0.0.1:0".parse().unwrap(), 16).unwrap();
+        let _c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        l.set_nonblocking(false).unwrap();
+        let (a, _) = l.accept().unwrap();
+        assert!(
+            a.nodelay().unwrap(),
+            "serve() relies on this instead of a setsockopt per connection"
+        );
+    }
 
     #[test]
     fn group_shares_the_port_chosen_by_the_first_socket() {

@@ -4,21 +4,30 @@
 //!    problem, keep running the old configuration, done.
 //! 2. Bind the listeners the new file adds, once per shard. One fails (port
 //!    in use, bad address) → log it, keep the old configuration, done.
-//! 3. Publish the new snapshot (generation + 1) with the new routes,
+//! 3. Apply the `[[vrrp.instance]]` list (`control::vrrp::plan`): an
+//!    instance whose identity (name, interface, VRID, version, family) is
+//!    unchanged keeps its state and VIPs and takes every other setting live
+//!    (a new priority is in the next advert, added VIPs are added and
+//!    announced, removed ones dropped); added instances start, removed ones
+//!    resign with a priority-0 advert. An identity change, or a socket a new
+//!    instance needs that cannot be opened → log it (`FILE:LINE:COL`), keep
+//!    the old configuration entirely (the listeners bound in step 2 are
+//!    closed again), done.
+//! 4. Publish the new snapshot (generation + 1) with the new routes,
 //!    upstreams, selectors and settings. Server health carries over for every
 //!    (upstream, address) pair that still exists; the health thread picks up
 //!    new or changed checks on its next tick. Requests in flight finish on
 //!    the snapshot they started with; the next request on any connection
 //!    uses the new one.
-//! 4. Hand the added sockets to the shards and tell them which listeners to
+//! 5. Hand the added sockets to the shards and tell them which listeners to
 //!    close; each shard applies that on its next tick (≤ 10 ms). Connections
 //!    accepted on a removed listener are not cut: they finish normally.
-//! 5. Ask the access-log writer to reopen its file (log rotation).
+//! 6. Ask the access-log writer to reopen its file (log rotation).
 //!
 //! Not applied by a reload (they take a restart): `[runtime]` shard count and
 //! CPUs (`shutdown_timeout` is read at stop, so it does apply), `[admin]`,
 //! `[log]` (access-log path and format, latency histograms), the `backlog` of
-//! a listener that stays, and `[[vrrp.instance]]` changes.
+//! a listener that stays.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -56,6 +65,22 @@ impl Running {
                         "reload failed, keeping the running configuration: listen {}: {e}",
                         l.listen
                     );
+                    return false;
+                }
+            }
+        }
+        // VRRP next: the last step that can refuse; dropping `added` closes
+        // the listeners just bound.
+        if let Some(vrrp) = &mut self.vrrp {
+            let file = path.display().to_string();
+            match vrrp.reload(&new.vrrp, &file) {
+                Ok(lines) => {
+                    for l in lines {
+                        crate::info!("reload: {l}");
+                    }
+                }
+                Err(e) => {
+                    crate::error!("reload failed, keeping the running configuration:\n{e}");
                     return false;
                 }
             }

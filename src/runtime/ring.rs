@@ -44,28 +44,71 @@ impl ShardRuntime {
 static EPOLL_WARNED: AtomicBool = AtomicBool::new(false);
 static FLAGS_WARNED: AtomicBool = AtomicBool::new(false);
 
-/// The ring flag sets tried in order, best first.
-const FLAG_SETS: [(&str, bool, bool); 3] = [
-    ("COOP_TASKRUN+TASKRUN_FLAG+SINGLE_ISSUER", true, true),
-    ("COOP_TASKRUN+TASKRUN_FLAG", true, false),
-    ("none", false, false),
+/// One set of ring setup flags.
+struct Flags {
+    name: &'static str,
+    defer: bool,
+    coop: bool,
+    single: bool,
+}
+
+/// The ring flag sets tried in order, best first; the first (DEFER_TASKRUN,
+/// 6.1+) only with `RINGLB_DRIVER=uring-defer`. It needs SINGLE_ISSUER and
+/// a ring used only by the thread that made it, which is how every ring
+/// here is used, and monoio waits with `IORING_ENTER_GETEVENTS`, which is
+/// when deferred completions run; it works, but on the 2-core benchmark
+/// host it did not measure better than COOP_TASKRUN (proxy and backend CPU
+/// per request within noise in every shape, bench/RESULTS.md), so it is
+/// not the default.
+const FLAG_SETS: [Flags; 4] = [
+    Flags {
+        name: "DEFER_TASKRUN+SINGLE_ISSUER+TASKRUN_FLAG",
+        defer: true,
+        coop: false,
+        single: true,
+    },
+    Flags {
+        name: "COOP_TASKRUN+TASKRUN_FLAG+SINGLE_ISSUER",
+        defer: false,
+        coop: true,
+        single: true,
+    },
+    Flags {
+        name: "COOP_TASKRUN+TASKRUN_FLAG",
+        defer: false,
+        coop: true,
+        single: false,
+    },
+    Flags {
+        name: "none",
+        defer: false,
+        coop: false,
+        single: false,
+    },
 ];
 
 /// Builds the runtime for the calling thread. `RINGLB_DRIVER=epoll` forces
-/// the fallback (for testing it).
+/// the fallback (for testing it); `RINGLB_DRIVER=uring-defer` tries
+/// DEFER_TASKRUN first (to measure it).
 pub fn build() -> std::io::Result<ShardRuntime> {
-    let force_epoll = std::env::var("RINGLB_DRIVER").is_ok_and(|v| v == "epoll");
+    let driver = std::env::var("RINGLB_DRIVER").unwrap_or_default();
+    let force_epoll = driver == "epoll";
     if force_epoll && !EPOLL_WARNED.swap(true, Ordering::Relaxed) {
         crate::warn!("RINGLB_DRIVER=epoll: using the epoll driver instead of io_uring");
     }
     if !force_epoll {
         let mut last_err = None;
-        for (i, (name, coop, single)) in FLAG_SETS.iter().enumerate() {
+        let skip = usize::from(driver != "uring-defer");
+        for (i, f) in FLAG_SETS.iter().enumerate().skip(skip) {
+            let name = f.name;
             let mut urb = io_uring::IoUring::builder();
-            if *coop {
+            if f.defer {
+                urb.setup_defer_taskrun().setup_taskrun_flag();
+            }
+            if f.coop {
                 urb.setup_coop_taskrun().setup_taskrun_flag();
             }
-            if *single {
+            if f.single {
                 urb.setup_single_issuer();
             }
             match RuntimeBuilder::<IoUringDriver>::new()
@@ -75,7 +118,7 @@ pub fn build() -> std::io::Result<ShardRuntime> {
                 .build()
             {
                 Ok(rt) => {
-                    if i > 0 && !FLAGS_WARNED.swap(true, Ordering::Relaxed) {
+                    if i > skip && !FLAGS_WARNED.swap(true, Ordering::Relaxed) {
                         crate::warn!("io_uring rejected the preferred ring flags; running with flags: {name}");
                     }
                     return Ok(ShardRuntime::Uring(rt));

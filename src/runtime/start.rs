@@ -153,7 +153,7 @@ fn vrrp_args(
     let mut args = vrrp::SpawnArgs::new(config);
     args.registry = Some(Arc::clone(registry));
     let p = Arc::clone(publisher);
-    args.upstream_down = Some(Arc::new(move |ui| p.upstream_all_down(ui)));
+    args.upstream_down = Some(Arc::new(move |name: &str| p.upstream_all_down(name)));
     args.data_plane = Some(Arc::new(super::liveness::liveness(links)));
     let p = Arc::clone(publisher);
     args.on_roles = Some(Arc::new(move |roles: &[vrrp::Role]| {

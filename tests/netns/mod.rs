@@ -15,6 +15,8 @@
 //! drop, and on a failing test the logs of every process are printed.
 #![allow(dead_code)]
 
+pub mod peer_view;
+
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -384,9 +384,17 @@ fn instance(
         }
     }
     if let Some(c) = find("accept") {
-        s.set("accept_mode", Value::Bool(true), Some(src(c)));
+        s.set(
+            "accept_mode",
+            Value::Bool(true),
+            Some(format!("{}; what a ringlb master always does", src(c))),
+        );
     } else if let Some(c) = find("no_accept") {
-        s.set("accept_mode", Value::Bool(false), Some(src(c)));
+        w.warn(
+            &c.pos,
+            "`no_accept` not carried over: a ringlb master serves its virtual addresses itself, \
+             so it always accepts packets sent to them (accept_mode = true)",
+        );
     }
     if !vips.is_empty() {
         let from = find("virtual_ipaddress")

@@ -90,6 +90,11 @@ impl<'a> Diags<'a> {
         }
     }
 
+    /// 1-based (line, column) of a byte offset.
+    pub(crate) fn position(&self, at: usize) -> (usize, usize) {
+        self.src.position(at)
+    }
+
     /// 1-based line of a byte offset (for "first defined at line N").
     pub(crate) fn line(&self, at: usize) -> usize {
         self.src.position(at).0

@@ -191,7 +191,11 @@ fn read_instance(
         .filter_map(|tt| {
             tt.check_keys(d, &["upstream", "weight"]);
             let weight = track_weight(tt, d);
-            let upstream = tt.required(d, "upstream").and_then(|f| ups.lookup(d, &f))?;
+            let f = tt.required(d, "upstream")?;
+            // Checked against the defined upstreams (unknown name = error);
+            // kept by name, looked up in each snapshot.
+            ups.lookup(d, &f)?;
+            let upstream = f.str(d)?.to_string();
             Some(TrackUpstream { upstream, weight })
         })
         .collect();
@@ -216,7 +220,7 @@ fn read_instance(
     let preempt_delay = t
         .duration(d, "preempt_delay")
         .unwrap_or(def::VRRP_PREEMPT_DELAY);
-    let accept_mode = t.bool(d, "accept_mode").unwrap_or(def::VRRP_ACCEPT_MODE);
+    check_accept_mode(t, d);
     let notify = t.str(d, "notify").map(str::to_string);
     let sync_group = t.str(d, "sync_group").map(str::to_string);
     let garp_repeat = t.int(d, "garp_repeat", 0..=U32).unwrap_or(def::GARP_REPEAT);
@@ -232,7 +236,6 @@ fn read_instance(
         version,
         preempt,
         preempt_delay,
-        accept_mode,
         virtual_ipaddress: vips?,
         unicast_peers,
         unicast_src,
@@ -246,7 +249,47 @@ fn read_instance(
         garp_repeat,
         garp_interval,
         garp_refresh,
+        positions: identity_positions(t, d),
     })
+}
+
+/// `accept_mode`: only `true`, which is what a ringlb master always does.
+///
+/// VRRPv3's Accept_Mode says whether a master that is not the address owner
+/// accepts packets addressed to the VIPs. ringlb *is* the service on the
+/// VIP — its listeners must accept them — and on Linux a VIP is a local
+/// address, so they are always accepted: `true`. `false` would need a
+/// firewall rule dropping them (keepalived's `vrrp_iptables` /
+/// `vrrp_nftables`), which would leave a backup-turned-master unable to
+/// serve; it is refused rather than parsed and ignored.
+fn check_accept_mode(t: &Table, d: &mut Diags) {
+    if let (Some(f), Some(false)) = (t.field("accept_mode"), t.bool(d, "accept_mode")) {
+        d.error(
+            f.at,
+            "`accept_mode = false` is not supported: a ringlb master serves its virtual addresses \
+             itself, so it always accepts packets sent to them (VRRPv3 Accept_Mode = true; on \
+             Linux a VIP is a local address). Dropping them would need a firewall rule and leave \
+             the node unable to serve. Remove the line (or set `true`)",
+        );
+    }
+}
+
+/// Where the identity keys are (see `VrrpInstanceConfig::positions`).
+fn identity_positions(t: &Table, d: &Diags) -> Vec<(&'static str, usize, usize)> {
+    let mut out = vec![("", d.position(t.at).0, d.position(t.at).1)];
+    for key in [
+        "name",
+        "interface",
+        "virtual_router_id",
+        "version",
+        "virtual_ipaddress",
+    ] {
+        if let Some(f) = t.field(key) {
+            let (line, col) = d.position(f.at);
+            out.push((key, line, col));
+        }
+    }
+    out
 }
 
 /// v2: whole seconds 1..=255 (8-bit field); v3: centiseconds 1..=4095 (12 bits).

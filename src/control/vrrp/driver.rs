@@ -17,6 +17,10 @@
 //!    emitted separately), act on state changes (VIPs, GARP, notify,
 //!    metrics), publish roles.
 //!
+//! The eventfd also carries the handle's commands ([`Cmd`]): a reload is
+//! applied between two iterations, all at once (see `plan` and
+//! [`Driver`]'s `reload`), and answered on a channel; shutdown ends the loop.
+//!
 //! Order matters on becoming master: the VIPs are added first and only then
 //! does the first advert go out and the GARP burst start, so a router never
 //! advertises mastership of addresses it does not hold. If any VIP cannot be
@@ -27,12 +31,13 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::{Arc, PoisonError};
+use std::sync::{mpsc, Arc, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::garp::{ArpSocket, Schedule};
 use super::liveness::{SampleFn, Sched, SchedStats, ShardSample};
 use super::notify::Notifier;
+use super::plan::{self, Action, Changes};
 use super::socket::VrrpSocket;
 use super::track::{DataPlaneView, Tracker, UpstreamDownFn};
 use super::vip::Netlink;
@@ -77,6 +82,8 @@ pub fn prepare_thread(cpu: Option<usize>) {
 
 /// One interface's I/O.
 struct Link {
+    /// Whether `sock` joined the VRRP multicast group.
+    joined: bool,
     sock: VrrpSocket,
     arp: Option<ArpSocket>,
     mac: [u8; 6],
@@ -106,7 +113,27 @@ struct Inst {
     last_warn: Option<Instant>,
 }
 
+/// What the `vrrp` thread is asked to do (with a write to its eventfd).
+pub enum Cmd {
+    /// Apply a reload's instances (see [`super::plan`]); the reply carries
+    /// one log line per change, or why nothing was applied.
+    Reload {
+        instances: Vec<VrrpInstanceConfig>,
+        reply: mpsc::Sender<Result<Vec<String>, String>>,
+    },
+    /// Resign everything and exit.
+    Shutdown,
+}
+
+/// A socket change a reload needs, prepared before anything is changed.
+enum LinkChange {
+    Add(Link),
+    /// The link's socket, re-opened joined to the multicast group.
+    Rejoin(usize, VrrpSocket),
+}
+
 pub struct Driver {
+    cmds: mpsc::Receiver<Cmd>,
     links: Vec<Link>,
     insts: Vec<Inst>,
     groups: usize,
@@ -138,88 +165,26 @@ fn v4s(list: &[IpAddr]) -> Vec<Ipv4Addr> {
 }
 
 impl Driver {
-    pub fn new(args: &SpawnArgs, roles: Roles, wake: Arc<OwnedFd>) -> std::io::Result<Driver> {
+    pub fn new(
+        args: &SpawnArgs,
+        roles: Roles,
+        wake: Arc<OwnedFd>,
+        cmds: mpsc::Receiver<Cmd>,
+    ) -> std::io::Result<Driver> {
         let now = Instant::now();
         let netlink = Netlink::open()?;
+        let cfgs: Vec<&VrrpInstanceConfig> =
+            args.instances.iter().filter(|c| supported(c)).collect();
         let mut links: Vec<Link> = Vec::new();
-        let mut insts = Vec::new();
-        let mut group_names: Vec<String> = Vec::new();
-        for cfg in &args.instances {
-            if !cfg.virtual_ipaddress.iter().any(|(a, _)| a.is_ipv4()) {
-                crate::error!(
-                    "vrrp {}: only IPv4 virtual routers are supported in this version; instance not started",
-                    cfg.name
-                );
-                continue;
-            }
-            let multicast = cfg.unicast_peers.is_empty();
-            let link = match links.iter().position(|l| l.sock.ifname == cfg.interface) {
-                Some(i) => {
-                    if multicast {
-                        // Another instance may have opened it unicast-only: join now.
-                        let l = &links[i];
-                        let s = VrrpSocket::open(&cfg.interface, l.sock.ifindex, true)?;
-                        links[i].sock = s;
-                    }
-                    i
-                }
-                None => {
-                    let ifindex = iface::index(&cfg.interface)?;
-                    let sock = VrrpSocket::open(&cfg.interface, ifindex, multicast)?;
-                    let arp = match ArpSocket::open(ifindex) {
-                        Ok(a) => Some(a),
-                        Err(e) => {
-                            crate::warn!("vrrp: no gratuitous ARP on {}: {e}", cfg.interface);
-                            None
-                        }
-                    };
-                    let mac = iface::mac(&cfg.interface).unwrap_or([0; 6]);
-                    links.push(Link { sock, arp, mac });
-                    links.len() - 1
-                }
-            };
-            let group = cfg.sync_group.as_ref().map(|g| {
-                group_names.iter().position(|n| n == g).unwrap_or_else(|| {
-                    group_names.push(g.clone());
-                    group_names.len() - 1
-                })
-            });
-            let dests = if multicast {
-                vec![wire::MULTICAST_V4]
-            } else {
-                v4s(&cfg.unicast_peers)
-            };
-            insts.push(Inst {
-                tracker: Tracker::new(cfg, now),
-                link,
-                machine: None,
-                src: None,
-                dests,
-                peers: cfg.unicast_peers.clone(),
-                own_fault: false,
-                vip_retry_at: None,
-                fault_reason: None,
-                priority: cfg.priority,
-                group,
-                garp: Schedule::new(cfg.garp_repeat, cfg.garp_interval, cfg.garp_refresh),
-                last_rx: None,
-                published: None,
-                last_warn: None,
-                cfg: cfg.clone(),
-            });
-        }
-        *roles.lock().unwrap_or_else(PoisonError::into_inner) = insts
-            .iter()
-            .map(|i| Role {
-                name: i.cfg.name.clone(),
-                state: State::Initialize,
-                priority: i.cfg.priority,
-            })
-            .collect();
-        Ok(Driver {
+        let changes = prepare_links(&links, &cfgs)?;
+        apply_links(&mut links, changes);
+        let mut insts: Vec<Inst> = cfgs.iter().map(|c| new_inst(c, &links, now)).collect();
+        let groups = assign_groups(&mut insts);
+        let mut d = Driver {
+            cmds,
             links,
             insts,
-            groups: group_names.len(),
+            groups,
             netlink,
             links_probe: iface::LinkProbe::open()?,
             link_state: Default::default(),
@@ -235,7 +200,150 @@ impl Driver {
             wake,
             next_tick: now,
             buf: vec![0u8; RECV_BUF],
-        })
+        };
+        d.reset_roles();
+        Ok(d)
+    }
+
+    /// The shared role table, one row per instance in `insts` order
+    /// (re-published by the next [`Driver::publish`]).
+    fn reset_roles(&mut self) {
+        *self.roles.lock().unwrap_or_else(PoisonError::into_inner) = self
+            .insts
+            .iter()
+            .map(|i| Role {
+                name: i.cfg.name.clone(),
+                state: State::Initialize,
+                priority: i.cfg.priority,
+            })
+            .collect();
+        for i in &mut self.insts {
+            i.published = None;
+        }
+    }
+
+    /// A reload's VRRP part, all or nothing: the plan is refused as a whole
+    /// if any instance's identity changed, and every socket a new instance
+    /// needs is opened before anything running is touched. Then removed
+    /// instances resign, kept ones take their new settings without a
+    /// state change, added ones start; tracking runs at once so a new
+    /// priority is in the next advert.
+    fn reload(
+        &mut self,
+        new: Vec<VrrpInstanceConfig>,
+        now: Instant,
+    ) -> Result<Vec<String>, String> {
+        let new: Vec<VrrpInstanceConfig> = new.into_iter().filter(supported).collect();
+        let old: Vec<VrrpInstanceConfig> = self.insts.iter().map(|i| i.cfg.clone()).collect();
+        let actions = plan::plan(&old, &new).map_err(|refused| {
+            let msgs: Vec<String> = refused.iter().map(|(n, r)| r.message(n)).collect();
+            msgs.join("\n")
+        })?;
+        let wanted: Vec<&VrrpInstanceConfig> = new.iter().collect();
+        let changes = prepare_links(&self.links, &wanted).map_err(|e| e.to_string())?;
+        // Nothing has changed so far; from here on everything is applied.
+        apply_links(&mut self.links, changes);
+        let mut log = Vec::new();
+        for (name, action) in &actions {
+            if *action == Action::Resign {
+                if let Some(ii) = self.insts.iter().position(|i| &i.cfg.name == name) {
+                    self.resign(ii, now);
+                    log.push(format!(
+                        "vrrp {name}: removed (resigned, addresses dropped)"
+                    ));
+                }
+            }
+        }
+        for (name, action) in actions {
+            let Some(cfg) = new.iter().find(|c| c.name == name) else {
+                continue;
+            };
+            match action {
+                Action::Update(c) => {
+                    if let Some(ii) = self.insts.iter().position(|i| i.cfg.name == name) {
+                        self.update(ii, cfg, &c, now);
+                        log.push(format!("vrrp {name}: applied {}", c.describe()));
+                    }
+                }
+                Action::Start => {
+                    self.insts.push(new_inst(cfg, &self.links, now));
+                    log.push(format!("vrrp {name}: added"));
+                }
+                Action::Keep | Action::Resign | Action::Refuse(_) => {}
+            }
+        }
+        self.groups = assign_groups(&mut self.insts);
+        self.reset_roles();
+        self.track(now);
+        self.flush_all(now);
+        Ok(log)
+    }
+
+    /// A removed instance: priority-0 advert if master, VIPs removed,
+    /// notify STOP, then gone.
+    fn resign(&mut self, ii: usize, now: Instant) {
+        if let Some(m) = &mut self.insts[ii].machine {
+            m.handle_shutdown(now);
+        }
+        self.flush(ii, now);
+        let inst = self.insts.remove(ii);
+        if let Some(r) = &self.registry {
+            r.control().remove_vrrp(&inst.cfg.name);
+        }
+    }
+
+    /// Applies `c` to running instance `ii` (same identity), keeping its state.
+    fn update(&mut self, ii: usize, cfg: &VrrpInstanceConfig, c: &Changes, now: Instant) {
+        let inst = &mut self.insts[ii];
+        let name = cfg.name.clone();
+        let ifindex = self.links[inst.link].sock.ifindex;
+        let master = inst.machine.as_ref().is_some_and(Machine::is_master);
+        let mut failed = None;
+        if master {
+            for (a, p) in &c.vips_removed {
+                if let Err(e) = self.netlink.remove(ifindex, *a, *p) {
+                    crate::error!("vrrp {name}: remove {a}/{p}: {e}");
+                }
+            }
+            for (a, p) in &c.vips_added {
+                if let Err(e) = self.netlink.add(ifindex, *a, *p) {
+                    failed.get_or_insert(format!("add {a}/{p}: {e}"));
+                }
+            }
+        }
+        inst.cfg = cfg.clone();
+        if c.peers {
+            inst.dests = dests(cfg);
+            inst.peers = cfg.unicast_peers.clone();
+            if let Some(src) = source_address(cfg) {
+                inst.src = Some(src);
+            }
+        }
+        if c.tracking {
+            inst.tracker = Tracker::new(cfg, now);
+        }
+        if c.garp {
+            inst.garp = Schedule::new(cfg.garp_repeat, cfg.garp_interval, cfg.garp_refresh);
+        }
+        if master && (c.garp || !c.vips_added.is_empty()) {
+            inst.garp.start(now);
+        }
+        let reconfigure =
+            c.protocol || c.peers || !c.vips_added.is_empty() || !c.vips_removed.is_empty();
+        if let (Some(m), Some(src), true) = (&mut inst.machine, inst.src, reconfigure) {
+            m.reconfigure(
+                now,
+                vrrp::machine::Config::from_instance(cfg, IpAddr::V4(src)),
+            );
+        }
+        if let (Some(why), Some(m)) = (failed, &mut inst.machine) {
+            crate::error!(
+                "vrrp {name}: cannot hold the virtual addresses ({why}); FAULT, retrying in {VIP_RETRY:?}"
+            );
+            inst.vip_retry_at = Some(now + VIP_RETRY);
+            inst.own_fault = true;
+            m.set_fault(now, true);
+        }
     }
 
     fn drop_packet(&self, reason: &str) {
@@ -294,7 +402,7 @@ impl Driver {
                 }
                 continue;
             }
-            if fds[0].revents != 0 {
+            if fds[0].revents != 0 && self.commands(now) {
                 self.shutdown(now);
                 return;
             }
@@ -315,6 +423,23 @@ impl Driver {
             }
             self.garp(now);
             self.flush_all(now);
+        }
+    }
+
+    /// Runs what the handle asked for; true = shut down.
+    fn commands(&mut self, now: Instant) -> bool {
+        let mut counter = [0u8; 8];
+        // SAFETY: an eventfd read of 8 bytes into a valid buffer (non-blocking).
+        unsafe { libc::read(self.wake.as_raw_fd(), counter.as_mut_ptr().cast(), 8) };
+        loop {
+            match self.cmds.try_recv() {
+                Ok(Cmd::Reload { instances, reply }) => {
+                    let r = self.reload(instances, now);
+                    let _ = reply.send(r);
+                }
+                Ok(Cmd::Shutdown) | Err(mpsc::TryRecvError::Disconnected) => return true,
+                Err(mpsc::TryRecvError::Empty) => return false,
+            }
         }
     }
 
@@ -677,23 +802,161 @@ impl Driver {
     }
 }
 
+/// Instances this driver runs (IPv4); others are logged and not started.
+fn supported(cfg: &VrrpInstanceConfig) -> bool {
+    let ok = cfg.virtual_ipaddress.iter().any(|(a, _)| a.is_ipv4());
+    if !ok {
+        crate::error!(
+            "vrrp {}: only IPv4 virtual routers are supported in this version; instance not started",
+            cfg.name
+        );
+    }
+    ok
+}
+
+/// The sockets `cfgs` need that `links` lack: a new interface, or a link
+/// opened unicast-only that a multicast instance now shares. Opens them;
+/// changes nothing (so a failure leaves the running links as they are).
+fn prepare_links(links: &[Link], cfgs: &[&VrrpInstanceConfig]) -> std::io::Result<Vec<LinkChange>> {
+    let mut out: Vec<LinkChange> = Vec::new();
+    for cfg in cfgs {
+        let multicast = cfg.unicast_peers.is_empty();
+        let existing = links.iter().position(|l| l.sock.ifname == cfg.interface);
+        let pending = out.iter().position(|c| match c {
+            LinkChange::Add(l) => l.sock.ifname == cfg.interface,
+            LinkChange::Rejoin(i, _) => links[*i].sock.ifname == cfg.interface,
+        });
+        let joined = match (existing, pending) {
+            (_, Some(p)) => match &out[p] {
+                LinkChange::Add(l) => l.joined,
+                LinkChange::Rejoin(..) => true,
+            },
+            (Some(i), None) => links[i].joined,
+            (None, None) => {
+                let ifindex = iface::index(&cfg.interface).map_err(|e| {
+                    std::io::Error::new(e.kind(), format!("interface {:?}: {e}", cfg.interface))
+                })?;
+                let sock = VrrpSocket::open(&cfg.interface, ifindex, multicast)?;
+                let arp = match ArpSocket::open(ifindex) {
+                    Ok(a) => Some(a),
+                    Err(e) => {
+                        crate::warn!("vrrp: no gratuitous ARP on {}: {e}", cfg.interface);
+                        None
+                    }
+                };
+                let mac = iface::mac(&cfg.interface).unwrap_or([0; 6]);
+                out.push(LinkChange::Add(Link {
+                    joined: multicast,
+                    sock,
+                    arp,
+                    mac,
+                }));
+                continue;
+            }
+        };
+        if multicast && !joined {
+            // Another instance opened it unicast-only: join now.
+            match (existing, pending) {
+                (_, Some(p)) => {
+                    if let LinkChange::Add(l) = &mut out[p] {
+                        l.sock = VrrpSocket::open(&cfg.interface, l.sock.ifindex, true)?;
+                        l.joined = true;
+                    }
+                }
+                (Some(i), None) => {
+                    let s = VrrpSocket::open(&cfg.interface, links[i].sock.ifindex, true)?;
+                    out.push(LinkChange::Rejoin(i, s));
+                }
+                (None, None) => {}
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn apply_links(links: &mut Vec<Link>, changes: Vec<LinkChange>) {
+    for c in changes {
+        match c {
+            LinkChange::Add(l) => links.push(l),
+            LinkChange::Rejoin(i, s) => {
+                links[i].sock = s;
+                links[i].joined = true;
+            }
+        }
+    }
+}
+
+/// Advert destinations: the multicast group, or each unicast peer.
+fn dests(cfg: &VrrpInstanceConfig) -> Vec<Ipv4Addr> {
+    if cfg.unicast_peers.is_empty() {
+        vec![wire::MULTICAST_V4]
+    } else {
+        v4s(&cfg.unicast_peers)
+    }
+}
+
+/// A not-yet-started instance on its link (which `links` has).
+fn new_inst(cfg: &VrrpInstanceConfig, links: &[Link], now: Instant) -> Inst {
+    let link = links
+        .iter()
+        .position(|l| l.sock.ifname == cfg.interface)
+        .expect("prepare_links opened every interface");
+    Inst {
+        tracker: Tracker::new(cfg, now),
+        link,
+        machine: None,
+        src: None,
+        dests: dests(cfg),
+        peers: cfg.unicast_peers.clone(),
+        own_fault: false,
+        vip_retry_at: None,
+        fault_reason: None,
+        priority: cfg.priority,
+        group: None,
+        garp: Schedule::new(cfg.garp_repeat, cfg.garp_interval, cfg.garp_refresh),
+        last_rx: None,
+        published: None,
+        last_warn: None,
+        cfg: cfg.clone(),
+    }
+}
+
+/// Numbers the sync groups (by name) and returns how many there are.
+fn assign_groups(insts: &mut [Inst]) -> usize {
+    let mut names: Vec<String> = Vec::new();
+    for inst in insts.iter_mut() {
+        inst.group = inst.cfg.sync_group.as_ref().map(|g| {
+            names.iter().position(|n| n == g).unwrap_or_else(|| {
+                names.push(g.clone());
+                names.len() - 1
+            })
+        });
+    }
+    names.len()
+}
+
+/// The advert source: `unicast_src`, else the interface's primary IPv4
+/// (not a VIP). `None` while the interface has none.
+fn source_address(cfg: &VrrpInstanceConfig) -> Option<Ipv4Addr> {
+    match cfg.unicast_src {
+        Some(IpAddr::V4(a)) => Some(a),
+        _ => match iface::primary_ipv4(&cfg.interface, &vip_addrs(cfg)) {
+            Ok(a) => a,
+            Err(e) => {
+                crate::warn!("vrrp {}: reading addresses: {e}", cfg.name);
+                None
+            }
+        },
+    }
+}
+
 fn vip_addrs(cfg: &VrrpInstanceConfig) -> Vec<IpAddr> {
     cfg.virtual_ipaddress.iter().map(|(a, _)| *a).collect()
 }
 
 /// Creates and starts the machine once the source address is known.
 fn start_machine(inst: &mut Inst, now: Instant) {
-    let src = match inst.cfg.unicast_src {
-        Some(IpAddr::V4(a)) => Some(a),
-        _ => match iface::primary_ipv4(&inst.cfg.interface, &vip_addrs(&inst.cfg)) {
-            Ok(a) => a,
-            Err(e) => {
-                crate::warn!("vrrp {}: reading addresses: {e}", inst.cfg.name);
-                None
-            }
-        },
-    };
-    let Some(src) = src else {
+    let Some(src) = source_address(&inst.cfg) else {
         if inst.published.is_none() {
             crate::warn!(
                 "vrrp {}: interface {} has no IPv4 address yet; waiting",

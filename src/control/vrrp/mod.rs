@@ -15,6 +15,7 @@
 //! - [`liveness`]: the data plane's progress, telling a dead data plane
 //!   (FAULT, or a priority penalty that moves the VIP) from a busy host;
 //! - [`notify`]: non-blocking `notify` scripts;
+//! - [`plan`]: what a reload does to each instance (a pure decision);
 //! - [`driver`]: the loop that ties them together.
 //!
 //! # Why a dedicated thread
@@ -45,6 +46,7 @@
 //! ```text
 //! let vrrp = vrrp::spawn(vrrp::SpawnArgs::new(&config))?;   // after the shards run
 //! vrrp.roles();                                             // [(name, State, priority)]
+//! vrrp.reload(&new.vrrp, "ringlb.toml")?;                  // SIGHUP (see `plan`)
 //! vrrp.shutdown();   // SIGTERM: priority-0 adverts, VIPs removed, thread joined
 //! ```
 
@@ -53,14 +55,16 @@ pub mod garp;
 pub mod iface;
 pub mod liveness;
 pub mod notify;
+pub mod plan;
 pub mod socket;
 pub mod track;
 pub mod vip;
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{mpsc, Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use crate::config::{Config, VrrpInstanceConfig};
 use crate::metrics::Registry;
@@ -77,8 +81,8 @@ pub struct SpawnArgs {
     pub control_cpu: Option<usize>,
     /// Where role, priority, transitions, adverts and drops are published.
     pub registry: Option<Arc<Registry>>,
-    /// `track_upstream`: returns true when every server of upstream `index`
-    /// is down. Without it, `track_upstream` entries are ignored.
+    /// `track_upstream`: returns true when every server of the named
+    /// upstream is down. Without it, `track_upstream` entries are ignored.
     pub upstream_down: Option<Arc<UpstreamDownFn>>,
     /// The shards' heartbeats (`track_data_plane`): a slow data plane lowers
     /// every instance's priority, a dead one faults them. Without it the
@@ -108,11 +112,18 @@ impl SpawnArgs {
 /// Roles of every instance, written by the `vrrp` thread.
 pub type Roles = Arc<Mutex<Vec<Role>>>;
 
+/// How long a reload waits for the `vrrp` thread to apply it.
+const RELOAD_WAIT: Duration = Duration::from_secs(5);
+
 /// The running VRRP thread. Dropping it shuts VRRP down like [`VrrpHandle::shutdown`].
 pub struct VrrpHandle {
     roles: Roles,
     wake: Option<Arc<OwnedFd>>,
+    cmds: Option<mpsc::Sender<driver::Cmd>>,
     thread: Option<JoinHandle<()>>,
+    /// What it was started with (a reload that adds the first instance
+    /// starts the thread with the same hooks).
+    args: SpawnArgs,
 }
 
 impl VrrpHandle {
@@ -137,6 +148,72 @@ impl VrrpHandle {
         self.roles().iter().any(|r| r.1 == State::Master)
     }
 
+    /// The instances running now (as last applied).
+    pub fn instances(&self) -> &[VrrpInstanceConfig] {
+        &self.args.instances
+    }
+
+    /// Applies a reload's `[[vrrp.instance]]` list (see [`plan`]): all of it
+    /// or, with an error naming `file:line:col` of what cannot be applied
+    /// live, nothing. Returns one line per change applied.
+    pub fn reload(
+        &mut self,
+        new: &[VrrpInstanceConfig],
+        file: &str,
+    ) -> Result<Vec<String>, String> {
+        let actions = plan::plan(&self.args.instances, new).map_err(|refused| {
+            let lines: Vec<String> = refused
+                .iter()
+                .map(|(name, r)| {
+                    let at = new
+                        .iter()
+                        .find(|c| &c.name == name)
+                        .and_then(|c| c.position(r.key))
+                        .map_or(String::new(), |(l, c)| format!("{file}:{l}:{c}: "));
+                    format!("{at}{}", r.message(name))
+                })
+                .collect();
+            lines.join("\n")
+        })?;
+        if actions.iter().all(|(_, a)| *a == plan::Action::Keep) {
+            self.args.instances = new.to_vec();
+            return Ok(Vec::new());
+        }
+        let Some(tx) = &self.cmds else {
+            // No thread yet (started without instances): start one now.
+            let mut args = self.args.clone();
+            args.instances = new.to_vec();
+            let started =
+                spawn_with(args, Arc::clone(&self.roles)).map_err(|e| format!("vrrp: {e}"))?;
+            let lines = new
+                .iter()
+                .map(|c| format!("vrrp {}: added", c.name))
+                .collect();
+            *self = started;
+            return Ok(lines);
+        };
+        let (reply, rx) = mpsc::channel();
+        tx.send(driver::Cmd::Reload {
+            instances: new.to_vec(),
+            reply,
+        })
+        .map_err(|_| "vrrp: the vrrp thread is gone".to_string())?;
+        self.wake_thread();
+        let lines = rx
+            .recv_timeout(RELOAD_WAIT)
+            .map_err(|_| "vrrp: the vrrp thread did not answer the reload".to_string())??;
+        self.args.instances = new.to_vec();
+        Ok(lines)
+    }
+
+    fn wake_thread(&self) {
+        if let Some(fd) = &self.wake {
+            let one: u64 = 1;
+            // SAFETY: an eventfd accepts an 8-byte write.
+            unsafe { libc::write(fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+        }
+    }
+
     /// Graceful stop: every master sends a priority-0 advert and removes its
     /// VIPs, `notify` runs with STOP; returns when the thread has exited.
     pub fn shutdown(mut self) {
@@ -144,11 +221,11 @@ impl VrrpHandle {
     }
 
     fn stop(&mut self) {
-        if let Some(fd) = self.wake.take() {
-            let one: u64 = 1;
-            // SAFETY: an eventfd accepts an 8-byte write.
-            unsafe { libc::write(fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+        if let Some(tx) = self.cmds.take() {
+            let _ = tx.send(driver::Cmd::Shutdown);
         }
+        self.wake_thread();
+        self.wake = None;
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -166,12 +243,17 @@ impl Drop for VrrpHandle {
 /// configured interface does not exist or the raw sockets cannot be opened
 /// (CAP_NET_RAW is required).
 pub fn spawn(args: SpawnArgs) -> io::Result<VrrpHandle> {
-    let roles: Roles = Arc::new(Mutex::new(Vec::new()));
+    spawn_with(args, Arc::new(Mutex::new(Vec::new())))
+}
+
+fn spawn_with(args: SpawnArgs, roles: Roles) -> io::Result<VrrpHandle> {
     if args.instances.is_empty() {
         return Ok(VrrpHandle {
             roles,
             wake: None,
+            cmds: None,
             thread: None,
+            args,
         });
     }
     // SAFETY: plain eventfd(2); the fd is owned right away.
@@ -181,7 +263,8 @@ pub fn spawn(args: SpawnArgs) -> io::Result<VrrpHandle> {
     }
     // SAFETY: fd is a fresh, valid descriptor.
     let wake = Arc::new(unsafe { OwnedFd::from_raw_fd(fd) });
-    let mut driver = driver::Driver::new(&args, Arc::clone(&roles), Arc::clone(&wake))?;
+    let (tx, rx) = mpsc::channel();
+    let mut driver = driver::Driver::new(&args, Arc::clone(&roles), Arc::clone(&wake), rx)?;
     let cpu = args.control_cpu;
     let thread = std::thread::Builder::new()
         .name("vrrp".to_string())
@@ -192,6 +275,8 @@ pub fn spawn(args: SpawnArgs) -> io::Result<VrrpHandle> {
     Ok(VrrpHandle {
         roles,
         wake: Some(wake),
+        cmds: Some(tx),
         thread: Some(thread),
+        args,
     })
 }

@@ -27,8 +27,9 @@ use super::liveness::{Detector, Finding, Sched, ShardSample};
 use crate::config::{DataPlaneTrack, TrackScript, TrackUpstream, VrrpInstanceConfig};
 use crate::proto::health::Hysteresis;
 
-/// Data-plane callback: are all servers of upstream `index` down?
-pub type UpstreamDownFn = dyn Fn(usize) -> bool + Send + Sync;
+/// Data-plane callback: are all servers of the upstream named so down (in
+/// the current snapshot)? An upstream the snapshot does not have is not down.
+pub type UpstreamDownFn = dyn Fn(&str) -> bool + Send + Sync;
 /// The data plane as one check sees it: every shard's sample and its
 /// cumulative run-queue wait in ns (`None` when unknown).
 #[derive(Debug, Clone, Copy)]
@@ -99,6 +100,15 @@ impl ScriptCheck {
                 .spawn()
             {
                 Ok(child) => self.running = Some((child, now + self.cfg.interval)),
+                Err(e) if !spawn_error_is_a_verdict(&e) => {
+                    // Our own process is out of descriptors or processes:
+                    // that says nothing about what the script checks, so
+                    // it must not move the VIP. Try again next interval.
+                    crate::warn!(
+                        "vrrp track_script {:?}: cannot start it ({e}); keeping its last result",
+                        self.cfg.script
+                    );
+                }
                 Err(e) => {
                     crate::warn!("vrrp track_script {:?}: {e}", self.cfg.script);
                     self.record(false);
@@ -116,6 +126,18 @@ impl ScriptCheck {
             );
         }
     }
+}
+
+/// Whether a failure to start a track script counts as the script
+/// failing. A missing or non-executable script does (the check is broken);
+/// running out of descriptors, processes or memory in ringlb itself does not
+/// (EMFILE, ENFILE, EAGAIN, ENOMEM): it is this node's momentary state, not
+/// the tracked object's, and must not cause a failover.
+pub fn spawn_error_is_a_verdict(e: &std::io::Error) -> bool {
+    !matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::EAGAIN | libc::ENOMEM)
+    )
 }
 
 impl Drop for ScriptCheck {
@@ -205,9 +227,9 @@ impl Tracker {
         }
         if let Some(f) = upstream_down {
             for u in &self.upstreams {
-                let failing = f(u.upstream);
+                let failing = f(&u.upstream);
                 if failing && u.weight == 0 && reason.is_none() {
-                    reason = Some(format!("every server of upstream #{} is down", u.upstream));
+                    reason = Some(format!("every server of upstream {:?} is down", u.upstream));
                 }
                 objects.push((u.weight, failing));
             }
@@ -297,12 +319,12 @@ mod tests {
             version: 3,
             preempt: true,
             preempt_delay: Duration::ZERO,
-            accept_mode: false,
             virtual_ipaddress: vec![("198.18.0.100".parse().unwrap(), 24)],
             unicast_peers: vec![],
             unicast_src: None,
             auth_pass: None,
             track_upstream: vec![],
+            positions: vec![],
             track_interface: vec![],
             track_script: vec![],
             track_data_plane: crate::config::defaults::DATA_PLANE,
@@ -315,19 +337,36 @@ mod tests {
     }
 
     #[test]
+    fn resource_exhaustion_is_not_a_script_verdict() {
+        use std::io::Error;
+        let cases = [
+            (Error::from_raw_os_error(libc::EMFILE), false),
+            (Error::from_raw_os_error(libc::ENFILE), false),
+            (Error::from_raw_os_error(libc::EAGAIN), false),
+            (Error::from_raw_os_error(libc::ENOMEM), false),
+            (Error::from_raw_os_error(libc::ENOENT), true),
+            (Error::from_raw_os_error(libc::EACCES), true),
+            (Error::other("no errno"), true),
+        ];
+        for (e, verdict) in cases {
+            assert_eq!(spawn_error_is_a_verdict(&e), verdict, "{e}");
+        }
+    }
+
+    #[test]
     fn interface_upstream_and_liveness() {
         let now = Instant::now();
         let mut i = inst();
         i.track_interface = vec!["lo".into(), "eth9".into()];
         i.track_upstream = vec![TrackUpstream {
-            upstream: 0,
+            upstream: "app".into(),
             weight: -40,
         }];
         let mut t = Tracker::new(&i, now);
         let up_all = |_: &str| true;
         let eth9_down = |n: &str| n != "eth9";
-        let all_down = |_: usize| true;
-        let none_down = |_: usize| false;
+        let all_down = |_: &str| true;
+        let none_down = |_: &str| false;
         fn view(beat: &[ShardSample]) -> DataPlaneView<'_> {
             DataPlaneView {
                 samples: beat,

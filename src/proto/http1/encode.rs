@@ -280,6 +280,9 @@ fn reason(status: u16) -> (u16, &'static str) {
     }
 }
 
+/// The methods a listener forwards (all but `CONNECT`), for a 405's `Allow`.
+const ALLOW: &[u8] = b"Allow: GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH, TRACE\r\n";
+
 /// Appends the proxy's own short response for `status` (unknown statuses
 /// become 500): a plain-text body naming the status, `Date: date`, and
 /// `Connection: close` unless `keep_alive`.
@@ -299,6 +302,11 @@ pub fn encode_canned(out: &mut Vec<u8>, status: u16, keep_alive: bool, date: &[u
     let len = 4 + reason.len() + 1;
     out.extend_from_slice(itoa::Buffer::new().format(len).as_bytes());
     out.extend_from_slice(b"\r\n");
+    if status == 405 {
+        // RFC 9110 §15.5.6: a 405 names the methods that are served. The
+        // proxy's only 405 is for CONNECT; every other method is forwarded.
+        out.extend_from_slice(ALLOW);
+    }
     if !keep_alive {
         out.extend_from_slice(b"Connection: close\r\n");
     }
@@ -566,6 +574,11 @@ mod tests {
                 let text = String::from_utf8(raw.clone()).unwrap();
                 assert!(
                     text.contains("\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\n"),
+                    "{text}"
+                );
+                assert_eq!(
+                    text.contains("\r\nAllow: GET, HEAD,"),
+                    want == 405,
                     "{text}"
                 );
             }

@@ -70,8 +70,9 @@ pub struct Config {
     pub preempt: bool,
     /// How long a lower-priority master is tolerated before preempting it.
     pub preempt_delay: Duration,
-    /// Accept_Mode: whether the driver should accept packets to the VIPs when
-    /// master and not the owner. Carried for the driver, not used here.
+    /// Accept_Mode: whether a non-owner master accepts packets to the VIPs.
+    /// ringlb always does (it serves them; `[[vrrp.instance]] accept_mode`
+    /// accepts only `true`), so `from_instance` sets it; informational.
     pub accept_mode: bool,
     /// This router's address on the interface: the IP source of its adverts
     /// and the tie-breaker between equal priorities.
@@ -135,7 +136,7 @@ impl Config {
             advert_interval: interval_to_cs(version, inst.advert_interval),
             preempt: inst.preempt,
             preempt_delay: inst.preempt_delay,
-            accept_mode: inst.accept_mode,
+            accept_mode: true,
             primary_ip,
             addresses,
             auth,
@@ -521,6 +522,42 @@ impl Machine {
         }
     }
 
+    /// A reload changed this router's settings without changing its
+    /// identity (VRID, version: those stay). State, timers and the known
+    /// master are kept — no re-election. A master advertises at once when
+    /// anything it advertises changed (addresses, interval), so peers see
+    /// the new settings with the next advert; a backup applies them from
+    /// the next advert it receives (a new Advertisement_Interval of its own
+    /// rearms the Master_Down_Timer, so a slower interval cannot make it
+    /// declare a live master dead). The priority is set separately
+    /// ([`Machine::set_priority`]: tracking owns the effective value).
+    pub fn reconfigure(&mut self, now: Instant, config: Config) {
+        debug_assert_eq!(
+            (config.vrid, config.version),
+            (self.config.vrid, self.config.version)
+        );
+        let advertised_changed = config.advert_interval != self.config.advert_interval
+            || !same_set(&config.addresses, &self.config.addresses)
+            || config.auth != self.config.auth
+            || config.primary_ip != self.config.primary_ip;
+        let interval_changed = config.advert_interval != self.config.advert_interval;
+        self.config = config;
+        match self.state {
+            State::Master if advertised_changed => self.advertise(now),
+            State::Backup if interval_changed => {
+                if self.config.version == Version::V2 || self.master.is_none() {
+                    self.master_adver_interval = self.config.advert_interval.max(1);
+                }
+                self.timers
+                    .set(Timer::MasterDown, now + self.master_down_interval());
+            }
+            _ => {}
+        }
+        if self.config.preempt_delay.is_zero() {
+            self.timers.stop(Timer::PreemptDelay);
+        }
+    }
+
     /// Sync group: another member is [`Machine::outranked`] (`true`), or
     /// none is any more (`false`). While held, this router does not preempt
     /// (it follows a lower-priority master like `preempt = false`), and a
@@ -817,6 +854,68 @@ mod tests {
         transmits(&mut m);
         events(&mut m);
         (m, t)
+    }
+
+    #[test]
+    fn reconfigure_keeps_state_and_advertises_what_changed() {
+        let t0 = crate::testutil::epoch();
+        let vip2 = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 101));
+        // Master: a new address list goes out at once, no state change.
+        let (mut m, t) = master(cfg(200), t0);
+        let t1 = t + ms(100);
+        m.reconfigure(
+            t1,
+            Config::new(51, 200, Duration::from_secs(1), ME, vec![VIP, vip2]),
+        );
+        assert_eq!(m.state(), State::Master);
+        assert!(events(&mut m).is_empty(), "no transition");
+        let sent: Vec<Repr> = std::iter::from_fn(|| m.poll_transmit()).collect();
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].addresses, vec![VIP, vip2]);
+        assert_eq!(m.poll_timeout(), Some(t1 + ms(1000)));
+        // Nothing advertised changed (preempt only): nothing sent.
+        m.reconfigure(
+            t1,
+            Config {
+                preempt: false,
+                ..Config::new(51, 200, Duration::from_secs(1), ME, vec![VIP, vip2])
+            },
+        );
+        assert!(transmits(&mut m).is_empty());
+        assert_eq!(m.state(), State::Master);
+        // A lower priority afterwards: still master, advertised at once.
+        m.set_priority(t1, 50);
+        assert_eq!((m.state(), transmits(&mut m)), (State::Master, vec![50]));
+
+        // Backup following a master: stays backup, master remembered; a new
+        // (slower) interval rearms Master_Down from now, never shortens it.
+        let mut b = backup(cfg(100), t0);
+        b.handle_advert(t0 + ms(10), LOWER_IP, &adv(&b, 200))
+            .unwrap();
+        let before = b.timer(Timer::MasterDown).unwrap();
+        b.reconfigure(
+            t0 + ms(20),
+            Config::new(51, 100, Duration::from_secs(1), ME, vec![VIP, vip2]),
+        );
+        assert_eq!(b.state(), State::Backup);
+        assert_eq!(b.current_master(), Some(LOWER_IP));
+        assert_eq!(
+            b.timer(Timer::MasterDown),
+            Some(before),
+            "same interval: untouched"
+        );
+        assert!(events(&mut b).is_empty() && transmits(&mut b).is_empty());
+        // Raising the backup's priority above the master's with preempt:
+        // the master's next (now lower) advert makes it take over after
+        // Skew_Time, by the protocol's own rule.
+        b.set_priority(t0 + ms(30), 250);
+        let mut a = adv(&b, 200);
+        a.addresses = vec![VIP, vip2];
+        b.handle_advert(t0 + ms(40), LOWER_IP, &a).unwrap();
+        let at = b.poll_timeout().unwrap();
+        assert!(at <= t0 + ms(40) + b.skew_time());
+        b.handle_timeout(at);
+        assert_eq!(b.state(), State::Master);
     }
 
     #[test]
@@ -1556,12 +1655,12 @@ mod tests {
             version: 2,
             preempt: false,
             preempt_delay: ms(3000),
-            accept_mode: true,
             virtual_ipaddress: vec![(VIP, 24), (IpAddr::V6("2001:db8::1".parse().unwrap()), 64)],
             unicast_peers: vec![],
             unicast_src: None,
             auth_pass: Some("mypasswd-long".into()),
             track_upstream: vec![],
+            positions: vec![],
             track_interface: vec![],
             track_script: vec![],
             track_data_plane: crate::config::defaults::DATA_PLANE,
