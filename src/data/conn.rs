@@ -136,7 +136,7 @@ struct Client {
     tried: Tried,
     /// Mutual TLS: the verified client subject field (name, value) set on
     /// every request of this connection (see `tls::client_auth`).
-    subject: Option<(Box<[u8]>, Box<[u8]>)>,
+    subject: Option<super::tls::OwnedField>,
     /// TLS version and cipher for the access log (read once per connection).
     tls_desc: Option<(&'static str, &'static str)>,
 }

@@ -11,6 +11,9 @@ use crate::tls::failure::{classify, HANDSHAKE_RECORD};
 pub use crate::tls::stream::*;
 use crate::tls::{Failure, ListenerTls};
 
+/// A header field (name, value) a connection keeps for all its requests.
+pub type OwnedField = (Box<[u8]>, Box<[u8]>);
+
 impl ServerStream {
     /// Sends close_notify (best effort: the caller bounds it in time).
     pub async fn close_notify(&mut self) {
@@ -21,7 +24,7 @@ impl ServerStream {
     /// Mutual TLS: the field carrying the verified client certificate's
     /// subject to backends (name, RFC 4514 value), computed once here
     /// after the handshake, never per request.
-    pub fn client_subject_field(&mut self, tls: &ListenerTls) -> Option<(Box<[u8]>, Box<[u8]>)> {
+    pub fn client_subject_field(&mut self, tls: &ListenerTls) -> Option<OwnedField> {
         let name = tls.client_subject_header.as_deref()?;
         let value = self.sess.with(|c| {
             let leaf = c.peer_certificates()?.first()?;
