@@ -31,10 +31,17 @@ lab_find_ringlb() {
     [[ -n ${RINGLB_BIN:-} && -x $RINGLB_BIN ]] || { echo "ringlb binary not found in: $* (build it first)" >&2; return 1; }
 }
 
+# Teardown in the order the kernel handles cheaply: processes first (and
+# reaped: their sockets and io_uring instances are gone before the
+# namespace is), then the veths and the bridge, then the (now empty)
+# namespaces, whose deletion is otherwise finished asynchronously by the
+# kernel's cleanup_net worker.
 lab_cleanup() {
     local n
     set +e
     stop_pids "${PIDS[@]}"
+    for n in a b c; do ip -n "$P-sw" link del "$P$n" 2>/dev/null || true; done
+    ip -n "$P-sw" link del br0 2>/dev/null || true
     for n in c b a sw; do ip netns del "$P-$n" 2>/dev/null || true; done
     [[ -n ${KEEP_WORK:-} ]] && echo "work dir kept: $WORK" >&3 || rm -rf "$WORK"
 }
@@ -63,6 +70,11 @@ lab_up() {
         ip netns exec "$P-$n" sysctl -qw net.ipv4.ip_nonlocal_bind=1
         i=$((i + 1))
     done
+    # The client opens a fresh connection per request (1000/s): the whole
+    # port range, and reuse of ports in TIME_WAIT for new connections
+    # (tuning/60-ringlb.conf says why), so connect() never searches a
+    # nearly full range (see src/cli/lab/loadgen.rs).
+    ip netns exec "$P-c" sysctl -qw net.ipv4.ip_local_port_range="1024 65535" net.ipv4.tcp_tw_reuse=1
 }
 
 # start NODE LOG CMD... : background in NODE's namespace; sets LAST_PID.
@@ -236,3 +248,25 @@ outage_ms() {
 serves() { ip netns exec "$P-c" curl -s -o /dev/null -m 1 -w '%{http_code}' "http://$1:8080/" | grep -q 200; }
 
 host_load() { cut -d' ' -f1-3 /proc/loadavg; }
+
+# Tasks in uninterruptible sleep (D), host-wide.
+d_tasks() { ps -eLo stat= | grep -c '^D' || true; }
+
+# settle MAX_SECONDS: wait until the host has no task in uninterruptible
+# sleep for 0.5 s running (what a previous run's teardown leaves behind:
+# socket and io_uring cleanup, namespace deletion), at most MAX_SECONDS.
+# Prints how long it waited when that was more than a second (fd 3).
+settle() {
+    local limit=$1 t0 quiet=0 waited
+    t0=$(date +%s%N)
+    while ((quiet < 5)); do
+        if (($(d_tasks) == 0)); then quiet=$((quiet + 1)); else quiet=0; fi
+        waited=$((($(date +%s%N) - t0) / 1000000))
+        if ((waited > limit * 1000)); then
+            echo "host did not settle in ${limit} s ($(d_tasks) tasks in D state, load $(host_load)); going on" >&3
+            return 0
+        fi
+        sleep 0.1
+    done
+    ((waited < 1500)) || echo "waited ${waited} ms for the host to settle (load $(host_load))" >&3
+}

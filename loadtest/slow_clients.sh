@@ -4,9 +4,12 @@
 # against nginx for comparison. Figures: loadtest/README.md ("Slow clients").
 #
 # Usage: bash loadtest/slow_clients.sh [MODE...]     (default: heads bodies)
-# Env:   N=10000 (slow connections; bodies mode needs 2 fds per connection in
-#        the proxy, so keep N below half the fd limit there: NBODIES=9000)
+# Env:   N=9800 (slow connections: under a 20 000 fd limit ringlb's fd budget
+#        allows 9 839 connections on one shard, two fds each in the worst
+#        case; the normal client needs a few more)  NBODIES=$N
 #        WRK_SECS=20  IMPLS="ringlb nginx"  RINGLB_BIN=target/release/ringlb
+#        IMPLS may name "ringlb-stream": ringlb with request_buffering = false
+#        (every body streamed upstream as it arrives).
 #
 # Everything on loopback; each process is started here, bounded (wrk -d,
 # slow_clients.py DURATION) and stopped by PID on exit.
@@ -14,8 +17,8 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 MODES=("$@")
 [ ${#MODES[@]} -gt 0 ] || MODES=(heads bodies)
-N=${N:-10000}
-NBODIES=${NBODIES:-9000}
+N=${N:-9800}
+NBODIES=${NBODIES:-$N}
 WRK_SECS=${WRK_SECS:-20}
 IMPLS=${IMPLS:-"ringlb nginx"}
 BIN=${RINGLB_BIN:-$ROOT/target/release/ringlb}
@@ -36,11 +39,15 @@ wait_port "$BE"
 start_proxy() { # IMPL PORT -> PROXY_PID
     local impl=$1 port=$2 d=$WORK/$1
     mkdir -p "$d"
-    if [[ $impl == ringlb ]]; then
+    if [[ $impl == ringlb* ]]; then
+        local buffering=true
+        [[ $impl == ringlb-stream ]] && buffering=false
         cat >"$d/ringlb.toml" <<CONF
 [runtime]
 workers = 1
 [http]
+request_buffering = $buffering
+client_max_body_size = 0
 max_connections = 19000
 client_header_timeout = "60s"
 client_body_timeout = "60s"
@@ -94,7 +101,7 @@ proc_line() { # PID: fds and RSS of the proxy (nginx: the worker)
     printf "fds %s  rss %s MB" "$(ls "/proc/$pid/fd" | wc -l)" "$(awk '/VmRSS/{printf "%d", $2/1024}' "/proc/$pid/status")"
 }
 
-echo "slow clients: $(date -u +%FT%TZ), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "slow clients: $(date -u +%FT%TZ), $(nproc) cores, $(uptime)"
 for mode in "${MODES[@]}"; do
     n=$N
     [[ $mode == bodies ]] && n=$NBODIES
@@ -119,6 +126,7 @@ for mode in "${MODES[@]}"; do
         printf '%-7s %-6s N=%-5s %s\n' "$impl" "$mode" "$n" "$connected"
         printf '    normal client alone:         %s\n' "$(wrk_line "$d/wrk-base.txt")"
         printf '    with %5s slow %-6s:      %s\n' "$n" "$mode" "$(wrk_line "$d/wrk-slow.txt")"
-        printf '    proxy with slow clients: %s; slow clients at the end: %s\n' "$during" "$still"
+        printf '    proxy with slow clients: %s; slow clients at the end: %s; load: %s\n' "$during" "$still" "$(cut -d' ' -f1-3 /proc/loadavg)"
+        grep -o 'serving at most [0-9]* connections per shard' "$d/log" | sed 's/^/    fd budget: /' || true
     done
 done

@@ -45,6 +45,14 @@ pub mod defaults {
     pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(75);
     pub const MAX_CONNECTIONS: usize = 16384;
     pub const TUNNEL_TIMEOUT: Duration = Duration::from_secs(3600);
+    /// Request bodies are read before an upstream is chosen (nginx's
+    /// `proxy_request_buffering on`): a slow client then holds no upstream
+    /// connection, and a whole buffered body can be replayed.
+    pub const REQUEST_BUFFERING: bool = true;
+    /// Most body bytes buffered per request before the rest is streamed:
+    /// one pooled shard buffer (64 KiB) holds typical form and JSON posts;
+    /// larger uploads stream (ringlb has no temp files).
+    pub const REQUEST_BUFFER_SIZE: usize = 64 * 1024;
     pub const HC_INTERVAL: Duration = Duration::from_secs(1);
     pub const HC_TIMEOUT: Duration = Duration::from_millis(500);
     pub const HC_RISE: u32 = 2;
@@ -144,6 +152,11 @@ pub struct HttpConfig {
     /// Idle time of an upgraded (`101`) connection: it is closed once no
     /// byte moved either way for this long.
     pub tunnel_timeout: Duration,
+    /// Read request bodies before choosing an upstream, up to
+    /// `request_buffer_size` (nginx's `proxy_request_buffering`).
+    pub request_buffering: bool,
+    /// Most body bytes buffered per request; the rest is streamed.
+    pub request_buffer_size: usize,
 }
 
 #[derive(Debug, Clone)]

@@ -672,6 +672,44 @@ fn auth_pass_rules() {
     );
 }
 
+const VRRP6: &str = "[[vrrp.instance]]\ninterface = \"eth0\"\nvirtual_router_id = 1\nvirtual_ipaddress = [\"2001:2::100/64\"]\n";
+
+#[test]
+fn ipv6_instance_rules() {
+    let c = ok(&format!(
+        "{BASE}{VRRP6}unicast_peers = [\"fe80::2\"]\nunicast_src = \"fe80::1\"\n"
+    ));
+    assert_eq!(c.vrrp[0].virtual_ipaddress, vec![(ip("2001:2::100"), 64)]);
+    assert_eq!(c.vrrp[0].unicast_peers, vec![ip("fe80::2")]);
+    one_error(
+        &format!("{BASE}{VRRP6}version = 2\n"),
+        11,
+        21,
+        "VRRP version 2 supports IPv4 only",
+    );
+    one_error(
+        &format!("{BASE}{VRRP6}unicast_peers = [\"fe80::2\", \"198.18.0.2\"]\n"),
+        12,
+        29,
+        "`unicast_peers` 198.18.0.2 is not IPv6",
+    );
+    one_error(
+        &format!("{BASE}{VRRP}unicast_src = \"fe80::1\"\n"),
+        12,
+        15,
+        "`unicast_src` fe80::1 is not IPv4",
+    );
+    one_error(
+        &format!("{BASE}{VRRP}").replace(
+            "\"198.18.0.100/24\"]",
+            "\"198.18.0.100/24\", \"2001:2::1\"]",
+        ),
+        11,
+        41,
+        "cannot mix IPv4 and IPv6 virtual addresses",
+    );
+}
+
 #[test]
 fn hash_key_rules() {
     one_error(

@@ -268,7 +268,7 @@ fn idempotent_request_is_retried_after_a_silent_close() {
 fn streamed_post_failure_releases_its_slot() {
     let (be, seen) = post_swallowing_backend();
     let cfg = format!(
-        "[runtime]\nworkers = 1\n[[listener]]\nlisten = \"127.0.0.1:{{port}}\"\nupstream = \"app\"\n[upstream.app]\n[[upstream.app.server]]\naddress = \"{}\"\nmax_conns = 2\n",
+        "[runtime]\nworkers = 1\n[http]\nrequest_buffering = false\n[[listener]]\nlisten = \"127.0.0.1:{{port}}\"\nupstream = \"app\"\n[upstream.app]\n[[upstream.app.server]]\naddress = \"{}\"\nmax_conns = 2\n",
         be.addr
     );
     let rl = Ringlb::start(&cfg);
@@ -288,7 +288,7 @@ fn streamed_post_failure_releases_its_slot() {
             .as_bytes(),
         )
         .unwrap();
-        // The body follows later: it is streamed, not buffered.
+        // The body follows later: it is streamed (buffering is off).
         thread::sleep(Duration::from_millis(100));
         // The proxy may stop reading the body once the backend is gone.
         let _ = s.write_all(&body);

@@ -819,3 +819,21 @@ http {
         imported.warnings
     );
 }
+
+#[test]
+fn request_buffering_is_imported() {
+    let nginx = "\
+http {
+    proxy_request_buffering off;
+    client_body_buffer_size 128k;
+    upstream app { server 10.0.0.1:80; }
+    server {
+        listen 127.0.0.1:8000;
+        location / { proxy_pass http://app; }
+    }
+}
+";
+    let (cfg, imported) = load(nginx, None);
+    assert!(!cfg.http.request_buffering, "{}", imported.toml);
+    assert_eq!(cfg.http.request_buffer_size, 128 << 10, "{}", imported.toml);
+}

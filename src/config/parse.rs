@@ -181,6 +181,8 @@ fn read_http(t: Option<&Table>, d: &mut Diags) -> HttpConfig {
         keepalive_timeout: def::KEEPALIVE_TIMEOUT,
         max_connections: def::MAX_CONNECTIONS,
         tunnel_timeout: def::TUNNEL_TIMEOUT,
+        request_buffering: def::REQUEST_BUFFERING,
+        request_buffer_size: def::REQUEST_BUFFER_SIZE,
     };
     let Some(t) = t else { return h };
     t.check_keys(
@@ -195,6 +197,8 @@ fn read_http(t: Option<&Table>, d: &mut Diags) -> HttpConfig {
             "keepalive_timeout",
             "max_connections",
             "tunnel_timeout",
+            "request_buffering",
+            "request_buffer_size",
         ],
     );
     // A head must at least hold a request line; 64 bytes is a floor that
@@ -241,7 +245,19 @@ fn read_http(t: Option<&Table>, d: &mut Diags) -> HttpConfig {
     if let Some(v) = t.positive_duration(d, "tunnel_timeout") {
         h.tunnel_timeout = v;
     }
+    read_request_buffering(t, d, &mut h);
     h
+}
+
+/// `request_buffering` and `request_buffer_size` (0 turns buffering off,
+/// like `request_buffering = false`).
+fn read_request_buffering(t: &Table, d: &mut Diags, h: &mut HttpConfig) {
+    if let Some(v) = t.bool(d, "request_buffering") {
+        h.request_buffering = v;
+    }
+    if let Some(v) = size::table_size(t, d, "request_buffer_size") {
+        h.request_buffer_size = v.min(u32::MAX as u64) as usize;
+    }
 }
 
 fn read_admin(t: &Table, d: &mut Diags) -> Option<AdminConfig> {

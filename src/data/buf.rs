@@ -206,6 +206,22 @@ impl RecvBuf {
         }
     }
 
+    /// Bytes the buffer can hold without growing.
+    #[inline]
+    pub fn capacity(&self) -> usize {
+        self.buf.capacity()
+    }
+
+    /// Moves the unconsumed bytes into `storage` (cleared first) and makes
+    /// it the buffer's; returns the old storage. For request-body
+    /// buffering, which lends a client buffer larger storage for a while.
+    pub fn replace_storage(&mut self, mut storage: Vec<u8>) -> Vec<u8> {
+        storage.clear();
+        storage.extend_from_slice(self.data());
+        self.start = 0;
+        std::mem::replace(&mut self.buf, storage)
+    }
+
     /// Hands the whole buffer (for a zero-copy write of `data()`), to be
     /// returned with [`restore`](Self::restore).
     pub fn take(&mut self) -> (Vec<u8>, usize) {

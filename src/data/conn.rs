@@ -7,6 +7,19 @@
 //! connection be used, may this failure be retried and where, may either
 //! connection be kept) is a pure function of `proto::exchange`.
 //!
+//! # Request-body buffering
+//!
+//! With `[http] request_buffering` (the default, like nginx's
+//! `proxy_request_buffering on`) a request body is read before an upstream
+//! is chosen, into the client buffer (lent larger storage by `body_buf`),
+//! up to `request_buffer_size` bytes and within the shard's budget; what
+//! does not fit is streamed from there. A slow client thus holds no
+//! upstream connection and the backend sees the request only once it is
+//! whole (or the cap was reached). `proto::exchange::body_step` decides.
+//! A buffered chunked body is forwarded chunked, as received (trailer
+//! framing fields dropped): de-chunking would need a second pass over the
+//! body and a rewritten head, and every HTTP/1.1 server takes chunked.
+//!
 //! # Replay
 //!
 //! A request body that is entirely buffered before the upstream is chosen
@@ -28,7 +41,8 @@
 //! responses that arrive during the upload are dropped.
 //!
 //! `Expect: 100-continue` is answered by the proxy: `100 Continue` goes to
-//! the client when its body is about to be streamed, and `Expect` is not
+//! the client when the proxy starts reading its body (to buffer it, or
+//! when it is about to be streamed), and `Expect` is not
 //! forwarded (the backend sees an ordinary upload). A backend that refuses
 //! the upload is then an early response, as above.
 //!
@@ -55,17 +69,18 @@ use monoio::net::TcpStream;
 use super::tls::ConnectError;
 use super::upstream::{ConnectFailure, UpStream};
 
+use super::body_buf::{self, BodyBuf};
 use super::buf::{self, ReadError, RecvBuf};
 use super::client_stream::ClientStream;
 use super::deadline::{Shut, Timer};
 use super::io::{relay, write_all, write_counted, Body, Pipe, RelayError};
 use super::shard::{Shard, ShardView, Slot};
-use crate::config::HashKey;
+use crate::config::{HashKey, HttpConfig};
 use crate::lb::{hash_bytes, NoServer, ShardState};
 use crate::metrics::{ConnState, FailureKind};
 use crate::proto::exchange::{
-    counts_against_server, may_keep_client, may_pool_upstream, retry, ClientEnd, Failed, Retry,
-    Sent, Tried, UpstreamEnd,
+    body_step, buffer_limit, counts_against_server, may_keep_client, may_pool_upstream, retry,
+    BodyFacts, BodyStep, ClientEnd, Failed, Retry, Sent, Tried, UpstreamEnd,
 };
 use crate::proto::http1::encode::{
     encode_canned, encode_request_set, encode_response, ClientConn, Forwarded, SetField, CONTINUE,
@@ -139,6 +154,8 @@ struct Client {
     subject: Option<super::tls::OwnedField>,
     /// TLS version and cipher for the access log (read once per connection).
     tls_desc: Option<(&'static str, &'static str)>,
+    /// Larger storage lent to `rbuf` while a request body is buffered.
+    body_buf: BodyBuf,
 }
 
 impl Client {
@@ -234,6 +251,7 @@ pub async fn serve(
         tried: Tried::default(),
         subject,
         tls_desc,
+        body_buf: BodyBuf::default(),
     };
     loop {
         let mut log = ReqLog::default();
@@ -277,6 +295,7 @@ pub async fn serve(
             );
         }
         let next = exchange(&shard, &view, &mut c, head, listener, &mut log).await;
+        c.body_buf.restore(&mut c.rbuf);
         let elapsed = started.elapsed();
         let total_us = elapsed.as_micros() as u64;
         if let Some(al) = &shard.access_log {
@@ -436,9 +455,49 @@ impl ReqBody {
     fn read(&self) -> bool {
         matches!(self.state, BodyState::Buffered | BodyState::Read)
     }
+
+    /// Takes in body bytes that arrived after planning (`avail`: all the
+    /// bytes after the head). Chunked bodies are decoded incrementally, so
+    /// a trickled body is scanned once.
+    fn extend(&mut self, avail: &[u8]) -> Result<(), ChunkError> {
+        let more = &avail[self.prefix.min(avail.len())..];
+        let done = match &mut self.rest {
+            None => return Ok(()),
+            Some(Body::Length(left)) => {
+                let n = (*left).min(more.len() as u64);
+                self.prefix += n as usize;
+                *left -= n;
+                *left == 0
+            }
+            Some(Body::Chunked { dec, .. }) => {
+                self.prefix += dec.feed(more)?;
+                dec.is_done()
+            }
+            Some(Body::Close) => false,
+        };
+        if done {
+            self.rest = None;
+            self.state = BodyState::Buffered;
+        }
+        Ok(())
+    }
 }
 
 /// `max_body`: `client_max_body_size` (0 = unlimited) for a chunked body.
+/// Sends `100 Continue` once, when the client asked for it (`Expect:
+/// 100-continue`) and has not sent any of its body yet: it waits for this
+/// before it sends the body, whether the body is buffered or streamed.
+async fn send_continue(c: &mut Client, req: &mut Req<'_>) -> Result<(), ()> {
+    if !req.head.expect_continue || req.body.prefix != 0 || req.continue_sent {
+        return Ok(());
+    }
+    req.continue_sent = true;
+    let mut o = Vec::with_capacity(CONTINUE.len());
+    o.extend_from_slice(CONTINUE);
+    let (res, _) = write_all(&mut c.stream, o, &c.timer, c.client_timeout).await;
+    res.map(|_| ()).map_err(|_| ())
+}
+
 fn plan_body(c: &Client, head: &RequestHead, max_body: u64) -> Result<ReqBody, ChunkError> {
     let avail = &c.rbuf.data()[head.head_len..];
     let (prefix, rest) = match head.framing {
@@ -697,6 +756,9 @@ async fn exchange(
     let Some(ui) = route else {
         return finish_local(shard, c, log, &mut req, 404).await;
     };
+    if let Some(next) = buffer_body(c, &mut req, http, log).await {
+        return next;
+    }
     let up = &snap.upstreams[ui];
     let key = if up.selector.balance() == crate::config::Balance::Hash {
         hash_key(up, c, &head)
@@ -794,6 +856,60 @@ async fn exchange(
                 return fail(shard, c, log, &mut req, failure.status()).await;
             }
         }
+    }
+}
+
+/// Reads the request body into the client buffer before an upstream is
+/// chosen, as far as `proto::exchange::body_step` allows (see the module
+/// docs). `Some`: the client was answered or is gone.
+async fn buffer_body(
+    c: &mut Client,
+    req: &mut Req<'_>,
+    http: &HttpConfig,
+    log: &mut ReqLog,
+) -> Option<Next> {
+    let head = req.head;
+    let limit = buffer_limit(
+        head.head_len,
+        http.request_buffer_size,
+        http.max_header_bytes,
+    );
+    loop {
+        let room = c.rbuf.capacity() - c.rbuf.len();
+        let step = body_step(BodyFacts {
+            buffering: http.request_buffering,
+            complete: req.body.rest.is_none(),
+            buffered: req.body.prefix,
+            cap: http.request_buffer_size,
+            room,
+            grow: c.body_buf.grow_size(&c.rbuf, limit),
+            budget_left: body_buf::budget_left(),
+        });
+        if step != BodyStep::Read {
+            return None;
+        }
+        if room == 0 {
+            c.body_buf.grow(&mut c.rbuf, limit);
+        }
+        if send_continue(c, req).await.is_err() {
+            return Some(Next::Close);
+        }
+        match c.rbuf.fill(&mut c.stream, &c.timer, c.client_timeout).await {
+            Ok(_) => {}
+            Err(ReadError::Timeout) => {
+                // client_body_timeout, as in nginx: 408 and close.
+                return Some(c.reply(log, 408, false, c.client_timeout).await);
+            }
+            Err(_) => return Some(Next::Close),
+        }
+        let before = req.body.prefix;
+        if let Err(e) = req.body.extend(&c.rbuf.data()[head.head_len..]) {
+            let status = if e == ChunkError::TooLarge { 413 } else { 400 };
+            crate::warn!("{}: chunked request body: {e:?} → {status}", c.peer);
+            let _ = c.reply(log, status, false, c.client_timeout).await;
+            return Some(Next::Linger);
+        }
+        log.bytes_in += (req.body.prefix - before) as u64;
     }
 }
 
@@ -1023,17 +1139,8 @@ async fn upload(
     let up = t.up;
     let head = req.head;
     let client_timeout = c.client_timeout;
-    if head.expect_continue && req.body.prefix == 0 && !req.continue_sent {
-        req.continue_sent = true;
-        let mut o = Vec::with_capacity(CONTINUE.len());
-        o.extend_from_slice(CONTINUE);
-        if write_all(&mut c.stream, o, &c.timer, client_timeout)
-            .await
-            .0
-            .is_err()
-        {
-            return Err(AttemptError::Client);
-        }
+    if send_continue(c, req).await.is_err() {
+        return Err(AttemptError::Client);
     }
     // Streaming: from here on the request cannot be replayed.
     c.rbuf.consume(head.head_len + req.body.prefix);

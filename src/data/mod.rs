@@ -6,6 +6,7 @@
 //! - [`conn`]: one client connection, request by request.
 //! - [`io`]: writes with deadlines and the body relay used in both directions.
 //! - [`buf`]: the receive buffer both sides read into.
+//! - [`body_buf`]: storage lent to buffered request bodies, within a per-shard budget.
 //! - [`deadline`]: coarse per-connection timeouts enforced by the shard tick.
 //! - [`access_log`]: buffered access-log lines handed to a writer thread.
 //! - [`unwind`]: a panicking connection task costs that connection, not the shard.
@@ -13,6 +14,7 @@
 //! - [`date`]: the `Date` field value, cached per shard and refreshed by its tick.
 
 pub mod access_log;
+pub mod body_buf;
 pub mod buf;
 pub mod client_stream;
 pub mod conn;

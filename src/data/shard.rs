@@ -160,9 +160,14 @@ impl Shard {
 
     /// Fires every connection deadline that has passed.
     fn check_deadlines(&self, now_ms: u64) {
-        for c in self.conns.borrow().values() {
-            c.deadline.check(now_ms);
+        if !super::deadline::due(now_ms) {
+            return;
         }
+        let mut next = u64::MAX;
+        for c in self.conns.borrow().values() {
+            next = next.min(c.deadline.check(now_ms));
+        }
+        super::deadline::set_next_due(next);
     }
 
     fn unregister(&self, id: u64) {

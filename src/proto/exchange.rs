@@ -20,6 +20,13 @@
 //!   `max_fails`) or ours (a local resource shortage) or the ordinary race
 //!   of a keep-alive connection closed by the backend while idle.
 //!
+//! - [`body_step`]: request-body buffering (nginx's
+//!   `proxy_request_buffering`). Before an upstream is chosen, the body is
+//!   read into the client's buffer up to `request_buffer_size`, so a slow
+//!   client holds no upstream connection and a whole buffered body stays
+//!   replayable; a body that outgrows the cap, or that would take the
+//!   shard past its buffer budget, is streamed from that point.
+//!
 //! [`Tried`] is the set of servers already tried for one request: a bitset
 //! that keeps excluding servers past the 64th (kept per connection and
 //! cleared per request, so no allocation per request).
@@ -171,6 +178,57 @@ pub fn may_keep_client(e: ClientEnd) -> bool {
         && e.request_read
         && !e.close_delimited
         && !e.draining
+}
+
+/// The facts about a request body before an upstream is chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyFacts {
+    /// `request_buffering` is on.
+    pub buffering: bool,
+    /// The whole body is buffered (or there is none).
+    pub complete: bool,
+    /// Body bytes buffered so far (wire bytes: chunk framing included).
+    pub buffered: usize,
+    /// `request_buffer_size`: most body bytes buffered before streaming.
+    pub cap: usize,
+    /// Free bytes in the buffer: a read needs no new memory.
+    pub room: usize,
+    /// Bytes the buffer would take from the shard's budget to grow (0: it
+    /// cannot grow).
+    pub grow: usize,
+    /// What is left of the shard's budget for request-body buffers.
+    pub budget_left: usize,
+}
+
+/// What to do next with a request body before an upstream is chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyStep {
+    /// Everything is buffered: send it (the request stays replayable).
+    Send,
+    /// Read more of the body from the client first.
+    Read,
+    /// Connect now and stream the rest (buffering off, the cap reached, or
+    /// the shard's budget spent).
+    Stream,
+}
+
+/// Buffer this body further, send it, or stream it from here?
+pub fn body_step(f: BodyFacts) -> BodyStep {
+    if f.complete {
+        BodyStep::Send
+    } else if !f.buffering || f.buffered >= f.cap {
+        BodyStep::Stream
+    } else if f.room > 0 || (f.grow > 0 && f.grow <= f.budget_left) {
+        BodyStep::Read
+    } else {
+        BodyStep::Stream
+    }
+}
+
+/// How large the client buffer may grow while a body is buffered: the
+/// head, then at most `cap` body bytes.
+pub fn buffer_limit(head_len: usize, cap: usize, head_limit: usize) -> usize {
+    head_len.saturating_add(cap).max(head_limit)
 }
 
 /// Servers already tried for one request. Indexes below 64 live in one
@@ -373,6 +431,57 @@ mod tests {
             },
         ] {
             assert!(!may_keep_client(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn body_steps() {
+        use BodyStep::*;
+        let f = |buffering, complete, buffered, room, grow, budget_left| BodyFacts {
+            buffering,
+            complete,
+            buffered,
+            cap: 100,
+            room,
+            grow,
+            budget_left,
+        };
+        let cases = [
+            // (facts, step)
+            // Complete: send, buffering or not, whatever the budget.
+            (f(true, true, 0, 0, 0, 0), Send),
+            (f(false, true, 50, 0, 0, 0), Send),
+            (f(true, true, 100, 0, 64, 0), Send),
+            // Buffering off: stream at once.
+            (f(false, false, 0, 10, 0, 1000), Stream),
+            // Under the cap with room, or growth within budget: read.
+            (f(true, false, 0, 10, 0, 0), Read),
+            (f(true, false, 99, 1, 0, 0), Read),
+            (f(true, false, 50, 0, 64, 64), Read),
+            // Cap reached: stream from here.
+            (f(true, false, 100, 10, 0, 1000), Stream),
+            (f(true, false, 150, 0, 0, 1000), Stream),
+            // Buffer full and the budget cannot pay for growth: stream.
+            (f(true, false, 50, 0, 64, 63), Stream),
+            (f(true, false, 50, 0, 64, 0), Stream),
+            // Buffer full and unable to grow: stream.
+            (f(true, false, 50, 0, 0, 1000), Stream),
+        ];
+        for (facts, want) in cases {
+            assert_eq!(body_step(facts), want, "{facts:?}");
+        }
+    }
+
+    #[test]
+    fn buffer_limits() {
+        // (head_len, cap, head_limit, limit)
+        for (h, cap, hl, want) in [
+            (100, 1000, 8192, 8192),
+            (100, 65536, 8192, 65636),
+            (8000, 0, 8192, 8192),
+            (usize::MAX, 10, 8192, usize::MAX),
+        ] {
+            assert_eq!(buffer_limit(h, cap, hl), want, "{h} {cap} {hl}");
         }
     }
 

@@ -19,6 +19,8 @@ pub mod peer_view;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+
+use ringlb::cli::lab::netns;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -40,7 +42,8 @@ pub struct Proc {
 pub struct Lab {
     pub prefix: String,
     pub dir: PathBuf,
-    nodes: Vec<String>,
+    /// Namespaces, links and their teardown (dropped after `procs` are killed).
+    net: netns::Lab,
     pub procs: Vec<Proc>,
 }
 
@@ -91,56 +94,32 @@ pub fn always(window: Duration, mut f: impl FnMut() -> bool) -> bool {
 }
 
 impl Lab {
-    /// Switch + nodes `a`, `b` and client `c`. Panics with a clear message
-    /// when namespaces can't be made (not root / no netns support).
+    /// Switch + nodes `a`, `b` and client `c` (the library's lab,
+    /// `ringlb::cli::lab::netns`, with jumbo frames). Panics with a clear
+    /// message when namespaces can't be made (not root / no netns support).
     pub fn new() -> Lab {
         static N: AtomicUsize = AtomicUsize::new(0);
         let n = N.fetch_add(1, Ordering::Relaxed);
         let prefix = format!("rl{}{n}", std::process::id());
-        let dir = std::env::temp_dir().join(format!("ringlb-vrrp-{prefix}"));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut lab = Lab {
-            prefix,
-            dir,
-            nodes: Vec::new(),
-            procs: Vec::new(),
-        };
-        let sw = lab.ns("sw");
-        if let Err(e) = run(&["ip", "netns", "add", &sw]) {
-            panic!("VRRP namespace tests need root and network namespaces (CI has them): {e}");
-        }
-        lab.nodes.push(sw.clone());
-        must(&["ip", "-n", &sw, "link", "add", "br0", "type", "bridge"]);
-        must(&["ip", "-n", &sw, "link", "set", "br0", "up"]);
-        for (i, node) in ["a", "b", "c"].iter().enumerate() {
-            let ns = lab.ns(node);
-            must(&["ip", "netns", "add", &ns]);
-            lab.nodes.push(ns.clone());
-            let port = format!("{}{node}", lab.prefix);
-            must(&[
-                "ip", "link", "add", &port, "netns", &sw, "type", "veth", "peer", "name", "eth0",
-                "netns", &ns,
-            ]);
+        let nodes = [
+            ("a", "198.18.0.1"),
+            ("b", "198.18.0.2"),
+            ("c", "198.18.0.3"),
+        ];
+        let net = netns::Lab::new(&prefix, &nodes).unwrap_or_else(|e| {
+            panic!("VRRP namespace tests need root and network namespaces (CI has them): {e}")
+        });
+        for (node, _) in nodes {
             // Jumbo MTU so tests can send oversized VRRP datagrams unfragmented.
-            must(&["ip", "-n", &sw, "link", "set", &port, "mtu", "9000"]);
-            must(&["ip", "-n", &ns, "link", "set", "eth0", "mtu", "9000"]);
-            must(&["ip", "-n", &sw, "link", "set", &port, "master", "br0", "up"]);
-            must(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
-            must(&["ip", "-n", &ns, "link", "set", "eth0", "up"]);
-            let addr = format!("198.18.0.{}/24", i + 1);
-            must(&["ip", "-n", &ns, "addr", "add", &addr, "dev", "eth0"]);
-            must(&[
-                "ip",
-                "netns",
-                "exec",
-                &ns,
-                "sysctl",
-                "-qw",
-                "net.ipv4.ip_nonlocal_bind=1",
-            ]);
+            net.set_mtu(node, 9000)
+                .unwrap_or_else(|e| panic!("mtu 9000 on {node}: {e}"));
         }
-        lab
+        Lab {
+            prefix,
+            dir: net.dir.clone(),
+            net,
+            procs: Vec::new(),
+        }
     }
 
     pub fn ns(&self, node: &str) -> String {
@@ -459,10 +438,7 @@ impl Drop for Lab {
                 self.kill9(i);
             }
         }
-        for ns in self.nodes.iter().rev() {
-            let _ = run(&["ip", "netns", "del", ns]);
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        // `net` (dropped next) deletes the links, the namespaces and `dir`.
     }
 }
 
@@ -490,13 +466,9 @@ pub fn keepalived_conf(version: u8, priority: u8, advert: &str, auth: Option<&st
 /// Runs `f` on a fresh thread inside network namespace `ns` (threads it
 /// spawns inherit the namespace; the test harness thread is untouched).
 pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    use std::os::fd::AsRawFd;
-    let path = format!("/run/netns/{ns}");
+    let ns = ns.to_string();
     std::thread::spawn(move || {
-        let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-        // SAFETY: setns(2) on a namespace fd, affecting only this thread.
-        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+        netns::enter_ns(&ns).unwrap_or_else(|e| panic!("setns {ns}: {e}"));
         f()
     })
     .join()

@@ -221,7 +221,8 @@ fn show(
         Box::new(move || {
             let mut l = lock(&lab);
             let _ = l.link("lb1", false);
-            l.kill("lb1-ringlb");
+            // Not waiting for it to exit: the next event must not wait too.
+            l.kill_now("lb1-ringlb");
         })
     };
     let back = {

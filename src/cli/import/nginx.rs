@@ -261,6 +261,36 @@ impl Mapper<'_> {
         }
     }
 
+    /// `proxy_request_buffering on|off` and `client_body_buffer_size SIZE`
+    /// → `[http] request_buffering` / `request_buffer_size` (the first
+    /// value wins: ringlb has one setting; what exceeds the buffer is
+    /// streamed, not written to a temp file).
+    fn request_buffering(&mut self, d: &Directive, notes: &mut Vec<String>) {
+        let (key, value) = match (d.name.as_str(), d.arg(0)) {
+            ("proxy_request_buffering", Some(a @ ("on" | "off"))) => {
+                ("request_buffering", Value::Bool(a == "on"))
+            }
+            ("client_body_buffer_size", a) => match a.and_then(nginx_size) {
+                Some(v) => (
+                    "request_buffer_size",
+                    Value::Int(v.min(u32::MAX as u64) as i64),
+                ),
+                None => return self.w.skip(notes, d, D, "invalid size"),
+            },
+            _ => return self.w.skip(notes, d, D, "expected `on` or `off`"),
+        };
+        if self.http.entries.iter().any(|e| e.key == key) {
+            return self.w.skip(
+                notes,
+                d,
+                D,
+                "already set by an earlier directive; ringlb has one global setting",
+            );
+        }
+        let note = format!("{} ({})", d.render(D), d.pos.short());
+        self.http.set(key, value, Some(note));
+    }
+
     /// Directives valid in http, server (and some in location) context
     /// that map to global settings or are known not to matter.
     fn common(&mut self, d: &Directive, notes: &mut Vec<String>) {
@@ -347,6 +377,9 @@ impl Mapper<'_> {
                 ),
                 None => self.w.skip(notes, d, D, "invalid size"),
             },
+            "proxy_request_buffering" | "client_body_buffer_size" => {
+                self.request_buffering(d, notes)
+            }
             "access_log" => self.access_log(d, notes),
             "proxy_http_version" if d.arg(0) == Some("1.1") => {
                 covered(notes, d, D, "ringlb always speaks HTTP/1.1 to upstreams")

@@ -1,31 +1,57 @@
 //! Open-loop HTTP load: a fixed request rate, whatever the server does.
 //!
-//! Request `i` is *due* at `start + i / rate`. A pool of blocking worker
-//! threads takes the next due request, sleeps until it is due, sends it on
-//! a fresh TCP connection (`Connection: close`: every request exercises
-//! connect, so a moved VIP or a dead listener shows in the next request)
-//! and records its latency **from the due time**. When every worker is
-//! stuck (a dead node swallowing SYNs), requests start late and that delay
-//! is part of their latency — the schedule never slows down to match the
-//! server, so no coordinated omission. The pool is sized for the whole
-//! timeout window (`rate × timeout × 2`) so it normally keeps up anyway.
+//! Request `i` is *due* at `start + i / rate`. One thread runs the whole
+//! schedule on an epoll loop (mio): at each due time it opens a fresh,
+//! non-blocking TCP connection (`Connection: close`: every request exercises
+//! connect, so a moved VIP or a dead listener shows in the next request),
+//! sends the request, and records its latency **from the due time** when
+//! the response is complete. The schedule never waits for the server (a
+//! dead node swallowing SYNs costs nothing but an open socket until the
+//! timeout), so there is no coordinated omission. A timerfd wakes the loop
+//! at the next due time or deadline with nanosecond precision (epoll's own
+//! timeout is in milliseconds).
+//!
+//! How late the generator itself started each request (`Lateness`) is
+//! recorded: on an overloaded host the client is the first to fall behind,
+//! and a run whose client was tens of milliseconds late says nothing about
+//! failover times.
+//!
+//! Two things here keep the lab from hurting the host it measures (both
+//! were the cause of multi-second host-wide stalls in the first version):
+//!
+//! - **one thread**, not a pool of blocking threads sized for the timeout
+//!   window (~400 at 1000 req/s): when the host hiccuped they all became
+//!   runnable at once and all entered the kernel's port search together;
+//! - **the server closes first**: after the response the client reads to
+//!   end-of-file before closing, so the `TIME_WAIT` state stays on the
+//!   server's side. Closed first by the client, every request left a
+//!   `TIME_WAIT` socket holding an ephemeral port for 60 s; at 1000 req/s
+//!   that filled the half of the port range `connect()` searches first
+//!   within ~15 s, and each `connect()` then scanned thousands of ports
+//!   under bottom-half-disabling locks.
 //!
 //! Why not an existing tool: wrk is closed-loop; wrk2 is not packaged in
 //! Debian; `oha -q RATE --latency-correction` gets the schedule right but
 //! reports failures only as totals (its per-request database keeps only
 //! successes), so neither yields the per-10 ms timeline of failures *by
-//! kind* the failover scenarios are about. This is ~200 lines on std.
+//! kind* the failover scenarios are about.
 //!
-//! Events (a crash, a reload) run on their own thread at fixed offsets;
-//! their actual start times are recorded with the samples.
+//! Events (a crash, a reload) start at fixed offsets, each on a thread of
+//! its own (a slow one never delays the next); their actual start times are
+//! recorded with the samples.
 
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::report::{Event, Kind, Outcome, Run, Sample};
+use mio::net::TcpStream;
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+
+use super::report::{Event, Kind, Lateness, Outcome, Run, Sample};
 
 /// Something to do to the system under test at `at` into the run.
 pub struct Action {
@@ -42,13 +68,6 @@ pub struct LoadOpts {
     pub duration: Duration,
     /// Per request, from connect to the end of the response.
     pub timeout: Duration,
-}
-
-/// Worker threads needed to keep `rate` going while every request in a
-/// `timeout` window hangs, with headroom; bounded.
-pub fn workers_for(rate: u32, timeout: Duration) -> usize {
-    let in_flight = (rate as f64 * timeout.as_secs_f64() * 2.0).ceil() as usize;
-    (in_flight + 8).clamp(4, 2048)
 }
 
 /// Classify an I/O error from connect (`connecting`) or from the exchange.
@@ -113,59 +132,362 @@ fn parse_head(buf: &[u8]) -> Result<Option<Head>, Kind> {
     }
 }
 
-/// One exchange on a fresh connection; the backend's name on success.
-fn exchange(target: SocketAddr, request: &[u8], timeout: Duration) -> Result<String, Kind> {
-    let deadline = Instant::now() + timeout;
-    let left = || {
-        deadline
-            .checked_duration_since(Instant::now())
-            .filter(|d| !d.is_zero())
-    };
-    let mut s = TcpStream::connect_timeout(&target, timeout).map_err(|e| classify(&e, true))?;
-    let _ = s.set_nodelay(true);
-    s.set_write_timeout(left().or(Some(Duration::from_micros(1))))
-        .map_err(|_| Kind::Timeout)?;
-    s.write_all(request).map_err(|e| classify(&e, false))?;
-    let mut buf = Vec::with_capacity(512);
-    let mut chunk = [0u8; 4096];
-    let mut head: Option<Head> = None;
-    loop {
-        if let Some(Head {
-            len, body: Some(b), ..
-        }) = &head
-        {
-            if buf.len() >= len + b {
-                break;
-            }
-        }
-        let Some(d) = left() else {
-            return Err(Kind::Timeout);
-        };
-        s.set_read_timeout(Some(d)).map_err(|_| Kind::Timeout)?;
-        let n = s.read(&mut chunk).map_err(|e| classify(&e, false))?;
-        if n == 0 {
-            if head.is_none() {
-                return Err(Kind::Closed);
-            }
-            break;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        if head.is_none() {
-            head = parse_head(&buf)?;
-        }
+fn sleep_until(t: Instant) {
+    let now = Instant::now();
+    if t > now {
+        std::thread::sleep(t - now);
     }
-    let head = head.ok_or(Kind::Closed)?;
+}
+
+const TIMER: Token = Token(usize::MAX);
+
+/// A one-shot timer as a file descriptor epoll can wait on.
+struct Timer(OwnedFd);
+
+impl Timer {
+    fn new() -> io::Result<Timer> {
+        // SAFETY: plain syscall; the fd is owned by the returned value.
+        let fd = unsafe {
+            libc::timerfd_create(
+                libc::CLOCK_MONOTONIC,
+                libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just created and is not owned elsewhere.
+        Ok(Timer(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    /// Fire once, `after` from now (at least 1 ns: zero would disarm it).
+    fn arm(&self, after: Duration) -> io::Result<()> {
+        let after = after.max(Duration::from_nanos(1));
+        let spec = libc::itimerspec {
+            it_interval: libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            },
+            it_value: libc::timespec {
+                tv_sec: after.as_secs() as libc::time_t,
+                tv_nsec: after.subsec_nanos() as libc::c_long,
+            },
+        };
+        // SAFETY: valid fd and a valid itimerspec; no old value wanted.
+        let rc =
+            unsafe { libc::timerfd_settime(self.0.as_raw_fd(), 0, &spec, std::ptr::null_mut()) };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Consume the expiry (the fd is non-blocking; nothing to read is fine).
+    fn clear(&self) {
+        let mut n = [0u8; 8];
+        // SAFETY: reads at most 8 bytes into a local buffer.
+        let _ = unsafe { libc::read(self.0.as_raw_fd(), n.as_mut_ptr().cast(), n.len()) };
+    }
+}
+
+/// Where one request's connection is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    Connecting,
+    Sending,
+    Receiving,
+    /// Answered and recorded; reading to the server's close so that the
+    /// `TIME_WAIT` is the server's (see the module docs).
+    Draining,
+}
+
+struct Conn {
+    stream: TcpStream,
+    due: Instant,
+    state: State,
+    written: usize,
+    buf: Vec<u8>,
+    head: Option<Head>,
+}
+
+/// What an event on a connection led to.
+enum Step {
+    /// Waiting for more readiness.
+    Pending,
+    /// The exchange is over; `true`: the connection is still open (drain it).
+    Done(Result<String, Kind>, bool),
+    /// Draining is over: close.
+    Closed,
+}
+
+/// The verdict on a complete response head.
+fn judge(head: &Head) -> Result<String, Kind> {
     match head.status {
-        200..=399 => Ok(head.server),
+        200..=399 => Ok(head.server.clone()),
         500..=599 => Err(Kind::Http5xx),
         _ => Err(Kind::BadResponse),
     }
 }
 
-fn sleep_until(t: Instant) {
-    let now = Instant::now();
-    if t > now {
-        std::thread::sleep(t - now);
+impl Conn {
+    /// Drive the connection as far as readiness allows.
+    fn advance(&mut self, request: &[u8]) -> Step {
+        if self.state == State::Connecting {
+            match self.stream.take_error() {
+                Ok(Some(e)) | Err(e) => return Step::Done(Err(classify(&e, true)), false),
+                Ok(None) => {}
+            }
+            match self.stream.peer_addr() {
+                Ok(_) => {
+                    let _ = self.stream.set_nodelay(true);
+                    self.state = State::Sending;
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => return Step::Pending,
+                Err(e) => return Step::Done(Err(classify(&e, true)), false),
+            }
+        }
+        if self.state == State::Sending {
+            while self.written < request.len() {
+                match self.stream.write(&request[self.written..]) {
+                    Ok(n) => self.written += n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Step::Pending,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Step::Done(Err(classify(&e, false)), false),
+                }
+            }
+            self.state = State::Receiving;
+        }
+        let mut chunk = [0u8; 4096];
+        loop {
+            if self.state == State::Receiving {
+                if let Some(
+                    h @ Head {
+                        len, body: Some(b), ..
+                    },
+                ) = &self.head
+                {
+                    if self.buf.len() >= len + b {
+                        self.state = State::Draining;
+                        return Step::Done(judge(h), true);
+                    }
+                }
+            }
+            match self.stream.read(&mut chunk) {
+                Ok(0) => {
+                    return match (self.state, &self.head) {
+                        (State::Draining, _) => Step::Closed,
+                        // A response framed by the close.
+                        (_, Some(h)) if h.body.is_none() => Step::Done(judge(h), false),
+                        _ => Step::Done(Err(Kind::Closed), false),
+                    };
+                }
+                Ok(_) if self.state == State::Draining => {}
+                Ok(n) => {
+                    self.buf.extend_from_slice(&chunk[..n]);
+                    if self.head.is_none() {
+                        match parse_head(&self.buf) {
+                            Ok(h) => self.head = h,
+                            Err(k) => return Step::Done(Err(k), false),
+                        }
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Step::Pending,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) if self.state == State::Draining => return Step::Closed,
+                Err(e) => return Step::Done(Err(classify(&e, false)), false),
+            }
+        }
+    }
+}
+
+/// Connections by slot (the mio token), reused; a generation per slot so a
+/// stale deadline never hits the slot's next connection.
+#[derive(Default)]
+struct Slots {
+    conns: Vec<Option<Conn>>,
+    gens: Vec<u32>,
+    free: Vec<usize>,
+    /// Exchanges not yet answered.
+    busy: usize,
+}
+
+impl Slots {
+    fn insert(&mut self, c: Conn) -> (usize, u32) {
+        self.busy += 1;
+        let i = match self.free.pop() {
+            Some(i) => {
+                self.conns[i] = Some(c);
+                i
+            }
+            None => {
+                self.conns.push(Some(c));
+                self.gens.push(0);
+                self.conns.len() - 1
+            }
+        };
+        (i, self.gens[i])
+    }
+
+    fn get(&mut self, i: usize, gen: u32) -> Option<&mut Conn> {
+        if self.gens.get(i) == Some(&gen) {
+            self.conns[i].as_mut()
+        } else {
+            None
+        }
+    }
+
+    fn remove(&mut self, poll: &Poll, i: usize) {
+        if let Some(mut c) = self.conns[i].take() {
+            if c.state != State::Draining {
+                self.busy -= 1;
+            }
+            let _ = poll.registry().deregister(&mut c.stream);
+            self.gens[i] = self.gens[i].wrapping_add(1);
+            self.free.push(i);
+        }
+    }
+}
+
+/// The one-thread loop's state.
+struct Gen<'a> {
+    start: Instant,
+    request: &'a [u8],
+    timeout: Duration,
+    poll: Poll,
+    slots: Slots,
+    /// (deadline, slot, generation), in deadline order (deadlines are
+    /// start + timeout and starts are in order).
+    deadlines: VecDeque<(Instant, usize, u32)>,
+    /// Same for draining connections (end of the answer + timeout).
+    drains: VecDeque<(Instant, usize, u32)>,
+    servers: Vec<String>,
+    samples: Vec<Sample>,
+    late_us: Vec<u64>,
+}
+
+impl Gen<'_> {
+    fn record(&mut self, due: Instant, result: Result<String, Kind>) {
+        let done = Instant::now();
+        let outcome = match result {
+            Ok(name) => {
+                let idx = match self.servers.iter().position(|n| *n == name) {
+                    Some(i) => i,
+                    None => {
+                        self.servers.push(name);
+                        self.servers.len() - 1
+                    }
+                };
+                Outcome::Ok(idx as u16)
+            }
+            Err(k) => Outcome::Failed(k),
+        };
+        self.samples.push(Sample {
+            intended_us: due.saturating_duration_since(self.start).as_micros() as u64,
+            latency_us: done.saturating_duration_since(due).as_micros() as u64,
+            outcome,
+        });
+    }
+
+    /// Start the request due at `due`.
+    fn open(&mut self, target: SocketAddr, due: Instant) {
+        let now = Instant::now();
+        self.late_us
+            .push(now.saturating_duration_since(due).as_micros() as u64);
+        let mut stream = match TcpStream::connect(target) {
+            Ok(s) => s,
+            Err(e) => return self.record(due, Err(classify(&e, true))),
+        };
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        let (i, gen) = {
+            // Register under the slot it is about to take.
+            let slot = self
+                .slots
+                .free
+                .last()
+                .copied()
+                .unwrap_or(self.slots.conns.len());
+            if let Err(e) = self
+                .poll
+                .registry()
+                .register(&mut stream, Token(slot), interest)
+            {
+                return self.record(due, Err(classify(&e, true)));
+            }
+            self.slots.insert(Conn {
+                stream,
+                due,
+                state: State::Connecting,
+                written: 0,
+                buf: Vec::with_capacity(512),
+                head: None,
+            })
+        };
+        self.deadlines.push_back((now + self.timeout, i, gen));
+    }
+
+    fn ready(&mut self, i: usize) {
+        let gen = self.slots.gens.get(i).copied().unwrap_or(0);
+        let request = self.request;
+        // Edge-triggered: drive until the connection waits again (an
+        // answered connection goes on to drain in the same call).
+        loop {
+            let Some(c) = self.slots.get(i, gen) else {
+                return;
+            };
+            let due = c.due;
+            match c.advance(request) {
+                Step::Pending => return,
+                Step::Done(result, open) => {
+                    self.record(due, result);
+                    if !open {
+                        return self.slots.remove(&self.poll, i);
+                    }
+                    self.slots.busy -= 1;
+                    self.drains
+                        .push_back((Instant::now() + self.timeout, i, gen));
+                }
+                Step::Closed => return self.slots.remove(&self.poll, i),
+            }
+        }
+    }
+
+    /// Fail what is past its deadline; close drains that took too long.
+    fn expire(&mut self, now: Instant) {
+        while let Some(&(t, i, gen)) = self.deadlines.front() {
+            if t > now {
+                break;
+            }
+            self.deadlines.pop_front();
+            let Some(c) = self.slots.get(i, gen) else {
+                continue;
+            };
+            let kind = match c.state {
+                State::Draining => continue,
+                State::Connecting => Kind::ConnectTimeout,
+                State::Sending | State::Receiving => Kind::Timeout,
+            };
+            let due = c.due;
+            self.record(due, Err(kind));
+            self.slots.remove(&self.poll, i);
+        }
+        while let Some(&(t, i, gen)) = self.drains.front() {
+            if t > now {
+                break;
+            }
+            self.drains.pop_front();
+            if self.slots.get(i, gen).is_some() {
+                self.slots.remove(&self.poll, i);
+            }
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let a = self.deadlines.front().map(|d| d.0);
+        let b = self.drains.front().map(|d| d.0);
+        match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 }
 
@@ -184,8 +506,13 @@ pub fn run(opts: &LoadOpts, actions: Vec<Action>) -> io::Result<Run> {
         opts.path, opts.host
     )
     .into_bytes();
-    let servers: Arc<Mutex<Vec<String>>> = Arc::default();
-    let next = Arc::new(AtomicU64::new(0));
+    let poll = Poll::new()?;
+    let timer = Timer::new()?;
+    poll.registry().register(
+        &mut SourceFd(&timer.0.as_raw_fd()),
+        TIMER,
+        Interest::READABLE,
+    )?;
     let start = Instant::now() + Duration::from_millis(20);
     let events: Arc<Mutex<Vec<Event>>> = Arc::default();
 
@@ -196,6 +523,9 @@ pub fn run(opts: &LoadOpts, actions: Vec<Action>) -> io::Result<Run> {
             .spawn(move || {
                 let mut actions = actions;
                 actions.sort_by_key(|a| a.at);
+                // Each action on its own thread: a slow one (a process that
+                // takes seconds to die) never delays the next one's start.
+                let mut running = Vec::new();
                 for a in actions {
                     sleep_until(start + a.at);
                     let at_us = Instant::now().saturating_duration_since(start).as_micros() as u64;
@@ -206,85 +536,74 @@ pub fn run(opts: &LoadOpts, actions: Vec<Action>) -> io::Result<Run> {
                             name: a.name,
                             at_us,
                         });
-                    (a.run)();
+                    running.push(std::thread::spawn(a.run));
                 }
+                running.into_iter().all(|t| t.join().is_ok())
             })?
     };
 
-    let mut handles = Vec::new();
-    for w in 0..workers_for(opts.rate, opts.timeout) {
-        let (next, servers, request) = (Arc::clone(&next), Arc::clone(&servers), request.clone());
-        let (target, timeout) = (opts.target, opts.timeout);
-        handles.push(
-            std::thread::Builder::new()
-                .name(format!("loadgen-{w}"))
-                .stack_size(64 * 1024)
-                .spawn(move || {
-                    let mut mine = Vec::new();
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        if i >= total {
-                            break;
-                        }
-                        let due = start + Duration::from_nanos((i as f64 * period_ns) as u64);
-                        sleep_until(due);
-                        let result = exchange(target, &request, timeout);
-                        let done = Instant::now();
-                        let outcome = match result {
-                            Ok(name) => {
-                                let mut names = servers.lock().unwrap_or_else(|e| e.into_inner());
-                                let idx = match names.iter().position(|n| *n == name) {
-                                    Some(i) => i,
-                                    None => {
-                                        names.push(name);
-                                        names.len() - 1
-                                    }
-                                };
-                                Outcome::Ok(idx as u16)
-                            }
-                            Err(k) => Outcome::Failed(k),
-                        };
-                        mine.push(Sample {
-                            intended_us: due.saturating_duration_since(start).as_micros() as u64,
-                            latency_us: done.saturating_duration_since(due).as_micros() as u64,
-                            outcome,
-                        });
-                    }
-                    mine
-                })?,
-        );
+    let mut g = Gen {
+        start,
+        request: &request,
+        timeout: opts.timeout,
+        poll,
+        slots: Slots::default(),
+        deadlines: VecDeque::new(),
+        drains: VecDeque::new(),
+        servers: Vec::new(),
+        samples: Vec::with_capacity(total as usize),
+        late_us: Vec::with_capacity(total as usize),
+    };
+    let due = |i: u64| start + Duration::from_nanos((i as f64 * period_ns) as u64);
+    let mut events_buf = Events::with_capacity(1024);
+    let mut next = 0u64;
+    loop {
+        let now = Instant::now();
+        while next < total && due(next) <= now {
+            g.open(opts.target, due(next));
+            next += 1;
+        }
+        g.expire(Instant::now());
+        if next >= total && g.slots.busy == 0 {
+            break;
+        }
+        let wake = [(next < total).then(|| due(next)), g.next_deadline()]
+            .into_iter()
+            .flatten()
+            .min();
+        if let Some(w) = wake {
+            timer.arm(w.saturating_duration_since(Instant::now()))?;
+        }
+        match g.poll.poll(&mut events_buf, None) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+        for ev in events_buf.iter() {
+            match ev.token() {
+                TIMER => timer.clear(),
+                Token(i) => g.ready(i),
+            }
+        }
     }
-    let mut samples = Vec::with_capacity(total as usize);
-    for h in handles {
-        samples.extend(
-            h.join()
-                .map_err(|_| io::Error::other("a loadgen worker panicked"))?,
-        );
+    if !actor.join().unwrap_or(false) {
+        return Err(io::Error::other("a lab action panicked"));
     }
-    actor
-        .join()
-        .map_err(|_| io::Error::other("a lab action panicked"))?;
-    let servers = std::mem::take(&mut *servers.lock().unwrap_or_else(|e| e.into_inner()));
+    let late = Lateness::of(&mut g.late_us);
     let events = std::mem::take(&mut *events.lock().unwrap_or_else(|e| e.into_inner()));
     Ok(Run {
         rate: opts.rate,
         duration_us: opts.duration.as_micros() as u64,
-        servers,
-        samples,
+        servers: g.servers,
+        samples: g.samples,
         events,
+        late,
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn pool_covers_the_timeout_window() {
-        assert_eq!(workers_for(1000, Duration::from_millis(100)), 208);
-        assert_eq!(workers_for(1, Duration::from_millis(1)), 9);
-        assert_eq!(workers_for(1_000_000, Duration::from_secs(1)), 2048);
-    }
 
     #[test]
     fn error_kinds() {

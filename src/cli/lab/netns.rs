@@ -63,6 +63,8 @@ pub struct Lab {
     prefix: String,
     pub dir: PathBuf,
     namespaces: Vec<String>,
+    /// (node, its port on the bridge).
+    ports: Vec<(String, String)>,
     procs: Vec<Proc>,
 }
 
@@ -75,6 +77,7 @@ impl Lab {
             prefix: prefix.to_string(),
             dir,
             namespaces: Vec::new(),
+            ports: Vec::new(),
             procs: Vec::new(),
         };
         let sw = lab.ns("sw");
@@ -91,6 +94,7 @@ impl Lab {
                 "netns", &ns,
             ])?;
             ip(&["-n", &sw, "link", "set", &port, "master", "br0", "up"])?;
+            lab.ports.push((node.to_string(), port.clone()));
             ip(&["-n", &ns, "link", "set", "lo", "up"])?;
             ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
             ip(&[
@@ -115,6 +119,20 @@ impl Lab {
 
     pub fn ns(&self, node: &str) -> String {
         format!("{}-{node}", self.prefix)
+    }
+
+    /// Set the MTU of `node`'s link, both ends (e.g. jumbo frames for
+    /// tests that send oversized datagrams unfragmented).
+    pub fn set_mtu(&self, node: &str, mtu: u32) -> io::Result<()> {
+        let port = self
+            .ports
+            .iter()
+            .find(|(n, _)| n == node)
+            .map(|(_, p)| p.as_str())
+            .ok_or_else(|| io::Error::other(format!("no node {node} in the lab")))?;
+        let mtu = mtu.to_string();
+        ip(&["-n", &self.ns("sw"), "link", "set", port, "mtu", &mtu])?;
+        ip(&["-n", &self.ns(node), "link", "set", "eth0", "mtu", &mtu]).map(|_| ())
     }
 
     /// Run a command to completion in `node`'s namespace.
@@ -156,6 +174,21 @@ impl Lab {
             let _ = p.child.wait();
         }
         self.procs.retain(|p| p.name != name);
+    }
+
+    /// `kill -9` process `name` without waiting for it to exit (a killed
+    /// io_uring process can take a while on a busy host: its rings are torn
+    /// down first); it is reaped on drop.
+    pub fn kill_now(&mut self, name: &str) {
+        let (dying, rest): (Vec<Proc>, Vec<Proc>) = std::mem::take(&mut self.procs)
+            .into_iter()
+            .partition(|p| p.name == name);
+        self.procs = rest;
+        for mut p in dying {
+            let _ = p.child.kill();
+            p.name.insert(0, '~');
+            self.procs.push(p);
+        }
     }
 
     /// Whether process `name` is still running.
@@ -203,6 +236,9 @@ pub fn enter_ns(name: &str) -> io::Result<()> {
     Ok(())
 }
 
+/// Teardown in the order the kernel handles cheaply: processes killed and
+/// reaped (their sockets and rings gone), then the links, then the empty
+/// namespaces.
 impl Drop for Lab {
     fn drop(&mut self) {
         for p in &mut self.procs {
@@ -210,6 +246,10 @@ impl Drop for Lab {
         }
         for p in &mut self.procs {
             let _ = p.child.wait();
+        }
+        let sw = self.ns("sw");
+        for (_, port) in &self.ports {
+            let _ = ip(&["-n", &sw, "link", "del", port]);
         }
         for ns in self.namespaces.iter().rev() {
             let _ = ip(&["netns", "del", ns]);

@@ -96,6 +96,26 @@ pub struct Event {
     pub at_us: u64,
 }
 
+/// How late the generator itself started requests, µs after their
+/// intended send time: the client's own share of the latency. A run whose
+/// client was far behind measured the host, not the system under test.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Lateness {
+    pub p99_us: u64,
+    pub max_us: u64,
+}
+
+impl Lateness {
+    /// Of every request's start delay (sorted in place).
+    pub fn of(late_us: &mut [u64]) -> Lateness {
+        late_us.sort_unstable();
+        Lateness {
+            p99_us: quantile(late_us, 0.99),
+            max_us: late_us.last().copied().unwrap_or(0),
+        }
+    }
+}
+
 /// Everything a run recorded.
 #[derive(Clone, Debug, Default)]
 pub struct Run {
@@ -104,6 +124,7 @@ pub struct Run {
     pub servers: Vec<String>,
     pub samples: Vec<Sample>,
     pub events: Vec<Event>,
+    pub late: Lateness,
 }
 
 /// Width of a timeline bin.
@@ -138,6 +159,12 @@ pub struct Summary {
     pub p99_ms: f64,
     pub p999_ms: f64,
     pub max_ms: f64,
+    /// How late the generator started requests (p99, max), ms: see
+    /// [`Lateness`]. (Absent in reports written before it existed.)
+    #[serde(default)]
+    pub client_late_p99_ms: f64,
+    #[serde(default)]
+    pub client_late_max_ms: f64,
 }
 
 /// `q`-quantile (0..=1) of sorted values, nearest rank.
@@ -239,6 +266,8 @@ pub fn summarize(run: &Run) -> Summary {
         p99_ms: ms(quantile(&lat, 0.99)),
         p999_ms: ms(quantile(&lat, 0.999)),
         max_ms: ms(lat.last().copied().unwrap_or(0)),
+        client_late_p99_ms: ms(run.late.p99_us),
+        client_late_max_ms: ms(run.late.max_us),
     }
 }
 
@@ -377,6 +406,10 @@ pub fn render_summary(r: &Report) -> String {
         "  latency       p50 {:.2} ms  p99 {:.2} ms  p99.9 {:.2} ms  max {:.2} ms (from the intended send time)\n",
         s.p50_ms, s.p99_ms, s.p999_ms, s.max_ms
     );
+    out += &format!(
+        "  client        started requests p99 {:.2} ms, max {:.2} ms after their send time\n",
+        s.client_late_p99_ms, s.client_late_max_ms
+    );
     out
 }
 
@@ -408,6 +441,8 @@ pub fn result_line(r: &Report, extra: &[(&str, serde_json::Value)]) -> String {
         ("p99_ms", s.p99_ms),
         ("p999_ms", s.p999_ms),
         ("max_ms", s.max_ms),
+        ("client_late_p99_ms", s.client_late_p99_ms),
+        ("client_late_max_ms", s.client_late_max_ms),
     ] {
         m.insert(k.into(), v.into());
     }
@@ -492,6 +527,10 @@ mod tests {
                 name: "crash lb1".into(),
                 at_us: 20_000,
             }],
+            late: Lateness {
+                p99_us: 300,
+                max_us: 2_500,
+            },
         }
     }
 
@@ -520,6 +559,20 @@ mod tests {
             ]
         );
         assert_eq!(s.max_ms, 0.9);
+        assert_eq!((s.client_late_p99_ms, s.client_late_max_ms), (0.3, 2.5));
+    }
+
+    #[test]
+    fn lateness_of_the_client() {
+        let mut late: Vec<u64> = (0..1000).rev().collect();
+        assert_eq!(
+            Lateness::of(&mut late),
+            Lateness {
+                p99_us: 989,
+                max_us: 999
+            }
+        );
+        assert_eq!(Lateness::of(&mut []), Lateness::default());
     }
 
     #[test]

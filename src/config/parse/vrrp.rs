@@ -174,15 +174,25 @@ fn read_instance(
         }
     }
 
+    let family_v6 = vips
+        .as_ref()
+        .and_then(|v| v.first())
+        .map(|(ip, _)| ip.is_ipv6());
     let unicast_peers = t
         .strings(d, "unicast_peers")
         .unwrap_or_default()
         .into_iter()
-        .filter_map(|(s, at)| parse_ip(s).map_err(|e| d.error(at, e)).ok())
+        .filter_map(|(s, at)| {
+            let ip = parse_ip(s).map_err(|e| d.error(at, e)).ok()?;
+            check_family(d, at, "unicast_peers", ip, family_v6);
+            Some(ip)
+        })
         .collect();
-    let unicast_src = t
-        .field("unicast_src")
-        .and_then(|f| parse_ip(f.str(d)?).map_err(|e| d.error(f.at, e)).ok());
+    let unicast_src = t.field("unicast_src").and_then(|f| {
+        let ip = parse_ip(f.str(d)?).map_err(|e| d.error(f.at, e)).ok()?;
+        check_family(d, f.at, "unicast_src", ip, family_v6);
+        Some(ip)
+    });
 
     let track_upstream = t
         .tables(d, "track_upstream", "a track_upstream entry")
@@ -343,6 +353,18 @@ fn read_vips(f: &Field, d: &mut Diags) -> Option<Vec<(IpAddr, u8)>> {
         }
     }
     ok.then(|| vips.into_iter().map(|(v, _)| v).collect())
+}
+
+/// A peer or source address must be of the instance's family (that of its
+/// virtual addresses): IPv4 and IPv6 virtual routers are separate (RFC 5798).
+fn check_family(d: &mut Diags, at: usize, key: &str, ip: IpAddr, family_v6: Option<bool>) {
+    if let Some(v6) = family_v6.filter(|v6| *v6 != ip.is_ipv6()) {
+        let (want, vips) = if v6 { (6, "IPv6") } else { (4, "IPv4") };
+        d.error(
+            at,
+            format!("`{key}` {ip} is not IPv{want}: this instance's virtual addresses are {vips}"),
+        );
+    }
 }
 
 fn track_weight(t: &Table, d: &mut Diags) -> i32 {

@@ -5,15 +5,15 @@
 //! 1. `ppoll` on the interface sockets and the shutdown eventfd, with a
 //!    timeout equal to the earliest deadline of any machine timer, GARP round
 //!    or tracking tick (nanosecond `timespec`, no rounding to ticks);
-//! 2. drain every readable socket: validate the IPv4 envelope (TTL 255,
-//!    protocol 112), find the instance by VRID, parse and check the advert,
+//! 2. drain every readable socket: validate the IP envelope (TTL / hop
+//!    limit 255, protocol 112), find the instance by VRID, parse and check the advert,
 //!    hand it to the machine; every drop is counted by reason
 //!    (`ControlStats::vrrp_drop`), adverts for VRIDs we don't run are someone
 //!    else's and are counted as `unknown_vrid` without a log line;
 //! 3. fire due machine timers, due GARP rounds, and on the tracking tick
 //!    re-evaluate tracking into priority/FAULT (sync groups applied);
 //! 4. flush every machine: send queued adverts (to 224.0.0.18 or to each
-//!    unicast peer; the v3 checksum covers the destination so each is
+//!    unicast peer — ff02::12 for IPv6; the v3 checksum covers the destination so each is
 //!    emitted separately), act on state changes (VIPs, GARP, notify,
 //!    metrics), publish roles.
 //!
@@ -29,7 +29,7 @@
 //! is, so a backup takes over at once) and tries again after
 //! [`VIP_RETRY`].
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::{mpsc, Arc, PoisonError};
 use std::time::{Duration, Instant};
@@ -38,7 +38,7 @@ use super::garp::{ArpSocket, Schedule};
 use super::liveness::{SampleFn, Sched, SchedStats, ShardSample};
 use super::notify::Notifier;
 use super::plan::{self, Action, Changes};
-use super::socket::VrrpSocket;
+use super::socket::{Meta, VrrpSocket};
 use super::track::{DataPlaneView, Tracker, UpstreamDownFn};
 use super::vip::Netlink;
 use super::{iface, Role, Roles, SpawnArgs};
@@ -94,8 +94,8 @@ struct Inst {
     link: usize,
     /// Created once the source address is known.
     machine: Option<Machine>,
-    src: Option<Ipv4Addr>,
-    dests: Vec<Ipv4Addr>,
+    src: Option<IpAddr>,
+    dests: Vec<IpAddr>,
     peers: Vec<IpAddr>,
     tracker: Tracker,
     /// Fault from this instance's own tracking (or a VIP it could not add).
@@ -155,13 +155,16 @@ pub struct Driver {
     buf: Vec<u8>,
 }
 
-fn v4s(list: &[IpAddr]) -> Vec<Ipv4Addr> {
-    list.iter()
-        .filter_map(|a| match a {
-            IpAddr::V4(v) => Some(*v),
-            IpAddr::V6(_) => None,
-        })
-        .collect()
+/// An instance is IPv6 when its VIPs are (the config allows no mix).
+fn is_v6(cfg: &VrrpInstanceConfig) -> bool {
+    cfg.virtual_ipaddress
+        .first()
+        .is_some_and(|(a, _)| a.is_ipv6())
+}
+
+/// The socket of `l` is the one for `cfg` (same interface and family).
+fn serves(l: &Link, cfg: &VrrpInstanceConfig) -> bool {
+    l.sock.ifname == cfg.interface && l.sock.v6 == is_v6(cfg)
 }
 
 impl Driver {
@@ -173,8 +176,7 @@ impl Driver {
     ) -> std::io::Result<Driver> {
         let now = Instant::now();
         let netlink = Netlink::open()?;
-        let cfgs: Vec<&VrrpInstanceConfig> =
-            args.instances.iter().filter(|c| supported(c)).collect();
+        let cfgs: Vec<&VrrpInstanceConfig> = args.instances.iter().collect();
         let mut links: Vec<Link> = Vec::new();
         let changes = prepare_links(&links, &cfgs)?;
         apply_links(&mut links, changes);
@@ -233,7 +235,6 @@ impl Driver {
         new: Vec<VrrpInstanceConfig>,
         now: Instant,
     ) -> Result<Vec<String>, String> {
-        let new: Vec<VrrpInstanceConfig> = new.into_iter().filter(supported).collect();
         let old: Vec<VrrpInstanceConfig> = self.insts.iter().map(|i| i.cfg.clone()).collect();
         let actions = plan::plan(&old, &new).map_err(|refused| {
             let msgs: Vec<String> = refused.iter().map(|(n, r)| r.message(n)).collect();
@@ -331,10 +332,7 @@ impl Driver {
         let reconfigure =
             c.protocol || c.peers || !c.vips_added.is_empty() || !c.vips_removed.is_empty();
         if let (Some(m), Some(src), true) = (&mut inst.machine, inst.src, reconfigure) {
-            m.reconfigure(
-                now,
-                vrrp::machine::Config::from_instance(cfg, IpAddr::V4(src)),
-            );
+            m.reconfigure(now, vrrp::machine::Config::from_instance(cfg, src));
         }
         if let (Some(why), Some(m)) = (failed, &mut inst.machine) {
             crate::error!(
@@ -461,8 +459,8 @@ impl Driver {
         let mut buf = std::mem::take(&mut self.buf);
         // Bounded: a flood cannot starve the timers of this loop.
         for _ in 0..64 {
-            let n = match self.links[li].sock.recv(&mut buf) {
-                Ok(Some(n)) => n,
+            let (n, meta) = match self.links[li].sock.recv(&mut buf) {
+                Ok(Some(r)) => r,
                 Ok(None) => break,
                 Err(e) => {
                     crate::warn!("vrrp: recv on {}: {e}", self.links[li].sock.ifname);
@@ -474,13 +472,13 @@ impl Driver {
                 self.drop_packet("oversized");
                 continue;
             }
-            self.packet(li, &buf[..n], now);
+            self.packet(li, meta, &buf[..n], now);
         }
         self.buf = buf;
     }
 
-    fn packet(&mut self, li: usize, bytes: &[u8], now: Instant) {
-        let env = match wire::parse_ipv4(bytes) {
+    fn packet(&mut self, li: usize, meta: Meta, bytes: &[u8], now: Instant) {
+        let env = match meta.envelope(bytes) {
             Ok(e) => e,
             Err(e) => return self.drop_packet(e.as_str()),
         };
@@ -497,7 +495,7 @@ impl Driver {
             // Another virtual router's advert on this link: not ours to judge.
             return self.drop_packet("unknown_vrid");
         };
-        let (src, dst) = (IpAddr::V4(env.src), IpAddr::V4(env.dst));
+        let (src, dst) = (env.src, env.dst);
         let repr = match Repr::parse(&pkt, src, dst) {
             Ok(r) => r,
             Err(e) => return self.drop_packet(e.as_str()),
@@ -664,7 +662,7 @@ impl Driver {
             if inst.garp.take_due(now) {
                 let link = &self.links[inst.link];
                 if let Some(arp) = &link.arp {
-                    for ip in v4s(&vip_addrs(&inst.cfg)) {
+                    for ip in vip_addrs(&inst.cfg) {
                         if let Err(e) = arp.send(link.mac, ip) {
                             crate::warn!("vrrp {}: gratuitous ARP for {ip}: {e}", inst.cfg.name);
                         }
@@ -748,7 +746,7 @@ impl Driver {
                 continue;
             }
             for dst in &inst.dests {
-                let bytes = repr.to_bytes(IpAddr::V4(src), IpAddr::V4(*dst));
+                let bytes = repr.to_bytes(src, *dst);
                 match link.sock.send(src, *dst, &bytes) {
                     Ok(()) => {
                         if let Some(r) = &self.registry {
@@ -802,16 +800,16 @@ impl Driver {
     }
 }
 
-/// Instances this driver runs (IPv4); others are logged and not started.
-fn supported(cfg: &VrrpInstanceConfig) -> bool {
-    let ok = cfg.virtual_ipaddress.iter().any(|(a, _)| a.is_ipv4());
-    if !ok {
-        crate::error!(
-            "vrrp {}: only IPv4 virtual routers are supported in this version; instance not started",
+/// RFC 5798 §5.2.9 wants an IPv6 router's link-local VIP listed first;
+/// keepalived warns and runs anyway, advertising the VIPs as listed, and so
+/// does ringlb.
+fn warn_link_local_first(cfg: &VrrpInstanceConfig) {
+    if is_v6(cfg) && !matches!(vip_addrs(cfg)[0], IpAddr::V6(a) if a.is_unicast_link_local()) {
+        crate::warn!(
+            "vrrp {}: the first IPv6 virtual address should be link-local (RFC 5798 §5.2.9); advertising them as configured, like keepalived",
             cfg.name
         );
     }
-    ok
 }
 
 /// The sockets `cfgs` need that `links` lack: a new interface, or a link
@@ -821,10 +819,11 @@ fn prepare_links(links: &[Link], cfgs: &[&VrrpInstanceConfig]) -> std::io::Resul
     let mut out: Vec<LinkChange> = Vec::new();
     for cfg in cfgs {
         let multicast = cfg.unicast_peers.is_empty();
-        let existing = links.iter().position(|l| l.sock.ifname == cfg.interface);
+        let v6 = is_v6(cfg);
+        let existing = links.iter().position(|l| serves(l, cfg));
         let pending = out.iter().position(|c| match c {
-            LinkChange::Add(l) => l.sock.ifname == cfg.interface,
-            LinkChange::Rejoin(i, _) => links[*i].sock.ifname == cfg.interface,
+            LinkChange::Add(l) => serves(l, cfg),
+            LinkChange::Rejoin(i, _) => serves(&links[*i], cfg),
         });
         let joined = match (existing, pending) {
             (_, Some(p)) => match &out[p] {
@@ -836,7 +835,7 @@ fn prepare_links(links: &[Link], cfgs: &[&VrrpInstanceConfig]) -> std::io::Resul
                 let ifindex = iface::index(&cfg.interface).map_err(|e| {
                     std::io::Error::new(e.kind(), format!("interface {:?}: {e}", cfg.interface))
                 })?;
-                let sock = VrrpSocket::open(&cfg.interface, ifindex, multicast)?;
+                let sock = VrrpSocket::open(&cfg.interface, ifindex, multicast, v6)?;
                 let arp = match ArpSocket::open(ifindex) {
                     Ok(a) => Some(a),
                     Err(e) => {
@@ -859,12 +858,12 @@ fn prepare_links(links: &[Link], cfgs: &[&VrrpInstanceConfig]) -> std::io::Resul
             match (existing, pending) {
                 (_, Some(p)) => {
                     if let LinkChange::Add(l) = &mut out[p] {
-                        l.sock = VrrpSocket::open(&cfg.interface, l.sock.ifindex, true)?;
+                        l.sock = VrrpSocket::open(&cfg.interface, l.sock.ifindex, true, v6)?;
                         l.joined = true;
                     }
                 }
                 (Some(i), None) => {
-                    let s = VrrpSocket::open(&cfg.interface, links[i].sock.ifindex, true)?;
+                    let s = VrrpSocket::open(&cfg.interface, links[i].sock.ifindex, true, v6)?;
                     out.push(LinkChange::Rejoin(i, s));
                 }
                 (None, None) => {}
@@ -886,20 +885,21 @@ fn apply_links(links: &mut Vec<Link>, changes: Vec<LinkChange>) {
     }
 }
 
-/// Advert destinations: the multicast group, or each unicast peer.
-fn dests(cfg: &VrrpInstanceConfig) -> Vec<Ipv4Addr> {
-    if cfg.unicast_peers.is_empty() {
-        vec![wire::MULTICAST_V4]
-    } else {
-        v4s(&cfg.unicast_peers)
+/// Advert destinations: the multicast group of the family, or each unicast peer.
+fn dests(cfg: &VrrpInstanceConfig) -> Vec<IpAddr> {
+    match (cfg.unicast_peers.is_empty(), is_v6(cfg)) {
+        (true, false) => vec![IpAddr::V4(wire::MULTICAST_V4)],
+        (true, true) => vec![IpAddr::V6(wire::MULTICAST_V6)],
+        (false, _) => cfg.unicast_peers.clone(),
     }
 }
 
 /// A not-yet-started instance on its link (which `links` has).
 fn new_inst(cfg: &VrrpInstanceConfig, links: &[Link], now: Instant) -> Inst {
+    warn_link_local_first(cfg);
     let link = links
         .iter()
-        .position(|l| l.sock.ifname == cfg.interface)
+        .position(|l| serves(l, cfg))
         .expect("prepare_links opened every interface");
     Inst {
         tracker: Tracker::new(cfg, now),
@@ -935,18 +935,16 @@ fn assign_groups(insts: &mut [Inst]) -> usize {
     names.len()
 }
 
-/// The advert source: `unicast_src`, else the interface's primary IPv4
-/// (not a VIP). `None` while the interface has none.
-fn source_address(cfg: &VrrpInstanceConfig) -> Option<Ipv4Addr> {
+/// The advert source: `unicast_src`, else the interface's primary IPv4 or
+/// (IPv6) its usable link-local address, never a VIP. `None` while the
+/// interface has none.
+fn source_address(cfg: &VrrpInstanceConfig) -> Option<IpAddr> {
     match cfg.unicast_src {
-        Some(IpAddr::V4(a)) => Some(a),
-        _ => match iface::primary_ipv4(&cfg.interface, &vip_addrs(cfg)) {
-            Ok(a) => a,
-            Err(e) => {
-                crate::warn!("vrrp {}: reading addresses: {e}", cfg.name);
-                None
-            }
-        },
+        Some(a) => Some(a),
+        None => iface::source(&cfg.interface, is_v6(cfg), &vip_addrs(cfg)).unwrap_or_else(|e| {
+            crate::warn!("vrrp {}: reading addresses: {e}", cfg.name);
+            None
+        }),
     }
 }
 
@@ -959,18 +957,20 @@ fn start_machine(inst: &mut Inst, now: Instant) {
     let Some(src) = source_address(&inst.cfg) else {
         if inst.published.is_none() {
             crate::warn!(
-                "vrrp {}: interface {} has no IPv4 address yet; waiting",
+                "vrrp {}: interface {} has no usable {} address yet; waiting",
                 inst.cfg.name,
-                inst.cfg.interface
+                inst.cfg.interface,
+                if is_v6(&inst.cfg) {
+                    "IPv6 link-local"
+                } else {
+                    "IPv4"
+                }
             );
             inst.published = Some((State::Initialize, inst.priority));
         }
         return;
     };
-    let mut m = Machine::new(vrrp::machine::Config::from_instance(
-        &inst.cfg,
-        IpAddr::V4(src),
-    ));
+    let mut m = Machine::new(vrrp::machine::Config::from_instance(&inst.cfg, src));
     m.set_priority(now, inst.priority);
     m.set_fault(now, inst.own_fault);
     m.handle_startup(now);

@@ -6,13 +6,15 @@
 //! (sender IP = target IP = VIP, sender MAC = the interface MAC), broadcast;
 //! Linux neighbours update an existing entry from it. It is sent on an
 //! `AF_PACKET` socket bound to the interface, built with `pnet_packet`.
+//! IPv6 VIPs get the IPv6 equivalent, an unsolicited Neighbor
+//! Advertisement (`nd.rs`), on the same socket and schedule.
 //!
 //! [`Schedule`] is the sans-IO part: `garp_repeat` frames `garp_interval`
 //! apart right after becoming master, then one round every `garp_refresh`
 //! (if non-zero), until the instance leaves Master.
 
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
@@ -46,41 +48,61 @@ pub fn frame(mac: [u8; 6], ip: Ipv4Addr) -> [u8; FRAME_LEN] {
     buf
 }
 
-/// An `AF_PACKET` socket for sending frames on one interface.
+/// An `AF_PACKET` socket for sending frames on one interface. It is opened
+/// with protocol 0, so the kernel queues nothing on it: it only sends.
 pub struct ArpSocket {
     fd: OwnedFd,
     ifindex: u32,
+    /// The Router flag of neighbour advertisements (the host forwards IPv6
+    /// on this interface, keepalived's rule).
+    router_v6: bool,
 }
 
 impl ArpSocket {
     pub fn open(ifindex: u32) -> io::Result<ArpSocket> {
-        let proto = (libc::ETH_P_ARP as u16).to_be();
         // SAFETY: plain socket(2); the fd is owned right away.
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_PACKET,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                i32::from(proto),
-            )
-        };
+        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }
         // SAFETY: fd is a fresh, valid descriptor.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        Ok(ArpSocket { fd, ifindex })
+        let mut name = [0 as libc::c_char; libc::IF_NAMESIZE];
+        // SAFETY: if_indextoname writes at most IF_NAMESIZE bytes, NUL-terminated.
+        let router_v6 = !unsafe { libc::if_indextoname(ifindex, name.as_mut_ptr()) }.is_null()
+            // SAFETY: a non-null return means `name` holds a NUL-terminated name.
+            && unsafe { std::ffi::CStr::from_ptr(name.as_ptr()) }
+                .to_str()
+                .is_ok_and(super::nd::forwarding);
+        Ok(ArpSocket {
+            fd,
+            ifindex,
+            router_v6,
+        })
     }
 
-    /// Sends one gratuitous ARP for `ip` from `mac`.
-    pub fn send(&self, mac: [u8; 6], ip: Ipv4Addr) -> io::Result<()> {
-        let f = frame(mac, ip);
+    /// Announces `ip` at `mac`: a gratuitous ARP for IPv4, an unsolicited
+    /// neighbour advertisement for IPv6.
+    pub fn send(&self, mac: [u8; 6], ip: IpAddr) -> io::Result<()> {
+        match ip {
+            IpAddr::V4(v4) => self.send_frame(&frame(mac, v4), libc::ETH_P_ARP, [0xff; 6]),
+            IpAddr::V6(v6) => {
+                let f = super::nd::frame(mac, v6, self.router_v6);
+                let mut dst = [0u8; 6];
+                dst.copy_from_slice(&f[..6]);
+                self.send_frame(&f, libc::ETH_P_IPV6, dst)
+            }
+        }
+    }
+
+    fn send_frame(&self, f: &[u8], ethertype: libc::c_int, dst: [u8; 6]) -> io::Result<()> {
         // SAFETY: zeroed sockaddr_ll is valid; fields set below.
         let mut to: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
         to.sll_family = libc::AF_PACKET as u16;
-        to.sll_protocol = (libc::ETH_P_ARP as u16).to_be();
+        to.sll_protocol = (ethertype as u16).to_be();
         to.sll_ifindex = self.ifindex as i32;
         to.sll_halen = 6;
-        to.sll_addr[..6].fill(0xff);
+        to.sll_addr[..6].copy_from_slice(&dst);
         // SAFETY: `f` and `to` are valid for the given lengths.
         let n = unsafe {
             libc::sendto(

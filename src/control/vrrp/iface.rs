@@ -1,10 +1,15 @@
-//! Facts about a network interface: index, primary IPv4 address, MAC, link state.
+//! Facts about a network interface: index, primary IPv4 address, usable
+//! IPv6 link-local address, MAC, link state.
 //!
 //! Everything here is read through the kernel APIs that answer for the
 //! *calling thread's network namespace* (`if_nametoindex`, `getifaddrs`,
 //! `SIOCGIF*` ioctls), never through `/sys/class/net`, whose content depends
 //! on which sysfs instance happens to be mounted. That matters because VRRP
-//! nodes are tested (and often deployed) inside namespaces.
+//! nodes are tested (and often deployed) inside namespaces. The IPv6
+//! link-local address is read from `/proc/thread-self/net/if_inet6`, which
+//! is the calling thread's namespace too and, unlike `getifaddrs`, tells
+//! whether the address is still tentative (duplicate address detection
+//! running: the kernel refuses it as a source until DAD is done).
 //!
 //! The one-off lookups (index, address, MAC) open a throwaway datagram
 //! socket per ioctl. Link state is polled every tracking tick (10 ms), so
@@ -14,7 +19,7 @@
 
 use std::ffi::{CStr, CString};
 use std::io;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 /// Interface index of `name`.
@@ -69,6 +74,50 @@ pub fn primary_ipv4(name: &str, exclude: &[IpAddr]) -> io::Result<Option<Ipv4Add
     // SAFETY: `head` came from getifaddrs and is freed exactly once.
     unsafe { libc::freeifaddrs(head) };
     Ok(found)
+}
+
+/// `IFA_F_*` flags that make an address unusable as a source.
+const IFA_F_DADFAILED: u32 = 0x08;
+const IFA_F_TENTATIVE: u32 = 0x40;
+/// `if_inet6`'s scope column for link-local addresses.
+const SCOPE_LINK: u32 = 0x20;
+
+/// The IPv6 link-local address of `name` a VRRPv3 router sends from (RFC
+/// 5798 §5.1.2.1), skipping `exclude` (a link-local VIP) and addresses still
+/// tentative or that failed DAD. `None` until one is usable.
+pub fn link_local_v6(name: &str, exclude: &[IpAddr]) -> io::Result<Option<Ipv6Addr>> {
+    let text = std::fs::read_to_string("/proc/thread-self/net/if_inet6")?;
+    Ok(usable_link_local(&text, name, exclude))
+}
+
+/// The `if_inet6` parser behind [`link_local_v6`]: lines of
+/// `ADDR(32 hex) IFINDEX PREFIXLEN SCOPE FLAGS NAME`, numbers in hex.
+pub fn usable_link_local(if_inet6: &str, name: &str, exclude: &[IpAddr]) -> Option<Ipv6Addr> {
+    if_inet6.lines().find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let [addr, _, _, scope, flags, ifname] = f[..] else {
+            return None;
+        };
+        let hex = |s: &str| u32::from_str_radix(s, 16).ok();
+        if ifname != name || hex(scope)? != SCOPE_LINK {
+            return None;
+        }
+        if hex(flags)? & (IFA_F_TENTATIVE | IFA_F_DADFAILED) != 0 {
+            return None;
+        }
+        let ip = Ipv6Addr::from(u128::from_str_radix(addr, 16).ok()?);
+        (addr.len() == 32 && !exclude.contains(&IpAddr::V6(ip))).then_some(ip)
+    })
+}
+
+/// The address a router on `name` sends its adverts from: the primary IPv4
+/// address, or for IPv6 the usable link-local one (neither a VIP).
+pub fn source(name: &str, v6: bool, exclude: &[IpAddr]) -> io::Result<Option<IpAddr>> {
+    Ok(if v6 {
+        link_local_v6(name, exclude)?.map(IpAddr::V6)
+    } else {
+        primary_ipv4(name, exclude)?.map(IpAddr::V4)
+    })
 }
 
 fn ifreq(name: &str) -> io::Result<libc::ifreq> {
@@ -176,6 +225,32 @@ mod tests {
             None
         );
         assert_eq!(mac("lo").unwrap(), [0; 6]);
+    }
+
+    #[test]
+    fn link_local_choice() {
+        let table = "\
+20010002000000000000000000000001 02 40 00 80     eth0
+fe80000000000000000000fffe00000b 03 40 20 40     eth1
+fe800000000000000000000000000001 02 40 20 80     eth0
+fe80000000000000000000fffe00000a 02 40 20 80     eth0
+00000000000000000000000000000001 01 80 10 80       lo
+";
+        let ll = |s: &str| s.parse::<Ipv6Addr>().unwrap();
+        // Global addresses are skipped; the first link-local one wins.
+        assert_eq!(usable_link_local(table, "eth0", &[]), Some(ll("fe80::1")));
+        // A link-local VIP is not the router's own address.
+        let vip = [IpAddr::V6(ll("fe80::1"))];
+        assert_eq!(
+            usable_link_local(table, "eth0", &vip),
+            Some(ll("fe80::ff:fe00:a"))
+        );
+        // Tentative (DAD running) is not usable yet.
+        assert_eq!(usable_link_local(table, "eth1", &[]), None);
+        assert_eq!(usable_link_local(table, "lo", &[]), None);
+        assert_eq!(usable_link_local("garbage\n", "eth0", &[]), None);
+        // The real file parses (this thread's namespace).
+        assert!(link_local_v6("lo", &[]).is_ok());
     }
 
     #[test]

@@ -4,11 +4,13 @@
 //! thin, careful shell that gives it a network and a clock, interoperable
 //! with keepalived:
 //!
-//! - [`socket`]: one raw IPv4 protocol-112 socket per interface, bound to the
-//!   device, multicast group joined, TTL 255, own IP header for an exact
-//!   source address;
-//! - [`vip`]: VIP add/remove over rtnetlink (hand-written messages, ACKed);
+//! - [`socket`]: one raw protocol-112 socket per interface and family, bound
+//!   to the device, multicast group joined, TTL / hop limit 255, exact source
+//!   address (own IPv4 header; `IPV6_PKTINFO` with the link-local address);
+//! - [`vip`]: VIP add/remove over rtnetlink (hand-written messages, ACKed;
+//!   IPv6 without DAD);
 //! - [`garp`]: gratuitous ARP frames and their repeat/refresh schedule;
+//! - [`nd`]: unsolicited neighbour advertisements, IPv6's gratuitous ARP;
 //! - [`iface`]: interface index, primary IPv4, MAC, link state;
 //! - [`track`]: keepalived-style tracking (interfaces, scripts, upstreams,
 //!   data-plane liveness) into an effective priority or FAULT;
@@ -54,6 +56,7 @@ pub mod driver;
 pub mod garp;
 pub mod iface;
 pub mod liveness;
+pub mod nd;
 pub mod notify;
 pub mod plan;
 pub mod socket;

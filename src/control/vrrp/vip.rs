@@ -10,6 +10,11 @@
 //! delete count as success, which makes both operations idempotent (a
 //! restarted router may find its VIP still present, a crashed one may have
 //! lost it with its link).
+//!
+//! IPv6 VIPs are added with `IFA_F_NODAD`, as keepalived does: without it the
+//! address is *tentative* for the duplicate address detection time (~1 s),
+//! unusable as a source or destination, and can end up `dadfailed` when the
+//! old master still answers for it — exactly when a takeover needs it.
 
 use std::io;
 use std::net::IpAddr;
@@ -28,6 +33,8 @@ const RTM_DELADDR: u16 = 21;
 const IFA_ADDRESS: u16 = 1;
 const IFA_LOCAL: u16 = 2;
 const RT_SCOPE_UNIVERSE: u8 = 0;
+/// `ifaddrmsg.ifa_flags`: skip duplicate address detection (IPv6).
+const IFA_F_NODAD: u8 = 0x02;
 /// `sizeof(struct nlmsghdr)`.
 const NLMSG_HDR: usize = 16;
 /// `sizeof(struct ifaddrmsg)`.
@@ -161,6 +168,10 @@ pub fn encode(op: Op, seq: u32, ifindex: u32, addr: IpAddr, prefix: u8) -> Vec<u
         IpAddr::V4(a) => (libc::AF_INET as u8, a.octets().to_vec()),
         IpAddr::V6(a) => (libc::AF_INET6 as u8, a.octets().to_vec()),
     };
+    let ifa_flags = match (op, addr) {
+        (Op::Add, IpAddr::V6(_)) => IFA_F_NODAD,
+        _ => 0,
+    };
     let (kind, flags) = match op {
         Op::Add => (
             RTM_NEWADDR,
@@ -175,7 +186,7 @@ pub fn encode(op: Op, seq: u32, ifindex: u32, addr: IpAddr, prefix: u8) -> Vec<u
     out.extend_from_slice(&seq.to_ne_bytes());
     out.extend_from_slice(&0u32.to_ne_bytes()); // port id: let the kernel fill it
                                                 // struct ifaddrmsg
-    out.extend_from_slice(&[family, prefix, 0, RT_SCOPE_UNIVERSE]);
+    out.extend_from_slice(&[family, prefix, ifa_flags, RT_SCOPE_UNIVERSE]);
     out.extend_from_slice(&ifindex.to_ne_bytes());
     put_attr(&mut out, IFA_LOCAL, &bytes);
     put_attr(&mut out, IFA_ADDRESS, &bytes);
@@ -246,6 +257,23 @@ mod tests {
         assert_eq!(u16::from_ne_bytes([m[4], m[5]]), RTM_DELADDR);
         assert_eq!(u16::from_ne_bytes([m[6], m[7]]), NLM_F_REQUEST | NLM_F_ACK);
         assert_eq!(m[16], libc::AF_INET6 as u8);
+    }
+
+    #[test]
+    fn ipv6_add_skips_dad_v4_and_remove_do_not_ask() {
+        let m = encode(Op::Add, 1, 2, "2001:2::100".parse().unwrap(), 64);
+        assert_eq!(&m[16..20], &[libc::AF_INET6 as u8, 64, IFA_F_NODAD, 0]);
+        assert_eq!(
+            &m[28..44],
+            &"2001:2::100"
+                .parse::<std::net::Ipv6Addr>()
+                .unwrap()
+                .octets()
+        );
+        let m = encode(Op::Remove, 1, 2, "2001:2::100".parse().unwrap(), 64);
+        assert_eq!(m[18], 0);
+        let m = encode(Op::Add, 1, 2, "198.18.0.1".parse().unwrap(), 24);
+        assert_eq!(m[18], 0);
     }
 
     fn ack(seq: u32, err: i32) -> Vec<u8> {

@@ -28,8 +28,9 @@
 //! The enclosing IP header is the kernel's business, but RFC 5798 §7.1 makes
 //! two of its facts part of validation (TTL/hop limit 255, protocol 112):
 //! [`check_ip`] checks them given as values (IPv6 raw sockets give the hop
-//! limit as ancillary data), and [`parse_ipv4`] splits a whole IPv4 datagram
-//! as delivered by an IPv4 raw socket.
+//! limit as ancillary data), [`parse_ipv4`] splits a whole IPv4 datagram
+//! as delivered by an IPv4 raw socket, and [`envelope_v6`] assembles the same
+//! facts ([`Envelope`]) from what an IPv6 raw socket reports.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -279,12 +280,18 @@ pub fn pseudo_header_v4(src: Ipv4Addr, dst: Ipv4Addr, len: usize) -> u32 {
 /// Partial sum of the IPv6 pseudo-header (RFC 8200 §8.1: src, dst, 32-bit
 /// length, zero, next header 112).
 pub fn pseudo_header_v6(src: Ipv6Addr, dst: Ipv6Addr, len: usize) -> u32 {
+    pseudo_header_v6_for(src, dst, len, PROTOCOL)
+}
+
+/// The same for another upper-layer protocol (`next_header`): ICMPv6 (58)
+/// for the neighbour advertisements a new IPv6 master sends.
+pub fn pseudo_header_v6_for(src: Ipv6Addr, dst: Ipv6Addr, len: usize, next_header: u8) -> u32 {
     let len = len as u32;
     sum_words(&src.octets())
         + sum_words(&dst.octets())
         + (len >> 16)
         + (len & 0xffff)
-        + u32::from(PROTOCOL)
+        + u32::from(next_header)
 }
 
 /// VRRPv2 checksum: over the VRRP message only.
@@ -686,6 +693,50 @@ pub struct Ipv4Envelope<'a> {
     pub payload: &'a [u8],
 }
 
+/// A received VRRP message of either family with the IP facts validation
+/// needs: what the driver hands to [`Repr::parse`] and the state machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Envelope<'a> {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    /// TTL (IPv4) or hop limit (IPv6), already checked to be 255.
+    pub ttl: u8,
+    pub payload: &'a [u8],
+}
+
+impl<'a> From<Ipv4Envelope<'a>> for Envelope<'a> {
+    fn from(e: Ipv4Envelope<'a>) -> Envelope<'a> {
+        Envelope {
+            src: IpAddr::V4(e.src),
+            dst: IpAddr::V4(e.dst),
+            ttl: e.ttl,
+            payload: e.payload,
+        }
+    }
+}
+
+/// An IPv6 raw socket delivers only the payload; source, destination and
+/// hop limit come as the peer address and ancillary data (`IPV6_PKTINFO`,
+/// `IPV6_HOPLIMIT`). A missing hop limit cannot be checked, so it counts as
+/// a bad one; a missing destination as a bad IP header (the v3 checksum
+/// covers it).
+pub fn envelope_v6(
+    src: Ipv6Addr,
+    dst: Option<Ipv6Addr>,
+    hop_limit: Option<u8>,
+    payload: &[u8],
+) -> Result<Envelope<'_>> {
+    let ttl = hop_limit.ok_or(Error::BadTtl)?;
+    check_ip(ttl, PROTOCOL)?;
+    let dst = dst.ok_or(Error::BadIpHeader)?;
+    Ok(Envelope {
+        src: IpAddr::V6(src),
+        dst: IpAddr::V6(dst),
+        ttl,
+        payload,
+    })
+}
+
 /// Split a whole IPv4 datagram (as an IPv4 raw socket delivers it, header
 /// included), checking version, header length, total length, TTL 255 and
 /// protocol 112. Never panics.
@@ -957,6 +1008,48 @@ mod tests {
         assert_eq!(parse_bytes(&b, s6, d6), Ok(r));
         // Read as IPv4 the lengths disagree.
         assert_eq!(parse_bytes(&b, SRC, DST), Err(Error::BadLength));
+    }
+
+    /// keepalived 2.2.7's VRRPv3 IPv6 advert (whole IPv6 packet: vrid 52,
+    /// priority 200, 10 cs, VIP 2001:2::100, from its link-local address to
+    /// ff02::12) parses through the IPv6 envelope and re-emits byte for byte.
+    #[test]
+    fn keepalived_v3_ipv6_advert() {
+        let bytes = fixture("keepalived_v3_ipv6_advert");
+        assert_eq!(bytes[0] >> 4, 6);
+        assert_eq!(bytes[6], PROTOCOL);
+        let addr = |o: usize| Ipv6Addr::from(<[u8; 16]>::try_from(&bytes[o..o + 16]).unwrap());
+        let (src, dst) = (addr(8), addr(24));
+        assert_eq!(src, "fe80::ff:fe00:a".parse::<Ipv6Addr>().unwrap());
+        assert_eq!(dst, MULTICAST_V6);
+        let env = envelope_v6(src, Some(dst), Some(bytes[7]), &bytes[40..]).unwrap();
+        let repr =
+            Repr::parse(&Packet::new_checked(env.payload).unwrap(), env.src, env.dst).unwrap();
+        assert_eq!(
+            (repr.vrid, repr.priority, repr.advert_interval),
+            (52, 200, 10)
+        );
+        assert_eq!(
+            repr.addresses,
+            vec![IpAddr::V6("2001:2::100".parse().unwrap())]
+        );
+        assert_eq!(repr.to_bytes(env.src, env.dst), env.payload);
+        // The checksum covers the pseudo-header: another source breaks it.
+        let other = IpAddr::V6("fe80::ff:fe00:b".parse().unwrap());
+        let pkt = Packet::new_checked(env.payload).unwrap();
+        assert_eq!(Repr::parse(&pkt, other, env.dst), Err(Error::BadChecksum));
+    }
+
+    #[test]
+    fn ipv6_envelope_checks() {
+        let (s, d) = (Ipv6Addr::LOCALHOST, MULTICAST_V6);
+        assert_eq!(envelope_v6(s, Some(d), Some(255), &[]).unwrap().ttl, 255);
+        assert_eq!(envelope_v6(s, Some(d), Some(1), &[]), Err(Error::BadTtl));
+        assert_eq!(envelope_v6(s, Some(d), None, &[]), Err(Error::BadTtl));
+        assert_eq!(
+            envelope_v6(s, None, Some(255), &[]),
+            Err(Error::BadIpHeader)
+        );
     }
 
     #[test]
