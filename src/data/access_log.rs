@@ -340,7 +340,7 @@ mod tests {
         assert!(v.get("ssl_protocol").is_none(), "{l}");
         let l = line_tls(
             AccessLogFormat::Json,
-            "GET / HTTP/1.1\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: h\r\n\r\n",
             Some(("TLSv1.3", "TLS13_AES_128_GCM_SHA256")),
         );
         let v: serde_json::Value = serde_json::from_str(l.trim_end()).unwrap();
