@@ -243,6 +243,8 @@ pub struct UpstreamConfig {
     pub health_check: Option<HealthCheckConfig>,
     /// `send_proxy_protocol`: a PROXY header first on every new connection.
     pub send_proxy_protocol: Option<crate::proto::proxy_protocol::Version>,
+    /// `tls = true`: TLS to the servers (see `tls::upstream`).
+    pub tls: Option<Arc<crate::tls::upstream::UpstreamTls>>,
 }
 
 #[derive(Debug, Clone)]

@@ -842,3 +842,127 @@ fn import_maps_listen_proxy_protocol() {
         .unwrap();
     assert!(st.success());
 }
+
+/// nginx with two `proxy_protocol` listeners, one plain and one TLS
+/// (self-signed `localhost`), both answering with the header's address
+/// and logging every request with it (`$proxy_protocol_addr`, `-` when the
+/// header named no client) to `access.log`.
+fn nginx_pp_plain_and_tls() -> (Proc, SocketAddr, SocketAddr, tempdir::Dir) {
+    let dir = tempdir::Dir::new("nginx-pp-tls");
+    let d = dir.0.display().to_string();
+    for sub in ["bodies", "proxy", "fcgi", "uwsgi", "scgi"] {
+        std::fs::create_dir_all(dir.0.join(sub)).unwrap();
+    }
+    let (cert, key) = self_signed(&dir.0);
+    let (plain, tls) = (free_port(), free_port());
+    let conf = format!(
+        r#"daemon off;
+worker_processes 1;
+pid {d}/nginx.pid;
+error_log {d}/error.log info;
+events {{ worker_connections 256; }}
+http {{
+    log_format pp "[$proxy_protocol_addr] $request";
+    access_log {d}/access.log pp;
+    client_body_temp_path {d}/bodies;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    server {{
+        listen 127.0.0.1:{plain} proxy_protocol;
+        listen 127.0.0.1:{tls} ssl proxy_protocol;
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        location / {{
+            return 200 "$proxy_protocol_addr $scheme";
+        }}
+    }}
+}}
+"#
+    );
+    let conf_path = dir.0.join("nginx.conf");
+    std::fs::write(&conf_path, conf).unwrap();
+    let mut c = Command::new(nginx_bin());
+    c.arg("-p").arg(&dir.0).arg("-c").arg(&conf_path);
+    let mut proc = Proc::spawn(c, &dir.0.join("stderr.log"));
+    let at = |p: u16| -> SocketAddr { format!("127.0.0.1:{p}").parse().unwrap() };
+    wait_listening(at(plain), &mut proc, "nginx");
+    wait_listening(at(tls), &mut proc, "nginx");
+    (proc, at(plain), at(tls), dir)
+}
+
+#[test]
+fn health_checks_and_tls_upstreams_send_the_header_first() {
+    let (_ng, plain, tls, dir) = nginx_pp_plain_and_tls();
+    let log = |name: &str| std::fs::read_to_string(dir.0.join(name)).unwrap_or_default();
+    for v in ["v1", "v2"] {
+        // Health checks of an upstream that sends the header: a header
+        // naming no client (v1 UNKNOWN, v2 LOCAL), then the GET. Without
+        // it nginx answers nothing ("broken header") and fall = 2 marks
+        // the only server down.
+        let admin = free_port();
+        let rl = Ringlb::start(&config(
+            admin,
+            "",
+            &format!(
+                "send_proxy_protocol = \"{v}\"\n\
+                 [upstream.app.health_check]\nkind = \"http\"\npath = \"/health-{v}\"\n\
+                 interval = \"50ms\"\ntimeout = \"500ms\"\nrise = 1\nfall = 2\n"
+            ),
+            &[plain],
+        ));
+        let admin: SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
+        let want = format!("[-] GET /health-{v} HTTP/1.1");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while log("access.log").matches(&want).count() < 5 {
+            assert!(
+                Instant::now() < deadline,
+                "{v}: probes: {}",
+                log("access.log")
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+        // /stats lists a server's health once the checker changed it: the
+        // probes nginx logged kept it up, so it never went down.
+        let (st, stats) = admin_get(admin, "/stats");
+        assert_eq!(st, 200);
+        let j: serde_json::Value = serde_json::from_str(&stats).unwrap();
+        let srv = &j["servers"][0];
+        assert!(srv["health"] != "down", "{v}: {srv}");
+        let mut s = connect_from("127.0.0.2", rl.addr);
+        s.write_all(GET_CLOSE).unwrap();
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).unwrap();
+        assert!(resp.starts_with("HTTP/1.1 200"), "{v}: {resp}");
+        assert_eq!(common::body_of(&resp), "127.0.0.2 http", "{v}");
+        drop(rl);
+
+        // A TLS upstream: the header goes on the TCP connection before
+        // the ClientHello, not inside the TLS stream.
+        let rl = Ringlb::start(&config(
+            free_port(),
+            "",
+            &format!(
+                "send_proxy_protocol = \"{v}\"\ntls = true\ntls_verify = false\n\
+                 tls_server_name = \"localhost\""
+            ),
+            &[tls],
+        ));
+        let mut s = connect_from("127.0.0.3", rl.addr);
+        s.write_all(GET_CLOSE).unwrap();
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).unwrap();
+        assert!(resp.starts_with("HTTP/1.1 200"), "{v}: {resp}");
+        assert_eq!(common::body_of(&resp), "127.0.0.3 https", "{v}");
+    }
+    // (`broken header: ""` lines are the bare connects that waited for
+    // nginx to listen.)
+    let errors = log("error.log");
+    assert!(
+        !errors
+            .lines()
+            .any(|l| l.contains("broken header") && !l.contains("broken header: \"\"")),
+        "{errors}"
+    );
+}

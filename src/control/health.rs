@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 
 use super::publisher::{Publisher, ServerKey};
@@ -29,6 +29,8 @@ use crate::config::{HealthCheckConfig, HealthCheckKind};
 use crate::proto::health::{
     judge_http_response, probe_request, spread, ActiveChecker, ActiveConfig, ProbeAction, ProbeId,
 };
+use crate::proto::proxy_protocol::{self, Version as ProxyVersion};
+use crate::tls::upstream::UpstreamTls;
 
 /// How often passive reports and expiries are looked at.
 pub const TICK: Duration = Duration::from_millis(20);
@@ -41,6 +43,10 @@ struct Checked {
     checker: ActiveChecker,
     check: HealthCheckConfig,
     generation: u64,
+    /// The upstream's TLS and the server's index, when `tls = true`.
+    tls: Option<(Arc<UpstreamTls>, usize)>,
+    /// `send_proxy_protocol`: a probe starts with a header naming no client.
+    proxy: Option<ProxyVersion>,
 }
 
 /// Starts the health thread.
@@ -93,6 +99,8 @@ async fn run(publisher: Arc<Publisher>, failures: Box<FailuresFn>, stop: Arc<Ato
                         {
                             c.check = hc.clone();
                             c.generation = generation;
+                            c.tls = u.tls.as_ref().map(|t| (Arc::clone(t), i));
+                            c.proxy = u.send_proxy_protocol;
                             c
                         }
                         _ => Checked {
@@ -104,6 +112,8 @@ async fn run(publisher: Arc<Publisher>, failures: Box<FailuresFn>, stop: Arc<Ato
                             ),
                             check: hc.clone(),
                             generation,
+                            tls: u.tls.as_ref().map(|t| (Arc::clone(t), i)),
+                            proxy: u.send_proxy_protocol,
                         },
                     };
                     next.insert(key, entry);
@@ -136,8 +146,11 @@ async fn run(publisher: Arc<Publisher>, failures: Box<FailuresFn>, stop: Arc<Ato
                         let results = Rc::clone(&results);
                         let key = key.clone();
                         let check = c.check.clone();
+                        let tls = c.tls.clone();
+                        let proxy = c.proxy;
                         monoio::spawn(async move {
-                            let ok = probe(key.1, &check, deadline).await;
+                            let tls = tls.as_ref().map(|(t, i)| (&**t, *i));
+                            let ok = probe(key.1, &check, tls, proxy, deadline).await;
                             results.borrow_mut().push((key, id, ok));
                         });
                     }
@@ -165,13 +178,49 @@ async fn run(publisher: Arc<Publisher>, failures: Box<FailuresFn>, stop: Arc<Ato
 }
 
 /// One probe; `true` = healthy. Bounded by `deadline`.
-async fn probe(addr: SocketAddr, check: &HealthCheckConfig, deadline: Instant) -> bool {
+/// An HTTP check of a `tls = true` upstream runs over TLS, verified like
+/// the proxied traffic (a server whose certificate fails is down).
+async fn probe(
+    addr: SocketAddr,
+    check: &HealthCheckConfig,
+    tls: Option<(&UpstreamTls, usize)>,
+    proxy: Option<ProxyVersion>,
+    deadline: Instant,
+) -> bool {
     let limit = deadline.saturating_duration_since(Instant::now());
     let fut = async {
         let mut s = TcpStream::connect_addr(addr).await.ok()?;
+        if let Some(v) = proxy {
+            // A backend that requires the header closes on anything else.
+            let mut pre = Vec::with_capacity(16);
+            proxy_protocol::encode_local(v, &mut pre);
+            let (r, _) = s.write_all(pre).await;
+            r.ok()?;
+        }
         if check.kind == HealthCheckKind::Tcp {
             return Some(true);
         }
+        match tls {
+            None => http_probe(s, addr, check).await,
+            Some((tls, i)) => {
+                let conn =
+                    rustls::ClientConnection::new(Arc::clone(&tls.client), tls.names[i].clone())
+                        .ok()?;
+                let (s, _) = crate::tls::stream::connect(s, conn).await.ok()?;
+                http_probe(s, addr, check).await
+            }
+        }
+    };
+    matches!(monoio::time::timeout(limit, fut).await, Ok(Some(true)))
+}
+
+/// An HTTP GET on a connected stream, judged by status.
+async fn http_probe<S: AsyncReadRent + AsyncWriteRent>(
+    mut s: S,
+    addr: SocketAddr,
+    check: &HealthCheckConfig,
+) -> Option<bool> {
+    {
         let req = probe_request(&check.path, &addr.to_string());
         let (r, _) = s.write_all(req).await;
         r.ok()?;
@@ -187,6 +236,5 @@ async fn probe(addr: SocketAddr, check: &HealthCheckConfig, deadline: Instant) -
                 return Some(ok);
             }
         }
-    };
-    matches!(monoio::time::timeout(limit, fut).await, Ok(Some(true)))
+    }
 }

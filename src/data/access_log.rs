@@ -85,6 +85,7 @@ impl AccessLog {
         buf: &[u8],
         head: &RequestHead,
         fields: &[Field],
+        tls: Option<(&str, &str)>,
     ) {
         scratch.clear();
         let field = |name: &[u8]| {
@@ -135,6 +136,14 @@ impl AccessLog {
                 scratch.extend_from_slice(b"\",\"user_agent\":\"");
                 escape_json(scratch, field(b"user-agent"));
                 scratch.push(b'"');
+                if let Some((version, cipher)) = tls {
+                    // nginx's $ssl_protocol and $ssl_cipher.
+                    scratch.extend_from_slice(b",\"ssl_protocol\":\"");
+                    scratch.extend_from_slice(version.as_bytes());
+                    scratch.extend_from_slice(b"\",\"ssl_cipher\":\"");
+                    scratch.extend_from_slice(cipher.as_bytes());
+                    scratch.push(b'"');
+                }
                 scratch.push(0);
             }
         }
@@ -277,6 +286,10 @@ mod tests {
     use crate::proto::http1::{decode_request, Limits};
 
     fn line(format: AccessLogFormat, raw: &str) -> String {
+        line_tls(format, raw, None)
+    }
+
+    fn line_tls(format: AccessLogFormat, raw: &str, tls: Option<(&str, &str)>) -> String {
         let (tx, rx) = mpsc::sync_channel(4);
         let log = AccessLog::new(format, tx);
         let mut f = Vec::new();
@@ -284,7 +297,7 @@ mod tests {
             .unwrap()
             .unwrap();
         let mut scratch = Vec::new();
-        log.begin(&mut scratch, b"192.0.2.1", raw.as_bytes(), &head, &f);
+        log.begin(&mut scratch, b"192.0.2.1", raw.as_bytes(), &head, &f, tls);
         log.finish(
             &scratch,
             200,
@@ -324,6 +337,16 @@ mod tests {
         assert_eq!(v["status"], 200);
         assert_eq!(v["bytes_sent"], 1234);
         assert_eq!(v["upstream_addr"], "127.0.0.1:9000");
+        assert!(v.get("ssl_protocol").is_none(), "{l}");
+        let l = line_tls(
+            AccessLogFormat::Json,
+            "GET / HTTP/1.1\r\nHost: h\r\n\r\n",
+            Some(("TLSv1.3", "TLS13_AES_128_GCM_SHA256")),
+        );
+        let v: serde_json::Value = serde_json::from_str(l.trim_end()).unwrap();
+        assert_eq!(v["ssl_protocol"], "TLSv1.3");
+        assert_eq!(v["ssl_cipher"], "TLS13_AES_128_GCM_SHA256");
+        assert_eq!(v["status"], 200);
     }
 
     #[test]

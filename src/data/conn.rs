@@ -63,8 +63,11 @@ use std::rc::Rc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Splitable};
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
+
+use super::tls::ConnectError;
+use super::upstream::{ConnectFailure, UpStream};
 
 use super::body_buf::{self, BodyBuf};
 use super::buf::{self, ReadError, RecvBuf};
@@ -81,7 +84,7 @@ use crate::proto::exchange::{
     BodyFacts, BodyStep, ClientEnd, Failed, Retry, Sent, Tried, UpstreamEnd,
 };
 use crate::proto::http1::encode::{
-    encode_canned, encode_request, encode_response, ClientConn, CONTINUE,
+    encode_canned, encode_request_set, encode_response, ClientConn, Forwarded, SetField, CONTINUE,
 };
 use crate::proto::http1::{
     decode_request, decode_response, ChunkError, ChunkedDecoder, Field, Framing, Limits, Method,
@@ -109,7 +112,7 @@ enum Next {
     /// Close after draining what the client still sends (its request body
     /// was not read), so the response is not lost to a reset.
     Linger,
-    Tunnel(TcpStream),
+    Tunnel(UpStream),
 }
 
 /// What one request did, for metrics (filled in as the exchange goes).
@@ -156,6 +159,11 @@ struct Client {
     idle_since: u64,
     /// Servers tried for the current request (kept to reuse its storage).
     tried: Tried,
+    /// Mutual TLS: the verified client subject field (name, value) set on
+    /// every request of this connection (see `tls::client_auth`).
+    subject: Option<super::tls::OwnedField>,
+    /// TLS version and cipher for the access log (read once per connection).
+    tls_desc: Option<(&'static str, &'static str)>,
     /// Larger storage lent to `rbuf` while a request body is buffered.
     body_buf: BodyBuf,
 }
@@ -248,12 +256,18 @@ pub async fn serve(
         (peer, dst) = (src, to);
     }
     // A TLS listener: the handshake first (bounded by its own timeout).
+    let mut subject = None;
+    let mut tls_desc = None;
     let stream = match tls {
         None => ClientStream::Plain(stream),
         // Boxed, like every large step below: the task of an idle
         // connection keeps only the state of its keep-alive wait.
         Some(tls) => match Box::pin(super::tls::handshake(&shard, stream, &tls, &timer)).await {
-            Some(s) => ClientStream::Tls(Box::new(s)),
+            Some(mut s) => {
+                subject = s.client_subject_field(&tls);
+                tls_desc = Some(s.describe());
+                ClientStream::Tls(Box::new(s))
+            }
             None => {
                 shard.rec.borrow_mut().on_close(ConnState::Reading);
                 return;
@@ -285,6 +299,8 @@ pub async fn serve(
         streak: 0,
         idle_since: 0,
         tried: Tried::default(),
+        subject,
+        tls_desc,
         body_buf: BodyBuf::default(),
     };
     loop {
@@ -432,6 +448,7 @@ async fn one_request(
             c.rbuf.data(),
             &head,
             &c.fields,
+            c.tls_desc,
         );
     }
     let next = exchange(shard, &view, c, head, listener, &mut log).await;
@@ -714,7 +731,7 @@ impl Target<'_> {
 
 /// An upstream connection and whether it came from the pool.
 struct UpConn {
-    stream: TcpStream,
+    stream: UpStream,
     reused: bool,
 }
 
@@ -1090,12 +1107,12 @@ async fn attempt(
 ) -> Result<Next, AttemptError> {
     let up = t.up;
     let server = t.server();
-    let (now, idle_limit) = (shard.clock.get(), up.config.keepalive_timeout);
+    let (key, now, idle_limit) = (pool_key(&t), shard.clock.get(), up.config.keepalive_timeout);
     let taken = match up.config.send_proxy_protocol {
         // A PROXY-tagged connection names one client: it is private to
         // that client's connection (see `proxy_protocol`).
-        Some(_) => c.private.take(server.addr, now, idle_limit),
-        None => shard.pool.borrow_mut().take(server.addr, now, idle_limit),
+        Some(_) => c.private.take(key, now, idle_limit),
+        None => shard.pool.borrow_mut().take(key, now, idle_limit),
     };
     if taken.discarded > 0 {
         let mut rec = shard.rec.borrow_mut();
@@ -1110,7 +1127,14 @@ async fn attempt(
         },
         None => {
             let t0 = Instant::now();
-            let stream = connect(server.addr, up.config.connect_timeout)
+            let tls = up.config.tls.as_deref().map(|tls| (tls, t.si));
+            // On a TLS upstream the PROXY header goes before the handshake.
+            let mut preamble = Vec::new();
+            if let (Some(v), Some(_)) = (up.config.send_proxy_protocol, tls) {
+                let fd = c.stream.as_raw_fd();
+                super::proxy_protocol::upstream_header(v, c.peer, c.dst, fd, &mut preamble);
+            }
+            let stream = connect(shard, &t, tls, preamble, up.config.connect_timeout)
                 .await
                 .map_err(|failure| AttemptError::Upstream {
                     failure,
@@ -1131,20 +1155,21 @@ async fn attempt(
     // Head (+ buffered body) in one write.
     let head = req.head;
     let mut out = buf::ensure_pooled(std::mem::take(&mut c.out));
-    if let (Some(v), false) = (up.config.send_proxy_protocol, conn.reused) {
+    let plain = up.config.tls.is_none();
+    if let (Some(v), false, true) = (up.config.send_proxy_protocol, conn.reused, plain) {
         super::proxy_protocol::upstream_header(v, c.peer, c.dst, c.stream.as_raw_fd(), &mut out);
     }
     {
         let buf = c.rbuf.data();
-        encode_request(
-            &mut out,
-            buf,
-            head,
-            &c.fields,
-            c.ip(),
-            &server.host,
-            c.stream.is_tls(),
-        );
+        let fwd = Forwarded {
+            client_ip: c.ip(),
+            https: c.stream.is_tls(),
+            set: c
+                .subject
+                .as_ref()
+                .map(|(name, value)| SetField { name, value }),
+        };
+        encode_request_set(&mut out, buf, head, &c.fields, &server.host, &fwd);
         let prefix = &buf[head.head_len..head.head_len + req.body.prefix];
         if head.framing == Framing::Chunked {
             // Already validated by plan_body; this drops forbidden trailers.
@@ -1360,8 +1385,8 @@ async fn upload(
         }
     }
     let stream = match ur.reunite(uw) {
-        Ok(s) => s,
-        Err(_) => return Err(AttemptError::Client),
+        Some(s) => s,
+        None => return Err(AttemptError::Client),
     };
     let conn = UpConn { stream, reused };
     let got = match outcome {
@@ -1386,14 +1411,41 @@ async fn upload(
     }
 }
 
-async fn connect(addr: SocketAddr, limit: Duration) -> Result<TcpStream, Failure> {
-    match monoio::time::timeout(limit, TcpStream::connect_addr(addr)).await {
-        Ok(Ok(s)) => {
-            let _ = s.set_nodelay(true);
+/// The pool key of a target server: its address and TLS identity.
+fn pool_key(t: &Target<'_>) -> super::pool::Key {
+    let tls = t.up.config.tls.as_deref();
+    (t.server().addr, tls.map_or(0, |tls| tls.pool_key[t.si]))
+}
+
+async fn connect(
+    shard: &Shard,
+    t: &Target<'_>,
+    tls: Option<(&crate::tls::upstream::UpstreamTls, usize)>,
+    preamble: Vec<u8>,
+    limit: Duration,
+) -> Result<UpStream, Failure> {
+    match super::upstream::connect(t.server().addr, tls, preamble, limit).await {
+        Ok((s, resumed)) => {
+            if let Some(resumed) = resumed {
+                shard.rec.borrow_mut().on_upstream_tls_handshake(resumed);
+            }
             Ok(s)
         }
-        Ok(Err(e)) => Err(Failure::of_connect(&e)),
-        Err(_) => Err(Failure::ConnectTimeout),
+        Err(ConnectFailure::Tcp(e)) => Err(Failure::of_connect(&e)),
+        Err(ConnectFailure::Timeout) => Err(Failure::ConnectTimeout),
+        Err(ConnectFailure::Tls(e)) => {
+            shard.rec.borrow_mut().on_upstream_tls_failure();
+            crate::warn!(
+                "upstream {} server {}: TLS handshake failed: {}",
+                t.up.config.name,
+                t.server().addr,
+                match &e {
+                    ConnectError::Tls(e) => e.to_string(),
+                    ConnectError::Io => "connection closed".to_string(),
+                }
+            );
+            Err(Failure::ConnectRefused)
+        }
     }
 }
 
@@ -1411,6 +1463,7 @@ async fn respond(
     let server = t.server();
     let head = req.head;
     let UpConn { mut stream, reused } = conn;
+    let key = pool_key(&t);
     let us = &mut stream;
     let client_timeout = c.client_timeout;
     let sent_at = Instant::now();
@@ -1583,13 +1636,13 @@ async fn respond(
         response_keep_alive: resp.keep_alive(),
         response_complete: true,
         request_complete: req.body.read(),
-        leftover: !c.ubuf.is_empty(),
+        leftover: !c.ubuf.is_empty() || !stream.is_clean(),
         draining,
     });
     if pool && up.config.send_proxy_protocol.is_some() {
         let cap = up.config.keepalive.min(1);
         c.private.put(
-            server.addr,
+            key,
             stream,
             cap,
             up.config.keepalive_timeout,
@@ -1597,7 +1650,7 @@ async fn respond(
         );
     } else if pool {
         shard.pool.borrow_mut().put(
-            server.addr,
+            key,
             stream,
             up.config.keepalive,
             up.config.keepalive_timeout,
@@ -1633,7 +1686,7 @@ async fn linger(c: &mut Client) {
 
 /// After `101 Switching Protocols`: copy bytes both ways until both sides
 /// are done, or nothing moved either way for `idle_limit`.
-async fn tunnel(mut c: Client, upstream: TcpStream, idle_limit: Duration) {
+async fn tunnel(mut c: Client, upstream: UpStream, idle_limit: Duration) {
     // Bytes the client sent after its request head belong to the new protocol.
     let mut early = Vec::new();
     early.extend_from_slice(c.rbuf.data());

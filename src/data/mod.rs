@@ -28,3 +28,4 @@ pub mod proxy_protocol;
 pub mod shard;
 pub mod tls;
 pub mod unwind;
+pub mod upstream;

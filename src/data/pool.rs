@@ -36,10 +36,18 @@ use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
-use monoio::net::TcpStream;
-
 use crate::proto::exchange::{pooled_verdict, Discard, Peek};
 use crate::proto::pool_policy::{close_oldest, may_cache, Oldest};
+
+/// A pooled connection: plain or TLS (`super::upstream`). TLS ones are
+/// peeked the same way: a close_notify (bytes) or an end of stream while
+/// idle makes them dead.
+type TcpStream = super::upstream::UpStream;
+
+/// Server address and TLS identity (`tls::upstream::UpstreamTls::pool_key`;
+/// 0 for plain): a connection verified for one server name is never
+/// reused for another.
+pub type Key = (SocketAddr, u64);
 
 struct Idle {
     stream: TcpStream,
@@ -78,8 +86,8 @@ impl Servers {
 
 #[derive(Default)]
 pub struct Pool {
-    /// Per server, oldest first.
-    idle: HashMap<SocketAddr, Servers>,
+    /// Per server (and TLS identity), oldest first.
+    idle: HashMap<Key, Servers>,
 }
 
 /// The result of [`Pool::take`]: a usable connection, if any, and how many
@@ -93,7 +101,7 @@ impl Pool {
     /// The warmest idle connection to `addr` that may carry a request at
     /// coarse time `now_ms` (see the module docs); unusable ones met on
     /// the way are closed.
-    pub fn take(&mut self, addr: SocketAddr, now_ms: u64, keepalive_timeout: Duration) -> Taken {
+    pub fn take(&mut self, addr: Key, now_ms: u64, keepalive_timeout: Duration) -> Taken {
         let mut discarded = 0;
         let Some(Servers { list, .. }) = self.idle.get_mut(&addr) else {
             return Taken {
@@ -130,7 +138,7 @@ impl Pool {
     /// `keepalive_timeout` 0 (or `keepalive` 0) keeps none.
     pub fn put(
         &mut self,
-        addr: SocketAddr,
+        addr: Key,
         stream: TcpStream,
         keepalive: usize,
         keepalive_timeout: Duration,
@@ -153,7 +161,7 @@ impl Pool {
     /// `now_ms`, and those to servers for which `keep(addr)` is false.
     pub fn sweep(&mut self, now_ms: u64, keep: impl Fn(SocketAddr) -> bool) {
         self.idle.retain(|addr, s| {
-            if !keep(*addr) {
+            if !keep(addr.0) {
                 return false;
             }
             s.trim(now_ms);
@@ -247,13 +255,14 @@ mod tests {
         let mut rt = crate::runtime::ring::build_epoll().unwrap();
         rt.block_on(async {
             let mut pool = Pool::default();
-            let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
+            let addr: Key = ("127.0.0.1:9".parse().unwrap(), 0);
             let t = Duration::from_secs(60);
             let mut peers = Vec::new();
             for i in 0..5u64 {
                 let (a, b) = pair();
                 peers.push(b);
-                pool.put(addr, TcpStream::from_std(a).unwrap(), 2, t, i);
+                let a = monoio::net::TcpStream::from_std(a).unwrap();
+                pool.put(addr, super::super::upstream::UpStream::Plain(a), 2, t, i);
             }
             assert_eq!(pool.idle_count(), 5, "a burst above the cap is kept");
             pool.sweep(1000, |_| true);
@@ -281,10 +290,11 @@ mod tests {
                 }
             }
             // The warmest comes back first.
-            let got = pool
-                .take(addr, 50_001, t)
-                .stream
-                .expect("a pooled connection");
+            let Some(super::super::upstream::UpStream::Plain(got)) =
+                pool.take(addr, 50_001, t).stream
+            else {
+                panic!("a pooled plain connection");
+            };
             assert_eq!(
                 got.peer_addr().unwrap(),
                 peers[4].local_addr().unwrap(),

@@ -168,6 +168,12 @@ impl MergedStats {
                 "handshakes": self.tls.handshakes,
                 "resumed": self.tls.resumed,
                 "handshake_us_total": self.tls.handshake_us,
+                "handshake_time": hist_json(&self.tls_handshake_time, opts),
+                "upstream": {
+                    "handshakes": self.tls.upstream_handshakes,
+                    "resumed": self.tls.upstream_resumed,
+                    "failures": self.tls.upstream_failures,
+                },
                 "failures": Value::Object(
                     crate::tls::Failure::ALL
                         .iter()

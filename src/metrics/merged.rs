@@ -39,6 +39,10 @@ pub struct TlsStats {
     pub handshake_us: u64,
     /// Failed handshakes by [`crate::tls::Failure::ALL`] index.
     pub failures: [u64; crate::tls::Failure::ALL.len()],
+    /// TLS to upstream servers: handshakes, of which resumed; failures.
+    pub upstream_handshakes: u64,
+    pub upstream_resumed: u64,
+    pub upstream_failures: u64,
 }
 
 impl TlsStats {
@@ -47,6 +51,11 @@ impl TlsStats {
         out.handshakes = self.handshakes.saturating_sub(b.handshakes);
         out.resumed = self.resumed.saturating_sub(b.resumed);
         out.handshake_us = self.handshake_us.saturating_sub(b.handshake_us);
+        out.upstream_handshakes = self
+            .upstream_handshakes
+            .saturating_sub(b.upstream_handshakes);
+        out.upstream_resumed = self.upstream_resumed.saturating_sub(b.upstream_resumed);
+        out.upstream_failures = self.upstream_failures.saturating_sub(b.upstream_failures);
         for (o, x) in out.failures.iter_mut().zip(b.failures) {
             *o = o.saturating_sub(x);
         }
@@ -196,6 +205,8 @@ pub struct MergedStats {
     pub conn: ConnStats,
     pub tls: TlsStats,
     pub proxy_protocol: ProxyProtocolStats,
+    /// TLS listener handshake times (accept to handshake done).
+    pub tls_handshake_time: LatencyHist,
     pub listeners: BTreeMap<String, ListenerStats>,
     pub servers: BTreeMap<(String, String), ServerStats>,
     pub control: ControlSnapshot,
@@ -229,6 +240,7 @@ impl MergedStats {
         out.conn.requests = self.conn.requests.saturating_sub(base.conn.requests);
         out.tls = self.tls.minus(&base.tls);
         out.proxy_protocol = self.proxy_protocol.minus(&base.proxy_protocol);
+        out.tls_handshake_time = self.tls_handshake_time.minus(&base.tls_handshake_time);
         for (k, v) in out.listeners.iter_mut() {
             if let Some(b) = base.listeners.get(k) {
                 *v = v.minus(b);

@@ -154,6 +154,36 @@ impl MergedStats {
             &[],
             self.tls.handshake_us as f64 / 1e6,
         );
+        for (name, help, v) in [
+            (
+                "ringlb_upstream_tls_handshakes_total",
+                "TLS handshakes with upstream servers completed.",
+                self.tls.upstream_handshakes,
+            ),
+            (
+                "ringlb_upstream_tls_resumptions_total",
+                "Upstream TLS handshakes that resumed a session.",
+                self.tls.upstream_resumed,
+            ),
+            (
+                "ringlb_upstream_tls_handshake_failures_total",
+                "TLS handshakes with upstream servers that failed (certificate, name, protocol).",
+                self.tls.upstream_failures,
+            ),
+        ] {
+            p.family(name, "counter", help);
+            p.sample(name, &[], v);
+        }
+        p.family(
+            "ringlb_tls_handshake_duration_seconds",
+            "histogram",
+            "TLS listener handshakes: accept to handshake done.",
+        );
+        p.histogram(
+            "ringlb_tls_handshake_duration_seconds",
+            &[],
+            &self.tls_handshake_time,
+        );
         p.family(
             "ringlb_tls_handshake_failures_total",
             "counter",

@@ -74,6 +74,10 @@ pub(crate) struct ConnCounters {
     // for a missing or bad header by [`crate::proto::proxy_protocol::Error`] index.
     pub(crate) pp_headers: Counter,
     pub(crate) pp_errors: [Counter; crate::proto::proxy_protocol::Error::ALL.len()],
+    // TLS to upstream servers: handshakes (resumed ones too) and failures.
+    pub(crate) up_tls_handshakes: Counter,
+    pub(crate) up_tls_resumed: Counter,
+    pub(crate) up_tls_failures: Counter,
 }
 
 impl ConnCounters {
@@ -161,6 +165,8 @@ struct SlotState {
     servers: Vec<ServerPub>,
     retired_listeners: BTreeMap<String, ListenerStats>,
     retired_servers: BTreeMap<(String, String), ServerStats>,
+    /// TLS listener handshake times (not tied to a layout).
+    tls_handshake: Option<LatencyHist>,
 }
 
 impl SlotState {
@@ -255,6 +261,7 @@ impl ShardSlot {
                 servers: Vec::new(),
                 retired_listeners: BTreeMap::new(),
                 retired_servers: BTreeMap::new(),
+                tls_handshake: None,
             }),
         }
     }
@@ -284,6 +291,9 @@ impl ShardSlot {
         m.tls.handshakes += c.tls_handshakes.get();
         m.tls.resumed += c.tls_resumed.get();
         m.tls.handshake_us += c.tls_handshake_us.get();
+        m.tls.upstream_handshakes += c.up_tls_handshakes.get();
+        m.tls.upstream_resumed += c.up_tls_resumed.get();
+        m.tls.upstream_failures += c.up_tls_failures.get();
         for (dst, src) in m.tls.failures.iter_mut().zip(&c.tls_failures) {
             *dst += src.get();
         }
@@ -293,6 +303,7 @@ impl ShardSlot {
         }
 
         let st = self.lock();
+        add_opt(&mut m.tls_handshake_time, &st.tls_handshake);
         m.shard_generations.push(st.generation);
         for (name, s) in &st.retired_listeners {
             m.listeners.entry(name.clone()).or_default().add(s);
@@ -400,6 +411,8 @@ pub struct ShardRecorder {
     pending: bool,
     /// Latency histograms on (counters are always on).
     histograms: bool,
+    /// TLS listener handshake times (per shard, published with the rest).
+    tls_handshake: DeltaHist,
 }
 
 impl ShardRecorder {
@@ -424,6 +437,7 @@ impl ShardRecorder {
             s_deltas: Box::new([]),
             pending: false,
             histograms: true,
+            tls_handshake: DeltaHist::new(),
         };
         // Adopt the slot's current layout first so a re-attach with the
         // same layout continues the same counters.
@@ -485,10 +499,28 @@ impl ShardRecorder {
         if resumed {
             c.tls_resumed.add(1);
         }
+        if self.histograms {
+            self.tls_handshake.record(us);
+            self.pending = true;
+        }
     }
 
     /// A TLS handshake failed.
     #[inline]
+    /// A TLS handshake with an upstream server completed.
+    pub fn on_upstream_tls_handshake(&mut self, resumed: bool) {
+        let c = &self.slot.conn;
+        c.up_tls_handshakes.add(1);
+        if resumed {
+            c.up_tls_resumed.add(1);
+        }
+    }
+
+    /// A TLS handshake with an upstream server failed.
+    pub fn on_upstream_tls_failure(&mut self) {
+        self.slot.conn.up_tls_failures.add(1);
+    }
+
     pub fn on_tls_failure(&mut self, why: crate::tls::Failure) {
         self.slot.conn.tls_failures[why.index()].add(1);
     }
@@ -681,6 +713,7 @@ impl ShardRecorder {
             drain(&mut d.upstream, &mut p.upstream);
             drain(&mut d.connect, &mut p.connect);
         }
+        drain(&mut self.tls_handshake, &mut st.tls_handshake);
         self.pending = false;
     }
 }

@@ -333,6 +333,21 @@ pub fn encode(v: Version, src: SocketAddr, dst: SocketAddr, out: &mut Vec<u8>) {
     }
 }
 
+/// Appends a header that carries no client: v1 `PROXY UNKNOWN`, v2 the
+/// `LOCAL` command. For connections the proxy makes on its own behalf
+/// (health checks), which a backend requiring the header must still accept.
+pub fn encode_local(v: Version, out: &mut Vec<u8>) {
+    match v {
+        Version::V1 => out.extend_from_slice(b"PROXY UNKNOWN\r\n"),
+        Version::V2 => {
+            out.extend_from_slice(&V2_SIGNATURE);
+            out.push(0x20 | CMD_LOCAL);
+            out.push(0);
+            out.extend_from_slice(&0u16.to_be_bytes());
+        }
+    }
+}
+
 fn to_v6(ip: IpAddr) -> Ipv6Addr {
     match ip {
         IpAddr::V4(a) => a.to_ipv6_mapped(),
@@ -343,6 +358,24 @@ fn to_v6(ip: IpAddr) -> Ipv6Addr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn local_headers_parse_back_without_an_address() {
+        for v in [Version::V1, Version::V2] {
+            let mut out = Vec::new();
+            encode_local(v, &mut out);
+            let n = out.len();
+            out.extend_from_slice(b"GET / HTTP/1.1\r\n");
+            assert_eq!(
+                parse(&out),
+                Ok(Parse::Done(Header {
+                    len: n,
+                    addrs: None
+                })),
+                "{v:?}"
+            );
+        }
+    }
 
     fn sa(s: &str) -> SocketAddr {
         s.parse().unwrap()

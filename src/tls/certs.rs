@@ -142,6 +142,31 @@ pub fn load_pair(cert: &Path, key: &Path, now: i64) -> Result<LoadedPair, (Which
     })
 }
 
+/// Reads a PEM bundle of CA certificates (`client_ca`, `tls_ca`) into a
+/// root store; every certificate must parse as a trust anchor.
+pub fn load_roots(path: &Path) -> Result<rustls::RootCertStore, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for (i, der) in CertificateDer::pem_slice_iter(&pem).enumerate() {
+        let der =
+            der.map_err(|e| format!("{}: not a PEM certificate bundle: {e}", path.display()))?;
+        roots.add(der).map_err(|e| {
+            format!(
+                "{}: certificate {} is not a usable CA certificate: {e}",
+                path.display(),
+                i + 1
+            )
+        })?;
+    }
+    if roots.is_empty() {
+        return Err(format!(
+            "{}: no certificate in it (expected PEM blocks \"BEGIN CERTIFICATE\")",
+            path.display()
+        ));
+    }
+    Ok(roots)
+}
+
 /// Subject alternative DNS names, or the common name when there are none
 /// (what clients fall back to as well), lower-cased.
 fn dns_names(x: &x509_parser::certificate::X509Certificate<'_>) -> Vec<String> {

@@ -25,12 +25,17 @@ pub enum Failure {
     Malformed,
     /// The client closed or reset the connection mid-handshake.
     Closed,
+    /// Mutual TLS: the client sent no certificate.
+    NoClientCertificate,
+    /// Mutual TLS: the client's certificate did not verify against
+    /// `client_ca` (unknown issuer, expired, wrong usage…).
+    BadClientCertificate,
     /// Anything else rustls refused.
     Other,
 }
 
 impl Failure {
-    pub const ALL: [Failure; 8] = [
+    pub const ALL: [Failure; 10] = [
         Failure::NoSharedCipher,
         Failure::BadCertificate,
         Failure::UnknownSni,
@@ -38,6 +43,8 @@ impl Failure {
         Failure::NotTls,
         Failure::Malformed,
         Failure::Closed,
+        Failure::NoClientCertificate,
+        Failure::BadClientCertificate,
         Failure::Other,
     ];
 
@@ -51,6 +58,8 @@ impl Failure {
             Failure::NotTls => "not_tls",
             Failure::Malformed => "malformed",
             Failure::Closed => "closed",
+            Failure::NoClientCertificate => "no_client_certificate",
+            Failure::BadClientCertificate => "bad_client_certificate",
             Failure::Other => "other",
         }
     }
@@ -73,6 +82,9 @@ pub fn classify(e: &Error, first_byte: Option<u8>, sni_unknown: bool) -> Failure
     }
     match e {
         Error::PeerIncompatible(_) | Error::NoApplicationProtocol => Failure::NoSharedCipher,
+        // A server verifies only client certificates.
+        Error::NoCertificatesPresented => Failure::NoClientCertificate,
+        Error::InvalidCertificate(_) => Failure::BadClientCertificate,
         Error::AlertReceived(a) if is_certificate_alert(*a) => {
             if sni_unknown {
                 Failure::UnknownSni
@@ -119,6 +131,18 @@ mod tests {
             // Plain HTTP: whatever rustls says, the first byte decides.
             (&malformed, Some(b'G'), false, Failure::NotTls),
             (&Error::DecryptError, Some(0x16), false, Failure::Other),
+            (
+                &Error::NoCertificatesPresented,
+                Some(0x16),
+                false,
+                Failure::NoClientCertificate,
+            ),
+            (
+                &Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer),
+                Some(0x16),
+                false,
+                Failure::BadClientCertificate,
+            ),
             (
                 &Error::AlertReceived(AlertDescription::UnrecognisedName),
                 Some(0x16),

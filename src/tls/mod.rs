@@ -27,8 +27,12 @@
 //!   (aws-lc-rs needs cmake and a much longer build); see README "TLS".
 
 pub mod certs;
+pub mod client_auth;
 pub mod failure;
 pub mod sni;
+pub mod stream;
+pub mod subject;
+pub mod upstream;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -55,6 +59,9 @@ pub struct ListenerTls {
     pub handshake_timeout: Duration,
     /// The certificate files, in order (default first), for logs.
     pub files: Vec<String>,
+    /// Mutual TLS (`client_ca`): the header that carries the verified
+    /// client subject to backends (any copy a client sends is removed).
+    pub client_subject_header: Option<Box<str>>,
 }
 
 impl std::fmt::Debug for ListenerTls {
@@ -63,6 +70,7 @@ impl std::fmt::Debug for ListenerTls {
             .field("certificates", &self.files)
             .field("names", &self.sni.names)
             .field("handshake_timeout", &self.handshake_timeout)
+            .field("client_subject_header", &self.client_subject_header)
             .finish()
     }
 }
@@ -74,6 +82,8 @@ pub struct Settings {
     pub alpn: Vec<String>,
     pub session_tickets: bool,
     pub handshake_timeout: Duration,
+    /// `client_ca`: require and verify a client certificate.
+    pub client_auth: Option<client_auth::ClientAuth>,
 }
 
 /// The process-wide TLS 1.3 ticket key source (see the module docs).
@@ -110,10 +120,14 @@ pub fn build(
         keys: pairs.into_iter().map(|p| p.key).collect(),
     });
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut cfg = ServerConfig::builder_with_provider(provider)
+    let cfg = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&versions)
-        .map_err(|e| format!("protocols: {e}"))?
-        .with_no_client_auth()
+        .map_err(|e| format!("protocols: {e}"))?;
+    let cfg = match &settings.client_auth {
+        None => cfg.with_no_client_auth(),
+        Some(ca) => cfg.with_client_cert_verifier(ca.verifier()?),
+    };
+    let mut cfg = cfg
         .with_cert_resolver(Arc::clone(&resolver) as Arc<dyn rustls::server::ResolvesServerCert>);
     cfg.alpn_protocols = settings
         .alpn
@@ -131,5 +145,9 @@ pub fn build(
         sni: resolver,
         handshake_timeout: settings.handshake_timeout,
         files,
+        client_subject_header: settings
+            .client_auth
+            .as_ref()
+            .map(|c| c.header.clone().into_boxed_str()),
     })
 }

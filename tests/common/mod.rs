@@ -329,6 +329,7 @@ pub fn python() -> PathBuf {
 }
 
 pub mod peers;
+pub mod pki;
 
 /// A backend that records every request it gets (raw bytes as text) and
 /// answers each with `200 ok`, keeping connections alive.

@@ -90,16 +90,6 @@ impl<'a> Table<'a> {
             if known.contains(&f.name) {
                 continue;
             }
-            if let Some(what) = super::tls::not_yet(f.name) {
-                d.error(
-                    f.key_at,
-                    format!(
-                        "`{}` in {} is not supported yet ({what})",
-                        f.name, self.name
-                    ),
-                );
-                continue;
-            }
             let hint = match suggest(f.name, known.iter().copied()) {
                 Some(s) => format!(" (did you mean `{s}`?)"),
                 None => format!("; expected one of: {}", known.join(", ")),

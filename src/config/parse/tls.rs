@@ -14,7 +14,10 @@ use super::super::defaults as def;
 use super::fields::Table;
 use super::span::Diags;
 use crate::tls::certs::{self, Which};
+use crate::tls::client_auth;
+use crate::tls::upstream::{self, UpstreamTls, Verify};
 use crate::tls::{ListenerTls, Protocol, Settings};
+use rustls::pki_types::ServerName;
 
 const TLS_KEYS: &[&str] = &[
     "certificate",
@@ -24,17 +27,51 @@ const TLS_KEYS: &[&str] = &[
     "alpn",
     "session_tickets",
     "handshake_timeout",
+    "client_ca",
+    "client_subject_header",
 ];
 const SNI_KEYS: &[&str] = &["certificate", "key"];
 
-/// Keys of the design that are not implemented yet, with what they would
-/// do; any section using one gets an error at the key.
-pub(crate) fn not_yet(key: &str) -> Option<&'static str> {
-    Some(match key {
-        "client_ca" => "mutual TLS",
-        "tls" | "tls_server_name" | "tls_verify" | "tls_ca" => "TLS to upstream servers",
-        _ => return None,
-    })
+/// `client_ca` and `client_subject_header` (mutual TLS); false after
+/// reporting a problem.
+fn read_client_auth(t: &Table, d: &mut Diags, settings: &mut Settings) -> bool {
+    let header = t.field("client_subject_header");
+    let Some(ca) = t.field("client_ca") else {
+        if let Some(h) = header {
+            d.error(
+                h.at,
+                "`client_subject_header` needs `client_ca` (mutual TLS)",
+            );
+            return false;
+        }
+        return true;
+    };
+    let Some(path) = ca.str(d) else {
+        return false;
+    };
+    let roots = match certs::load_roots(Path::new(path)) {
+        Ok(r) => r,
+        Err(e) => {
+            d.error(ca.at, e);
+            return false;
+        }
+    };
+    let mut name = client_auth::DEFAULT_HEADER.to_string();
+    if let Some(h) = header {
+        let Some(v) = h.str(d) else {
+            return false;
+        };
+        if let Err(e) = client_auth::header_name_ok(v) {
+            d.error(h.at, e);
+            return false;
+        }
+        name = v.to_string();
+    }
+    settings.client_auth = Some(client_auth::ClientAuth {
+        roots: Arc::new(roots),
+        header: name,
+    });
+    true
 }
 
 /// Reads a listener's `tls` table; `None` after reporting any problem.
@@ -49,7 +86,9 @@ pub(crate) fn read(t: &Table, d: &mut Diags) -> Option<Arc<ListenerTls>> {
         alpn: vec!["http/1.1".into()],
         session_tickets: true,
         handshake_timeout: def::TLS_HANDSHAKE_TIMEOUT,
+        client_auth: None,
     };
+    ok &= read_client_auth(t, d, &mut settings);
     if let Some(list) = t.strings(d, "protocols") {
         let mut protocols = Vec::new();
         for (p, at) in list {
@@ -142,6 +181,95 @@ pub(crate) fn read(t: &Table, d: &mut Diags) -> Option<Arc<ListenerTls>> {
     }
     match crate::tls::build(&settings, pairs, files) {
         Ok(l) => Some(Arc::new(l)),
+        Err(e) => {
+            d.error(t.at, e);
+            None
+        }
+    }
+}
+
+/// The `[upstream.X]` keys for TLS to its servers.
+pub(crate) const UPSTREAM_TLS_KEYS: [&str; 4] = ["tls", "tls_server_name", "tls_verify", "tls_ca"];
+
+/// `tls`, `tls_server_name`, `tls_verify`, `tls_ca` of an upstream whose
+/// servers are read; `None` for a plain upstream or after a reported
+/// problem.
+pub(crate) fn read_upstream(
+    t: &Table,
+    servers: &[crate::config::ServerConfig],
+    d: &mut Diags,
+) -> Option<Arc<UpstreamTls>> {
+    let on = t.bool(d, "tls").unwrap_or(false);
+    if !on {
+        for k in &UPSTREAM_TLS_KEYS[1..] {
+            if let Some(f) = t.field(k) {
+                d.error(f.key_at, format!("`{k}` needs `tls = true`"));
+            }
+        }
+        return None;
+    }
+    let mut ok = true;
+    let fixed = match t.field("tls_server_name") {
+        None => None,
+        Some(f) => match f.str(d).map(|n| ServerName::try_from(n.to_string())) {
+            Some(Ok(n)) => Some(n),
+            Some(Err(e)) => {
+                d.error(f.at, format!("not a valid TLS server name: {e}"));
+                ok = false;
+                None
+            }
+            None => {
+                ok = false;
+                None
+            }
+        },
+    };
+    let mut names = Vec::with_capacity(servers.len());
+    for s in servers {
+        match &fixed {
+            Some(n) => names.push(n.clone()),
+            None => match upstream::default_name(&s.spec) {
+                Ok(n) => names.push(n),
+                Err(e) => {
+                    ok = false;
+                    d.error(
+                        t.at,
+                        format!("server {}: {e}; set `tls_server_name`", s.spec),
+                    );
+                }
+            },
+        }
+    }
+    let verify_on = t.bool(d, "tls_verify").unwrap_or(true);
+    let (verify, roots) = match (verify_on, t.field("tls_ca")) {
+        (false, Some(f)) => {
+            d.error(f.key_at, "`tls_ca` has no effect with `tls_verify = false`");
+            return None;
+        }
+        (false, None) => (Verify::Off, None),
+        (true, Some(f)) => {
+            let path = f.str(d)?;
+            match certs::load_roots(Path::new(path)) {
+                Ok(r) => (Verify::Ca(path.to_string()), Some(r)),
+                Err(e) => {
+                    d.error(f.at, e);
+                    return None;
+                }
+            }
+        }
+        (true, None) => match upstream::system_roots() {
+            Ok(r) => (Verify::System, Some(r)),
+            Err(e) => {
+                d.error(t.field("tls").map_or(t.at, |f| f.at), e);
+                return None;
+            }
+        },
+    };
+    if !ok {
+        return None;
+    }
+    match upstream::build(verify, roots, names) {
+        Ok(u) => Some(Arc::new(u)),
         Err(e) => {
             d.error(t.at, e);
             None

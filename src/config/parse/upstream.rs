@@ -160,11 +160,13 @@ fn placeholder(name: &str) -> UpstreamConfig {
         servers: Vec::new(),
         health_check: None,
         send_proxy_protocol: None,
+        tls: None,
     }
 }
 
 fn read_upstream(t: &Table, u: &mut UpstreamConfig, d: &mut Diags) {
-    t.check_keys(d, UPSTREAM_KEYS);
+    let known = [UPSTREAM_KEYS, &super::tls::UPSTREAM_TLS_KEYS].concat();
+    t.check_keys(d, &known);
     let mut balance_ok = true;
     if let Some(f) = t.field("balance") {
         match f.str(d) {
@@ -230,6 +232,7 @@ fn read_upstream(t: &Table, u: &mut UpstreamConfig, d: &mut Diags) {
     u.health_check = t
         .table(d, "health_check", &hc_name)
         .map(|hc| read_health(&hc, d));
+    u.tls = super::tls::read_upstream(t, &u.servers, d);
 }
 
 /// `send_proxy_protocol = "v1" | "v2"`.

@@ -28,6 +28,47 @@ pub fn encode_request(
     default_host: &[u8],
     https: bool,
 ) {
+    let fwd = Forwarded {
+        client_ip,
+        https,
+        set: None,
+    };
+    encode_request_set(out, buf, head, fields, default_host, &fwd);
+}
+
+/// What the proxy adds about the client: `X-Forwarded-For`/`X-Real-IP`
+/// (`client_ip`), `X-Forwarded-Proto` (`https`) and an optional field of
+/// its own ([`SetField`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Forwarded<'a> {
+    pub client_ip: &'a [u8],
+    pub https: bool,
+    pub set: Option<SetField<'a>>,
+}
+
+/// A field the proxy sets itself on every request of a connection (the
+/// verified mutual-TLS client subject): any copy the client sent is
+/// dropped (compared case-insensitively), so a backend can trust it.
+#[derive(Debug, Clone, Copy)]
+pub struct SetField<'a> {
+    pub name: &'a [u8],
+    pub value: &'a [u8],
+}
+
+/// [`encode_request`] with what [`Forwarded`] carries.
+pub fn encode_request_set(
+    out: &mut Vec<u8>,
+    buf: &[u8],
+    head: &RequestHead,
+    fields: &[Field],
+    default_host: &[u8],
+    fwd: &Forwarded<'_>,
+) {
+    let Forwarded {
+        client_ip,
+        https,
+        set,
+    } = *fwd;
     out.extend_from_slice(head.method_span.get(buf));
     out.push(b' ');
     let target = head.target.get(buf);
@@ -54,6 +95,11 @@ pub fn encode_request(
             | FieldKind::ContentLength
             | FieldKind::TransferEncoding => continue,
             FieldKind::Upgrade if !head.upgrade => continue,
+            FieldKind::Other
+                if set.is_some_and(|s| f.name.get(buf).eq_ignore_ascii_case(s.name)) =>
+            {
+                continue
+            }
             FieldKind::Host => host_seen = true,
             FieldKind::XForwardedFor => {
                 // Every X-Forwarded-For field is merged into one, in order.
@@ -112,6 +158,9 @@ pub fn encode_request(
     } else {
         b"X-Forwarded-Proto: http\r\n"
     });
+    if let Some(s) = set {
+        put_field(out, s.name, s.value);
+    }
     if head.upgrade {
         out.extend_from_slice(b"Connection: upgrade\r\n");
     }
@@ -270,6 +319,34 @@ pub fn encode_canned(out: &mut Vec<u8>, status: u16, keep_alive: bool, date: &[u
 mod tests {
     use super::super::{decode_request, decode_response, Limits};
     use super::*;
+
+    #[test]
+    fn set_field_replaces_every_client_copy() {
+        let raw = "GET / HTTP/1.1\r\nHost: a\r\nx-client-subject: CN=evil\r\nAccept: */*\r\nX-CLIENT-SUBJECT: CN=evil2\r\n\r\n";
+        let mut f = Vec::new();
+        let h = decode_request(raw.as_bytes(), &Limits::default(), &mut f)
+            .unwrap()
+            .unwrap();
+        let mut out = Vec::new();
+        let fwd = Forwarded {
+            client_ip: b"192.0.2.7",
+            https: true,
+            set: Some(SetField {
+                name: b"X-Client-Subject",
+                value: b"CN=alice,O=Acme",
+            }),
+        };
+        encode_request_set(&mut out, raw.as_bytes(), &h, &f, b"d", &fwd);
+        let out = String::from_utf8(out).unwrap();
+        assert!(!out.contains("evil"), "{out}");
+        assert_eq!(
+            out.matches("X-Client-Subject: CN=alice,O=Acme\r\n").count(),
+            1,
+            "{out}"
+        );
+        assert!(out.contains("Accept: */*\r\n"), "{out}");
+        assert!(out.contains("X-Forwarded-Proto: https\r\n"), "{out}");
+    }
 
     fn req(raw: &str, ip: &str) -> String {
         let mut f = Vec::new();

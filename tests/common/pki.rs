@@ -1,0 +1,147 @@
+//! A test PKI made with the openssl CLI: a CA and ECDSA P-256 leaves
+//! (servers by DNS name or IP, clients by subject) in a temporary directory.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use super::tempdir;
+
+pub struct Pki {
+    pub dir: tempdir::Dir,
+}
+
+pub fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("the openssl CLI is needed for these tests (apt-get install openssl)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Pki {
+    pub fn new() -> Pki {
+        Pki::named("ringlb test CA")
+    }
+
+    /// A CA whose subject is `CN=cn`.
+    pub fn named(cn: &str) -> Pki {
+        let dir = tempdir::Dir::new("pki");
+        let subj = format!("/CN={cn}");
+        openssl(
+            &dir.0,
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-subj",
+                &subj,
+                "-days",
+                "30",
+            ],
+        );
+        Pki { dir }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.0.join(name)
+    }
+
+    /// A server leaf `name.pem`/`name.key` (PKCS#8 P-256 key) for `dns`
+    /// names, valid for `days` (negative: already expired).
+    pub fn leaf(&self, name: &str, dns: &[&str], days: i32) {
+        let san: Vec<String> = dns.iter().map(|n| format!("DNS:{n}")).collect();
+        self.sign(
+            name,
+            &format!("/CN={}", dns[0]),
+            &format!("subjectAltName={}\n", san.join(",")),
+            days,
+        );
+    }
+
+    /// A server leaf for IP addresses only (`IP:` subject alternative names).
+    pub fn ip_leaf(&self, name: &str, ips: &[&str]) {
+        let san: Vec<String> = ips.iter().map(|n| format!("IP:{n}")).collect();
+        self.sign(
+            name,
+            &format!("/CN={}", ips[0]),
+            &format!("subjectAltName={}\n", san.join(",")),
+            30,
+        );
+    }
+
+    /// A client leaf with subject `subj` (openssl `/K=V/...` form, first
+    /// RDN first), for TLS client authentication.
+    pub fn client(&self, name: &str, subj: &str) {
+        self.sign(name, subj, "extendedKeyUsage=clientAuth\n", 30);
+    }
+
+    fn sign(&self, name: &str, subj: &str, ext_text: &str, days: i32) {
+        let d = &self.dir.0;
+        let key = format!("{name}.key");
+        let csr = format!("{name}.csr");
+        let ext = format!("{name}.ext");
+        openssl(
+            d,
+            &[
+                "req",
+                "-new",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-keyout",
+                &key,
+                "-out",
+                &csr,
+                "-subj",
+                subj,
+            ],
+        );
+        std::fs::write(d.join(&ext), ext_text).unwrap();
+        openssl(
+            d,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &format!("{name}.pem"),
+                "-days",
+                &days.to_string(),
+                "-extfile",
+                &ext,
+            ],
+        );
+    }
+
+    /// The leaf's DER bytes, hex (what Python reports for the served cert).
+    pub fn der_hex(&self, name: &str) -> String {
+        let out = Command::new("openssl")
+            .args(["x509", "-outform", "DER", "-in"])
+            .arg(self.path(&format!("{name}.pem")))
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        out.stdout.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
