@@ -468,7 +468,10 @@ fn chunked_head(path: &str) -> String {
 #[test]
 fn chunked_body_over_client_max_body_size() {
     let (be, seen) = recorder(ok_response);
-    let rl = Ringlb::start(&routed_config(be.addr, LIMITS, "upstream = \"app\""));
+    // Streaming (request buffering off): the limit is also enforced on a
+    // body that is already flowing upstream.
+    let http = format!("{LIMITS}\nrequest_buffering = false");
+    let rl = Ringlb::start(&routed_config(be.addr, &http, "upstream = \"app\""));
     // All of it buffered with the head: 413 before anything goes upstream.
     let mut raw = chunked_head("/whole").into_bytes();
     raw.extend_from_slice(format!("400\r\n{}\r\n1\r\nz\r\n0\r\n\r\n", "y".repeat(1024)).as_bytes());
@@ -540,7 +543,13 @@ fn assert_trailers_filtered(text: &str) {
 #[test]
 fn request_trailers_lose_forbidden_fields() {
     let (be, seen) = recorder(ok_response);
-    let rl = Ringlb::start(&simple_config(&[be.addr], ""));
+    // Request buffering off, so that the second body is streamed.
+    let cfg = simple_config(&[be.addr], "").replacen(
+        "[[listener]]",
+        "[http]\nrequest_buffering = false\n\n[[listener]]",
+        1,
+    );
+    let rl = Ringlb::start(&cfg);
     // Buffered with the head (the body is forwarded from the first read).
     let raw = format!("{}5\r\nhello\r\n0\r\n{TRAILERS}\r\n", chunked_head("/one"));
     let mut s = connect(rl.addr);

@@ -13,7 +13,6 @@ mod common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -172,19 +171,6 @@ fn pipelined_requests_after_idle_are_answered_in_order() {
     );
 }
 
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("the openssl CLI is needed for this test (apt-get install openssl)");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// Python's ssl client: N connections, one GET each, then idle until told
 /// on stdin; then a second GET on each. Prints a line per phase.
 const TLS_CLIENT: &str = r#"
@@ -221,31 +207,11 @@ print(" ".join(get(s, f"/tls2/{i}") for i, s in enumerate(conns)), flush=True)
 
 #[test]
 fn tls_idle_connections_hold_no_receive_buffer_and_still_answer() {
-    let dir = tempdir::Dir::new("idle-tls");
-    openssl(
-        &dir.0,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "k.pem",
-            "-out",
-            "c.pem",
-            "-subj",
-            "/CN=idle.test",
-            "-days",
-            "2",
-        ],
-    );
+    let pki = pki::Pki::server("idle.test");
     let tls = format!(
         "[listener.tls]\ncertificate = \"{}\"\nkey = \"{}\"\n",
-        dir.0.join("c.pem").display(),
-        dir.0.join("k.pem").display()
+        pki.file("server.pem"),
+        pki.file("server.key")
     );
     let s = start(&tls);
     let n = 20;

@@ -146,40 +146,6 @@ fn haproxy(to: SocketAddr, fronts: &[(u16, &str)]) -> (Proc, tempdir::Dir) {
     (p, dir)
 }
 
-/// A self-signed certificate for `localhost`: (cert path, key path).
-fn self_signed(dir: &std::path::Path) -> (String, String) {
-    let out = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "k.pem",
-            "-out",
-            "c.pem",
-            "-subj",
-            "/CN=localhost",
-            "-days",
-            "2",
-            "-addext",
-            "subjectAltName=DNS:localhost",
-        ])
-        .current_dir(dir)
-        .output()
-        .expect("the openssl CLI is needed (tests/run.sh installs it)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let p = |n: &str| dir.join(n).display().to_string();
-    (p("c.pem"), p("k.pem"))
-}
-
 // ---------------------------------------------------------------- accepting
 
 #[test]
@@ -447,8 +413,8 @@ fn carried_address_feeds_hash_key_and_the_access_log() {
 
 #[test]
 fn tls_listener_behind_proxy_v2_and_curl_v1() {
-    let dir = tempdir::Dir::new("pp-tls");
-    let (cert, key) = self_signed(&dir.0);
+    let pki = common::pki::Pki::server("localhost");
+    let (cert, key) = (pki.file("server.pem"), pki.file("server.key"));
     let (be, seen) = recording_backend();
     let admin = free_port();
     let rl = Ringlb::start(&config(
@@ -465,7 +431,7 @@ fn tls_listener_behind_proxy_v2_and_curl_v1() {
     let resolve = format!("localhost:{hp}:127.0.0.1");
     let (ok, body, err) = curl(&[
         "--cacert",
-        &cert,
+        &pki.file("ca.pem"),
         "--resolve",
         &resolve,
         "--interface",
@@ -477,7 +443,7 @@ fn tls_listener_behind_proxy_v2_and_curl_v1() {
     let resolve = format!("localhost:{}:127.0.0.1", rl.addr.port());
     let (ok, body, err) = curl(&[
         "--cacert",
-        &cert,
+        &pki.file("ca.pem"),
         "--resolve",
         &resolve,
         "--interface",
@@ -853,7 +819,8 @@ fn nginx_pp_plain_and_tls() -> (Proc, SocketAddr, SocketAddr, tempdir::Dir) {
     for sub in ["bodies", "proxy", "fcgi", "uwsgi", "scgi"] {
         std::fs::create_dir_all(dir.0.join(sub)).unwrap();
     }
-    let (cert, key) = self_signed(&dir.0);
+    let pki = common::pki::Pki::server("localhost");
+    let (cert, key) = (pki.file("server.pem"), pki.file("server.key"));
     let (plain, tls) = (free_port(), free_port());
     let conf = format!(
         r#"daemon off;

@@ -55,6 +55,19 @@ impl Pki {
         Pki { dir }
     }
 
+    /// A CA (`ca.pem`) and one server leaf `server.pem`/`server.key` for
+    /// `dns`: for tests that just need a certificate clients can trust.
+    pub fn server(dns: &str) -> Pki {
+        let pki = Pki::new();
+        pki.leaf("server", &[dns], 2);
+        pki
+    }
+
+    /// A path as text (for configs and command lines).
+    pub fn file(&self, name: &str) -> String {
+        self.path(name).display().to_string()
+    }
+
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.0.join(name)
     }
