@@ -27,7 +27,8 @@
 #   ROUNDS=3 DURATION=5 CONNS=64 BODY_SIZE=6 CLOSE=0 WARMUP=1
 #   (CLOSE=1: wrk sends `Connection: close`; SHAPE names the row set in RESULTS)
 #   TARGETS="ringlb nginx haproxy relay"  (also: ringlb-nohist, ringlb-alog,
-#                      ringlb-defer (DEFER_TASKRUN ring), ringlb-base (RINGLB_BASE_BIN=…),
+#                      ringlb-defer (DEFER_TASKRUN ring), ringlb-base (RINGLB_BASE_BIN=…;
+#                      ringlb-base-tls: that build over HTTPS, like ringlb-tls),
 #                      and the HTTPS shape ringlb-tls nginx-tls: the same ECDSA
 #                      P-256 certificate for both, TLS 1.3, nginx with
 #                      ssl_session_cache; wrk over https keep-alive; their
@@ -255,19 +256,19 @@ skip() {
 for t in $TARGETS; do
     port=$(free_port)
     case $t in
-    ringlb | ringlb-nohist | ringlb-alog | ringlb-tls | ringlb-defer | ringlb-base)
+    ringlb | ringlb-nohist | ringlb-alog | ringlb-tls | ringlb-defer | ringlb-base | ringlb-base-tls)
         # Variants: ringlb-nohist = latency histograms off (their cost);
         # ringlb-alog = access log on (combined format, to a file in $TMP);
         # ringlb-defer = the ring with DEFER_TASKRUN (RINGLB_DRIVER=uring-defer);
         # ringlb-base = another build, $RINGLB_BASE_BIN (before/after in one run).
         bin=$RINGLB_BIN
-        [[ $t == ringlb-base ]] && bin=${RINGLB_BASE_BIN:-}
+        [[ $t == ringlb-base* ]] && bin=${RINGLB_BASE_BIN:-}
         [[ -x $bin ]] || { skip "$t" "binary '$bin' missing"; continue; }
         render "$BENCH/ringlb.toml.in" "$TMP/$t.toml" "$port"
         case $t in
         ringlb-nohist) printf '\n[log]\nlatency_histograms = false\n' >>"$TMP/$t.toml" ;;
         ringlb-alog) printf '\n[log]\naccess_log = "%s"\n' "$TMP/access.log" >>"$TMP/$t.toml" ;;
-        ringlb-tls)
+        ringlb-tls | ringlb-base-tls)
             # Applies to the last [[listener]] (the only one).
             printf '\n[listener.tls]\ncertificate = "%s"\nkey = "%s"\nprotocols = ["TLSv1.3"]\n' \
                 "$TMP/bench.pem" "$TMP/bench.key" >>"$TMP/$t.toml"

@@ -117,7 +117,7 @@ pub fn load_pair(cert: &Path, key: &Path, now: i64) -> Result<LoadedPair, (Which
             key.display()
         ))
     })?;
-    let signer = rustls::crypto::ring::sign::any_supported_type(&der)
+    let signer = super::provider::signing_key(&der)
         .map_err(|e| k(format!("{}: unsupported private key: {e}", key.display())))?;
     let certified = CertifiedKey::new(chain, signer);
     certified.keys_match().map_err(|e| {

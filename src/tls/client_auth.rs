@@ -29,10 +29,12 @@ pub struct ClientAuth {
 impl ClientAuth {
     /// The rustls verifier: a client certificate is required.
     pub fn verifier(&self) -> Result<Arc<dyn ClientCertVerifier>, String> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        WebPkiClientVerifier::builder_with_provider(Arc::clone(&self.roots), provider)
-            .build()
-            .map_err(|e| format!("client_ca: {e}"))
+        WebPkiClientVerifier::builder_with_provider(
+            Arc::clone(&self.roots),
+            super::provider::provider(),
+        )
+        .build()
+        .map_err(|e| format!("client_ca: {e}"))
     }
 }
 

@@ -23,12 +23,13 @@
 //!   record.
 //! - **The record layer runs on the shard** ([`crate::data::tls`]): rustls
 //!   is sans-IO, the shard's own runtime moves the bytes; no extra thread.
-//! - **Crypto provider: ring.** It builds with a C compiler only
-//!   (aws-lc-rs needs cmake and a much longer build); see README "TLS".
+//! - **Crypto provider: chosen in one place** ([`provider`]): ring by
+//!   default, aws-lc-rs with the `aws-lc` cargo feature; see README "TLS".
 
 pub mod certs;
 pub mod client_auth;
 pub mod failure;
+pub mod provider;
 pub mod sni;
 pub mod stream;
 pub mod subject;
@@ -89,9 +90,7 @@ pub struct Settings {
 /// The process-wide TLS 1.3 ticket key source (see the module docs).
 pub fn ticketer() -> Arc<dyn ProducesTickets> {
     static T: OnceLock<Arc<dyn ProducesTickets>> = OnceLock::new();
-    Arc::clone(T.get_or_init(|| {
-        rustls::crypto::ring::Ticketer::new().expect("the system random source works")
-    }))
+    Arc::clone(T.get_or_init(|| provider::new_ticketer().expect("the system random source works")))
 }
 
 /// The process-wide TLS 1.2 session-ID cache (see the module docs).
@@ -119,8 +118,7 @@ pub fn build(
         names: pairs.iter().map(|p| p.names.clone()).collect(),
         keys: pairs.into_iter().map(|p| p.key).collect(),
     });
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let cfg = ServerConfig::builder_with_provider(provider)
+    let cfg = ServerConfig::builder_with_provider(provider::provider())
         .with_protocol_versions(&versions)
         .map_err(|e| format!("protocols: {e}"))?;
     let cfg = match &settings.client_auth {

@@ -100,7 +100,7 @@ pub fn build(
     roots: Option<RootCertStore>,
     names: Vec<ServerName<'static>>,
 ) -> Result<UpstreamTls, String> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = super::provider::provider();
     let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS: {e}"))?;
