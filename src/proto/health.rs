@@ -478,7 +478,7 @@ mod tests {
 
     #[test]
     fn reconfigure_keeps_what_was_seen_under_the_new_limits() {
-        let t0 = Instant::now();
+        let t0 = crate::testutil::epoch();
         // (max_fails before, failures before, new max_fails, failures after,
         //  available at the end)
         let cases = [
