@@ -20,7 +20,8 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::peers::{curl, nginx_bin, wait_listening, Proc};
+use common::peers::{curl, nginx_with, wait_listening, Proc};
+use common::pki::Pki;
 use common::{
     admin_get, backend, free_port, read_request, read_response, recording_backend, tempdir, Ringlb,
 };
@@ -413,7 +414,7 @@ fn carried_address_feeds_hash_key_and_the_access_log() {
 
 #[test]
 fn tls_listener_behind_proxy_v2_and_curl_v1() {
-    let pki = common::pki::Pki::server("localhost");
+    let pki = Pki::server("localhost");
     let (cert, key) = (pki.file("server.pem"), pki.file("server.key"));
     let (be, seen) = recording_backend();
     let admin = free_port();
@@ -469,42 +470,20 @@ fn tls_listener_behind_proxy_v2_and_curl_v1() {
 
 /// nginx listening with `proxy_protocol`, answering with what the header said.
 fn nginx_pp() -> (Proc, SocketAddr, tempdir::Dir) {
-    let dir = tempdir::Dir::new("nginx-pp");
-    let d = dir.0.display().to_string();
-    for sub in ["bodies", "proxy", "fcgi", "uwsgi", "scgi"] {
-        std::fs::create_dir_all(dir.0.join(sub)).unwrap();
-    }
     let port = free_port();
-    let conf = format!(
-        r#"daemon off;
-worker_processes 1;
-pid {d}/nginx.pid;
-error_log {d}/error.log warn;
-events {{ worker_connections 256; }}
-http {{
-    access_log off;
-    client_body_temp_path {d}/bodies;
-    proxy_temp_path {d}/proxy;
-    fastcgi_temp_path {d}/fcgi;
-    uwsgi_temp_path {d}/uwsgi;
-    scgi_temp_path {d}/scgi;
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    // nginx expects a header on every connection; a bare connect is fine.
+    let (proc, dir) = nginx_with(&[addr], |_| {
+        format!(
+            r#"access_log off;
     server {{
         listen 127.0.0.1:{port} proxy_protocol;
         location / {{
             return 200 "$proxy_protocol_addr $proxy_protocol_port $proxy_protocol_server_addr $proxy_protocol_server_port $connection $connection_requests";
         }}
-    }}
-}}
-"#
-    );
-    let conf_path = dir.0.join("nginx.conf");
-    std::fs::write(&conf_path, conf).unwrap();
-    let mut c = Command::new(nginx_bin());
-    c.arg("-p").arg(&dir.0).arg("-c").arg(&conf_path);
-    let mut proc = Proc::spawn(c, &dir.0.join("stderr.log"));
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    // nginx expects a header on every connection; a bare connect is fine.
-    wait_listening(addr, &mut proc, "nginx");
+    }}"#
+        )
+    });
     (proc, addr, dir)
 }
 
@@ -813,29 +792,15 @@ fn import_maps_listen_proxy_protocol() {
 /// (self-signed `localhost`), both answering with the header's address
 /// and logging every request with it (`$proxy_protocol_addr`, `-` when the
 /// header named no client) to `access.log`.
-fn nginx_pp_plain_and_tls() -> (Proc, SocketAddr, SocketAddr, tempdir::Dir) {
-    let dir = tempdir::Dir::new("nginx-pp-tls");
-    let d = dir.0.display().to_string();
-    for sub in ["bodies", "proxy", "fcgi", "uwsgi", "scgi"] {
-        std::fs::create_dir_all(dir.0.join(sub)).unwrap();
-    }
-    let pki = common::pki::Pki::server("localhost");
+fn nginx_pp_plain_and_tls() -> (Proc, SocketAddr, SocketAddr, tempdir::Dir, Pki) {
+    let pki = Pki::server("localhost");
     let (cert, key) = (pki.file("server.pem"), pki.file("server.key"));
     let (plain, tls) = (free_port(), free_port());
-    let conf = format!(
-        r#"daemon off;
-worker_processes 1;
-pid {d}/nginx.pid;
-error_log {d}/error.log info;
-events {{ worker_connections 256; }}
-http {{
-    log_format pp "[$proxy_protocol_addr] $request";
+    let at = |p: u16| -> SocketAddr { format!("127.0.0.1:{p}").parse().unwrap() };
+    let (proc, dir) = nginx_with(&[at(plain), at(tls)], |d| {
+        format!(
+            r#"log_format pp "[$proxy_protocol_addr] $request";
     access_log {d}/access.log pp;
-    client_body_temp_path {d}/bodies;
-    proxy_temp_path {d}/proxy;
-    fastcgi_temp_path {d}/fcgi;
-    uwsgi_temp_path {d}/uwsgi;
-    scgi_temp_path {d}/scgi;
     server {{
         listen 127.0.0.1:{plain} proxy_protocol;
         listen 127.0.0.1:{tls} ssl proxy_protocol;
@@ -844,24 +809,15 @@ http {{
         location / {{
             return 200 "$proxy_protocol_addr $scheme";
         }}
-    }}
-}}
-"#
-    );
-    let conf_path = dir.0.join("nginx.conf");
-    std::fs::write(&conf_path, conf).unwrap();
-    let mut c = Command::new(nginx_bin());
-    c.arg("-p").arg(&dir.0).arg("-c").arg(&conf_path);
-    let mut proc = Proc::spawn(c, &dir.0.join("stderr.log"));
-    let at = |p: u16| -> SocketAddr { format!("127.0.0.1:{p}").parse().unwrap() };
-    wait_listening(at(plain), &mut proc, "nginx");
-    wait_listening(at(tls), &mut proc, "nginx");
-    (proc, at(plain), at(tls), dir)
+    }}"#
+        )
+    });
+    (proc, at(plain), at(tls), dir, pki)
 }
 
 #[test]
 fn health_checks_and_tls_upstreams_send_the_header_first() {
-    let (_ng, plain, tls, dir) = nginx_pp_plain_and_tls();
+    let (_ng, plain, tls, dir, _pki) = nginx_pp_plain_and_tls();
     let log = |name: &str| std::fs::read_to_string(dir.0.join(name)).unwrap_or_default();
     for v in ["v1", "v2"] {
         // Health checks of an upstream that sends the header: a header

@@ -8,11 +8,10 @@ mod common;
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::peers::{nginx_bin, wait_listening, Proc};
+use common::peers::{nginx_with, Proc};
 use common::pki::Pki;
 use common::{admin_get, body_of, connect, free_port, read_response, status_of, tempdir, Ringlb};
 
@@ -28,11 +27,6 @@ struct TlsNginx {
 }
 
 fn tls_nginx(pki: &Pki) -> TlsNginx {
-    let dir = tempdir::Dir::new("nginx-tls");
-    let d = dir.0.display().to_string();
-    for sub in ["bodies", "proxy", "fcgi", "uwsgi", "scgi"] {
-        std::fs::create_dir_all(dir.0.join(sub)).unwrap();
-    }
     let port = free_port();
     let server = |name: &str, default: &str| {
         format!(
@@ -48,22 +42,15 @@ fn tls_nginx(pki: &Pki) -> TlsNginx {
             key = pki.path(&format!("{}.key", &name[..1])).display(),
         )
     };
-    let conf = format!(
-        "daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
-         events {{ worker_connections 256; }}\nhttp {{\n    log_format sni '$ssl_server_name $uri $status';\n    access_log {d}/access.log sni;\n\
-         client_body_temp_path {d}/bodies;\n    proxy_temp_path {d}/proxy;\n\
-         fastcgi_temp_path {d}/fcgi;\n    uwsgi_temp_path {d}/uwsgi;\n    scgi_temp_path {d}/scgi;\n\
-         keepalive_timeout 60s;\n    keepalive_requests 1000;\n{}{}}}\n",
-        server("a.test", " default_server"),
-        server("b.test", "")
-    );
-    let conf_path = dir.0.join("nginx.conf");
-    std::fs::write(&conf_path, conf).unwrap();
-    let mut c = Command::new(nginx_bin());
-    c.arg("-p").arg(&dir.0).arg("-c").arg(&conf_path);
-    let mut proc = Proc::spawn(c, &dir.0.join("stderr.log"));
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    wait_listening(addr, &mut proc, "nginx");
+    let (proc, dir) = nginx_with(&[addr], |d| {
+        format!(
+            "log_format sni '$ssl_server_name $uri $status';\naccess_log {d}/access.log sni;\n\
+             keepalive_timeout 60s;\nkeepalive_requests 1000;\n{}{}",
+            server("a.test", " default_server"),
+            server("b.test", "")
+        )
+    });
     TlsNginx {
         addr,
         access: dir.0.join("access.log"),

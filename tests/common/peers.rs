@@ -213,30 +213,47 @@ pub fn nginx_bin() -> PathBuf {
     p
 }
 
+/// An nginx (one worker, in the foreground) in a fresh directory `D`:
+/// `http_body(D)` is the inside of its `http {}` block, after the temp
+/// paths every config needs. Starts it and waits until each of `listens`
+/// accepts connections.
+pub fn nginx_with(
+    listens: &[SocketAddr],
+    http_body: impl FnOnce(&str) -> String,
+) -> (Proc, tempdir::Dir) {
+    let dir = tempdir::Dir::new("nginx");
+    let d = dir.0.display().to_string();
+    for sub in ["bodies", "proxy", "fcgi", "uwsgi", "scgi"] {
+        std::fs::create_dir_all(dir.0.join(sub)).unwrap();
+    }
+    let conf = format!(
+        "daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log info;\n\
+         events {{ worker_connections 1024; }}\nhttp {{\n\
+         client_body_temp_path {d}/bodies;\nproxy_temp_path {d}/proxy;\n\
+         fastcgi_temp_path {d}/fcgi;\nuwsgi_temp_path {d}/uwsgi;\nscgi_temp_path {d}/scgi;\n\
+         {}\n}}\n",
+        http_body(&d)
+    );
+    let conf_path = dir.0.join("nginx.conf");
+    std::fs::write(&conf_path, conf).unwrap();
+    let mut c = Command::new(nginx_bin());
+    c.arg("-p").arg(&dir.0).arg("-c").arg(&conf_path);
+    let mut proc = Proc::spawn(c, &dir.0.join("stderr.log"));
+    for a in listens {
+        wait_listening(*a, &mut proc, "nginx");
+    }
+    (proc, dir)
+}
+
 impl NginxServer {
     pub fn start(keepalive_timeout: &str) -> NginxServer {
-        let dir = tempdir::Dir::new("nginx");
-        let d = dir.0.display().to_string();
-        let www = dir.0.join("www");
-        std::fs::create_dir_all(&www).unwrap();
-        for sub in ["bodies", "proxy", "fcgi", "uwsgi", "scgi"] {
-            std::fs::create_dir_all(dir.0.join(sub)).unwrap();
-        }
         let port = free_port();
-        let conf = format!(
-            r#"daemon off;
-worker_processes 1;
-pid {d}/nginx.pid;
-error_log {d}/error.log warn;
-events {{ worker_connections 1024; }}
-http {{
-    log_format rec '$http_x_test_id $request_method $uri $status $body_bytes_sent $request_body_file';
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let (proc, dir) = nginx_with(&[addr], |d| {
+            std::fs::create_dir_all(format!("{d}/www")).unwrap();
+            format!(
+                r#"log_format rec '$http_x_test_id $request_method $uri $status $body_bytes_sent $request_body_file';
     access_log {d}/access.log rec;
-    client_body_temp_path {d}/bodies;
-    proxy_temp_path {d}/proxy;
-    fastcgi_temp_path {d}/fcgi;
-    uwsgi_temp_path {d}/uwsgi;
-    scgi_temp_path {d}/scgi;
     keepalive_timeout {keepalive_timeout};
     server {{
         listen 127.0.0.1:{port};
@@ -249,21 +266,13 @@ http {{
             client_body_in_file_only on;
             proxy_pass http://127.0.0.1:{port}/sink;
         }}
-    }}
-}}
-"#
-        );
-        let conf_path = dir.0.join("nginx.conf");
-        std::fs::write(&conf_path, conf).unwrap();
-        let mut c = Command::new(nginx_bin());
-        c.arg("-p").arg(&dir.0).arg("-c").arg(&conf_path);
-        let mut proc = Proc::spawn(c, &dir.0.join("stderr.log"));
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        wait_listening(addr, &mut proc, "nginx");
+    }}"#
+            )
+        });
         NginxServer {
             addr,
             proc,
-            www,
+            www: dir.0.join("www"),
             access: dir.0.join("access.log"),
             _dir: dir,
         }
