@@ -123,7 +123,7 @@ impl Lab {
     }
 
     pub fn ns(&self, node: &str) -> String {
-        format!("{}-{node}", self.prefix)
+        self.net.ns(node)
     }
 
     fn spawn(&mut self, name: &str, node: &str, args: &[&str]) -> usize {
@@ -352,19 +352,7 @@ impl Lab {
 
     /// Whether `node` has the VIP on eth0.
     pub fn has_vip(&self, node: &str) -> bool {
-        run(&[
-            "ip",
-            "-n",
-            &self.ns(node),
-            "-4",
-            "-o",
-            "addr",
-            "show",
-            "dev",
-            "eth0",
-        ])
-        .map(|s| s.contains(&format!(" {VIP}/")))
-        .unwrap_or(false)
+        self.net.has_addr(node, VIP)
     }
 
     /// Only `node` (of a, b) holds the VIP.
