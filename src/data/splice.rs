@@ -354,7 +354,11 @@ mod tests {
             (true, Some(1 << 20), 1, false),
         ];
         for &(plain, left, buffered, want) in table {
-            assert_eq!(wanted(plain, left, buffered), want, "{plain} {left:?} {buffered}");
+            assert_eq!(
+                wanted(plain, left, buffered),
+                want,
+                "{plain} {left:?} {buffered}"
+            );
         }
     }
 
