@@ -1513,7 +1513,8 @@ async fn respond(
                 });
             }
         }
-        match c.ubuf.fill(us, &c.timer, up.config.read_timeout).await {
+        let max = splice::HEAD_READ;
+        match c.ubuf.fill_upto(us, &c.timer, up.config.read_timeout, max).await {
             Ok(_) => got_bytes = true,
             Err(ReadError::Timeout) => {
                 return Err(AttemptError::Upstream {

@@ -46,6 +46,11 @@ use super::io::{relay, write_counted, Body, Pipe, RelayError};
 /// (two mode changes per socket, readiness waits) only pays on large ones,
 /// and the 16–64 KiB shapes stay on the measured copying path.
 pub const SPLICE_MIN: u64 = 256 * 1024;
+/// Most bytes one read of a response head takes: a large body mostly stays
+/// in the kernel, to be spliced rather than copied, while a head with a
+/// 16 KiB body still arrives in one read (and a 64 KiB one in two, as
+/// with a full buffer).
+pub const HEAD_READ: usize = 32 * 1024;
 /// Pipe capacity asked for (the kernel may grant less; then the default).
 const PIPE_BYTES: i32 = 1 << 20;
 /// Most idle pipes a shard keeps.
