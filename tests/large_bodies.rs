@@ -384,7 +384,7 @@ fn a_slow_reader_gets_every_byte() {
         assert!(k > 0, "closed after {} bytes", got.len());
         got.extend_from_slice(&piece[..k]);
         reads += 1;
-        if reads % 8 == 0 {
+        if reads.is_multiple_of(8) {
             thread::sleep(Duration::from_millis(5));
         }
         if let Some(i) = find(&got, b"\r\n\r\n") {
