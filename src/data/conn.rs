@@ -1513,8 +1513,8 @@ async fn respond(
                 });
             }
         }
-        let max = splice::HEAD_READ;
-        match c.ubuf.fill_upto(us, &c.timer, up.config.read_timeout, max).await {
+        let (timer, limit) = (&c.timer, up.config.read_timeout);
+        match c.ubuf.fill_upto(us, timer, limit, splice::HEAD_READ).await {
             Ok(_) => got_bytes = true,
             Err(ReadError::Timeout) => {
                 return Err(AttemptError::Upstream {
