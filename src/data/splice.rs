@@ -26,11 +26,12 @@
 //! readiness with the connection's deadlines: the read limit while it waits
 //! for the source, the write limit while the destination is full.
 //!
-//! Pipes are kept per shard (at most [`PIPE_POOL_MAX`], empty): an idle
-//! connection holds none, and a pipe that still holds bytes after a failure
-//! is closed, never reused.
+//! Pipes belong to the shard, not to connections: at most [`PIPES_MAX`]
+//! open (more large bodies at once are copied), at most [`PIPE_POOL_MAX`]
+//! kept empty for reuse. An idle connection holds none, and a pipe that
+//! still holds bytes after a failure is closed, never reused.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::io;
 use std::os::fd::RawFd;
@@ -55,6 +56,10 @@ pub const HEAD_READ: usize = 32 * 1024;
 const PIPE_BYTES: i32 = 1 << 20;
 /// Most idle pipes a shard keeps.
 const PIPE_POOL_MAX: usize = 16;
+/// Most pipes a shard has open at once (each costs two descriptors, which
+/// the connection limit does not count): more large bodies at the same
+/// time are copied.
+const PIPES_MAX: usize = 64;
 /// Splice steps in a row without waiting before the relay yields to the
 /// shard's other connections.
 const STEPS_BEFORE_YIELD: u32 = 16;
@@ -84,6 +89,7 @@ impl SplicePipe {
         }
         let [r, w] = fds;
         // Closed by `Drop` if sizing fails.
+        OPEN.with(|n| n.set(n.get() + 1));
         let mut p = SplicePipe { r, w, cap: 0 };
         // SAFETY: plain fcntls on descriptors we own.
         let mut cap = unsafe { libc::fcntl(w, libc::F_SETPIPE_SZ, PIPE_BYTES) };
@@ -100,6 +106,7 @@ impl SplicePipe {
 
 impl Drop for SplicePipe {
     fn drop(&mut self) {
+        OPEN.with(|n| n.set(n.get() - 1));
         // SAFETY: we own both descriptors.
         unsafe {
             libc::close(self.r);
@@ -110,12 +117,18 @@ impl Drop for SplicePipe {
 
 thread_local! {
     static PIPES: RefCell<Vec<SplicePipe>> = const { RefCell::new(Vec::new()) };
+    /// Pipes of this shard that are open (pooled or in use).
+    static OPEN: Cell<usize> = const { Cell::new(0) };
 }
 
 fn take_pipe() -> Option<SplicePipe> {
-    PIPES
-        .with(|p| p.borrow_mut().pop())
-        .or_else(|| SplicePipe::new().ok())
+    if let Some(p) = PIPES.with(|p| p.borrow_mut().pop()) {
+        return Some(p);
+    }
+    if OPEN.with(Cell::get) >= PIPES_MAX {
+        return None;
+    }
+    SplicePipe::new().ok()
 }
 
 /// Returns an empty pipe to the shard's pool (closed if the pool is full).
@@ -376,5 +389,18 @@ mod tests {
             give_back(SplicePipe::new().expect("pipe"));
         }
         assert_eq!(pooled_pipes(), PIPE_POOL_MAX);
+        assert_eq!(OPEN.with(Cell::get), PIPE_POOL_MAX);
+    }
+
+    #[test]
+    fn open_pipes_are_bounded() {
+        let mut held = Vec::new();
+        while let Some(p) = take_pipe() {
+            held.push(p);
+            assert!(held.len() <= PIPES_MAX);
+        }
+        assert_eq!(held.len(), PIPES_MAX);
+        drop(held.pop());
+        assert!(take_pipe().is_some(), "a closed pipe frees its place");
     }
 }
