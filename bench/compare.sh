@@ -15,6 +15,12 @@
 # child processes) and of the backend behind it, from /proc/PID/task/*/schedstat
 # deltas over each wrk run, the p99 of every round, and TCP connects/s
 # (/proc/net/snmp ActiveOpens: host-wide, so wrk's and anyone else's count).
+# The log line of every round adds what a p99 jump needs to be explained:
+# p99.9 and max, the share of requests per latency band (bench/tail.lua: a
+# second hump means starved connections), accept-queue overflows and SYN
+# retransmits (host-wide: a dropped SYN costs its client 1 s), the CPU time
+# everything else took from SUT_CPU and SUT_CPU's ksoftirqd (per request),
+# and how long the proxy waited for the CPU.
 #
 # Layout (ARCHITECTURE.md, "Measured"): wrk -t1 -cCONNS --latency pinned on WRK_CPU; the
 # backend (ringlb-backend) and every proxy under test pinned on SUT_CPU, one
@@ -235,6 +241,13 @@ busy_ns() {
     awk -v c="cpu$1" -v hz="$(getconf CLK_TCK)" '$1 == c { printf "%.0f\n", ($2 + $3 + $4 + $7 + $8) * 1e9 / hz }' /proc/stat
 }
 
+# softirq_ns: on-CPU nanoseconds of SUT_CPU's ksoftirqd so far. Loopback
+# network work the sender's context did not finish (softirqs deferred)
+# runs there, charged to nobody's process: a proxy that causes it costs
+# that much more CPU per request than its own column shows.
+KSOFTIRQD=$(pgrep -x "ksoftirqd/$SUT_CPU" 2>/dev/null | head -n 1 || true)
+softirq_ns() { awk '{ print $1 }' /proc/"${KSOFTIRQD:-0}"/schedstat 2>/dev/null || echo 0; }
+
 # TCP active opens (connect()s) host-wide so far: upstream churn shows here.
 active_opens() { awk '$1 == "Tcp:" && $6 ~ /^[0-9]+$/ { print $6 }' /proc/net/snmp; }
 
@@ -382,6 +395,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
         read -r lo0 sr0 <<<"$(syn_trouble)"
         read -r _ pw0 pv0 pi0 <<<"$(sched_stats "${PID[$t]}")"
         s0=$(busy_ns "$SUT_CPU")
+        k0=$(softirq_ns)
         if run_wrk "$t" "$DURATION" "$out" && line=$(parse_wrk <"$out"); then
             p1=$(cpu_ns "${PID[$t]}")
             b1=$(cpu_ns "$BACKEND_PID")
@@ -395,13 +409,15 @@ for ((r = 1; r <= ROUNDS; r++)); do
             read -r lo1 sr1 <<<"$(syn_trouble)"
             read -r _ pw1 pv1 pi1 <<<"$(sched_stats "${PID[$t]}")"
             s1=$(busy_ns "$SUT_CPU")
+            k1=$(softirq_ns)
             # Interference: CPU time others took on SUT_CPU (busy minus proxy
             # and backend), the proxy's wait for the CPU and its switches.
             sched=$(awk -v s0="$s0" -v s1="$s1" -v p="$((p1 - p0))" -v b="$((b1 - b0))" \
                 -v w="$((pw1 - pw0))" -v v="$((pv1 - pv0))" -v i="$((pi1 - pi0))" -v n="${nreq:-0}" -v d="$DURATION" \
-                'BEGIN { o = (s1 - s0 - p - b) / 1e6; if (o < 0) o = 0
-                    printf "others on CPU %s: %.0f ms/s  proxy waited %.2f us/req for the CPU, switches %.3f/%.3f per req (voluntary/not)",
-                        '"$SUT_CPU"', o / d, (n > 0 ? w / n / 1000 : 0), (n > 0 ? v / n : 0), (n > 0 ? i / n : 0) }')
+                -v k="$((k1 - k0))" \
+                'BEGIN { o = (s1 - s0 - p - b - k) / 1e6; if (o < 0) o = 0
+                    printf "others on CPU %s: %.0f ms/s  ksoftirqd %.2f us/req  proxy waited %.2f us/req for the CPU, switches %.3f/%.3f per req (voluntary/not)",
+                        '"$SUT_CPU"', o / d, (n > 0 ? k / n / 1000 : 0), (n > 0 ? w / n / 1000 : 0), (n > 0 ? v / n : 0), (n > 0 ? i / n : 0) }')
             tail=$(awk '/^TAIL/ { printf "p99.9 %s ms  max %s ms", $3, $5 }' "$out")
             log "round $r/$ROUNDS $(printf '%-8s' "$t") ${rps} req/s  p50 ${p50} ms  p99 ${p99} ms  ${tail}  errors ${err}  cpu ${cpu} us/req  backend ${bcpu} us/req  connects ${ops}/s  listen overflows $((lo1 - lo0))  SYN retransmits $((sr1 - sr0))"
             log "    latency bands:$(awk '/^BANDS/ { $1 = ""; print }' "$out")"
