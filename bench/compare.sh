@@ -33,7 +33,9 @@
 #   ROUNDS=3 DURATION=5 CONNS=64 BODY_SIZE=6 CLOSE=0 WARMUP=1
 #   (CLOSE=1: wrk sends `Connection: close`; SHAPE names the row set in RESULTS)
 #   TARGETS="ringlb nginx haproxy relay"  (also: ringlb-nohist, ringlb-alog,
-#                      ringlb-defer (DEFER_TASKRUN ring), ringlb-base (RINGLB_BASE_BIN=…;
+#                      ringlb-defer (DEFER_TASKRUN ring), ringlb-base (RINGLB_BASE_BIN=…,
+#                      e.g. a wrapper script that sets RINGLB_RING_ENTRIES=256 and
+#                      execs the same binary: a ring-size A/B in one run;
 #                      ringlb-base-tls: that build over HTTPS, like ringlb-tls),
 #                      and the HTTPS shape ringlb-tls nginx-tls: the same ECDSA
 #                      P-256 certificate for both, TLS 1.3, nginx with
