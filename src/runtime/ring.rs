@@ -23,8 +23,9 @@ pub const RING_ENTRIES: u32 = 4096;
 /// another size (a power of two, 8..=32768; anything else is ignored).
 /// monoio submits when the submission queue is full, so the size bounds how
 /// many operations one `io_uring_enter` hands the kernel at once: at 1000
-/// clients a smaller ring left less loopback work to `ksoftirqd`
-/// (bench/RESULTS.md, 2026-12-01 14:48), not yet a measured win.
+/// clients 256 entries left ~0.5 µs per request less loopback work to
+/// `ksoftirqd` and about as much more to the backend: no net gain
+/// (bench/RESULTS.md, 2026-12-01 15:02), so the default stays.
 fn ring_entries() -> u32 {
     entries_from(std::env::var("RINGLB_RING_ENTRIES").ok().as_deref())
 }
