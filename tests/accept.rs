@@ -32,14 +32,20 @@ fn close_clients_get_one_answer_each_and_the_backend_one_request_each() {
             drop(TcpStream::connect(rl.addr).unwrap());
         }
         let mut s = connect(rl.addr);
-        s.write_all(format!("GET /n{i} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").as_bytes())
-            .unwrap();
+        s.write_all(
+            format!("GET /n{i} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .unwrap();
         let (resp, closed) = read_to_close(&mut s);
-        assert!(closed, "request {i}: not closed after the response: {resp:?}");
+        assert!(
+            closed,
+            "request {i}: not closed after the response: {resp:?}"
+        );
         assert_eq!(status_of(&resp), 200, "request {i}: {resp:?}");
         assert_eq!(body_of(&resp), "ok", "request {i}: {resp:?}");
         assert!(
-            resp.to_ascii_lowercase().contains("\r\nconnection: close\r\n"),
+            resp.to_ascii_lowercase()
+                .contains("\r\nconnection: close\r\n"),
             "request {i}: {resp:?}"
         );
     }
@@ -78,7 +84,8 @@ fn a_client_silent_past_the_deferral_is_served_once() {
     // hands the connection over anyway, and it is served when it speaks.
     let mut s = connect(rl.addr);
     thread::sleep(Duration::from_millis(2500));
-    s.write_all(b"GET /late HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    s.write_all(b"GET /late HTTP/1.1\r\nHost: a\r\n\r\n")
+        .unwrap();
     let mut buf = Vec::new();
     let resp = read_response(&mut s, &mut buf, false).expect("a response");
     assert_eq!(status_of(&resp), 200, "{resp:?}");
