@@ -942,3 +942,116 @@ fn the_same_bytes_through_ringlb_and_nginx() {
     assert_eq!(statuses(&r), [200]);
     let _ = rig.be.conns.load(std::sync::atomic::Ordering::Relaxed);
 }
+
+/// Routing by host and path through ringlb and nginx with the same rules
+/// (`api.test` → api, path `/admin` → admin, the rest → web): each
+/// request's spelling must reach the backend nginx sends it to, so a
+/// route that guards something cannot be walked around by writing the
+/// host or path differently (upper case, a port, a trailing dot, percent
+/// escapes, dot segments, doubled slashes). The target itself is
+/// forwarded as the client wrote it.
+#[test]
+fn host_and_path_spellings_route_like_nginx() {
+    let (web, web_seen) = recording_backend();
+    let (api, api_seen) = recording_backend();
+    let (admin, admin_seen) = recording_backend();
+    let rl = Ringlb::start(&format!(
+        "[runtime]\nworkers = 1\n\n[[listener]]\nlisten = \"127.0.0.1:{{port}}\"\nupstream = \"web\"\n\
+         [[listener.route]]\nhost = \"api.test\"\nupstream = \"api\"\n\
+         [[listener.route]]\npath_prefix = \"/admin\"\nupstream = \"admin\"\n\n\
+         [upstream.web]\n[[upstream.web.server]]\naddress = \"{}\"\n\
+         [upstream.api]\n[[upstream.api.server]]\naddress = \"{}\"\n\
+         [upstream.admin]\n[[upstream.admin.server]]\naddress = \"{}\"\n",
+        web.addr, api.addr, admin.addr
+    ));
+    let ng: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let _ng = nginx_with(&[ng], |_| {
+        let loc = |up: SocketAddr| {
+            format!(
+                "proxy_pass http://{up}; proxy_http_version 1.1; proxy_set_header Host $http_host;"
+            )
+        };
+        format!(
+            "access_log off;\n\
+             server {{ listen {ng} default_server; server_name _;\n\
+               location / {{ {} }}\n location /admin {{ {} }} }}\n\
+             server {{ listen {ng}; server_name api.test; location / {{ {} }} }}\n",
+            loc(web.addr),
+            loc(admin.addr),
+            loc(api.addr)
+        )
+    });
+    let sets = [
+        ("web", &web_seen),
+        ("api", &api_seen),
+        ("admin", &admin_seen),
+    ];
+    let which = |proxy: SocketAddr, host: &str, target: &str| -> (u16, String, String) {
+        for (_, s) in &sets {
+            s.lock().unwrap().clear();
+        }
+        let r = roundtrip_close(
+            proxy,
+            format!("GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        );
+        let mut hit = String::from("-");
+        let mut line = String::new();
+        for (name, s) in &sets {
+            if let Some(req) = s.lock().unwrap().first() {
+                hit = name.to_string();
+                line = req.lines().next().unwrap_or("").to_string();
+            }
+        }
+        (status_of(&r), hit, line)
+    };
+    let table = [
+        ("api.test", "/x", "api"),
+        ("API.Test:8080", "/x", "api"),
+        ("api.test.", "/x", "api"),
+        ("API.TEST.:80", "/x", "api"),
+        ("www.test", "/x", "web"),
+        ("www.test", "/admin/x", "admin"),
+        ("www.test", "/admin", "admin"),
+        ("www.test", "/admin?x=1", "admin"),
+        ("www.test", "/%61dmin/x", "admin"),
+        ("www.test", "/%61%64%6D%69%6E/x", "admin"),
+        ("www.test", "//admin/x", "admin"),
+        ("www.test", "/./admin/x", "admin"),
+        ("www.test", "/x/../admin/y", "admin"),
+        ("www.test", "/x/%2E%2E/admin/y", "admin"),
+        ("www.test", "/x/./y", "web"),
+        ("www.test", "/admin/", "admin"),
+        ("www.test", "/%2E%2E/admin", "-"),
+        ("www.test", "/x/../../admin", "-"),
+    ];
+    let mut bad = Vec::new();
+    println!("{:<14} {:<24} | {:<34} | nginx", "host", "target", "ringlb");
+    for (host, target, want) in table {
+        let r = which(rl.addr, host, target);
+        let n = which(ng, host, target);
+        println!(
+            "{host:<14} {target:<24} | {:<34} | {} {} {}",
+            format!("{} {} {}", r.0, r.1, r.2),
+            n.0,
+            n.1,
+            n.2
+        );
+        // nginx's own answer is the reference; the table says what it is.
+        if n.1 != want {
+            bad.push(format!(
+                "reference moved: nginx sent {host} {target} to {} (want {want})",
+                n.1
+            ));
+        }
+        if r.1 != n.1 || (r.0 == 400) != (n.0 == 400) {
+            bad.push(format!(
+                "{host} {target}: ringlb → {} ({}), nginx → {}",
+                r.1, r.0, n.1
+            ));
+        } else if r.0 == 200 && r.2 != format!("GET {target} HTTP/1.1") {
+            bad.push(format!("{host} {target}: forwarded as {:?}", r.2));
+        }
+    }
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+}
