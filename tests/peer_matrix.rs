@@ -801,6 +801,54 @@ fn cases() -> Vec<Case> {
             },
         ),
         case(
+            "absolute-form, Host differs only in case",
+            format!("GET http://ABS.Test/c HTTP/1.1\r\nHost: abs.test\r\n{CLOSE}\r\n"),
+            &["GET"],
+            |s| {
+                exactly(s, &[200])?;
+                ensure(s.backend.len() == 1 && s.backend[0].starts_with("GET /c HTTP/1.1\r\n"), || {
+                    format!("{:?}", s.backend)
+                })
+            },
+        ),
+        case(
+            "OPTIONS *",
+            format!("OPTIONS * HTTP/1.1\r\nHost: m.test\r\n{CLOSE}\r\n"),
+            &["OPTIONS"],
+            |s| {
+                exactly(s, &[200])?;
+                ensure(s.backend.len() == 1 && s.backend[0].starts_with("OPTIONS * HTTP/1.1\r\n"), || {
+                    format!("{:?}", s.backend)
+                })
+            },
+        ),
+        case(
+            "99 extra request fields",
+            format!(
+                "GET /many HTTP/1.1\r\nHost: m.test\r\n{}\r\n",
+                (0..98).map(|i| format!("X-F{i}: {i}\r\n")).collect::<String>() + CLOSE
+            ),
+            &["GET"],
+            |s| {
+                exactly(s, &[200])?;
+                ensure(s.backend.len() == 1 && s.backend[0].contains("X-F97: 97\r\n"), || {
+                    "fields lost".into()
+                })
+            },
+        ),
+        case(
+            "Expect: 100-continue from an HTTP/1.0 client",
+            "POST /e10 HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\nabc",
+            &["POST"],
+            |s| {
+                exactly(s, &[200])?;
+                ensure(s.informational == 0, || "a 100 sent to a 1.0 client".into())?;
+                ensure(s.backend.len() == 1 && s.backend[0].ends_with("\r\n\r\nabc"), || {
+                    format!("{:?}", s.backend)
+                })
+            },
+        ),
+        case(
             "identical Content-Length list",
             "POST /cl HTTP/1.1\r\nHost: m\r\nContent-Length: 3, 3\r\nConnection: close\r\n\r\nabc",
             &["POST"],
