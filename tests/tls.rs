@@ -1088,9 +1088,19 @@ fn curl_plain_http_to_the_tls_port_gets_nginx_s_400() {
         "{stdout}"
     );
     assert_eq!(wait_counter(s.admin, &["failures", "not_tls"], 1), 1);
-    // The listener still speaks TLS to the next client.
+    // The listener still speaks TLS to the next client, and to one that
+    // offers only `http/1.0` by ALPN (nginx serves it too).
     curl_ok(&s.pki.path("ca.pem"), s.rl.addr.port(), "/tls");
+    let (ok, body, err) = curl_a(
+        &s.pki.path("ca.pem"),
+        s.rl.addr.port(),
+        &["--http1.0"],
+        &["/ten"],
+    );
+    assert!(ok, "curl --http1.0 over TLS: {err}");
+    assert!(body.contains("ok"), "{body}");
     let seen = s.seen.lock().unwrap().clone();
-    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen.len(), 2, "{seen:?}");
     assert!(seen[0].starts_with("GET /tls "), "{seen:?}");
+    assert!(seen[1].starts_with("GET /ten HTTP/1."), "{seen:?}");
 }
