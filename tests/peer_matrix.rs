@@ -118,6 +118,11 @@ fn script(method: &str, target: &str, raw: &[u8]) -> (Vec<u8>, bool) {
         ),
         // An upgrade the backend declines with a plain response.
         "/noupgrade" => fixed("HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\ndeclined"),
+        // A 101 nobody asked for: no tunnel may open (the client's next
+        // bytes would reach the backend unparsed, around every route).
+        "/bogus101" => fixed(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+        ),
         "/badstatus" => fixed("HTTP/1.1 2000 OK\r\nContent-Length: 2\r\n\r\nok"),
         "/garbage" => (b"SSH-2.0-OpenSSH_9.2\r\n".to_vec(), true),
         "/empty" => (Vec::new(), true),
@@ -316,7 +321,9 @@ impl Rig {
             }
         }
         // Give anything smuggled time to reach the backend.
-        thread::sleep(Duration::from_millis(150));
+        if methods == ["X"] {
+            thread::sleep(Duration::from_millis(150));
+        }
         let (resps, informational, stray) = parse(&got, methods, closed);
         Seen1 {
             resps,
@@ -784,6 +791,22 @@ fn cases() -> Vec<Case> {
                 ensure(
                     s.resps.len() == 1 || s.resps[1].body == b"0123456789",
                     || "second body".into(),
+                )
+            },
+        ),
+        case(
+            "101 to a request that asked for no upgrade",
+            format!("{}{}", get("/bogus101", false), get("/tunnelled", true)),
+            &["GET", "GET"],
+            |s| {
+                no_stray(s)?;
+                ensure(!statuses(s).contains(&101), || "a tunnel opened".into())?;
+                ensure(statuses(s).first() == Some(&502), || format!("{:?}", statuses(s)))?;
+                // The next request is parsed and routed, or refused; never
+                // passed through raw.
+                ensure(
+                    s.resps.len() == 1 || s.resps[1].body.starts_with(b"GET /tunnelled HTTP/1.1\r\n"),
+                    || format!("{:?}", s.backend),
                 )
             },
         ),
