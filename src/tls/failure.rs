@@ -163,7 +163,7 @@ mod tests {
         }
         assert_eq!(
             plain_head_end(b"GET / HTTP/1.1\r\nHost: a\r\n\r\nX"),
-            Some(29)
+            Some(27)
         );
         assert_eq!(plain_head_end(b"GET / HTTP/1.0\n\n"), Some(16));
         assert_eq!(plain_head_end(b"GET / HTTP/1.1\r\nHost: a\r\n"), None);
