@@ -432,7 +432,8 @@ fn bad_input_ends_each_handshake_with_a_reason_and_spares_others() {
     drop(trunc);
     assert_eq!(wait_counter(s.admin, &["failures", "closed"], 1), 1);
 
-    // Plain HTTP on the TLS port: an alert and a close, not an answer.
+    // Plain HTTP on the TLS port: nginx's plaintext 400 and a close
+    // (counted as not TLS), never forwarded.
     let mut plain = TcpStream::connect(s.rl.addr).unwrap();
     plain
         .write_all(b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n")
@@ -442,10 +443,13 @@ fn bad_input_ends_each_handshake_with_a_reason_and_spares_others() {
         .unwrap();
     let mut got = Vec::new();
     let _ = plain.read_to_end(&mut got);
-    assert!(!got.starts_with(b"HTTP/"), "{got:?}");
-    if !got.is_empty() {
-        assert_eq!(got[0], 0x15, "expected a TLS alert record: {got:?}");
-    }
+    let got = String::from_utf8_lossy(&got);
+    assert!(got.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{got:?}");
+    assert!(got.contains("\r\nConnection: close\r\n"), "{got}");
+    assert!(
+        got.ends_with("\r\n\r\n400 The plain HTTP request was sent to HTTPS port\n"),
+        "{got}"
+    );
     assert_eq!(wait_counter(s.admin, &["failures", "not_tls"], 1), 1);
 
     // A huge hello: a handshake message claiming 16 MiB, sent as full
@@ -1050,4 +1054,53 @@ fn large_bodies_both_ways_and_an_upgraded_tunnel_cross_tls() {
         assert_eq!(echoed, msg.as_bytes());
         echoed.clear();
     }
+}
+
+/// `curl http://` against the TLS port gets what nginx answers: a
+/// plaintext `400 The plain HTTP request was sent to HTTPS port`, curl
+/// reads it as a normal response, and the backend sees nothing.
+#[test]
+fn curl_plain_http_to_the_tls_port_gets_nginx_s_400() {
+    let s = start("");
+    let url = format!("http://a.test:{}/plain", s.rl.addr.port());
+    let resolve = format!("a.test:{}:127.0.0.1", s.rl.addr.port());
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "20",
+            "-w",
+            "\n%{http_code}",
+            "--resolve",
+            &resolve,
+            &url,
+        ])
+        .output()
+        .expect("curl is needed for these tests (apt-get install curl)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "curl failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        stdout, "400 The plain HTTP request was sent to HTTPS port\n\n400",
+        "{stdout}"
+    );
+    assert_eq!(wait_counter(s.admin, &["failures", "not_tls"], 1), 1);
+    // The listener still speaks TLS to the next client, and to one that
+    // offers only `http/1.0` by ALPN (nginx serves it too).
+    curl_ok(&s.pki.path("ca.pem"), s.rl.addr.port(), "/tls");
+    let (ok, body, err) = curl_a(
+        &s.pki.path("ca.pem"),
+        s.rl.addr.port(),
+        &["--http1.0"],
+        &["/ten"],
+    );
+    assert!(ok, "curl --http1.0 over TLS: {err}");
+    assert!(body.contains("ok"), "{body}");
+    let seen = s.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert!(seen[0].starts_with("GET /tls "), "{seen:?}");
+    assert!(seen[1].starts_with("GET /ten HTTP/1."), "{seen:?}");
 }

@@ -7,7 +7,7 @@ use std::os::fd::AsRawFd;
 use monoio::net::TcpStream;
 use rustls::{HandshakeKind, ServerConnection};
 
-use crate::tls::failure::{classify, HANDSHAKE_RECORD};
+use crate::tls::failure::{classify, is_plain_http, plain_head_end, HANDSHAKE_RECORD};
 pub use crate::tls::stream::*;
 use crate::tls::{Failure, ListenerTls};
 
@@ -81,6 +81,10 @@ pub async fn accept(
                     })
                 }
             }
+            if first.is_none() && s.rx[0] != HANDSHAKE_RECORD && is_plain_http(&s.rx) {
+                answer_plain_http(s).await;
+                return Err(Some(Failure::NotTls));
+            }
             first.get_or_insert(s.rx[0]);
         }
         match s.feed() {
@@ -106,6 +110,33 @@ pub async fn accept(
     }
     let resumed = s.sess.handshake_kind() == Some(HandshakeKind::Resumed);
     Ok((s, Accepted { resumed }))
+}
+
+/// The most of a plain-HTTP request head read before answering it.
+const PLAIN_HEAD_MAX: usize = 16 * 1024;
+
+/// A plain-HTTP request on a TLS listener: read its head (so the close is
+/// a FIN, not a reset that could destroy the answer), answer the plaintext
+/// `400` nginx answers, and close. Bounded in time by the handshake's
+/// deadline like the handshake itself.
+async fn answer_plain_http(s: ServerStream) {
+    use monoio::buf::IoBufMut;
+    use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+    let mut io = s.io;
+    let mut buf = s.rx;
+    while plain_head_end(&buf).is_none() && buf.len() < PLAIN_HEAD_MAX {
+        buf.reserve(4096);
+        let len = buf.len();
+        let (r, b) = io.read(buf.slice_mut(len..)).await;
+        buf = b.into_inner();
+        if !matches!(r, Ok(n) if n > 0) {
+            return;
+        }
+    }
+    buf.clear();
+    crate::proto::http1::encode::encode_plain_http_on_tls(&mut buf, &super::date::current());
+    // Dropping the socket then closes it (a FIN: the head was read).
+    let _ = io.write_all(buf).await;
 }
 
 /// [`accept`] bounded by the listener's `handshake_timeout` on the

@@ -1,12 +1,21 @@
 //! Host and path routing, compiled once per snapshot.
 //!
 //! A listener's `[[listener.route]]` entries become a [`Router`]: exact hosts
-//! and `*.suffix` wildcards (case-insensitive, port ignored) and path prefixes
-//! matched on segment boundaries, longest prefix first. Matching walks
-//! pre-sorted slices and compares bytes; it allocates nothing, so it can run
-//! on every request. Pure code: no I/O.
+//! and `*.suffix` wildcards (case-insensitive, port and a trailing dot
+//! ignored) and path prefixes matched on segment boundaries, longest prefix
+//! first. Matching walks pre-sorted slices and compares bytes; it allocates
+//! nothing for a canonical path, so it can run on every request. Pure code:
+//! no I/O.
+//!
+//! A path is matched in its canonical form
+//! (`proto::http1::target::canonical_path`: percent escapes decoded, empty
+//! and dot segments resolved, as nginx matches `location`s and as
+//! application servers read it), while the target is forwarded as written:
+//! otherwise `/%61dmin`, `//admin` or `/x/../admin` would reach the
+//! backend as `/admin` without going through the `/admin` route.
 
 use crate::config::RouteConfig;
+use crate::proto::http1::target::canonical_path;
 
 #[derive(Debug, Clone)]
 struct Route {
@@ -94,8 +103,10 @@ impl Router {
         if self.routes.is_empty() {
             return miss;
         }
-        let host = host.map(strip_port).unwrap_or(b"");
-        let path = path_of(target);
+        let host = host.map(strip_port).map_or(&b""[..], strip_dot);
+        let mut scratch = Vec::new();
+        // A path above the root was refused with the request (400).
+        let path = canonical_path(path_of(target), &mut scratch).unwrap_or(b"/");
         self.routes
             .iter()
             .find(|r| {
@@ -123,6 +134,11 @@ fn strip_port(h: &[u8]) -> &[u8] {
         Some(i) => &h[..i],
         None => h,
     }
+}
+
+/// `a.test.` names the same host as `a.test` (the root's empty label).
+fn strip_dot(h: &[u8]) -> &[u8] {
+    h.strip_suffix(b".").unwrap_or(h)
 }
 
 /// The path of an origin-form or absolute-form target, without the query.
@@ -154,11 +170,14 @@ fn host_matches(m: &HostMatch, host: &[u8]) -> bool {
     }
 }
 
-/// `/v1` matches `/v1`, `/v1/x`, not `/v10`; a prefix ending in `/` matches
+/// `/v1` matches `/v1`, `/v1/x` and `/v1;param` (a path parameter, which
+/// servlet containers strip), not `/v10`; a prefix ending in `/` matches
 /// anything under it.
 fn prefix_matches(prefix: &[u8], path: &[u8]) -> bool {
     path.starts_with(prefix)
-        && (prefix.ends_with(b"/") || path.len() == prefix.len() || path[prefix.len()] == b'/')
+        && (prefix.ends_with(b"/")
+            || path.len() == prefix.len()
+            || matches!(path[prefix.len()], b'/' | b';'))
 }
 
 #[cfg(test)]
@@ -212,5 +231,39 @@ mod tests {
         assert_eq!(router.route(Some(b"h"), b"/b"), None);
         assert_eq!(router.route(Some(b"h"), b"/a/"), Some(1));
         assert_eq!(Router::build(&[], Some(7)).route(None, b"/"), Some(7));
+    }
+
+    #[test]
+    fn spellings_of_a_host_and_path_route_as_their_canonical_form() {
+        let router = Router::build(
+            &[r(Some("api.test"), None, 1), r(None, Some("/admin"), 2)],
+            Some(0),
+        );
+        for (host, target, want) in [
+            (&b"api.test."[..], &b"/x"[..], 1),
+            (b"API.TEST.:80", b"/x", 1),
+            (b"www.test", b"/%61dmin/x", 2),
+            (b"www.test", b"/%61%64%6D%69%6E", 2),
+            (b"www.test", b"//admin/x", 2),
+            (b"www.test", b"/./admin/x", 2),
+            (b"www.test", b"/x/../admin/y", 2),
+            (b"www.test", b"/x/%2E%2E/admin/y", 2),
+            (b"www.test", b"/x%2F..%2Fadmin", 2),
+            (b"www.test", b"/admin;jsessionid=1", 2),
+            (b"www.test", b"/admin/..", 0),
+            (b"www.test", b"/admin/../x", 0),
+            (b"www.test", b"/administrator", 0),
+            (b"www.test", b"/x/./y", 0),
+            (b"www.test", b"/%zz/admin", 0),
+            (b"www.test", b"/adm%in", 0),
+        ] {
+            assert_eq!(
+                router.route(Some(host), target),
+                Some(want),
+                "{} {}",
+                String::from_utf8_lossy(host),
+                String::from_utf8_lossy(target)
+            );
+        }
     }
 }

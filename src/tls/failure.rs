@@ -73,6 +73,28 @@ impl Failure {
 /// The first byte of a TLS handshake record (content type 22).
 pub const HANDSHAKE_RECORD: u8 = 0x16;
 
+/// Whether the first bytes of a connection on a TLS listener are a plain
+/// HTTP request line rather than a TLS record: a method token (upper-case
+/// letters) followed by a space, as far as the bytes go. TLS records start
+/// with a content type byte (0x14..=0x17) and SSLv2 hellos with 0x80, never
+/// a letter. Such a client is answered with a plaintext `400` (as nginx
+/// does) instead of an alert it cannot read.
+pub fn is_plain_http(first: &[u8]) -> bool {
+    let token = first.iter().take_while(|b| b.is_ascii_uppercase()).count();
+    (1..=16).contains(&token) && first.get(token).is_none_or(|&b| b == b' ')
+}
+
+/// Where the head of a plain-HTTP request ends in `buf` (just past the
+/// blank line), if it has arrived: read that far before answering, so the
+/// close is a FIN and not a reset that could destroy the answer.
+pub fn plain_head_end(buf: &[u8]) -> Option<usize> {
+    (0..buf.len()).find_map(|i| match &buf[i..] {
+        [b'\n', b'\n', ..] => Some(i + 2),
+        [b'\n', b'\r', b'\n', ..] => Some(i + 3),
+        _ => None,
+    })
+}
+
 /// Classifies a rustls error. `first_byte` is the connection's first byte
 /// (if any arrived); `sni_unknown` whether the client named a host that no
 /// certificate carries (it was served the default certificate).
@@ -117,6 +139,35 @@ fn is_certificate_alert(a: AlertDescription) -> bool {
 mod tests {
     use super::*;
     use rustls::{InvalidMessage, PeerIncompatible};
+
+    #[test]
+    fn plain_http_is_told_from_tls_records() {
+        for (bytes, want) in [
+            (&b"GET / HTTP/1.1\r\n"[..], true),
+            (b"POST", true),
+            (b"G", true),
+            (b"OPTIONS * HTTP/1.1", true),
+            (b"\x16\x03\x01\x02\x00", false),
+            (b"\x80\x01\x02", false),
+            (b"get / HTTP/1.1", false),
+            (b"GET/ HTTP/1.1", false),
+            (b"ABCDEFGHIJKLMNOPQ / HTTP/1.1", false),
+            (b"", false),
+        ] {
+            assert_eq!(
+                is_plain_http(bytes),
+                want,
+                "{:?}",
+                String::from_utf8_lossy(bytes)
+            );
+        }
+        assert_eq!(
+            plain_head_end(b"GET / HTTP/1.1\r\nHost: a\r\n\r\nX"),
+            Some(27)
+        );
+        assert_eq!(plain_head_end(b"GET / HTTP/1.0\n\n"), Some(16));
+        assert_eq!(plain_head_end(b"GET / HTTP/1.1\r\nHost: a\r\n"), None);
+    }
 
     #[test]
     fn classification_table() {

@@ -101,6 +101,19 @@ pub fn session_cache() -> Arc<dyn StoresServerSessions + Send + Sync> {
     c
 }
 
+/// The ALPN protocols a listener offers for its configured `alpn`: an
+/// HTTP/1.1 server serves HTTP/1.0 too, so `http/1.0` follows `http/1.1`
+/// (as nginx offers both). Without it a client that offers only
+/// `http/1.0` (`curl --http1.0`) is refused the handshake with
+/// `no_application_protocol`.
+fn alpn_offered(configured: &[String]) -> Vec<Vec<u8>> {
+    let mut out: Vec<Vec<u8>> = configured.iter().map(|a| a.as_bytes().to_vec()).collect();
+    if configured.iter().any(|a| a == "http/1.1") {
+        out.push(b"http/1.0".to_vec());
+    }
+    out
+}
+
 /// Builds a listener's rustls configuration from its loaded certificates.
 pub fn build(
     settings: &Settings,
@@ -127,11 +140,7 @@ pub fn build(
     };
     let mut cfg = cfg
         .with_cert_resolver(Arc::clone(&resolver) as Arc<dyn rustls::server::ResolvesServerCert>);
-    cfg.alpn_protocols = settings
-        .alpn
-        .iter()
-        .map(|a| a.as_bytes().to_vec())
-        .collect();
+    cfg.alpn_protocols = alpn_offered(&settings.alpn);
     cfg.session_storage = session_cache();
     if settings.session_tickets {
         cfg.ticketer = ticketer();
@@ -148,4 +157,19 @@ pub fn build(
             .as_ref()
             .map(|c| c.header.clone().into_boxed_str()),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::alpn_offered;
+
+    #[test]
+    fn http_1_1_listeners_offer_http_1_0_too() {
+        let v = |l: &[&str]| alpn_offered(&l.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(
+            v(&["http/1.1"]),
+            [b"http/1.1".to_vec(), b"http/1.0".to_vec()]
+        );
+        assert!(v(&[]).is_empty());
+    }
 }

@@ -315,6 +315,25 @@ pub fn encode_canned(out: &mut Vec<u8>, status: u16, keep_alive: bool, date: &[u
     out.push(b'\n');
 }
 
+/// The body of the answer to a plain-HTTP request on a TLS listener
+/// (nginx's wording, so clients and people see the same hint).
+pub const PLAIN_HTTP_ON_TLS: &[u8] = b"400 The plain HTTP request was sent to HTTPS port\n";
+
+/// Appends the plaintext `400` a TLS listener answers a plain-HTTP
+/// request with (nginx does the same), then the connection closes.
+pub fn encode_plain_http_on_tls(out: &mut Vec<u8>, date: &[u8]) {
+    out.extend_from_slice(b"HTTP/1.1 400 Bad Request\r\n");
+    put_field(out, b"Date", date);
+    out.extend_from_slice(b"Content-Type: text/plain\r\nContent-Length: ");
+    out.extend_from_slice(
+        itoa::Buffer::new()
+            .format(PLAIN_HTTP_ON_TLS.len())
+            .as_bytes(),
+    );
+    out.extend_from_slice(b"\r\nConnection: close\r\n\r\n");
+    out.extend_from_slice(PLAIN_HTTP_ON_TLS);
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::{decode_request, decode_response, Limits};
@@ -583,5 +602,22 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn plain_http_on_tls_answer_is_a_framed_closing_400() {
+        let mut raw = Vec::new();
+        encode_plain_http_on_tls(&mut raw, DATE);
+        let mut f = Vec::new();
+        let h = decode_response(&raw, 16384, false, &mut f)
+            .unwrap()
+            .unwrap();
+        assert_eq!(h.status, 400);
+        assert!(!h.keep_alive());
+        assert_eq!(&raw[h.head_len..], PLAIN_HTTP_ON_TLS);
+        assert_eq!(
+            h.framing,
+            super::super::Framing::Length(PLAIN_HTTP_ON_TLS.len() as u64)
+        );
     }
 }

@@ -12,12 +12,14 @@
 //! - [`fields`]: header classification shared by both directions.
 //! - [`chunked`]: a streaming chunked-body scanner (pass-through or de-chunk).
 //! - [`encode`]: heads rewritten for the other side, canned error responses.
+//! - [`target`]: the canonical form of a path (routing, paths above the root).
 
 pub mod chunked;
 pub mod encode;
 pub mod fields;
 pub mod request;
 pub mod response;
+pub mod target;
 
 pub use chunked::{ChunkError, ChunkedDecoder, Piece};
 pub use fields::{Field, FieldKind};

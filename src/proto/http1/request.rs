@@ -215,6 +215,9 @@ pub fn decode_request(
     let Some(split) = split_target(path.as_bytes(), method) else {
         return Err(RequestError::Malformed);
     };
+    if climbs_above_root(split.rest) {
+        return Err(RequestError::Malformed);
+    }
     let (form, target) = (split.form, Span::of(buf, split.rest));
     let authority = split.authority.map(|a| Span::of(buf, a));
 
@@ -381,6 +384,17 @@ fn split_target(t: &[u8], method: Method) -> Option<SplitTarget<'_>> {
             })
         }
     }
+}
+
+/// Whether the path of `target` climbs above the root (`/../x`,
+/// `/%2e%2e/x`): nginx answers 400, and forwarding it would hand the
+/// backend a path outside any route (see `target::canonical_path`).
+fn climbs_above_root(target: &[u8]) -> bool {
+    let end = target
+        .iter()
+        .position(|&b| b == b'?' || b == b'#')
+        .unwrap_or(target.len());
+    super::target::canonical_path(&target[..end], &mut Vec::new()).is_none()
 }
 
 fn strip_prefix_ci<'a>(t: &'a [u8], prefix: &[u8]) -> Option<&'a [u8]> {
@@ -604,6 +618,10 @@ mod tests {
             ),
             ("GET a.test:80 HTTP/1.1\r\nHost: a.test\r\n\r\n", 400),
             ("GET * HTTP/1.1\r\nHost: a.test\r\n\r\n", 400),
+            // Paths above the root (nginx: 400), however spelled.
+            ("GET /../etc HTTP/1.1\r\nHost: a.test\r\n\r\n", 400),
+            ("GET /a/%2e%2E/../b?x HTTP/1.1\r\nHost: a.test\r\n\r\n", 400),
+            ("GET http://a.test/.. HTTP/1.1\r\nHost: a.test\r\n\r\n", 400),
             ("OPTIONS *x HTTP/1.1\r\nHost: a.test\r\n\r\n", 400),
             (
                 "CONNECT a.test:443 HTTP/1.1\r\nHost: a.test:443\r\n\r\n",
