@@ -57,7 +57,7 @@ use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::io::Write as _;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::pin::{pin, Pin};
 use std::rc::Rc;
 use std::task::Poll;
@@ -75,7 +75,9 @@ use super::client_stream::ClientStream;
 use super::deadline::{Shut, Timer};
 use super::io::{relay, write_all, write_counted, Body, Pipe, RelayError};
 use super::pool::Pool;
+use super::idle::Parked;
 use super::shard::{Shard, ShardView, Slot};
+use super::unwind::{self, CatchUnwind};
 use crate::config::{HashKey, HttpConfig};
 use crate::lb::{hash_bytes, NoServer, ShardState};
 use crate::metrics::{ConnState, FailureKind};
@@ -166,9 +168,80 @@ struct Client {
     tls_desc: Option<(&'static str, &'static str)>,
     /// Larger storage lent to `rbuf` while a request body is buffered.
     body_buf: BodyBuf,
+    /// The socket is in the shard's parked set already (parked before;
+    /// left registered, disabled, by its one-shot event).
+    rearm: bool,
 }
 
 impl Client {
+    fn new(
+        shard: &Shard,
+        stream: ClientStream,
+        peer: SocketAddr,
+        dst: Option<SocketAddr>,
+        timer: Timer,
+    ) -> Client {
+        let max_head = shard.view().snap.config.http.max_header_bytes;
+        let mut ip = ([0u8; 48], 0u8);
+        let mut w = &mut ip.0[..];
+        let _ = write!(w, "{}", peer.ip());
+        ip.1 = (48 - w.len()) as u8;
+        Client {
+            stream,
+            peer,
+            dst,
+            private: Pool::default(),
+            ip,
+            rbuf: RecvBuf::client(max_head),
+            ubuf: RecvBuf::pooled(),
+            out: Vec::new(),
+            fields: Vec::new(),
+            rfields: Vec::new(),
+            timer,
+            log_line: Vec::new(),
+            client_timeout: Duration::ZERO,
+            keep_enabled: true,
+            requests: 0,
+            streak: 0,
+            idle_since: 0,
+            tried: Tried::default(),
+            subject: None,
+            tls_desc: None,
+            body_buf: BodyBuf::default(),
+            rearm: false,
+        }
+    }
+
+    /// Whether this idle connection may wait in the shard's parked set
+    /// rather than in its task (see `idle.rs` for what is not parked).
+    fn parkable(&self) -> bool {
+        matches!(self.stream, ClientStream::Plain(_))
+            && self.private.idle_count() == 0
+            && self.rbuf.is_empty()
+    }
+
+    /// What survives of a parkable idle connection; the rest is dropped.
+    fn into_parked(self, slot: Slot, listen: SocketAddr) -> Option<(Parked, bool)> {
+        let ClientStream::Plain(stream) = self.stream else {
+            return None;
+        };
+        // No operation is in flight on an idle socket: the descriptor has
+        // no other owner.
+        let fd = stream.into_raw_fd();
+        let p = Parked {
+            // SAFETY: `into_raw_fd` gave up ownership of this open socket.
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+            peer: self.peer,
+            dst: self.dst,
+            listen,
+            slot,
+            requests: self.requests,
+            streak: self.streak,
+            idle_since: self.idle_since,
+        };
+        Some((p, self.rearm))
+    }
+
     /// Gives every buffer back to the shard's pools (the connection is idle
     /// and its receive buffer empty).
     fn park(&mut self) {
@@ -229,7 +302,6 @@ pub async fn serve(
     // TCP_NODELAY is inherited from the listener (runtime::listeners).
     // `slot` unregisters on every exit, including unwinding from a panic.
     let timer = slot.timer.clone();
-    let idle = &slot.idle;
     {
         let mut rec = shard.rec.borrow_mut();
         rec.on_accept();
@@ -274,45 +346,86 @@ pub async fn serve(
             }
         },
     };
-    let mut state = ConnState::Reading;
-    let max_head = shard.view().snap.config.http.max_header_bytes;
-    let mut ip = ([0u8; 48], 0u8);
-    let mut w = &mut ip.0[..];
-    let _ = write!(w, "{}", peer.ip());
-    ip.1 = (48 - w.len()) as u8;
-    let mut c = Client {
-        stream,
+    let mut c = Client::new(&shard, stream, peer, dst, timer);
+    c.subject = subject;
+    c.tls_desc = tls_desc;
+    drive(shard, c, slot, ConnState::Reading, listen, false).await;
+}
+
+/// Starts the task of a parked connection whose socket became readable
+/// (`idle.rs`); like a new connection's, a panic in it costs only it.
+pub fn spawn_resumed(shard: Rc<Shard>, p: Parked) {
+    let peer = p.peer;
+    let task = CatchUnwind(Box::pin(resume(shard, p)));
+    monoio::spawn(async move {
+        if let Err(e) = task.await {
+            crate::error!(
+                "connection from {peer}: task panicked: {}",
+                unwind::message(&*e)
+            );
+        }
+    });
+}
+
+/// Serves a parked connection again, from "read the next head".
+async fn resume(shard: Rc<Shard>, p: Parked) {
+    let Parked {
+        fd,
         peer,
         dst,
-        private: Pool::default(),
-        ip,
-        rbuf: RecvBuf::client(max_head),
-        ubuf: RecvBuf::pooled(),
-        out: Vec::new(),
-        fields: Vec::new(),
-        rfields: Vec::new(),
-        timer,
-        log_line: Vec::new(),
-        client_timeout: Duration::ZERO,
-        keep_enabled: true,
-        requests: 0,
-        streak: 0,
-        idle_since: 0,
-        tried: Tried::default(),
-        subject,
-        tls_desc,
-        body_buf: BodyBuf::default(),
+        listen,
+        slot,
+        requests,
+        streak,
+        idle_since,
+    } = p;
+    let stream = match TcpStream::from_std(std::net::TcpStream::from(fd)) {
+        Ok(s) => s,
+        Err(e) => {
+            crate::warn!("{peer}: resuming an idle connection: {e}");
+            shard.rec.borrow_mut().on_close(ConnState::Waiting);
+            return;
+        }
     };
+    let mut c = Client::new(&shard, ClientStream::Plain(stream), peer, dst, slot.timer.clone());
+    c.requests = requests;
+    c.streak = streak;
+    c.idle_since = idle_since;
+    c.rearm = true;
+    c.unpark();
+    drive(shard, c, slot, ConnState::Waiting, listen, true).await;
+}
+
+/// The keep-alive loop of a connection, until it closes or parks.
+/// `woken`: the socket is known readable (a resumed parked connection).
+async fn drive(
+    shard: Rc<Shard>,
+    mut c: Client,
+    slot: Slot,
+    mut state: ConnState,
+    listen: SocketAddr,
+    mut woken: bool,
+) {
+    // `slot` unregisters on every exit, including unwinding from a panic.
+    let idle = Rc::clone(&slot.idle);
     loop {
         // Keep-alive: an idle connection waits here, holding no buffer. Its
         // task keeps only this loop's state; each request runs boxed.
-        if c.rbuf.is_empty()
-            && (shard.draining() || !wait_idle(&shard, &mut c, idle, &mut state).await)
-        {
-            break;
+        if c.rbuf.is_empty() && !std::mem::take(&mut woken) {
+            if shard.draining() {
+                break;
+            }
+            match wait_idle(&shard, &mut c, &idle, &mut state).await {
+                IdleWait::Ready => {}
+                IdleWait::Closed => break,
+                IdleWait::Park(limit) => {
+                    park(&shard, c, slot, listen, limit);
+                    return;
+                }
+            }
         }
         let (next, tunnel_timeout) =
-            Box::pin(one_request(&shard, &mut c, idle, &mut state, listen)).await;
+            Box::pin(one_request(&shard, &mut c, &idle, &mut state, listen)).await;
         match next {
             Next::KeepAlive if !shard.draining() => continue,
             Next::KeepAlive | Next::Close => break,
@@ -340,14 +453,41 @@ pub async fn serve(
     shard.rec.borrow_mut().on_close(state);
 }
 
+/// Moves an idle connection into the shard's parked set, its idle deadline
+/// (`limit`) armed on its slot; the task then ends. A connection the set
+/// refuses (the kernel's epoll limits) is closed, as nginx would.
+fn park(shard: &Shard, c: Client, slot: Slot, listen: SocketAddr, limit: Duration) {
+    let fd = c.stream.as_raw_fd();
+    let timer = slot.timer.clone();
+    let Some((p, rearm)) = c.into_parked(slot, listen) else {
+        return;
+    };
+    timer.arm(fd, Shut::Read, limit);
+    if let Err(p) = shard.parked.park(p, rearm) {
+        let _ = timer.finish();
+        drop(p);
+        shard.rec.borrow_mut().on_close(ConnState::Waiting);
+    }
+}
+
+/// How an idle wait ended.
+enum IdleWait {
+    /// Bytes to read (or a busy client that reads directly).
+    Ready,
+    /// Closed or timed out.
+    Closed,
+    /// Wait outside the task, in the shard's parked set, at most this long.
+    Park(Duration),
+}
+
 /// Waits until an idle keep-alive connection (empty receive buffer) has
-/// bytes to read, with every buffer parked. `false`: it closed or timed out.
+/// bytes to read, with every buffer given back, or says to park it.
 async fn wait_idle(
     shard: &Shard,
     c: &mut Client,
     idle: &Cell<bool>,
     state: &mut ConnState,
-) -> bool {
+) -> IdleWait {
     idle.set(true);
     transition(shard, state, ConnState::Waiting);
     let limit = {
@@ -366,14 +506,18 @@ async fn wait_idle(
         // A busy client: its next request is a read away (read_head's,
         // with this same limit); a readiness wait would cost an io_uring
         // operation per request.
-        return true;
+        return IdleWait::Ready;
     }
     c.park();
-    let ready = wait_readable(&mut c.stream, &c.timer, limit).await;
-    if ready {
-        c.unpark();
+    if c.parkable() {
+        return IdleWait::Park(limit);
     }
-    ready
+    if wait_readable(&mut c.stream, &c.timer, limit).await {
+        c.unpark();
+        IdleWait::Ready
+    } else {
+        IdleWait::Closed
+    }
 }
 
 /// A request that arrives within this long of the previous response (shard

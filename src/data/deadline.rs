@@ -105,6 +105,16 @@ impl Timer {
         limit: Duration,
         op: F,
     ) -> (F::Output, Result<(), Elapsed>) {
+        self.arm(fd, how, limit);
+        let out = op.await;
+        (out, self.finish())
+    }
+
+    /// Arms the deadline: `limit` from now (rounded up to the tick) the
+    /// tick shuts `fd` down as `how` says. [`Timer::run`] arms and
+    /// finishes around one operation; a parked idle connection
+    /// (`idle.rs`) is armed while no task waits on it.
+    pub fn arm(&self, fd: RawFd, how: Shut, limit: Duration) {
         let d = &*self.deadline;
         d.fd.set(fd);
         d.how.set(match how {
@@ -116,10 +126,17 @@ impl Timer {
         let at = self.clock.get() + limit.as_millis() as u64 + 1;
         d.at_ms.set(at);
         NEXT_DUE.with(|n| n.set(n.get().min(at)));
-        let out = op.await;
+    }
+
+    /// Disarms the deadline; `Err(Elapsed)` if it fired since [`Timer::arm`].
+    pub fn finish(&self) -> Result<(), Elapsed> {
+        let d = &*self.deadline;
         d.at_ms.set(0);
-        let timed_out = d.fired.replace(false);
-        (out, if timed_out { Err(Elapsed) } else { Ok(()) })
+        if d.fired.replace(false) {
+            Err(Elapsed)
+        } else {
+            Ok(())
+        }
     }
 
     /// Whether the running operation's deadline has fired (its socket was

@@ -135,6 +135,8 @@ pub struct Shard {
     pub clock: Rc<Cell<u64>>,
     /// Access log, when configured.
     pub access_log: Option<AccessLog>,
+    /// Idle keep-alive connections waiting outside any task (`idle.rs`).
+    pub parked: super::idle::ParkedSet,
 }
 
 impl Shard {
@@ -236,6 +238,7 @@ pub fn run(
         crate::info!("shards use the {} driver", rt.driver_name());
     }
     let link = Arc::clone(&end.link);
+    let parked = super::idle::ParkedSet::new()?;
     rt.block_on(async move {
         let first = end.snapshots.load_full();
         let mut rec = registry.recorder(id, Arc::clone(&first.layout), first.generation);
@@ -256,12 +259,16 @@ pub fn run(
             active: Cell::new(0),
             peak: Cell::new(0),
             draining: Cell::new(false),
+            parked,
         });
+        monoio::spawn(super::idle::run(Rc::clone(&shard)));
         let mut accepting = HashMap::new();
         for (addr, l) in listeners {
             start_listener(&shard, &mut accepting, addr, l);
         }
         housekeeping(&shard, accepting).await;
+        // Parked connections hold their slots, which hold the shard.
+        shard.parked.clear();
     });
     link.mark_exited();
     Ok(())
