@@ -73,9 +73,9 @@ use super::body_buf::{self, BodyBuf};
 use super::buf::{self, ReadError, RecvBuf};
 use super::client_stream::ClientStream;
 use super::deadline::{Shut, Timer};
+use super::idle::Parked;
 use super::io::{relay, write_all, write_counted, Body, Pipe, RelayError};
 use super::pool::Pool;
-use super::idle::Parked;
 use super::shard::{Shard, ShardView, Slot};
 use super::unwind::{self, CatchUnwind};
 use crate::config::{HashKey, HttpConfig};
@@ -387,7 +387,13 @@ async fn resume(shard: Rc<Shard>, p: Parked) {
             return;
         }
     };
-    let mut c = Client::new(&shard, ClientStream::Plain(stream), peer, dst, slot.timer.clone());
+    let mut c = Client::new(
+        &shard,
+        ClientStream::Plain(stream),
+        peer,
+        dst,
+        slot.timer.clone(),
+    );
     c.requests = requests;
     c.streak = streak;
     c.idle_since = idle_since;

@@ -163,6 +163,16 @@ impl ParkedSet {
         p
     }
 
+    /// Frees the slab's storage once nothing is parked (after a burst of
+    /// idle connections closed; called with the allocator trim).
+    pub fn shrink(&self) {
+        if self.len.get() == 0 {
+            // No socket is armed in the epoll set: no event can name a key.
+            *self.slots.borrow_mut() = Vec::new();
+            *self.free.borrow_mut() = Vec::new();
+        }
+    }
+
     /// Drops every parked connection (the shard is exiting).
     pub fn clear(&self) {
         let slots = std::mem::take(&mut *self.slots.borrow_mut());

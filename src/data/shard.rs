@@ -411,10 +411,13 @@ async fn housekeeping(shard: &Rc<Shard>, mut accepting: HashMap<SocketAddr, Canc
             .rec
             .borrow_mut()
             .set_buffers(buf::in_use(), buf::pooled());
+        shard.rec.borrow_mut().set_parked(shard.parked.len());
         if ticks.is_multiple_of(100) {
             let freed = buf::sweep_pools();
             if should_trim(shard.peak.get(), shard.active.get(), freed) {
                 shard.peak.set(shard.active.get());
+                shard.conns.borrow_mut().shrink_to_fit();
+                shard.parked.shrink();
                 trim_heap();
             }
         }
