@@ -292,64 +292,81 @@ impl Client {
 }
 
 /// Serves a client connection until it closes.
-pub async fn serve(
+pub fn serve(
     shard: Rc<Shard>,
     stream: TcpStream,
     mut peer: SocketAddr,
     listen: SocketAddr,
     slot: Slot,
-) {
-    // TCP_NODELAY is inherited from the listener (runtime::listeners).
-    // `slot` unregisters on every exit, including unwinding from a panic.
-    let timer = slot.timer.clone();
-    {
-        let mut rec = shard.rec.borrow_mut();
-        rec.on_accept();
-        rec.on_handled();
-    }
-    let lc = shard
-        .view()
-        .snap
-        .config
-        .listeners
-        .iter()
-        .find(|l| l.listen == listen)
-        .map(|l| (l.tls.clone(), l.proxy_protocol));
-    let (tls, proxy_protocol) = lc.unwrap_or_default();
-    // A PROXY header first: its client address replaces the socket's.
-    let mut dst = None;
-    if proxy_protocol {
-        let Some((src, to)) =
-            super::proxy_protocol::accept(&shard, &stream, peer, &tls, &timer).await
-        else {
-            shard.rec.borrow_mut().on_close(ConnState::Reading);
-            return;
-        };
-        (peer, dst) = (src, to);
-    }
-    // A TLS listener: the handshake first (bounded by its own timeout).
-    let mut subject = None;
-    let mut tls_desc = None;
-    let stream = match tls {
-        None => ClientStream::Plain(stream),
-        // Boxed, like every large step below: the task of an idle
-        // connection keeps only the state of its keep-alive wait.
-        Some(tls) => match Box::pin(super::tls::handshake(&shard, stream, &tls, &timer)).await {
-            Some(mut s) => {
-                subject = s.client_subject_field(&tls);
-                tls_desc = Some(s.describe());
-                ClientStream::Tls(Box::new(s))
-            }
-            None => {
+) -> impl Future<Output = ()> {
+    // Not an `async fn`, like `drive`: arguments stored once.
+    async move {
+        // TCP_NODELAY is inherited from the listener (runtime::listeners).
+        // `slot` unregisters on every exit, including unwinding from a panic.
+        let timer = slot.timer.clone();
+        {
+            let mut rec = shard.rec.borrow_mut();
+            rec.on_accept();
+            rec.on_handled();
+        }
+        let lc = shard
+            .view()
+            .snap
+            .config
+            .listeners
+            .iter()
+            .find(|l| l.listen == listen)
+            .map(|l| (l.tls.clone(), l.proxy_protocol));
+        let (tls, proxy_protocol) = lc.unwrap_or_default();
+        // A PROXY header first: its client address replaces the socket's.
+        let mut dst = None;
+        if proxy_protocol {
+            let Some((src, to)) =
+                super::proxy_protocol::accept(&shard, &stream, peer, &tls, &timer).await
+            else {
                 shard.rec.borrow_mut().on_close(ConnState::Reading);
                 return;
+            };
+            (peer, dst) = (src, to);
+        }
+        // A TLS listener: the handshake first (bounded by its own timeout).
+        let mut subject = None;
+        let mut tls_desc = None;
+        let stream = match tls {
+            None => ClientStream::Plain(stream),
+            // Boxed, like every large step below: the task of an idle
+            // connection keeps only the state of its keep-alive wait.
+            Some(tls) => {
+                match Box::pin(super::tls::handshake(&shard, stream, &tls, &timer)).await {
+                    Some(mut s) => {
+                        subject = s.client_subject_field(&tls);
+                        tls_desc = Some(s.describe());
+                        ClientStream::Tls(Box::new(s))
+                    }
+                    None => {
+                        shard.rec.borrow_mut().on_close(ConnState::Reading);
+                        return;
+                    }
+                }
             }
-        },
-    };
-    let mut c = Client::new(&shard, stream, peer, dst, timer);
-    c.subject = subject;
-    c.tls_desc = tls_desc;
-    drive(shard, c, slot, ConnState::Reading, listen, false).await;
+        };
+        // Built in the call (a `Client` local would be a second copy in the
+        // task's state), and awaited after the statement, so the call's
+        // temporaries take no room in it either.
+        let run = drive(
+            Client {
+                subject,
+                tls_desc,
+                ..Client::new(&shard, stream, peer, dst, timer)
+            },
+            shard,
+            slot,
+            ConnState::Reading,
+            listen,
+            false,
+        );
+        run.await;
+    }
 }
 
 /// Starts the task of a parked connection whose socket became readable
@@ -387,76 +404,88 @@ async fn resume(shard: Rc<Shard>, p: Parked) {
             return;
         }
     };
-    let mut c = Client::new(
-        &shard,
-        ClientStream::Plain(stream),
-        peer,
-        dst,
-        slot.timer.clone(),
+    let timer = slot.timer.clone();
+    // Temporaries of the call end here, not after the await (they
+    // would take room in the task state).
+    let run = drive(
+        Client {
+            requests,
+            streak,
+            idle_since,
+            rearm: true,
+            ..Client::new(&shard, ClientStream::Plain(stream), peer, dst, timer)
+        },
+        shard,
+        slot,
+        ConnState::Waiting,
+        listen,
+        true,
     );
-    c.requests = requests;
-    c.streak = streak;
-    c.idle_since = idle_since;
-    c.rearm = true;
-    c.unpark();
-    drive(shard, c, slot, ConnState::Waiting, listen, true).await;
+    run.await;
 }
 
 /// The keep-alive loop of a connection, until it closes or parks.
 /// `woken`: the socket is known readable (a resumed parked connection).
-async fn drive(
-    shard: Rc<Shard>,
+fn drive(
     mut c: Client,
+    shard: Rc<Shard>,
     slot: Slot,
     mut state: ConnState,
     listen: SocketAddr,
     mut woken: bool,
-) {
-    // `slot` unregisters on every exit, including unwinding from a panic.
-    let idle = Rc::clone(&slot.idle);
-    loop {
-        // Keep-alive: an idle connection waits here, holding no buffer. Its
-        // task keeps only this loop's state; each request runs boxed.
-        if c.rbuf.is_empty() && !std::mem::take(&mut woken) {
-            if shard.draining() {
-                break;
+) -> impl Future<Output = ()> {
+    // Not an `async fn`: its arguments would be stored twice in the task
+    // (once as arguments, once as locals); the block uses them in place.
+    async move {
+        // `slot` unregisters on every exit, including unwinding from a panic.
+        let idle = Rc::clone(&slot.idle);
+        if woken {
+            c.unpark();
+        }
+        loop {
+            // Keep-alive: an idle connection waits here, holding no buffer. Its
+            // task keeps only this loop's state; each request runs boxed.
+            if c.rbuf.is_empty() && !std::mem::take(&mut woken) {
+                if shard.draining() {
+                    break;
+                }
+                match wait_idle(&shard, &mut c, &idle, &mut state).await {
+                    IdleWait::Ready => {}
+                    IdleWait::Closed => break,
+                    IdleWait::Park(limit) => {
+                        park(&shard, c, slot, listen, limit);
+                        return;
+                    }
+                }
             }
-            match wait_idle(&shard, &mut c, &idle, &mut state).await {
-                IdleWait::Ready => {}
-                IdleWait::Closed => break,
-                IdleWait::Park(limit) => {
-                    park(&shard, c, slot, listen, limit);
+            let (next, tunnel_timeout) =
+                Box::pin(one_request(&shard, &mut c, &idle, &mut state, listen)).await;
+            match next {
+                Next::KeepAlive if !shard.draining() => continue,
+                Next::KeepAlive | Next::Close => break,
+                Next::Linger => {
+                    Box::pin(linger(&mut c)).await;
+                    break;
+                }
+                Next::Tunnel(upstream) => {
+                    Box::pin(tunnel(c, upstream, tunnel_timeout)).await;
+                    shard.rec.borrow_mut().on_close(state);
                     return;
                 }
             }
         }
-        let (next, tunnel_timeout) =
-            Box::pin(one_request(&shard, &mut c, &idle, &mut state, listen)).await;
-        match next {
-            Next::KeepAlive if !shard.draining() => continue,
-            Next::KeepAlive | Next::Close => break,
-            Next::Linger => {
-                Box::pin(linger(&mut c)).await;
-                break;
-            }
-            Next::Tunnel(upstream) => {
-                Box::pin(tunnel(c, upstream, tunnel_timeout)).await;
-                shard.rec.borrow_mut().on_close(state);
-                return;
-            }
+        let fd = c.stream.as_raw_fd();
+        if let ClientStream::Tls(s) = &mut c.stream {
+            // Tell the client the close is deliberate (not a truncation).
+            let _ = Box::pin(
+                c.timer
+                    .run(fd, Shut::Both, CLOSE_NOTIFY_TIME, s.close_notify()),
+            )
+            .await;
         }
+        c.park();
+        shard.rec.borrow_mut().on_close(state);
     }
-    let fd = c.stream.as_raw_fd();
-    if let ClientStream::Tls(s) = &mut c.stream {
-        // Tell the client the close is deliberate (not a truncation).
-        let _ = Box::pin(
-            c.timer
-                .run(fd, Shut::Both, CLOSE_NOTIFY_TIME, s.close_notify()),
-        )
-        .await;
-    }
-    c.park();
-    shard.rec.borrow_mut().on_close(state);
 }
 
 /// Moves an idle connection into the shard's parked set, its idle deadline
