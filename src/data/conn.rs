@@ -438,7 +438,6 @@ fn drive(
     // (once as arguments, once as locals); the block uses them in place.
     async move {
         // `slot` unregisters on every exit, including unwinding from a panic.
-        let idle = Rc::clone(&slot.idle);
         if woken {
             c.unpark();
         }
@@ -449,7 +448,7 @@ fn drive(
                 if shard.draining() {
                     break;
                 }
-                match wait_idle(&shard, &mut c, &idle, &mut state).await {
+                match wait_idle(&shard, &mut c, &mut state).await {
                     IdleWait::Ready => {}
                     IdleWait::Closed => break,
                     IdleWait::Park(limit) => {
@@ -459,7 +458,7 @@ fn drive(
                 }
             }
             let (next, tunnel_timeout) =
-                Box::pin(one_request(&shard, &mut c, &idle, &mut state, listen)).await;
+                Box::pin(one_request(&shard, &mut c, &mut state, listen)).await;
             match next {
                 Next::KeepAlive if !shard.draining() => continue,
                 Next::KeepAlive | Next::Close => break,
@@ -520,10 +519,9 @@ enum IdleWait {
 async fn wait_idle(
     shard: &Shard,
     c: &mut Client,
-    idle: &Cell<bool>,
     state: &mut ConnState,
 ) -> IdleWait {
-    idle.set(true);
+    c.timer.set_idle(true);
     transition(shard, state, ConnState::Waiting);
     let limit = {
         let view = shard.view();
@@ -588,12 +586,11 @@ fn next_streak(streak: u32, gap_ms: u64) -> u32 {
 async fn one_request(
     shard: &Shard,
     c: &mut Client,
-    idle: &Cell<bool>,
     state: &mut ConnState,
     listen: SocketAddr,
 ) -> (Next, Duration) {
     let mut log = ReqLog::default();
-    let Some((view, head, started)) = read_head(shard, c, idle, state, &mut log).await else {
+    let Some((view, head, started)) = read_head(shard, c, state, &mut log).await else {
         if log.status != 0 {
             let view = shard.view();
             let listener = view
@@ -665,7 +662,6 @@ fn transition(shard: &Shard, state: &mut ConnState, to: ConnState) {
 async fn read_head(
     shard: &Shard,
     c: &mut Client,
-    idle: &Cell<bool>,
     state: &mut ConnState,
     log: &mut ReqLog,
 ) -> Option<(Rc<ShardView>, RequestHead, Instant)> {
@@ -711,7 +707,7 @@ async fn read_head(
         };
         let was_empty = c.rbuf.is_empty();
         let r = c.rbuf.fill(&mut c.stream, &c.timer, limit).await;
-        idle.set(false);
+        c.timer.set_idle(false);
         match r {
             Ok(_) => {
                 if was_empty {

@@ -37,7 +37,7 @@ use monoio::net::TcpListener;
 use super::access_log::AccessLog;
 use super::buf;
 use super::conn;
-use super::deadline::{Deadline, Timer};
+use super::deadline::Timer;
 use super::link::{ListenerCmd, ShardEnd, ShardLink};
 use super::pool::Pool;
 use super::unwind::{self, CatchUnwind};
@@ -106,14 +106,6 @@ impl ShardView {
     }
 }
 
-/// Per-connection state the shard can see, to close idle keep-alive
-/// connections when draining.
-struct ConnEntry {
-    fd: RawFd,
-    idle: Rc<Cell<bool>>,
-    deadline: Rc<Deadline>,
-}
-
 pub struct Shard {
     pub id: usize,
     reader: RefCell<SnapshotReader>,
@@ -121,8 +113,6 @@ pub struct Shard {
     pub pool: RefCell<Pool>,
     /// This shard's end of the link to the control side.
     pub link: Arc<ShardLink>,
-    conns: RefCell<HashMap<u64, ConnEntry>>,
-    next_conn: Cell<u64>,
     /// Open client connections.
     active: Cell<usize>,
     /// Most connections open since the allocator was last trimmed.
@@ -167,59 +157,30 @@ impl Shard {
     /// next accept already counts it. Dropping the slot (the task's exit,
     /// a panic, or a task dropped before it ever ran) unregisters it.
     pub fn register(self: &Rc<Self>, fd: RawFd) -> Slot {
-        let id = self.next_conn.get();
-        self.next_conn.set(id + 1);
-        let idle = Rc::new(Cell::new(false));
-        let deadline = Rc::new(Deadline::default());
-        self.conns.borrow_mut().insert(
-            id,
-            ConnEntry {
-                fd,
-                idle: Rc::clone(&idle),
-                deadline: Rc::clone(&deadline),
-            },
-        );
         self.active.set(self.active.get() + 1);
         self.peak.set(self.peak.get().max(self.active.get()));
-        let timer = Timer {
-            clock: Rc::clone(&self.clock),
-            deadline,
-        };
         Slot {
             shard: Rc::clone(self),
-            id,
-            idle,
-            timer,
+            timer: Timer::register(Rc::clone(&self.clock), fd),
         }
     }
 
     /// Fires every connection deadline that has passed.
     fn check_deadlines(&self, now_ms: u64) {
-        if !super::deadline::due(now_ms) {
-            return;
+        if super::deadline::due(now_ms) {
+            super::deadline::check_all(now_ms);
         }
-        let mut next = u64::MAX;
-        for c in self.conns.borrow().values() {
-            next = next.min(c.deadline.check(now_ms));
-        }
-        super::deadline::set_next_due(next);
     }
 
-    fn unregister(&self, id: u64) {
-        self.conns.borrow_mut().remove(&id);
+    fn unregister(&self, timer: &Timer) {
+        timer.release();
         self.active.set(self.active.get() - 1);
     }
 
     /// Shuts the read side of every idle keep-alive connection so its pending
     /// read ends and the connection closes.
     fn close_idle(&self) {
-        for c in self.conns.borrow().values() {
-            if c.idle.get() {
-                // SAFETY: the fd belongs to a live connection of this shard;
-                // shutdown does not close it, the owner still does.
-                unsafe { libc::shutdown(c.fd, libc::SHUT_RD) };
-            }
-        }
+        super::deadline::shut_idle();
     }
 }
 
@@ -254,8 +215,6 @@ pub fn run(
             view: RefCell::new(Rc::new(ShardView::new(first, id as u64 + 1))),
             pool: RefCell::new(Pool::default()),
             link: end.link,
-            conns: RefCell::new(HashMap::new()),
-            next_conn: Cell::new(0),
             active: Cell::new(0),
             peak: Cell::new(0),
             draining: Cell::new(false),
@@ -297,18 +256,17 @@ fn start_listener(
     }
 }
 
-/// One registered client connection: its idle flag (set while it waits for
-/// a next request, so a graceful stop can close it) and its deadline timer.
+/// One registered client connection: its deadline timer, whose entry in
+/// the shard's table also says whether it is idle (waiting for a next
+/// request, so a graceful stop can close it).
 pub struct Slot {
     shard: Rc<Shard>,
-    id: u64,
-    pub idle: Rc<Cell<bool>>,
     pub timer: Timer,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.shard.unregister(self.id);
+        self.shard.unregister(&self.timer);
     }
 }
 
@@ -416,7 +374,7 @@ async fn housekeeping(shard: &Rc<Shard>, mut accepting: HashMap<SocketAddr, Canc
             let freed = buf::sweep_pools();
             if should_trim(shard.peak.get(), shard.active.get(), freed) {
                 shard.peak.set(shard.active.get());
-                shard.conns.borrow_mut().shrink_to_fit();
+                super::deadline::shrink();
                 shard.parked.shrink();
                 trim_heap();
             }
