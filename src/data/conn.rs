@@ -516,11 +516,7 @@ enum IdleWait {
 
 /// Waits until an idle keep-alive connection (empty receive buffer) has
 /// bytes to read, with every buffer given back, or says to park it.
-async fn wait_idle(
-    shard: &Shard,
-    c: &mut Client,
-    state: &mut ConnState,
-) -> IdleWait {
+async fn wait_idle(shard: &Shard, c: &mut Client, state: &mut ConnState) -> IdleWait {
     c.timer.set_idle(true);
     transition(shard, state, ConnState::Waiting);
     let limit = {

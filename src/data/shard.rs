@@ -55,6 +55,9 @@ pub const TICK: Duration = Duration::from_millis(10);
 /// pooled buffers were freed by the last sweep.
 const TRIM_AFTER_CLOSED: usize = 256;
 const TRIM_AFTER_FREED: usize = 16;
+/// Ticks in a row with no receive buffer in use after which the shard's
+/// buffer pools are freed whole (200 ms: a burst of clients gone idle).
+const QUIET_TICKS: u32 = 20;
 
 /// Whether the tick should return freed memory to the OS: `peak` is the
 /// most connections open since the last trim, `active` how many are open,
@@ -332,6 +335,7 @@ async fn housekeeping(shard: &Rc<Shard>, mut accepting: HashMap<SocketAddr, Canc
     let mut stopping = false;
     let mut drain_deadline: Option<Instant> = None;
     let mut ticks: u64 = 0;
+    let mut quiet: u32 = 0;
     let started = Instant::now();
     loop {
         monoio::time::sleep(TICK).await;
@@ -370,8 +374,21 @@ async fn housekeeping(shard: &Rc<Shard>, mut accepting: HashMap<SocketAddr, Canc
             .borrow_mut()
             .set_buffers(buf::in_use(), buf::pooled());
         shard.rec.borrow_mut().set_parked(shard.parked.len());
-        if ticks.is_multiple_of(100) {
-            let freed = buf::sweep_pools();
+        // No connection holding a buffer for QUIET_TICKS in a row (every
+        // one idle, or none): the pools are freed whole, not a second later.
+        quiet = if buf::in_use() == 0 {
+            quiet.saturating_add(1)
+        } else {
+            0
+        };
+        let freed = if ticks.is_multiple_of(100) {
+            Some(buf::sweep_pools())
+        } else if quiet == QUIET_TICKS && buf::pooled() > 0 {
+            Some(buf::free_pools())
+        } else {
+            None
+        };
+        if let Some(freed) = freed {
             if should_trim(shard.peak.get(), shard.active.get(), freed) {
                 shard.peak.set(shard.active.get());
                 super::deadline::shrink();
