@@ -312,7 +312,10 @@ fn parked_connections_close_when_the_client_closes_or_keepalive_times_out() {
     assert_eq!(c["parked"], n as u64, "{c}");
     // Three clients close while parked: closed and counted, nothing leaks.
     conns.truncate(n - 3);
-    let c = wait_stats(s.admin, |c| c["active"] == (n - 3) as u64);
+    // `parked` is published by the shard's tick, `active` at once.
+    let c = wait_stats(s.admin, |c| {
+        c["active"] == (n - 3) as u64 && c["parked"] == (n - 3) as u64
+    });
     assert_eq!(c["active"], (n - 3) as u64, "client closes: {c}");
     assert_eq!(c["parked"], (n - 3) as u64, "{c}");
     assert_eq!(c["waiting"], (n - 3) as u64, "{c}");
