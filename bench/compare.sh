@@ -15,6 +15,12 @@
 # child processes) and of the backend behind it, from /proc/PID/task/*/schedstat
 # deltas over each wrk run, the p99 of every round, and TCP connects/s
 # (/proc/net/snmp ActiveOpens: host-wide, so wrk's and anyone else's count).
+# The log line of every round adds what a p99 jump needs to be explained:
+# p99.9 and max, the share of requests per latency band (bench/tail.lua: a
+# second hump means starved connections), accept-queue overflows and SYN
+# retransmits (host-wide: a dropped SYN costs its client 1 s), the CPU time
+# everything else took from SUT_CPU and SUT_CPU's ksoftirqd (per request),
+# and how long the proxy waited for the CPU.
 #
 # Layout (ARCHITECTURE.md, "Measured"): wrk -t1 -cCONNS --latency pinned on WRK_CPU; the
 # backend (ringlb-backend) and every proxy under test pinned on SUT_CPU, one
@@ -27,7 +33,9 @@
 #   ROUNDS=3 DURATION=5 CONNS=64 BODY_SIZE=6 CLOSE=0 WARMUP=1
 #   (CLOSE=1: wrk sends `Connection: close`; SHAPE names the row set in RESULTS)
 #   TARGETS="ringlb nginx haproxy relay"  (also: ringlb-nohist, ringlb-alog,
-#                      ringlb-defer (DEFER_TASKRUN ring), ringlb-base (RINGLB_BASE_BIN=…;
+#                      ringlb-defer (DEFER_TASKRUN ring), ringlb-base (RINGLB_BASE_BIN=…,
+#                      e.g. a wrapper script that sets RINGLB_RING_ENTRIES=256 and
+#                      execs the same binary: a ring-size A/B in one run;
 #                      ringlb-base-tls: that build over HTTPS, like ringlb-tls),
 #                      and the HTTPS shape ringlb-tls nginx-tls: the same ECDSA
 #                      P-256 certificate for both, TLS 1.3, nginx with
@@ -213,8 +221,45 @@ cpu_ns() {
         awk '{ s += $1 } END { printf "%.0f\n", s }'
 }
 
+# sched_stats PID: "RUN_NS WAIT_NS VOLUNTARY INVOLUNTARY" summed over every
+# thread of PID and of its children: on-CPU time, time spent runnable but
+# waiting for the CPU, and context switches of either kind.
+sched_stats() {
+    local p pids
+    pids="$1 $(pgrep -P "$1" 2>/dev/null | tr '\n' ' ' || true)"
+    for p in $pids; do
+        for t in /proc/"$p"/task/*; do
+            cat "$t/schedstat" "$t/status" 2>/dev/null || true
+        done
+    done | awk 'NF == 3 && $1 ~ /^[0-9]+$/ { run += $1; wait += $2 }
+        /^voluntary_ctxt_switches/ { vol += $2 } /^nonvoluntary_ctxt_switches/ { inv += $2 }
+        END { printf "%.0f %.0f %d %d\n", run, wait, vol, inv }'
+}
+
+# busy_ns CPU: nanoseconds CPU has spent busy (not idle/iowait) so far, from
+# /proc/stat (USER_HZ ticks). Minus what the proxy and the backend ran, it is
+# what everything else took from the CPU under test during a round.
+busy_ns() {
+    awk -v c="cpu$1" -v hz="$(getconf CLK_TCK)" '$1 == c { printf "%.0f\n", ($2 + $3 + $4 + $7 + $8) * 1e9 / hz }' /proc/stat
+}
+
+# softirq_ns: on-CPU nanoseconds of SUT_CPU's ksoftirqd so far. Loopback
+# network work the sender's context did not finish (softirqs deferred)
+# runs there, charged to nobody's process: a proxy that causes it costs
+# that much more CPU per request than its own column shows.
+KSOFTIRQD=$(pgrep -x "ksoftirqd/$SUT_CPU" 2>/dev/null | head -n 1 || true)
+softirq_ns() { awk '{ print $1 }' /proc/"${KSOFTIRQD:-0}"/schedstat 2>/dev/null || echo 0; }
+
 # TCP active opens (connect()s) host-wide so far: upstream churn shows here.
 active_opens() { awk '$1 == "Tcp:" && $6 ~ /^[0-9]+$/ { print $6 }' /proc/net/snmp; }
+
+# Host-wide TcpExt counters "ListenOverflows TCPSynRetrans": a full accept
+# queue drops a SYN and the client retries it only after 1 s, which lands in
+# the latency tail of whoever was connecting.
+syn_trouble() {
+    awk '$1 == "TcpExt:" { if (!h) { for (i = 2; i <= NF; i++) k[$i] = i; h = 1 }
+        else print $k["ListenOverflows"], $k["TCPSynRetrans"] }' /proc/net/netstat
+}
 
 median() {
     sort -g | awk '{ a[NR] = $1 } END {
@@ -322,7 +367,7 @@ done
 ((${#READY[@]} > 0)) || die "nothing to benchmark"
 
 # ---- rounds ------------------------------------------------------------------
-WRK_ARGS=(-t1 -c"$CONNS" --latency)
+WRK_ARGS=(-t1 -c"$CONNS" --latency -s "$BENCH/tail.lua")
 [[ $CLOSE == 1 ]] && WRK_ARGS+=(-H "Connection: close")
 run_wrk() { # TARGET SECONDS OUTFILE
     taskset -c "$WRK_CPU" wrk "${WRK_ARGS[@]}" -d"$2"s "${SCHEME[$1]:-http}://127.0.0.1:${PORT[$1]}/" >"$3" 2>&1
@@ -349,6 +394,10 @@ for ((r = 1; r <= ROUNDS; r++)); do
         p0=$(cpu_ns "${PID[$t]}")
         b0=$(cpu_ns "$BACKEND_PID")
         o0=$(active_opens)
+        read -r lo0 sr0 <<<"$(syn_trouble)"
+        read -r _ pw0 pv0 pi0 <<<"$(sched_stats "${PID[$t]}")"
+        s0=$(busy_ns "$SUT_CPU")
+        k0=$(softirq_ns)
         if run_wrk "$t" "$DURATION" "$out" && line=$(parse_wrk <"$out"); then
             p1=$(cpu_ns "${PID[$t]}")
             b1=$(cpu_ns "$BACKEND_PID")
@@ -359,7 +408,22 @@ for ((r = 1; r <= ROUNDS; r++)); do
             ops=$(awk -v o="$opens" -v d="$DURATION" 'BEGIN { printf "%.0f", o / d }')
             echo "$r $t $line $cpu $bcpu $ops" >>"$TMP/results.tsv"
             read -r rps p50 p99 err <<<"$line"
-            log "round $r/$ROUNDS $(printf '%-8s' "$t") ${rps} req/s  p50 ${p50} ms  p99 ${p99} ms  errors ${err}  cpu ${cpu} us/req  backend ${bcpu} us/req  connects ${ops}/s"
+            read -r lo1 sr1 <<<"$(syn_trouble)"
+            read -r _ pw1 pv1 pi1 <<<"$(sched_stats "${PID[$t]}")"
+            s1=$(busy_ns "$SUT_CPU")
+            k1=$(softirq_ns)
+            # Interference: CPU time others took on SUT_CPU (busy minus proxy
+            # and backend), the proxy's wait for the CPU and its switches.
+            sched=$(awk -v s0="$s0" -v s1="$s1" -v p="$((p1 - p0))" -v b="$((b1 - b0))" \
+                -v w="$((pw1 - pw0))" -v v="$((pv1 - pv0))" -v i="$((pi1 - pi0))" -v n="${nreq:-0}" -v d="$DURATION" \
+                -v k="$((k1 - k0))" \
+                'BEGIN { o = (s1 - s0 - p - b - k) / 1e6; if (o < 0) o = 0
+                    printf "others on CPU %s: %.0f ms/s  ksoftirqd %.2f us/req  proxy waited %.2f us/req for the CPU, switches %.3f/%.3f per req (voluntary/not)",
+                        '"$SUT_CPU"', o / d, (n > 0 ? k / n / 1000 : 0), (n > 0 ? w / n / 1000 : 0), (n > 0 ? v / n : 0), (n > 0 ? i / n : 0) }')
+            tail=$(awk '/^TAIL/ { printf "p99.9 %s ms  max %s ms", $3, $5 }' "$out")
+            log "round $r/$ROUNDS $(printf '%-8s' "$t") ${rps} req/s  p50 ${p50} ms  p99 ${p99} ms  ${tail}  errors ${err}  cpu ${cpu} us/req  backend ${bcpu} us/req  connects ${ops}/s  listen overflows $((lo1 - lo0))  SYN retransmits $((sr1 - sr0))"
+            log "    latency bands:$(awk '/^BANDS/ { $1 = ""; print }' "$out")"
+            log "    $sched"
         else
             log "round $r $t: wrk failed: $(tail -n 2 "$out" | tr '\n' ' ')"
         fi

@@ -19,6 +19,24 @@ use monoio::{IoUringDriver, LegacyDriver, Runtime, RuntimeBuilder};
 /// Ring entries per shard.
 pub const RING_ENTRIES: u32 = 4096;
 
+/// Ring entries: [`RING_ENTRIES`], or `RINGLB_RING_ENTRIES` to measure
+/// another size (a power of two, 8..=32768; anything else is ignored).
+/// monoio submits when the submission queue is full, so the size bounds how
+/// many operations one `io_uring_enter` hands the kernel at once: at 1000
+/// clients 256 entries left ~0.5 µs per request less loopback work to
+/// `ksoftirqd` and about as much more to the backend: no net gain
+/// (bench/RESULTS.md, 2026-12-01 15:02), so the default stays.
+fn ring_entries() -> u32 {
+    entries_from(std::env::var("RINGLB_RING_ENTRIES").ok().as_deref())
+}
+
+/// The ring size a `RINGLB_RING_ENTRIES` value asks for.
+fn entries_from(var: Option<&str>) -> u32 {
+    var.and_then(|v| v.trim().parse::<u32>().ok())
+        .filter(|n| n.is_power_of_two() && (8..=32768).contains(n))
+        .unwrap_or(RING_ENTRIES)
+}
+
 /// A shard runtime on whichever driver this kernel supports.
 pub enum ShardRuntime {
     Uring(Runtime<TimeDriver<IoUringDriver>>),
@@ -113,7 +131,7 @@ pub fn build() -> std::io::Result<ShardRuntime> {
             }
             match RuntimeBuilder::<IoUringDriver>::new()
                 .enable_timer()
-                .with_entries(RING_ENTRIES)
+                .with_entries(ring_entries())
                 .uring_builder(urb)
                 .build()
             {
@@ -142,4 +160,28 @@ pub fn build_epoll() -> std::io::Result<ShardRuntime> {
         .enable_timer()
         .build()?;
     Ok(ShardRuntime::Epoll(rt))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{entries_from, RING_ENTRIES};
+
+    #[test]
+    fn ring_size_from_the_environment() {
+        for (var, want) in [
+            (None, RING_ENTRIES),
+            (Some("256"), 256),
+            (Some(" 1024 "), 1024),
+            (Some("8"), 8),
+            (Some("32768"), 32768),
+            // not a power of two, out of range, not a number: the default
+            (Some("300"), RING_ENTRIES),
+            (Some("4"), RING_ENTRIES),
+            (Some("65536"), RING_ENTRIES),
+            (Some("big"), RING_ENTRIES),
+            (Some(""), RING_ENTRIES),
+        ] {
+            assert_eq!(entries_from(var), want, "{var:?}");
+        }
+    }
 }
