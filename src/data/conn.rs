@@ -299,16 +299,16 @@ pub fn serve(
     listen: SocketAddr,
     slot: Slot,
 ) -> impl Future<Output = ()> {
+    {
+        let mut rec = shard.rec.borrow_mut();
+        rec.on_accept();
+        rec.on_handled();
+    }
     // Not an `async fn`, like `drive`: arguments stored once.
     async move {
         // TCP_NODELAY is inherited from the listener (runtime::listeners).
         // `slot` unregisters on every exit, including unwinding from a panic.
         let timer = slot.timer.clone();
-        {
-            let mut rec = shard.rec.borrow_mut();
-            rec.on_accept();
-            rec.on_handled();
-        }
         let lc = shard
             .view()
             .snap
@@ -434,13 +434,13 @@ fn drive(
     listen: SocketAddr,
     mut woken: bool,
 ) -> impl Future<Output = ()> {
+    if woken {
+        c.unpark();
+    }
     // Not an `async fn`: its arguments would be stored twice in the task
     // (once as arguments, once as locals); the block uses them in place.
     async move {
         // `slot` unregisters on every exit, including unwinding from a panic.
-        if woken {
-            c.unpark();
-        }
         loop {
             // Keep-alive: an idle connection waits here, holding no buffer. Its
             // task keeps only this loop's state; each request runs boxed.
@@ -497,9 +497,7 @@ fn park(shard: &Shard, c: Client, slot: Slot, listen: SocketAddr, limit: Duratio
         return;
     };
     timer.arm(fd, Shut::Read, limit);
-    if let Err(p) = shard.parked.park(p, rearm) {
-        let _ = timer.finish();
-        drop(p);
+    if !shard.parked.park(p, rearm) {
         shard.rec.borrow_mut().on_close(ConnState::Waiting);
     }
 }

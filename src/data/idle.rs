@@ -92,14 +92,14 @@ impl ParkedSet {
     }
 
     /// Connections parked now.
-    pub fn len(&self) -> usize {
+    pub fn count(&self) -> usize {
         self.len.get()
     }
 
     /// Parks `p` until its socket is readable. `rearm`: the socket was
-    /// parked before (still registered, disabled). Gives `p` back if the
-    /// kernel refused (the caller then waits in its task).
-    pub fn park(&self, p: Parked, rearm: bool) -> Result<(), Parked> {
+    /// parked before (still registered, disabled). `false`: the kernel
+    /// refused, and `p` was dropped (the connection is closed).
+    pub fn park(&self, p: Parked, rearm: bool) -> bool {
         let fd = p.fd.as_raw_fd();
         let (key, gen) = {
             let mut slots = self.slots.borrow_mut();
@@ -115,11 +115,12 @@ impl ParkedSet {
         if let Err(e) = self.ctl(fd, data, rearm) {
             crate::warn!("parking an idle connection: {e}");
             self.free.borrow_mut().push(key);
-            return Err(p);
+            drop(p);
+            return false;
         }
         self.slots.borrow_mut()[key as usize].1 = Some(p);
         self.len.set(self.len.get() + 1);
-        Ok(())
+        true
     }
 
     fn ctl(&self, fd: RawFd, data: u64, rearm: bool) -> std::io::Result<()> {

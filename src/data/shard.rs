@@ -373,7 +373,7 @@ async fn housekeeping(shard: &Rc<Shard>, mut accepting: HashMap<SocketAddr, Canc
             .rec
             .borrow_mut()
             .set_buffers(buf::in_use(), buf::pooled());
-        shard.rec.borrow_mut().set_parked(shard.parked.len());
+        shard.rec.borrow_mut().set_parked(shard.parked.count());
         // No connection holding a buffer for QUIET_TICKS in a row (every
         // one idle, or none): the pools are freed whole, not a second later.
         quiet = if buf::in_use() == 0 {
