@@ -387,7 +387,7 @@ print(" ".join(out), flush=True)
 fn a_keepalive_session_with_pauses_is_resumed_on_one_connection() {
     let s = start("");
     // The start-up probe's connection (common::Ringlb::start) is gone first.
-    let before = wait_stats(s.admin, |c| c["active"] == 0)["accepted"]
+    let before = wait_stats(s.admin, |c| c["active"] == 0 && c["accepted"] == 1)["accepted"]
         .as_u64()
         .unwrap();
     let out = Command::new(python())
