@@ -334,26 +334,6 @@ fn parked_connections_close_when_the_client_closes_or_keepalive_times_out() {
 }
 
 #[test]
-fn a_connection_without_a_first_request_parks_under_client_header_timeout() {
-    // Idle before its first request: client_header_timeout applies, and the
-    // 408-less close is what an in-task wait did too.
-    let s = start_with(
-        "client_header_timeout = \"1s\"\nkeepalive_timeout = \"60s\"\n",
-        "",
-    );
-    let mut quiet = connect(s.rl.addr);
-    let c = wait_stats(s.admin, |c| c["parked"] == 1);
-    assert_eq!(c["parked"], 1, "{c}");
-    assert!(
-        closed_by_proxy(&mut quiet),
-        "not closed at client_header_timeout"
-    );
-    let c = wait_stats(s.admin, |c| c["active"] == 0);
-    assert_eq!(c["active"], 0, "{c}");
-    assert!(s.seen.lock().unwrap().is_empty(), "backend saw a request");
-}
-
-#[test]
 fn stopping_closes_parked_connections_and_loses_no_request() {
     let mut s = start("");
     let n = 10;
