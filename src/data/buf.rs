@@ -348,10 +348,37 @@ impl RecvBuf {
         &mut self,
         stream: &mut S,
     ) -> Result<usize, ReadError> {
+        self.fill_untimed_upto(stream, usize::MAX).await
+    }
+
+    /// [`fill`](Self::fill) reading at most `max` bytes (a response head's
+    /// reads, which leave a large body in the kernel for `splice.rs`).
+    pub async fn fill_upto<S: AsyncReadRent + AsRawFd>(
+        &mut self,
+        stream: &mut S,
+        timer: &Timer,
+        limit: Duration,
+        max: usize,
+    ) -> Result<usize, ReadError> {
+        let fd = stream.as_raw_fd();
+        let (res, in_time) = timer
+            .run(fd, Shut::Read, limit, self.fill_untimed_upto(stream, max))
+            .await;
+        if in_time.is_err() {
+            return Err(ReadError::Timeout);
+        }
+        res
+    }
+
+    async fn fill_untimed_upto<S: AsyncReadRent>(
+        &mut self,
+        stream: &mut S,
+        max: usize,
+    ) -> Result<usize, ReadError> {
         self.make_room();
         let buf = std::mem::take(&mut self.buf);
         let len = buf.len();
-        let cap = buf.capacity();
+        let cap = buf.capacity().min(len.saturating_add(max));
         let (res, slice) = stream.read(buf.slice_mut(len..cap)).await;
         self.buf = slice.into_inner();
         match res {

@@ -77,6 +77,7 @@ use super::idle::Parked;
 use super::io::{relay, write_all, write_counted, Body, Pipe, RelayError};
 use super::pool::Pool;
 use super::shard::{Shard, ShardView, Slot};
+use super::splice;
 use super::unwind::{self, CatchUnwind};
 use crate::config::{HashKey, HttpConfig};
 use crate::lb::{hash_bytes, NoServer, ShardState};
@@ -1689,7 +1690,8 @@ async fn respond(
                 });
             }
         }
-        match c.ubuf.fill(us, &c.timer, up.config.read_timeout).await {
+        let (timer, limit) = (&c.timer, up.config.read_timeout);
+        match c.ubuf.fill_upto(us, timer, limit, splice::HEAD_READ).await {
             Ok(_) => got_bytes = true,
             Err(ReadError::Timeout) => {
                 return Err(AttemptError::Upstream {
@@ -1779,17 +1781,35 @@ async fn respond(
     let mut written = 0;
     let sfd = us.as_raw_fd();
     let dfd = c.stream.as_raw_fd();
-    let pipe = Pipe {
-        src: us,
-        src_fd: sfd,
-        sbuf: &mut c.ubuf,
-        dst: &mut c.stream,
-        dst_fd: dfd,
-        timer: &c.timer,
-        read_limit: up.config.read_timeout,
-        write_limit: client_timeout,
+    let (r, o) = match (&mut *us, &mut c.stream) {
+        // Plain on both sides: a large body may be spliced (`splice.rs`).
+        (UpStream::Plain(src), ClientStream::Plain(dst)) => {
+            let pipe = Pipe {
+                src,
+                src_fd: sfd,
+                sbuf: &mut c.ubuf,
+                dst,
+                dst_fd: dfd,
+                timer: &c.timer,
+                read_limit: up.config.read_timeout,
+                write_limit: client_timeout,
+            };
+            splice::relay_plain(pipe, out, &mut body, done, &mut written).await
+        }
+        (src, dst) => {
+            let pipe = Pipe {
+                src,
+                src_fd: sfd,
+                sbuf: &mut c.ubuf,
+                dst,
+                dst_fd: dfd,
+                timer: &c.timer,
+                read_limit: up.config.read_timeout,
+                write_limit: client_timeout,
+            };
+            relay(pipe, out, &mut body, done, &mut written).await
+        }
     };
-    let (r, o) = relay(pipe, out, &mut body, done, &mut written).await;
     c.out = o;
     log.bytes_out += written;
     match r {

@@ -27,6 +27,7 @@ pub mod link;
 pub mod pool;
 pub mod proxy_protocol;
 pub mod shard;
+pub mod splice;
 pub mod tls;
 pub mod unwind;
 pub mod upstream;
