@@ -30,10 +30,15 @@ struct Setup {
 }
 
 fn start(listener_extra: &str) -> Setup {
+    start_with("", listener_extra)
+}
+
+/// `http`: lines of an `[http]` section.
+fn start_with(http: &str, listener_extra: &str) -> Setup {
     let (be, seen) = recording_backend();
     let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let cfg = format!(
-        "[runtime]\nworkers = 1\n\n[admin]\nlisten = \"{admin}\"\n\n\
+        "[runtime]\nworkers = 1\n\n[admin]\nlisten = \"{admin}\"\n\n[http]\n{http}\n\
          [[listener]]\nlisten = \"127.0.0.1:{{port}}\"\nupstream = \"app\"\n{listener_extra}\n\
          [upstream.app]\n[[upstream.app.server]]\naddress = \"{}\"\n",
         be.addr
@@ -87,9 +92,11 @@ fn idle_connections_hold_no_receive_buffer_and_still_answer() {
         bufs.push(buf);
     }
     let c = wait_stats(s.admin, |c| {
-        c["waiting"] == N as u64 && c["buffers_in_use"] == 0
+        c["waiting"] == N as u64 && c["buffers_in_use"] == 0 && c["parked"] == N as u64
     });
     assert_eq!(c["waiting"], N as u64, "all idle: {c}");
+    // Plain-text idle connections wait outside any task (data/idle.rs).
+    assert_eq!(c["parked"], N as u64, "all parked: {c}");
     assert_eq!(
         c["buffers_in_use"], 0,
         "{N} idle connections hold buffers: {c}"
@@ -130,8 +137,12 @@ fn idle_connections_hold_no_receive_buffer_and_still_answer() {
     drop(conns);
     drop(partial);
     // `buffers_in_use` is published by the shard's tick, `active` at once.
-    let c = wait_stats(s.admin, |c| c["active"] == 0 && c["buffers_in_use"] == 0);
+    let c = wait_stats(s.admin, |c| {
+        c["active"] == 0 && c["buffers_in_use"] == 0 && c["parked"] == 0
+    });
     assert_eq!(c["active"], 0, "{c}");
+    assert_eq!(c["parked"], 0, "{c}");
+    assert_eq!(c["waiting"], 0, "{c}");
     assert_eq!(
         c["buffers_in_use"], 0,
         "closed connections hold nothing: {c}"
@@ -240,6 +251,8 @@ fn tls_idle_connections_hold_no_receive_buffer_and_still_answer() {
         c["buffers_in_use"], 0,
         "{n} idle TLS connections hold buffers: {c}"
     );
+    // TLS connections wait in their task (their session state dominates).
+    assert_eq!(c["parked"], 0, "{c}");
     py.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
     let mut line2 = String::new();
     out.read_line(&mut line2).unwrap();
@@ -261,4 +274,128 @@ fn tls_idle_connections_hold_no_receive_buffer_and_still_answer() {
             );
         }
     }
+}
+
+/// Reads until the proxy closes the connection; `true` if it did (EOF or
+/// reset) within 20 s, with nothing sent.
+fn closed_by_proxy(c: &mut std::net::TcpStream) -> bool {
+    use std::io::Read;
+    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut b = [0u8; 64];
+    match c.read(&mut b) {
+        Ok(0) => true,
+        Ok(n) => panic!("unexpected bytes from an idle connection: {:?}", &b[..n]),
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+    }
+}
+
+/// Opens `n` connections that each do one GET and go idle.
+fn idle_clients(s: &Setup, n: usize, tag: &str) -> Vec<std::net::TcpStream> {
+    (0..n)
+        .map(|i| {
+            let mut c = connect(s.rl.addr);
+            let mut buf = Vec::new();
+            c.write_all(&get(&format!("/{tag}/{i}"))).unwrap();
+            let r = read_response(&mut c, &mut buf, false).expect("first response");
+            assert_eq!(status_of(&r), 200, "{r}");
+            c
+        })
+        .collect()
+}
+
+#[test]
+fn parked_connections_close_when_the_client_closes_or_keepalive_times_out() {
+    let s = start_with("keepalive_timeout = \"2s\"\n", "");
+    let n = 10;
+    let mut conns = idle_clients(&s, n, "kt");
+    let c = wait_stats(s.admin, |c| c["parked"] == n as u64);
+    assert_eq!(c["parked"], n as u64, "{c}");
+    // Three clients close while parked: closed and counted, nothing leaks.
+    conns.truncate(n - 3);
+    // `parked` is published by the shard's tick, `active` at once.
+    let c = wait_stats(s.admin, |c| {
+        c["active"] == (n - 3) as u64 && c["parked"] == (n - 3) as u64
+    });
+    assert_eq!(c["active"], (n - 3) as u64, "client closes: {c}");
+    assert_eq!(c["parked"], (n - 3) as u64, "{c}");
+    assert_eq!(c["waiting"], (n - 3) as u64, "{c}");
+    // The rest are closed by the proxy at keepalive_timeout.
+    for c in &mut conns {
+        assert!(
+            closed_by_proxy(c),
+            "parked connection not closed at keepalive_timeout"
+        );
+    }
+    let c = wait_stats(s.admin, |c| c["active"] == 0 && c["parked"] == 0);
+    assert_eq!(c["active"], 0, "{c}");
+    assert_eq!(c["parked"], 0, "{c}");
+    assert_eq!(c["waiting"], 0, "{c}");
+    assert_eq!(s.seen.lock().unwrap().len(), n, "backend requests");
+}
+
+#[test]
+fn stopping_closes_parked_connections_and_loses_no_request() {
+    let mut s = start("");
+    let n = 10;
+    let mut conns = idle_clients(&s, n, "drain");
+    let c = wait_stats(s.admin, |c| c["parked"] == n as u64);
+    assert_eq!(c["parked"], n as u64, "{c}");
+    s.rl.signal(libc::SIGTERM);
+    for c in &mut conns {
+        assert!(closed_by_proxy(c), "parked connection not closed on stop");
+    }
+    let st = s.rl.wait_exit(Duration::from_secs(20));
+    assert!(st.is_some_and(|st| st.success()), "exit: {st:?}");
+    assert_eq!(s.seen.lock().unwrap().len(), n, "backend requests");
+}
+
+/// A `requests` keep-alive session with pauses: every request is answered
+/// on the same connection, resumed from the parked set each time.
+const SESSION_CLIENT: &str = r#"
+import requests, sys, time
+port = int(sys.argv[1])
+s = requests.Session()
+out = []
+for i in range(4):
+    r = s.get(f"http://127.0.0.1:{port}/session/{i}", timeout=10)
+    out.append(f"{r.status_code}:{r.text}")
+    time.sleep(0.3)
+print(" ".join(out), flush=True)
+"#;
+
+#[test]
+fn a_keepalive_session_with_pauses_is_resumed_on_one_connection() {
+    let s = start("");
+    // The start-up probe's connection (common::Ringlb::start) is gone first.
+    let before = wait_stats(s.admin, |c| c["active"] == 0 && c["accepted"] == 1)["accepted"]
+        .as_u64()
+        .unwrap();
+    let out = Command::new(python())
+        .args(["-c", SESSION_CLIENT, &s.rl.addr.port().to_string()])
+        .output()
+        .expect("python");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(text.trim(), "200:ok 200:ok 200:ok 200:ok");
+    let c = conn_stats(s.admin);
+    assert_eq!(
+        c["accepted"].as_u64(),
+        Some(before + 1),
+        "one connection for the session: {c}"
+    );
+    assert_eq!(c["requests"], 4, "{c}");
+    let seen = s.seen.lock().unwrap().clone();
+    for i in 0..4 {
+        let l = format!("GET /session/{i} HTTP/1.1\r\n");
+        assert_eq!(
+            seen.iter().filter(|r| r.starts_with(&l)).count(),
+            1,
+            "/session/{i}"
+        );
+    }
+    assert_eq!(seen.len(), 4);
 }

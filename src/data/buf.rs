@@ -95,6 +95,20 @@ pub fn sweep_pools() -> usize {
     })
 }
 
+/// Frees every pooled buffer and field table (no connection of the shard
+/// holds a buffer: all idle or gone); returns how many were freed.
+pub fn free_pools() -> usize {
+    fn free<T>(pool: &std::cell::RefCell<Vec<T>>, low: &Cell<usize>) -> usize {
+        low.set(0);
+        std::mem::take(&mut *pool.borrow_mut()).len()
+    }
+    LOW.with(|l| {
+        POOL.with(|p| free(p, &l[0]))
+            + CLIENT_POOL.with(|p| free(p, &l[1]))
+            + FIELD_POOL.with(|p| free(p, &l[2]))
+    })
+}
+
 /// Receive buffers ([`RecvBuf`] storage) held by this shard's connections.
 pub fn in_use() -> usize {
     IN_USE.with(Cell::get)

@@ -57,7 +57,7 @@ use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::io::Write as _;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::pin::{pin, Pin};
 use std::rc::Rc;
 use std::task::Poll;
@@ -73,10 +73,12 @@ use super::body_buf::{self, BodyBuf};
 use super::buf::{self, ReadError, RecvBuf};
 use super::client_stream::ClientStream;
 use super::deadline::{Shut, Timer};
+use super::idle::Parked;
 use super::io::{relay, write_all, write_counted, Body, Pipe, RelayError};
 use super::pool::Pool;
 use super::shard::{Shard, ShardView, Slot};
 use super::splice;
+use super::unwind::{self, CatchUnwind};
 use crate::config::{HashKey, HttpConfig};
 use crate::lb::{hash_bytes, NoServer, ShardState};
 use crate::metrics::{ConnState, FailureKind};
@@ -167,9 +169,80 @@ struct Client {
     tls_desc: Option<(&'static str, &'static str)>,
     /// Larger storage lent to `rbuf` while a request body is buffered.
     body_buf: BodyBuf,
+    /// The socket is in the shard's parked set already (parked before;
+    /// left registered, disabled, by its one-shot event).
+    rearm: bool,
 }
 
 impl Client {
+    fn new(
+        shard: &Shard,
+        stream: ClientStream,
+        peer: SocketAddr,
+        dst: Option<SocketAddr>,
+        timer: Timer,
+    ) -> Client {
+        let max_head = shard.view().snap.config.http.max_header_bytes;
+        let mut ip = ([0u8; 48], 0u8);
+        let mut w = &mut ip.0[..];
+        let _ = write!(w, "{}", peer.ip());
+        ip.1 = (48 - w.len()) as u8;
+        Client {
+            stream,
+            peer,
+            dst,
+            private: Pool::default(),
+            ip,
+            rbuf: RecvBuf::client(max_head),
+            ubuf: RecvBuf::pooled(),
+            out: Vec::new(),
+            fields: Vec::new(),
+            rfields: Vec::new(),
+            timer,
+            log_line: Vec::new(),
+            client_timeout: Duration::ZERO,
+            keep_enabled: true,
+            requests: 0,
+            streak: 0,
+            idle_since: 0,
+            tried: Tried::default(),
+            subject: None,
+            tls_desc: None,
+            body_buf: BodyBuf::default(),
+            rearm: false,
+        }
+    }
+
+    /// Whether this idle connection may wait in the shard's parked set
+    /// rather than in its task (see `idle.rs` for what is not parked).
+    fn parkable(&self) -> bool {
+        matches!(self.stream, ClientStream::Plain(_))
+            && self.private.idle_count() == 0
+            && self.rbuf.is_empty()
+    }
+
+    /// What survives of a parkable idle connection; the rest is dropped.
+    fn into_parked(self, slot: Slot, listen: SocketAddr) -> Option<(Parked, bool)> {
+        let ClientStream::Plain(stream) = self.stream else {
+            return None;
+        };
+        // No operation is in flight on an idle socket: the descriptor has
+        // no other owner.
+        let fd = stream.into_raw_fd();
+        let p = Parked {
+            // SAFETY: `into_raw_fd` gave up ownership of this open socket.
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+            peer: self.peer,
+            dst: self.dst,
+            listen,
+            slot,
+            requests: self.requests,
+            streak: self.streak,
+            idle_since: self.idle_since,
+        };
+        Some((p, self.rearm))
+    }
+
     /// Gives every buffer back to the shard's pools (the connection is idle
     /// and its receive buffer empty).
     fn park(&mut self) {
@@ -220,136 +293,230 @@ impl Client {
 }
 
 /// Serves a client connection until it closes.
-pub async fn serve(
+pub fn serve(
     shard: Rc<Shard>,
     stream: TcpStream,
     mut peer: SocketAddr,
     listen: SocketAddr,
     slot: Slot,
-) {
-    // TCP_NODELAY is inherited from the listener (runtime::listeners).
-    // `slot` unregisters on every exit, including unwinding from a panic.
-    let timer = slot.timer.clone();
-    let idle = &slot.idle;
+) -> impl Future<Output = ()> {
     {
         let mut rec = shard.rec.borrow_mut();
         rec.on_accept();
         rec.on_handled();
     }
-    let lc = shard
-        .view()
-        .snap
-        .config
-        .listeners
-        .iter()
-        .find(|l| l.listen == listen)
-        .map(|l| (l.tls.clone(), l.proxy_protocol));
-    let (tls, proxy_protocol) = lc.unwrap_or_default();
-    // A PROXY header first: its client address replaces the socket's.
-    let mut dst = None;
-    if proxy_protocol {
-        let Some((src, to)) =
-            super::proxy_protocol::accept(&shard, &stream, peer, &tls, &timer).await
-        else {
-            shard.rec.borrow_mut().on_close(ConnState::Reading);
-            return;
-        };
-        (peer, dst) = (src, to);
-    }
-    // A TLS listener: the handshake first (bounded by its own timeout).
-    let mut subject = None;
-    let mut tls_desc = None;
-    let stream = match tls {
-        None => ClientStream::Plain(stream),
-        // Boxed, like every large step below: the task of an idle
-        // connection keeps only the state of its keep-alive wait.
-        Some(tls) => match Box::pin(super::tls::handshake(&shard, stream, &tls, &timer)).await {
-            Some(mut s) => {
-                subject = s.client_subject_field(&tls);
-                tls_desc = Some(s.describe());
-                ClientStream::Tls(Box::new(s))
-            }
-            None => {
+    // Not an `async fn`, like `drive`: arguments stored once.
+    async move {
+        // TCP_NODELAY is inherited from the listener (runtime::listeners).
+        // `slot` unregisters on every exit, including unwinding from a panic.
+        let timer = slot.timer.clone();
+        let lc = shard
+            .view()
+            .snap
+            .config
+            .listeners
+            .iter()
+            .find(|l| l.listen == listen)
+            .map(|l| (l.tls.clone(), l.proxy_protocol));
+        let (tls, proxy_protocol) = lc.unwrap_or_default();
+        // A PROXY header first: its client address replaces the socket's.
+        let mut dst = None;
+        if proxy_protocol {
+            let Some((src, to)) =
+                super::proxy_protocol::accept(&shard, &stream, peer, &tls, &timer).await
+            else {
                 shard.rec.borrow_mut().on_close(ConnState::Reading);
                 return;
+            };
+            (peer, dst) = (src, to);
+        }
+        // A TLS listener: the handshake first (bounded by its own timeout).
+        let mut subject = None;
+        let mut tls_desc = None;
+        let stream = match tls {
+            None => ClientStream::Plain(stream),
+            // Boxed, like every large step below: the task of an idle
+            // connection keeps only the state of its keep-alive wait.
+            Some(tls) => {
+                match Box::pin(super::tls::handshake(&shard, stream, &tls, &timer)).await {
+                    Some(mut s) => {
+                        subject = s.client_subject_field(&tls);
+                        tls_desc = Some(s.describe());
+                        ClientStream::Tls(Box::new(s))
+                    }
+                    None => {
+                        shard.rec.borrow_mut().on_close(ConnState::Reading);
+                        return;
+                    }
+                }
             }
-        },
-    };
-    let mut state = ConnState::Reading;
-    let max_head = shard.view().snap.config.http.max_header_bytes;
-    let mut ip = ([0u8; 48], 0u8);
-    let mut w = &mut ip.0[..];
-    let _ = write!(w, "{}", peer.ip());
-    ip.1 = (48 - w.len()) as u8;
-    let mut c = Client {
-        stream,
+        };
+        // Built in the call (a `Client` local would be a second copy in the
+        // task's state), and awaited after the statement, so the call's
+        // temporaries take no room in it either.
+        let run = drive(
+            Client {
+                subject,
+                tls_desc,
+                ..Client::new(&shard, stream, peer, dst, timer)
+            },
+            shard,
+            slot,
+            ConnState::Reading,
+            listen,
+            false,
+        );
+        run.await;
+    }
+}
+
+/// Starts the task of a parked connection whose socket became readable
+/// (`idle.rs`); like a new connection's, a panic in it costs only it.
+pub fn spawn_resumed(shard: Rc<Shard>, p: Parked) {
+    let peer = p.peer;
+    let task = CatchUnwind(Box::pin(resume(shard, p)));
+    monoio::spawn(async move {
+        if let Err(e) = task.await {
+            crate::error!(
+                "connection from {peer}: task panicked: {}",
+                unwind::message(&*e)
+            );
+        }
+    });
+}
+
+/// Serves a parked connection again, from "read the next head".
+async fn resume(shard: Rc<Shard>, p: Parked) {
+    let Parked {
+        fd,
         peer,
         dst,
-        private: Pool::default(),
-        ip,
-        rbuf: RecvBuf::client(max_head),
-        ubuf: RecvBuf::pooled(),
-        out: Vec::new(),
-        fields: Vec::new(),
-        rfields: Vec::new(),
-        timer,
-        log_line: Vec::new(),
-        client_timeout: Duration::ZERO,
-        keep_enabled: true,
-        requests: 0,
-        streak: 0,
-        idle_since: 0,
-        tried: Tried::default(),
-        subject,
-        tls_desc,
-        body_buf: BodyBuf::default(),
+        listen,
+        slot,
+        requests,
+        streak,
+        idle_since,
+    } = p;
+    let stream = match TcpStream::from_std(std::net::TcpStream::from(fd)) {
+        Ok(s) => s,
+        Err(e) => {
+            crate::warn!("{peer}: resuming an idle connection: {e}");
+            shard.rec.borrow_mut().on_close(ConnState::Waiting);
+            return;
+        }
     };
-    loop {
-        // Keep-alive: an idle connection waits here, holding no buffer. Its
-        // task keeps only this loop's state; each request runs boxed.
-        if c.rbuf.is_empty()
-            && (shard.draining() || !wait_idle(&shard, &mut c, idle, &mut state).await)
-        {
-            break;
-        }
-        let (next, tunnel_timeout) =
-            Box::pin(one_request(&shard, &mut c, idle, &mut state, listen)).await;
-        match next {
-            Next::KeepAlive if !shard.draining() => continue,
-            Next::KeepAlive | Next::Close => break,
-            Next::Linger => {
-                Box::pin(linger(&mut c)).await;
-                break;
-            }
-            Next::Tunnel(upstream) => {
-                Box::pin(tunnel(c, upstream, tunnel_timeout)).await;
-                shard.rec.borrow_mut().on_close(state);
-                return;
-            }
-        }
+    let timer = slot.timer.clone();
+    // Temporaries of the call end here, not after the await (they
+    // would take room in the task state).
+    let run = drive(
+        Client {
+            requests,
+            streak,
+            idle_since,
+            rearm: true,
+            ..Client::new(&shard, ClientStream::Plain(stream), peer, dst, timer)
+        },
+        shard,
+        slot,
+        ConnState::Waiting,
+        listen,
+        true,
+    );
+    run.await;
+}
+
+/// The keep-alive loop of a connection, until it closes or parks.
+/// `woken`: the socket is known readable (a resumed parked connection).
+fn drive(
+    mut c: Client,
+    shard: Rc<Shard>,
+    slot: Slot,
+    mut state: ConnState,
+    listen: SocketAddr,
+    mut woken: bool,
+) -> impl Future<Output = ()> {
+    if woken {
+        c.unpark();
     }
+    // Not an `async fn`: its arguments would be stored twice in the task
+    // (once as arguments, once as locals); the block uses them in place.
+    async move {
+        // `slot` unregisters on every exit, including unwinding from a panic.
+        loop {
+            // Keep-alive: an idle connection waits here, holding no buffer. Its
+            // task keeps only this loop's state; each request runs boxed.
+            if c.rbuf.is_empty() && !std::mem::take(&mut woken) {
+                if shard.draining() {
+                    break;
+                }
+                match wait_idle(&shard, &mut c, &mut state).await {
+                    IdleWait::Ready => {}
+                    IdleWait::Closed => break,
+                    IdleWait::Park(limit) => {
+                        park(&shard, c, slot, listen, limit);
+                        return;
+                    }
+                }
+            }
+            let (next, tunnel_timeout) =
+                Box::pin(one_request(&shard, &mut c, &mut state, listen)).await;
+            match next {
+                Next::KeepAlive if !shard.draining() => continue,
+                Next::KeepAlive | Next::Close => break,
+                Next::Linger => {
+                    Box::pin(linger(&mut c)).await;
+                    break;
+                }
+                Next::Tunnel(upstream) => {
+                    Box::pin(tunnel(c, upstream, tunnel_timeout)).await;
+                    shard.rec.borrow_mut().on_close(state);
+                    return;
+                }
+            }
+        }
+        let fd = c.stream.as_raw_fd();
+        if let ClientStream::Tls(s) = &mut c.stream {
+            // Tell the client the close is deliberate (not a truncation).
+            let _ = Box::pin(
+                c.timer
+                    .run(fd, Shut::Both, CLOSE_NOTIFY_TIME, s.close_notify()),
+            )
+            .await;
+        }
+        c.park();
+        shard.rec.borrow_mut().on_close(state);
+    }
+}
+
+/// Moves an idle connection into the shard's parked set, its idle deadline
+/// (`limit`) armed on its slot; the task then ends. A connection the set
+/// refuses (the kernel's epoll limits) is closed, as nginx would.
+fn park(shard: &Shard, c: Client, slot: Slot, listen: SocketAddr, limit: Duration) {
     let fd = c.stream.as_raw_fd();
-    if let ClientStream::Tls(s) = &mut c.stream {
-        // Tell the client the close is deliberate (not a truncation).
-        let _ = Box::pin(
-            c.timer
-                .run(fd, Shut::Both, CLOSE_NOTIFY_TIME, s.close_notify()),
-        )
-        .await;
+    let timer = slot.timer.clone();
+    let Some((p, rearm)) = c.into_parked(slot, listen) else {
+        return;
+    };
+    timer.arm(fd, Shut::Read, limit);
+    if !shard.parked.park(p, rearm) {
+        shard.rec.borrow_mut().on_close(ConnState::Waiting);
     }
-    c.park();
-    shard.rec.borrow_mut().on_close(state);
+}
+
+/// How an idle wait ended.
+enum IdleWait {
+    /// Bytes to read (or a busy client that reads directly).
+    Ready,
+    /// Closed or timed out.
+    Closed,
+    /// Wait outside the task, in the shard's parked set, at most this long.
+    Park(Duration),
 }
 
 /// Waits until an idle keep-alive connection (empty receive buffer) has
-/// bytes to read, with every buffer parked. `false`: it closed or timed out.
-async fn wait_idle(
-    shard: &Shard,
-    c: &mut Client,
-    idle: &Cell<bool>,
-    state: &mut ConnState,
-) -> bool {
-    idle.set(true);
+/// bytes to read, with every buffer given back, or says to park it.
+async fn wait_idle(shard: &Shard, c: &mut Client, state: &mut ConnState) -> IdleWait {
+    c.timer.set_idle(true);
     transition(shard, state, ConnState::Waiting);
     let limit = {
         let view = shard.view();
@@ -369,20 +536,24 @@ async fn wait_idle(
         // away; a readiness wait would cost a wake-up and an io_uring
         // operation per connection.
         c.unpark();
-        return true;
+        return IdleWait::Ready;
     }
     if read_directly(c.streak) {
         // A busy client: its next request is a read away (read_head's,
         // with this same limit); a readiness wait would cost an io_uring
         // operation per request.
-        return true;
+        return IdleWait::Ready;
     }
     c.park();
-    let ready = wait_readable(&mut c.stream, &c.timer, limit).await;
-    if ready {
-        c.unpark();
+    if c.parkable() {
+        return IdleWait::Park(limit);
     }
-    ready
+    if wait_readable(&mut c.stream, &c.timer, limit).await {
+        c.unpark();
+        IdleWait::Ready
+    } else {
+        IdleWait::Closed
+    }
 }
 
 /// A request that arrives within this long of the previous response (shard
@@ -418,12 +589,11 @@ fn next_streak(streak: u32, gap_ms: u64) -> u32 {
 async fn one_request(
     shard: &Shard,
     c: &mut Client,
-    idle: &Cell<bool>,
     state: &mut ConnState,
     listen: SocketAddr,
 ) -> (Next, Duration) {
     let mut log = ReqLog::default();
-    let Some((view, head, started)) = read_head(shard, c, idle, state, &mut log).await else {
+    let Some((view, head, started)) = read_head(shard, c, state, &mut log).await else {
         if log.status != 0 {
             let view = shard.view();
             let listener = view
@@ -495,7 +665,6 @@ fn transition(shard: &Shard, state: &mut ConnState, to: ConnState) {
 async fn read_head(
     shard: &Shard,
     c: &mut Client,
-    idle: &Cell<bool>,
     state: &mut ConnState,
     log: &mut ReqLog,
 ) -> Option<(Rc<ShardView>, RequestHead, Instant)> {
@@ -541,7 +710,7 @@ async fn read_head(
         };
         let was_empty = c.rbuf.is_empty();
         let r = c.rbuf.fill(&mut c.stream, &c.timer, limit).await;
-        idle.set(false);
+        c.timer.set_idle(false);
         match r {
             Ok(_) => {
                 if was_empty {

@@ -21,6 +21,7 @@ pub mod client_stream;
 pub mod conn;
 pub mod date;
 pub mod deadline;
+pub mod idle;
 pub mod io;
 pub mod link;
 pub mod pool;

@@ -37,7 +37,7 @@ use monoio::net::TcpListener;
 use super::access_log::AccessLog;
 use super::buf;
 use super::conn;
-use super::deadline::{Deadline, Timer};
+use super::deadline::Timer;
 use super::link::{ListenerCmd, ShardEnd, ShardLink};
 use super::pool::Pool;
 use super::unwind::{self, CatchUnwind};
@@ -55,6 +55,9 @@ pub const TICK: Duration = Duration::from_millis(10);
 /// pooled buffers were freed by the last sweep.
 const TRIM_AFTER_CLOSED: usize = 256;
 const TRIM_AFTER_FREED: usize = 16;
+/// Ticks in a row with no receive buffer in use after which the shard's
+/// buffer pools are freed whole (200 ms: a burst of clients gone idle).
+const QUIET_TICKS: u32 = 20;
 
 /// Whether the tick should return freed memory to the OS: `peak` is the
 /// most connections open since the last trim, `active` how many are open,
@@ -106,14 +109,6 @@ impl ShardView {
     }
 }
 
-/// Per-connection state the shard can see, to close idle keep-alive
-/// connections when draining.
-struct ConnEntry {
-    fd: RawFd,
-    idle: Rc<Cell<bool>>,
-    deadline: Rc<Deadline>,
-}
-
 pub struct Shard {
     pub id: usize,
     reader: RefCell<SnapshotReader>,
@@ -121,8 +116,6 @@ pub struct Shard {
     pub pool: RefCell<Pool>,
     /// This shard's end of the link to the control side.
     pub link: Arc<ShardLink>,
-    conns: RefCell<HashMap<u64, ConnEntry>>,
-    next_conn: Cell<u64>,
     /// Open client connections.
     active: Cell<usize>,
     /// Most connections open since the allocator was last trimmed.
@@ -135,6 +128,8 @@ pub struct Shard {
     pub clock: Rc<Cell<u64>>,
     /// Access log, when configured.
     pub access_log: Option<AccessLog>,
+    /// Idle keep-alive connections waiting outside any task (`idle.rs`).
+    pub parked: super::idle::ParkedSet,
 }
 
 impl Shard {
@@ -165,59 +160,30 @@ impl Shard {
     /// next accept already counts it. Dropping the slot (the task's exit,
     /// a panic, or a task dropped before it ever ran) unregisters it.
     pub fn register(self: &Rc<Self>, fd: RawFd) -> Slot {
-        let id = self.next_conn.get();
-        self.next_conn.set(id + 1);
-        let idle = Rc::new(Cell::new(false));
-        let deadline = Rc::new(Deadline::default());
-        self.conns.borrow_mut().insert(
-            id,
-            ConnEntry {
-                fd,
-                idle: Rc::clone(&idle),
-                deadline: Rc::clone(&deadline),
-            },
-        );
         self.active.set(self.active.get() + 1);
         self.peak.set(self.peak.get().max(self.active.get()));
-        let timer = Timer {
-            clock: Rc::clone(&self.clock),
-            deadline,
-        };
         Slot {
             shard: Rc::clone(self),
-            id,
-            idle,
-            timer,
+            timer: Timer::register(Rc::clone(&self.clock), fd),
         }
     }
 
     /// Fires every connection deadline that has passed.
     fn check_deadlines(&self, now_ms: u64) {
-        if !super::deadline::due(now_ms) {
-            return;
+        if super::deadline::due(now_ms) {
+            super::deadline::check_all(now_ms);
         }
-        let mut next = u64::MAX;
-        for c in self.conns.borrow().values() {
-            next = next.min(c.deadline.check(now_ms));
-        }
-        super::deadline::set_next_due(next);
     }
 
-    fn unregister(&self, id: u64) {
-        self.conns.borrow_mut().remove(&id);
+    fn unregister(&self, timer: &Timer) {
+        timer.release();
         self.active.set(self.active.get() - 1);
     }
 
     /// Shuts the read side of every idle keep-alive connection so its pending
     /// read ends and the connection closes.
     fn close_idle(&self) {
-        for c in self.conns.borrow().values() {
-            if c.idle.get() {
-                // SAFETY: the fd belongs to a live connection of this shard;
-                // shutdown does not close it, the owner still does.
-                unsafe { libc::shutdown(c.fd, libc::SHUT_RD) };
-            }
-        }
+        super::deadline::shut_idle();
     }
 }
 
@@ -236,6 +202,7 @@ pub fn run(
         crate::info!("shards use the {} driver", rt.driver_name());
     }
     let link = Arc::clone(&end.link);
+    let parked = super::idle::ParkedSet::new()?;
     rt.block_on(async move {
         let first = end.snapshots.load_full();
         let mut rec = registry.recorder(id, Arc::clone(&first.layout), first.generation);
@@ -251,17 +218,19 @@ pub fn run(
             view: RefCell::new(Rc::new(ShardView::new(first, id as u64 + 1))),
             pool: RefCell::new(Pool::default()),
             link: end.link,
-            conns: RefCell::new(HashMap::new()),
-            next_conn: Cell::new(0),
             active: Cell::new(0),
             peak: Cell::new(0),
             draining: Cell::new(false),
+            parked,
         });
+        monoio::spawn(super::idle::run(Rc::clone(&shard)));
         let mut accepting = HashMap::new();
         for (addr, l) in listeners {
             start_listener(&shard, &mut accepting, addr, l);
         }
         housekeeping(&shard, accepting).await;
+        // Parked connections hold their slots, which hold the shard.
+        shard.parked.clear();
     });
     link.mark_exited();
     Ok(())
@@ -290,18 +259,17 @@ fn start_listener(
     }
 }
 
-/// One registered client connection: its idle flag (set while it waits for
-/// a next request, so a graceful stop can close it) and its deadline timer.
+/// One registered client connection: its deadline timer, whose entry in
+/// the shard's table also says whether it is idle (waiting for a next
+/// request, so a graceful stop can close it).
 pub struct Slot {
     shard: Rc<Shard>,
-    id: u64,
-    pub idle: Rc<Cell<bool>>,
     pub timer: Timer,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.shard.unregister(self.id);
+        self.shard.unregister(&self.timer);
     }
 }
 
@@ -367,6 +335,7 @@ async fn housekeeping(shard: &Rc<Shard>, mut accepting: HashMap<SocketAddr, Canc
     let mut stopping = false;
     let mut drain_deadline: Option<Instant> = None;
     let mut ticks: u64 = 0;
+    let mut quiet: u32 = 0;
     let started = Instant::now();
     loop {
         monoio::time::sleep(TICK).await;
@@ -404,10 +373,26 @@ async fn housekeeping(shard: &Rc<Shard>, mut accepting: HashMap<SocketAddr, Canc
             .rec
             .borrow_mut()
             .set_buffers(buf::in_use(), buf::pooled());
-        if ticks.is_multiple_of(100) {
-            let freed = buf::sweep_pools();
+        shard.rec.borrow_mut().set_parked(shard.parked.count());
+        // No connection holding a buffer for QUIET_TICKS in a row (every
+        // one idle, or none): the pools are freed whole, not a second later.
+        quiet = if buf::in_use() == 0 {
+            quiet.saturating_add(1)
+        } else {
+            0
+        };
+        let freed = if ticks.is_multiple_of(100) {
+            Some(buf::sweep_pools())
+        } else if quiet == QUIET_TICKS && buf::pooled() > 0 {
+            Some(buf::free_pools())
+        } else {
+            None
+        };
+        if let Some(freed) = freed {
             if should_trim(shard.peak.get(), shard.active.get(), freed) {
                 shard.peak.set(shard.active.get());
+                super::deadline::shrink();
+                shard.parked.shrink();
                 trim_heap();
             }
         }

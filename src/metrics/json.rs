@@ -163,6 +163,7 @@ impl MergedStats {
                 "requests": c.requests,
                 "buffers_in_use": c.buffers_in_use,
                 "buffers_pooled": c.buffers_pooled,
+                "parked": c.parked,
             },
             "tls": {
                 "handshakes": self.tls.handshakes,

@@ -27,6 +27,8 @@ pub struct ConnStats {
     /// buffers parked in the shards' pools.
     pub buffers_in_use: u64,
     pub buffers_pooled: u64,
+    /// Idle connections parked outside any task (a subset of `waiting`).
+    pub parked: u64,
 }
 
 /// TLS listeners, summed over shards.

@@ -251,6 +251,12 @@ impl MergedStats {
             "Buffers parked in the shards' pools for reuse.",
         );
         p.sample("ringlb_buffers_pooled", &[], c.buffers_pooled);
+        p.family(
+            "ringlb_connections_parked",
+            "gauge",
+            "Idle keep-alive connections waiting outside any task (a subset of waiting).",
+        );
+        p.sample("ringlb_connections_parked", &[], c.parked);
         p.family("ringlb_requests_total", "counter", "Completed requests.");
         p.sample("ringlb_requests_total", &[], c.requests);
 

@@ -64,6 +64,8 @@ pub(crate) struct ConnCounters {
     /// shard's pools (set by the shard's tick).
     pub(crate) buffers_in_use: Counter,
     pub(crate) buffers_pooled: Counter,
+    /// Idle connections parked outside any task (`data::idle`).
+    pub(crate) parked: Counter,
     // TLS listeners: handshakes completed (of which resumed), their summed
     // duration, and failed handshakes by [`crate::tls::Failure`] index.
     pub(crate) tls_handshakes: Counter,
@@ -288,6 +290,7 @@ impl ShardSlot {
         m.conn.waiting += c.waiting.get() as i64;
         m.conn.buffers_in_use += c.buffers_in_use.get();
         m.conn.buffers_pooled += c.buffers_pooled.get();
+        m.conn.parked += c.parked.get();
         m.tls.handshakes += c.tls_handshakes.get();
         m.tls.resumed += c.tls_resumed.get();
         m.tls.handshake_us += c.tls_handshake_us.get();
@@ -562,6 +565,11 @@ impl ShardRecorder {
         let c = &self.slot.conn;
         c.buffers_in_use.0.store(in_use as u64, Relaxed);
         c.buffers_pooled.0.store(pooled as u64, Relaxed);
+    }
+
+    /// Idle connections parked outside any task; called by the tick.
+    pub fn set_parked(&mut self, parked: usize) {
+        self.slot.conn.parked.0.store(parked as u64, Relaxed);
     }
 
     /// A handled connection closed while in `state`.
