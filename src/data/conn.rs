@@ -1781,34 +1781,27 @@ async fn respond(
     let mut written = 0;
     let sfd = us.as_raw_fd();
     let dfd = c.stream.as_raw_fd();
+    // The same pipe over either pair of stream types.
+    macro_rules! pipe {
+        ($src:expr, $dst:expr) => {
+            Pipe {
+                src: $src,
+                src_fd: sfd,
+                sbuf: &mut c.ubuf,
+                dst: $dst,
+                dst_fd: dfd,
+                timer: &c.timer,
+                read_limit: up.config.read_timeout,
+                write_limit: client_timeout,
+            }
+        };
+    }
     let (r, o) = match (&mut *us, &mut c.stream) {
         // Plain on both sides: a large body may be spliced (`splice.rs`).
         (UpStream::Plain(src), ClientStream::Plain(dst)) => {
-            let pipe = Pipe {
-                src,
-                src_fd: sfd,
-                sbuf: &mut c.ubuf,
-                dst,
-                dst_fd: dfd,
-                timer: &c.timer,
-                read_limit: up.config.read_timeout,
-                write_limit: client_timeout,
-            };
-            splice::relay_plain(pipe, out, &mut body, done, &mut written).await
+            splice::relay_plain(pipe!(src, dst), out, &mut body, done, &mut written).await
         }
-        (src, dst) => {
-            let pipe = Pipe {
-                src,
-                src_fd: sfd,
-                sbuf: &mut c.ubuf,
-                dst,
-                dst_fd: dfd,
-                timer: &c.timer,
-                read_limit: up.config.read_timeout,
-                write_limit: client_timeout,
-            };
-            relay(pipe, out, &mut body, done, &mut written).await
-        }
+        (src, dst) => relay(pipe!(src, dst), out, &mut body, done, &mut written).await,
     };
     c.out = o;
     log.bytes_out += written;
