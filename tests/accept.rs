@@ -1,8 +1,6 @@
 //! How client connections are accepted and ended with `Connection: close`
-//! clients: listeners defer accept until a client's first bytes arrive
-//! (`runtime::listeners`, `TCP_DEFER_ACCEPT`), and a new connection reads
-//! its first request directly. What the clients got, and what the backend
-//! got and how many times.
+//! clients, and a client that connects and stays silent a while. What the
+//! clients got, and what the backend got and how many times.
 
 mod common;
 
@@ -77,11 +75,11 @@ fn close_clients_get_one_answer_each_and_the_backend_one_request_each() {
 }
 
 #[test]
-fn a_client_silent_past_the_deferral_is_served_once() {
+fn a_client_silent_for_a_while_is_served_once() {
     let (be, seen) = recording_backend();
     let rl = Ringlb::start(&simple_config(&[be.addr], ""));
-    // Connected, silent beyond the listener's deferral (1 s): the kernel
-    // hands the connection over anyway, and it is served when it speaks.
+    // Connected and silent for a while (within client_header_timeout):
+    // served when it speaks.
     let mut s = connect(rl.addr);
     thread::sleep(Duration::from_millis(2500));
     s.write_all(b"GET /late HTTP/1.1\r\nHost: a\r\n\r\n")
@@ -89,7 +87,7 @@ fn a_client_silent_past_the_deferral_is_served_once() {
     let mut buf = Vec::new();
     let resp = read_response(&mut s, &mut buf, false).expect("a response");
     assert_eq!(status_of(&resp), 200, "{resp:?}");
-    // Keep-alive still works after a first request read directly.
+    // Keep-alive still works after it.
     s.write_all(b"GET /again HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
         .unwrap();
     let resp = read_response(&mut s, &mut buf, false).expect("a second response");
