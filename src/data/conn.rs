@@ -530,14 +530,6 @@ async fn wait_idle(shard: &Shard, c: &mut Client, state: &mut ConnState) -> Idle
         }
     };
     c.idle_since = c.timer.clock.get();
-    if c.requests == 0 {
-        // A new connection: listeners defer accept until the client's
-        // first bytes arrived (runtime::listeners), so they are a read
-        // away; a readiness wait would cost a wake-up and an io_uring
-        // operation per connection.
-        c.unpark();
-        return IdleWait::Ready;
-    }
     if read_directly(c.streak) {
         // A busy client: its next request is a read away (read_head's,
         // with this same limit); a readiness wait would cost an io_uring
@@ -545,7 +537,9 @@ async fn wait_idle(shard: &Shard, c: &mut Client, state: &mut ConnState) -> Idle
         return IdleWait::Ready;
     }
     c.park();
-    if c.parkable() {
+    // A new connection waits for its first request in its task: parking
+    // it would add an epoll registration and a second task before it.
+    if c.requests > 0 && c.parkable() {
         return IdleWait::Park(limit);
     }
     if wait_readable(&mut c.stream, &c.timer, limit).await {

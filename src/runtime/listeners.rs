@@ -11,23 +11,10 @@
 //! binary upgrades (the old process hands its listening sockets to the new
 //! one over `SCM_RIGHTS`, so no connection attempt is refused while both
 //! run); today only addresses come from the configuration.
-//!
-//! Every listener defers accept until the client's first bytes arrive
-//! (`TCP_DEFER_ACCEPT`, [`DEFER_ACCEPT_SECS`]): HTTP, TLS and PROXY-protocol
-//! clients all speak first, so an accepted connection has its first
-//! request (or hello, or PROXY header) already readable, and `conn::serve`
-//! reads it directly instead of waiting for readiness first. Measured with
-//! `Connection: close` clients: one wake-up of the shard and one io_uring
-//! operation less per connection, 15–25% less proxy CPU per request
-//! (bench/RESULTS.md). A client that connects and stays silent is accepted
-//! when the deferral ends (the kernel's first SYN-ACK retransmission,
-//! ~1 s), then gets `client_header_timeout` as before; one that closes
-//! first is accepted with its FIN at once (an L4 health check is seen, as
-//! before).
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -39,32 +26,6 @@ pub enum Source {
     /// Take over an already listening TCP socket, e.g. one received with
     /// `SCM_RIGHTS` from the process being upgraded.
     Inherited(OwnedFd),
-}
-
-/// How long a listener lets a connection wait for its first bytes before
-/// accepting it anyway (seconds; the kernel rounds up to its first SYN-ACK
-/// retransmission).
-pub const DEFER_ACCEPT_SECS: libc::c_int = 1;
-
-/// Accept a connection only once its first bytes arrived (or its FIN, or
-/// [`DEFER_ACCEPT_SECS`] passed).
-fn defer_accept(socket: &Socket) -> io::Result<()> {
-    let secs = DEFER_ACCEPT_SECS;
-    // SAFETY: a valid socket and a c_int option value of the given size.
-    let r = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_DEFER_ACCEPT,
-            (&secs as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
 }
 
 /// Binds a listening socket for one shard.
@@ -79,7 +40,6 @@ pub fn bind(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
     // Accepted sockets inherit TCP_NODELAY from the listener on Linux:
     // one setsockopt here instead of one per connection.
     socket.set_nodelay(true)?;
-    defer_accept(&socket)?;
     socket.bind(&addr.into())?;
     socket.listen(backlog.min(i32::MAX as u32) as i32)?;
     Ok(socket.into())
@@ -97,7 +57,6 @@ pub fn adopt(fd: OwnedFd) -> io::Result<TcpListener> {
     }
     socket.set_nonblocking(true)?;
     socket.set_nodelay(true)?;
-    defer_accept(&socket)?;
     Ok(socket.into())
 }
 
@@ -138,62 +97,6 @@ mod tests {
             a.nodelay().unwrap(),
             "serve() relies on this instead of a setsockopt per connection"
         );
-    }
-
-    /// The listener's `TCP_DEFER_ACCEPT` value, as the kernel reports it.
-    fn deferral(l: &TcpListener) -> libc::c_int {
-        let mut v: libc::c_int = -1;
-        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-        // SAFETY: a valid socket, and an out value of the given size.
-        let r = unsafe {
-            libc::getsockopt(
-                l.as_raw_fd(),
-                libc::IPPROTO_TCP,
-                libc::TCP_DEFER_ACCEPT,
-                (&mut v as *mut libc::c_int).cast(),
-                &mut len,
-            )
-        };
-        assert_eq!(r, 0, "{}", io::Error::last_os_error());
-        v
-    }
-
-    #[test]
-    fn connections_are_accepted_with_their_first_bytes() {
-        let l = bind("127.0.0.1:0".parse().unwrap(), 16).unwrap();
-        assert!(deferral(&l) > 0, "TCP_DEFER_ACCEPT not set");
-        l.set_nonblocking(true).unwrap();
-        // Connected (the client's handshake is done) but silent: not
-        // accepted yet (the deferral ends at the first SYN-ACK
-        // retransmission, one second at the earliest).
-        let mut silent = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(100));
-        assert_eq!(
-            l.accept().map(|_| ()).unwrap_err().kind(),
-            io::ErrorKind::WouldBlock,
-            "a silent connection was accepted"
-        );
-        // Its first bytes make it acceptable, and they are readable at once.
-        silent.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
-        l.set_nonblocking(false).unwrap();
-        let (a, _) = l.accept().unwrap();
-        a.set_nonblocking(true).unwrap();
-        let mut b = [0u8; 64];
-        let n = (&a).read(&mut b).expect("the request is already there");
-        assert_eq!(&b[..n], b"GET / HTTP/1.1\r\n\r\n");
-        // A client that closes without a byte (an L4 health check) is
-        // accepted with its FIN, not left waiting.
-        drop(std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap());
-        let (a, _) = l.accept().unwrap();
-        assert_eq!((&a).read(&mut b).unwrap(), 0);
-    }
-
-    #[test]
-    fn inherited_listeners_defer_accept_too() {
-        let original = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        assert_eq!(deferral(&original), 0);
-        let adopted = adopt(original.as_fd().try_clone_to_owned().unwrap()).unwrap();
-        assert!(deferral(&adopted) > 0);
     }
 
     #[test]
