@@ -34,8 +34,8 @@
 //! `Waiting`); anything else resumes it, and the resumed task reads the
 //! request, or the end of stream, as an in-task wait would have.
 //!
-//! Not parked (they wait in their task, holding no buffer): TLS
-//! connections (the TLS session state, ~10 KiB, dominates what a task
+//! Not parked (they wait in their task, holding no buffer): new
+//! connections before their first request, TLS connections (the TLS session state, ~10 KiB, dominates what a task
 //! adds), connections holding private upstream connections (PROXY protocol
 //! to upstreams), and any connection with bytes already buffered — those
 //! never wait at all.
