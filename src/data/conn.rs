@@ -1513,13 +1513,16 @@ async fn upload(
             (_, Err(_)) => Err(Watch::Timeout),
             (r, Ok(())) => r,
         };
-        match first(recv.as_mut(), send).await {
+        // The upload is polled first: when its last write and the response
+        // head complete in the same wake-up, the body was all sent, which is
+        // not an early response (that would close the client connection).
+        match first(send, recv.as_mut()).await {
             // The upload's write deadline (`send_timeout`) shut the
             // upstream socket under the response watch: a timeout, not a
             // close by the backend.
-            First::A(Err(Watch::Closed)) if timer.fired() => Upload::Refused(Err(Watch::Timeout)),
-            First::A(r) => Upload::Early(r),
-            First::B((r, o)) => {
+            First::B(Err(Watch::Closed)) if timer.fired() => Upload::Refused(Err(Watch::Timeout)),
+            First::B(r) => Upload::Early(r),
+            First::A((r, o)) => {
                 out_back = Some(o);
                 match r {
                     Ok(()) => Upload::Sent(timed(
