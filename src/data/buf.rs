@@ -119,78 +119,66 @@ pub fn pooled() -> usize {
     POOL.with(|p| p.borrow().len()) + CLIENT_POOL.with(|p| p.borrow().len())
 }
 
-/// An empty buffer of at least [`POOLED`] bytes, from this thread's pool.
-pub fn take_pooled() -> Vec<u8> {
-    POOL.with(|p| {
+/// One of this thread's pools.
+type Pool<T> = std::thread::LocalKey<std::cell::RefCell<Vec<Vec<T>>>>;
+
+/// Takes an empty vector from `pool` (index `low` for the sweep's low-water
+/// mark), or allocates one of `cap`.
+fn take_from<T>(pool: &'static Pool<T>, low: usize, cap: usize) -> Vec<T> {
+    pool.with(|p| {
         let mut p = p.borrow_mut();
         let v = p.pop();
-        note_low(0, p.len());
+        note_low(low, p.len());
         v
     })
-    .unwrap_or_else(|| Vec::with_capacity(POOLED))
+    .unwrap_or_else(|| Vec::with_capacity(cap))
+}
+
+/// Puts `v` back into `pool` when `keep` (its size is one the pool holds)
+/// and the pool is not full; drops it otherwise.
+fn put_into<T>(pool: &'static Pool<T>, mut v: Vec<T>, keep: bool) {
+    if keep {
+        v.clear();
+        pool.with(|p| {
+            let mut p = p.borrow_mut();
+            if p.len() < POOL_MAX {
+                p.push(v);
+            }
+        });
+    }
+}
+
+/// An empty buffer of at least [`POOLED`] bytes, from this thread's pool.
+pub fn take_pooled() -> Vec<u8> {
+    take_from(&POOL, 0, POOLED)
 }
 
 /// Returns a buffer to this thread's pool (dropped when the pool is full or
 /// the buffer is an odd size).
-pub fn give_back(mut v: Vec<u8>) {
-    if v.capacity() >= POOLED && v.capacity() <= 4 * POOLED {
-        v.clear();
-        POOL.with(|p| {
-            let mut p = p.borrow_mut();
-            if p.len() < POOL_MAX {
-                p.push(v);
-            }
-        });
-    }
+pub fn give_back(v: Vec<u8>) {
+    let keep = v.capacity() >= POOLED && v.capacity() <= 4 * POOLED;
+    put_into(&POOL, v, keep);
 }
 
 fn take_client() -> Vec<u8> {
-    CLIENT_POOL
-        .with(|p| {
-            let mut p = p.borrow_mut();
-            let v = p.pop();
-            note_low(1, p.len());
-            v
-        })
-        .unwrap_or_else(|| Vec::with_capacity(CLIENT))
+    take_from(&CLIENT_POOL, 1, CLIENT)
 }
 
-fn give_back_client(mut v: Vec<u8>) {
-    if v.capacity() == CLIENT {
-        v.clear();
-        CLIENT_POOL.with(|p| {
-            let mut p = p.borrow_mut();
-            if p.len() < POOL_MAX {
-                p.push(v);
-            }
-        });
-    }
+fn give_back_client(v: Vec<u8>) {
+    let keep = v.capacity() == CLIENT;
+    put_into(&CLIENT_POOL, v, keep);
 }
 
 /// An empty field table from this thread's pool.
 pub fn take_fields() -> Vec<Field> {
-    FIELD_POOL
-        .with(|p| {
-            let mut p = p.borrow_mut();
-            let v = p.pop();
-            note_low(2, p.len());
-            v
-        })
-        .unwrap_or_else(|| Vec::with_capacity(FIELDS))
+    take_from(&FIELD_POOL, 2, FIELDS)
 }
 
 /// Returns a field table (one that grew past a few times [`FIELDS`] is
 /// freed instead).
-pub fn give_back_fields(mut v: Vec<Field>) {
-    if v.capacity() >= FIELDS && v.capacity() <= 4 * FIELDS {
-        v.clear();
-        FIELD_POOL.with(|p| {
-            let mut p = p.borrow_mut();
-            if p.len() < POOL_MAX {
-                p.push(v);
-            }
-        });
-    }
+pub fn give_back_fields(v: Vec<Field>) {
+    let keep = v.capacity() >= FIELDS && v.capacity() <= 4 * FIELDS;
+    put_into(&FIELD_POOL, v, keep);
 }
 
 /// `v` itself if it has an allocation, else a pooled buffer; cleared.
