@@ -40,7 +40,7 @@ use std::task::{Context, Poll};
 
 use monoio::net::TcpStream;
 
-use super::deadline::Shut;
+use super::deadline::{Elapsed, Shut};
 use super::io::{relay, write_counted, Body, Pipe, RelayError};
 
 /// Bodies with fewer bytes left than this are copied: setting up a splice
@@ -266,6 +266,20 @@ pub async fn relay_plain(
     (r.map(|_| ()), out)
 }
 
+/// The outcome of a readiness wait under a deadline, as one side's
+/// timeout or I/O error.
+fn waited(
+    r: (io::Result<()>, Result<(), Elapsed>),
+    timeout: RelayError,
+    failed: fn(io::Error) -> RelayError,
+) -> Result<(), RelayError> {
+    match r {
+        (_, Err(_)) => Err(timeout),
+        (Err(e), Ok(())) => Err(failed(e)),
+        (Ok(()), Ok(())) => Ok(()),
+    }
+}
+
 /// Moves `*left` bytes from `p.src` to `p.dst` through `pipe`. Returns the
 /// bytes left in the pipe (0 on success).
 async fn splice_body(
@@ -328,25 +342,17 @@ async fn splice_body(
         // may be blocked only by the full pipe); an empty pipe waits for
         // the source.
         if in_pipe > 0 {
-            let (r, in_time) = p
+            let r = p
                 .timer
                 .run(p.dst_fd, Shut::Both, p.write_limit, p.dst.writable(false))
                 .await;
-            match (r, in_time) {
-                (_, Err(_)) => return Err(RelayError::DstTimeout),
-                (Err(e), Ok(())) => return Err(RelayError::DstIo(e)),
-                (Ok(()), Ok(())) => {}
-            }
+            waited(r, RelayError::DstTimeout, RelayError::DstIo)?;
         } else {
-            let (r, in_time) = p
+            let r = p
                 .timer
                 .run(p.src_fd, Shut::Read, p.read_limit, p.src.readable(false))
                 .await;
-            match (r, in_time) {
-                (_, Err(_)) => return Err(RelayError::SrcTimeout),
-                (Err(e), Ok(())) => return Err(RelayError::SrcIo(e)),
-                (Ok(()), Ok(())) => {}
-            }
+            waited(r, RelayError::SrcTimeout, RelayError::SrcIo)?;
         }
     }
 }
