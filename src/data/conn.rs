@@ -458,8 +458,7 @@ fn drive(
                     }
                 }
             }
-            let (next, tunnel_timeout) =
-                Box::pin(one_request(&shard, &mut c, &mut state, listen)).await;
+            let (next, tunnel_timeout) = one_request(&shard, &mut c, &mut state, listen).await;
             match next {
                 Next::KeepAlive if !shard.draining() => continue,
                 Next::KeepAlive | Next::Close => break,
