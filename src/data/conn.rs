@@ -1305,7 +1305,11 @@ async fn attempt(
                 let fd = c.stream.as_raw_fd();
                 super::proxy_protocol::upstream_header(v, c.peer, c.dst, fd, &mut preamble);
             }
-            let stream = connect(shard, &t, tls, preamble, up.config.connect_timeout)
+            // Boxed, like `upload` below: a connect (its timeout holds a
+            // 640-byte, 128-aligned timer entry) is rare next to a reuse,
+            // and inline it would more than double every connection
+            // task's state (moved on every request's await).
+            let stream = Box::pin(connect(shard, &t, tls, preamble, up.config.connect_timeout))
                 .await
                 .map_err(|failure| AttemptError::Upstream {
                     failure,
@@ -1351,7 +1355,7 @@ async fn attempt(
     }
     if req.body.rest.is_some() {
         c.out = out;
-        return upload(shard, c, req, t, conn, log).await;
+        return Box::pin(upload(shard, c, req, t, conn, log)).await;
     }
     let mut conn = conn;
     let fd = conn.stream.as_raw_fd();

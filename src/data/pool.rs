@@ -86,8 +86,9 @@ impl Servers {
 
 #[derive(Default)]
 pub struct Pool {
-    /// Per server (and TLS identity), oldest first.
-    idle: HashMap<Key, Servers>,
+    /// Per server (and TLS identity), oldest first. Looked up twice per
+    /// request: hashed with Fx, not SipHash (keys come from the config).
+    idle: HashMap<Key, Servers, fxhash::FxBuildHasher>,
 }
 
 /// The result of [`Pool::take`]: a usable connection, if any, and how many
