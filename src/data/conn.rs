@@ -335,8 +335,9 @@ pub fn serve(
         let mut tls_desc = None;
         let stream = match tls {
             None => ClientStream::Plain(stream),
-            // Boxed, like every large step below: the task of an idle
-            // connection keeps only the state of its keep-alive wait.
+            // Boxed, like every rare large step below (tunnel, linger, a
+            // new upstream connection, a streamed upload): the task keeps
+            // only the state of the per-request path.
             Some(tls) => {
                 match Box::pin(super::tls::handshake(&shard, stream, &tls, &timer)).await {
                     Some(mut s) => {
@@ -443,8 +444,11 @@ fn drive(
     async move {
         // `slot` unregisters on every exit, including unwinding from a panic.
         loop {
-            // Keep-alive: an idle connection waits here, holding no buffer. Its
-            // task keeps only this loop's state; each request runs boxed.
+            // Keep-alive: an idle connection waits here, holding no buffer
+            // (or parks outside its task, `idle.rs`). A request runs in the
+            // task's own state, not boxed: a box per request cost an
+            // allocation and a move of the future (measured at 1000
+            // clients: 30.9 → 21.2 µs of CPU per request).
             if c.rbuf.is_empty() && !std::mem::take(&mut woken) {
                 if shard.draining() {
                     break;
