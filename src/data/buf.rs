@@ -376,36 +376,6 @@ impl RecvBuf {
         }
     }
 
-    /// Reads what socket `fd` already holds, without waiting: one
-    /// non-blocking `recv(2)`. `Ok(None)`: nothing there yet (an empty
-    /// buffer then keeps no storage); end of stream is `Err(Eof)`.
-    pub fn fill_now(&mut self, fd: RawFd) -> Result<Option<usize>, ReadError> {
-        self.make_room();
-        let len = self.buf.len();
-        let spare = self.buf.spare_capacity_mut();
-        // SAFETY: `spare` is writable memory of `spare.len()` bytes; only
-        // the `n` bytes the kernel wrote become part of the buffer.
-        let n = unsafe {
-            libc::recv(fd, spare.as_mut_ptr().cast(), spare.len(), libc::MSG_DONTWAIT)
-        };
-        match n {
-            n if n > 0 => {
-                // SAFETY: the kernel initialised `n` bytes after `len`.
-                unsafe { self.buf.set_len(len + n as usize) };
-                Ok(Some(n as usize))
-            }
-            0 => Err(ReadError::Eof),
-            _ => {
-                let e = io::Error::last_os_error();
-                self.release();
-                match e.raw_os_error() {
-                    Some(libc::EAGAIN) | Some(libc::EINTR) => Ok(None),
-                    _ => Err(ReadError::Io(e)),
-                }
-            }
-        }
-    }
-
     /// Empties the buffer after a read was abandoned mid-flight (its
     /// storage went with the cancelled operation).
     pub fn reset(&mut self) {
@@ -478,51 +448,5 @@ impl Drop for RecvBuf {
         self.start = 0;
         self.release();
         self.uncount();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::io::Write;
-
-    /// `fill_now` takes what is there, keeps no storage when nothing is,
-    /// and reports the end of stream.
-    #[test]
-    fn fill_now_reads_what_is_there_and_keeps_nothing_otherwise() {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let mut a = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
-        let (b, _) = l.accept().unwrap();
-        let fd = b.as_raw_fd();
-        let mut r = RecvBuf::client(8192);
-        assert!(matches!(r.fill_now(fd), Ok(None)));
-        assert!(!r.holds_storage(), "nothing there: no buffer kept");
-        a.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
-        let mut got = None;
-        for _ in 0..100 {
-            match r.fill_now(fd) {
-                Ok(None) => std::thread::sleep(Duration::from_millis(10)),
-                other => {
-                    got = Some(other.map_err(|e| format!("{e:?}")));
-                    break;
-                }
-            }
-        }
-        assert_eq!(got, Some(Ok(Some(18))));
-        assert_eq!(r.data(), b"GET / HTTP/1.1\r\n\r\n");
-        r.consume(r.len());
-        drop(a);
-        let mut eof = false;
-        for _ in 0..100 {
-            match r.fill_now(fd) {
-                Ok(None) => std::thread::sleep(Duration::from_millis(10)),
-                Err(ReadError::Eof) => {
-                    eof = true;
-                    break;
-                }
-                other => panic!("{:?}", other.map_err(|e| format!("{e:?}"))),
-            }
-        }
-        assert!(eof, "the peer's close is an end of stream");
     }
 }

@@ -536,11 +536,6 @@ async fn wait_idle(shard: &Shard, c: &mut Client, state: &mut ConnState) -> Idle
         // operation per request.
         return IdleWait::Ready;
     }
-    if c.requests == 0 {
-        if let Some(w) = first_request_now(shard, c, state) {
-            return w;
-        }
-    }
     c.park();
     // A new connection waits for its first request in its task: parking
     // it would add an epoll registration and a second task before it.
@@ -553,35 +548,6 @@ async fn wait_idle(shard: &Shard, c: &mut Client, state: &mut ConnState) -> Idle
     } else {
         IdleWait::Closed
     }
-}
-
-/// A new plain connection's first request when it is in the socket
-/// already: read with one non-blocking `recv` (no readiness wait, and no
-/// second ring operation and wake-up after it). `None`: nothing there yet
-/// (no buffer kept); the caller waits for readiness holding none, so a
-/// silent client costs no buffer and gets `client_header_timeout`.
-/// Measured with `Connection: close` clients: about a quarter of new
-/// connections have their request there when their task first runs.
-fn first_request_now(shard: &Shard, c: &mut Client, state: &mut ConnState) -> Option<IdleWait> {
-    let ClientStream::Plain(s) = &c.stream else {
-        return None;
-    };
-    match c.rbuf.fill_now(s.as_raw_fd()) {
-        Ok(Some(_)) => {
-            c.unpark();
-            c.timer.set_idle(false);
-            began_request(shard, c, state);
-            Some(IdleWait::Ready)
-        }
-        Ok(None) => None,
-        Err(_) => Some(IdleWait::Closed),
-    }
-}
-
-/// The first bytes of a request arrived on an idle connection.
-fn began_request(shard: &Shard, c: &mut Client, state: &mut ConnState) {
-    c.streak = next_streak(c.streak, c.timer.clock.get().saturating_sub(c.idle_since));
-    transition(shard, state, ConnState::Reading);
 }
 
 /// A request that arrives within this long of the previous response (shard
@@ -742,9 +708,11 @@ async fn read_head(
         match r {
             Ok(_) => {
                 if was_empty {
-                    began_request(shard, c, state);
+                    c.streak =
+                        next_streak(c.streak, c.timer.clock.get().saturating_sub(c.idle_since));
                     // A new request started; route it with the newest config.
                     started = Some(Instant::now());
+                    transition(shard, state, ConnState::Reading);
                     view = shard.view();
                 }
             }
