@@ -98,9 +98,9 @@ fn a_client_silent_for_a_while_is_served_once() {
     assert!(seen[1].starts_with("GET /again HTTP/1.1\r\n"), "{seen:?}");
 }
 
-/// Connections accepted with their first bytes already in the socket (the
-/// shard reads them without a readiness wait): `max_connections = 1` and a
-/// held connection keep them in the kernel backlog while they send. A
+/// Connections accepted with their first bytes already in the socket:
+/// `max_connections = 1` and a held connection keep them in the kernel
+/// backlog while they send. A
 /// request gets one answer and reaches the backend once; a request and
 /// FIN too; a bare FIN and a silent client (after `client_header_timeout`)
 /// are closed without a byte, and reach nothing.
