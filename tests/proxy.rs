@@ -519,15 +519,25 @@ fn epoll_fallback_serves() {
         addr,
         b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
     );
+    // The shard's line goes through the asynchronous log writer: wait for
+    // it (bounded) before the SIGKILL, which would lose a queued line.
+    let logged = |t: &str| {
+        t.contains("using the epoll driver instead of io_uring")
+            && t.contains("shards use the epoll driver")
+    };
+    let start = std::time::Instant::now();
+    let mut text = String::new();
+    while start.elapsed() < Duration::from_secs(10) {
+        text = std::fs::read_to_string(&log).unwrap();
+        if logged(&text) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let _ = child.kill();
     let _ = child.wait();
-    let text = std::fs::read_to_string(&log).unwrap();
     assert!(r.ends_with("ok"), "{r}");
-    assert!(
-        text.contains("using the epoll driver instead of io_uring")
-            && text.contains("shards use the epoll driver"),
-        "{text}"
-    );
+    assert!(logged(&text), "{text}");
 }
 
 #[test]
