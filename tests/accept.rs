@@ -138,7 +138,10 @@ fn requests_already_there_at_accept_are_served_once_silent_ones_time_out() {
         assert_eq!(body_of(&resp), "ok", "{name}: {resp:?}");
     }
     let (resp, closed) = read_to_close(&mut fin);
-    assert!(closed && resp.is_empty(), "FIN alone: {resp:?}, closed {closed}");
+    assert!(
+        closed && resp.is_empty(),
+        "FIN alone: {resp:?}, closed {closed}"
+    );
     let (resp, closed) = read_to_close(&mut silent);
     assert!(
         closed && resp.is_empty(),
