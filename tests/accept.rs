@@ -97,3 +97,102 @@ fn a_client_silent_for_a_while_is_served_once() {
     assert!(seen[0].starts_with("GET /late HTTP/1.1\r\n"), "{seen:?}");
     assert!(seen[1].starts_with("GET /again HTTP/1.1\r\n"), "{seen:?}");
 }
+
+/// Connections accepted with their first bytes already in the socket:
+/// `max_connections = 1` and a held connection keep them in the kernel
+/// backlog while they send. A
+/// request gets one answer and reaches the backend once; a request and
+/// FIN too; a bare FIN and a silent client (after `client_header_timeout`)
+/// are closed without a byte, and reach nothing.
+#[test]
+fn requests_already_there_at_accept_are_served_once_silent_ones_time_out() {
+    let (be, seen) = recording_backend();
+    let mut cfg = simple_config(&[be.addr], "");
+    cfg.push_str("\n[http]\nmax_connections = 1\nclient_header_timeout = \"1s\"\n");
+    let rl = Ringlb::start(&cfg);
+    // The one slot: a keep-alive connection that stays open.
+    let mut held = connect(rl.addr);
+    held.write_all(b"GET /hold HTTP/1.1\r\nHost: a\r\n\r\n")
+        .unwrap();
+    let resp = read_response(&mut held, &mut Vec::new(), false).expect("held: a response");
+    assert_eq!(status_of(&resp), 200, "{resp:?}");
+    // In the backlog meanwhile: a request; a request then FIN; a FIN alone;
+    // a silent client.
+    let mut full = connect(rl.addr);
+    full.write_all(b"GET /full HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut half = connect(rl.addr);
+    half.write_all(b"GET /half HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    half.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut fin = connect(rl.addr);
+    fin.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut silent = connect(rl.addr);
+    thread::sleep(Duration::from_millis(300));
+    assert_eq!(seen.lock().unwrap().len(), 1, "nothing else accepted yet");
+    drop(held);
+    for (name, s) in [("full", &mut full), ("half", &mut half)] {
+        let (resp, closed) = read_to_close(s);
+        assert!(closed, "{name}: not closed after the response: {resp:?}");
+        assert_eq!(status_of(&resp), 200, "{name}: {resp:?}");
+        assert_eq!(body_of(&resp), "ok", "{name}: {resp:?}");
+    }
+    let (resp, closed) = read_to_close(&mut fin);
+    assert!(
+        closed && resp.is_empty(),
+        "FIN alone: {resp:?}, closed {closed}"
+    );
+    let (resp, closed) = read_to_close(&mut silent);
+    assert!(
+        closed && resp.is_empty(),
+        "silent: closed at client_header_timeout without a byte: {resp:?}, closed {closed}"
+    );
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    for path in ["/hold", "/full", "/half"] {
+        let n = seen
+            .iter()
+            .filter(|r| r.starts_with(&format!("GET {path} HTTP/1.1\r\n")))
+            .count();
+        assert_eq!(n, 1, "{path} reached the backend {n} times");
+    }
+}
+
+/// Python `requests` with `Connection: close`, one connection per request:
+/// every response complete, every request at the backend once.
+#[test]
+fn python_requests_with_connection_close() {
+    let (be, seen) = recording_backend();
+    let rl = Ringlb::start(&simple_config(&[be.addr], ""));
+    let script = format!(
+        "import requests\n\
+         for i in range(20):\n\
+         \x20   r = requests.get('http://{}/py%d' % i, headers={{'Connection': 'close'}}, timeout=10)\n\
+         \x20   print(r.status_code, r.text, r.headers.get('Connection'))\n",
+        rl.addr
+    );
+    let out = Command::new(python())
+        .args(["-c", &script])
+        .output()
+        .expect("python");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 20, "{text}");
+    for l in &lines {
+        assert_eq!(*l, "200 ok close", "{text}");
+    }
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 20, "{seen:?}");
+    for i in 0..20 {
+        let n = seen
+            .iter()
+            .filter(|r| r.starts_with(&format!("GET /py{i} HTTP/1.1\r\n")))
+            .count();
+        assert_eq!(n, 1, "/py{i} reached the backend {n} times");
+    }
+}
