@@ -5,7 +5,7 @@
 use std::os::fd::AsRawFd;
 
 use monoio::net::TcpStream;
-use rustls::{HandshakeKind, ProtocolVersion, ServerConnection};
+use rustls::{HandshakeKind, ServerConnection};
 
 use crate::tls::failure::{classify, is_plain_http, plain_head_end, HANDSHAKE_RECORD};
 pub use crate::tls::stream::*;
@@ -66,13 +66,6 @@ pub async fn accept(
     let mut s = TlsStream::new(io, Box::new(conn));
     let mut first: Option<u8> = None;
     loop {
-        // TLS 1.3: once the client's Finished is in, all that is queued is
-        // session tickets, which the client does not wait for; they go out
-        // in one write with the first response instead of a send of their
-        // own before the request (which came with the Finished) is served.
-        if !s.sess.is_handshaking() && s.sess.protocol_version() == Some(ProtocolVersion::TLSv1_3) {
-            break;
-        }
         s.flush_tls().await.map_err(|_| Some(Failure::Closed))?;
         if !s.sess.is_handshaking() {
             break;
