@@ -277,6 +277,70 @@ fn tls12_and_tls13_each_negotiate_and_resume() {
     assert_forwarded_https(&s.seen.lock().unwrap());
 }
 
+/// Python ssl client: a TLS 1.3 handshake and nothing else (as
+/// `openssl s_client -sess_out f < /dev/null` and resumption checkers do),
+/// then a second connection offering that session with one request.
+const PY_HANDSHAKE_ONLY: &str = r#"
+import json, socket, ssl, sys
+port, sni, ca = sys.argv[1:4]
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+ctx.load_verify_locations(ca)
+ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+with socket.create_connection(("127.0.0.1", int(port)), timeout=15) as raw:
+    with ctx.wrap_socket(raw, server_hostname=sni) as s:
+        # No request: whatever arrives now is post-handshake (tickets).
+        s.settimeout(2)
+        try:
+            s.recv(1)
+        except (TimeoutError, socket.timeout):
+            pass
+        sess = s.session
+with socket.create_connection(("127.0.0.1", int(port)), timeout=15) as raw:
+    with ctx.wrap_socket(raw, server_hostname=sni, session=sess) as s:
+        s.sendall(b"GET /again HTTP/1.1\r\nHost: " + sni.encode() + b"\r\nConnection: close\r\n\r\n")
+        data = b""
+        while True:
+            try:
+                d = s.recv(65536)
+            except ssl.SSLZeroReturnError:
+                break
+            if not d:
+                break
+            data += d
+        print(json.dumps(dict(ticket=sess.has_ticket, reused=s.session_reused,
+                              status=data.split(b" ")[1].decode())))
+"#;
+
+#[test]
+fn a_handshake_only_client_gets_a_ticket_and_resumes() {
+    let s = start("");
+    let ca = s.pki.path("ca.pem");
+    let out = Command::new(python())
+        .args([
+            "-c",
+            PY_HANDSHAKE_ONLY,
+            &s.rl.addr.port().to_string(),
+            "a.test",
+        ])
+        .arg(&ca)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let r: serde_json::Value = serde_json::from_str(text.trim()).unwrap_or_else(|e| {
+        panic!(
+            "{e}: python said {text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert_eq!(r["ticket"], true, "no ticket after the handshake: {r}");
+    assert_eq!(r["reused"], true, "{r}");
+    assert_eq!(r["status"], "200", "{r}");
+    // Only the second connection sent a request, and it reached the backend once.
+    let seen = s.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1, "{seen:#?}");
+    assert!(seen[0].starts_with("GET /again HTTP/1.1\r\n"), "{seen:#?}");
+}
+
 #[test]
 fn session_tickets_off_and_tls13_only_are_honoured() {
     let s = start("protocols = [\"TLSv1.3\"]\nsession_tickets = false\n");
