@@ -224,7 +224,7 @@ impl Client {
         let (stream, tls) = match self.stream {
             ClientStream::Plain(s) => (s, None),
             ClientStream::Tls(s) => {
-                let (io, sess) = super::tls::park(s);
+                let (io, sess) = super::tls::park(*s);
                 let t = super::tls::ParkedTls {
                     sess,
                     subject: self.subject,

@@ -35,8 +35,7 @@ impl ServerStream {
 
 /// Splits a [`ServerStream::parkable`] stream into its socket and session
 /// (its empty ciphertext buffers are dropped).
-pub fn park(s: Box<ServerStream>) -> (TcpStream, Box<ServerConnection>) {
-    let s = *s;
+pub fn park(s: ServerStream) -> (TcpStream, Box<ServerConnection>) {
     (s.io, s.sess)
 }
 
