@@ -225,30 +225,9 @@ print(" ".join(get(s, f"/tls2/{i}") for i, s in enumerate(conns)), flush=True)
 #[test]
 fn tls_idle_connections_hold_no_receive_buffer_and_still_answer() {
     let pki = pki::Pki::server("idle.test");
-    let tls = format!(
-        "[listener.tls]\ncertificate = \"{}\"\nkey = \"{}\"\n",
-        pki.file("server.pem"),
-        pki.file("server.key")
-    );
-    let s = start(&tls);
+    let s = start(&tls_listener(&pki));
     let n = 20;
-    let mut py = Command::new(python())
-        .args([
-            "-c",
-            &format!("{TLS_GET}{TLS_CLIENT}"),
-            &s.rl.addr.port().to_string(),
-            &n.to_string(),
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python");
-    let mut out = BufReader::new(py.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    let first: Vec<&str> = line.split_whitespace().collect();
-    assert_eq!(first.len(), n, "first round: {line}");
-    assert!(first.iter().all(|r| *r == "200:ok"), "first round: {line}");
+    let (mut py, mut out) = tls_first_round(&s, n, TLS_CLIENT);
     let c = wait_stats(s.admin, |c| {
         c["waiting"] == n as u64 && c["buffers_in_use"] == 0 && c["parked"] == n as u64
     });
@@ -280,6 +259,33 @@ fn tls_idle_connections_hold_no_receive_buffer_and_still_answer() {
             );
         }
     }
+}
+
+/// Starts `script` (after [`TLS_GET`]) with `n` TLS connections to `s`
+/// and checks its first round: `n` answers `200:ok`.
+fn tls_first_round(
+    s: &Setup,
+    n: usize,
+    script: &str,
+) -> (std::process::Child, BufReader<std::process::ChildStdout>) {
+    let mut py = Command::new(python())
+        .args([
+            "-c",
+            &format!("{TLS_GET}{script}"),
+            &s.rl.addr.port().to_string(),
+            &n.to_string(),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python");
+    let mut out = BufReader::new(py.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let first: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(first.len(), n, "first round: {line}");
+    assert!(first.iter().all(|r| *r == "200:ok"), "first round: {line}");
+    (py, out)
 }
 
 /// Reads until the proxy closes the connection; `true` if it did (EOF or
@@ -387,6 +393,12 @@ fn a_keepalive_session_with_pauses_is_resumed_on_one_connection() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(text.trim(), "200:ok 200:ok 200:ok 200:ok");
+    assert_one_session(&s, before);
+}
+
+/// The 4 requests of a session client came on one new connection (the
+/// `accepted` count was `before`) and reached the backend once each.
+fn assert_one_session(s: &Setup, before: u64) {
     let c = conn_stats(s.admin);
     assert_eq!(
         c["accepted"].as_u64(),
@@ -440,23 +452,7 @@ print(" ".join(out), flush=True)
 /// first round, waits until all `n` are parked, calls `then`, and returns
 /// how each connection was closed.
 fn tls_closes(s: &mut Setup, n: usize, then: impl FnOnce(&mut Setup)) -> Vec<String> {
-    let mut py = Command::new(python())
-        .args([
-            "-c",
-            &format!("{TLS_GET}{TLS_CLOSE_CLIENT}"),
-            &s.rl.addr.port().to_string(),
-            &n.to_string(),
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python");
-    let mut out = BufReader::new(py.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    let first: Vec<&str> = line.split_whitespace().collect();
-    assert_eq!(first.len(), n, "first round: {line}");
-    assert!(first.iter().all(|r| *r == "200:ok"), "first round: {line}");
+    let (mut py, mut out) = tls_first_round(s, n, TLS_CLOSE_CLIENT);
     let c = wait_stats(s.admin, |c| c["parked"] == n as u64);
     assert_eq!(c["parked"], n as u64, "{c}");
     then(s);
@@ -552,21 +548,5 @@ fn a_tls_keepalive_session_with_pauses_is_resumed_on_one_connection() {
         text.trim(),
         "200:ok parked=1 200:ok parked=1 200:ok parked=1 200:ok"
     );
-    let c = conn_stats(s.admin);
-    assert_eq!(
-        c["accepted"].as_u64(),
-        Some(before + 1),
-        "one connection for the session: {c}"
-    );
-    assert_eq!(c["requests"], 4, "{c}");
-    let seen = s.seen.lock().unwrap().clone();
-    for i in 0..4 {
-        let l = format!("GET /session/{i} HTTP/1.1\r\n");
-        assert_eq!(
-            seen.iter().filter(|r| r.starts_with(&l)).count(),
-            1,
-            "/session/{i}"
-        );
-    }
-    assert_eq!(seen.len(), 4);
+    assert_one_session(&s, before);
 }
