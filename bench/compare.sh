@@ -37,10 +37,13 @@
 #                      e.g. a wrapper script that sets RINGLB_RING_ENTRIES=256 and
 #                      execs the same binary: a ring-size A/B in one run;
 #                      ringlb-base-tls: that build over HTTPS, like ringlb-tls),
-#                      and the HTTPS shape ringlb-tls nginx-tls: the same ECDSA
-#                      P-256 certificate for both, TLS 1.3, nginx with
+#                      and the HTTPS shape ringlb-tls nginx-tls haproxy-tls: the same ECDSA
+#                      P-256 certificate for all, TLS 1.3, nginx with
 #                      ssl_session_cache; wrk over https keep-alive; their
-#                      "vs nginx" columns compare with nginx-tls)
+#                      "vs nginx" columns compare with nginx-tls);
+#                      haproxy-tls: haproxy with "ssl crt" on the same
+#                      certificate, ssl-min-ver TLSv1.3, alpn http/1.1
+#                      ("vs haproxy" of -tls targets compares with it)
 #   WRK_CPU=0 SUT_CPU=1 CONTROL_CPU=0
 #   BUILD=auto|1|0     auto: cargo build --release if cargo is present (failure
 #                      is not fatal: targets whose binary is missing are skipped)
@@ -341,11 +344,20 @@ for t in $TARGETS; do
         VERSION[$t]=$(nginx -v 2>&1 | sed 's/.*version: //' || true)
         start "$t" nginx -p "$TMP" -c "$TMP/$t.conf"
         ;;
-    haproxy | relay)
+    haproxy | haproxy-tls | relay)
         command -v haproxy >/dev/null || { skip "$t" "haproxy not installed"; continue; }
         tmpl=haproxy.cfg.in
         [[ $t == relay ]] && tmpl=relay.cfg.in
         render "$BENCH/$tmpl" "$TMP/$t.cfg" "$port"
+        if [[ $t == haproxy-tls ]]; then
+            # Same certificate and protocol as the other -tls targets; haproxy
+            # reads the key from the same PEM. Its session cache (shared,
+            # 20000 entries) and tickets are on by default, like nginx-tls's.
+            cat "$TMP/bench.pem" "$TMP/bench.key" >"$TMP/bench-haproxy.pem"
+            sed -i "s|^\( *bind .*\)$|\1 ssl crt $TMP/bench-haproxy.pem alpn http/1.1 ssl-min-ver TLSv1.3|" "$TMP/$t.cfg"
+            grep -q ' ssl crt ' "$TMP/$t.cfg" || die "haproxy-tls: no bind line in $tmpl"
+            SCHEME[$t]=https
+        fi
         VERSION[$t]=$(haproxy -v 2>&1 | awk 'NR == 1 { print "haproxy/" $3 }' || true)
         [[ $t == relay ]] && VERSION[$t]="${VERSION[$t]} mode tcp"
         start "$t" haproxy -db -f "$TMP/$t.cfg"
@@ -435,7 +447,7 @@ col() { awk -v t="$1" -v c="$2" '$2 == t { print $c }' "$TMP/results.tsv"; }
 ratio() { # TARGET COLUMN [BASE]: median over rounds of target/BASE in that round (default
     # nginx; HTTPS targets: nginx-tls)
     local b=${3:-nginx}
-    [[ -z ${3:-} && $1 == *-tls ]] && b=nginx-tls
+    [[ $1 == *-tls && ($b == nginx || $b == haproxy) ]] && b=$b-tls
     awk -v t="$1" -v c="$2" -v b="$b" '
         $2 == b { base[$1] = $c }
         $2 == t { val[$1] = $c }
