@@ -184,7 +184,8 @@ fn pipelined_requests_after_idle_are_answered_in_order() {
 
 /// Python's ssl client: N connections, one GET each, then idle until told
 /// on stdin; then a second GET on each. Prints a line per phase.
-const TLS_CLIENT: &str = r#"
+/// Python's ssl client: `get(sock, path)` → "STATUS:BODY" or "closed".
+const TLS_GET: &str = r#"
 import socket, ssl, sys
 port, n = int(sys.argv[1]), int(sys.argv[2])
 ctx = ssl.create_default_context()
@@ -207,6 +208,11 @@ def get(s, path):
     while len(body) < length:
         body += s.recv(4096)
     return head.split(b" ")[1].decode() + ":" + body.decode()
+"#;
+
+/// `n` TLS connections: one request each, then (after a line on stdin)
+/// a second one each.
+const TLS_CLIENT: &str = r#"
 conns = []
 for i in range(n):
     s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=10))
@@ -219,40 +225,19 @@ print(" ".join(get(s, f"/tls2/{i}") for i, s in enumerate(conns)), flush=True)
 #[test]
 fn tls_idle_connections_hold_no_receive_buffer_and_still_answer() {
     let pki = pki::Pki::server("idle.test");
-    let tls = format!(
-        "[listener.tls]\ncertificate = \"{}\"\nkey = \"{}\"\n",
-        pki.file("server.pem"),
-        pki.file("server.key")
-    );
-    let s = start(&tls);
+    let s = start(&tls_listener(&pki));
     let n = 20;
-    let mut py = Command::new(python())
-        .args([
-            "-c",
-            TLS_CLIENT,
-            &s.rl.addr.port().to_string(),
-            &n.to_string(),
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python");
-    let mut out = BufReader::new(py.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    let first: Vec<&str> = line.split_whitespace().collect();
-    assert_eq!(first.len(), n, "first round: {line}");
-    assert!(first.iter().all(|r| *r == "200:ok"), "first round: {line}");
+    let (mut py, mut out) = tls_first_round(&s, n, TLS_CLIENT);
     let c = wait_stats(s.admin, |c| {
-        c["waiting"] == n as u64 && c["buffers_in_use"] == 0
+        c["waiting"] == n as u64 && c["buffers_in_use"] == 0 && c["parked"] == n as u64
     });
     assert_eq!(c["waiting"], n as u64, "{c}");
     assert_eq!(
         c["buffers_in_use"], 0,
         "{n} idle TLS connections hold buffers: {c}"
     );
-    // TLS connections wait in their task (their session state dominates).
-    assert_eq!(c["parked"], 0, "{c}");
+    // Idle TLS connections wait outside their task too.
+    assert_eq!(c["parked"], n as u64, "{c}");
     py.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
     let mut line2 = String::new();
     out.read_line(&mut line2).unwrap();
@@ -274,6 +259,33 @@ fn tls_idle_connections_hold_no_receive_buffer_and_still_answer() {
             );
         }
     }
+}
+
+/// Starts `script` (after [`TLS_GET`]) with `n` TLS connections to `s`
+/// and checks its first round: `n` answers `200:ok`.
+fn tls_first_round(
+    s: &Setup,
+    n: usize,
+    script: &str,
+) -> (std::process::Child, BufReader<std::process::ChildStdout>) {
+    let mut py = Command::new(python())
+        .args([
+            "-c",
+            &format!("{TLS_GET}{script}"),
+            &s.rl.addr.port().to_string(),
+            &n.to_string(),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python");
+    let mut out = BufReader::new(py.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let first: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(first.len(), n, "first round: {line}");
+    assert!(first.iter().all(|r| *r == "200:ok"), "first round: {line}");
+    (py, out)
 }
 
 /// Reads until the proxy closes the connection; `true` if it did (EOF or
@@ -381,6 +393,12 @@ fn a_keepalive_session_with_pauses_is_resumed_on_one_connection() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(text.trim(), "200:ok 200:ok 200:ok 200:ok");
+    assert_one_session(&s, before);
+}
+
+/// The 4 requests of a session client came on one new connection (the
+/// `accepted` count was `before`) and reached the backend once each.
+fn assert_one_session(s: &Setup, before: u64) {
     let c = conn_stats(s.admin);
     assert_eq!(
         c["accepted"].as_u64(),
@@ -398,4 +416,137 @@ fn a_keepalive_session_with_pauses_is_resumed_on_one_connection() {
         );
     }
     assert_eq!(seen.len(), 4);
+}
+
+fn tls_listener(pki: &pki::Pki) -> String {
+    format!(
+        "[listener.tls]\ncertificate = \"{}\"\nkey = \"{}\"\n",
+        pki.file("server.pem"),
+        pki.file("server.key")
+    )
+}
+
+/// `n` TLS connections: one request each; then, after a line on stdin,
+/// waits for each to be closed by the proxy and says how: "notify" (a
+/// close_notify, then the end), "no-notify" (the end without one),
+/// "data", "reset" or "timeout".
+const TLS_CLOSE_CLIENT: &str = r#"
+conns = [ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=30),
+                         suppress_ragged_eofs=False) for _ in range(n)]
+print(" ".join(get(s, f"/close/{i}") for i, s in enumerate(conns)), flush=True)
+sys.stdin.readline()
+out = []
+for s in conns:
+    try:
+        out.append("notify" if s.recv(64) == b"" else "data")
+    except ssl.SSLEOFError:
+        out.append("no-notify")
+    except ConnectionResetError:
+        out.append("reset")
+    except socket.timeout:
+        out.append("timeout")
+print(" ".join(out), flush=True)
+"#;
+
+/// Runs [`TLS_CLOSE_CLIENT`] against `s` with `n` connections: checks the
+/// first round, waits until all `n` are parked, calls `then`, and returns
+/// how each connection was closed.
+fn tls_closes(s: &mut Setup, n: usize, then: impl FnOnce(&mut Setup)) -> Vec<String> {
+    let (mut py, mut out) = tls_first_round(s, n, TLS_CLOSE_CLIENT);
+    let c = wait_stats(s.admin, |c| c["parked"] == n as u64);
+    assert_eq!(c["parked"], n as u64, "{c}");
+    then(s);
+    py.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
+    let mut line2 = String::new();
+    out.read_line(&mut line2).unwrap();
+    let _ = py.wait();
+    line2.split_whitespace().map(str::to_owned).collect()
+}
+
+#[test]
+fn parked_tls_connections_get_close_notify_at_keepalive_timeout() {
+    let pki = pki::Pki::server("idle.test");
+    let mut s = start_with("keepalive_timeout = \"4s\"\n", &tls_listener(&pki));
+    let n = 10;
+    let how = tls_closes(&mut s, n, |_| {});
+    assert_eq!(how, vec!["notify"; n], "how the proxy closed");
+    let c = wait_stats(s.admin, |c| c["active"] == 0 && c["parked"] == 0);
+    assert_eq!(c["active"], 0, "{c}");
+    assert_eq!(c["parked"], 0, "{c}");
+    assert_eq!(s.seen.lock().unwrap().len(), n, "backend requests");
+}
+
+#[test]
+fn stopping_closes_parked_tls_connections_with_close_notify() {
+    let pki = pki::Pki::server("idle.test");
+    let mut s = start(&tls_listener(&pki));
+    let n = 10;
+    let how = tls_closes(&mut s, n, |s| s.rl.signal(libc::SIGTERM));
+    assert_eq!(how, vec!["notify"; n], "how the proxy closed");
+    let st = s.rl.wait_exit(Duration::from_secs(20));
+    assert!(st.is_some_and(|st| st.success()), "exit: {st:?}");
+    let seen = s.seen.lock().unwrap().clone();
+    for i in 0..n {
+        let l = format!("GET /close/{i} HTTP/1.1\r\n");
+        assert_eq!(
+            seen.iter().filter(|r| r.starts_with(&l)).count(),
+            1,
+            "/close/{i}"
+        );
+    }
+    assert_eq!(seen.len(), n, "backend requests");
+}
+
+/// A `requests` HTTPS keep-alive session with pauses: before each request
+/// after the first, the connection is seen parked (`/stats`), so every
+/// request is served by a connection resumed from the parked set.
+const TLS_SESSION_CLIENT: &str = r#"
+import json, requests, sys, time, urllib.request
+port, admin, ca = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+def parked():
+    with urllib.request.urlopen(f"http://{admin}/stats", timeout=10) as r:
+        return json.load(r)["connections"]["parked"]
+s = requests.Session()
+out = []
+for i in range(4):
+    if i > 0:
+        deadline = time.monotonic() + 20
+        while parked() != 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        out.append(f"parked={parked()}")
+    r = s.get(f"https://127.0.0.1:{port}/session/{i}", timeout=10, verify=ca)
+    out.append(f"{r.status_code}:{r.text}")
+    time.sleep(0.3)
+print(" ".join(out), flush=True)
+"#;
+
+#[test]
+fn a_tls_keepalive_session_with_pauses_is_resumed_on_one_connection() {
+    let pki = pki::Pki::new();
+    pki.ip_leaf("server", &["127.0.0.1"]);
+    let s = start(&tls_listener(&pki));
+    let before = wait_stats(s.admin, |c| c["active"] == 0 && c["accepted"] == 1)["accepted"]
+        .as_u64()
+        .unwrap();
+    let out = Command::new(python())
+        .args([
+            "-c",
+            TLS_SESSION_CLIENT,
+            &s.rl.addr.port().to_string(),
+            &s.admin.to_string(),
+            &pki.file("ca.pem"),
+        ])
+        .output()
+        .expect("python");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        text.trim(),
+        "200:ok parked=1 200:ok parked=1 200:ok parked=1 200:ok"
+    );
+    assert_one_session(&s, before);
 }

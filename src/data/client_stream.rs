@@ -59,6 +59,15 @@ impl ClientStream {
         }
     }
 
+    /// Whether an idle connection's stream can wait outside its task as
+    /// its socket (and TLS session): nothing buffered or pending.
+    pub fn is_idle(&mut self) -> bool {
+        match self {
+            ClientStream::Plain(_) => true,
+            ClientStream::Tls(s) => s.parkable(),
+        }
+    }
+
     pub fn is_tls(&self) -> bool {
         matches!(self, ClientStream::Tls(_))
     }

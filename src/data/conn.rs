@@ -215,16 +215,23 @@ impl Client {
 
     /// Whether this idle connection may wait in the shard's parked set
     /// rather than in its task (see `idle.rs` for what is not parked).
-    fn parkable(&self) -> bool {
-        matches!(self.stream, ClientStream::Plain(_))
-            && self.private.idle_count() == 0
-            && self.rbuf.is_empty()
+    fn parkable(&mut self) -> bool {
+        self.private.idle_count() == 0 && self.rbuf.is_empty() && self.stream.is_idle()
     }
 
     /// What survives of a parkable idle connection; the rest is dropped.
-    fn into_parked(self, slot: Slot, listen: SocketAddr) -> Option<(Parked, bool)> {
-        let ClientStream::Plain(stream) = self.stream else {
-            return None;
+    fn into_parked(self, slot: Slot, listen: SocketAddr) -> (Parked, bool) {
+        let (stream, tls) = match self.stream {
+            ClientStream::Plain(s) => (s, None),
+            ClientStream::Tls(s) => {
+                let (io, sess) = super::tls::park(*s);
+                let t = super::tls::ParkedTls {
+                    sess,
+                    subject: self.subject,
+                    desc: self.tls_desc,
+                };
+                (io, Some(Box::new(t)))
+            }
         };
         // No operation is in flight on an idle socket: the descriptor has
         // no other owner.
@@ -239,8 +246,9 @@ impl Client {
             requests: self.requests,
             streak: self.streak,
             idle_since: self.idle_since,
+            tls,
         };
-        Some((p, self.rearm))
+        (p, self.rearm)
     }
 
     /// Gives every buffer back to the shard's pools (the connection is idle
@@ -373,9 +381,11 @@ pub fn serve(
 
 /// Starts the task of a parked connection whose socket became readable
 /// (`idle.rs`); like a new connection's, a panic in it costs only it.
-pub fn spawn_resumed(shard: Rc<Shard>, p: Parked) {
+/// `close`: a TLS connection that timed out or is drained, which only
+/// sends its close_notify.
+pub fn spawn_resumed(shard: Rc<Shard>, p: Parked, close: bool) {
     let peer = p.peer;
-    let task = CatchUnwind(Box::pin(resume(shard, p)));
+    let task = CatchUnwind(Box::pin(resume(shard, p, close)));
     monoio::spawn(async move {
         if let Err(e) = task.await {
             crate::error!(
@@ -387,7 +397,7 @@ pub fn spawn_resumed(shard: Rc<Shard>, p: Parked) {
 }
 
 /// Serves a parked connection again, from "read the next head".
-async fn resume(shard: Rc<Shard>, p: Parked) {
+async fn resume(shard: Rc<Shard>, p: Parked, close: bool) {
     let Parked {
         fd,
         peer,
@@ -397,6 +407,7 @@ async fn resume(shard: Rc<Shard>, p: Parked) {
         requests,
         streak,
         idle_since,
+        tls,
     } = p;
     let stream = match TcpStream::from_std(std::net::TcpStream::from(fd)) {
         Ok(s) => s,
@@ -407,6 +418,23 @@ async fn resume(shard: Rc<Shard>, p: Parked) {
         }
     };
     let timer = slot.timer.clone();
+    let (stream, subject, tls_desc) = match tls {
+        None => (ClientStream::Plain(stream), None, None),
+        Some(t) => {
+            let t = *t;
+            let s = super::tls::unpark(stream, t.sess);
+            (ClientStream::Tls(Box::new(s)), t.subject, t.desc)
+        }
+    };
+    if close {
+        if let ClientStream::Tls(mut s) = stream {
+            let fd = s.as_raw_fd();
+            let _ = Box::pin(timer.run(fd, Shut::Both, CLOSE_NOTIFY_TIME, s.close_notify())).await;
+        }
+        drop(slot);
+        shard.rec.borrow_mut().on_close(ConnState::Waiting);
+        return;
+    }
     // Temporaries of the call end here, not after the await (they
     // would take room in the task state).
     let run = drive(
@@ -415,7 +443,9 @@ async fn resume(shard: Rc<Shard>, p: Parked) {
             streak,
             idle_since,
             rearm: true,
-            ..Client::new(&shard, ClientStream::Plain(stream), peer, dst, timer)
+            subject,
+            tls_desc,
+            ..Client::new(&shard, stream, peer, dst, timer)
         },
         shard,
         slot,
@@ -497,9 +527,7 @@ fn drive(
 fn park(shard: &Shard, c: Client, slot: Slot, listen: SocketAddr, limit: Duration) {
     let fd = c.stream.as_raw_fd();
     let timer = slot.timer.clone();
-    let Some((p, rearm)) = c.into_parked(slot, listen) else {
-        return;
-    };
+    let (p, rearm) = c.into_parked(slot, listen);
     timer.arm(fd, Shut::Read, limit);
     if !shard.parked.park(p, rearm) {
         shard.rec.borrow_mut().on_close(ConnState::Waiting);

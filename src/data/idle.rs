@@ -34,11 +34,19 @@
 //! `Waiting`); anything else resumes it, and the resumed task reads the
 //! request, or the end of stream, as an in-task wait would have.
 //!
+//! A TLS connection parks too, when rustls holds nothing unread and has
+//! nothing to write: the rustls session moves into the record, boxed
+//! ([`super::tls::ParkedTls`]: keys, sequence numbers, rustls' own
+//! buffers), with what the handshake told the connection (client subject,
+//! version and cipher); the stream's ciphertext buffers are dropped. A
+//! parked TLS connection that times out or is drained gets a task again
+//! just to send its close_notify (bounded, as from its own task).
+//!
 //! Not parked (they wait in their task, holding no buffer): new
-//! connections before their first request, TLS connections (the TLS session state, ~10 KiB, dominates what a task
-//! adds), connections holding private upstream connections (PROXY protocol
-//! to upstreams), and any connection with bytes already buffered — those
-//! never wait at all.
+//! connections before their first request, connections holding private
+//! upstream connections (PROXY protocol to upstreams), and any connection
+//! with bytes already buffered (TLS: in rustls too) — those never wait at
+//! all.
 
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
@@ -60,6 +68,9 @@ pub struct Parked {
     pub requests: u64,
     pub streak: u32,
     pub idle_since: u64,
+    /// A TLS connection's session (boxed: most parked connections are
+    /// plain, and this keeps their record small).
+    pub tls: Option<Box<super::tls::ParkedTls>>,
 }
 
 /// Events taken from the epoll set per `epoll_wait`.
@@ -262,11 +273,14 @@ pub async fn run(shard: Rc<Shard>) {
 fn wake(shard: &Rc<Shard>, p: Parked) {
     let timed_out = p.slot.timer.finish().is_err();
     match on_event(timed_out, shard.draining()) {
+        // A TLS client is told the close is deliberate (close_notify), from
+        // a task, as an in-task wait would.
+        Wake::Close if p.tls.is_some() => super::conn::spawn_resumed(Rc::clone(shard), p, true),
         Wake::Close => {
             drop(p);
             shard.rec.borrow_mut().on_close(ConnState::Waiting);
         }
-        Wake::Resume => super::conn::spawn_resumed(Rc::clone(shard), p),
+        Wake::Resume => super::conn::spawn_resumed(Rc::clone(shard), p, false),
     }
 }
 

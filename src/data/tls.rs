@@ -14,6 +14,36 @@ use crate::tls::{Failure, ListenerTls};
 /// A header field (name, value) a connection keeps for all its requests.
 pub type OwnedField = (Box<[u8]>, Box<[u8]>);
 
+/// What an idle TLS connection keeps while parked outside its task
+/// (`idle.rs`): the rustls session (keys, sequence numbers, its own
+/// buffers) and what the connection learnt from the handshake. The
+/// stream's ciphertext buffers are not kept (they are empty).
+pub struct ParkedTls {
+    pub sess: Box<ServerConnection>,
+    pub subject: Option<OwnedField>,
+    pub desc: Option<(&'static str, &'static str)>,
+}
+
+impl ServerStream {
+    /// Whether this idle stream can be parked as its socket and session:
+    /// nothing buffered or pending either way (no ciphertext or plaintext
+    /// unread, no record waiting to be written).
+    pub fn parkable(&mut self) -> bool {
+        !self.has_buffered() && !self.sess.wants_write() && !self.sess.is_handshaking()
+    }
+}
+
+/// Splits a [`ServerStream::parkable`] stream into its socket and session
+/// (its empty ciphertext buffers are dropped).
+pub fn park(s: ServerStream) -> (TcpStream, Box<ServerConnection>) {
+    (s.io, s.sess)
+}
+
+/// The stream of a parked connection, back from its socket and session.
+pub fn unpark(io: TcpStream, sess: Box<ServerConnection>) -> ServerStream {
+    TlsStream::new(io, sess)
+}
+
 impl ServerStream {
     /// Sends close_notify (best effort: the caller bounds it in time).
     pub async fn close_notify(&mut self) {
