@@ -323,16 +323,16 @@ impl<S: Session> TlsStream<TcpStream, S> {
             )
     }
 
-    /// Frees both ciphertext buffers when they hold nothing (an idle
-    /// keep-alive connection; the next read or write allocates again).
+    /// Frees both ciphertext buffers when they hold nothing still needed
+    /// (an idle keep-alive connection; the next read or write allocates
+    /// again). Between flushes `tx` only holds bytes already written
+    /// (`flush_tls` writes all of it or fails), so it always goes.
     pub fn release_idle(&mut self) {
         if self.rx_pos >= self.rx.len() {
             self.rx = Vec::new();
             self.rx_pos = 0;
         }
-        if self.tx.is_empty() {
-            self.tx = Vec::new();
-        }
+        self.tx = Vec::new();
     }
 }
 
