@@ -361,6 +361,18 @@ fn stopping_closes_parked_connections_and_loses_no_request() {
     assert_eq!(s.seen.lock().unwrap().len(), n, "backend requests");
 }
 
+/// Runs Python with `args`; its stdout, after checking it exited 0.
+fn python_ok(args: &[&str]) -> String {
+    let out = Command::new(python()).args(args).output().expect("python");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
 /// A `requests` keep-alive session with pauses: every request is answered
 /// on the same connection, resumed from the parked set each time.
 const SESSION_CLIENT: &str = r#"
@@ -382,16 +394,7 @@ fn a_keepalive_session_with_pauses_is_resumed_on_one_connection() {
     let before = wait_stats(s.admin, |c| c["active"] == 0 && c["accepted"] == 1)["accepted"]
         .as_u64()
         .unwrap();
-    let out = Command::new(python())
-        .args(["-c", SESSION_CLIENT, &s.rl.addr.port().to_string()])
-        .output()
-        .expect("python");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text} {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = python_ok(&["-c", SESSION_CLIENT, &s.rl.addr.port().to_string()]);
     assert_eq!(text.trim(), "200:ok 200:ok 200:ok 200:ok");
     assert_one_session(&s, before);
 }
@@ -528,22 +531,13 @@ fn a_tls_keepalive_session_with_pauses_is_resumed_on_one_connection() {
     let before = wait_stats(s.admin, |c| c["active"] == 0 && c["accepted"] == 1)["accepted"]
         .as_u64()
         .unwrap();
-    let out = Command::new(python())
-        .args([
-            "-c",
-            TLS_SESSION_CLIENT,
-            &s.rl.addr.port().to_string(),
-            &s.admin.to_string(),
-            &pki.file("ca.pem"),
-        ])
-        .output()
-        .expect("python");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text} {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = python_ok(&[
+        "-c",
+        TLS_SESSION_CLIENT,
+        &s.rl.addr.port().to_string(),
+        &s.admin.to_string(),
+        &pki.file("ca.pem"),
+    ]);
     assert_eq!(
         text.trim(),
         "200:ok parked=1 200:ok parked=1 200:ok parked=1 200:ok"

@@ -127,10 +127,42 @@ fn curl_ok(ca: &Path, port: u16, path: &str) {
     assert!(ok && body == "ok", "{path}: {err}");
 }
 
+/// What the Python ssl clients below start with: `read_all`, everything a
+/// TLS socket delivers until the server closes (close_notify or FIN).
+const PY_READ_ALL: &str = r#"
+import json, socket, ssl, sys
+def read_all(s):
+    data = b""
+    while True:
+        try:
+            d = s.recv(65536)
+        except ssl.SSLZeroReturnError:
+            break
+        if not d:
+            break
+        data += d
+    return data
+"#;
+
+/// Runs `PY_READ_ALL` + `script` with `args`; its stdout parsed as JSON.
+fn py_json(script: &str, args: &[&str]) -> serde_json::Value {
+    let out = Command::new(python())
+        .args(["-c", &format!("{PY_READ_ALL}{script}")])
+        .args(args)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.trim()).unwrap_or_else(|e| {
+        panic!(
+            "{e}: python said {text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
 /// Python ssl client: two connections (the second offering the first's
 /// session), each sending one request; prints JSON.
 const PY_CLIENT: &str = r#"
-import json, socket, ssl, sys
 port, sni, ca, ver, mode = sys.argv[1:6]
 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
 if mode == "verify":
@@ -146,16 +178,7 @@ def once(session=None):
     with socket.create_connection(("127.0.0.1", int(port)), timeout=15) as raw:
         with ctx.wrap_socket(raw, server_hostname=sni, session=session) as s:
             s.sendall(b"GET /py HTTP/1.1\r\nHost: " + sni.encode() + b"\r\nX-Forwarded-Proto: http\r\nConnection: close\r\n\r\n")
-            data = b""
-            while True:
-                try:
-                    d = s.recv(65536)
-                except ssl.SSLZeroReturnError:
-                    break
-                if not d:
-                    break
-                data += d
-            head, _, body = data.partition(b"\r\n\r\n")
+            head, _, body = read_all(s).partition(b"\r\n\r\n")
             return dict(version=s.version(), reused=s.session_reused, alpn=s.selected_alpn_protocol(),
                         cert=s.getpeercert(binary_form=True).hex(),
                         status=head.split(b" ")[1].decode(), body=body.decode()), s.session
@@ -168,19 +191,9 @@ except (ssl.SSLError, OSError) as e:
 "#;
 
 fn py_client(port: u16, sni: &str, ca: &Path, ver: &str, verify: bool) -> serde_json::Value {
-    let out = Command::new(python())
-        .args(["-c", PY_CLIENT, &port.to_string(), sni])
-        .arg(ca)
-        .args([ver, if verify { "verify" } else { "none" }])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    serde_json::from_str(text.trim()).unwrap_or_else(|e| {
-        panic!(
-            "{e}: python said {text}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
+    let port = port.to_string();
+    let mode = if verify { "verify" } else { "none" };
+    py_json(PY_CLIENT, &[&port, sni, ca.to_str().unwrap(), ver, mode])
 }
 
 /// Every request the backend saw carried exactly one `X-Forwarded-Proto`,
@@ -281,7 +294,6 @@ fn tls12_and_tls13_each_negotiate_and_resume() {
 /// `openssl s_client -sess_out f < /dev/null` and resumption checkers do),
 /// then a second connection offering that session with one request.
 const PY_HANDSHAKE_ONLY: &str = r#"
-import json, socket, ssl, sys
 port, sni, ca = sys.argv[1:4]
 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
 ctx.load_verify_locations(ca)
@@ -298,15 +310,7 @@ with socket.create_connection(("127.0.0.1", int(port)), timeout=15) as raw:
 with socket.create_connection(("127.0.0.1", int(port)), timeout=15) as raw:
     with ctx.wrap_socket(raw, server_hostname=sni, session=sess) as s:
         s.sendall(b"GET /again HTTP/1.1\r\nHost: " + sni.encode() + b"\r\nConnection: close\r\n\r\n")
-        data = b""
-        while True:
-            try:
-                d = s.recv(65536)
-            except ssl.SSLZeroReturnError:
-                break
-            if not d:
-                break
-            data += d
+        data = read_all(s)
         print(json.dumps(dict(ticket=sess.has_ticket, reused=s.session_reused,
                               status=data.split(b" ")[1].decode())))
 "#;
@@ -315,23 +319,8 @@ with socket.create_connection(("127.0.0.1", int(port)), timeout=15) as raw:
 fn a_handshake_only_client_gets_a_ticket_and_resumes() {
     let s = start("");
     let ca = s.pki.path("ca.pem");
-    let out = Command::new(python())
-        .args([
-            "-c",
-            PY_HANDSHAKE_ONLY,
-            &s.rl.addr.port().to_string(),
-            "a.test",
-        ])
-        .arg(&ca)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let r: serde_json::Value = serde_json::from_str(text.trim()).unwrap_or_else(|e| {
-        panic!(
-            "{e}: python said {text}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
+    let port = s.rl.addr.port().to_string();
+    let r = py_json(PY_HANDSHAKE_ONLY, &[&port, "a.test", ca.to_str().unwrap()]);
     assert_eq!(r["ticket"], true, "no ticket after the handshake: {r}");
     assert_eq!(r["reused"], true, "{r}");
     assert_eq!(r["status"], "200", "{r}");
