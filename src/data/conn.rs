@@ -105,8 +105,6 @@ const STALE_RETRIES: u32 = 2;
 /// how long one read of it may wait.
 const LINGER_TIME: Duration = Duration::from_secs(30);
 const LINGER_READ: Duration = Duration::from_secs(5);
-/// How long sending TLS close_notify may take when a connection closes.
-const CLOSE_NOTIFY_TIME: Duration = Duration::from_secs(1);
 
 /// What happens to the client connection after an exchange.
 enum Next {
@@ -428,8 +426,7 @@ async fn resume(shard: Rc<Shard>, p: Parked, close: bool) {
     };
     if close {
         if let ClientStream::Tls(mut s) = stream {
-            let fd = s.as_raw_fd();
-            let _ = Box::pin(timer.run(fd, Shut::Both, CLOSE_NOTIFY_TIME, s.close_notify())).await;
+            Box::pin(s.close_notify(&timer)).await;
         }
         drop(slot);
         shard.rec.borrow_mut().on_close(ConnState::Waiting);
@@ -507,14 +504,8 @@ fn drive(
                 }
             }
         }
-        let fd = c.stream.as_raw_fd();
         if let ClientStream::Tls(s) = &mut c.stream {
-            // Tell the client the close is deliberate (not a truncation).
-            let _ = Box::pin(
-                c.timer
-                    .run(fd, Shut::Both, CLOSE_NOTIFY_TIME, s.close_notify()),
-            )
-            .await;
+            Box::pin(s.close_notify(&c.timer)).await;
         }
         c.park();
         shard.rec.borrow_mut().on_close(state);

@@ -3,6 +3,7 @@
 //! learns from it (client subject, version and cipher).
 
 use std::os::fd::AsRawFd;
+use std::time::Duration;
 
 use monoio::net::TcpStream;
 use rustls::{HandshakeKind, ServerConnection};
@@ -10,6 +11,8 @@ use rustls::{HandshakeKind, ServerConnection};
 use crate::tls::failure::{classify, is_plain_http, plain_head_end, HANDSHAKE_RECORD};
 pub use crate::tls::stream::*;
 use crate::tls::{Failure, ListenerTls};
+
+use super::deadline::{Shut, Timer};
 
 /// A header field (name, value) a connection keeps for all its requests.
 pub type OwnedField = (Box<[u8]>, Box<[u8]>);
@@ -24,15 +27,6 @@ pub struct ParkedTls {
     pub desc: Option<(&'static str, &'static str)>,
 }
 
-impl ServerStream {
-    /// Whether this idle stream can be parked as its socket and session:
-    /// nothing buffered or pending either way (no ciphertext or plaintext
-    /// unread, no record waiting to be written).
-    pub fn parkable(&mut self) -> bool {
-        !self.has_buffered() && !self.sess.wants_write() && !self.sess.is_handshaking()
-    }
-}
-
 /// Splits a [`ServerStream::parkable`] stream into its socket and session
 /// (its empty ciphertext buffers are dropped).
 pub fn park(s: ServerStream) -> (TcpStream, Box<ServerConnection>) {
@@ -44,11 +38,27 @@ pub fn unpark(io: TcpStream, sess: Box<ServerConnection>) -> ServerStream {
     TlsStream::new(io, sess)
 }
 
+/// How long a closing connection may take to send its close_notify.
+const CLOSE_NOTIFY_TIME: Duration = Duration::from_secs(1);
+
 impl ServerStream {
-    /// Sends close_notify (best effort: the caller bounds it in time).
-    pub async fn close_notify(&mut self) {
-        self.sess.with(|c| c.send_close_notify());
-        let _ = self.flush_tls().await;
+    /// Whether this idle stream can be parked as its socket and session:
+    /// nothing buffered or pending either way (no ciphertext or plaintext
+    /// unread, no record waiting to be written).
+    pub fn parkable(&mut self) -> bool {
+        !self.has_buffered() && !self.sess.wants_write() && !self.sess.is_handshaking()
+    }
+
+    /// Tells the client the close is deliberate, not a truncation: sends
+    /// close_notify, best effort, within [`CLOSE_NOTIFY_TIME`] of the
+    /// connection's `timer` (a stalled client is shut down instead).
+    pub async fn close_notify(&mut self, timer: &Timer) {
+        let fd = self.as_raw_fd();
+        let send = async {
+            self.sess.with(|c| c.send_close_notify());
+            let _ = self.flush_tls().await;
+        };
+        let _ = timer.run(fd, Shut::Both, CLOSE_NOTIFY_TIME, send).await;
     }
 
     /// Mutual TLS: the field carrying the verified client certificate's
