@@ -1,6 +1,7 @@
 //! How client connections are accepted and ended with `Connection: close`
-//! clients, and a client that connects and stays silent a while. What the
-//! clients got, and what the backend got and how many times.
+//! clients, a burst of clients at once (several accepts in flight,
+//! `data::shard`), and a client that connects and stays silent a while.
+//! What the clients got, and what the backend got and how many times.
 
 mod common;
 
@@ -71,6 +72,44 @@ fn close_clients_get_one_answer_each_and_the_backend_one_request_each() {
             .filter(|r| r.starts_with(&format!("GET /curl{i} HTTP/1.1\r\n")))
             .count();
         assert_eq!(n, 1, "/curl{i} reached the backend {n} times");
+    }
+}
+
+/// Many clients connect at once and each sends its request before reading
+/// anything: the shard accepts them several at a time (accepts in
+/// flight), and every one gets its answer once, in full, and reaches the
+/// backend once.
+#[test]
+fn a_burst_of_new_clients_is_served_once_each() {
+    // More than the accepts one turn takes (64), fewer than the test
+    // backend's listen backlog (128).
+    const N: usize = 100;
+    let (be, seen) = recording_backend();
+    let rl = Ringlb::start(&simple_config(&[be.addr], ""));
+    let mut clients: Vec<TcpStream> = (0..N).map(|_| connect(rl.addr)).collect();
+    for (i, s) in clients.iter_mut().enumerate() {
+        s.write_all(
+            format!("GET /b{i} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .unwrap();
+    }
+    for (i, s) in clients.iter_mut().enumerate() {
+        let (resp, closed) = read_to_close(s);
+        assert!(
+            closed,
+            "client {i}: not closed after the response: {resp:?}"
+        );
+        assert_eq!(status_of(&resp), 200, "client {i}: {resp:?}");
+        assert_eq!(body_of(&resp), "ok", "client {i}: {resp:?}");
+    }
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), N, "the backend got {} requests", seen.len());
+    for i in 0..N {
+        let n = seen
+            .iter()
+            .filter(|r| r.starts_with(&format!("GET /b{i} HTTP/1.1\r\n")))
+            .count();
+        assert_eq!(n, 1, "/b{i} reached the backend {n} times");
     }
 }
 

@@ -118,6 +118,8 @@ pub struct Shard {
     pub link: Arc<ShardLink>,
     /// Open client connections.
     active: Cell<usize>,
+    /// Accept operations in flight (each may bring one more connection).
+    accepts: Cell<usize>,
     /// Most connections open since the allocator was last trimmed.
     peak: Cell<usize>,
     /// A draining snapshot has been applied (see the module docs).
@@ -219,6 +221,7 @@ pub fn run(
             pool: RefCell::new(Pool::default()),
             link: end.link,
             active: Cell::new(0),
+            accepts: Cell::new(0),
             peak: Cell::new(0),
             draining: Cell::new(false),
             parked,
@@ -245,12 +248,15 @@ fn start_listener(
     match TcpListener::from_std(l) {
         Ok(listener) => {
             let canceller = Canceller::new();
-            monoio::spawn(accept_loop(
-                Rc::clone(shard),
-                listener,
-                addr,
-                canceller.handle(),
-            ));
+            let listener = Rc::new(listener);
+            for _ in 0..ACCEPTS_IN_FLIGHT {
+                monoio::spawn(accept_loop(
+                    Rc::clone(shard),
+                    Rc::clone(&listener),
+                    addr,
+                    canceller.handle(),
+                ));
+            }
             if let Some(old) = accepting.insert(addr, canceller) {
                 old.cancel();
             }
@@ -273,9 +279,45 @@ impl Drop for Slot {
     }
 }
 
+/// Accept operations each listener keeps in flight per shard.
+///
+/// With one in flight, a shard accepts one connection per turn of its
+/// event loop, and under load a turn serves many ready connections: new
+/// clients wait in the kernel's queue turn after turn while the shard has
+/// time for everyone else. With several in flight, one turn takes as many
+/// queued connections as there are, up to this many, in one submission.
+/// Measured with `Connection: close` clients (64 at a time, one request
+/// per connection): p99 0.99 → 0.65× nginx's, proxy CPU per request −7%,
+/// req/s +6% (bench/RESULTS.md). An idle listener costs one armed poll per
+/// operation, and the kernel wakes one of them per new connection.
+const ACCEPTS_IN_FLIGHT: usize = 64;
+
+/// Whether one more accept may go in flight: connections open plus those
+/// accepts already in flight stay within `max_connections`, so the limit
+/// holds exactly however many accepts are in flight.
+fn may_accept(active: usize, in_flight: usize, max_connections: usize) -> bool {
+    active + in_flight < max_connections
+}
+
+/// Counts one accept operation in flight for as long as it lives.
+struct InFlight<'a>(&'a Cell<usize>);
+
+impl<'a> InFlight<'a> {
+    fn new(count: &'a Cell<usize>) -> Self {
+        count.set(count.get() + 1);
+        InFlight(count)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() - 1);
+    }
+}
+
 async fn accept_loop(
     shard: Rc<Shard>,
-    listener: TcpListener,
+    listener: Rc<TcpListener>,
     addr: SocketAddr,
     cancel: monoio::io::CancelHandle,
 ) {
@@ -283,10 +325,18 @@ async fn accept_loop(
     loop {
         // At `max_connections`, leave new clients in the kernel backlog
         // until connections close.
-        while shard.active.get() >= shard.view().snap.config.http.max_connections {
+        while !may_accept(
+            shard.active.get(),
+            shard.accepts.get(),
+            shard.view().snap.config.http.max_connections,
+        ) {
             monoio::time::sleep(Duration::from_millis(5)).await;
         }
-        match listener.cancelable_accept(cancel.clone()).await {
+        let accepted = {
+            let _in_flight = InFlight::new(&shard.accepts);
+            listener.cancelable_accept(cancel.clone()).await
+        };
+        match accepted {
             Ok((stream, peer)) => {
                 backoff = Duration::from_millis(5);
                 let slot = shard.register(stream.as_raw_fd());
@@ -450,7 +500,42 @@ async fn housekeeping(shard: &Rc<Shard>, mut accepting: HashMap<SocketAddr, Canc
 
 #[cfg(test)]
 mod tests {
-    use super::should_trim;
+    use super::{may_accept, should_trim, InFlight};
+    use std::cell::Cell;
+
+    #[test]
+    fn accepts_in_flight_count_against_max_connections() {
+        for (active, in_flight, max, may) in [
+            (0, 0, 1024, true),
+            (0, 63, 1024, true),
+            (960, 63, 1024, true),
+            (961, 63, 1024, false),
+            (1024, 0, 1024, false),
+            // `max_connections = 1`: one accept in flight, none beside it
+            (0, 0, 1, true),
+            (0, 1, 1, false),
+            (1, 0, 1, false),
+            // a reload lowered the limit below what is open
+            (50, 0, 10, false),
+        ] {
+            assert_eq!(
+                may_accept(active, in_flight, max),
+                may,
+                "active {active} in flight {in_flight} max {max}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_accept_counts_while_in_flight_and_stops_when_dropped() {
+        let count = Cell::new(0);
+        {
+            let _a = InFlight::new(&count);
+            let _b = InFlight::new(&count);
+            assert_eq!(count.get(), 2);
+        }
+        assert_eq!(count.get(), 0);
+    }
 
     #[test]
     fn trims_after_many_closes_or_a_pool_sweep() {
