@@ -120,6 +120,8 @@ pub struct Shard {
     active: Cell<usize>,
     /// Accept operations in flight (each may bring one more connection).
     accepts: Cell<usize>,
+    /// When (shard clock, ms) an accept error was last logged.
+    accept_warned: Cell<Option<u64>>,
     /// Most connections open since the allocator was last trimmed.
     peak: Cell<usize>,
     /// A draining snapshot has been applied (see the module docs).
@@ -222,6 +224,7 @@ pub fn run(
             link: end.link,
             active: Cell::new(0),
             accepts: Cell::new(0),
+            accept_warned: Cell::new(None),
             peak: Cell::new(0),
             draining: Cell::new(false),
             parked,
@@ -299,6 +302,12 @@ fn may_accept(active: usize, in_flight: usize, max_connections: usize) -> bool {
     active + in_flight < max_connections
 }
 
+/// Whether an accept error at `now_ms` is logged, the last one having been
+/// logged at `last_ms`: at most one line a second per shard.
+fn log_accept_error(last_ms: Option<u64>, now_ms: u64) -> bool {
+    last_ms.is_none_or(|last| now_ms.saturating_sub(last) >= 1000)
+}
+
 /// Counts one accept operation in flight for as long as it lives.
 struct InFlight<'a>(&'a Cell<usize>);
 
@@ -371,8 +380,13 @@ async fn accept_loop(
             Err(_) if shard.draining() || shard.link.stop_requested() => return,
             Err(e) => {
                 // EMFILE/ENFILE/ENOBUFS: the listener stays, pending clients
-                // wait in the backlog while connections close.
-                crate::warn!("accept on {addr}: {e}; retrying in {backoff:?}");
+                // wait in the backlog while connections close. Every accept
+                // in flight meets the same error: one line a second says it.
+                let now = shard.clock.get();
+                if log_accept_error(shard.accept_warned.get(), now) {
+                    shard.accept_warned.set(Some(now));
+                    crate::warn!("accept on {addr}: {e}; retrying in {backoff:?}");
+                }
                 monoio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_millis(500));
             }
@@ -500,7 +514,7 @@ async fn housekeeping(shard: &Rc<Shard>, mut accepting: HashMap<SocketAddr, Canc
 
 #[cfg(test)]
 mod tests {
-    use super::{may_accept, should_trim, InFlight};
+    use super::{log_accept_error, may_accept, should_trim, InFlight};
     use std::cell::Cell;
 
     #[test]
@@ -523,6 +537,22 @@ mod tests {
                 may,
                 "active {active} in flight {in_flight} max {max}"
             );
+        }
+    }
+
+    #[test]
+    fn accept_errors_are_logged_once_a_second() {
+        for (last, now, log) in [
+            (None, 0, true),
+            (None, 12_345, true),
+            (Some(0), 0, false),
+            (Some(0), 999, false),
+            (Some(0), 1000, true),
+            (Some(5000), 5990, false),
+            // a clock behind the last line (cannot happen) logs nothing
+            (Some(5000), 10, false),
+        ] {
+            assert_eq!(log_accept_error(last, now), log, "last {last:?} now {now}");
         }
     }
 
