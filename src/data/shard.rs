@@ -252,12 +252,13 @@ fn start_listener(
         Ok(listener) => {
             let canceller = Canceller::new();
             let listener = Rc::new(listener);
-            for _ in 0..ACCEPTS_IN_FLIGHT {
+            for nth in 0..ACCEPTS_IN_FLIGHT {
                 monoio::spawn(accept_loop(
                     Rc::clone(shard),
                     Rc::clone(&listener),
                     addr,
                     canceller.handle(),
+                    nth,
                 ));
             }
             if let Some(old) = accepting.insert(addr, canceller) {
@@ -302,6 +303,14 @@ fn may_accept(active: usize, in_flight: usize, max_connections: usize) -> bool {
     active + in_flight < max_connections
 }
 
+/// How often the `nth` accept loop of a listener looks again whether the
+/// shard is below `max_connections`: the first soon, so a freed slot is
+/// taken within a few milliseconds; the others seldom, so a shard held at
+/// its limit is not woken thousands of times a second by the loops.
+fn recheck_when_full(nth: usize) -> Duration {
+    Duration::from_millis(if nth == 0 { 5 } else { 50 })
+}
+
 /// Whether an accept error at `now_ms` is logged, the last one having been
 /// logged at `last_ms`: at most one line a second per shard.
 fn log_accept_error(last_ms: Option<u64>, now_ms: u64) -> bool {
@@ -329,6 +338,7 @@ async fn accept_loop(
     listener: Rc<TcpListener>,
     addr: SocketAddr,
     cancel: monoio::io::CancelHandle,
+    nth: usize,
 ) {
     let mut backoff = Duration::from_millis(5);
     loop {
@@ -339,7 +349,7 @@ async fn accept_loop(
             shard.accepts.get(),
             shard.view().snap.config.http.max_connections,
         ) {
-            monoio::time::sleep(Duration::from_millis(5)).await;
+            monoio::time::sleep(recheck_when_full(nth)).await;
         }
         let accepted = {
             let _in_flight = InFlight::new(&shard.accepts);
@@ -514,8 +524,11 @@ async fn housekeeping(shard: &Rc<Shard>, mut accepting: HashMap<SocketAddr, Canc
 
 #[cfg(test)]
 mod tests {
-    use super::{log_accept_error, may_accept, should_trim, InFlight};
+    use super::{
+        log_accept_error, may_accept, recheck_when_full, should_trim, InFlight, ACCEPTS_IN_FLIGHT,
+    };
     use std::cell::Cell;
+    use std::time::Duration;
 
     #[test]
     fn accepts_in_flight_count_against_max_connections() {
@@ -538,6 +551,23 @@ mod tests {
                 "active {active} in flight {in_flight} max {max}"
             );
         }
+    }
+
+    #[test]
+    fn at_the_limit_one_loop_looks_often_and_the_rest_seldom() {
+        assert_eq!(recheck_when_full(0), Duration::from_millis(5));
+        for nth in 1..ACCEPTS_IN_FLIGHT {
+            assert_eq!(
+                recheck_when_full(nth),
+                Duration::from_millis(50),
+                "loop {nth}"
+            );
+        }
+        // Wake-ups a second per listener and shard while it is full.
+        let per_sec: u128 = (0..ACCEPTS_IN_FLIGHT)
+            .map(|n| 1000 / recheck_when_full(n).as_millis())
+            .sum();
+        assert!(per_sec <= 1500, "{per_sec} wake-ups a second");
     }
 
     #[test]
