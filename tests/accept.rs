@@ -13,6 +13,13 @@ use std::time::Duration;
 
 use common::*;
 
+/// Asserts that the backend got `GET path` exactly once.
+fn assert_once(seen: &[String], path: &str) {
+    let start = format!("GET {path} HTTP/1.1\r\n");
+    let n = seen.iter().filter(|r| r.starts_with(&start)).count();
+    assert_eq!(n, 1, "{path} reached the backend {n} times");
+}
+
 /// Reads until the peer closes; the text and whether it closed (EOF, not
 /// the 5 s read timeout).
 fn read_to_close(s: &mut TcpStream) -> (String, bool) {
@@ -60,18 +67,10 @@ fn close_clients_get_one_answer_each_and_the_backend_one_request_each() {
     let seen = seen.lock().unwrap();
     assert_eq!(seen.len(), 45, "{seen:?}");
     for i in 0..40 {
-        let n = seen
-            .iter()
-            .filter(|r| r.starts_with(&format!("GET /n{i} HTTP/1.1\r\n")))
-            .count();
-        assert_eq!(n, 1, "/n{i} reached the backend {n} times");
+        assert_once(&seen, &format!("/n{i}"));
     }
     for i in 0..5 {
-        let n = seen
-            .iter()
-            .filter(|r| r.starts_with(&format!("GET /curl{i} HTTP/1.1\r\n")))
-            .count();
-        assert_eq!(n, 1, "/curl{i} reached the backend {n} times");
+        assert_once(&seen, &format!("/curl{i}"));
     }
 }
 
@@ -105,11 +104,7 @@ fn a_burst_of_new_clients_is_served_once_each() {
     let seen = seen.lock().unwrap();
     assert_eq!(seen.len(), N, "the backend got {} requests", seen.len());
     for i in 0..N {
-        let n = seen
-            .iter()
-            .filter(|r| r.starts_with(&format!("GET /b{i} HTTP/1.1\r\n")))
-            .count();
-        assert_eq!(n, 1, "/b{i} reached the backend {n} times");
+        assert_once(&seen, &format!("/b{i}"));
     }
 }
 
@@ -189,11 +184,7 @@ fn requests_already_there_at_accept_are_served_once_silent_ones_time_out() {
     let seen = seen.lock().unwrap();
     assert_eq!(seen.len(), 3, "{seen:?}");
     for path in ["/hold", "/full", "/half"] {
-        let n = seen
-            .iter()
-            .filter(|r| r.starts_with(&format!("GET {path} HTTP/1.1\r\n")))
-            .count();
-        assert_eq!(n, 1, "{path} reached the backend {n} times");
+        assert_once(&seen, path);
     }
 }
 
@@ -228,10 +219,6 @@ fn python_requests_with_connection_close() {
     let seen = seen.lock().unwrap();
     assert_eq!(seen.len(), 20, "{seen:?}");
     for i in 0..20 {
-        let n = seen
-            .iter()
-            .filter(|r| r.starts_with(&format!("GET /py{i} HTTP/1.1\r\n")))
-            .count();
-        assert_eq!(n, 1, "/py{i} reached the backend {n} times");
+        assert_once(&seen, &format!("/py{i}"));
     }
 }
