@@ -78,13 +78,12 @@ fn close_clients_get_one_answer_each_and_the_backend_one_request_each() {
 /// anything: the shard accepts them several at a time (accepts in
 /// flight), and every one gets its answer once, in full, and reaches the
 /// backend once.
-#[test]
-fn a_burst_of_new_clients_is_served_once_each() {
+fn burst_is_served_once_each(env: &[(&str, &str)]) -> Ringlb {
     // More than the accepts one turn takes (64), fewer than the test
     // backend's listen backlog (128).
     const N: usize = 100;
     let (be, seen) = recording_backend();
-    let rl = Ringlb::start(&simple_config(&[be.addr], ""));
+    let rl = Ringlb::start_with_env(&simple_config(&[be.addr], ""), env);
     let mut clients: Vec<TcpStream> = (0..N).map(|_| connect(rl.addr)).collect();
     for (i, s) in clients.iter_mut().enumerate() {
         s.write_all(
@@ -106,6 +105,30 @@ fn a_burst_of_new_clients_is_served_once_each() {
     for i in 0..N {
         assert_once(&seen, &format!("/b{i}"));
     }
+    rl
+}
+
+#[test]
+fn a_burst_of_new_clients_is_served_once_each() {
+    burst_is_served_once_each(&[]);
+}
+
+/// The same on the epoll fallback, which keeps one accept in flight.
+#[test]
+fn a_burst_of_new_clients_is_served_once_each_on_the_epoll_driver() {
+    let rl = burst_is_served_once_each(&[("RINGLB_DRIVER", "epoll")]);
+    // The driver's line goes through the asynchronous log writer.
+    let start = std::time::Instant::now();
+    while !rl.log_text().contains("shards use the epoll driver")
+        && start.elapsed() < Duration::from_secs(5)
+    {
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        rl.log_text().contains("shards use the epoll driver"),
+        "not the epoll driver: {}",
+        rl.log_text()
+    );
 }
 
 #[test]

@@ -51,6 +51,11 @@ impl ShardRuntime {
         }
     }
 
+    /// Whether this runtime runs on io_uring (not the epoll fallback).
+    pub fn is_uring(&self) -> bool {
+        matches!(self, ShardRuntime::Uring(_))
+    }
+
     pub fn driver_name(&self) -> &'static str {
         match self {
             ShardRuntime::Uring(_) => "io_uring",

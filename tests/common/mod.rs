@@ -56,6 +56,12 @@ impl Ringlb {
     /// Starts ringlb with `body` appended to a `[runtime] workers = 1`
     /// config whose first listener is `127.0.0.1:{port}` (`{port}` in body).
     pub fn start(config_body: &str) -> Ringlb {
+        Ringlb::start_with_env(config_body, &[])
+    }
+
+    /// [`Ringlb::start`] with these environment variables set for the
+    /// process (e.g. `RINGLB_DRIVER=epoll`).
+    pub fn start_with_env(config_body: &str, env: &[(&str, &str)]) -> Ringlb {
         let port = free_port();
         let dir = tempdir::Dir::new("rl");
         let config = dir.0.join("ringlb.toml");
@@ -67,6 +73,7 @@ impl Ringlb {
             .arg(&config)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
+            .envs(env.iter().copied())
             .spawn()
             .expect("spawn ringlb");
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
