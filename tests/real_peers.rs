@@ -205,6 +205,32 @@ fn idle_close_then_more(lib: &str, server: &AppServer) {
     assert_exchanges(server, &results, 200);
 }
 
+/// A burst of new connections: aiohttp sends 200 `Connection: close`
+/// requests (GETs and 1 KB POSTs) at once, 100 connections at a time,
+/// through ringlb (several accepts in flight) to uvicorn. Every client got
+/// 200 and its bytes, and uvicorn got every request once, with its bytes.
+#[test]
+fn aiohttp_burst_of_connection_close_requests_to_uvicorn() {
+    let server = AppServer::uvicorn(&[]);
+    let rl = ringlb_to(server.addr);
+    let burst: Vec<Value> = (0..200)
+        .map(|i| {
+            let (method, size) = if i % 2 == 0 { ("GET", 0) } else { ("POST", KB) };
+            let mut r = req(&format!("burst-{i}"), method, "/echo", size, false);
+            r["headers"] = json!({"Connection": "close"});
+            r
+        })
+        .collect();
+    let steps = vec![json!({ "parallel": burst })];
+    let results = py_client(&json!({"lib": "aiohttp", "base": base(&rl), "steps": steps}));
+    assert_eq!(results.len(), 200);
+    assert_exchanges(&server, &results, 200);
+    // Each answer closed its connection, as the client asked.
+    for r in &results {
+        assert_eq!(r["headers"]["connection"], "close", "{r}");
+    }
+}
+
 #[test]
 fn uvicorn_closing_idle_keepalive_connections_costs_requests_nothing() {
     let server = AppServer::uvicorn(&["--timeout-keep-alive", "1"]);
