@@ -224,16 +224,7 @@ fn python_requests_with_connection_close() {
          \x20   print(r.status_code, r.text, r.headers.get('Connection'))\n",
         rl.addr
     );
-    let out = Command::new(python())
-        .args(["-c", &script])
-        .output()
-        .expect("python");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = python_ok(&["-c", &script]);
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 20, "{text}");
     for l in &lines {

@@ -186,16 +186,8 @@ for i in range(5):
     assert r.content == expect, i
 print("ok")
 "#;
-    let out = Command::new(python())
-        .args(["-c", script, &url, &LEN.to_string()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "ok",
-        "python requests: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = python_ok(&["-c", script, &url, &LEN.to_string()]);
+    assert_eq!(out.trim(), "ok", "python requests: {out}");
     assert_eq!(
         be.conns.load(Ordering::SeqCst),
         1,

@@ -641,18 +641,7 @@ async def main():
                 print(r.status, r.headers.getall("Content-Length"), body.decode())
 asyncio.run(main())
 "#;
-    let out = std::process::Command::new(python())
-        .arg("-c")
-        .arg(script)
-        .arg(format!("http://{}", rl.addr))
-        .output()
-        .expect("python");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "aiohttp failed: {}\n{stdout}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = python_ok(&["-c", script, &format!("http://{}", rl.addr)]);
     assert_eq!(stdout.lines().count(), 3, "{stdout}");
     for line in stdout.lines() {
         assert_eq!(line, "200 ['5'] hello");

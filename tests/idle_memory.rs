@@ -361,18 +361,6 @@ fn stopping_closes_parked_connections_and_loses_no_request() {
     assert_eq!(s.seen.lock().unwrap().len(), n, "backend requests");
 }
 
-/// Runs Python with `args`; its stdout, after checking it exited 0.
-fn python_ok(args: &[&str]) -> String {
-    let out = Command::new(python()).args(args).output().expect("python");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{text} {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    text
-}
-
 /// A `requests` keep-alive session with pauses: every request is answered
 /// on the same connection, resumed from the parked set each time.
 const SESSION_CLIENT: &str = r#"

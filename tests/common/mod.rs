@@ -335,6 +335,23 @@ pub fn python() -> PathBuf {
     p
 }
 
+/// Runs the test venv's Python with `args` (e.g. `["-c", script, url]`);
+/// fails the test with its output unless it exits 0. Its stdout.
+pub fn python_ok(args: &[&str]) -> String {
+    let out = Command::new(python())
+        .args(args)
+        .output()
+        .expect("run python");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "python failed ({}): {text}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
 pub mod peers;
 pub mod pki;
 
