@@ -381,17 +381,8 @@ fn main() -> io::Result<()> {
     let listener = TcpListener::bind(addr)?;
     // `pollaccept` drains the queue with accept4 until EAGAIN.
     listener.set_nonblocking(mode == Mode::PollAccept)?;
-    // SAFETY: setsockopt on the listener's own fd with a valid int.
-    unsafe {
-        let one: libc::c_int = 1;
-        libc::setsockopt(
-            listener.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_NODELAY,
-            (&one as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-    }
+    // Accepted sockets inherit it, as ringlb's listeners set it.
+    socket2::SockRef::from(&listener).set_nodelay(true)?;
     let ring = IoUring::builder()
         .setup_coop_taskrun()
         .setup_taskrun_flag()
