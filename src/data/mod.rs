@@ -24,6 +24,7 @@ pub mod deadline;
 pub mod idle;
 pub mod io;
 pub mod link;
+pub mod multishot;
 pub mod pool;
 pub mod proxy_protocol;
 pub mod shard;

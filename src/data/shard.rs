@@ -24,7 +24,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::rc::Rc;
 #[cfg(feature = "fault-injection")]
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -39,6 +39,7 @@ use super::buf;
 use super::conn;
 use super::deadline::Timer;
 use super::link::{ListenerCmd, ShardEnd, ShardLink};
+use super::multishot::{Accepted, SideAccept};
 use super::pool::Pool;
 use super::unwind::{self, CatchUnwind};
 use crate::lb::ShardState;
@@ -122,6 +123,9 @@ pub struct Shard {
     accepts: Cell<usize>,
     /// Accept operations each listener keeps in flight (by driver).
     accepts_per_listener: usize,
+    /// Multishot accepts on a second ring (`multishot.rs`), when the
+    /// kernel has them; else accept loops on the runtime's ring.
+    side: Option<Rc<SideAccept>>,
     /// When (shard clock, ms) an accept error was last logged.
     accept_warned: Cell<Option<u64>>,
     /// Most connections open since the allocator was last trimmed.
@@ -208,6 +212,7 @@ pub fn run(
         crate::info!("shards use the {} driver", rt.driver_name());
     }
     let accepts_per_listener = accepts_in_flight(rt.is_uring());
+    let side = side_accept(id, rt.is_uring());
     let link = Arc::clone(&end.link);
     let parked = super::idle::ParkedSet::new()?;
     rt.block_on(async move {
@@ -228,12 +233,16 @@ pub fn run(
             active: Cell::new(0),
             accepts: Cell::new(0),
             accepts_per_listener,
+            side,
             accept_warned: Cell::new(None),
             peak: Cell::new(0),
             draining: Cell::new(false),
             parked,
         });
         monoio::spawn(super::idle::run(Rc::clone(&shard)));
+        if let Some(side) = &shard.side {
+            monoio::spawn(multishot_loop(Rc::clone(&shard), Rc::clone(side)));
+        }
         let mut accepting = HashMap::new();
         for (addr, l) in listeners {
             start_listener(&shard, &mut accepting, addr, l);
@@ -252,6 +261,10 @@ fn start_listener(
     addr: SocketAddr,
     l: std::net::TcpListener,
 ) {
+    if let Some(side) = &shard.side {
+        side.add(addr, l);
+        return;
+    }
     match TcpListener::from_std(l) {
         Ok(listener) => {
             let canceller = Canceller::new();
@@ -350,6 +363,146 @@ impl Drop for InFlight<'_> {
     }
 }
 
+/// The side ring for multishot accepts, unless the driver is not io_uring,
+/// `RINGLB_ACCEPT=loops` asks for the accept loops, or the kernel has no
+/// multishot accept.
+fn side_accept(id: usize, uring: bool) -> Option<Rc<SideAccept>> {
+    if !uring || std::env::var("RINGLB_ACCEPT").as_deref() == Ok("loops") {
+        if id == 0 && uring {
+            crate::info!(
+                "accepts: {ACCEPTS_IN_FLIGHT} in flight per listener (RINGLB_ACCEPT=loops)"
+            );
+        }
+        return None;
+    }
+    match SideAccept::new() {
+        Ok(side) => {
+            if id == 0 {
+                crate::info!("accepts: one multishot accept per listener");
+            }
+            Some(Rc::new(side))
+        }
+        Err(e) => {
+            if id == 0 {
+                crate::info!("accepts: {ACCEPTS_IN_FLIGHT} in flight per listener ({e})");
+            }
+            None
+        }
+    }
+}
+
+/// Serves what the side ring accepts: waits for its eventfd on the shard's
+/// own ring, takes the completions, and serves new connections while the
+/// shard is below `max_connections`. At the limit every accept is
+/// cancelled (clients wait in the kernel's backlog) and the loop looks
+/// again as often as the first accept loop would.
+async fn multishot_loop(shard: Rc<Shard>, side: Rc<SideAccept>) {
+    // The eventfd is only polled, through a duplicate wrapped as a stream
+    // (as `idle.rs` polls its epoll descriptor); `completions` reads it.
+    // SAFETY: plain syscall; the result is checked.
+    let dup = unsafe { libc::fcntl(side.eventfd().as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
+    let waiter = if dup < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        // SAFETY: `dup` is a fresh descriptor; the wrapper owns and closes it.
+        monoio::net::TcpStream::from_std(unsafe { std::net::TcpStream::from_raw_fd(dup) })
+    };
+    let waiter = match waiter {
+        Ok(w) => w,
+        Err(e) => {
+            crate::error!("shard {}: accepts cannot be waited for: {e}", shard.id);
+            return;
+        }
+    };
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        if side.paused() || !side.pending.borrow().is_empty() {
+            let _ = monoio::time::timeout(recheck_when_full(0), waiter.readable(false)).await;
+        } else if let Err(e) = waiter.readable(false).await {
+            crate::warn!("shard {}: waiting for accepts: {e}", shard.id);
+            monoio::time::sleep(TICK).await;
+        }
+        for done in side.completions() {
+            match done {
+                Accepted::Conn {
+                    stream,
+                    peer,
+                    listen,
+                } => side.pending.borrow_mut().push_back((stream, peer, listen)),
+                Accepted::Failed { listen, err } => {
+                    // EMFILE/ENFILE/ENOBUFS: pending clients wait in the
+                    // backlog while connections close.
+                    let now = shard.clock.get();
+                    if log_accept_error(shard.accept_warned.get(), now) {
+                        shard.accept_warned.set(Some(now));
+                        crate::warn!("accept on {listen}: {err}; retrying in {backoff:?}");
+                    }
+                    let side = Rc::clone(&side);
+                    monoio::spawn(async move {
+                        monoio::time::sleep(backoff).await;
+                        side.rearm(listen);
+                    });
+                    backoff = (backoff * 2).min(Duration::from_millis(500));
+                }
+            }
+        }
+        let max = shard.view().snap.config.http.max_connections;
+        while may_accept(shard.active.get(), 0, max) {
+            let Some((stream, peer, listen)) = side.pending.borrow_mut().pop_front() else {
+                break;
+            };
+            match monoio::net::TcpStream::from_std(stream) {
+                Ok(stream) => {
+                    backoff = Duration::from_millis(5);
+                    serve_accepted(&shard, stream, peer, listen);
+                }
+                Err(e) => crate::warn!("connection from {peer}: {e}"),
+            }
+        }
+        if !may_accept(shard.active.get(), 0, max) {
+            side.pause();
+        } else if side.paused() && side.pending.borrow().is_empty() {
+            side.resume();
+        }
+    }
+}
+
+/// Registers an accepted connection and spawns its task.
+fn serve_accepted(
+    shard: &Rc<Shard>,
+    stream: monoio::net::TcpStream,
+    peer: SocketAddr,
+    addr: SocketAddr,
+) {
+    let slot = shard.register(stream.as_raw_fd());
+    // Boxed: the connection future is large, and spawn would
+    // copy it several times (measured: ~5% of the shard's CPU
+    // with `Connection: close` clients); a box is copied once.
+    let task = CatchUnwind(Box::pin(conn::serve(
+        Rc::clone(shard),
+        stream,
+        peer,
+        addr,
+        slot,
+    )));
+    // What every idle connection costs (its boxed state).
+    static TASK_SIZE: std::sync::Once = std::sync::Once::new();
+    TASK_SIZE.call_once(|| {
+        crate::info!(
+            "connection task state: {} bytes",
+            std::mem::size_of_val(&*task.0)
+        )
+    });
+    monoio::spawn(async move {
+        if let Err(e) = task.await {
+            crate::error!(
+                "connection from {peer}: task panicked: {}",
+                unwind::message(&*e)
+            );
+        }
+    });
+}
+
 async fn accept_loop(
     shard: Rc<Shard>,
     listener: Rc<TcpListener>,
@@ -375,33 +528,7 @@ async fn accept_loop(
         match accepted {
             Ok((stream, peer)) => {
                 backoff = Duration::from_millis(5);
-                let slot = shard.register(stream.as_raw_fd());
-                // Boxed: the connection future is large, and spawn would
-                // copy it several times (measured: ~5% of the shard's CPU
-                // with `Connection: close` clients); a box is copied once.
-                let task = CatchUnwind(Box::pin(conn::serve(
-                    Rc::clone(&shard),
-                    stream,
-                    peer,
-                    addr,
-                    slot,
-                )));
-                // What every idle connection costs (its boxed state).
-                static TASK_SIZE: std::sync::Once = std::sync::Once::new();
-                TASK_SIZE.call_once(|| {
-                    crate::info!(
-                        "connection task state: {} bytes",
-                        std::mem::size_of_val(&*task.0)
-                    )
-                });
-                monoio::spawn(async move {
-                    if let Err(e) = task.await {
-                        crate::error!(
-                            "connection from {peer}: task panicked: {}",
-                            unwind::message(&*e)
-                        );
-                    }
-                });
+                serve_accepted(&shard, stream, peer, addr);
             }
             Err(e) if e.raw_os_error() == Some(libc::ECANCELED) => return,
             Err(_) if shard.draining() || shard.link.stop_requested() => return,
@@ -505,6 +632,9 @@ async fn housekeeping(shard: &Rc<Shard>, mut accepting: HashMap<SocketAddr, Canc
                     if let Some(c) = accepting.remove(&addr) {
                         c.cancel();
                     }
+                    if let Some(side) = &shard.side {
+                        side.remove(addr);
+                    }
                 }
             }
         }
@@ -512,6 +642,9 @@ async fn housekeeping(shard: &Rc<Shard>, mut accepting: HashMap<SocketAddr, Canc
             // Apply draining: stop accepting first, then tell connections.
             for (_, c) in accepting.drain() {
                 c.cancel();
+            }
+            if let Some(side) = &shard.side {
+                side.remove_all();
             }
             shard.draining.set(true);
         }

@@ -1,0 +1,352 @@
+//! Multishot accept: one armed accept per listener on a small second
+//! io_uring per shard, instead of single-shot accepts on the runtime's ring.
+//!
+//! Why: a single-shot accept that completes is submitted again, tried once
+//! in line (usually EAGAIN) and armed again (a poll allocation and a
+//! wait-queue entry) for every connection. A multishot accept stays armed
+//! and takes every queued connection each time it is woken. On a bare
+//! `Connection: close` responder that is 14–18% less CPU per connection
+//! (`bench/uring_probe.sh`); in ringlb, 9–11% less proxy CPU per
+//! `Connection: close` request (bench/RESULTS.md).
+//!
+//! Why a second ring: the runtime (monoio 0.2.4) keeps its operations
+//! private and expects one completion per operation. This ring carries only
+//! the listeners' accepts and their cancellations. Its completions bump an
+//! eventfd (`IORING_REGISTER_EVENTFD`) that the shard polls on its own
+//! ring, so the shard's one event loop still drives everything; the
+//! accepts themselves run in the shard thread's task work, as the
+//! runtime's do. A multishot accept returns no peer address, so each
+//! connection costs one `getpeername(2)`.
+//!
+//! `max_connections` still holds: connections the kernel hands over while
+//! the shard is full wait in `pending` (accepted, nothing read), and every
+//! accept is cancelled until there is room again, so later clients wait in
+//! the kernel's backlog as before.
+//!
+//! Kernels before 5.19 have no multishot accept: [`SideAccept::new`] finds
+//! out with a throwaway loopback listener and the shard keeps its
+//! single-shot accept loops (`RINGLB_ACCEPT=loops` forces those).
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+use io_uring::{cqueue, opcode, types, IoUring};
+
+/// `user_data` of the ring's own cancellations (never a listener id).
+const CANCEL: u64 = u64::MAX;
+
+/// One listener on the side ring.
+struct Listening {
+    addr: SocketAddr,
+    listener: TcpListener,
+    /// The `user_data` of its multishot accept while that is in the
+    /// kernel. Every arming gets a new one, so a late completion of a
+    /// cancelled accept is told apart from the current accept's.
+    armed: Option<u64>,
+}
+
+/// `user_data` of an accept: listener id and arming number.
+fn token(id: u64, gen: u64) -> u64 {
+    (id << 32) | (gen & 0xffff_ffff)
+}
+
+/// What one completion of the side ring asks the shard to do.
+pub enum Accepted {
+    /// A new connection on the listener bound to `listen`.
+    Conn {
+        stream: TcpStream,
+        peer: SocketAddr,
+        listen: SocketAddr,
+    },
+    /// The listener's accept failed (e.g. EMFILE) and ended; arm it again
+    /// after a pause.
+    Failed { listen: SocketAddr, err: io::Error },
+}
+
+pub struct SideAccept {
+    ring: RefCell<IoUring>,
+    efd: OwnedFd,
+    listeners: RefCell<HashMap<u64, Listening>>,
+    next_id: Cell<u64>,
+    next_gen: Cell<u64>,
+    /// Accepts are cancelled: the shard is at `max_connections`.
+    paused: Cell<bool>,
+    /// Accepted while the shard was full; served first when there is room.
+    pub pending: RefCell<VecDeque<(TcpStream, SocketAddr, SocketAddr)>>,
+}
+
+impl SideAccept {
+    /// The side ring, or why not (no io_uring multishot accept here).
+    pub fn new() -> io::Result<SideAccept> {
+        let mut ring = build_ring()?;
+        probe_multishot(&mut ring)?;
+        // SAFETY: plain syscall; the result is checked and owned below.
+        let efd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if efd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `efd` is a fresh descriptor nobody else owns.
+        let efd = unsafe { OwnedFd::from_raw_fd(efd) };
+        ring.submitter().register_eventfd(efd.as_raw_fd())?;
+        Ok(SideAccept {
+            ring: RefCell::new(ring),
+            efd,
+            listeners: RefCell::new(HashMap::new()),
+            next_id: Cell::new(0),
+            next_gen: Cell::new(0),
+            paused: Cell::new(false),
+            pending: RefCell::new(VecDeque::new()),
+        })
+    }
+
+    /// The eventfd the ring bumps on every completion.
+    pub fn eventfd(&self) -> &OwnedFd {
+        &self.efd
+    }
+
+    /// Starts accepting on `listener` (replacing any listener on `addr`).
+    pub fn add(&self, addr: SocketAddr, listener: TcpListener) {
+        self.remove(addr);
+        let id = self.next_id.get();
+        self.next_id.set(id + 1);
+        self.listeners.borrow_mut().insert(
+            id,
+            Listening {
+                addr,
+                listener,
+                armed: None,
+            },
+        );
+        if !self.paused.get() {
+            self.arm(id);
+        }
+    }
+
+    /// Stops accepting on `addr` and closes its listener at once (its
+    /// accept is cancelled first, so the kernel holds no reference to it).
+    pub fn remove(&self, addr: SocketAddr) {
+        let ids: Vec<u64> = self
+            .listeners
+            .borrow()
+            .iter()
+            .filter(|(_, l)| l.addr == addr)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            self.cancel(id);
+            self.listeners.borrow_mut().remove(&id);
+        }
+    }
+
+    /// Stops accepting everywhere: listeners closed, connections accepted
+    /// but not yet served closed (draining).
+    pub fn remove_all(&self) {
+        let ids: Vec<u64> = self.listeners.borrow().keys().copied().collect();
+        for id in ids {
+            self.cancel(id);
+        }
+        self.listeners.borrow_mut().clear();
+        self.pending.borrow_mut().clear();
+    }
+
+    /// At `max_connections`: cancel every accept; [`resume`](Self::resume)
+    /// arms them again.
+    pub fn pause(&self) {
+        if self.paused.replace(true) {
+            return;
+        }
+        let ids: Vec<u64> = self.listeners.borrow().keys().copied().collect();
+        for id in ids {
+            self.cancel(id);
+        }
+    }
+
+    pub fn paused(&self) -> bool {
+        self.paused.get()
+    }
+
+    /// Arms every listener whose accept is not in the kernel.
+    pub fn resume(&self) {
+        self.paused.set(false);
+        let ids: Vec<u64> = self
+            .listeners
+            .borrow()
+            .iter()
+            .filter(|(_, l)| l.armed.is_none())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            self.arm(id);
+        }
+    }
+
+    /// Arms the accept of listener `addr` again after it failed, unless
+    /// the shard is paused (then [`resume`](Self::resume) does).
+    pub fn rearm(&self, addr: SocketAddr) {
+        if self.paused.get() {
+            return;
+        }
+        let ids: Vec<u64> = self
+            .listeners
+            .borrow()
+            .iter()
+            .filter(|(_, l)| l.addr == addr && l.armed.is_none())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            self.arm(id);
+        }
+    }
+
+    /// Takes the ring's completions: new connections (with their peer
+    /// address) and accepts that ended with an error. An accept that ended
+    /// because it was cancelled or ran out of completions is re-armed
+    /// here unless paused or removed.
+    pub fn completions(&self) -> Vec<Accepted> {
+        let mut buf = [0u8; 8];
+        // SAFETY: reads 8 bytes into `buf` from our non-blocking eventfd
+        // (resets its counter; EAGAIN when it was zero).
+        unsafe { libc::read(self.efd.as_raw_fd(), buf.as_mut_ptr().cast(), 8) };
+        let done: Vec<(u64, i32, u32)> = self
+            .ring
+            .borrow_mut()
+            .completion()
+            .map(|c| (c.user_data(), c.result(), c.flags()))
+            .collect();
+        let mut out = Vec::with_capacity(done.len());
+        for (data, res, flags) in done {
+            if data == CANCEL {
+                continue;
+            }
+            let id = data >> 32;
+            // The listener, and whether this is its current accept ending.
+            let (listen, ended) = match self.listeners.borrow_mut().get_mut(&id) {
+                Some(l) => {
+                    let ended = l.armed == Some(data) && !cqueue::more(flags);
+                    if ended {
+                        l.armed = None;
+                    }
+                    (Some(l.addr), ended)
+                }
+                None => (None, false),
+            };
+            if res >= 0 {
+                // SAFETY: the kernel gave us this new descriptor.
+                let stream = unsafe { TcpStream::from_raw_fd(res) };
+                // A removed listener's last connections, or a client gone
+                // before we looked (ENOTCONN): closed unanswered.
+                if let (Some(listen), Ok(peer)) = (listen, stream.peer_addr()) {
+                    out.push(Accepted::Conn {
+                        stream,
+                        peer,
+                        listen,
+                    });
+                }
+            }
+            if !ended {
+                continue;
+            }
+            match res {
+                // Cancelled (paused or replaced), or stopped by the kernel
+                // after a connection: armed again unless paused.
+                r if r >= 0 || r == -libc::ECANCELED => {
+                    if !self.paused.get() {
+                        self.arm(id);
+                    }
+                }
+                // EMFILE and the like: the shard re-arms after a pause.
+                r => out.push(Accepted::Failed {
+                    listen: listen.expect("ended implies a listener"),
+                    err: io::Error::from_raw_os_error(-r),
+                }),
+            }
+        }
+        out
+    }
+
+    fn arm(&self, id: u64) {
+        let gen = self.next_gen.get();
+        self.next_gen.set(gen + 1);
+        let data = token(id, gen);
+        let fd = {
+            let mut ls = self.listeners.borrow_mut();
+            let Some(l) = ls.get_mut(&id) else { return };
+            if l.armed.is_some() {
+                return;
+            }
+            l.armed = Some(data);
+            l.listener.as_raw_fd()
+        };
+        let sqe = opcode::AcceptMulti::new(types::Fd(fd))
+            .flags(libc::SOCK_CLOEXEC)
+            .build()
+            .user_data(data);
+        self.submit(sqe);
+    }
+
+    fn cancel(&self, id: u64) {
+        let armed = match self.listeners.borrow_mut().get_mut(&id) {
+            Some(l) => l.armed.take(),
+            None => None,
+        };
+        if let Some(data) = armed {
+            self.submit(opcode::AsyncCancel::new(data).build().user_data(CANCEL));
+        }
+    }
+
+    fn submit(&self, sqe: io_uring::squeue::Entry) {
+        let mut ring = self.ring.borrow_mut();
+        // SAFETY: accept and cancel entries point at no user memory.
+        while unsafe { ring.submission().push(&sqe) }.is_err() {
+            if let Err(e) = ring.submit() {
+                crate::warn!("accept ring: {e}");
+                return;
+            }
+        }
+        if let Err(e) = ring.submit() {
+            crate::warn!("accept ring: {e}");
+        }
+    }
+}
+
+fn build_ring() -> io::Result<IoUring> {
+    // Few entries: accepts and their cancellations only.
+    IoUring::builder()
+        .setup_coop_taskrun()
+        .setup_taskrun_flag()
+        .setup_single_issuer()
+        .build(64)
+        .or_else(|_| IoUring::new(64))
+}
+
+/// Whether this kernel has multishot accept (5.19+): arm one on a
+/// throwaway loopback listener, then cancel it. An old kernel answers the
+/// accept with EINVAL.
+fn probe_multishot(ring: &mut IoUring) -> io::Result<()> {
+    let probe = TcpListener::bind("127.0.0.1:0")?;
+    let accept = opcode::AcceptMulti::new(types::Fd(probe.as_raw_fd()))
+        .build()
+        .user_data(1);
+    let cancel = opcode::AsyncCancel::new(1).build().user_data(CANCEL);
+    // SAFETY: neither entry points at user memory.
+    unsafe {
+        let mut sq = ring.submission();
+        sq.push(&accept).map_err(io::Error::other)?;
+        sq.push(&cancel).map_err(io::Error::other)?;
+    }
+    ring.submitter().submit_and_wait(2)?;
+    let results: Vec<(u64, i32)> = ring
+        .completion()
+        .map(|c| (c.user_data(), c.result()))
+        .collect();
+    match results.iter().find(|(id, _)| *id == 1) {
+        Some((_, res)) if *res == -libc::EINVAL => Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "no multishot accept on this kernel (5.19+)",
+        )),
+        _ => Ok(()),
+    }
+}
