@@ -75,9 +75,9 @@ fn close_clients_get_one_answer_each_and_the_backend_one_request_each() {
 }
 
 /// Many clients connect at once and each sends its request before reading
-/// anything: the shard accepts them several at a time (accepts in
-/// flight), and every one gets its answer once, in full, and reaches the
-/// backend once.
+/// anything: the shard accepts them several at a time (a multishot accept,
+/// or accepts in flight), and every one gets its answer once, in full, and
+/// reaches the backend once.
 fn burst_is_served_once_each(env: &[(&str, &str)]) -> Ringlb {
     // More than the accepts one turn takes (64), fewer than the test
     // backend's listen backlog (128).
@@ -108,24 +108,52 @@ fn burst_is_served_once_each(env: &[(&str, &str)]) -> Ringlb {
     rl
 }
 
+/// Waits (up to 5 s) for `needle` in ringlb's log, which goes through
+/// the asynchronous log writer.
+fn logged(rl: &Ringlb, needle: &str) -> bool {
+    let start = std::time::Instant::now();
+    while !rl.log_text().contains(needle) && start.elapsed() < Duration::from_secs(5) {
+        thread::sleep(Duration::from_millis(20));
+    }
+    rl.log_text().contains(needle)
+}
+
+/// Whether this kernel has io_uring multishot accept (5.19+).
+fn kernel_has_multishot_accept() -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let mut nums = release
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse::<u32>().ok());
+    let (major, minor) = (nums.next().unwrap(), nums.next().unwrap());
+    (major, minor) >= (5, 19)
+}
+
+/// On io_uring: one multishot accept per listener where the kernel has it.
 #[test]
 fn a_burst_of_new_clients_is_served_once_each() {
-    burst_is_served_once_each(&[]);
+    let rl = burst_is_served_once_each(&[]);
+    let want = if kernel_has_multishot_accept() {
+        "accepts: one multishot accept per listener"
+    } else {
+        "accepts: 64 in flight per listener"
+    };
+    assert!(logged(&rl, want), "no {want:?} in: {}", rl.log_text());
+}
+
+/// The single-shot accepts on io_uring (what kernels before 5.19 use).
+#[test]
+fn a_burst_of_new_clients_is_served_once_each_with_single_shot_accepts() {
+    let rl = burst_is_served_once_each(&[("RINGLB_ACCEPT", "loops")]);
+    let want = "accepts: 64 in flight per listener (RINGLB_ACCEPT=loops)";
+    assert!(logged(&rl, want), "no {want:?} in: {}", rl.log_text());
 }
 
 /// The same on the epoll fallback, which keeps one accept in flight.
 #[test]
 fn a_burst_of_new_clients_is_served_once_each_on_the_epoll_driver() {
     let rl = burst_is_served_once_each(&[("RINGLB_DRIVER", "epoll")]);
-    // The driver's line goes through the asynchronous log writer.
-    let start = std::time::Instant::now();
-    while !rl.log_text().contains("shards use the epoll driver")
-        && start.elapsed() < Duration::from_secs(5)
-    {
-        thread::sleep(Duration::from_millis(20));
-    }
     assert!(
-        rl.log_text().contains("shards use the epoll driver"),
+        logged(&rl, "shards use the epoll driver"),
         "not the epoll driver: {}",
         rl.log_text()
     );

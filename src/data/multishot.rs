@@ -23,6 +23,10 @@
 //! accept is cancelled until there is room again, so later clients wait in
 //! the kernel's backlog as before.
 //!
+//! A multishot accept takes the process's `RLIMIT_NOFILE` when it is
+//! armed: a limit lowered at run time (`prlimit`) applies from the next
+//! arming (after a pause at `max_connections` or an accept error).
+//!
 //! Kernels before 5.19 have no multishot accept: [`SideAccept::new`] finds
 //! out with a throwaway loopback listener and the shard keeps its
 //! single-shot accept loops (`RINGLB_ACCEPT=loops` forces those).
@@ -34,6 +38,9 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use io_uring::{cqueue, opcode, types, IoUring};
+
+/// Completion queue size: connections accepted between two looks.
+const CQ_ENTRIES: u32 = 1024;
 
 /// `user_data` of the ring's own cancellations (never a listener id).
 const CANCEL: u64 = u64::MAX;
@@ -210,12 +217,27 @@ impl SideAccept {
         // SAFETY: reads 8 bytes into `buf` from our non-blocking eventfd
         // (resets its counter; EAGAIN when it was zero).
         unsafe { libc::read(self.efd.as_raw_fd(), buf.as_mut_ptr().cast(), 8) };
-        let done: Vec<(u64, i32, u32)> = self
-            .ring
-            .borrow_mut()
-            .completion()
-            .map(|c| (c.user_data(), c.result(), c.flags()))
-            .collect();
+        let mut done: Vec<(u64, i32, u32)> = Vec::new();
+        {
+            let mut ring = self.ring.borrow_mut();
+            loop {
+                done.extend(
+                    ring.completion()
+                        .map(|c| (c.user_data(), c.result(), c.flags())),
+                );
+                // Completions the queue had no room for wait in the
+                // kernel's overflow list (a burst of connections between
+                // two looks); only entering the ring moves them over. The
+                // one that ends a multishot accept may be among them.
+                if !ring.submission().cq_overflow() {
+                    break;
+                }
+                if let Err(e) = ring.submit() {
+                    crate::warn!("accept ring: {e}");
+                    break;
+                }
+            }
+        }
         let mut out = Vec::with_capacity(done.len());
         for (data, res, flags) in done {
             if data == CANCEL {
@@ -314,12 +336,15 @@ impl SideAccept {
 
 fn build_ring() -> io::Result<IoUring> {
     // Few entries: accepts and their cancellations only.
+    // Room for a burst of connections between two looks (overflow beyond
+    // it is handled, see `completions`).
     IoUring::builder()
         .setup_coop_taskrun()
         .setup_taskrun_flag()
         .setup_single_issuer()
+        .setup_cqsize(CQ_ENTRIES)
         .build(64)
-        .or_else(|_| IoUring::new(64))
+        .or_else(|_| IoUring::builder().setup_cqsize(CQ_ENTRIES).build(64))
 }
 
 /// Whether this kernel has multishot accept (5.19+): arm one on a
