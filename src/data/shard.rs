@@ -446,6 +446,11 @@ async fn multishot_loop(shard: Rc<Shard>, side: Rc<SideAccept>) {
                 }
             }
         }
+        if shard.draining() {
+            // Accepted just before the listeners closed: closed unanswered,
+            // as those still in the backlog are.
+            side.pending.borrow_mut().clear();
+        }
         let max = shard.view().snap.config.http.max_connections;
         while may_accept(shard.active.get(), 0, max) {
             let Some((stream, peer, listen)) = side.pending.borrow_mut().pop_front() else {
