@@ -6,7 +6,7 @@
 //! wait-queue entry) for every connection. A multishot accept stays armed
 //! and takes every queued connection each time it is woken. On a bare
 //! `Connection: close` responder that is 14–18% less CPU per connection
-//! (`bench/uring_probe.sh`); in ringlb, 9–11% less proxy CPU per
+//! (`bench/uring_probe.sh`); in ringlb, 5–11% less proxy CPU per
 //! `Connection: close` request (bench/RESULTS.md).
 //!
 //! Why a second ring: the runtime (monoio 0.2.4) keeps its operations
