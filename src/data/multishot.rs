@@ -232,10 +232,14 @@ impl SideAccept {
                 if !ring.submission().cq_overflow() {
                     break;
                 }
-                if let Err(e) = ring.submit() {
-                    crate::warn!("accept ring: {e}");
+                if !enter(&mut ring) {
                     break;
                 }
+            }
+            // An arming or cancellation the kernel refused earlier (EBUSY
+            // while completions overflowed) is still queued: hand it over.
+            if !ring.submission().is_empty() {
+                enter(&mut ring);
             }
         }
         let mut out = Vec::with_capacity(done.len());
@@ -323,13 +327,26 @@ impl SideAccept {
         let mut ring = self.ring.borrow_mut();
         // SAFETY: accept and cancel entries point at no user memory.
         while unsafe { ring.submission().push(&sqe) }.is_err() {
-            if let Err(e) = ring.submit() {
-                crate::warn!("accept ring: {e}");
+            if !enter(&mut ring) {
                 return;
             }
         }
-        if let Err(e) = ring.submit() {
-            crate::warn!("accept ring: {e}");
+        enter(&mut ring);
+    }
+}
+
+/// Hands queued entries to the kernel (and flushes overflowed
+/// completions). An entry the kernel did not take stays queued and goes
+/// with the next call: `completions` calls this whenever entries wait.
+fn enter(ring: &mut IoUring) -> bool {
+    loop {
+        match ring.submit() {
+            Ok(_) => return true,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                crate::warn!("accept ring: {e}");
+                return false;
+            }
         }
     }
 }
