@@ -213,25 +213,25 @@ pub fn on_event(timed_out: bool, draining: bool) -> Wake {
     }
 }
 
+/// Something to wait on for `fd` to become readable on the shard's own
+/// ring. monoio 0.2.4 offers a readiness wait on its socket types only, so
+/// a duplicate of `fd` is wrapped in one: never read or written, only
+/// polled (an io_uring POLL_ADD; with the epoll fallback driver, a nested
+/// epoll registration). The caller reads `fd` itself.
+pub fn readiness_waiter(fd: RawFd) -> std::io::Result<TcpStream> {
+    // SAFETY: plain syscall; the result is checked.
+    let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+    if dup < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `dup` is a fresh descriptor; the wrapper owns and closes it.
+    TcpStream::from_std(unsafe { std::net::TcpStream::from_raw_fd(dup) })
+}
+
 /// The shard task that waits for parked sockets and resumes them; runs
 /// until the shard's runtime ends.
 pub async fn run(shard: Rc<Shard>) {
-    // monoio 0.2.4 offers a readiness wait on its socket types only: wrap a
-    // duplicate of the epoll descriptor in one, never read or written,
-    // only polled (an io_uring POLL_ADD; with the epoll fallback driver,
-    // a nested epoll registration).
-    // SAFETY: plain syscall; the result is checked.
-    let dup = unsafe { libc::fcntl(shard.parked.ep.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
-    if dup < 0 {
-        crate::error!(
-            "shard {}: idle connections cannot be parked: {}",
-            shard.id,
-            std::io::Error::last_os_error()
-        );
-        return;
-    }
-    // SAFETY: `dup` is a fresh descriptor; the wrapper owns and closes it.
-    let waiter = match TcpStream::from_std(unsafe { std::net::TcpStream::from_raw_fd(dup) }) {
+    let waiter = match readiness_waiter(shard.parked.ep.as_raw_fd()) {
         Ok(w) => w,
         Err(e) => {
             crate::error!("shard {}: idle connections cannot be parked: {e}", shard.id);

@@ -135,14 +135,7 @@ impl SideAccept {
     /// Stops accepting on `addr` and closes its listener at once (its
     /// accept is cancelled first, so the kernel holds no reference to it).
     pub fn remove(&self, addr: SocketAddr) {
-        let ids: Vec<u64> = self
-            .listeners
-            .borrow()
-            .iter()
-            .filter(|(_, l)| l.addr == addr)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in ids {
+        for id in self.ids(|l| l.addr == addr) {
             self.cancel(id);
             self.listeners.borrow_mut().remove(&id);
         }
@@ -151,8 +144,7 @@ impl SideAccept {
     /// Stops accepting everywhere: listeners closed, connections accepted
     /// but not yet served closed (draining).
     pub fn remove_all(&self) {
-        let ids: Vec<u64> = self.listeners.borrow().keys().copied().collect();
-        for id in ids {
+        for id in self.ids(|_| true) {
             self.cancel(id);
         }
         self.listeners.borrow_mut().clear();
@@ -165,8 +157,7 @@ impl SideAccept {
         if self.paused.replace(true) {
             return;
         }
-        let ids: Vec<u64> = self.listeners.borrow().keys().copied().collect();
-        for id in ids {
+        for id in self.ids(|_| true) {
             self.cancel(id);
         }
     }
@@ -178,14 +169,7 @@ impl SideAccept {
     /// Arms every listener whose accept is not in the kernel.
     pub fn resume(&self) {
         self.paused.set(false);
-        let ids: Vec<u64> = self
-            .listeners
-            .borrow()
-            .iter()
-            .filter(|(_, l)| l.armed.is_none())
-            .map(|(id, _)| *id)
-            .collect();
-        for id in ids {
+        for id in self.ids(|l| l.armed.is_none()) {
             self.arm(id);
         }
     }
@@ -196,14 +180,7 @@ impl SideAccept {
         if self.paused.get() {
             return;
         }
-        let ids: Vec<u64> = self
-            .listeners
-            .borrow()
-            .iter()
-            .filter(|(_, l)| l.addr == addr && l.armed.is_none())
-            .map(|(id, _)| *id)
-            .collect();
-        for id in ids {
+        for id in self.ids(|l| l.addr == addr && l.armed.is_none()) {
             self.arm(id);
         }
     }
@@ -291,6 +268,17 @@ impl SideAccept {
             }
         }
         out
+    }
+
+    /// The ids of the listeners `keep` selects (collected, so the caller
+    /// may change the set while going through them).
+    fn ids(&self, keep: impl Fn(&Listening) -> bool) -> Vec<u64> {
+        let listeners = self.listeners.borrow();
+        listeners
+            .iter()
+            .filter(|(_, l)| keep(l))
+            .map(|(id, _)| *id)
+            .collect()
     }
 
     fn arm(&self, id: u64) {

@@ -24,7 +24,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 #[cfg(feature = "fault-injection")]
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -347,6 +347,24 @@ fn log_accept_error(last_ms: Option<u64>, now_ms: u64) -> bool {
     last_ms.is_none_or(|last| now_ms.saturating_sub(last) >= 1000)
 }
 
+/// An accept failed (EMFILE/ENFILE/ENOBUFS): the listener stays and
+/// pending clients wait in the backlog while connections close; it is
+/// tried again after `backoff`. Every accept in flight meets the same
+/// error, so one line a second per shard says it.
+fn warn_accept_error(shard: &Shard, addr: SocketAddr, err: &std::io::Error, backoff: Duration) {
+    let now = shard.clock.get();
+    if log_accept_error(shard.accept_warned.get(), now) {
+        shard.accept_warned.set(Some(now));
+        crate::warn!("accept on {addr}: {err}; retrying in {backoff:?}");
+    }
+}
+
+/// The pause after an accept error that follows one paused for `backoff`:
+/// doubled, at most 500 ms.
+fn next_backoff(backoff: Duration) -> Duration {
+    (backoff * 2).min(Duration::from_millis(500))
+}
+
 /// Counts one accept operation in flight for as long as it lives.
 struct InFlight<'a>(&'a Cell<usize>);
 
@@ -397,17 +415,8 @@ fn side_accept(id: usize, uring: bool) -> Option<Rc<SideAccept>> {
 /// cancelled (clients wait in the kernel's backlog) and the loop looks
 /// again as often as the first accept loop would.
 async fn multishot_loop(shard: Rc<Shard>, side: Rc<SideAccept>) {
-    // The eventfd is only polled, through a duplicate wrapped as a stream
-    // (as `idle.rs` polls its epoll descriptor); `completions` reads it.
-    // SAFETY: plain syscall; the result is checked.
-    let dup = unsafe { libc::fcntl(side.eventfd().as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
-    let waiter = if dup < 0 {
-        Err(std::io::Error::last_os_error())
-    } else {
-        // SAFETY: `dup` is a fresh descriptor; the wrapper owns and closes it.
-        monoio::net::TcpStream::from_std(unsafe { std::net::TcpStream::from_raw_fd(dup) })
-    };
-    let waiter = match waiter {
+    // `completions` reads the eventfd; here it is only waited for.
+    let waiter = match super::idle::readiness_waiter(side.eventfd().as_raw_fd()) {
         Ok(w) => w,
         Err(e) => {
             crate::error!("shard {}: accepts cannot be waited for: {e}", shard.id);
@@ -430,19 +439,13 @@ async fn multishot_loop(shard: Rc<Shard>, side: Rc<SideAccept>) {
                     listen,
                 } => side.pending.borrow_mut().push_back((stream, peer, listen)),
                 Accepted::Failed { listen, err } => {
-                    // EMFILE/ENFILE/ENOBUFS: pending clients wait in the
-                    // backlog while connections close.
-                    let now = shard.clock.get();
-                    if log_accept_error(shard.accept_warned.get(), now) {
-                        shard.accept_warned.set(Some(now));
-                        crate::warn!("accept on {listen}: {err}; retrying in {backoff:?}");
-                    }
+                    warn_accept_error(&shard, listen, &err, backoff);
                     let side = Rc::clone(&side);
                     monoio::spawn(async move {
                         monoio::time::sleep(backoff).await;
                         side.rearm(listen);
                     });
-                    backoff = (backoff * 2).min(Duration::from_millis(500));
+                    backoff = next_backoff(backoff);
                 }
             }
         }
@@ -538,16 +541,9 @@ async fn accept_loop(
             Err(e) if e.raw_os_error() == Some(libc::ECANCELED) => return,
             Err(_) if shard.draining() || shard.link.stop_requested() => return,
             Err(e) => {
-                // EMFILE/ENFILE/ENOBUFS: the listener stays, pending clients
-                // wait in the backlog while connections close. Every accept
-                // in flight meets the same error: one line a second says it.
-                let now = shard.clock.get();
-                if log_accept_error(shard.accept_warned.get(), now) {
-                    shard.accept_warned.set(Some(now));
-                    crate::warn!("accept on {addr}: {e}; retrying in {backoff:?}");
-                }
+                warn_accept_error(&shard, addr, &e, backoff);
                 monoio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_millis(500));
+                backoff = next_backoff(backoff);
             }
         }
     }
@@ -680,11 +676,22 @@ async fn housekeeping(shard: &Rc<Shard>, mut accepting: HashMap<SocketAddr, Canc
 #[cfg(test)]
 mod tests {
     use super::{
-        accepts_in_flight, log_accept_error, may_accept, recheck_when_full, should_trim, InFlight,
-        ACCEPTS_IN_FLIGHT,
+        accepts_in_flight, log_accept_error, may_accept, next_backoff, recheck_when_full,
+        should_trim, InFlight, ACCEPTS_IN_FLIGHT,
     };
     use std::cell::Cell;
     use std::time::Duration;
+
+    #[test]
+    fn accept_error_backoff_doubles_up_to_half_a_second() {
+        for (now, next) in [(5, 10), (10, 20), (250, 500), (300, 500), (500, 500)] {
+            assert_eq!(
+                next_backoff(Duration::from_millis(now)),
+                Duration::from_millis(next),
+                "after {now} ms"
+            );
+        }
+    }
 
     #[test]
     fn accepts_in_flight_count_against_max_connections() {
