@@ -6,7 +6,7 @@
 
 use ringlb::config::parse_str;
 use ringlb::proto::http1::encode::encode_request;
-use ringlb::proto::http1::{decode_request, decode_response, ChunkedDecoder, Limits};
+use ringlb::proto::http1::{decode_request, decode_response, ChunkedDecoder, Limits, Piece};
 use ringlb::proto::proxy_protocol as pp;
 use ringlb::proto::vrrp::wire::{parse_ipv4, Packet, Repr};
 
@@ -25,7 +25,9 @@ pub const TARGETS: &[(&str, Check)] = &[
 
 /// Chunked bodies: feeding in any split gives the same verdict and the same
 /// consumed length as feeding all at once, and the filtering pass-through
-/// (`forward`) consumes the same bytes.
+/// (`forward`) consumes the same bytes. What `forward` emits for a complete
+/// body is canonical: forwarding it again gives the same bytes, with the
+/// same data.
 pub fn chunked(data: &[u8]) {
     if data.is_empty() {
         return;
@@ -52,6 +54,16 @@ pub fn chunked(data: &[u8]) {
         (Ok(a), Ok(f)) => {
             assert_eq!(a, f);
             assert!(out.len() <= *f);
+            if whole.is_done() {
+                let mut again = Vec::new();
+                let mut d = ChunkedDecoder::new();
+                let n = d
+                    .forward(&out, &mut again)
+                    .expect("canonical output decodes");
+                assert!(d.is_done() && n == out.len(), "canonical output is whole");
+                assert_eq!(again, out, "canonical output is a fixed point");
+                assert_eq!(data_of(&body[..*a]), data_of(&out), "same data");
+            }
         }
         (Err(_), Err(_)) => {}
         (a, f) => panic!("forward changed the verdict: {a:?} vs {f:?}"),
@@ -64,6 +76,21 @@ pub fn chunked(data: &[u8]) {
         (Err(_), Err(_)) => {}
         (a, b) => panic!("split changed the verdict: {a:?} vs {b:?}"),
     }
+}
+
+/// The chunk data of a complete chunked body.
+fn data_of(body: &[u8]) -> Vec<u8> {
+    let mut d = ChunkedDecoder::new();
+    let (mut at, mut data) = (0, Vec::new());
+    while !d.is_done() {
+        let (n, piece) = d.next(&body[at..]).expect("valid body");
+        assert!(n > 0, "complete body");
+        if piece == Piece::Data {
+            data.extend_from_slice(&body[at..at + n]);
+        }
+        at += n;
+    }
+    data
 }
 
 /// Request heads: decoding never panics, and whatever decodes re-encodes to

@@ -639,7 +639,16 @@ async fn one_request(
                 log.bytes_out,
             );
         }
-        return (Next::Close, Duration::ZERO);
+        // A refused head (400, 414, 431, 501, 505…) may be followed by
+        // bytes the client already sent (the rest of a long line, a body,
+        // pipelined requests): closing with them unread would reset the
+        // connection, and the client could lose the answer. Linger instead.
+        let next = if log.status != 0 && log.status != 408 {
+            Next::Linger
+        } else {
+            Next::Close
+        };
+        return (next, Duration::ZERO);
     };
     // Listeners are found by address: a reload may renumber them.
     let Some(listener) = view.snap.listeners.iter().position(|l| l.listen == listen) else {

@@ -3,11 +3,18 @@
 //! The proxy forwards chunked bodies as they arrive, so it never needs the
 //! whole body: the scanner is fed whatever bytes are buffered and says which
 //! of them are chunk data and which are framing, and when the message ends.
-//! A relay to an HTTP/1.1 peer forwards every consumed byte except trailer
-//! fields that must not travel in trailers (RFC 9110 §6.5.1, see
-//! [`forbidden_in_trailer`]); a relay to an HTTP/1.0 client forwards only
-//! the data pieces (de-chunking, trailers dropped). Syntax is strict: a bad
-//! size, a bare LF, a missing CRLF after data, or an oversized
+//! A relay to an HTTP/1.1 peer ([`ChunkedDecoder::forward`]) re-emits the
+//! framing in one canonical form rather than copying it: each size line
+//! becomes lowercase hex without leading zeros and without extensions
+//! (`0003;a="b"` → `3`), and trailer fields that must not travel in
+//! trailers (RFC 9110 §6.5.1, see [`forbidden_in_trailer`]) are left out.
+//! So the next hop never has to agree with the proxy on how to read an
+//! extension, a quoted string or a run of zeros: it sees only what the
+//! proxy itself understood. A relay to an HTTP/1.0 client forwards only the
+//! data pieces (de-chunking, trailers dropped).
+//!
+//! Syntax is strict: a bad size, a bare LF or CR, a missing CRLF after
+//! data, an extension that is not `;name[=token|"quoted"]`, or an oversized
 //! extension/trailer section is an error, because a lenient parser here is
 //! exactly where request smuggling starts.
 //!
@@ -25,11 +32,22 @@ pub const MAX_TRAILER_BYTES: usize = 16 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
-    Size { digits: u8, value: u64 },
-    ExtBws { value: u64 },
-    Ext { len: u16, value: u64 },
-    SizeLf { value: u64 },
-    Data { remaining: u64 },
+    Size {
+        digits: u8,
+        value: u64,
+    },
+    /// After the size: an extension (or the whitespace before one).
+    Ext {
+        len: u16,
+        value: u64,
+        at: ExtAt,
+    },
+    SizeLf {
+        value: u64,
+    },
+    Data {
+        remaining: u64,
+    },
     DataCr,
     DataLf,
     TrailerStart,
@@ -38,6 +56,48 @@ enum State {
     TrailerLf,
     EndLf,
     Done,
+}
+
+/// Where in `*( BWS ";" BWS name [ BWS "=" BWS ( token / quoted-string ) ] )`
+/// an extension scan is (RFC 9112 §7.1.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ExtAt {
+    /// Whitespace that must be followed by `;`.
+    SemiBws,
+    /// After `;`: whitespace, then the name's first character.
+    NameStart,
+    Name,
+    /// Whitespace after a name: `;` or `=` must follow.
+    NameBws,
+    /// After `=`: whitespace, then a token or a quoted string.
+    ValStart,
+    Token,
+    Quoted,
+    /// After a backslash inside a quoted string.
+    Escape,
+    /// Right after the closing quote.
+    QuotedEnd,
+}
+
+/// Framing the scanner re-emits in canonical form (for [`ChunkedDecoder::forward`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Emit {
+    /// A size line ended: `{size:x}\r\n`.
+    Size(u64),
+    /// The CRLF after chunk data, or the one ending the message.
+    Crlf,
+}
+
+impl Emit {
+    fn write(self, out: &mut Vec<u8>) {
+        if let Emit::Size(v) = self {
+            let digits = (64 - v.leading_zeros()).div_ceil(4).max(1);
+            for i in (0..digits).rev() {
+                out.push(b"0123456789abcdef"[(v >> (i * 4)) as usize & 0xf]);
+            }
+        }
+        out.extend_from_slice(b"\r\n");
+    }
 }
 
 /// What the bytes consumed by one [`ChunkedDecoder::next`] call were.
@@ -57,6 +117,8 @@ pub enum Piece {
 pub enum ChunkError {
     BadSize,
     SizeOverflow,
+    /// A chunk extension that is not `;name[=token|"quoted"]`.
+    BadExtension,
     BadLineEnding,
     ExtensionTooLong,
     BadTrailer,
@@ -109,6 +171,17 @@ impl ChunkedDecoder {
     /// consumed and what they were; `(0, Piece::Framing)` means more input
     /// is needed (or `buf` is empty).
     pub fn next(&mut self, buf: &[u8]) -> Result<(usize, Piece), ChunkError> {
+        self.scan(buf, None)
+    }
+
+    /// [`next`](Self::next), and when `out` is given, appends what a
+    /// pass-through relay sends for the consumed bytes: data as is, kept
+    /// trailer lines as is, and the rest of the framing canonical.
+    fn scan(
+        &mut self,
+        buf: &[u8],
+        mut out: Option<&mut Vec<u8>>,
+    ) -> Result<(usize, Piece), ChunkError> {
         if let State::Data { remaining } = self.state {
             let n = (remaining.min(buf.len() as u64)) as usize;
             let remaining = remaining - n as u64;
@@ -117,6 +190,9 @@ impl ChunkedDecoder {
             } else {
                 State::Data { remaining }
             };
+            if let Some(o) = out {
+                o.extend_from_slice(&buf[..n]);
+            }
             return Ok((n, Piece::Data));
         }
         let mut i = 0;
@@ -129,11 +205,17 @@ impl ChunkedDecoder {
                         // The trailer line is a piece of its own.
                         return Ok((i, Piece::Framing));
                     }
-                    return self.trailer_line(buf);
+                    let (n, piece) = self.trailer_line(buf)?;
+                    if let (Some(o), Piece::Framing) = (out, piece) {
+                        o.extend_from_slice(&buf[..n]);
+                    }
+                    return Ok((n, piece));
                 }
                 _ => {}
             }
-            self.step(buf[i])?;
+            if let (Some(e), Some(o)) = (self.step(buf[i])?, out.as_deref_mut()) {
+                e.write(o);
+            }
             i += 1;
         }
         if self.state == State::Done {
@@ -157,18 +239,16 @@ impl ChunkedDecoder {
         Ok(at)
     }
 
-    /// Like [`feed`](Self::feed), and appends the consumed bytes to `out`,
-    /// except trailer fields that must not be forwarded. Use this for
-    /// pass-through relays.
+    /// Like [`feed`](Self::feed), and appends to `out` what a pass-through
+    /// relay sends for the consumed bytes: the data, the trailer fields that
+    /// may be forwarded, and canonical framing (size lines in lowercase hex
+    /// without leading zeros or extensions). Never longer than the input.
     pub fn forward(&mut self, buf: &[u8], out: &mut Vec<u8>) -> Result<usize, ChunkError> {
         let mut at = 0;
         while at < buf.len() && !self.is_done() {
-            let (n, piece) = self.next(&buf[at..])?;
+            let (n, _) = self.scan(&buf[at..], Some(out))?;
             if n == 0 {
                 break;
-            }
-            if piece != Piece::Dropped {
-                out.extend_from_slice(&buf[at..at + n]);
             }
             at += n;
         }
@@ -185,6 +265,7 @@ impl ChunkedDecoder {
             return Ok((0, Piece::Framing));
         };
         for &b in &buf[..=lf] {
+            // A trailer line emits nothing: it is kept or dropped whole.
             self.step(b)?;
         }
         // The steps validated `name ":" value CRLF`.
@@ -197,7 +278,10 @@ impl ChunkedDecoder {
         Ok((lf + 1, piece))
     }
 
-    fn step(&mut self, b: u8) -> Result<(), ChunkError> {
+    /// Advances over one framing byte; says what canonical framing (if
+    /// any) that byte completed.
+    fn step(&mut self, b: u8) -> Result<Option<Emit>, ChunkError> {
+        let mut emit = None;
         self.state = match self.state {
             State::Size { digits, value } => match b {
                 b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F' => {
@@ -212,36 +296,43 @@ impl ChunkedDecoder {
                 }
                 _ if digits == 0 => return Err(ChunkError::BadSize),
                 b'\r' => State::SizeLf { value },
-                b';' => State::Ext { len: 0, value },
-                b' ' | b'\t' => State::ExtBws { value },
+                b';' => State::Ext {
+                    len: 1,
+                    value,
+                    at: ExtAt::NameStart,
+                },
+                b' ' | b'\t' => State::Ext {
+                    len: 1,
+                    value,
+                    at: ExtAt::SemiBws,
+                },
                 _ => return Err(ChunkError::BadSize),
             },
-            State::ExtBws { value } => match b {
-                b' ' | b'\t' => State::ExtBws { value },
-                b';' => State::Ext { len: 0, value },
-                _ => return Err(ChunkError::BadSize),
-            },
-            State::Ext { len, value } => match b {
-                b'\r' => State::SizeLf { value },
-                b'\n' => return Err(ChunkError::BadLineEnding),
-                b'\t' | 0x20..=0x7e | 0x80..=0xff => {
+            State::Ext { len, value, at } => {
+                if b == b'\r' && ext_may_end(at) {
+                    State::SizeLf { value }
+                } else {
                     if len as usize >= MAX_EXT_BYTES {
                         return Err(ChunkError::ExtensionTooLong);
                     }
                     State::Ext {
                         len: len + 1,
                         value,
+                        at: ext_step(at, b)?,
                     }
                 }
-                _ => return Err(ChunkError::BadSize),
-            },
+            }
             State::SizeLf { value } => match b {
-                b'\n' if value == 0 => State::TrailerStart,
+                b'\n' if value == 0 => {
+                    emit = Some(Emit::Size(0));
+                    State::TrailerStart
+                }
                 b'\n' => {
                     self.data_total = self.data_total.saturating_add(value);
                     if self.max_data != 0 && self.data_total > self.max_data {
                         return Err(ChunkError::TooLarge);
                     }
+                    emit = Some(Emit::Size(value));
                     State::Data { remaining: value }
                 }
                 _ => return Err(ChunkError::BadLineEnding),
@@ -251,10 +342,13 @@ impl ChunkedDecoder {
                 _ => return Err(ChunkError::BadLineEnding),
             },
             State::DataLf => match b {
-                b'\n' => State::Size {
-                    digits: 0,
-                    value: 0,
-                },
+                b'\n' => {
+                    emit = Some(Emit::Crlf);
+                    State::Size {
+                        digits: 0,
+                        value: 0,
+                    }
+                }
                 _ => return Err(ChunkError::BadLineEnding),
             },
             State::TrailerStart => match b {
@@ -286,12 +380,15 @@ impl ChunkedDecoder {
                 _ => return Err(ChunkError::BadLineEnding),
             },
             State::EndLf => match b {
-                b'\n' => State::Done,
+                b'\n' => {
+                    emit = Some(Emit::Crlf);
+                    State::Done
+                }
                 _ => return Err(ChunkError::BadLineEnding),
             },
-            State::Data { .. } | State::Done => unreachable!("handled by next()"),
+            State::Data { .. } | State::Done => unreachable!("handled by scan()"),
         };
-        Ok(())
+        Ok(emit)
     }
 
     fn count_trailer(&mut self) -> Result<(), ChunkError> {
@@ -301,6 +398,40 @@ impl ChunkedDecoder {
         }
         Ok(())
     }
+}
+
+/// Whether a size line's extension may end (CR) here: after the size
+/// digits' whitespace was never followed by `;`, or an extension ends
+/// mid-name, mid-whitespace or without a value, it may not.
+fn ext_may_end(at: ExtAt) -> bool {
+    matches!(at, ExtAt::Name | ExtAt::Token | ExtAt::QuotedEnd)
+}
+
+/// One byte of a chunk extension (not its ending CR).
+fn ext_step(at: ExtAt, b: u8) -> Result<ExtAt, ChunkError> {
+    use super::fields::is_tchar;
+    let ws = b == b' ' || b == b'\t';
+    Ok(match (at, b) {
+        (ExtAt::SemiBws | ExtAt::NameBws | ExtAt::Token | ExtAt::QuotedEnd, b';') => {
+            ExtAt::NameStart
+        }
+        (ExtAt::Name, b';') => ExtAt::NameStart,
+        (ExtAt::Name | ExtAt::NameBws, b'=') => ExtAt::ValStart,
+        (ExtAt::SemiBws | ExtAt::Token | ExtAt::QuotedEnd, _) if ws => ExtAt::SemiBws,
+        (ExtAt::Name | ExtAt::NameBws, _) if ws => ExtAt::NameBws,
+        (ExtAt::NameStart, _) if ws => ExtAt::NameStart,
+        (ExtAt::ValStart, _) if ws => ExtAt::ValStart,
+        (ExtAt::NameStart | ExtAt::Name, _) if is_tchar(b) => ExtAt::Name,
+        (ExtAt::ValStart | ExtAt::Token, _) if is_tchar(b) => ExtAt::Token,
+        (ExtAt::ValStart, b'"') => ExtAt::Quoted,
+        (ExtAt::Quoted, b'"') => ExtAt::QuotedEnd,
+        (ExtAt::Quoted, b'\\') => ExtAt::Escape,
+        // qdtext: HTAB, SP, VCHAR but `"` and `\`, obs-text.
+        (ExtAt::Quoted, b'\t' | 0x20..=0x7e | 0x80..=0xff) => ExtAt::Quoted,
+        // quoted-pair: HTAB, SP, VCHAR, obs-text.
+        (ExtAt::Escape, b'\t' | 0x20..=0x7e | 0x80..=0xff) => ExtAt::Quoted,
+        _ => return Err(ChunkError::BadExtension),
+    })
 }
 
 #[cfg(test)]
@@ -410,6 +541,108 @@ mod tests {
                 String::from_utf8_lossy(&out),
                 String::from_utf8_lossy(want),
                 "step {step}"
+            );
+        }
+    }
+
+    /// `forward` on `msg` fed in pieces of `step` bytes: (output, consumed).
+    fn forward_split(msg: &[u8], step: usize) -> Result<(Vec<u8>, usize), ChunkError> {
+        let mut d = ChunkedDecoder::new();
+        let mut out = Vec::new();
+        let (mut at, mut avail) = (0, 0);
+        while !d.is_done() && avail < msg.len() {
+            avail = (avail + step).min(msg.len());
+            at += d.forward(&msg[at..avail], &mut out)?;
+        }
+        assert!(
+            d.is_done(),
+            "incomplete: {:?}",
+            String::from_utf8_lossy(msg)
+        );
+        Ok((out, at))
+    }
+
+    #[test]
+    fn forwarded_framing_is_canonical_in_any_split() {
+        let cases: &[(&[u8], &[u8])] = &[
+            (b"3\r\nabc\r\n0\r\n\r\n", b"3\r\nabc\r\n0\r\n\r\n"),
+            (b"0003\r\nabc\r\n000\r\n\r\n", b"3\r\nabc\r\n0\r\n\r\n"),
+            (
+                b"A;name=\"a;b\\\"c\" ; n2 = v2\r\n0123456789\r\n0;last\r\nX-T: 1\r\n\r\n",
+                b"a\r\n0123456789\r\n0\r\nX-T: 1\r\n\r\n",
+            ),
+            (
+                b"1 ;x\r\nz\r\n0000000000000000\r\n\r\n",
+                b"1\r\nz\r\n0\r\n\r\n",
+            ),
+            (b"FFFFFFFFFFFFFFFF\r\n", b"ffffffffffffffff\r\n"),
+        ];
+        for (msg, want) in cases {
+            let mut d = ChunkedDecoder::new();
+            let mut out = Vec::new();
+            let n = d.forward(msg, &mut out).unwrap();
+            assert_eq!(n, msg.len());
+            assert_eq!(
+                String::from_utf8_lossy(&out),
+                String::from_utf8_lossy(want),
+                "{:?}",
+                String::from_utf8_lossy(msg)
+            );
+            if !d.is_done() {
+                continue;
+            }
+            for step in 1..msg.len() {
+                let (out, used) = forward_split(msg, step).unwrap();
+                assert_eq!(used, msg.len());
+                assert_eq!(&out[..], *want, "step {step}");
+            }
+        }
+    }
+
+    #[test]
+    fn extension_grammar() {
+        let ok: &[&[u8]] = &[
+            b"1;a\r\nx\r\n0\r\n\r\n",
+            b"1;a=b\r\nx\r\n0\r\n\r\n",
+            b"1;a=\"\"\r\nx\r\n0\r\n\r\n",
+            b"1 ; a = \"q d\" ;b\r\nx\r\n0\r\n\r\n",
+            b"1;a=\"\\\"\"\r\nx\r\n0\r\n\r\n",
+            b"1;a;b;c=d\r\nx\r\n0\r\n\r\n",
+        ];
+        for m in ok {
+            assert!(
+                ChunkedDecoder::new().feed(m).is_ok(),
+                "{:?}",
+                String::from_utf8_lossy(m)
+            );
+        }
+        let bad: &[&[u8]] = &[
+            b"1;\r\n",
+            b"1; \r\n",
+            b"1;a \r\n",
+            b"1;a=\r\n",
+            b"1;a= \r\n",
+            b"1;=b\r\n",
+            b"1;a b\r\n",
+            b"1;a=b c\r\n",
+            b"1;a=\"b\r\n",
+            b"1;a=\"b\"c\r\n",
+            b"1;a=\"b\rc\"\r\n",
+            b"1;a=\"b\nc\"\r\n",
+            b"1;a=\"b\x00\"\r\n",
+            b"1;a\nx",
+            b"1;a\rx\r\n",
+            b"1;a\x00\r\n",
+            b"1;a(b)\r\n",
+            b"1;a=b;\r\n",
+            b"1 \r\n",
+            b"1\t\r\n",
+        ];
+        for m in bad {
+            assert!(
+                ChunkedDecoder::new().feed(m).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(m)
             );
         }
     }

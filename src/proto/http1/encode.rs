@@ -216,11 +216,16 @@ pub fn encode_response(
     out.extend_from_slice(b"\r\n");
     let mut length_sent = false;
     let mut date_seen = false;
+    // RFC 9110 §8.6, RFC 9112 §6.1: no `Content-Length` or
+    // `Transfer-Encoding` in a 1xx or 204. A client that believed one would
+    // wait for a body that never comes, or read the next response as it.
+    let framing_fields = !(head.is_informational() || head.status == 204);
     for f in fields {
         match f.kind {
             FieldKind::HopByHop => continue,
             FieldKind::Upgrade if conn != ClientConn::Upgrade => continue,
-            FieldKind::TransferEncoding if dechunk => continue,
+            FieldKind::TransferEncoding if dechunk || !framing_fields => continue,
+            FieldKind::ContentLength if !framing_fields => continue,
             FieldKind::Date => date_seen = true,
             // `Content-Length: 5` twice or `5, 5` was accepted as one value
             // (differing ones are a 502): the client gets it once.
@@ -440,6 +445,18 @@ mod tests {
     }
 
     #[test]
+    fn connection_cannot_strip_framing_from_a_request() {
+        let out = req(
+            "POST / HTTP/1.1\r\nHost: a\r\nConnection: Content-Length, Host\r\nContent-Length: 3\r\n\r\n",
+            "1.2.3.4",
+        );
+        assert_eq!(
+            out,
+            "POST / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 1.2.3.4\r\nContent-Length: 3\r\nX-Real-IP: 1.2.3.4\r\nX-Forwarded-Proto: http\r\n\r\n"
+        );
+    }
+
+    #[test]
     fn http10_gets_host_and_11() {
         let out = req("GET / HTTP/1.0\r\n\r\n", "1.2.3.4");
         assert!(out.starts_with("GET / HTTP/1.1\r\n"));
@@ -522,6 +539,38 @@ mod tests {
                 "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: 1\r\nDate: x\r\n\r\n",
                 "{raw:?}"
             );
+        }
+    }
+
+    #[test]
+    fn framing_fields_by_status() {
+        let cases = [
+            // 1xx and 204 never carry framing fields to the client.
+            (
+                "HTTP/1.1 100 Continue\r\nContent-Length: 5\r\n\r\n",
+                "HTTP/1.1 100 Continue\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\n\r\n",
+            ),
+            (
+                "HTTP/1.1 204 No Content\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\nX: 1\r\nDate: x\r\n\r\n",
+                "HTTP/1.1 204 No Content\r\nX: 1\r\nDate: x\r\n\r\n",
+            ),
+            // A 304's length is the representation's (RFC 9110 §8.6): kept.
+            (
+                "HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\nDate: x\r\n\r\n",
+                "HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\nDate: x\r\n\r\n",
+            ),
+            // Naming a framing field in Connection does not unframe the message.
+            (
+                "HTTP/1.1 200 OK\r\nConnection: Content-Length\r\nContent-Length: 2\r\nDate: x\r\n\r\n",
+                "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nDate: x\r\n\r\n",
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nConnection: Transfer-Encoding\r\nTransfer-Encoding: chunked\r\nDate: x\r\n\r\n",
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nDate: x\r\n\r\n",
+            ),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(resp(raw), want, "{raw:?}");
         }
     }
 

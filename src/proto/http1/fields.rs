@@ -126,13 +126,19 @@ pub struct ConnectionOpts {
     pub upgrade: bool,
 }
 
-/// Errors in framing fields; each maps to 400 (request) or 502 (response).
+/// Errors in framing fields; each maps to 400 (request) or 502 (response),
+/// except [`UnsupportedCoding`](FramingError::UnsupportedCoding) (501).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FramingError {
     /// Both `Transfer-Encoding` and `Content-Length`.
     BothLengths,
-    /// A coding other than one final `chunked`.
+    /// `chunked` missing, not final, or repeated; a malformed list; or any
+    /// `Transfer-Encoding` in an HTTP/1.0 message (RFC 9112 §6.1, §6.3).
     BadTransferEncoding,
+    /// A request whose codings end in `chunked` but also name others
+    /// (`gzip, chunked`): well framed, but not something the proxy
+    /// implements (RFC 9112 §6.1: 501).
+    UnsupportedCoding,
     /// Differing, empty, non-digit or overflowing `Content-Length`.
     BadContentLength,
 }
@@ -214,13 +220,27 @@ pub fn transfer_encoding(buf: &[u8], fields: &[Field]) -> Result<Option<bool>, F
     Ok(Some(last_chunked))
 }
 
+/// Whether a field named in `Connection` may be dropped as hop-by-hop.
+/// Framing and `Host` stay: the proxy decides the body's length and the
+/// route by them, so the next hop must see the same ones.
+pub fn may_unlist(kind: FieldKind) -> bool {
+    !matches!(
+        kind,
+        FieldKind::ContentLength | FieldKind::TransferEncoding | FieldKind::Host
+    )
+}
+
 /// RFC 9110 token character.
 pub fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 /// Reads the `Connection` options, and re-tags every field named in a
-/// `Connection` field as hop-by-hop so it is never forwarded.
+/// `Connection` field as hop-by-hop so it is never forwarded, except the
+/// fields the message's framing and routing rest on (`Content-Length`,
+/// `Transfer-Encoding`, `Host`): `Connection: Content-Length` must not turn
+/// a length-delimited message into one the next hop reads to the close
+/// (the proxy still frames by them, and re-emits them; see [`may_unlist`]).
 pub fn connection_opts(buf: &[u8], fields: &mut [Field]) -> ConnectionOpts {
     let mut opts = ConnectionOpts::default();
     let mut listed_other = false;
@@ -249,7 +269,7 @@ pub fn connection_opts(buf: &[u8], fields: &mut [Field]) -> ConnectionOpts {
                     && c.name.get(buf).eq_ignore_ascii_case(b"connection")
                     && tokens(c.value.get(buf)).any(|t| t.eq_ignore_ascii_case(name))
             });
-            if listed {
+            if listed && may_unlist(fields[i].kind) {
                 fields[i].kind = FieldKind::HopByHop;
             }
         }
@@ -380,5 +400,35 @@ mod tests {
         assert!(o.close && !o.keep_alive && !o.upgrade);
         assert_eq!(f[1].kind, FieldKind::HopByHop);
         assert_eq!(f[2].kind, FieldKind::Other);
+    }
+
+    #[test]
+    fn connection_never_unlists_framing_or_host() {
+        let b = b"Connection: Content-Length, Transfer-Encoding, Host, Date\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\nHost: a\r\nDate: x\r\n";
+        let mut f = fields_of(
+            b,
+            &[
+                (
+                    "Connection",
+                    "Content-Length, Transfer-Encoding, Host, Date",
+                ),
+                ("Content-Length", "2"),
+                ("Transfer-Encoding", "chunked"),
+                ("Host", "a"),
+                ("Date", "x"),
+            ],
+        );
+        connection_opts(b, &mut f);
+        let kinds: Vec<FieldKind> = f.iter().map(|f| f.kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                FieldKind::HopByHop,
+                FieldKind::ContentLength,
+                FieldKind::TransferEncoding,
+                FieldKind::Host,
+                FieldKind::HopByHop,
+            ]
+        );
     }
 }

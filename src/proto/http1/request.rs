@@ -151,6 +151,7 @@ pub enum RequestError {
 impl RequestError {
     pub fn status(self) -> u16 {
         match self {
+            RequestError::Framing(FramingError::UnsupportedCoding) => 501,
             RequestError::Malformed | RequestError::Framing(_) | RequestError::BadHost => 400,
             RequestError::HeadTooLarge | RequestError::TooManyHeaders => 431,
             RequestError::UriTooLong => 414,
@@ -211,6 +212,11 @@ pub fn decode_request(
     }
     if path.len() > limits.max_uri_bytes {
         return Err(RequestError::UriTooLong);
+    }
+    // A fragment is never part of a request target (RFC 9112 §3.2): the
+    // proxy would route on the part before `#` while a backend may not.
+    if path.contains('#') {
+        return Err(RequestError::Malformed);
     }
     let Some(split) = split_target(path.as_bytes(), method) else {
         return Err(RequestError::Malformed);
@@ -294,6 +300,9 @@ pub fn decode_request(
         (Some(true), None) if version == Version::Http11 && single_coding(buf, fields) => {
             Framing::Chunked
         }
+        (Some(true), None) if version == Version::Http11 => {
+            return Err(RequestError::Framing(FramingError::UnsupportedCoding))
+        }
         (Some(_), None) => return Err(RequestError::Framing(FramingError::BadTransferEncoding)),
         (None, Some(0)) | (None, None) => Framing::None,
         (None, Some(n)) => Framing::Length(n),
@@ -319,19 +328,24 @@ pub fn decode_request(
 
 fn version_error(buf: &[u8]) -> RequestError {
     // httparse reports any non-1.x version the same way; only a well-formed
-    // `HTTP/d.d` deserves 505, garbage is a plain 400.
+    // request line `method SP target SP HTTP/d.d` deserves 505, anything
+    // else (`GET /  HTTP/1.1`, garbage) is a plain 400.
     let line_end = buf
         .iter()
         .position(|&b| b == b'\r' || b == b'\n')
         .unwrap_or(buf.len());
-    let line = &buf[..line_end];
-    match line.rsplit(|&b| b == b' ').next() {
-        Some(v)
-            if v.len() == 8
-                && v.starts_with(b"HTTP/")
-                && v[5].is_ascii_digit()
-                && v[6] == b'.'
-                && v[7].is_ascii_digit() =>
+    let mut parts = buf[..line_end].split(|&b| b == b' ');
+    let (Some(method), Some(target), Some(v), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return RequestError::Malformed;
+    };
+    match v {
+        [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
+            if !method.is_empty()
+                && !target.is_empty()
+                && major.is_ascii_digit()
+                && minor.is_ascii_digit() =>
         {
             RequestError::Version
         }
@@ -420,12 +434,67 @@ fn partial_target_too_long(buf: &[u8], limits: &Limits) -> bool {
     len > limits.max_uri_bytes
 }
 
-/// `Host` must be a plausible uri-host[:port]: no spaces, slashes, `@`, or
-/// control bytes (RFC 9110 §7.2).
+/// `Host` (and an absolute-form authority) must be `uri-host [":" port]`
+/// (RFC 9110 §7.2, RFC 3986 §3.2.2): a reg-name or IPv4 address
+/// (unreserved, `%XX` and sub-delims, no `@`), or an IP literal in
+/// brackets; then an optional decimal port no larger than 65535. A server
+/// must answer 400 to anything else: `a:80:80`, `a:xyz` or `[::1` mean
+/// different hosts to different parsers.
 fn valid_host(h: &[u8]) -> bool {
-    !h.is_empty()
-        && h.iter()
-            .all(|&b| b.is_ascii_alphanumeric() || b"-._~:[]!$&'()*+,;=%".contains(&b))
+    let (host, port) = match h.first() {
+        Some(b'[') => {
+            let Some(close) = h.iter().position(|&b| b == b']') else {
+                return false;
+            };
+            let literal = &h[1..close];
+            let ok = literal.len() >= 2
+                && literal
+                    .iter()
+                    .all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.');
+            if !ok {
+                return false;
+            }
+            (&h[..=close], &h[close + 1..])
+        }
+        _ => {
+            let end = h.iter().position(|&b| b == b':').unwrap_or(h.len());
+            (&h[..end], &h[end..])
+        }
+    };
+    let port_ok = match port {
+        [] => true,
+        [b':', digits @ ..] => {
+            digits.len() <= 5
+                && digits.iter().all(u8::is_ascii_digit)
+                && digits
+                    .iter()
+                    .fold(0u32, |n, &d| n * 10 + u32::from(d - b'0'))
+                    <= 65535
+        }
+        _ => false,
+    };
+    port_ok && !host.is_empty() && (host[0] == b'[' || valid_reg_name(host))
+}
+
+/// A reg-name or IPv4 address: unreserved, sub-delims and valid `%XX`.
+fn valid_reg_name(h: &[u8]) -> bool {
+    let mut i = 0;
+    while i < h.len() {
+        match h[i] {
+            b'%' => {
+                let hex = |j: usize| h.get(j).is_some_and(u8::is_ascii_hexdigit);
+                if !(hex(i + 1) && hex(i + 2)) {
+                    return false;
+                }
+                i += 3;
+                continue;
+            }
+            b if b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=".contains(&b) => {}
+            _ => return false,
+        }
+        i += 1;
+    }
+    true
 }
 
 #[cfg(test)]
@@ -493,7 +562,6 @@ mod tests {
         let bad = [
             "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
             "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
-            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
             "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: xchunked\r\n\r\n",
             "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, identity\r\n\r\n",
             "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
@@ -514,6 +582,83 @@ mod tests {
         for b in bad {
             let e = dec(b).expect_err(b);
             assert_eq!(e.status(), 400, "{b:?} → {e:?}");
+        }
+    }
+
+    #[test]
+    fn host_syntax() {
+        let host = |h: &str| dec(&format!("GET / HTTP/1.1\r\nHost: {h}\r\n\r\n"));
+        for good in [
+            "a",
+            "a.example:8080",
+            "a:",
+            "127.0.0.1:80",
+            "[::1]",
+            "[::1]:443",
+            "[2001:db8::7]:65535",
+            "xn--nxasmq6b.example",
+            "a%2Db",
+            "a,b",
+        ] {
+            assert!(host(good).is_ok(), "{good:?}");
+        }
+        for bad in [
+            "a:xyz", "a:80:80", "a:99999", "a:123456", "[::1", "[]", "[::1]x", "[::g]", "u@a",
+            "a/b", "a\\b", "a%zz", "a%2", ":80", "a b",
+        ] {
+            assert_eq!(host(bad).unwrap_err(), RequestError::BadHost, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn transfer_codings_other_than_chunked_are_501_or_400() {
+        let te = |v: &str| {
+            dec(&format!(
+                "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: {v}\r\n\r\n"
+            ))
+            .map(|h| h.unwrap().framing)
+            .map_err(RequestError::status)
+        };
+        let cases: &[(&str, Result<Framing, u16>)] = &[
+            ("chunked", Ok(Framing::Chunked)),
+            ("Chunked", Ok(Framing::Chunked)),
+            // chunked is final but other codings come first: not supported.
+            ("gzip, chunked", Err(501)),
+            ("identity, chunked", Err(501)),
+            ("xchunked, chunked", Err(501)),
+            // chunked missing or not final: the length is unknowable (MUST 400).
+            ("xchunked", Err(400)),
+            ("identity", Err(400)),
+            ("gzip", Err(400)),
+            ("chunked, identity", Err(400)),
+            ("chunked, chunked", Err(400)),
+            ("\"chunked\"", Err(400)),
+            ("chunked;x=1", Err(400)),
+        ];
+        for (v, want) in cases {
+            assert_eq!(te(v), *want, "{v:?}");
+        }
+    }
+
+    #[test]
+    fn request_line_shapes() {
+        let cases: &[(&str, u16)] = &[
+            ("GET /  HTTP/1.1", 400),
+            ("GET / HTTP/1.1 ", 400),
+            ("GET / HTTP/1.2", 505),
+            ("GET / HTTP/0.9", 505),
+            ("GET / HTTP/3.0", 505),
+            ("PRI * HTTP/2.0", 505),
+            ("GET / HTTP/1.10", 400),
+            ("GET / http/1.1", 400),
+            ("GET /x#frag HTTP/1.1", 400),
+            ("GET /#/../admin HTTP/1.1", 400),
+            ("GET /x?y#z HTTP/1.1", 400),
+            ("GET http://a/x#f HTTP/1.1", 400),
+        ];
+        for (line, status) in cases {
+            let e = dec(&format!("{line}\r\nHost: a\r\n\r\n")).expect_err(line);
+            assert_eq!(e.status(), *status, "{line:?} → {e:?}");
         }
     }
 

@@ -5,10 +5,15 @@
 //! connection is never reused. Body framing follows RFC 9112 §6.3 in order:
 //! HEAD / 1xx / 204 / 304 have no body, then `Transfer-Encoding`, then
 //! `Content-Length`, else the body runs until the upstream closes.
+//!
+//! Also refused (502): a status outside 100–599 (RFC 9110 §15), any
+//! `Transfer-Encoding` in an HTTP/1.0 response (RFC 9112 §6.1: the framing
+//! is faulty, whatever it says), and a `101` without the `Upgrade` field
+//! that must name the new protocol (RFC 9110 §15.2.2).
 
 use std::mem::MaybeUninit;
 
-use super::fields::{self, classify, ConnectionOpts, Field, FramingError};
+use super::fields::{self, classify, ConnectionOpts, Field, FieldKind, FramingError};
 use super::{Framing, Span, Version, MAX_HEADERS_CAP};
 
 /// A decoded response head; spans point into the buffer it came from.
@@ -83,7 +88,7 @@ pub fn decode_response(
     let (Some(code), Some(minor)) = (res.code, res.version) else {
         return Err(ResponseError::Malformed);
     };
-    if !(100..=999).contains(&code) {
+    if !(100..=599).contains(&code) {
         return Err(ResponseError::Malformed);
     }
     // No reason phrase (`HTTP/1.1 200\r\n`) is legal: an empty span, never
@@ -106,7 +111,13 @@ pub fn decode_response(
         Version::Http10
     };
     let bodiless = head_request || (100..200).contains(&code) || code == 204 || code == 304;
+    if code == 101 && !fields.iter().any(|f| f.kind == FieldKind::Upgrade) {
+        return Err(ResponseError::Malformed);
+    }
     let te = fields::transfer_encoding(buf, fields).map_err(ResponseError::Framing)?;
+    if te.is_some() && version == Version::Http10 {
+        return Err(ResponseError::Framing(FramingError::BadTransferEncoding));
+    }
     let cl = fields::content_length(buf, fields).map_err(ResponseError::Framing)?;
     let framing = if bodiless {
         Framing::None
@@ -234,6 +245,24 @@ mod tests {
         )
         .is_err());
         assert!(dec("HTTX/1.1 200 OK\r\n\r\n", false).is_err());
+        for bad in [
+            "HTTP/1.1 600 X\r\nContent-Length: 0\r\n\r\n",
+            "HTTP/1.1 999 X\r\nContent-Length: 0\r\n\r\n",
+            "HTTP/1.1 099 X\r\nContent-Length: 0\r\n\r\n",
+            "HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 2\r\n\r\n",
+            "HTTP/1.0 204 No Content\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\n\r\n",
+        ] {
+            assert!(dec(bad, false).is_err(), "{bad:?}");
+        }
+        for good in [
+            "HTTP/1.1 599 X\r\nContent-Length: 0\r\n\r\n",
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
+            "HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\n",
+        ] {
+            assert!(dec(good, false).unwrap().is_some(), "{good:?}");
+        }
         assert!(dec("HTTP/1.1 2000 OK\r\n\r\n", false).is_err());
         assert!(dec("HTTP/1.1 200 OK\r\nContent", false).unwrap().is_none());
     }
