@@ -162,7 +162,24 @@ fn extra6() -> String {
 }
 
 fn ringlb6(lab: &mut Lab, node: &str, priority: u8) -> usize {
-    lab.ringlb_opts(node, &instance6(priority, "100ms"), &extra6(), &[])
+    ringlb6_with(lab, node, priority, "")
+}
+
+/// [`ringlb6`] with `extra` instance lines (e.g. unicast peers).
+fn ringlb6_with(lab: &mut Lab, node: &str, priority: u8, extra: &str) -> usize {
+    let inst = format!("{}{extra}", instance6(priority, "100ms"));
+    lab.ringlb_opts(node, &inst, &extra6(), &[])
+}
+
+/// `node`'s ringlb is BACKUP and has heard its master's adverts.
+fn assert_backup_hears(lab: &Lab, node: &str) {
+    let i = instance0(lab, node);
+    assert_eq!(i["role"], "BACKUP", "{i}");
+    assert!(
+        i["adverts_received"].as_u64().unwrap_or(0) > 0,
+        "{i}; bridge mdb: {}",
+        mdb(lab)
+    );
 }
 
 /// keepalived's VRRPv3 IPv6 instance for the same VIP, with `extra`
@@ -227,9 +244,7 @@ fn ringlb_pair_fails_over_ipv6_vip_and_client_follows_the_na() {
         client_neigh(&lab)
     );
     // Both ringlbs speak VRRPv3 over IPv6 to each other: b hears a.
-    let b = instance0(&lab, "b");
-    assert_eq!(b["role"], "BACKUP", "{b}");
-    assert!(b["adverts_received"].as_u64().unwrap_or(0) > 0, "{b}");
+    assert_backup_hears(&lab, "b");
 
     lab.kill9(a);
     lab.link_down("a");
@@ -261,13 +276,7 @@ fn ringlb_backup_follows_keepalived_ipv6_master_both_ways() {
     ringlb6(&mut lab, "b", 100);
     assert_only6(&lab, "a", START, "keepalived master, ringlb backup");
     assert_steady6(&lab, "a", "no dual master");
-    let b = instance0(&lab, "b");
-    assert_eq!(b["role"], "BACKUP", "{b}");
-    assert!(
-        b["adverts_received"].as_u64().unwrap_or(0) > 0,
-        "{b}; bridge mdb: {}",
-        mdb(&lab)
-    );
+    assert_backup_hears(&lab, "b");
     assert!(served6_by(&lab, "nodea"), "[VIP]:8080 not served by a");
 
     lab.kill9(ka);
@@ -322,23 +331,11 @@ fn unicast_ipv6_peers_elect_and_fail_over() {
     let unicast = |me: u8, peer: u8| {
         format!("unicast_src = \"2001:2::{me}\"\nunicast_peers = [\"2001:2::{peer}\"]\n")
     };
-    let a = lab.ringlb_opts(
-        "a",
-        &format!("{}{}", instance6(200, "100ms"), unicast(1, 2)),
-        &extra6(),
-        &[],
-    );
-    lab.ringlb_opts(
-        "b",
-        &format!("{}{}", instance6(100, "100ms"), unicast(2, 1)),
-        &extra6(),
-        &[],
-    );
+    let a = ringlb6_with(&mut lab, "a", 200, &unicast(1, 2));
+    ringlb6_with(&mut lab, "b", 100, &unicast(2, 1));
     assert_only6(&lab, "a", START, "unicast startup");
     assert_steady6(&lab, "a", "unicast steady state");
-    let b = instance0(&lab, "b");
-    assert_eq!(b["role"], "BACKUP", "{b}");
-    assert!(b["adverts_received"].as_u64().unwrap_or(0) > 0, "{b}");
+    assert_backup_hears(&lab, "b");
     assert!(served6_by(&lab, "nodea"), "[VIP]:8080 not served by a");
 
     lab.kill9(a);
@@ -361,17 +358,10 @@ fn unicast_ipv6_interoperates_with_keepalived_both_ways() {
     let ka_unicast = "  unicast_src_ip 2001:2::1\n  unicast_peer {\n    2001:2::2\n  }\n";
     let ka = keepalived6_with(&mut lab, "a", 200, ka_unicast);
     let b_unicast = "unicast_src = \"2001:2::2\"\nunicast_peers = [\"2001:2::1\"]\n";
-    lab.ringlb_opts(
-        "b",
-        &format!("{}{b_unicast}", instance6(100, "100ms")),
-        &extra6(),
-        &[],
-    );
+    ringlb6_with(&mut lab, "b", 100, b_unicast);
     assert_only6(&lab, "a", START, "keepalived unicast master, ringlb backup");
     assert_steady6(&lab, "a", "no dual master (ringlb believes keepalived)");
-    let b = instance0(&lab, "b");
-    assert_eq!(b["role"], "BACKUP", "{b}");
-    assert!(b["adverts_received"].as_u64().unwrap_or(0) > 0, "{b}");
+    assert_backup_hears(&lab, "b");
     assert_eq!(dropped(&lab, "b", "bad_ttl"), 0);
     assert!(served6_by(&lab, "nodea"), "[VIP]:8080 not served by a");
 

@@ -130,6 +130,42 @@ fn unicast_peers_elect_and_fail_over() {
     assert!(lab.served_by("nodeb", WAIT), "VIP:8080 not served by b");
 }
 
+/// keepalived's config for the lab's VIP in unicast mode: from `me` to `peer`.
+fn keepalived_unicast(priority: u8, me: &str, peer: &str) -> String {
+    keepalived_conf(3, priority, "0.1", None).replace(
+        "  virtual_ipaddress",
+        &format!("  unicast_src_ip {me}\n  unicast_peer {{\n    {peer}\n  }}\n  virtual_ipaddress"),
+    )
+}
+
+/// Unicast VRRP (no multicast anywhere) between ringlb and keepalived,
+/// both ways: each believes the other's adverts (one holder throughout),
+/// and a graceful stop of either hands over.
+#[test]
+fn unicast_interoperates_with_keepalived_both_ways() {
+    let mut lab = Lab::new();
+    lab.backend_on("a", "0.0.0.0:8080");
+    lab.backend("b");
+    let ka = lab.keepalived("a", &keepalived_unicast(200, "198.18.0.1", "198.18.0.2"));
+    let unicast_b = "unicast_peers = [\"198.18.0.1\"]\n";
+    lab.ringlb("b", &instance(100, "100ms", unicast_b));
+    assert_only(&lab, "a", WAIT, "keepalived unicast master, ringlb backup");
+    assert_steady(&lab, "a", STEADY, "ringlb believes keepalived");
+    lab.term(ka);
+    assert_only(&lab, "b", WAIT, "after SIGTERM of keepalived");
+    assert!(lab.served_by("nodeb", WAIT), "VIP:8080 not served by b");
+
+    // keepalived back with a lower priority: it believes ringlb.
+    let ka = lab.keepalived("a", &keepalived_unicast(50, "198.18.0.1", "198.18.0.2"));
+    assert!(
+        eventually(WAIT, || peer_view::keepalived_entered(&lab, ka, "BACKUP")
+            >= 1),
+        "the returning keepalived never started"
+    );
+    assert_steady(&lab, "b", STEADY, "keepalived believes ringlb");
+    assert_eq!(peer_view::keepalived_entered(&lab, ka, "MASTER"), 0);
+}
+
 #[test]
 fn keepalived_v3_backup_follows_ringlb_master_both_ways() {
     let mut lab = Lab::new();
