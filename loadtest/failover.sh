@@ -49,7 +49,7 @@ one() {
             start $node "$d/be-$node.log" "$RINGLB_BIN" backend --listen 0.0.0.0:8080 --name "node$node"
             mine+=("$LAST_PID")
             keepalived_conf $prio "$(seconds "$advert")" >"$d/ka-$node.conf"
-            start $node "$d/ka-$node.log" keepalived -P -n -l -f "$d/ka-$node.conf" \
+            start $node "$d/ka-$node.log" keepalived -P -n -l -G -f "$d/ka-$node.conf" \
                 -p "$d/ka-$node.pid" -r "$d/ka-$node.vrrp.pid"
             mine+=("$LAST_PID")
             [[ $node == a ]] && crash_pid=$LAST_PID

@@ -121,7 +121,7 @@ grep -q '^State:[[:space:]]*[^Z[:space:]]' "/proc/\$pid/status" 2>/dev/null
 CHK
             chmod 755 "$d/check-$node.sh"
             keepalived_conf $prio "$(seconds "$ADVERT")" "$d/check-$node.sh" 2 -20 >"$d/ka-$node.conf"
-            start $node "$d/ka-$node.log" keepalived -P -n -l -f "$d/ka-$node.conf" \
+            start $node "$d/ka-$node.log" keepalived -P -n -l -G -f "$d/ka-$node.conf" \
                 -p "$d/ka-$node.pid" -r "$d/ka-$node.vrrp.pid"
             MINE+=("$LAST_PID")
             [[ $node == a ]] && VICTIM=$LAST_PID KA_VRRP=$d/ka-a.vrrp.pid

@@ -162,15 +162,33 @@ fn extra6() -> String {
 }
 
 fn ringlb6(lab: &mut Lab, node: &str, priority: u8) -> usize {
-    lab.ringlb_opts(node, &instance6(priority, "100ms"), &extra6(), &[])
+    ringlb6_with(lab, node, priority, "")
 }
 
-/// keepalived's VRRPv3 IPv6 instance for the same VIP.
-fn keepalived6(priority: u8) -> String {
+/// [`ringlb6`] with `extra` instance lines (e.g. unicast peers).
+fn ringlb6_with(lab: &mut Lab, node: &str, priority: u8, extra: &str) -> usize {
+    let inst = format!("{}{extra}", instance6(priority, "100ms"));
+    lab.ringlb_opts(node, &inst, &extra6(), &[])
+}
+
+/// `node`'s ringlb is BACKUP and has heard its master's adverts.
+fn assert_backup_hears(lab: &Lab, node: &str) {
+    let i = instance0(lab, node);
+    assert_eq!(i["role"], "BACKUP", "{i}");
+    assert!(
+        i["adverts_received"].as_u64().unwrap_or(0) > 0,
+        "{i}; bridge mdb: {}",
+        mdb(lab)
+    );
+}
+
+/// keepalived's VRRPv3 IPv6 instance for the same VIP, with `extra`
+/// instance lines (e.g. unicast peers).
+fn keepalived6(priority: u8, extra: &str) -> String {
     format!(
         "global_defs {{\n  router_id ka\n}}\n\
          vrrp_instance VI_6 {{\n  state BACKUP\n  interface eth0\n  virtual_router_id 52\n\
-         \x20 version 3\n  priority {priority}\n  advert_int 0.1\n\
+         \x20 version 3\n  priority {priority}\n  advert_int 0.1\n{extra}\
          \x20 virtual_ipaddress {{\n    {VIP6}/64\n  }}\n}}\n"
     )
 }
@@ -181,6 +199,11 @@ fn keepalived6(priority: u8) -> String {
 /// advert until DAD is done, while already MASTER, and the peer becomes
 /// master too); ringlb waits. A real host is long past DAD, so the lab waits.
 fn keepalived6_on(lab: &mut Lab, node: &str, priority: u8) -> usize {
+    keepalived6_with(lab, node, priority, "")
+}
+
+/// [`keepalived6_on`] with `extra` instance lines.
+fn keepalived6_with(lab: &mut Lab, node: &str, priority: u8, extra: &str) -> usize {
     let ns = lab.ns(node);
     let settled = || {
         let out = sh(&[
@@ -192,7 +215,7 @@ fn keepalived6_on(lab: &mut Lab, node: &str, priority: u8) -> usize {
         eventually(START, settled),
         "{node}: link-local address never finished DAD"
     );
-    lab.keepalived(node, &keepalived6(priority))
+    lab.keepalived(node, &keepalived6(priority, extra))
 }
 
 fn instance0(lab: &Lab, node: &str) -> serde_json::Value {
@@ -221,9 +244,7 @@ fn ringlb_pair_fails_over_ipv6_vip_and_client_follows_the_na() {
         client_neigh(&lab)
     );
     // Both ringlbs speak VRRPv3 over IPv6 to each other: b hears a.
-    let b = instance0(&lab, "b");
-    assert_eq!(b["role"], "BACKUP", "{b}");
-    assert!(b["adverts_received"].as_u64().unwrap_or(0) > 0, "{b}");
+    assert_backup_hears(&lab, "b");
 
     lab.kill9(a);
     lab.link_down("a");
@@ -255,13 +276,7 @@ fn ringlb_backup_follows_keepalived_ipv6_master_both_ways() {
     ringlb6(&mut lab, "b", 100);
     assert_only6(&lab, "a", START, "keepalived master, ringlb backup");
     assert_steady6(&lab, "a", "no dual master");
-    let b = instance0(&lab, "b");
-    assert_eq!(b["role"], "BACKUP", "{b}");
-    assert!(
-        b["adverts_received"].as_u64().unwrap_or(0) > 0,
-        "{b}; bridge mdb: {}",
-        mdb(&lab)
-    );
+    assert_backup_hears(&lab, "b");
     assert!(served6_by(&lab, "nodea"), "[VIP]:8080 not served by a");
 
     lab.kill9(ka);
@@ -316,29 +331,59 @@ fn unicast_ipv6_peers_elect_and_fail_over() {
     let unicast = |me: u8, peer: u8| {
         format!("unicast_src = \"2001:2::{me}\"\nunicast_peers = [\"2001:2::{peer}\"]\n")
     };
-    let a = lab.ringlb_opts(
-        "a",
-        &format!("{}{}", instance6(200, "100ms"), unicast(1, 2)),
-        &extra6(),
-        &[],
-    );
-    lab.ringlb_opts(
-        "b",
-        &format!("{}{}", instance6(100, "100ms"), unicast(2, 1)),
-        &extra6(),
-        &[],
-    );
+    let a = ringlb6_with(&mut lab, "a", 200, &unicast(1, 2));
+    ringlb6_with(&mut lab, "b", 100, &unicast(2, 1));
     assert_only6(&lab, "a", START, "unicast startup");
     assert_steady6(&lab, "a", "unicast steady state");
-    let b = instance0(&lab, "b");
-    assert_eq!(b["role"], "BACKUP", "{b}");
-    assert!(b["adverts_received"].as_u64().unwrap_or(0) > 0, "{b}");
+    assert_backup_hears(&lab, "b");
     assert!(served6_by(&lab, "nodea"), "[VIP]:8080 not served by a");
 
     lab.kill9(a);
     lab.link_down("a");
     assert_only6(&lab, "b", WAIT, "unicast failover");
     assert!(served6_by(&lab, "nodeb"), "[VIP]:8080 not served by b");
+}
+
+/// Unicast VRRPv3 over IPv6 with keepalived, both ways. keepalived 2.2.7
+/// sends its IPv6 unicast adverts with the default hop limit (64, seen on
+/// the wire; its multicast ones have 255) and checks none on unicast; a
+/// ringlb that insisted on 255 dropped every one (`bad_ttl`) and became a
+/// second master. From a configured unicast peer, to our own address, any
+/// hop limit is accepted (`wire::hops_ok`).
+#[test]
+fn unicast_ipv6_interoperates_with_keepalived_both_ways() {
+    let mut lab = lab6();
+    lab.backend_on("a", "[::]:8080");
+    lab.backend("b");
+    let ka_unicast = "  unicast_src_ip 2001:2::1\n  unicast_peer {\n    2001:2::2\n  }\n";
+    let ka = keepalived6_with(&mut lab, "a", 200, ka_unicast);
+    let b_unicast = "unicast_src = \"2001:2::2\"\nunicast_peers = [\"2001:2::1\"]\n";
+    ringlb6_with(&mut lab, "b", 100, b_unicast);
+    assert_only6(&lab, "a", START, "keepalived unicast master, ringlb backup");
+    assert_steady6(&lab, "a", "no dual master (ringlb believes keepalived)");
+    assert_backup_hears(&lab, "b");
+    assert_eq!(dropped(&lab, "b", "bad_ttl"), 0);
+    assert!(served6_by(&lab, "nodea"), "[VIP]:8080 not served by a");
+
+    // keepalived's graceful stop (priority 0): ringlb takes over.
+    lab.term(ka);
+    assert_only6(&lab, "b", WAIT, "ringlb after keepalived stopped");
+    assert!(served6_by(&lab, "nodeb"), "[VIP]:8080 not served by b");
+    let masters = instance0(&lab, "b")["transitions"]["MASTER"].as_u64();
+
+    // keepalived returns with a lower priority: it hears ringlb's unicast
+    // adverts and stays backup.
+    let ka = keepalived6_with(&mut lab, "a", 50, ka_unicast);
+    assert!(
+        eventually(START, || peer_view::keepalived_entered(&lab, ka, "BACKUP")
+            >= 1),
+        "the returning keepalived never started"
+    );
+    assert_steady6(&lab, "b", "keepalived backup believes ringlb");
+    assert_eq!(peer_view::keepalived_entered(&lab, ka, "MASTER"), 0);
+    let b = instance0(&lab, "b");
+    assert_eq!(b["role"], "MASTER", "{b}");
+    assert_eq!(b["transitions"]["MASTER"].as_u64(), masters, "{b}");
 }
 
 /// Sends `msg` from node `node`'s 2001:2::N to ff02::12 on eth0 with the

@@ -130,6 +130,42 @@ fn unicast_peers_elect_and_fail_over() {
     assert!(lab.served_by("nodeb", WAIT), "VIP:8080 not served by b");
 }
 
+/// keepalived's config for the lab's VIP in unicast mode: from `me` to `peer`.
+fn keepalived_unicast(priority: u8, me: &str, peer: &str) -> String {
+    keepalived_conf(3, priority, "0.1", None).replace(
+        "  virtual_ipaddress",
+        &format!("  unicast_src_ip {me}\n  unicast_peer {{\n    {peer}\n  }}\n  virtual_ipaddress"),
+    )
+}
+
+/// Unicast VRRP (no multicast anywhere) between ringlb and keepalived,
+/// both ways: each believes the other's adverts (one holder throughout),
+/// and a graceful stop of either hands over.
+#[test]
+fn unicast_interoperates_with_keepalived_both_ways() {
+    let mut lab = Lab::new();
+    lab.backend_on("a", "0.0.0.0:8080");
+    lab.backend("b");
+    let ka = lab.keepalived("a", &keepalived_unicast(200, "198.18.0.1", "198.18.0.2"));
+    let unicast_b = "unicast_peers = [\"198.18.0.1\"]\n";
+    lab.ringlb("b", &instance(100, "100ms", unicast_b));
+    assert_only(&lab, "a", WAIT, "keepalived unicast master, ringlb backup");
+    assert_steady(&lab, "a", STEADY, "ringlb believes keepalived");
+    lab.term(ka);
+    assert_only(&lab, "b", WAIT, "after SIGTERM of keepalived");
+    assert!(lab.served_by("nodeb", WAIT), "VIP:8080 not served by b");
+
+    // keepalived back with a lower priority: it believes ringlb.
+    let ka = lab.keepalived("a", &keepalived_unicast(50, "198.18.0.1", "198.18.0.2"));
+    assert!(
+        eventually(WAIT, || peer_view::keepalived_entered(&lab, ka, "BACKUP")
+            >= 1),
+        "the returning keepalived never started"
+    );
+    assert_steady(&lab, "b", STEADY, "keepalived believes ringlb");
+    assert_eq!(peer_view::keepalived_entered(&lab, ka, "MASTER"), 0);
+}
+
 #[test]
 fn keepalived_v3_backup_follows_ringlb_master_both_ways() {
     let mut lab = Lab::new();
@@ -642,5 +678,76 @@ fn sync_group_member_outranked_drags_the_group() {
         eventually(WAIT, || has(other, "198.18.0.100")
             && has(other, "198.18.0.101")),
         "{other} must take both VIPs after {first} died"
+    );
+}
+
+/// keepalived's config for another virtual router on the lab's link:
+/// VRID 61 with 25 addresses of 198.18.1.0/24.
+fn keepalived_many_vips(priority: u8) -> String {
+    let vips: String = (1..=25).map(|i| format!("    198.18.1.{i}/24\n")).collect();
+    format!(
+        "global_defs {{\n  router_id other\n  vrrp_version 3\n}}\n\
+         vrrp_instance VI_9 {{\n  state BACKUP\n  interface eth0\n  virtual_router_id 61\n\
+         \x20 priority {priority}\n  advert_int 0.1\n  virtual_ipaddress {{\n{vips}  }}\n}}\n"
+    )
+}
+
+/// Another virtual router on the same link — keepalived, VRID 61, 25
+/// addresses — coming up and going away twice next to a ringlb master and
+/// its keepalived backup (VRID 51, 10 ms adverts) moves nothing: ringlb
+/// counts the foreign adverts as `unknown_vrid`, and neither VRID-51 router
+/// changes state. This once failed on every takeover of the other router:
+/// the lab ran keepalived with syslog on, and with no syslog daemon glibc
+/// writes each log line to /dev/console, which on a VM's serial console
+/// keeps a CPU busy with interrupts off for ~1.5 ms per line (a 25-VIP
+/// takeover logs ~100 lines); the ringlb shard's 10 ms tick came 30+ ms
+/// late, its liveness tracking saw a stalled data plane and the backup took
+/// the VIP. keepalived now runs with `-G` (see `Lab::keepalived`).
+#[test]
+fn another_virtual_router_on_the_link_moves_nothing() {
+    let mut lab = Lab::new();
+    lab.backend("a");
+    lab.ringlb_opts("a", &instance(200, "10ms", ""), &Lab::admin_section(), &[]);
+    let kb = lab.keepalived("b", &keepalived_conf(3, 100, "0.01", None));
+    assert_only(&lab, "a", WAIT, "ringlb master, keepalived backup");
+    assert!(
+        eventually(WAIT, || peer_view::keepalived_entered(&lab, kb, "BACKUP")
+            >= 1),
+        "keepalived b never settled in BACKUP"
+    );
+    let before = lab.stats("a")["vrrp"]["instances"][0]["transitions"].clone();
+    let b_masters = peer_view::keepalived_entered(&lab, kb, "MASTER");
+    for round in 0..2 {
+        let other = lab.keepalived("c", &keepalived_many_vips(200));
+        assert!(
+            eventually(WAIT, || peer_view::keepalived_entered(
+                &lab, other, "MASTER"
+            ) >= 1),
+            "round {round}: the other router never became master"
+        );
+        assert_steady(
+            &lab,
+            "a",
+            Duration::from_millis(500),
+            "the other router's takeover",
+        );
+        lab.term(other);
+    }
+    let stats = lab.stats("a");
+    let inst = &stats["vrrp"]["instances"][0];
+    assert_eq!(inst["transitions"], before, "ringlb changed state: {inst}");
+    assert_eq!(inst["role"], "MASTER", "{inst}");
+    assert_eq!(
+        peer_view::keepalived_entered(&lab, kb, "MASTER"),
+        b_masters,
+        "keepalived b took the VIP"
+    );
+    assert!(
+        stats["vrrp"]["dropped"]["unknown_vrid"]
+            .as_u64()
+            .unwrap_or(0)
+            > 0,
+        "ringlb never heard the other router: {}",
+        stats["vrrp"]["dropped"]
     );
 }

@@ -268,6 +268,11 @@ impl Lab {
     }
 
     /// Starts keepalived (VRRP only, foreground, log to stderr) in `node`.
+    /// Never to syslog (`-G`): with no syslog daemon, glibc writes every
+    /// line to /dev/console, and on a VM's serial console that keeps a CPU
+    /// busy with interrupts off for ~1.5 ms per line — a 25-VIP takeover
+    /// logs ~100 lines, enough to stall a ringlb shard's tick 30+ ms on the
+    /// same host and make it give its VIP away.
     pub fn keepalived(&mut self, node: &str, conf: &str) -> usize {
         let n = self.procs.len();
         let tag = format!("keepalived-{node}-{n}");
@@ -283,6 +288,7 @@ impl Lab {
                 "-P",
                 "-n",
                 "-l",
+                "-G",
                 "-D",
                 "-f",
                 file.to_str().unwrap(),

@@ -5,8 +5,9 @@
 //! 1. `ppoll` on the interface sockets and the shutdown eventfd, with a
 //!    timeout equal to the earliest deadline of any machine timer, GARP round
 //!    or tracking tick (nanosecond `timespec`, no rounding to ticks);
-//! 2. drain every readable socket: validate the IP envelope (TTL / hop
-//!    limit 255, protocol 112), find the instance by VRID, parse and check the advert,
+//! 2. drain every readable socket: validate the IP envelope (protocol
+//!    112), find the instance by VRID, parse and check the advert, check the
+//!    TTL / hop limit (255, or any from a unicast peer: `wire::hops_ok`),
 //!    hand it to the machine; every drop is counted by reason
 //!    (`ControlStats::vrrp_drop`), adverts for VRIDs we don't run are someone
 //!    else's and are counted as `unknown_vrid` without a log line;
@@ -503,6 +504,10 @@ impl Driver {
         let inst = &mut self.insts[ii];
         if !inst.peers.is_empty() && !inst.peers.contains(&src) {
             return self.drop_packet("unknown_peer");
+        }
+        // A unicast instance's source was just checked against its peers.
+        if !wire::hops_ok(env.ttl, dst, !inst.peers.is_empty()) {
+            return self.drop_packet(wire::Error::BadTtl.as_str());
         }
         let Some(m) = inst.machine.as_mut() else {
             return self.drop_packet("inactive");

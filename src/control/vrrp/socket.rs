@@ -17,15 +17,16 @@
 //! (or `unicast_src`), whatever the routing table would have picked, with
 //! TTL 255 and the internetwork-control TOS keepalived uses. The kernel fills
 //! in the identification and header checksum. Received datagrams carry their
-//! header, which [`wire::parse_ipv4`] checks.
+//! header, which [`wire::parse_ipv4`] splits and checks.
 //!
 //! **IPv6**: an IPv6 raw socket never carries the IP header, in either
 //! direction. Sending names the source per packet with `IPV6_PKTINFO` (the
 //! interface's link-local address, as RFC 5798 §5.1.2.1 requires, or
 //! `unicast_src`) and traffic class 0xc0 like keepalived; receiving asks for
 //! the hop limit (`IPV6_RECVHOPLIMIT`) and the destination
-//! (`IPV6_RECVPKTINFO`) as ancillary data, and [`wire::envelope_v6`] checks
-//! them. The checksum is *not* left to the kernel (`IPV6_CHECKSUM` would
+//! (`IPV6_RECVPKTINFO`) as ancillary data, which [`wire::envelope_v6`]
+//! assembles. Either way the driver then judges the TTL / hop limit with
+//! [`wire::hops_ok`] once it knows the instance (its unicast peers). The checksum is *not* left to the kernel (`IPV6_CHECKSUM` would
 //! drop bad ones silently): the v3 checksum over the IPv6 pseudo-header is
 //! computed and verified by the wire module like for IPv4, so a bad one is
 //! counted (`bad_checksum`) like every other drop.
@@ -379,7 +380,8 @@ mod tests {
 
     /// A real IPv6 raw socket on loopback: what one sends the other end
     /// receives with hop limit 255 and its destination, and the envelope
-    /// check passes; the same bytes claimed with a hop limit of 64 do not.
+    /// check passes; the same bytes claimed with a hop limit of 64 carry it
+    /// (for `wire::hops_ok`), and without one they do not pass.
     #[test]
     fn ipv6_loopback_round_trip() {
         let lo = crate::control::vrrp::iface::index("lo").unwrap();
@@ -421,6 +423,12 @@ mod tests {
             dst,
             hop_limit: Some(64),
         };
-        assert_eq!(low.envelope(&buf[..n]), Err(wire::Error::BadTtl));
+        assert_eq!(low.envelope(&buf[..n]).unwrap().ttl, 64);
+        let unknown = Meta::V6 {
+            src,
+            dst,
+            hop_limit: None,
+        };
+        assert_eq!(unknown.envelope(&buf[..n]), Err(wire::Error::BadTtl));
     }
 }

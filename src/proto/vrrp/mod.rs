@@ -18,7 +18,7 @@
 //!
 //! ```text
 //! on packet:  env = wire::parse_ipv4(bytes)?; repr = Repr::parse(&Packet::new_checked(env.payload)?, src, dst)?;
-//!             machine.handle_advert(now, src, &repr)?
+//!             wire::hops_ok(env.ttl, dst, from_unicast_peer) or drop; machine.handle_advert(now, src, &repr)?
 //! on wake:    machine.handle_timeout(now)
 //! after each: while let Some(r) = machine.poll_transmit() { send r.to_bytes(primary_ip, group) }
 //!             while let Some(e) = machine.poll_event()    { add/remove VIPs, GARP, notify }

@@ -27,10 +27,11 @@
 //!
 //! The enclosing IP header is the kernel's business, but RFC 5798 §7.1 makes
 //! two of its facts part of validation (TTL/hop limit 255, protocol 112):
-//! [`check_ip`] checks them given as values (IPv6 raw sockets give the hop
-//! limit as ancillary data), [`parse_ipv4`] splits a whole IPv4 datagram
-//! as delivered by an IPv4 raw socket, and [`envelope_v6`] assembles the same
-//! facts ([`Envelope`]) from what an IPv6 raw socket reports.
+//! [`parse_ipv4`] splits a whole IPv4 datagram as delivered by an IPv4 raw
+//! socket (checking the protocol), and [`envelope_v6`] assembles the same
+//! facts ([`Envelope`]) from what an IPv6 raw socket reports. The TTL / hop
+//! limit is carried, not judged there: [`hops_ok`] needs to know whether the
+//! advert came from one of the instance's unicast peers.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -672,15 +673,16 @@ impl Repr {
 // IP envelope
 // ---------------------------------------------------------------------------
 
-/// Check the IP facts RFC 5798 §7.1 requires: TTL / hop limit 255, protocol 112.
-pub fn check_ip(ttl: u8, protocol: u8) -> Result<()> {
-    if protocol != PROTOCOL {
-        return Err(Error::BadProtocol);
-    }
-    if ttl != TTL {
-        return Err(Error::BadTtl);
-    }
-    Ok(())
+/// Whether a received advert's TTL / hop limit is acceptable. RFC 5798
+/// §7.1 asks for 255: proof the packet was not routed, so nobody off the
+/// link can forge one. An advert addressed to this router itself (not to
+/// the group) by one of the instance's configured `unicast_peers`
+/// (`from_unicast_peer`) is accepted with any: unicast VRRP is keepalived's
+/// extension, its peers may sit behind a router, and keepalived 2.2.7 sends
+/// IPv6 unicast adverts with the default hop limit (64) and checks none on
+/// unicast itself; there the peer list is what decides whom to believe.
+pub fn hops_ok(ttl: u8, dst: IpAddr, from_unicast_peer: bool) -> bool {
+    ttl == TTL || (from_unicast_peer && !dst.is_multicast())
 }
 
 /// A received IPv4 datagram carrying VRRP, split into what `Repr::parse` needs.
@@ -699,7 +701,7 @@ pub struct Ipv4Envelope<'a> {
 pub struct Envelope<'a> {
     pub src: IpAddr,
     pub dst: IpAddr,
-    /// TTL (IPv4) or hop limit (IPv6), already checked to be 255.
+    /// TTL (IPv4) or hop limit (IPv6), for [`hops_ok`].
     pub ttl: u8,
     pub payload: &'a [u8],
 }
@@ -719,7 +721,7 @@ impl<'a> From<Ipv4Envelope<'a>> for Envelope<'a> {
 /// hop limit come as the peer address and ancillary data (`IPV6_PKTINFO`,
 /// `IPV6_HOPLIMIT`). A missing hop limit cannot be checked, so it counts as
 /// a bad one; a missing destination as a bad IP header (the v3 checksum
-/// covers it).
+/// covers it). The hop limit's value is judged by [`hops_ok`].
 pub fn envelope_v6(
     src: Ipv6Addr,
     dst: Option<Ipv6Addr>,
@@ -727,7 +729,6 @@ pub fn envelope_v6(
     payload: &[u8],
 ) -> Result<Envelope<'_>> {
     let ttl = hop_limit.ok_or(Error::BadTtl)?;
-    check_ip(ttl, PROTOCOL)?;
     let dst = dst.ok_or(Error::BadIpHeader)?;
     Ok(Envelope {
         src: IpAddr::V6(src),
@@ -738,8 +739,8 @@ pub fn envelope_v6(
 }
 
 /// Split a whole IPv4 datagram (as an IPv4 raw socket delivers it, header
-/// included), checking version, header length, total length, TTL 255 and
-/// protocol 112. Never panics.
+/// included), checking version, header length, total length and protocol
+/// 112 (the TTL is judged by [`hops_ok`]). Never panics.
 pub fn parse_ipv4(bytes: &[u8]) -> Result<Ipv4Envelope<'_>> {
     use pnet_packet::ipv4::Ipv4Packet;
     let ip = Ipv4Packet::new(bytes).ok_or(Error::BadIpHeader)?;
@@ -748,7 +749,9 @@ pub fn parse_ipv4(bytes: &[u8]) -> Result<Ipv4Envelope<'_>> {
     if ip.get_version() != 4 || ihl < 20 || total < ihl || total > bytes.len() {
         return Err(Error::BadIpHeader);
     }
-    check_ip(ip.get_ttl(), ip.get_next_level_protocol().0)?;
+    if ip.get_next_level_protocol().0 != PROTOCOL {
+        return Err(Error::BadProtocol);
+    }
     Ok(Ipv4Envelope {
         src: ip.get_source(),
         dst: ip.get_destination(),
@@ -1044,7 +1047,7 @@ mod tests {
     fn ipv6_envelope_checks() {
         let (s, d) = (Ipv6Addr::LOCALHOST, MULTICAST_V6);
         assert_eq!(envelope_v6(s, Some(d), Some(255), &[]).unwrap().ttl, 255);
-        assert_eq!(envelope_v6(s, Some(d), Some(1), &[]), Err(Error::BadTtl));
+        assert_eq!(envelope_v6(s, Some(d), Some(1), &[]).unwrap().ttl, 1);
         assert_eq!(envelope_v6(s, Some(d), None, &[]), Err(Error::BadTtl));
         assert_eq!(
             envelope_v6(s, None, Some(255), &[]),
@@ -1057,8 +1060,8 @@ mod tests {
         let good = fixture("keepalived_v3_advert");
         assert!(parse_ipv4(&good).is_ok());
         let mut b = good.clone();
-        b[8] = 64; // TTL
-        assert_eq!(parse_ipv4(&b), Err(Error::BadTtl));
+        b[8] = 64; // TTL: carried for hops_ok
+        assert_eq!(parse_ipv4(&b).unwrap().ttl, 64);
         let mut b = good.clone();
         b[9] = 17; // UDP
         assert_eq!(parse_ipv4(&b), Err(Error::BadProtocol));
@@ -1073,8 +1076,31 @@ mod tests {
         let mut b = good.clone();
         b.extend_from_slice(&[0; 6]);
         assert_eq!(parse_ipv4(&b).unwrap().payload.len(), good.len() - 20);
-        assert_eq!(check_ip(255, 112), Ok(()));
-        assert_eq!(check_ip(254, 112), Err(Error::BadTtl));
+    }
+
+    /// TTL / hop limit 255 always; anything else only when sent to us (not
+    /// the group) by a configured unicast peer.
+    #[test]
+    fn hops_ok_table() {
+        let me = v4(198, 18, 0, 2);
+        let me6 = IpAddr::V6("2001:2::2".parse().unwrap());
+        let group6 = IpAddr::V6(MULTICAST_V6);
+        let cases = [
+            // (ttl, dst, from a unicast peer, accepted)
+            (255, DST, false, true),
+            (255, me, false, true),
+            (255, me, true, true),
+            (254, DST, false, false),
+            (64, me, false, false),
+            (64, me, true, true),
+            (1, me6, true, true),
+            (64, DST, true, false),
+            (64, group6, true, false),
+            (0, me6, false, false),
+        ];
+        for (ttl, dst, peer, want) in cases {
+            assert_eq!(hops_ok(ttl, dst, peer), want, "{ttl} {dst} {peer}");
+        }
     }
 
     #[test]
