@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::peers::{nginx_with, Proc};
+use common::peers::{nginx_with, parse, Proc, Resp};
 use common::*;
 
 /// What the scripted backend answers for a request target (the path as it
@@ -158,16 +158,6 @@ fn scripted_backend() -> (Backend, Seen) {
     (be, seen)
 }
 
-/// One parsed response.
-#[derive(Debug)]
-struct Resp {
-    status: u16,
-    head: String,
-    body: Vec<u8>,
-    /// The body ended as its framing says (false: cut by the close).
-    complete: bool,
-}
-
 /// What a client saw on one connection.
 #[derive(Debug)]
 struct Seen1 {
@@ -180,87 +170,6 @@ struct Seen1 {
     closed: bool,
     /// What the backend received during the case.
     backend: Vec<String>,
-}
-
-fn find(h: &[u8], n: &[u8]) -> Option<usize> {
-    h.windows(n.len()).position(|w| w == n)
-}
-
-/// Parses `raw` as the responses to `methods`, strictly (CRLF heads,
-/// Content-Length / chunked / close-delimited bodies, 1xx skipped).
-fn parse(raw: &[u8], methods: &[&str], closed: bool) -> (Vec<Resp>, usize, Vec<u8>) {
-    let mut out = Vec::new();
-    let mut info = 0;
-    let mut rest = raw;
-    let mut i = 0;
-    while i < methods.len() && !rest.is_empty() {
-        let Some(end) = find(rest, b"\r\n\r\n") else {
-            break;
-        };
-        let head = String::from_utf8_lossy(&rest[..end + 4]).into_owned();
-        let status = head.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
-        let lower = head.to_ascii_lowercase();
-        let after = &rest[end + 4..];
-        if (100..200).contains(&status) && status != 101 {
-            info += 1;
-            rest = after;
-            continue;
-        }
-        let bodiless = methods[i] == "HEAD" || status == 204 || status == 304;
-        let (body, used, complete) = if bodiless {
-            (Vec::new(), 0, true)
-        } else if header(&lower, "transfer-encoding").is_some() {
-            dechunk(after)
-        } else if let Some(cl) = header(&lower, "content-length") {
-            let n: usize = cl.parse().unwrap_or(usize::MAX);
-            let take = n.min(after.len());
-            (after[..take].to_vec(), take, take == n)
-        } else {
-            (after.to_vec(), after.len(), closed)
-        };
-        out.push(Resp {
-            status,
-            head,
-            body,
-            complete,
-        });
-        rest = &after[used..];
-        i += 1;
-        if !complete {
-            break;
-        }
-    }
-    (out, info, rest.to_vec())
-}
-
-/// Decodes a chunked body: (data, bytes used, ended with the last chunk).
-fn dechunk(b: &[u8]) -> (Vec<u8>, usize, bool) {
-    let mut data = Vec::new();
-    let mut pos = 0;
-    loop {
-        let Some(eol) = find(&b[pos..], b"\r\n") else {
-            return (data, b.len(), false);
-        };
-        let line = String::from_utf8_lossy(&b[pos..pos + eol]).into_owned();
-        let size = usize::from_str_radix(line.split(';').next().unwrap().trim(), 16);
-        let Ok(size) = size else {
-            return (data, b.len(), false);
-        };
-        pos += eol + 2;
-        if size == 0 {
-            // Trailers up to the empty line.
-            let Some(t) = find(&b[pos - 2..], b"\r\n\r\n") else {
-                return (data, b.len(), false);
-            };
-            return (data, pos - 2 + t + 4, true);
-        }
-        if b.len() < pos + size + 2 {
-            data.extend_from_slice(&b[pos..b.len().min(pos + size)]);
-            return (data, b.len(), false);
-        }
-        data.extend_from_slice(&b[pos..pos + size]);
-        pos += size + 2;
-    }
 }
 
 struct Rig {

@@ -22,7 +22,7 @@ TEST_TIMEOUT=${TEST_TIMEOUT:-20m}
 LOGDIR=$(mktemp -d "${TMPDIR:-/tmp}/ringlb-tests.XXXXXX")
 trap 'rm -rf "$LOGDIR"' EXIT
 
-APT_PACKAGES=(wrk nginx haproxy keepalived curl openssl tcpdump tshark iproute2 iputils-ping python3-prometheus-client)
+APT_PACKAGES=(wrk nginx haproxy keepalived curl openssl tcpdump tshark iproute2 iputils-ping python3-prometheus-client apache2-utils)
 
 say() { printf '\n==> %s\n' "$*"; }
 

@@ -27,7 +27,10 @@
 //! the request replayable. A request whose bytes never left the proxy
 //! (connect failed, or the first write failed) may go again whatever its
 //! method; one that may have reached a backend goes again only when it is
-//! idempotent and still buffered. A POST is never sent twice.
+//! idempotent and still buffered. A POST is never sent twice, so it only
+//! goes on a pooled connection that was busy moments ago, never on one
+//! that may be meeting the backend's own idle close
+//! (`proto::pool_policy::reuse_within`).
 //!
 //! # Uploads are full duplex
 //!
@@ -93,6 +96,7 @@ use crate::proto::http1::{
     decode_request, decode_response, ChunkError, ChunkedDecoder, Field, Framing, Limits, Method,
     RequestHead, Version,
 };
+use crate::proto::pool_policy::reuse_within;
 use crate::snapshot::{ServerSnap, UpstreamSnap};
 
 /// Largest upstream response head accepted (the upstream buffer's size).
@@ -1322,11 +1326,15 @@ async fn attempt(
     let up = t.up;
     let server = t.server();
     let (key, now, idle_limit) = (pool_key(&t), shard.clock.get(), up.config.keepalive_timeout);
+    // Sent again if the connection turns out closed (see `retry`)?
+    let replayable =
+        req.head.method.is_idempotent() && req.body.rest.is_none() && req.body.intact();
+    let within = reuse_within(replayable, idle_limit);
     let taken = match up.config.send_proxy_protocol {
         // A PROXY-tagged connection names one client: it is private to
         // that client's connection (see `proxy_protocol`).
-        Some(_) => c.private.take(key, now, idle_limit),
-        None => shard.pool.borrow_mut().take(key, now, idle_limit),
+        Some(_) => c.private.take(key, now, idle_limit, within),
+        None => shard.pool.borrow_mut().take(key, now, idle_limit, within),
     };
     if taken.discarded > 0 {
         let mut rec = shard.rec.borrow_mut();

@@ -101,8 +101,17 @@ pub struct Taken {
 impl Pool {
     /// The warmest idle connection to `addr` that may carry a request at
     /// coarse time `now_ms` (see the module docs); unusable ones met on
-    /// the way are closed.
-    pub fn take(&mut self, addr: Key, now_ms: u64, keepalive_timeout: Duration) -> Taken {
+    /// the way are closed. One idle for `within` or longer is not taken
+    /// but left for a request that may have a longer limit (a request that
+    /// cannot be sent again gets a shorter one:
+    /// `proto::pool_policy::reuse_within`).
+    pub fn take(
+        &mut self,
+        addr: Key,
+        now_ms: u64,
+        keepalive_timeout: Duration,
+        within: Duration,
+    ) -> Taken {
         let mut discarded = 0;
         let Some(Servers { list, .. }) = self.idle.get_mut(&addr) else {
             return Taken {
@@ -110,8 +119,13 @@ impl Pool {
                 discarded,
             };
         };
-        while let Some(c) = list.pop_back() {
+        while let Some(c) = list.back() {
             let idle_for = Duration::from_millis(now_ms.saturating_sub(c.since_ms));
+            if within < keepalive_timeout && idle_for >= within {
+                // The warmest is too old for this request, so are the rest.
+                break;
+            }
+            let Some(c) = list.pop_back() else { break };
             match pooled_verdict(idle_for, keepalive_timeout, || peek(c.stream.as_raw_fd())) {
                 Ok(()) => {
                     return Taken {
@@ -248,6 +262,26 @@ mod tests {
         assert_eq!(peek(a.as_raw_fd()), Peek::Eof);
     }
 
+    /// A connection idle for longer than a request's limit is left in the
+    /// pool (open) for a request with a longer one.
+    #[test]
+    fn a_connection_too_old_for_one_request_stays_for_the_next() {
+        let mut rt = crate::runtime::ring::build_epoll().unwrap();
+        rt.block_on(async {
+            let mut pool = Pool::default();
+            let addr: Key = ("127.0.0.1:9".parse().unwrap(), 0);
+            let t = Duration::from_secs(60);
+            let (a, _peer) = pair();
+            let a = monoio::net::TcpStream::from_std(a).unwrap();
+            pool.put(addr, super::super::upstream::UpStream::Plain(a), 2, t, 0);
+            let short = pool.take(addr, 600, t, Duration::from_millis(500));
+            assert!(short.stream.is_none() && short.discarded == 0);
+            assert_eq!(pool.idle_count(), 1, "left, not closed");
+            assert!(pool.take(addr, 600, t, t).stream.is_some());
+            assert_eq!(pool.idle_count(), 0);
+        });
+    }
+
     /// Above the cap, returned connections stay for the surplus window and
     /// then the oldest are reset, down to the cap.
     #[test]
@@ -292,7 +326,7 @@ mod tests {
             }
             // The warmest comes back first.
             let Some(super::super::upstream::UpStream::Plain(got)) =
-                pool.take(addr, 50_001, t).stream
+                pool.take(addr, 50_001, t, t).stream
             else {
                 panic!("a pooled plain connection");
             };

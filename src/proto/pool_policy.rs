@@ -17,12 +17,41 @@
 //! The pool (`data::pool`) keeps each server's idle connections oldest
 //! first and takes the warmest; it asks [`close_oldest`] whether to close
 //! the oldest, and [`may_cache`] whether to keep a returned one at all.
+//!
+//! A backend closes an idle connection when *its* idle timeout runs out,
+//! and a request written just then is lost in flight: the backend's FIN
+//! and the request cross, the proxy reads a reset, and cannot tell whether
+//! the request was acted on. A GET is then sent again on a fresh
+//! connection; a POST, or a body streamed from the client, cannot be (it
+//! is never replayed), and the client would get a 502 for a request the
+//! backend never saw. Such a request is therefore only given a connection
+//! that was busy within the last [`UNREPLAYABLE_IDLE`] ([`reuse_within`]):
+//! no backend closes a connection that young (uvicorn's shortest usual
+//! setting is 1 s, gunicorn's default 2 s), so it opens a new one instead
+//! after a quiet spell. Under load every connection is reused within
+//! milliseconds and nothing changes.
 
 use std::time::Duration;
 
 /// How long an idle connection above the `keepalive` cap is kept for the
 /// next burst before it is closed.
 pub const SURPLUS_IDLE: Duration = Duration::from_secs(1);
+
+/// The longest a pooled connection may have been idle and still carry a
+/// request that cannot be sent again (see the module docs).
+pub const UNREPLAYABLE_IDLE: Duration = Duration::from_millis(500);
+
+/// How long a pooled connection may have been idle to carry a request:
+/// its upstream's `keepalive_timeout` when the request can be sent again
+/// should the connection turn out closed (`replayable`: idempotent, body
+/// buffered), else at most [`UNREPLAYABLE_IDLE`].
+pub fn reuse_within(replayable: bool, keepalive_timeout: Duration) -> Duration {
+    if replayable {
+        keepalive_timeout
+    } else {
+        keepalive_timeout.min(UNREPLAYABLE_IDLE)
+    }
+}
 
 /// May a connection coming back from a complete exchange be cached?
 /// `keepalive = 0` or `keepalive_timeout = 0` keep none.
@@ -58,6 +87,23 @@ mod tests {
     use super::*;
 
     const MS: fn(u64) -> Duration = Duration::from_millis;
+
+    #[test]
+    fn reuse_within_table() {
+        for (replayable, timeout, want, why) in [
+            (
+                true,
+                MS(4_000),
+                MS(4_000),
+                "a GET takes any live connection",
+            ),
+            (false, MS(4_000), MS(500), "a POST only a recently busy one"),
+            (false, MS(200), MS(200), "never beyond keepalive_timeout"),
+            (true, MS(0), MS(0), "no keep-alive at all"),
+        ] {
+            assert_eq!(reuse_within(replayable, timeout), want, "{why}");
+        }
+    }
 
     #[test]
     fn may_cache_table() {

@@ -8,7 +8,7 @@
 //! request). Tests assert both sides: what the client got and what the
 //! backend received, and how many times.
 
-use super::{free_port, python, tempdir};
+use super::{find, free_port, header, python, tempdir};
 use serde_json::Value;
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
@@ -158,6 +158,12 @@ impl AppServer {
             .collect()
     }
 
+    /// The file a `/lockstep` client creates once it has event `i` of the
+    /// response to request `id` (`app.py`'s `ack_path`).
+    pub fn ack_path(&self, id: &str, i: usize) -> PathBuf {
+        PathBuf::from(format!("{}.ack.{id}.{i}", self.record.display()))
+    }
+
     /// The records carrying test id `id`.
     pub fn records_of(&self, id: &str) -> Vec<Value> {
         self.records()
@@ -305,7 +311,127 @@ pub fn curl(args: &[&str]) -> (bool, Vec<u8>, String) {
     )
 }
 
+/// sha256 of `b` in lower-case hex (as `app.py` records it), by coreutils'
+/// `sha256sum`.
+pub fn sha256_hex(b: &[u8]) -> String {
+    use std::io::Write;
+    let mut c = Command::new("sha256sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("sha256sum (coreutils)");
+    let mut stdin = c.stdin.take().unwrap();
+    let data = b.to_vec();
+    let w = thread::spawn(move || stdin.write_all(&data));
+    let out = c.wait_with_output().unwrap();
+    w.join().unwrap().unwrap();
+    String::from_utf8_lossy(&out.stdout)[..64].to_string()
+}
+
+/// Reads from `s` until the peer closes it or a read times out: (bytes,
+/// whether it closed).
+pub fn read_until_close(s: &mut TcpStream) -> (Vec<u8>, bool) {
+    use std::io::Read;
+    let mut out = Vec::new();
+    let mut b = vec![0u8; 64 * 1024];
+    loop {
+        match s.read(&mut b) {
+            Ok(0) => return (out, true),
+            Ok(n) => out.extend_from_slice(&b[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return (out, true),
+            Err(_) => return (out, false),
+        }
+    }
+}
+
 /// The bytes `app.py` serves for `/dl/N` (its `pattern(n)`, seed 7).
 pub fn app_pattern(n: usize) -> Vec<u8> {
     (0..n).map(|i| ((i * 31 + 7) % 251) as u8).collect()
+}
+
+/// One parsed response.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub head: String,
+    pub body: Vec<u8>,
+    /// The body ended as its framing says (false: cut by the close).
+    pub complete: bool,
+}
+
+/// Parses `raw` as the responses to `methods`, strictly (CRLF heads,
+/// Content-Length / chunked / close-delimited bodies, 1xx skipped).
+pub fn parse(raw: &[u8], methods: &[&str], closed: bool) -> (Vec<Resp>, usize, Vec<u8>) {
+    let mut out = Vec::new();
+    let mut info = 0;
+    let mut rest = raw;
+    let mut i = 0;
+    while i < methods.len() && !rest.is_empty() {
+        let Some(end) = find(rest, b"\r\n\r\n") else {
+            break;
+        };
+        let head = String::from_utf8_lossy(&rest[..end + 4]).into_owned();
+        let status = head.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let lower = head.to_ascii_lowercase();
+        let after = &rest[end + 4..];
+        if (100..200).contains(&status) && status != 101 {
+            info += 1;
+            rest = after;
+            continue;
+        }
+        let bodiless = methods[i] == "HEAD" || status == 204 || status == 304;
+        let (body, used, complete) = if bodiless {
+            (Vec::new(), 0, true)
+        } else if header(&lower, "transfer-encoding").is_some() {
+            dechunk(after)
+        } else if let Some(cl) = header(&lower, "content-length") {
+            let n: usize = cl.parse().unwrap_or(usize::MAX);
+            let take = n.min(after.len());
+            (after[..take].to_vec(), take, take == n)
+        } else {
+            (after.to_vec(), after.len(), closed)
+        };
+        out.push(Resp {
+            status,
+            head,
+            body,
+            complete,
+        });
+        rest = &after[used..];
+        i += 1;
+        if !complete {
+            break;
+        }
+    }
+    (out, info, rest.to_vec())
+}
+
+/// Decodes a chunked body: (data, bytes used, ended with the last chunk).
+pub fn dechunk(b: &[u8]) -> (Vec<u8>, usize, bool) {
+    let mut data = Vec::new();
+    let mut pos = 0;
+    loop {
+        let Some(eol) = find(&b[pos..], b"\r\n") else {
+            return (data, b.len(), false);
+        };
+        let line = String::from_utf8_lossy(&b[pos..pos + eol]).into_owned();
+        let size = usize::from_str_radix(line.split(';').next().unwrap().trim(), 16);
+        let Ok(size) = size else {
+            return (data, b.len(), false);
+        };
+        pos += eol + 2;
+        if size == 0 {
+            // Trailers up to the empty line.
+            let Some(t) = find(&b[pos - 2..], b"\r\n\r\n") else {
+                return (data, b.len(), false);
+            };
+            return (data, pos - 2 + t + 4, true);
+        }
+        if b.len() < pos + size + 2 {
+            data.extend_from_slice(&b[pos..b.len().min(pos + size)]);
+            return (data, b.len(), false);
+        }
+        data.extend_from_slice(&b[pos..pos + size]);
+        pos += size + 2;
+    }
 }

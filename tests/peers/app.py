@@ -12,12 +12,24 @@ Routes (any method):
   /status/CODE     empty response with that status (304 carries an ETag)
   /etag            200 "tagged" with ETag "v1"; If-None-Match: "v1" -> 304
   /early/CODE      answers CODE *without reading* the request body
+  /tick/N?gap=MS   a text/event-stream of N events ("data: tick i"), one every
+                   MS ms, without Content-Length (chunked)
+  /lockstep/N      the same N events, but each next one only once the client
+                   acknowledged the previous one by creating the file
+                   ack_path(id, i) (at most 30 s each): a proxy that holds a
+                   streamed response back stalls it (the record's "acked"
+                   tells how many were acknowledged)
+  /wait/MS         answers "waited" after MS ms (a long poll)
+  /cookies/N       200 with N Set-Cookie fields
+  /fill/N          200 with N fields "X-Fill-i" of 1000 bytes each
   /ws              WebSocket echo (ASGI only)
   anything else    reads the whole body, answers 200 {"len": n, "sha": hex}
 """
+import asyncio
 import hashlib
 import json
 import os
+import time
 
 LOG = os.environ["RECORD_LOG"]
 
@@ -41,6 +53,35 @@ def sha(b):
     return hashlib.sha256(b).hexdigest()
 
 
+def ack_path(tid, i):
+    """The file a /lockstep client creates once it has event i."""
+    return "%s.ack.%s.%d" % (LOG, tid, i)
+
+
+def tick(i):
+    return b"data: tick %d\n\n" % i
+
+
+def stream_plan(path, query):
+    """(events, gap seconds, lockstep) for /tick and /lockstep, else None."""
+    if path.startswith("/tick/"):
+        gap = 0.1
+        for kv in query.split("&"):
+            if kv.startswith("gap="):
+                gap = int(kv[4:]) / 1000
+        return int(path[6:]), gap, False
+    if path.startswith("/lockstep/"):
+        return int(path[10:]), 0, True
+    return None
+
+
+def acked(tid, i):
+    return os.path.exists(ack_path(tid, i))
+
+
+SSE = [("content-type", "text/event-stream"), ("cache-control", "no-cache")]
+
+
 def plan(method, path, query):
     """(status, headers, body chunks, read_body) for a request."""
     if path.startswith("/dl/"):
@@ -54,10 +95,61 @@ def plan(method, path, query):
         if code not in (204, 304):
             hdrs.append(("content-length", "0"))
         return code, hdrs, [], True, sha(b"")
+    if path.startswith("/cookies/"):
+        hdrs = [("set-cookie", "c%d=%s; Path=/; HttpOnly" % (i, "v" * 40)) for i in range(int(path[9:]))]
+        return 200, hdrs + [("content-length", "4")], [b"ok\r\n"], True, sha(b"ok\r\n")
+    if path.startswith("/fill/"):
+        hdrs = [("x-fill-%d" % i, "f" * 1000) for i in range(int(path[6:]))]
+        return 200, hdrs + [("content-length", "4")], [b"ok\r\n"], True, sha(b"ok\r\n")
     if path.startswith("/early/"):
         body = b"refused early"
         return int(path[7:]), [("content-length", str(len(body)))], [body], False, sha(body)
     return None
+
+
+async def asgi_stream(tid, method, path, sp, send):
+    n, gap, lockstep = sp
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(k.encode(), v.encode()) for k, v in SSE]})
+    h = hashlib.sha256()
+    acks = 0
+    for i in range(n):
+        h.update(tick(i))
+        await send({"type": "http.response.body", "body": tick(i), "more_body": True})
+        if lockstep:
+            for _ in range(3000):
+                if acked(tid, i):
+                    break
+                await asyncio.sleep(0.01)
+            if not acked(tid, i):
+                break
+            acks += 1
+        elif i + 1 < n:
+            await asyncio.sleep(gap)
+    record(id=tid, method=method, path=path, len=0, sha=sha(b""), resp_sha=h.hexdigest(),
+           acked=acks)
+    await send({"type": "http.response.body", "body": b""})
+
+
+def wsgi_stream(tid, method, path, sp):
+    n, gap, lockstep = sp
+    h = hashlib.sha256()
+    acks = 0
+    for i in range(n):
+        h.update(tick(i))
+        yield tick(i)
+        if lockstep:
+            for _ in range(3000):
+                if acked(tid, i):
+                    break
+                time.sleep(0.01)
+            if not acked(tid, i):
+                break
+            acks += 1
+        elif i + 1 < n:
+            time.sleep(gap)
+    record(id=tid, method=method, path=path, len=0, sha=sha(b""), resp_sha=h.hexdigest(),
+           acked=acks)
 
 
 async def asgi(scope, receive, send):
@@ -91,6 +183,18 @@ async def asgi(scope, receive, send):
         return
     method, path = scope["method"], scope["path"]
     query = scope.get("query_string", b"").decode()
+    sp = stream_plan(path, query)
+    if sp is not None:
+        await asgi_stream(tid, method, path, sp, send)
+        return
+    if path.startswith("/wait/"):
+        await asyncio.sleep(int(path[6:]) / 1000)
+        body = b"waited"
+        record(id=tid, method=method, path=path, len=0, sha=sha(b""), resp_sha=sha(body))
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-length", b"6")]})
+        await send({"type": "http.response.body", "body": body})
+        return
     p = plan(method, path, query)
     if p is not None and not p[3]:
         status, hdrs, chunks, _, rsha = p
@@ -140,6 +244,15 @@ def wsgi(environ, start_response):
     method, path = environ["REQUEST_METHOD"], environ["PATH_INFO"]
     query = environ.get("QUERY_STRING", "")
     tid = environ.get("HTTP_X_TEST_ID", "")
+    sp = stream_plan(path, query)
+    if sp is not None:
+        start_response("200 OK", SSE)
+        return wsgi_stream(tid, method, path, sp)
+    if path.startswith("/wait/"):
+        time.sleep(int(path[6:]) / 1000)
+        record(id=tid, method=method, path=path, len=0, sha=sha(b""), resp_sha=sha(b"waited"))
+        start_response("200 OK", [("content-length", "6")])
+        return [b"waited"]
     p = plan(method, path, query)
     n = 0
     h = hashlib.sha256()
