@@ -174,6 +174,8 @@ if ver in ("1.2", "1.3"):
     v = ssl.TLSVersion.TLSv1_2 if ver == "1.2" else ssl.TLSVersion.TLSv1_3
     ctx.minimum_version = v
     ctx.maximum_version = v
+if len(sys.argv) > 6:
+    ctx.set_ciphers(sys.argv[6])
 def once(session=None):
     with socket.create_connection(("127.0.0.1", int(port)), timeout=15) as raw:
         with ctx.wrap_socket(raw, server_hostname=sni, session=session) as s:
@@ -194,6 +196,23 @@ fn py_client(port: u16, sni: &str, ca: &Path, ver: &str, verify: bool) -> serde_
     let port = port.to_string();
     let mode = if verify { "verify" } else { "none" };
     py_json(PY_CLIENT, &[&port, sni, ca.to_str().unwrap(), ver, mode])
+}
+
+/// [`py_client`] on TLS 1.2 offering only the cipher suites `ciphers`
+/// (OpenSSL names).
+fn py_client_ciphers(
+    port: u16,
+    sni: &str,
+    ca: &Path,
+    verify: bool,
+    ciphers: &str,
+) -> serde_json::Value {
+    let port = port.to_string();
+    let mode = if verify { "verify" } else { "none" };
+    py_json(
+        PY_CLIENT,
+        &[&port, sni, ca.to_str().unwrap(), "1.2", mode, ciphers],
+    )
 }
 
 /// Every request the backend saw carried exactly one `X-Forwarded-Proto`,
@@ -371,6 +390,65 @@ fn unknown_sni_gets_the_default_certificate_and_is_counted_when_refused() {
     let r = py_client(port, "127.0.0.1", &ca, "any", false);
     assert_eq!(r["ok"], true, "{r}");
     assert_eq!(r["first"]["cert"].as_str().unwrap(), s.pki.der_hex("a"));
+}
+
+/// An RSA and an ECDSA certificate for the same names (as nginx takes two
+/// `ssl_certificate` lines): each client gets the one its cipher suites
+/// can use, also without SNI; TLS 1.3 clients the first configured.
+#[test]
+fn rsa_and_ecdsa_certificates_for_one_name_each_serve_their_clients() {
+    let s = start_with(
+        "[[listener.tls.sni]]\ncertificate = \"{dir}/a_rsa.pem\"\nkey = \"{dir}/a_rsa.key\"\n",
+        |pki| pki.rsa_leaf("a_rsa", &["a.test", "*.a.test"]),
+    );
+    let port = s.rl.addr.port();
+    let ca = s.pki.path("ca.pem");
+    let (ec, rsa) = (s.pki.der_hex("a"), s.pki.der_hex("a_rsa"));
+    let rsa_suites = "ECDHE-RSA-AES128-GCM-SHA256:ECDHE-RSA-CHACHA20-POLY1305";
+    let ec_suites = "ECDHE-ECDSA-AES128-GCM-SHA256";
+    for (sni, verify, ciphers, want) in [
+        ("a.test", true, rsa_suites, &rsa),
+        ("www.a.test", true, rsa_suites, &rsa),
+        ("a.test", true, ec_suites, &ec),
+        // No SNI (an IP-literal client, which cannot verify the name): the
+        // default certificate's group.
+        ("127.0.0.1", false, rsa_suites, &rsa),
+        ("127.0.0.1", false, ec_suites, &ec),
+    ] {
+        let r = py_client_ciphers(port, sni, &ca, verify, ciphers);
+        assert_eq!(r["ok"], true, "{sni} {ciphers}: {r}\n{}", s.rl.log_text());
+        assert_eq!(r["first"]["version"], "TLSv1.2");
+        let got = r["first"]["cert"].as_str();
+        assert_eq!(got, Some(want.as_str()), "{sni} {ciphers}");
+        assert_eq!(r["first"]["status"], "200");
+        // Resumed, with the session of the same certificate.
+        assert_eq!(r["second"]["reused"], true, "{r}");
+    }
+    let r = py_client(port, "a.test", &ca, "1.3", true);
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(r["first"]["cert"].as_str(), Some(ec.as_str()));
+    // curl limited to ECDHE-RSA on TLS 1.2 verifies the RSA chain.
+    let (ok, body, err) = curl(&[
+        "--tlsv1.2",
+        "--tls-max",
+        "1.2",
+        "--ciphers",
+        "ECDHE-RSA-AES256-GCM-SHA384",
+        "--cacert",
+        ca.to_str().unwrap(),
+        "--resolve",
+        &format!("a.test:{port}:127.0.0.1"),
+        &format!("https://a.test:{port}/rsa"),
+    ]);
+    assert!(ok && body == "ok", "{err}");
+    // Every request reached the backend once: 6 clients × 2 requests + curl.
+    let seen = s.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 13, "{seen:#?}");
+    assert_eq!(
+        seen.iter().filter(|r| r.starts_with("GET /rsa ")).count(),
+        1
+    );
+    assert_forwarded_https(&seen);
 }
 
 /// A rustls client config trusting the test CA.
