@@ -66,7 +66,6 @@ use std::time::{Duration, Instant};
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 
-use super::tls::ConnectError;
 use super::upstream::{ConnectFailure, UpStream};
 
 use super::body_buf::{self, BodyBuf};
@@ -945,6 +944,8 @@ struct UpConn {
 enum Failure {
     ConnectRefused,
     ConnectTimeout,
+    /// The TLS handshake with the server failed (logged with its reason).
+    TlsHandshake,
     /// A local resource shortage (EMFILE, ENFILE, EADDRNOTAVAIL, ENOBUFS,
     /// ENOMEM): not the server's fault.
     Local,
@@ -958,7 +959,9 @@ enum Failure {
 impl Failure {
     fn kind(self) -> FailureKind {
         match self {
-            Failure::ConnectRefused | Failure::ConnectTimeout => FailureKind::Connect,
+            Failure::ConnectRefused | Failure::ConnectTimeout | Failure::TlsHandshake => {
+                FailureKind::Connect
+            }
             Failure::Local => FailureKind::Local,
             Failure::Reset => FailureKind::Reset,
             Failure::Timeout => FailureKind::Timeout,
@@ -1648,15 +1651,11 @@ async fn connect(
         Err(ConnectFailure::Tls(e)) => {
             shard.rec.borrow_mut().on_upstream_tls_failure();
             crate::warn!(
-                "upstream {} server {}: TLS handshake failed: {}",
+                "upstream {} server {}: TLS handshake failed: {e}",
                 t.up.config.name,
                 t.server().addr,
-                match &e {
-                    ConnectError::Tls(e) => e.to_string(),
-                    ConnectError::Io => "connection closed".to_string(),
-                }
             );
-            Err(Failure::ConnectRefused)
+            Err(Failure::TlsHandshake)
         }
     }
 }

@@ -169,7 +169,7 @@ pub fn load_roots(path: &Path) -> Result<rustls::RootCertStore, String> {
 
 /// Subject alternative DNS names, or the common name when there are none
 /// (what clients fall back to as well), lower-cased.
-fn dns_names(x: &x509_parser::certificate::X509Certificate<'_>) -> Vec<String> {
+pub(crate) fn dns_names(x: &x509_parser::certificate::X509Certificate<'_>) -> Vec<String> {
     use x509_parser::extensions::GeneralName;
     let mut names: Vec<String> = match x.subject_alternative_name() {
         Ok(Some(san)) => san

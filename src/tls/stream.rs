@@ -413,6 +413,15 @@ pub enum ConnectError {
     Tls(rustls::Error),
 }
 
+impl std::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConnectError::Io => f.write_str("connection closed"),
+            ConnectError::Tls(e) => f.write_str(&super::upstream::explain(e)),
+        }
+    }
+}
+
 /// Runs the client side of a handshake on `io` (the caller bounds it in
 /// time). Returns the stream and whether the session was resumed.
 pub async fn connect(

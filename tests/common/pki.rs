@@ -99,6 +99,41 @@ impl Pki {
         );
     }
 
+    /// A server leaf whose only name is its common name (no subject
+    /// alternative name), as old private CAs issue them.
+    pub fn cn_leaf(&self, name: &str, cn: &str) {
+        self.sign(
+            name,
+            &format!("/CN={cn}"),
+            "basicConstraints=CA:FALSE\n",
+            30,
+        );
+    }
+
+    /// [`Pki::cn_leaf`] as X.509 v1: no extensions at all (what
+    /// `openssl x509 -req` without `-extfile` makes).
+    pub fn v1_leaf(&self, name: &str, cn: &str) {
+        self.sign(name, &format!("/CN={cn}"), "", 30);
+    }
+
+    /// A self-signed server certificate `name.pem`/`name.key`, made the way
+    /// most how-tos make one (`openssl req -x509`, which marks it a CA);
+    /// `san`: its `subjectAltName` value, if any.
+    pub fn self_signed(&self, name: &str, cn: &str, san: Option<&str>) {
+        let key = format!("{name}.key");
+        let pem = format!("{name}.pem");
+        let subj = format!("/CN={cn}");
+        let mut args = vec!["req", "-x509", "-newkey"];
+        args.extend_from_slice(EC_P256);
+        args.extend_from_slice(&["-nodes", "-keyout", &key, "-out", &pem, "-subj", &subj]);
+        let ext = san.map(|s| format!("subjectAltName={s}"));
+        if let Some(ext) = &ext {
+            args.extend_from_slice(&["-addext", ext]);
+        }
+        args.extend_from_slice(&["-days", "30"]);
+        openssl(&self.dir.0, &args);
+    }
+
     /// A server leaf for IP addresses only (`IP:` subject alternative names).
     pub fn ip_leaf(&self, name: &str, ips: &[&str]) {
         let san: Vec<String> = ips.iter().map(|n| format!("IP:{n}")).collect();
