@@ -1235,3 +1235,118 @@ fn curl_plain_http_to_the_tls_port_gets_nginx_s_400() {
     assert!(seen[0].starts_with("GET /tls "), "{seen:?}");
     assert!(seen[1].starts_with("GET /ten HTTP/1."), "{seen:?}");
 }
+
+/// Python ssl client: `count` POSTs of `size` bytes, each on its own
+/// connection, sent whole whatever the server answers (as `requests` does),
+/// then the answer read; a close without close_notify is an error
+/// (`suppress_ragged_eofs=False`). Prints one JSON line per upload.
+const PY_BIG_POST: &str = r#"
+port, sni, ca, size, path, count = sys.argv[1:7]
+ctx = ssl.create_default_context(cafile=ca)
+out = []
+for _ in range(int(count)):
+    with socket.create_connection(("127.0.0.1", int(port)), timeout=20) as raw:
+        with ctx.wrap_socket(raw, server_hostname=sni, suppress_ragged_eofs=False) as s:
+            head = "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Length: %s\r\n\r\n" % (path, sni, size)
+            try:
+                s.sendall(head.encode() + b"u" * int(size))
+                sent = "all"
+            except (ssl.SSLError, OSError) as e:
+                sent = repr(e)
+            try:
+                head, _, body = read_all(s).partition(b"\r\n\r\n")
+                out.append(dict(sent=sent, status=head[9:12].decode(), body=body.decode(), clean=True))
+            except (ssl.SSLError, OSError) as e:
+                out.append(dict(sent=sent, error=repr(e), clean=False))
+print(json.dumps(out))
+"#;
+
+/// A TLS client still sending a body the server refused gets the answer
+/// and a clean close: the refusal is read to the end of the upload (a
+/// lingering close) and the close carries close_notify. Before, the proxy
+/// closed with the body unread, and the client's next write met a reset
+/// (`requests`: "EOF occurred in violation of protocol", no response).
+#[test]
+fn refused_uploads_over_tls_get_their_answer_and_a_clean_close() {
+    // Over the listener's client_max_body_size (1m by default): ringlb's
+    // own 413, nothing forwarded.
+    let s = start("");
+    let port = s.rl.addr.port().to_string();
+    let ca = s.pki.path("ca.pem");
+    let ca = ca.to_str().unwrap();
+    let r = py_json(PY_BIG_POST, &[&port, "a.test", ca, "3000000", "/big", "2"]);
+    for u in r.as_array().unwrap() {
+        assert_eq!(u["sent"], "all", "{r}\n{}", s.rl.log_text());
+        assert_eq!(u["clean"], true, "{r}");
+        assert_eq!(u["status"], "413", "{r}");
+    }
+    assert!(s.seen.lock().unwrap().is_empty());
+    // requests as users call it.
+    let script = format!(
+        "import requests, warnings; warnings.simplefilter('ignore')\n\
+         r = requests.post('https://127.0.0.1:{port}/req', data=b'z' * 3000000, verify=False)\n\
+         print(r.status_code)"
+    );
+    assert_eq!(common::python_ok(&["-c", &script]).trim(), "413");
+    assert!(s.seen.lock().unwrap().is_empty());
+
+    // A backend that answers 413 after the head and reads no body: relayed
+    // while the upload streams, then the same lingering close. Several
+    // uploads, since where the upload is cut varies.
+    let heads = Arc::new(Mutex::new(Vec::new()));
+    let h2 = Arc::clone(&heads);
+    let be = backend(move |mut s: TcpStream| {
+        let mut head = Vec::new();
+        let mut b = [0u8; 4096];
+        while common::find(&head, b"\r\n\r\n").is_none() {
+            match s.read(&mut b) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => head.extend_from_slice(&b[..n]),
+            }
+        }
+        let end = common::find(&head, b"\r\n\r\n").unwrap();
+        h2.lock()
+            .unwrap()
+            .push(String::from_utf8_lossy(&head[..end]).into_owned());
+        let _ = s.write_all(
+            b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 9\r\nConnection: close\r\n\r\nrefused!\n",
+        );
+        let _ = s.shutdown(std::net::Shutdown::Write);
+        while matches!(s.read(&mut b), Ok(n) if n > 0) {}
+    });
+    let pki = Pki::new();
+    pki.leaf("a", &["a.test"], 30);
+    let cfg = format!(
+        "[runtime]\nworkers = 1\n\n[[listener]]\nlisten = \"127.0.0.1:{{port}}\"\nupstream = \"app\"\n\
+         client_max_body_size = 0\n[listener.tls]\ncertificate = \"{}\"\nkey = \"{}\"\n\n\
+         [upstream.app]\n[[upstream.app.server]]\naddress = \"{}\"\n",
+        pki.path("a.pem").display(),
+        pki.path("a.key").display(),
+        be.addr
+    );
+    let rl = Ringlb::start(&cfg);
+    let port = rl.addr.port().to_string();
+    let ca = pki.path("ca.pem");
+    let r = py_json(
+        PY_BIG_POST,
+        &[
+            &port,
+            "a.test",
+            ca.to_str().unwrap(),
+            "8000000",
+            "/early",
+            "6",
+        ],
+    );
+    for u in r.as_array().unwrap() {
+        assert_eq!(u["sent"], "all", "{r}\n{}", rl.log_text());
+        assert_eq!(u["clean"], true, "{r}");
+        assert_eq!(u["status"], "413", "{r}");
+        assert_eq!(u["body"], "refused!\n", "{r}");
+    }
+    let heads = heads.lock().unwrap().clone();
+    assert_eq!(heads.len(), 6, "{heads:#?}");
+    assert!(heads
+        .iter()
+        .all(|h| h.starts_with("POST /early HTTP/1.1\r\n")));
+}
