@@ -994,6 +994,54 @@ fn check_validates_each_pair_at_its_config_key() {
     let (ok, err) = check(d, &tls_config(&p("rsa.pem"), &p("rsa1.key"), ""));
     assert!(ok, "{err}");
 
+    // The chain in the wrong order (CA first): at `certificate`, saying
+    // which certificate the key belongs to.
+    let reversed = format!(
+        "{}{}",
+        std::fs::read_to_string(p("ca.pem")).unwrap(),
+        std::fs::read_to_string(p("a.pem")).unwrap()
+    );
+    std::fs::write(p("reversed.pem"), reversed).unwrap();
+    let (ok, err) = check(d, &tls_config(&p("reversed.pem"), &p("a.key"), ""));
+    assert!(!ok && err.starts_with("F:5:15: "), "{err}");
+    assert!(
+        err.contains("belongs to certificate 2 of the chain"),
+        "{err}"
+    );
+    // Passphrase-protected keys (PKCS#8 and traditional): at `key`, said so.
+    openssl(
+        d,
+        &[
+            "pkcs8",
+            "-topk8",
+            "-in",
+            "a.key",
+            "-out",
+            "a.enc.key",
+            "-passout",
+            "pass:x",
+        ],
+    );
+    openssl(
+        d,
+        &[
+            "rsa",
+            "-in",
+            "rsa.key",
+            "-traditional",
+            "-aes128",
+            "-passout",
+            "pass:x",
+            "-out",
+            "rsa.enc.key",
+        ],
+    );
+    for (pem, key) in [("a.pem", "a.enc.key"), ("rsa.pem", "rsa.enc.key")] {
+        let (ok, err) = check(d, &tls_config(&p(pem), &p(key), ""));
+        assert!(!ok && err.starts_with("F:6:7: "), "{err}");
+        assert!(err.contains("the private key is encrypted"), "{err}");
+    }
+
     // An SNI entry is checked the same way, at its own keys (lines 8, 9).
     let (ok, err) = check(
         d,
