@@ -1398,3 +1398,86 @@ fn refused_uploads_over_tls_get_their_answer_and_a_clean_close() {
         .iter()
         .all(|h| h.starts_with("POST /early HTTP/1.1\r\n")));
 }
+
+/// Runs `openssl s_client` against `port` with `stdin` as what the user
+/// types (`R`: renegotiate, `K`: key update, then request lines); waits
+/// for it to exit, at most 30 s (then kills it: a hang). Returns its
+/// output (stdout + stderr) and whether it exited by itself.
+fn s_client(port: u16, ca: &Path, args: &[&str], stdin: &'static [u8]) -> (String, bool) {
+    use std::process::Stdio;
+    let mut child = Command::new("openssl")
+        .args(["s_client", "-connect", &format!("127.0.0.1:{port}")])
+        .args(["-servername", "a.test", "-CAfile", ca.to_str().unwrap()])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the openssl CLI is needed for these tests");
+    let mut input = child.stdin.take().unwrap();
+    // Typed lines apart, as a user does: s_client reads them one by one.
+    let feeder = thread::spawn(move || {
+        for line in stdin.split_inclusive(|b| *b == b'\n') {
+            if input.write_all(line).is_err() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(300));
+        }
+        // Keep stdin open: s_client exits on EOF of stdin otherwise.
+        thread::sleep(Duration::from_secs(30));
+    });
+    let start = Instant::now();
+    let exited = loop {
+        if child.try_wait().unwrap().is_some() {
+            break true;
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            break false;
+        }
+        thread::sleep(Duration::from_millis(50));
+    };
+    let out = child.wait_with_output().unwrap();
+    drop(feeder);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (text, exited)
+}
+
+/// A TLS 1.2 client asking to renegotiate is told no at once (the
+/// `no_renegotiation` alert rustls queues is sent, as nginx and haproxy
+/// answer), instead of waiting with its handshake half done until a
+/// timeout; a TLS 1.3 key update is answered and the request served.
+#[test]
+fn renegotiation_is_refused_at_once_and_key_updates_work() {
+    let s = start("");
+    let port = s.rl.addr.port();
+    let ca = s.pki.path("ca.pem");
+    let (out, exited) = s_client(
+        port,
+        &ca,
+        &["-tls1_2"],
+        b"R\nGET /after-reneg HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n",
+    );
+    assert!(out.contains("RENEGOTIATING"), "{out}");
+    assert!(exited, "s_client still waiting after 30 s:\n{out}");
+    assert!(out.contains("no renegotiation"), "{out}");
+    assert!(!out.contains("HTTP/1.1 200"), "{out}");
+    let (out, exited) = s_client(
+        port,
+        &ca,
+        &["-tls1_3"],
+        b"K\nGET /after-update HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n",
+    );
+    assert!(exited, "{out}");
+    assert!(out.contains("KEYUPDATE"), "{out}");
+    assert!(out.contains("HTTP/1.1 200 OK"), "{out}");
+    // Only the key-update connection's request reached the backend, once.
+    let seen = s.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1, "{seen:#?}");
+    assert!(seen[0].starts_with("GET /after-update "), "{seen:#?}");
+    curl_ok(&ca, port, "/still-serving");
+}
