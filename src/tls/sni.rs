@@ -185,10 +185,12 @@ mod tests {
             &["*.b.test"],
             &["c.test"],
         ]);
+        // Which certificates the client can use.
+        type CanSign<'a> = &'a dyn Fn(usize) -> bool;
         let rsa = [1, 3];
         let rsa_only = |i: usize| rsa.contains(&i);
         let ecdsa_only = |i: usize| !rsa.contains(&i);
-        let table: [(Option<&str>, &dyn Fn(usize) -> bool, usize); 12] = [
+        let table: [(Option<&str>, CanSign, usize); 12] = [
             (Some("a.test"), &ecdsa_only, 0),
             (Some("a.test"), &rsa_only, 1),
             (Some("www.a.test"), &rsa_only, 1),
