@@ -117,14 +117,24 @@ fn curl(args: &[&str]) -> (bool, String, String) {
 /// asserts it got the backend's `ok`.
 #[track_caller]
 fn curl_ok(ca: &Path, port: u16, path: &str) {
-    let (ok, body, err) = curl(&[
+    curl_ok_with(ca, port, path, &[]);
+}
+
+/// [`curl_ok`] with more curl arguments (TLS versions, cipher suites).
+#[track_caller]
+fn curl_ok_with(ca: &Path, port: u16, path: &str, extra: &[&str]) {
+    let mut args = extra.to_vec();
+    let resolve = format!("a.test:{port}:127.0.0.1");
+    let url = format!("https://a.test:{port}{path}");
+    args.extend_from_slice(&[
         "--cacert",
         ca.to_str().unwrap(),
         "--resolve",
-        &format!("a.test:{port}:127.0.0.1"),
-        &format!("https://a.test:{port}{path}"),
+        &resolve,
+        &url,
     ]);
-    assert!(ok && body == "ok", "{path}: {err}");
+    let (ok, body, err) = curl(&args);
+    assert!(ok && body == "ok", "{path} {extra:?}: {err}");
 }
 
 /// What the Python ssl clients below start with: `read_all`, everything a
@@ -294,17 +304,7 @@ fn tls12_and_tls13_each_negotiate_and_resume() {
         ["--tlsv1.2", "--tls-max", "1.2"],
         ["--tlsv1.3", "--tls-max", "1.3"],
     ] {
-        let (ok, body, err) = curl(&[
-            flags[0],
-            flags[1],
-            flags[2],
-            "--cacert",
-            ca.to_str().unwrap(),
-            "--resolve",
-            &format!("a.test:{port}:127.0.0.1"),
-            &format!("https://a.test:{port}/v"),
-        ]);
-        assert!(ok && body == "ok", "{flags:?}: {err}");
+        curl_ok_with(&ca, port, "/v", &flags);
     }
     assert_forwarded_https(&s.seen.lock().unwrap());
 }
@@ -428,19 +428,13 @@ fn rsa_and_ecdsa_certificates_for_one_name_each_serve_their_clients() {
     assert_eq!(r["ok"], true, "{r}");
     assert_eq!(r["first"]["cert"].as_str(), Some(ec.as_str()));
     // curl limited to ECDHE-RSA on TLS 1.2 verifies the RSA chain.
-    let (ok, body, err) = curl(&[
-        "--tlsv1.2",
+    let rsa_only = [
         "--tls-max",
         "1.2",
         "--ciphers",
         "ECDHE-RSA-AES256-GCM-SHA384",
-        "--cacert",
-        ca.to_str().unwrap(),
-        "--resolve",
-        &format!("a.test:{port}:127.0.0.1"),
-        &format!("https://a.test:{port}/rsa"),
-    ]);
-    assert!(ok && body == "ok", "{err}");
+    ];
+    curl_ok_with(&ca, port, "/rsa", &rsa_only);
     // Every request reached the backend once: 6 clients × 2 requests + curl.
     let seen = s.seen.lock().unwrap().clone();
     assert_eq!(seen.len(), 13, "{seen:#?}");
