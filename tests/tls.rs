@@ -117,14 +117,24 @@ fn curl(args: &[&str]) -> (bool, String, String) {
 /// asserts it got the backend's `ok`.
 #[track_caller]
 fn curl_ok(ca: &Path, port: u16, path: &str) {
-    let (ok, body, err) = curl(&[
+    curl_ok_with(ca, port, path, &[]);
+}
+
+/// [`curl_ok`] with more curl arguments (TLS versions, cipher suites).
+#[track_caller]
+fn curl_ok_with(ca: &Path, port: u16, path: &str, extra: &[&str]) {
+    let mut args = extra.to_vec();
+    let resolve = format!("a.test:{port}:127.0.0.1");
+    let url = format!("https://a.test:{port}{path}");
+    args.extend_from_slice(&[
         "--cacert",
         ca.to_str().unwrap(),
         "--resolve",
-        &format!("a.test:{port}:127.0.0.1"),
-        &format!("https://a.test:{port}{path}"),
+        &resolve,
+        &url,
     ]);
-    assert!(ok && body == "ok", "{path}: {err}");
+    let (ok, body, err) = curl(&args);
+    assert!(ok && body == "ok", "{path} {extra:?}: {err}");
 }
 
 /// What the Python ssl clients below start with: `read_all`, everything a
@@ -174,6 +184,8 @@ if ver in ("1.2", "1.3"):
     v = ssl.TLSVersion.TLSv1_2 if ver == "1.2" else ssl.TLSVersion.TLSv1_3
     ctx.minimum_version = v
     ctx.maximum_version = v
+if len(sys.argv) > 6:
+    ctx.set_ciphers(sys.argv[6])
 def once(session=None):
     with socket.create_connection(("127.0.0.1", int(port)), timeout=15) as raw:
         with ctx.wrap_socket(raw, server_hostname=sni, session=session) as s:
@@ -194,6 +206,23 @@ fn py_client(port: u16, sni: &str, ca: &Path, ver: &str, verify: bool) -> serde_
     let port = port.to_string();
     let mode = if verify { "verify" } else { "none" };
     py_json(PY_CLIENT, &[&port, sni, ca.to_str().unwrap(), ver, mode])
+}
+
+/// [`py_client`] on TLS 1.2 offering only the cipher suites `ciphers`
+/// (OpenSSL names).
+fn py_client_ciphers(
+    port: u16,
+    sni: &str,
+    ca: &Path,
+    verify: bool,
+    ciphers: &str,
+) -> serde_json::Value {
+    let port = port.to_string();
+    let mode = if verify { "verify" } else { "none" };
+    py_json(
+        PY_CLIENT,
+        &[&port, sni, ca.to_str().unwrap(), "1.2", mode, ciphers],
+    )
 }
 
 /// Every request the backend saw carried exactly one `X-Forwarded-Proto`,
@@ -275,17 +304,7 @@ fn tls12_and_tls13_each_negotiate_and_resume() {
         ["--tlsv1.2", "--tls-max", "1.2"],
         ["--tlsv1.3", "--tls-max", "1.3"],
     ] {
-        let (ok, body, err) = curl(&[
-            flags[0],
-            flags[1],
-            flags[2],
-            "--cacert",
-            ca.to_str().unwrap(),
-            "--resolve",
-            &format!("a.test:{port}:127.0.0.1"),
-            &format!("https://a.test:{port}/v"),
-        ]);
-        assert!(ok && body == "ok", "{flags:?}: {err}");
+        curl_ok_with(&ca, port, "/v", &flags);
     }
     assert_forwarded_https(&s.seen.lock().unwrap());
 }
@@ -371,6 +390,59 @@ fn unknown_sni_gets_the_default_certificate_and_is_counted_when_refused() {
     let r = py_client(port, "127.0.0.1", &ca, "any", false);
     assert_eq!(r["ok"], true, "{r}");
     assert_eq!(r["first"]["cert"].as_str().unwrap(), s.pki.der_hex("a"));
+}
+
+/// An RSA and an ECDSA certificate for the same names (as nginx takes two
+/// `ssl_certificate` lines): each client gets the one its cipher suites
+/// can use, also without SNI; TLS 1.3 clients the first configured.
+#[test]
+fn rsa_and_ecdsa_certificates_for_one_name_each_serve_their_clients() {
+    let s = start_with(
+        "[[listener.tls.sni]]\ncertificate = \"{dir}/a_rsa.pem\"\nkey = \"{dir}/a_rsa.key\"\n",
+        |pki| pki.rsa_leaf("a_rsa", &["a.test", "*.a.test"]),
+    );
+    let port = s.rl.addr.port();
+    let ca = s.pki.path("ca.pem");
+    let (ec, rsa) = (s.pki.der_hex("a"), s.pki.der_hex("a_rsa"));
+    let rsa_suites = "ECDHE-RSA-AES128-GCM-SHA256:ECDHE-RSA-CHACHA20-POLY1305";
+    let ec_suites = "ECDHE-ECDSA-AES128-GCM-SHA256";
+    for (sni, verify, ciphers, want) in [
+        ("a.test", true, rsa_suites, &rsa),
+        ("www.a.test", true, rsa_suites, &rsa),
+        ("a.test", true, ec_suites, &ec),
+        // No SNI (an IP-literal client, which cannot verify the name): the
+        // default certificate's group.
+        ("127.0.0.1", false, rsa_suites, &rsa),
+        ("127.0.0.1", false, ec_suites, &ec),
+    ] {
+        let r = py_client_ciphers(port, sni, &ca, verify, ciphers);
+        assert_eq!(r["ok"], true, "{sni} {ciphers}: {r}\n{}", s.rl.log_text());
+        assert_eq!(r["first"]["version"], "TLSv1.2");
+        let got = r["first"]["cert"].as_str();
+        assert_eq!(got, Some(want.as_str()), "{sni} {ciphers}");
+        assert_eq!(r["first"]["status"], "200");
+        // Resumed, with the session of the same certificate.
+        assert_eq!(r["second"]["reused"], true, "{r}");
+    }
+    let r = py_client(port, "a.test", &ca, "1.3", true);
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(r["first"]["cert"].as_str(), Some(ec.as_str()));
+    // curl limited to ECDHE-RSA on TLS 1.2 verifies the RSA chain.
+    let rsa_only = [
+        "--tls-max",
+        "1.2",
+        "--ciphers",
+        "ECDHE-RSA-AES256-GCM-SHA384",
+    ];
+    curl_ok_with(&ca, port, "/rsa", &rsa_only);
+    // Every request reached the backend once: 6 clients × 2 requests + curl.
+    let seen = s.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 13, "{seen:#?}");
+    assert_eq!(
+        seen.iter().filter(|r| r.starts_with("GET /rsa ")).count(),
+        1
+    );
+    assert_forwarded_https(&seen);
 }
 
 /// A rustls client config trusting the test CA.
@@ -916,6 +988,54 @@ fn check_validates_each_pair_at_its_config_key() {
     let (ok, err) = check(d, &tls_config(&p("rsa.pem"), &p("rsa1.key"), ""));
     assert!(ok, "{err}");
 
+    // The chain in the wrong order (CA first): at `certificate`, saying
+    // which certificate the key belongs to.
+    let reversed = format!(
+        "{}{}",
+        std::fs::read_to_string(p("ca.pem")).unwrap(),
+        std::fs::read_to_string(p("a.pem")).unwrap()
+    );
+    std::fs::write(p("reversed.pem"), reversed).unwrap();
+    let (ok, err) = check(d, &tls_config(&p("reversed.pem"), &p("a.key"), ""));
+    assert!(!ok && err.starts_with("F:5:15: "), "{err}");
+    assert!(
+        err.contains("belongs to certificate 2 of the chain"),
+        "{err}"
+    );
+    // Passphrase-protected keys (PKCS#8 and traditional): at `key`, said so.
+    openssl(
+        d,
+        &[
+            "pkcs8",
+            "-topk8",
+            "-in",
+            "a.key",
+            "-out",
+            "a.enc.key",
+            "-passout",
+            "pass:x",
+        ],
+    );
+    openssl(
+        d,
+        &[
+            "rsa",
+            "-in",
+            "rsa.key",
+            "-traditional",
+            "-aes128",
+            "-passout",
+            "pass:x",
+            "-out",
+            "rsa.enc.key",
+        ],
+    );
+    for (pem, key) in [("a.pem", "a.enc.key"), ("rsa.pem", "rsa.enc.key")] {
+        let (ok, err) = check(d, &tls_config(&p(pem), &p(key), ""));
+        assert!(!ok && err.starts_with("F:6:7: "), "{err}");
+        assert!(err.contains("the private key is encrypted"), "{err}");
+    }
+
     // An SNI entry is checked the same way, at its own keys (lines 8, 9).
     let (ok, err) = check(
         d,
@@ -1156,4 +1276,202 @@ fn curl_plain_http_to_the_tls_port_gets_nginx_s_400() {
     assert_eq!(seen.len(), 2, "{seen:?}");
     assert!(seen[0].starts_with("GET /tls "), "{seen:?}");
     assert!(seen[1].starts_with("GET /ten HTTP/1."), "{seen:?}");
+}
+
+/// Python ssl client: `count` POSTs of `size` bytes, each on its own
+/// connection, sent whole whatever the server answers (as `requests` does),
+/// then the answer read; a close without close_notify is an error
+/// (`suppress_ragged_eofs=False`). Prints one JSON line per upload.
+const PY_BIG_POST: &str = r#"
+port, sni, ca, size, path, count = sys.argv[1:7]
+ctx = ssl.create_default_context(cafile=ca)
+out = []
+for _ in range(int(count)):
+    with socket.create_connection(("127.0.0.1", int(port)), timeout=20) as raw:
+        with ctx.wrap_socket(raw, server_hostname=sni, suppress_ragged_eofs=False) as s:
+            head = "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Length: %s\r\n\r\n" % (path, sni, size)
+            try:
+                s.sendall(head.encode() + b"u" * int(size))
+                sent = "all"
+            except (ssl.SSLError, OSError) as e:
+                sent = repr(e)
+            try:
+                head, _, body = read_all(s).partition(b"\r\n\r\n")
+                out.append(dict(sent=sent, status=head[9:12].decode(), body=body.decode(), clean=True))
+            except (ssl.SSLError, OSError) as e:
+                out.append(dict(sent=sent, error=repr(e), clean=False))
+print(json.dumps(out))
+"#;
+
+/// A TLS client still sending a body the server refused gets the answer
+/// and a clean close: the refusal is read to the end of the upload (a
+/// lingering close) and the close carries close_notify. Before, the proxy
+/// closed with the body unread, and the client's next write met a reset
+/// (`requests`: "EOF occurred in violation of protocol", no response).
+#[test]
+fn refused_uploads_over_tls_get_their_answer_and_a_clean_close() {
+    // Over the listener's client_max_body_size (1m by default): ringlb's
+    // own 413, nothing forwarded.
+    let s = start("");
+    let port = s.rl.addr.port().to_string();
+    let ca = s.pki.path("ca.pem");
+    let ca = ca.to_str().unwrap();
+    let r = py_json(PY_BIG_POST, &[&port, "a.test", ca, "3000000", "/big", "2"]);
+    for u in r.as_array().unwrap() {
+        assert_eq!(u["sent"], "all", "{r}\n{}", s.rl.log_text());
+        assert_eq!(u["clean"], true, "{r}");
+        assert_eq!(u["status"], "413", "{r}");
+    }
+    assert!(s.seen.lock().unwrap().is_empty());
+    // requests as users call it.
+    let script = format!(
+        "import requests, warnings; warnings.simplefilter('ignore')\n\
+         r = requests.post('https://127.0.0.1:{port}/req', data=b'z' * 3000000, verify=False)\n\
+         print(r.status_code)"
+    );
+    assert_eq!(common::python_ok(&["-c", &script]).trim(), "413");
+    assert!(s.seen.lock().unwrap().is_empty());
+
+    // A backend that answers 413 after the head and reads no body: relayed
+    // while the upload streams, then the same lingering close. Several
+    // uploads, since where the upload is cut varies.
+    let heads = Arc::new(Mutex::new(Vec::new()));
+    let h2 = Arc::clone(&heads);
+    let be = backend(move |mut s: TcpStream| {
+        let mut head = Vec::new();
+        let mut b = [0u8; 4096];
+        while common::find(&head, b"\r\n\r\n").is_none() {
+            match s.read(&mut b) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => head.extend_from_slice(&b[..n]),
+            }
+        }
+        let end = common::find(&head, b"\r\n\r\n").unwrap();
+        h2.lock()
+            .unwrap()
+            .push(String::from_utf8_lossy(&head[..end]).into_owned());
+        let _ = s.write_all(
+            b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 9\r\nConnection: close\r\n\r\nrefused!\n",
+        );
+        let _ = s.shutdown(std::net::Shutdown::Write);
+        while matches!(s.read(&mut b), Ok(n) if n > 0) {}
+    });
+    let pki = Pki::new();
+    pki.leaf("a", &["a.test"], 30);
+    let cfg = format!(
+        "[runtime]\nworkers = 1\n\n[[listener]]\nlisten = \"127.0.0.1:{{port}}\"\nupstream = \"app\"\n\
+         client_max_body_size = 0\n[listener.tls]\ncertificate = \"{}\"\nkey = \"{}\"\n\n\
+         [upstream.app]\n[[upstream.app.server]]\naddress = \"{}\"\n",
+        pki.path("a.pem").display(),
+        pki.path("a.key").display(),
+        be.addr
+    );
+    let rl = Ringlb::start(&cfg);
+    let port = rl.addr.port().to_string();
+    let ca = pki.path("ca.pem");
+    let r = py_json(
+        PY_BIG_POST,
+        &[
+            &port,
+            "a.test",
+            ca.to_str().unwrap(),
+            "8000000",
+            "/early",
+            "6",
+        ],
+    );
+    for u in r.as_array().unwrap() {
+        assert_eq!(u["sent"], "all", "{r}\n{}", rl.log_text());
+        assert_eq!(u["clean"], true, "{r}");
+        assert_eq!(u["status"], "413", "{r}");
+        assert_eq!(u["body"], "refused!\n", "{r}");
+    }
+    let heads = heads.lock().unwrap().clone();
+    assert_eq!(heads.len(), 6, "{heads:#?}");
+    assert!(heads
+        .iter()
+        .all(|h| h.starts_with("POST /early HTTP/1.1\r\n")));
+}
+
+/// Runs `openssl s_client` against `port` with `stdin` as what the user
+/// types (`R`: renegotiate, `K`: key update, then request lines); waits
+/// for it to exit, at most 30 s (then kills it: a hang). Returns its
+/// output (stdout + stderr) and whether it exited by itself.
+fn s_client(port: u16, ca: &Path, args: &[&str], stdin: &'static [u8]) -> (String, bool) {
+    use std::process::Stdio;
+    let mut child = Command::new("openssl")
+        .args(["s_client", "-connect", &format!("127.0.0.1:{port}")])
+        .args(["-servername", "a.test", "-CAfile", ca.to_str().unwrap()])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the openssl CLI is needed for these tests");
+    let mut input = child.stdin.take().unwrap();
+    // Typed lines apart, as a user does: s_client reads them one by one.
+    let feeder = thread::spawn(move || {
+        for line in stdin.split_inclusive(|b| *b == b'\n') {
+            if input.write_all(line).is_err() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(300));
+        }
+        // Keep stdin open: s_client exits on EOF of stdin otherwise.
+        thread::sleep(Duration::from_secs(30));
+    });
+    let start = Instant::now();
+    let exited = loop {
+        if child.try_wait().unwrap().is_some() {
+            break true;
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            break false;
+        }
+        thread::sleep(Duration::from_millis(50));
+    };
+    let out = child.wait_with_output().unwrap();
+    drop(feeder);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (text, exited)
+}
+
+/// A TLS 1.2 client asking to renegotiate is told no at once (the
+/// `no_renegotiation` alert rustls queues is sent, as nginx and haproxy
+/// answer), instead of waiting with its handshake half done until a
+/// timeout; a TLS 1.3 key update is answered and the request served.
+#[test]
+fn renegotiation_is_refused_at_once_and_key_updates_work() {
+    let s = start("");
+    let port = s.rl.addr.port();
+    let ca = s.pki.path("ca.pem");
+    let (out, exited) = s_client(
+        port,
+        &ca,
+        &["-tls1_2"],
+        b"R\nGET /after-reneg HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n",
+    );
+    assert!(out.contains("RENEGOTIATING"), "{out}");
+    assert!(exited, "s_client still waiting after 30 s:\n{out}");
+    assert!(out.contains("no renegotiation"), "{out}");
+    assert!(!out.contains("HTTP/1.1 200"), "{out}");
+    let (out, exited) = s_client(
+        port,
+        &ca,
+        &["-tls1_3"],
+        b"K\nGET /after-update HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n",
+    );
+    assert!(exited, "{out}");
+    assert!(out.contains("KEYUPDATE"), "{out}");
+    assert!(out.contains("HTTP/1.1 200 OK"), "{out}");
+    // Only the key-update connection's request reached the backend, once.
+    let seen = s.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1, "{seen:#?}");
+    assert!(seen[0].starts_with("GET /after-update "), "{seen:#?}");
+    curl_ok(&ca, port, "/still-serving");
 }

@@ -224,3 +224,141 @@ fn http_health_checks_run_over_tls_and_fail_on_a_bad_certificate() {
     assert_eq!(status, 200, "{body}");
     assert!(body.starts_with("a.test "), "{body}");
 }
+
+/// Backends' own certificates, verified as nginx (`proxy_ssl_verify`) and
+/// curl verify them: a self-signed certificate given as its own `tls_ca`
+/// (made with `openssl req -x509`, so marked a CA), and a CA-issued one
+/// whose only name is its common name. Each is accepted for its name only;
+/// another name, or another key under the same subject, is a 502 that
+/// never reaches nginx.
+#[test]
+fn self_signed_and_common_name_only_backends_verify_as_nginx_does() {
+    let pki = Pki::new();
+    pki.self_signed("ss", "backend.internal", Some("DNS:backend.internal"));
+    pki.self_signed("ss_cn", "cn-only.internal", None);
+    pki.cn_leaf("cn", "cn.test");
+    pki.v1_leaf("v1", "v1.test");
+    // Same subject as `ss`, another key: must not pass for it.
+    let impostor = Pki::new();
+    impostor.self_signed("ss", "backend.internal", Some("DNS:backend.internal"));
+    // One nginx port per certificate; each response names its port.
+    let certs = ["ss", "ss_cn", "cn", "v1"];
+    let ports: Vec<u16> = certs.iter().map(|_| free_port()).collect();
+    let addrs: Vec<SocketAddr> = ports
+        .iter()
+        .map(|p| format!("127.0.0.1:{p}").parse().unwrap())
+        .collect();
+    let servers: String = certs
+        .iter()
+        .zip(&ports)
+        .map(|(c, p)| {
+            format!(
+                "server {{ listen 127.0.0.1:{p} ssl; ssl_certificate {}; ssl_certificate_key {}; \
+                 location / {{ return 200 \"{c} $ssl_server_name\\n\"; }} }}\n",
+                pki.path(&format!("{c}.pem")).display(),
+                pki.path(&format!("{c}.key")).display()
+            )
+        })
+        .collect();
+    let (_ng, ng_dir) = common::peers::nginx_with(&addrs, |d| {
+        format!(
+            "log_format who '$server_port $ssl_server_name $status';\n\
+             access_log {d}/access.log who;\n{servers}"
+        )
+    });
+    // (upstream, nginx port, tls_server_name, tls_ca, want status)
+    let f = |n: &str| pki.file(n);
+    let cases = [
+        ("ss_ok", ports[0], "backend.internal", f("ss.pem"), 200),
+        (
+            "ss_other_name",
+            ports[0],
+            "other.internal",
+            f("ss.pem"),
+            502,
+        ),
+        (
+            "ss_other_key",
+            ports[0],
+            "backend.internal",
+            impostor.file("ss.pem"),
+            502,
+        ),
+        (
+            "ss_cn_ok",
+            ports[1],
+            "cn-only.internal",
+            f("ss_cn.pem"),
+            200,
+        ),
+        ("cn_ok", ports[2], "cn.test", f("ca.pem"), 200),
+        ("cn_other_name", ports[2], "other.test", f("ca.pem"), 502),
+        // A CA-issued certificate is not its own root.
+        ("cn_not_a_root", ports[2], "cn.test", f("ss.pem"), 502),
+        // X.509 v1 is beyond webpki: refused, with the fix in the log.
+        ("v1", ports[3], "v1.test", f("ca.pem"), 502),
+    ];
+    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let listen: Vec<u16> = cases.iter().map(|_| free_port()).collect();
+    let mut cfg = format!("[runtime]\nworkers = 1\n[admin]\nlisten = \"{admin}\"\n");
+    for ((name, port, sni, ca, _), l) in cases.iter().zip(&listen) {
+        cfg += &format!(
+            "[[listener]]\nlisten = \"127.0.0.1:{l}\"\nupstream = \"{name}\"\n\
+             [upstream.{name}]\ntls = true\ntls_server_name = \"{sni}\"\ntls_ca = \"{ca}\"\nretries = 0\n\
+             [[upstream.{name}.server]]\naddress = \"127.0.0.1:{port}\"\n"
+        );
+    }
+    // Ringlb::start needs one `{port}` listener: a spare one, unused.
+    cfg += "[[listener]]\nlisten = \"127.0.0.1:{port}\"\nupstream = \"ss_ok\"\n";
+    let rl = Ringlb::start(&cfg);
+    common::wait_admin(&rl, admin);
+    let mut failures = 0;
+    for ((name, port, sni, _, want), l) in cases.iter().zip(&listen) {
+        let mut s = connect(format!("127.0.0.1:{l}").parse().unwrap());
+        let mut buf = Vec::new();
+        let (status, body) = get(&mut s, &mut buf);
+        assert_eq!(status, *want, "{name}: {body}\n{}", rl.log_text());
+        if *want == 200 {
+            let cert = certs[ports.iter().position(|p| p == port).unwrap()];
+            assert_eq!(body, format!("{cert} {sni}\n"), "{name}");
+        } else {
+            failures += 1;
+            let start = Instant::now();
+            while upstream_tls(admin)["failures"] != failures
+                && start.elapsed() < Duration::from_secs(10)
+            {
+                thread::sleep(Duration::from_millis(50));
+            }
+            assert_eq!(upstream_tls(admin)["failures"], failures, "{name}");
+        }
+    }
+    // nginx logged exactly the accepted requests, each once, with the SNI
+    // ringlb sent; the refused handshakes carried no request.
+    let mut logged: Vec<String> = std::fs::read_to_string(ng_dir.0.join("access.log"))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    logged.sort();
+    let mut want: Vec<String> = cases
+        .iter()
+        .filter(|c| c.4 == 200)
+        .map(|(_, port, sni, _, _)| format!("{port} {sni} 200"))
+        .collect();
+    want.sort();
+    assert_eq!(logged, want);
+    let log = rl.log_text();
+    assert_eq!(
+        log.matches("TLS handshake failed: invalid peer certificate")
+            .count(),
+        5,
+        "{log}"
+    );
+    assert!(log.contains("X.509 v1 certificate"), "{log}");
+    // The name is what the self-signed certificate was refused for.
+    let other_name = log
+        .lines()
+        .find(|l| l.contains("upstream ss_other_name "))
+        .unwrap();
+    assert!(other_name.contains("not valid for name"), "{other_name}");
+}

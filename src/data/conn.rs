@@ -69,7 +69,6 @@ use std::time::{Duration, Instant};
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 
-use super::tls::ConnectError;
 use super::upstream::{ConnectFailure, UpStream};
 
 use super::body_buf::{self, BodyBuf};
@@ -958,6 +957,8 @@ struct UpConn {
 enum Failure {
     ConnectRefused,
     ConnectTimeout,
+    /// The TLS handshake with the server failed (logged with its reason).
+    TlsHandshake,
     /// A local resource shortage (EMFILE, ENFILE, EADDRNOTAVAIL, ENOBUFS,
     /// ENOMEM): not the server's fault.
     Local,
@@ -971,7 +972,9 @@ enum Failure {
 impl Failure {
     fn kind(self) -> FailureKind {
         match self {
-            Failure::ConnectRefused | Failure::ConnectTimeout => FailureKind::Connect,
+            Failure::ConnectRefused | Failure::ConnectTimeout | Failure::TlsHandshake => {
+                FailureKind::Connect
+            }
             Failure::Local => FailureKind::Local,
             Failure::Reset => FailureKind::Reset,
             Failure::Timeout => FailureKind::Timeout,
@@ -1096,8 +1099,12 @@ async fn exchange(
         })
         .unwrap_or(http.client_max_body_size);
     if head.body_too_large(max_body) {
-        // Refused before reading a byte of the body (nor sending 100).
-        return c.reply(log, 413, false, write_limit).await;
+        // Refused before reading a byte of the body (nor sending 100); the
+        // client may be sending it all the same: a lingering close lets it
+        // read the answer (as nginx does; a TLS client cannot read past a
+        // reset).
+        let _ = c.reply(log, 413, false, write_limit).await;
+        return Next::Linger;
     }
     let body = match plan_body(c, &head, max_body) {
         Ok(b) => b,
@@ -1665,15 +1672,11 @@ async fn connect(
         Err(ConnectFailure::Tls(e)) => {
             shard.rec.borrow_mut().on_upstream_tls_failure();
             crate::warn!(
-                "upstream {} server {}: TLS handshake failed: {}",
+                "upstream {} server {}: TLS handshake failed: {e}",
                 t.up.config.name,
                 t.server().addr,
-                match &e {
-                    ConnectError::Tls(e) => e.to_string(),
-                    ConnectError::Io => "connection closed".to_string(),
-                }
             );
-            Err(Failure::ConnectRefused)
+            Err(Failure::TlsHandshake)
         }
     }
 }
@@ -1909,16 +1912,16 @@ async fn respond(
 /// sending, then drain what it still sends for a while, so that closing
 /// does not reset the connection before the client read the response.
 async fn linger(c: &mut Client) {
+    let stream: &mut TcpStream = match &mut c.stream {
+        ClientStream::Plain(s) => s,
+        ClientStream::Tls(s) => s.linger_socket(&c.timer).await,
+    };
     // SAFETY: the fd belongs to `c.stream`, open for the whole call.
-    unsafe { libc::shutdown(c.stream.as_raw_fd(), libc::SHUT_WR) };
+    unsafe { libc::shutdown(stream.as_raw_fd(), libc::SHUT_WR) };
     let until = Instant::now() + LINGER_TIME;
     c.rbuf.consume(c.rbuf.len());
     while Instant::now() < until {
-        if c.rbuf
-            .fill(&mut c.stream, &c.timer, LINGER_READ)
-            .await
-            .is_err()
-        {
+        if c.rbuf.fill(stream, &c.timer, LINGER_READ).await.is_err() {
             break;
         }
         c.rbuf.consume(c.rbuf.len());

@@ -61,6 +61,17 @@ impl ServerStream {
         let _ = timer.run(fd, Shut::Both, CLOSE_NOTIFY_TIME, send).await;
     }
 
+    /// The start of a lingering close: close_notify (the client knows the
+    /// response is whole), then the socket itself to drain. The drain
+    /// reads the socket, not through rustls: what arrives is discarded
+    /// anyway, and a read dropped mid-way (an upload cut short by an early
+    /// response) may have taken part of a record, after which nothing
+    /// would decrypt and the close would turn into a reset.
+    pub async fn linger_socket(&mut self, timer: &Timer) -> &mut TcpStream {
+        self.close_notify(timer).await;
+        &mut self.io
+    }
+
     /// Mutual TLS: the field carrying the verified client certificate's
     /// subject to backends (name, RFC 4514 value), computed once here
     /// after the handshake, never per request.

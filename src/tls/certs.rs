@@ -111,6 +111,14 @@ pub fn load_pair(cert: &Path, key: &Path, now: i64) -> Result<LoadedPair, (Which
         }
     }
     let (not_before, not_after, names) = leaf_info.expect("chain is not empty");
+    if is_encrypted_key(&key_pem) {
+        return Err(k(format!(
+            "{}: the private key is encrypted (passphrase-protected); ringlb reads keys without \
+             a passphrase: decrypt it with `openssl pkey -in {0} -out PLAIN.key` and keep that \
+             file readable by root only",
+            key.display()
+        )));
+    }
     let der = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
         k(format!(
             "{}: no private key in it (expected PKCS#8, SEC1 or PKCS#1 PEM): {e}",
@@ -119,6 +127,20 @@ pub fn load_pair(cert: &Path, key: &Path, now: i64) -> Result<LoadedPair, (Which
     })?;
     let signer = super::provider::signing_key(&der)
         .map_err(|e| k(format!("{}: unsupported private key: {e}", key.display())))?;
+    let belongs_to = |c: &CertificateDer<'static>| {
+        CertifiedKey::new(vec![c.clone()], Arc::clone(&signer))
+            .keys_match()
+            .is_ok()
+    };
+    if let Some(i) = chain.iter().skip(1).position(belongs_to) {
+        return Err(c(format!(
+            "{}: the key {} belongs to certificate {} of the chain, not the first: the \
+             server's own certificate must come first, then its intermediates",
+            cert.display(),
+            key.display(),
+            i + 2
+        )));
+    }
     let certified = CertifiedKey::new(chain, signer);
     certified.keys_match().map_err(|e| {
         k(format!(
@@ -140,6 +162,15 @@ pub fn load_pair(cert: &Path, key: &Path, now: i64) -> Result<LoadedPair, (Which
         names,
         warning: warning.map(|w| format!("{}: {w}", cert.display())),
     })
+}
+
+/// Whether a PEM key file holds an encrypted (passphrase-protected) key:
+/// PKCS#8 `ENCRYPTED PRIVATE KEY`, or a traditional key with OpenSSL's
+/// `Proc-Type: 4,ENCRYPTED` header. rustls reads neither, and its own
+/// error would not say why.
+fn is_encrypted_key(pem: &[u8]) -> bool {
+    let has = |needle: &[u8]| pem.windows(needle.len()).any(|w| w == needle);
+    has(b"-----BEGIN ENCRYPTED PRIVATE KEY-----") || has(b"Proc-Type: 4,ENCRYPTED")
 }
 
 /// Reads a PEM bundle of CA certificates (`client_ca`, `tls_ca`) into a
@@ -169,7 +200,7 @@ pub fn load_roots(path: &Path) -> Result<rustls::RootCertStore, String> {
 
 /// Subject alternative DNS names, or the common name when there are none
 /// (what clients fall back to as well), lower-cased.
-fn dns_names(x: &x509_parser::certificate::X509Certificate<'_>) -> Vec<String> {
+pub(crate) fn dns_names(x: &x509_parser::certificate::X509Certificate<'_>) -> Vec<String> {
     use x509_parser::extensions::GeneralName;
     let mut names: Vec<String> = match x.subject_alternative_name() {
         Ok(Some(san)) => san
@@ -197,6 +228,27 @@ fn dns_names(x: &x509_parser::certificate::X509Certificate<'_>) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn encrypted_keys_are_told_apart() {
+        let table: [(&[u8], bool); 4] = [
+            (b"-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIF\n", true),
+            (
+                b"-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-128-CBC,0F\n",
+                true,
+            ),
+            (b"-----BEGIN PRIVATE KEY-----\nMIGH\n", false),
+            (b"-----BEGIN EC PRIVATE KEY-----\nMHcC\n", false),
+        ];
+        for (pem, want) in table {
+            assert_eq!(
+                is_encrypted_key(pem),
+                want,
+                "{}",
+                String::from_utf8_lossy(pem)
+            );
+        }
+    }
 
     #[test]
     fn validity_window() {

@@ -173,7 +173,37 @@ impl<IO: AsyncReadRent, S: Session> TlsStream<IO, S> {
             Err(e) => Err(e),
         }
     }
+}
 
+/// The socket side a TLS stream reads from. Processing input can queue
+/// records to send back: the `no_renegotiation` alert for a TLS 1.2
+/// peer's renegotiation request, the answer to a TLS 1.3 key update. A
+/// whole socket sends them before it waits for more input (else a peer
+/// waiting for them, as `openssl s_client` after `R`, hangs until a
+/// timeout); a read half cannot, and its write half sends them with its
+/// next write.
+pub trait ReadIo: AsyncReadRent + Sized {
+    fn send_queued<S: Session>(
+        s: &mut TlsStream<Self, S>,
+    ) -> impl std::future::Future<Output = io::Result<()>>;
+}
+
+impl ReadIo for TcpStream {
+    async fn send_queued<S: Session>(s: &mut TlsStream<Self, S>) -> io::Result<()> {
+        if s.sess.with(|c| c.wants_write()) {
+            s.flush_tls().await?;
+        }
+        Ok(())
+    }
+}
+
+impl ReadIo for OwnedReadHalf<TcpStream> {
+    async fn send_queued<S: Session>(_: &mut TlsStream<Self, S>) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<IO: ReadIo, S: Session> TlsStream<IO, S> {
     async fn read_plain<T: IoBufMut>(&mut self, mut buf: T) -> BufResult<usize, T> {
         loop {
             let ptr = buf.write_ptr();
@@ -199,6 +229,9 @@ impl<IO: AsyncReadRent, S: Session> TlsStream<IO, S> {
             if self.rx_pos < self.rx.len() {
                 if let Err(e) = self.feed() {
                     return (Err(e.into_io()), buf);
+                }
+                if let Err(e) = IO::send_queued(self).await {
+                    return (Err(e), buf);
                 }
                 continue;
             }
@@ -258,7 +291,7 @@ impl<IO: AsyncWriteRent, S: Session> TlsStream<IO, S> {
     }
 }
 
-impl<IO: AsyncReadRent, S: Session> AsyncReadRent for TlsStream<IO, S> {
+impl<IO: ReadIo, S: Session> AsyncReadRent for TlsStream<IO, S> {
     fn read<T: IoBufMut>(
         &mut self,
         buf: T,
@@ -411,6 +444,15 @@ pub enum ConnectError {
     /// rustls refused: the certificate did not verify, no common
     /// parameters, or the server sent an alert.
     Tls(rustls::Error),
+}
+
+impl std::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConnectError::Io => f.write_str("connection closed"),
+            ConnectError::Tls(e) => f.write_str(&super::upstream::explain(e)),
+        }
+    }
 }
 
 /// Runs the client side of a handshake on `io` (the caller bounds it in
