@@ -1319,6 +1319,92 @@ fn clients_leaving_a_long_poll_through_ringlb_to_gunicorn_sync() {
     clients_leaving(&AppServer::gunicorn("sync", &[]), "gu");
 }
 
+/// A TLS client for [`tls_clients_leaving`]: sends a `/hold` request,
+/// prints "sent", waits for a line on stdin, then leaves as `mode` says:
+/// `close_notify` (then FIN) or `fin` (the socket closed without one).
+const TLS_LEAVER: &str = r#"
+import socket, ssl, sys
+port, ca, path, tid, mode = sys.argv[1:]
+ctx = ssl.create_default_context(cafile=ca)
+s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", int(port))), server_hostname="a.test")
+s.sendall(("GET %s HTTP/1.1\r\nHost: a.test\r\nX-Test-Id: %s\r\n\r\n" % (path, tid)).encode())
+print("sent", flush=True)
+sys.stdin.readline()
+if mode == "close_notify":
+    s.setblocking(False)
+    try:
+        s.unwrap()
+    except (ssl.SSLWantReadError, OSError):
+        pass  # close_notify sent; ringlb's is not awaited
+s.close()
+"#;
+
+/// TLS clients that leave a long poll, with a close_notify then FIN, or a
+/// bare FIN: ringlb closes the upstream connection (uvicorn sees
+/// `http.disconnect`); a TLS client that stays gets its answer.
+#[test]
+fn tls_clients_leaving_a_long_poll_through_ringlb_to_uvicorn() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::{Command, Stdio};
+    let server = AppServer::uvicorn(&[]);
+    let pki = common::pki::Pki::new();
+    pki.leaf("a", &["a.test"], 2);
+    let cfg = format!(
+        "[runtime]\nworkers = 1\n\n[[listener]]\nlisten = \"127.0.0.1:{{port}}\"\nupstream = \"app\"\n\
+         [listener.tls]\ncertificate = \"{}\"\nkey = \"{}\"\n\n\
+         [upstream.app]\n[[upstream.app.server]]\naddress = \"{}\"\n",
+        pki.file("a.pem"),
+        pki.file("a.key"),
+        server.addr
+    );
+    let rl = Ringlb::start(&cfg);
+    let port = rl.addr.port().to_string();
+    let ca = pki.file("ca.pem");
+    for mode in ["close_notify", "fin"] {
+        let id = format!("tls-leaves-{mode}");
+        let path = format!("/hold/{HOLD_MS}?id={id}");
+        let mut child = Command::new(common::python())
+            .args(["-c", TLS_LEAVER, &port, &ca, &path, &id, mode])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "sent", "{id}");
+        hold_phase(&server, &id, "start");
+        child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+        assert!(child.wait().unwrap().success(), "{id}: the client failed");
+        assert_hold(&server, &id, true);
+    }
+    // A TLS client that stays through a 2.5 s wait.
+    let id = "tls-stays";
+    let out = common::python_ok(&[
+        "-c",
+        r#"
+import socket, ssl, sys
+port, ca, tid = sys.argv[1:]
+ctx = ssl.create_default_context(cafile=ca)
+s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", int(port))), server_hostname="a.test")
+s.sendall(("GET /hold/2500?id=%s HTTP/1.1\r\nHost: a.test\r\nX-Test-Id: %s\r\nConnection: close\r\n\r\n" % (tid, tid)).encode())
+got = b""
+while True:
+    b = s.recv(65536)
+    if not b:
+        break
+    got += b
+print(got.split(b"\r\n", 1)[0].decode(), got.endswith(b"\r\n\r\nheld"))
+"#,
+        &port,
+        &ca,
+        id,
+    ]);
+    assert_eq!(out.trim(), "HTTP/1.1 200 OK True", "{id}");
+    assert_hold(&server, id, false);
+}
+
 /// Large response heads: 50 `Set-Cookie` fields and a 31 KB head are
 /// relayed intact (nginx, with its default `proxy_buffer_size` of one
 /// 4 KB page, answers 502 to the latter); a 70 KB head is beyond ringlb's
