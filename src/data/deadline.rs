@@ -444,8 +444,8 @@ mod tests {
         with_entry(t.key, |e| assert_eq!(check(e, 3000), 4000));
         // The client closes (its unread bytes are read first, as a
         // connection that buffered them would have).
-        let mut sink = [0u8; 16];
-        (&client).read(&mut sink).unwrap();
+        let mut sink = [0u8; 9];
+        (&client).read_exact(&mut sink).unwrap();
         drop(client_peer);
         assert!(eventually(|| super::peek(client.as_raw_fd()) == Peek::Eof));
         with_entry(t.key, |e| assert_eq!(check(e, 4000), u64::MAX));
