@@ -1109,6 +1109,302 @@ fn clients_aborting_through_ringlb_to_gunicorn() {
     client_aborts(&AppServer::gunicorn("gthread", &["--threads", "4"]), "gu");
 }
 
+/// How long `/hold` waits for its client to leave: far beyond the second
+/// after which ringlb starts looking at a waiting client, so a backend
+/// that answers instead of seeing the disconnect means ringlb kept the
+/// upstream connection open for a client that was gone.
+const HOLD_MS: u64 = 20_000;
+
+/// The backend's record of phase `phase` ("start" / "end") of `/hold`
+/// request `id`, waited for (bounded: the hold plus a margin).
+fn hold_phase(server: &AppServer, id: &str, phase: &str) -> Value {
+    for _ in 0..(HOLD_MS / 20 + 500) {
+        if let Some(r) = server
+            .records_of(id)
+            .into_iter()
+            .find(|r| r["phase"] == phase)
+        {
+            return r;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    panic!(
+        "{id}: the backend never recorded {phase:?}: {:?}\n{}",
+        server.records_of(id),
+        server.proc.log_text()
+    );
+}
+
+/// `/hold` request `id` reached the backend once, and its end record says
+/// whether the backend saw its connection close before it would answer.
+fn assert_hold(server: &AppServer, id: &str, disconnected: bool) {
+    let end = hold_phase(server, id, "end");
+    let starts = server
+        .records_of(id)
+        .iter()
+        .filter(|r| r["phase"] == "start")
+        .count();
+    assert_eq!(starts, 1, "{id}: the backend got it {starts} times");
+    assert_eq!(
+        end["disconnected"],
+        disconnected,
+        "{id}: {}",
+        if disconnected {
+            "the client left, but the backend kept its connection until it answered"
+        } else {
+            "the client stayed, but the backend saw its connection close"
+        }
+    );
+}
+
+/// Clients that leave while the backend is still working on their answer
+/// (nginx's 499): ringlb closes the upstream connection, so the backend
+/// sees its client go (uvicorn: `http.disconnect`; gunicorn sync: its
+/// socket's end, and its one worker is free again). Clients that stay —
+/// also pipelining, also half-closed after pipelining — get their answers.
+/// Each request reaches the backend once; the access log has 499 for the
+/// ones that left before a response head, the status sent for the rest.
+fn clients_leaving(server: &AppServer, tag: &str) {
+    use std::io::{Read, Write};
+    let dir = common::tempdir::Dir::new("leaving");
+    let access = dir.0.join("access.log");
+    let cfg = format!(
+        "[log]\naccess_log = \"{}\"\naccess_log_format = \"json\"\n\n{}",
+        access.display(),
+        simple_config(&[server.addr], "")
+    );
+    let rl = Ringlb::start(&cfg);
+    let hold = |id: &str, ms: u64, extra: &str| {
+        format!("GET /hold/{ms}?id={id}{extra} HTTP/1.1\r\nHost: h\r\nX-Test-Id: {id}\r\n")
+    };
+    let mut statuses = Vec::new();
+
+    // Leaves once the backend has the request (closes its socket).
+    let id = format!("{tag}-leaves");
+    let mut s = common::connect(rl.addr);
+    write!(s, "{}\r\n", hold(&id, HOLD_MS, "")).unwrap();
+    hold_phase(server, &id, "start");
+    drop(s);
+    assert_hold(server, &id, true);
+    statuses.push((id, 499));
+
+    // Half-closes after its request (`shutdown(SHUT_WR)`): gone, as in
+    // nginx; it reads the end of the connection, no response.
+    let id = format!("{tag}-half-closes");
+    let mut s = common::connect(rl.addr);
+    write!(s, "{}\r\n", hold(&id, HOLD_MS, "")).unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(HOLD_MS / 1000 + 10)))
+        .unwrap();
+    let (got, closed) = read_until_close(&mut s);
+    assert!(closed && got.is_empty(), "{id}: {closed} {got:?}");
+    assert_hold(server, &id, true);
+    statuses.push((id, 499));
+
+    // Python requests giving up after 1.5 s (a read timeout closes its
+    // connection).
+    let id = format!("{tag}-gives-up");
+    let res = py_client(&json!({"lib": "requests", "base": base(&rl), "steps": [{
+        "id": id, "method": "GET", "path": format!("/hold/{HOLD_MS}?id={id}"),
+        "timeout": 1.5}]}));
+    assert_eq!(res[0]["status"], 0, "{id}: {}", res[0]);
+    assert!(
+        res[0]["error"].as_str().unwrap().contains("Timeout"),
+        "{id}: {}",
+        res[0]
+    );
+    assert_hold(server, &id, true);
+    statuses.push((id, 499));
+
+    // Leaves an event stream that has nothing more to send for now: the
+    // response head went out, so it keeps its 200.
+    let id = format!("{tag}-leaves-stream");
+    let mut s = common::connect(rl.addr);
+    write!(s, "{}\r\n", hold(&id, HOLD_MS, "&stream=1")).unwrap();
+    let mut raw = Vec::new();
+    let mut b = [0u8; 4096];
+    while common::find(&raw, b"data: tick 0").is_none() {
+        let k = s.read(&mut b).unwrap();
+        assert!(k > 0, "{id}: closed before the first event: {raw:?}");
+        raw.extend_from_slice(&b[..k]);
+    }
+    drop(s);
+    assert_hold(server, &id, true);
+    statuses.push((id, 200));
+
+    // Stays through a 2.5 s wait (ringlb looks at it twice meanwhile).
+    let id = format!("{tag}-stays");
+    let mut s = common::connect(rl.addr);
+    write!(s, "{}Connection: close\r\n\r\n", hold(&id, 2500, "")).unwrap();
+    let (raw, closed) = read_until_close(&mut s);
+    let (resps, _, stray) = parse(&raw, &["GET"], closed);
+    assert!(
+        resps.len() == 1 && resps[0].status == 200 && resps[0].body == b"held" && stray.is_empty(),
+        "{id}: {resps:?} {stray:?}"
+    );
+    assert_hold(server, &id, false);
+    statuses.push((id, 200));
+
+    // Pipelines its next request behind the long one; and the same, then
+    // half-closes: the answers are owed, it is not gone.
+    for half in [false, true] {
+        let id = format!("{tag}-pipelines{}", if half { "-half-closed" } else { "" });
+        let next = format!("{id}-next");
+        let mut s = common::connect(rl.addr);
+        write!(
+            s,
+            "{}\r\nGET /echo HTTP/1.1\r\nHost: h\r\nX-Test-Id: {next}\r\nConnection: close\r\n\r\n",
+            hold(&id, 2500, "")
+        )
+        .unwrap();
+        if half {
+            s.shutdown(std::net::Shutdown::Write).unwrap();
+        }
+        let (raw, closed) = read_until_close(&mut s);
+        let (resps, _, stray) = parse(&raw, &["GET", "GET"], closed);
+        assert!(
+            resps.len() == 2
+                && resps.iter().all(|r| r.status == 200 && r.complete)
+                && resps[0].body == b"held"
+                && stray.is_empty(),
+            "{id}: {resps:?} {stray:?}"
+        );
+        assert_hold(server, &id, false);
+        assert_eq!(server.records_of(&next).len(), 1, "{next}");
+        statuses.push((id, 200));
+    }
+
+    // A new client afterwards is served (gunicorn sync: its one worker was
+    // freed when the first client left).
+    let id = format!("{tag}-after");
+    let res = py_client(&json!({"lib": "requests", "base": base(&rl),
+        "steps": [req(&id, "POST", "/echo", 1000, false)]}));
+    assert_exchanges(server, &res, 200);
+
+    // The access log (written by the shard's tick; waited for, bounded).
+    let mut lines: Vec<Value> = Vec::new();
+    for _ in 0..250 {
+        lines = std::fs::read_to_string(&access)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        if lines.len() >= statuses.len() + 3 {
+            break;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    for (id, status) in &statuses {
+        let mine: Vec<&Value> = lines
+            .iter()
+            .filter(|l| {
+                l["uri"].as_str().unwrap().ends_with(&format!("?id={id}"))
+                    || l["uri"].as_str().unwrap().contains(&format!("?id={id}&"))
+            })
+            .collect();
+        assert!(
+            mine.len() == 1 && mine[0]["status"] == *status,
+            "{id}: expected one access-log line with status {status}: {mine:?}"
+        );
+    }
+}
+
+#[test]
+fn clients_leaving_a_long_poll_through_ringlb_to_uvicorn() {
+    clients_leaving(&AppServer::uvicorn(&[]), "uv");
+}
+
+#[test]
+fn clients_leaving_a_long_poll_through_ringlb_to_gunicorn_sync() {
+    clients_leaving(&AppServer::gunicorn("sync", &[]), "gu");
+}
+
+/// A TLS client for [`tls_clients_leaving`]: sends a `/hold` request,
+/// prints "sent", waits for a line on stdin, then leaves as `mode` says:
+/// `close_notify` (then FIN) or `fin` (the socket closed without one).
+const TLS_LEAVER: &str = r#"
+import socket, ssl, sys
+port, ca, path, tid, mode = sys.argv[1:]
+ctx = ssl.create_default_context(cafile=ca)
+s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", int(port))), server_hostname="a.test")
+s.sendall(("GET %s HTTP/1.1\r\nHost: a.test\r\nX-Test-Id: %s\r\n\r\n" % (path, tid)).encode())
+print("sent", flush=True)
+sys.stdin.readline()
+if mode == "close_notify":
+    s.setblocking(False)
+    try:
+        s.unwrap()
+    except (ssl.SSLWantReadError, OSError):
+        pass  # close_notify sent; ringlb's is not awaited
+s.close()
+"#;
+
+/// TLS clients that leave a long poll, with a close_notify then FIN, or a
+/// bare FIN: ringlb closes the upstream connection (uvicorn sees
+/// `http.disconnect`); a TLS client that stays gets its answer.
+#[test]
+fn tls_clients_leaving_a_long_poll_through_ringlb_to_uvicorn() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::{Command, Stdio};
+    let server = AppServer::uvicorn(&[]);
+    let pki = common::pki::Pki::new();
+    pki.leaf("a", &["a.test"], 2);
+    let cfg = format!(
+        "[runtime]\nworkers = 1\n\n[[listener]]\nlisten = \"127.0.0.1:{{port}}\"\nupstream = \"app\"\n\
+         [listener.tls]\ncertificate = \"{}\"\nkey = \"{}\"\n\n\
+         [upstream.app]\n[[upstream.app.server]]\naddress = \"{}\"\n",
+        pki.file("a.pem"),
+        pki.file("a.key"),
+        server.addr
+    );
+    let rl = Ringlb::start(&cfg);
+    let port = rl.addr.port().to_string();
+    let ca = pki.file("ca.pem");
+    for mode in ["close_notify", "fin"] {
+        let id = format!("tls-leaves-{mode}");
+        let path = format!("/hold/{HOLD_MS}?id={id}");
+        let mut child = Command::new(common::python())
+            .args(["-c", TLS_LEAVER, &port, &ca, &path, &id, mode])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "sent", "{id}");
+        hold_phase(&server, &id, "start");
+        child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+        assert!(child.wait().unwrap().success(), "{id}: the client failed");
+        assert_hold(&server, &id, true);
+    }
+    // A TLS client that stays through a 2.5 s wait.
+    let id = "tls-stays";
+    let out = common::python_ok(&[
+        "-c",
+        r#"
+import socket, ssl, sys
+port, ca, tid = sys.argv[1:]
+ctx = ssl.create_default_context(cafile=ca)
+s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", int(port))), server_hostname="a.test")
+s.sendall(("GET /hold/2500?id=%s HTTP/1.1\r\nHost: a.test\r\nX-Test-Id: %s\r\nConnection: close\r\n\r\n" % (tid, tid)).encode())
+got = b""
+while True:
+    b = s.recv(65536)
+    if not b:
+        break
+    got += b
+print(got.split(b"\r\n", 1)[0].decode(), got.endswith(b"\r\n\r\nheld"))
+"#,
+        &port,
+        &ca,
+        id,
+    ]);
+    assert_eq!(out.trim(), "HTTP/1.1 200 OK True", "{id}");
+    assert_hold(&server, id, false);
+}
+
 /// Large response heads: 50 `Set-Cookie` fields and a 31 KB head are
 /// relayed intact (nginx, with its default `proxy_buffer_size` of one
 /// 4 KB page, answers 502 to the latter); a 70 KB head is beyond ringlb's

@@ -29,7 +29,7 @@ use std::time::Duration;
 use monoio::buf::IoBufMut;
 use monoio::io::AsyncReadRent;
 
-use super::deadline::{Shut, Timer};
+use super::deadline::{ClientWatch, Shut, Timer};
 use crate::proto::http1::Field;
 
 /// Outcome of a read with a deadline.
@@ -38,6 +38,19 @@ pub enum ReadError {
     Eof,
     Timeout,
     Io(io::Error),
+    /// An upstream read that watched its client was cut off because the
+    /// client had gone (`deadline.rs`).
+    ClientGone,
+}
+
+/// The error of a read whose deadline ended it: the client's departure if
+/// that is why (a watched read), else a timeout.
+fn cut_off(timer: &Timer) -> ReadError {
+    if timer.client_gone() {
+        ReadError::ClientGone
+    } else {
+        ReadError::Timeout
+    }
 }
 
 /// Size of pooled buffers (upstream receive buffers and output buffers).
@@ -308,23 +321,25 @@ impl RecvBuf {
         limit: Duration,
     ) -> Result<usize, ReadError> {
         let fd = stream.as_raw_fd();
-        self.fill_fd(stream, fd, timer, limit).await
+        self.fill_fd(stream, fd, timer, limit, None).await
     }
 
     /// [`fill`](Self::fill) for a stream half that does not expose its
-    /// descriptor (`fd` is the socket's, for the deadline).
+    /// descriptor (`fd` is the socket's, for the deadline). An upstream
+    /// read passes the client to `watch` (`deadline.rs`).
     pub async fn fill_fd<S: AsyncReadRent>(
         &mut self,
         stream: &mut S,
         fd: RawFd,
         timer: &Timer,
         limit: Duration,
+        watch: Option<ClientWatch>,
     ) -> Result<usize, ReadError> {
         let (res, in_time) = timer
-            .run(fd, Shut::Read, limit, self.fill_untimed(stream))
+            .run_watched(fd, Shut::Read, limit, watch, self.fill_untimed(stream))
             .await;
         if in_time.is_err() {
-            return Err(ReadError::Timeout);
+            return Err(cut_off(timer));
         }
         res
     }
@@ -339,21 +354,22 @@ impl RecvBuf {
         self.fill_untimed_upto(stream, usize::MAX).await
     }
 
-    /// [`fill`](Self::fill) reading at most `max` bytes (a response head's
-    /// reads, which leave a large body in the kernel for `splice.rs`).
+    /// [`fill_fd`](Self::fill_fd) reading at most `max` bytes (a response
+    /// head's reads, which leave a large body in the kernel for
+    /// `splice.rs`).
     pub async fn fill_upto<S: AsyncReadRent + AsRawFd>(
         &mut self,
         stream: &mut S,
         timer: &Timer,
         limit: Duration,
         max: usize,
+        watch: Option<ClientWatch>,
     ) -> Result<usize, ReadError> {
         let fd = stream.as_raw_fd();
-        let (res, in_time) = timer
-            .run(fd, Shut::Read, limit, self.fill_untimed_upto(stream, max))
-            .await;
+        let op = self.fill_untimed_upto(stream, max);
+        let (res, in_time) = timer.run_watched(fd, Shut::Read, limit, watch, op).await;
         if in_time.is_err() {
-            return Err(ReadError::Timeout);
+            return Err(cut_off(timer));
         }
         res
     }

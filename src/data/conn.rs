@@ -49,6 +49,24 @@
 //! forwarded (the backend sees an ordinary upload). A backend that refuses
 //! the upload is then an early response, as above.
 //!
+//! # A client that leaves while its response is awaited
+//!
+//! Behind nginx (`proxy_ignore_client_abort off`), a client that closes
+//! its connection while the backend is still working (a long poll, a slow
+//! report, an event stream with nothing to send) makes the proxy close
+//! the upstream connection too, so the backend sees its client leave (a
+//! gunicorn worker is freed, a Starlette app's `is_disconnected()` turns
+//! true), and logs 499. So does ringlb: every upstream read of a response
+//! watches the client (`deadline.rs`), from one second into the wait on,
+//! once a second; a client found gone (`proto::exchange::client_gone`)
+//! ends the exchange, the upstream connection is closed (never pooled),
+//! and the request is logged and counted with status 499 when no
+//! response head had reached the client (after one, with the status it
+//! got, as nginx does). Pipelined requests arriving meanwhile are not an
+//! abort; a FIN after a complete request (`shutdown(SHUT_WR)`) is, as in
+//! nginx, unless requests pipelined before it are buffered (they are owed
+//! answers). curl, wrk, ab and the Python clients never half-close.
+//!
 //! # Tunnels
 //!
 //! After `101 Switching Protocols` bytes are copied both ways until both
@@ -74,7 +92,7 @@ use super::upstream::{ConnectFailure, UpStream};
 use super::body_buf::{self, BodyBuf};
 use super::buf::{self, ReadError, RecvBuf};
 use super::client_stream::ClientStream;
-use super::deadline::{Shut, Timer};
+use super::deadline::{ClientWatch, Shut, Timer};
 use super::idle::Parked;
 use super::io::{relay, write_all, write_counted, Body, Pipe, RelayError};
 use super::pool::Pool;
@@ -98,6 +116,9 @@ use crate::proto::http1::{
 use crate::proto::pool_policy::reuse_within;
 use crate::snapshot::{ServerSnap, UpstreamSnap};
 
+/// The status logged and counted for a request whose client left before
+/// its response head (nginx's "client closed request").
+const CLIENT_CLOSED: u16 = 499;
 /// Largest upstream response head accepted (the upstream buffer's size).
 const UPSTREAM_BUF: usize = buf::POOLED;
 /// Retries of a request whose pooled connection turned out stale; they do
@@ -1168,6 +1189,11 @@ async fn exchange(
         let (failure, sent, stale) = match result {
             Ok(next) => return next,
             Err(AttemptError::Client) => return req.closing(),
+            Err(AttemptError::ClientGone) => {
+                // nginx's 499: no response, the upstream connection closed.
+                log.status = CLIENT_CLOSED;
+                return Next::Close;
+            }
             Err(AttemptError::Upstream {
                 failure,
                 sent,
@@ -1312,6 +1338,8 @@ async fn fail(
 enum AttemptError {
     /// The client failed, or was already answered; nothing more to do.
     Client,
+    /// The client went away while the response was awaited (499).
+    ClientGone,
     /// The upstream failed before any response byte went to the client.
     /// `sent`: whether request bytes may have reached the server; `stale`:
     /// a pooled connection that failed before any response byte.
@@ -1455,14 +1483,22 @@ enum Watch {
     Closed,
     Timeout,
     Malformed,
+    /// The client left while the response was awaited.
+    ClientGone,
 }
 
 impl Watch {
-    fn failure(&self) -> Failure {
-        match self {
+    fn into_error(self) -> AttemptError {
+        let failure = match self {
             Watch::Closed => Failure::Reset,
             Watch::Timeout => Failure::Timeout,
             Watch::Malformed => Failure::Malformed,
+            Watch::ClientGone => return AttemptError::ClientGone,
+        };
+        AttemptError::Upstream {
+            failure,
+            sent: Sent::Maybe,
+            stale: false,
         }
     }
 }
@@ -1538,6 +1574,7 @@ async fn upload(
     let reused = conn.reused;
     let ufd = conn.stream.as_raw_fd();
     let cfd = c.stream.as_raw_fd();
+    let is_tls = c.stream.is_tls();
     let (mut ur, mut uw) = conn.stream.into_split();
     let out = std::mem::take(&mut c.out);
     let mut sent = 0;
@@ -1560,6 +1597,7 @@ async fn upload(
             timer,
             read_limit: client_timeout,
             write_limit: up.config.send_timeout,
+            watch: None,
         };
         let send = pin!(relay(pipe, out, &mut rest, false, &mut sent));
         let mut recv = pin!(watch_head(
@@ -1571,9 +1609,17 @@ async fn upload(
         // The response watch runs without a deadline while the upload holds
         // the connection's; once the upload is over it gets `read_timeout`.
         let timed = |r: (Result<(), Watch>, Result<(), _>)| match r {
+            (_, Err(_)) if timer.client_gone() => Err(Watch::ClientGone),
             (_, Err(_)) => Err(Watch::Timeout),
             (r, Ok(())) => r,
         };
+        // Once the body is sent, the wait for the response watches the
+        // client. (Requests it pipelined behind a streamed body are not
+        // known here: a FIN after them counts as leaving.)
+        let watch = Some(ClientWatch {
+            tls: is_tls,
+            pipelined: false,
+        });
         // The upload is polled first: when its last write and the response
         // head complete in the same wake-up, the body was all sent, which is
         // not an early response (that would close the client connection).
@@ -1588,7 +1634,7 @@ async fn upload(
                 match r {
                     Ok(()) => Upload::Sent(timed(
                         timer
-                            .run(ufd, Shut::Both, up.config.read_timeout, recv)
+                            .run_watched(ufd, Shut::Both, up.config.read_timeout, watch, recv)
                             .await,
                     )),
                     // The backend stopped reading for `send_timeout`: its
@@ -1597,7 +1643,7 @@ async fn upload(
                     Err(RelayError::DstTimeout) => Upload::Refused(Err(Watch::Timeout)),
                     Err(RelayError::DstIo(_)) => Upload::Refused(timed(
                         timer
-                            .run(ufd, Shut::Both, up.config.read_timeout, recv)
+                            .run_watched(ufd, Shut::Both, up.config.read_timeout, watch, recv)
                             .await,
                     )),
                     Err(RelayError::Malformed(e)) => {
@@ -1639,11 +1685,7 @@ async fn upload(
     };
     match got {
         Ok(()) => respond(shard, c, req, t, conn, log).await,
-        Err(w) => Err(AttemptError::Upstream {
-            failure: w.failure(),
-            sent: Sent::Maybe,
-            stale: false,
-        }),
+        Err(w) => Err(w.into_error()),
     }
 }
 
@@ -1681,6 +1723,20 @@ async fn connect(
     }
 }
 
+/// What watching the client of `req` needs to know while its response is
+/// awaited: TLS or not, and whether requests it pipelined are buffered
+/// already (bytes in `c.rbuf` past this request).
+fn client_watch(c: &Client, req: &Req<'_>) -> ClientWatch {
+    let this = match req.body.state {
+        BodyState::Buffered => req.head.head_len + req.body.prefix,
+        _ => 0,
+    };
+    ClientWatch {
+        tls: c.stream.is_tls(),
+        pipelined: c.rbuf.len() > this,
+    }
+}
+
 /// Reads the response head (unless already buffered) and relays the
 /// response.
 async fn respond(
@@ -1700,6 +1756,7 @@ async fn respond(
     let client_timeout = c.client_timeout;
     let sent_at = Instant::now();
     let mut got_bytes = !c.ubuf.is_empty();
+    let watch = Some(client_watch(c, req));
     let resp = loop {
         match decode_response(
             c.ubuf.data(),
@@ -1745,8 +1802,10 @@ async fn respond(
             }
         }
         let (timer, limit) = (&c.timer, up.config.read_timeout);
-        match c.ubuf.fill_upto(us, timer, limit, splice::HEAD_READ).await {
+        let read = c.ubuf.fill_upto(us, timer, limit, splice::HEAD_READ, watch);
+        match read.await {
             Ok(_) => got_bytes = true,
+            Err(ReadError::ClientGone) => return Err(AttemptError::ClientGone),
             Err(ReadError::Timeout) => {
                 return Err(AttemptError::Upstream {
                     failure: Failure::Timeout,
@@ -1847,6 +1906,7 @@ async fn respond(
                 timer: &c.timer,
                 read_limit: up.config.read_timeout,
                 write_limit: client_timeout,
+                watch,
             }
         };
     }
@@ -1874,7 +1934,12 @@ async fn respond(
             );
             return Ok(req.closing());
         }
-        Err(RelayError::DstIo(_) | RelayError::DstTimeout) => return Ok(Next::Close),
+        // The client left while the backend was slow to send more of the
+        // body: the response keeps the status it was sent with (as in
+        // nginx), the upstream connection is closed.
+        Err(RelayError::DstIo(_) | RelayError::DstTimeout | RelayError::ClientGone) => {
+            return Ok(Next::Close)
+        }
     }
     let pool = may_pool_upstream(UpstreamEnd {
         response_keep_alive: resp.keep_alive(),

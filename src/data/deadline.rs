@@ -24,6 +24,20 @@
 //! states. The table is also the shard's connection registry: each entry
 //! carries the client socket and whether it is idle (draining shuts those).
 //!
+//! # Watching a client that waits for its response
+//!
+//! An upstream read may carry a [`ClientWatch`]: while it waits for the
+//! response (its head, or more of a body the backend is slow to produce),
+//! the same scan looks at the client's socket once the wait has lasted
+//! `proto::exchange::CLIENT_WATCH_MS`, and again as often, with a
+//! non-blocking peek (`peek.rs`). A client that has gone
+//! (`proto::exchange::client_gone`: its FIN or a reset, not pipelined
+//! bytes) ends the wait like a deadline: the upstream socket is shut both
+//! ways (the backend sees its client leave) and the connection reads
+//! [`Timer::client_gone`]. A response that comes within the first second
+//! costs two more stores on arming and no system call; the watch only
+//! makes the scan run about once a second while responses are awaited.
+//!
 //! A connection runs one operation at a time (the upgrade tunnel, which
 //! runs two, uses no deadlines), so one deadline per connection suffices.
 
@@ -32,6 +46,9 @@ use std::future::Future;
 use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::time::Duration;
+
+use super::peek::{peek, read_hup};
+use crate::proto::exchange::{client_gone, client_watch_at};
 
 /// How to unblock an operation that overran its deadline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,11 +77,25 @@ pub fn set_next_due(at_ms: u64) {
     NEXT_DUE.with(|n| n.set(at_ms));
 }
 
+/// What an upstream read needs to watch its client (see the module docs).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ClientWatch {
+    /// The client speaks TLS (its unread bytes are records).
+    pub tls: bool,
+    /// The client's next requests are buffered already (owed answers).
+    pub pipelined: bool,
+}
+
 /// One connection's entry: its current deadline, its socket, idle or not.
 #[derive(Debug, Default, Clone, Copy)]
 struct Entry {
     /// Coarse-clock milliseconds; 0 = disarmed.
     at_ms: u64,
+    /// When the client is next looked at (0 = not watched).
+    watch_at: u64,
+    watch: ClientWatch,
+    /// The last operation ended because the client had gone.
+    gone: bool,
     /// The socket the running operation uses, and how to shut it.
     fd: RawFd,
     how: i32,
@@ -103,21 +134,41 @@ pub fn check_all(now_ms: u64) {
     set_next_due(next);
 }
 
-/// Fires `e` if its deadline has passed. Returns when it is due if it is
-/// still armed afterwards (`u64::MAX` if not).
+/// Fires `e` if its deadline has passed, or if it watches its client and
+/// the client has gone. Returns when it is due if it is still armed
+/// afterwards (`u64::MAX` if not).
 fn check(e: &mut Entry, now_ms: u64) -> u64 {
     if e.at_ms == 0 || !e.live {
         return u64::MAX;
     }
+    if e.watch_at != 0 && now_ms >= e.watch_at {
+        let (fd, w) = (e.conn_fd, e.watch);
+        if client_gone(peek(fd), w.tls, w.pipelined, || read_hup(fd)) {
+            e.gone = true;
+            e.how = libc::SHUT_RDWR;
+            fire(e);
+            return u64::MAX;
+        }
+        e.watch_at = client_watch_at(now_ms);
+    }
     if now_ms >= e.at_ms {
-        e.at_ms = 0;
-        e.fired = true;
-        // SAFETY: the fd belongs to the connection's live socket for as
-        // long as the deadline is armed (disarmed before the op returns).
-        unsafe { libc::shutdown(e.fd, e.how) };
+        fire(e);
         return u64::MAX;
     }
-    e.at_ms
+    match e.watch_at {
+        0 => e.at_ms,
+        w => e.at_ms.min(w),
+    }
+}
+
+/// Ends `e`'s operation: disarms it and shuts its socket down.
+fn fire(e: &mut Entry) {
+    e.at_ms = 0;
+    e.watch_at = 0;
+    e.fired = true;
+    // SAFETY: the fd belongs to the connection's live socket for as long
+    // as the deadline is armed (disarmed before the op returns).
+    unsafe { libc::shutdown(e.fd, e.how) };
 }
 
 /// Shuts the read side of every idle connection's socket (draining), so
@@ -205,7 +256,21 @@ impl Timer {
         limit: Duration,
         op: F,
     ) -> (F::Output, Result<(), Elapsed>) {
-        self.arm(fd, how, limit);
+        self.run_watched(fd, how, limit, None, op).await
+    }
+
+    /// [`Timer::run`] for an upstream read that also watches the client
+    /// (`watch`, see the module docs): `Err(Elapsed)` with
+    /// [`Timer::client_gone`] when it was cut off because the client left.
+    pub async fn run_watched<F: Future>(
+        &self,
+        fd: RawFd,
+        how: Shut,
+        limit: Duration,
+        watch: Option<ClientWatch>,
+        op: F,
+    ) -> (F::Output, Result<(), Elapsed>) {
+        self.arm_watched(fd, how, limit, watch);
         let out = op.await;
         (out, self.finish())
     }
@@ -215,8 +280,14 @@ impl Timer {
     /// finishes around one operation; a parked idle connection
     /// (`idle.rs`) is armed while no task waits on it.
     pub fn arm(&self, fd: RawFd, how: Shut, limit: Duration) {
+        self.arm_watched(fd, how, limit, None);
+    }
+
+    fn arm_watched(&self, fd: RawFd, how: Shut, limit: Duration, watch: Option<ClientWatch>) {
+        let now = self.clock.get();
         // +1 so a deadline is never 0 (disarmed) and never fires early.
-        let at = self.clock.get() + limit.as_millis() as u64 + 1;
+        let at = now + limit.as_millis() as u64 + 1;
+        let watch_at = watch.map_or(0, |_| client_watch_at(now));
         with_entry(self.key, |e| {
             e.fd = fd;
             e.how = match how {
@@ -224,15 +295,20 @@ impl Timer {
                 Shut::Both => libc::SHUT_RDWR,
             };
             e.fired = false;
+            e.gone = false;
             e.at_ms = at;
+            e.watch_at = watch_at;
+            e.watch = watch.unwrap_or_default();
         });
-        NEXT_DUE.with(|n| n.set(n.get().min(at)));
+        let due = if watch_at == 0 { at } else { at.min(watch_at) };
+        NEXT_DUE.with(|n| n.set(n.get().min(due)));
     }
 
     /// Disarms the deadline; `Err(Elapsed)` if it fired since [`Timer::arm`].
     pub fn finish(&self) -> Result<(), Elapsed> {
         let fired = with_entry(self.key, |e| {
             e.at_ms = 0;
+            e.watch_at = 0;
             std::mem::replace(&mut e.fired, false)
         });
         if fired {
@@ -249,11 +325,18 @@ impl Timer {
         with_entry(self.key, |e| e.fired)
     }
 
+    /// Whether the last operation was cut off because its watched client
+    /// had gone (until the next arming).
+    pub fn client_gone(&self) -> bool {
+        with_entry(self.key, |e| e.gone)
+    }
+
     /// Disarms the deadline of an operation that was dropped before it
     /// finished (so it can never shut a socket that is closed by then).
     pub fn disarm(&self) {
         with_entry(self.key, |e| {
             e.at_ms = 0;
+            e.watch_at = 0;
             e.fired = false;
         });
     }
@@ -268,6 +351,7 @@ impl Timer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::exchange::Peek;
 
     fn timer(now: u64) -> Timer {
         // An fd that is not a socket: shutdown fails harmlessly.
@@ -308,6 +392,114 @@ mod tests {
         // Disarmed: a scan finds nothing armed.
         check_all(5000);
         assert!(!due(1_000_000));
+        t.release();
+    }
+
+    /// A connected loopback pair.
+    fn pair() -> (std::net::TcpStream, std::net::TcpStream) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let a = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (b, _) = l.accept().unwrap();
+        (a, b)
+    }
+
+    /// Waits (bounded) until `f` holds: loopback segments arrive
+    /// asynchronously.
+    fn eventually(mut f: impl FnMut() -> bool) -> bool {
+        (0..200).any(|_| {
+            let ok = f();
+            if !ok {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            ok
+        })
+    }
+
+    #[test]
+    fn a_watched_read_ends_when_its_client_has_gone() {
+        use std::io::{Read, Write};
+        use std::os::fd::AsRawFd;
+        let (client, client_peer) = pair();
+        let (upstream, mut backend) = pair();
+        let t = Timer::register(Rc::new(Cell::new(1000)), client.as_raw_fd());
+        let w = ClientWatch::default();
+        t.arm_watched(
+            upstream.as_raw_fd(),
+            Shut::Read,
+            Duration::from_secs(60),
+            Some(w),
+        );
+        with_entry(t.key, |e| {
+            // Not looked at before a second of waiting.
+            assert_eq!(check(e, 1999), 2000);
+            // Looked at: still there, looked at again a second later.
+            assert_eq!(check(e, 2000), 3000);
+            assert!(!e.fired && !e.gone);
+        });
+        // Pipelined bytes arriving are not an abort.
+        (&client_peer).write_all(b"GET /next").unwrap();
+        assert!(eventually(
+            || super::peek(client.as_raw_fd()) == Peek::Unread
+        ));
+        with_entry(t.key, |e| assert_eq!(check(e, 3000), 4000));
+        // The client closes (its unread bytes are read first, as a
+        // connection that buffered them would have).
+        let mut sink = [0u8; 9];
+        (&client).read_exact(&mut sink).unwrap();
+        drop(client_peer);
+        assert!(eventually(|| super::peek(client.as_raw_fd()) == Peek::Eof));
+        with_entry(t.key, |e| assert_eq!(check(e, 4000), u64::MAX));
+        assert!(t.client_gone() && t.fired());
+        assert_eq!(t.finish(), Err(Elapsed));
+        // The upstream socket was shut both ways: the backend sees its end.
+        backend
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        assert_eq!(backend.read(&mut sink).unwrap(), 0, "backend sees EOF");
+        // The next arming starts afresh; an unwatched one never looks.
+        t.arm(upstream.as_raw_fd(), Shut::Read, Duration::from_secs(60));
+        assert!(!t.client_gone());
+        with_entry(t.key, |e| assert_eq!(check(e, 5000), 60_001 + 1000));
+        t.finish().unwrap();
+        t.release();
+    }
+
+    #[test]
+    fn a_client_that_half_closed_after_pipelining_is_not_gone() {
+        use std::io::Write;
+        use std::os::fd::AsRawFd;
+        let (client, client_peer) = pair();
+        let (upstream, _backend) = pair();
+        let t = Timer::register(Rc::new(Cell::new(0)), client.as_raw_fd());
+        let w = ClientWatch {
+            tls: false,
+            pipelined: true,
+        };
+        (&client_peer).write_all(b"x").unwrap();
+        client_peer.shutdown(std::net::Shutdown::Write).unwrap();
+        t.arm_watched(
+            upstream.as_raw_fd(),
+            Shut::Read,
+            Duration::from_secs(60),
+            Some(w),
+        );
+        // Plain bytes then FIN: not gone; buffered pipelined requests and
+        // FIN: not gone either.
+        assert!(eventually(|| super::read_hup(client.as_raw_fd())));
+        with_entry(t.key, |e| assert_eq!(check(e, 1000), 2000));
+        // The same for a TLS client: bytes then FIN is its close.
+        t.arm_watched(
+            upstream.as_raw_fd(),
+            Shut::Read,
+            Duration::from_secs(60),
+            Some(ClientWatch {
+                tls: true,
+                pipelined: false,
+            }),
+        );
+        with_entry(t.key, |e| assert_eq!(check(e, 1000), u64::MAX));
+        assert!(t.client_gone());
+        let _ = t.finish();
         t.release();
     }
 

@@ -14,7 +14,7 @@ use monoio::buf::IoBuf;
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
 
 use super::buf::{ReadError, RecvBuf};
-use super::deadline::{Shut, Timer};
+use super::deadline::{ClientWatch, Shut, Timer};
 use crate::proto::http1::{ChunkError, ChunkedDecoder, Piece};
 
 /// Which side a relay failure came from; drives retries and status codes.
@@ -28,6 +28,9 @@ pub enum RelayError {
     Malformed(ChunkError),
     DstTimeout,
     DstIo(io::Error),
+    /// The client that the relay's source reads were watching has gone
+    /// (`deadline.rs`): the relay was abandoned.
+    ClientGone,
 }
 
 /// Writes all of `out` within `limit`; gives the buffer back.
@@ -150,6 +153,9 @@ pub struct Pipe<'a, S, D> {
     pub timer: &'a Timer,
     pub read_limit: Duration,
     pub write_limit: Duration,
+    /// The client to watch while the source is read (a response body from
+    /// an upstream); `None` when the source is the client.
+    pub watch: Option<ClientWatch>,
 }
 
 /// Sends `out` (which may already hold a head and body bytes), then relays
@@ -174,12 +180,16 @@ pub async fn relay<S: AsyncReadRent, D: AsyncWriteRent>(
         if done {
             return (Ok(()), out);
         }
-        match p.sbuf.fill_fd(p.src, p.src_fd, p.timer, p.read_limit).await {
+        let read = p
+            .sbuf
+            .fill_fd(p.src, p.src_fd, p.timer, p.read_limit, p.watch);
+        match read.await {
             Ok(_) => {}
             Err(ReadError::Eof) if matches!(body, Body::Close) => return (Ok(()), out),
             Err(ReadError::Eof) => return (Err(RelayError::SrcEof), out),
             Err(ReadError::Timeout) => return (Err(RelayError::SrcTimeout), out),
             Err(ReadError::Io(e)) => return (Err(RelayError::SrcIo(e)), out),
+            Err(ReadError::ClientGone) => return (Err(RelayError::ClientGone), out),
         }
         match body.absorb(p.sbuf, &mut out) {
             Ok(d) => done = d,

@@ -11,6 +11,8 @@
 //! - [`access_log`]: buffered access-log lines handed to a writer thread.
 //! - [`unwind`]: a panicking connection task costs that connection, not the shard.
 //! - [`pool`]: idle upstream keep-alive connections, per shard.
+//! - [`peek`]: non-blocking looks at a socket's receive queue (pooled
+//!   connections, clients awaiting a response).
 //! - [`proxy_protocol`]: the PROXY header read on `proxy_protocol` listeners.
 //! - [`date`]: the `Date` field value, cached per shard and refreshed by its tick.
 
@@ -25,6 +27,7 @@ pub mod idle;
 pub mod io;
 pub mod link;
 pub mod multishot;
+pub mod peek;
 pub mod pool;
 pub mod proxy_protocol;
 pub mod shard;

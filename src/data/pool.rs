@@ -33,10 +33,11 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::AsRawFd;
 use std::time::Duration;
 
-use crate::proto::exchange::{pooled_verdict, Discard, Peek};
+use super::peek::peek;
+use crate::proto::exchange::{pooled_verdict, Discard};
 use crate::proto::pool_policy::{close_oldest, may_cache, Oldest};
 
 /// A pooled connection: plain or TLS (`super::upstream`). TLS ones are
@@ -193,28 +194,6 @@ impl Pool {
     }
 }
 
-/// A non-blocking look at an idle connection's receive queue.
-fn peek(fd: RawFd) -> Peek {
-    let mut b = 0u8;
-    // SAFETY: `fd` is an open socket owned by the pool; one byte into `b`.
-    let n = unsafe {
-        libc::recv(
-            fd,
-            (&mut b as *mut u8).cast(),
-            1,
-            libc::MSG_PEEK | libc::MSG_DONTWAIT,
-        )
-    };
-    match n {
-        0 => Peek::Eof,
-        n if n > 0 => Peek::Unread,
-        _ => match std::io::Error::last_os_error().raw_os_error() {
-            Some(libc::EAGAIN) | Some(libc::EINTR) => Peek::Idle,
-            _ => Peek::Error,
-        },
-    }
-}
-
 /// Closes an idle, complete upstream connection with a reset instead of a
 /// FIN: under churn (more concurrent requests than `keepalive`) this keeps
 /// the proxy's side free of TIME_WAIT sockets and their ephemeral ports.
@@ -246,20 +225,6 @@ mod tests {
         let a = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
         let (b, _) = l.accept().unwrap();
         (a, b)
-    }
-
-    #[test]
-    fn peek_sees_idle_eof_and_unread_bytes() {
-        use std::io::Write;
-        let (a, b) = pair();
-        assert_eq!(peek(a.as_raw_fd()), Peek::Idle);
-        (&b).write_all(b"x").unwrap();
-        std::thread::sleep(Duration::from_millis(50));
-        assert_eq!(peek(a.as_raw_fd()), Peek::Unread);
-        let (a, b) = pair();
-        drop(b);
-        std::thread::sleep(Duration::from_millis(50));
-        assert_eq!(peek(a.as_raw_fd()), Peek::Eof);
     }
 
     /// A connection idle for longer than a request's limit is left in the

@@ -40,7 +40,7 @@ use std::task::{Context, Poll};
 
 use monoio::net::TcpStream;
 
-use super::deadline::{Elapsed, Shut};
+use super::deadline::{Elapsed, Shut, Timer};
 use super::io::{relay, write_counted, Body, Pipe, RelayError};
 
 /// Bodies with fewer bytes left than this are copied: setting up a splice
@@ -270,10 +270,12 @@ pub async fn relay_plain(
 /// timeout or I/O error.
 fn waited(
     r: (io::Result<()>, Result<(), Elapsed>),
+    timer: &Timer,
     timeout: RelayError,
     failed: fn(io::Error) -> RelayError,
 ) -> Result<(), RelayError> {
     match r {
+        (_, Err(_)) if timer.client_gone() => Err(RelayError::ClientGone),
         (_, Err(_)) => Err(timeout),
         (Err(e), Ok(())) => Err(failed(e)),
         (Ok(()), Ok(())) => Ok(()),
@@ -346,13 +348,14 @@ async fn splice_body(
                 .timer
                 .run(p.dst_fd, Shut::Both, p.write_limit, p.dst.writable(false))
                 .await;
-            waited(r, RelayError::DstTimeout, RelayError::DstIo)?;
+            waited(r, p.timer, RelayError::DstTimeout, RelayError::DstIo)?;
         } else {
+            let wait = p.src.readable(false);
             let r = p
                 .timer
-                .run(p.src_fd, Shut::Read, p.read_limit, p.src.readable(false))
+                .run_watched(p.src_fd, Shut::Read, p.read_limit, p.watch, wait)
                 .await;
-            waited(r, RelayError::SrcTimeout, RelayError::SrcIo)?;
+            waited(r, p.timer, RelayError::SrcTimeout, RelayError::SrcIo)?;
         }
     }
 }

@@ -27,6 +27,11 @@
 //!   replayable; a body that outgrows the cap, or that would take the
 //!   shard past its buffer budget, is streamed from that point.
 //!
+//! - [`client_gone`] / [`client_watch_at`]: has a client that waits for
+//!   its response gone away (nginx's 499)? Looked at only once the wait
+//!   has lasted [`CLIENT_WATCH_MS`], then every as long, so a response
+//!   that comes in time costs nothing.
+//!
 //! [`Tried`] is the set of servers already tried for one request: a bitset
 //! that keeps excluding servers past the 64th (kept per connection and
 //! cleared per request, so no allocation per request).
@@ -180,6 +185,45 @@ pub fn may_keep_client(e: ClientEnd) -> bool {
         && !e.draining
 }
 
+/// How long a response may be awaited before the client is first looked
+/// at, and then between looks (the shard's tick does it: no syscall on a
+/// request answered sooner). nginx looks whenever epoll reports the
+/// client's FIN; one second later is soon enough to free a backend worker
+/// that is tied to a client that left.
+pub const CLIENT_WATCH_MS: u64 = 1000;
+
+/// When a wait that starts at `now_ms` (coarse clock) first looks at the
+/// client, and when the next look comes after one at `now_ms`.
+pub fn client_watch_at(now_ms: u64) -> u64 {
+    now_ms + CLIENT_WATCH_MS
+}
+
+/// Whether a client whose response is awaited has gone, from a
+/// non-blocking peek at its socket: the exchange is then abandoned and the
+/// upstream connection closed (the backend sees its client leave, as
+/// behind nginx with `proxy_ignore_client_abort off`).
+///
+/// - Nothing to read (`Idle`): still there.
+/// - A reset or socket error: gone.
+/// - End of stream with nothing before it: gone — the client closed, or
+///   half-closed after its request (`shutdown(SHUT_WR)`), which nginx
+///   treats as gone too. Unless it pipelined requests that are buffered
+///   already (`pipelined`): those are owed answers, and a half-closed
+///   socket can still receive them.
+/// - Bytes to read (`Unread`): a plain client pipelining its next request,
+///   not an abort, even if its FIN follows. A TLS client's bytes are
+///   records that cannot be told apart unread (a `close_notify` or a next
+///   request): it is gone when the end of stream follows them (`hup`,
+///   asked only then).
+pub fn client_gone(peek: Peek, tls: bool, pipelined: bool, hup: impl FnOnce() -> bool) -> bool {
+    match peek {
+        Peek::Idle => false,
+        Peek::Error => true,
+        Peek::Eof => !pipelined,
+        Peek::Unread => tls && !pipelined && hup(),
+    }
+}
+
 /// The facts about a request body before an upstream is chosen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BodyFacts {
@@ -308,6 +352,51 @@ mod tests {
                 want,
                 "{idle} {timeout} {peek:?}"
             );
+        }
+    }
+
+    #[test]
+    fn clients_that_are_gone() {
+        use Peek::*;
+        let cases = [
+            // (peek, tls, pipelined, end of stream behind the bytes, gone)
+            (Idle, false, false, false, false),
+            (Idle, true, false, true, false),
+            (Error, false, false, false, true),
+            (Error, true, true, false, true),
+            // Closed, or half-closed after the request (as nginx).
+            (Eof, false, false, false, true),
+            (Eof, true, false, false, true),
+            // Half-closed after pipelining: the answers are still owed.
+            (Eof, false, true, false, false),
+            (Eof, true, true, false, false),
+            // Pipelined bytes arriving (plain): never an abort.
+            (Unread, false, false, false, false),
+            (Unread, false, false, true, false),
+            // TLS: a close_notify (or anything) then FIN is gone; bytes
+            // without FIN are not.
+            (Unread, true, false, true, true),
+            (Unread, true, false, false, false),
+            (Unread, true, true, true, false),
+        ];
+        for (peek, tls, pipelined, hup, want) in cases {
+            assert_eq!(
+                client_gone(peek, tls, pipelined, || hup),
+                want,
+                "{peek:?} tls {tls} pipelined {pipelined} hup {hup}"
+            );
+        }
+        // The second syscall only for a TLS client with unread bytes.
+        for peek in [Idle, Error, Eof] {
+            client_gone(peek, true, false, || panic!("asked for {peek:?}"));
+        }
+        client_gone(Unread, false, false, || panic!("asked for a plain client"));
+    }
+
+    #[test]
+    fn clients_are_looked_at_only_after_a_second_of_waiting() {
+        for (now, at) in [(0, 1000), (5, 1005), (60_000, 61_000)] {
+            assert_eq!(client_watch_at(now), at);
         }
     }
 

@@ -20,6 +20,12 @@ Routes (any method):
                    streamed response back stalls it (the record's "acked"
                    tells how many were acknowledged)
   /wait/MS         answers "waited" after MS ms (a long poll)
+  /hold/MS         a long poll that watches its client: records phase "start",
+                   then waits up to MS ms for the connection to close (ASGI:
+                   `http.disconnect`, what Starlette's is_disconnected() reads;
+                   WSGI: a peek at gunicorn's socket), records phase "end"
+                   with "disconnected", and answers "held" only if it was
+                   not; ?stream=1 sends the head and a first event first
   /cookies/N       200 with N Set-Cookie fields
   /fill/N          200 with N fields "X-Fill-i" of 1000 bytes each
   /ws              WebSocket echo (ASGI only)
@@ -29,6 +35,7 @@ import asyncio
 import hashlib
 import json
 import os
+import socket
 import time
 
 LOG = os.environ["RECORD_LOG"]
@@ -152,6 +159,77 @@ def wsgi_stream(tid, method, path, sp):
            acked=acks)
 
 
+def hold_plan(path, query):
+    """(seconds, stream) for /hold, else None."""
+    if not path.startswith("/hold/"):
+        return None
+    return int(path[6:]) / 1000, "stream=1" in query
+
+
+HELD = b"held"
+
+
+async def asgi_hold(tid, method, path, hp, receive, send):
+    seconds, stream = hp
+    record(id=tid, phase="start", method=method, path=path)
+    m = await receive()
+    while m["type"] == "http.request" and m.get("more_body"):
+        m = await receive()
+    if stream:
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(k.encode(), v.encode()) for k, v in SSE]})
+        await send({"type": "http.response.body", "body": tick(0), "more_body": True})
+    try:
+        gone = (await asyncio.wait_for(receive(), seconds))["type"] == "http.disconnect"
+    except asyncio.TimeoutError:
+        gone = False
+    record(id=tid, phase="end", method=method, path=path, disconnected=gone)
+    if gone:
+        return
+    if stream:
+        await send({"type": "http.response.body", "body": HELD})
+        return
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-length", str(len(HELD)).encode())]})
+    await send({"type": "http.response.body", "body": HELD})
+
+
+def peer_gone(sock, seconds):
+    """Whether the peer of `sock` closes it within `seconds` (peeks, reads nothing)."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        try:
+            if sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b"":
+                return True
+        except BlockingIOError:
+            pass
+        except OSError:
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def wsgi_hold(environ, start_response, tid, method, path, hp):
+    seconds, stream = hp
+    record(id=tid, phase="start", method=method, path=path)
+    sock = environ["gunicorn.socket"]
+    if not stream:
+        gone = peer_gone(sock, seconds)
+        record(id=tid, phase="end", method=method, path=path, disconnected=gone)
+        # Written to a closed connection when gone: gunicorn drops it.
+        start_response("200 OK", [("content-length", str(len(HELD)))])
+        return [HELD]
+
+    def events():
+        yield tick(0)
+        gone = peer_gone(sock, seconds)
+        record(id=tid, phase="end", method=method, path=path, disconnected=gone)
+        if not gone:
+            yield HELD
+    start_response("200 OK", SSE)
+    return events()
+
+
 async def asgi(scope, receive, send):
     if scope["type"] == "lifespan":
         while True:
@@ -186,6 +264,10 @@ async def asgi(scope, receive, send):
     sp = stream_plan(path, query)
     if sp is not None:
         await asgi_stream(tid, method, path, sp, send)
+        return
+    hp = hold_plan(path, query)
+    if hp is not None:
+        await asgi_hold(tid, method, path, hp, receive, send)
         return
     if path.startswith("/wait/"):
         await asyncio.sleep(int(path[6:]) / 1000)
@@ -248,6 +330,9 @@ def wsgi(environ, start_response):
     if sp is not None:
         start_response("200 OK", SSE)
         return wsgi_stream(tid, method, path, sp)
+    hp = hold_plan(path, query)
+    if hp is not None:
+        return wsgi_hold(environ, start_response, tid, method, path, hp)
     if path.startswith("/wait/"):
         time.sleep(int(path[6:]) / 1000)
         record(id=tid, method=method, path=path, len=0, sha=sha(b""), resp_sha=sha(b"waited"))

@@ -3,7 +3,9 @@
 SPEC: {"lib": "requests" | "httpx" | "aiohttp", "base": "http://127.0.0.1:PORT",
        "steps": [STEP, ...]}
 STEP: {"id": "x", "method": "POST", "path": "/p", "size": N, "chunked": bool,
-       "headers": {...}}                    one request on the client's session
+       "headers": {...}, "timeout": seconds} one request on the client's session
+                                            (timeout: give up waiting after that
+                                            long, as an impatient client does)
       {"sleep": seconds}
       {"parallel": [STEP, ...]}             those requests at once
 All requests share one session (keep-alive, as an application would use it).
@@ -64,10 +66,12 @@ if LIB in ("requests", "httpx"):
         try:
             if LIB == "requests":
                 r = session.request(step["method"], BASE + step["path"], data=data,
-                                    headers=headers_for(step), timeout=TIMEOUT)
+                                    headers=headers_for(step),
+                                    timeout=step.get("timeout", TIMEOUT))
             else:
                 r = session.request(step["method"], BASE + step["path"], content=data,
-                                    headers=headers_for(step))
+                                    headers=headers_for(step),
+                                    timeout=step.get("timeout", TIMEOUT))
             return result(step, r.status_code, r.content, r.headers, body)
         except Exception as e:  # reported, the Rust side asserts on it
             return result(step, 0, b"", {}, body, repr(e))
@@ -95,8 +99,9 @@ elif LIB == "aiohttp":
         body = body_for(step)
         data = agen(body) if step.get("chunked") else (body if step.get("size") else None)
         try:
+            timeout = aiohttp.ClientTimeout(total=step.get("timeout", TIMEOUT))
             async with session.request(step["method"], BASE + step["path"], data=data,
-                                       headers=headers_for(step)) as r:
+                                       headers=headers_for(step), timeout=timeout) as r:
                 content = await r.read()
                 return result(step, r.status, content, r.headers, body)
         except Exception as e:
