@@ -751,3 +751,57 @@ fn another_virtual_router_on_the_link_moves_nothing() {
         stats["vrrp"]["dropped"]
     );
 }
+
+/// The same as [`another_virtual_router_on_the_link_moves_nothing`], with
+/// the other router's keepalived run the way its docs say
+/// (`keepalived -P -n -l`, syslog on): with no syslog daemon on the host,
+/// glibc writes each of its ~100 takeover log lines to /dev/console, which
+/// on a VM's serial console holds a CPU with interrupts off ~1.5 ms a line.
+/// Timers on the whole host fire late — ringlb's shard tick among them —
+/// but that is the host's hiccup, not a dead data plane: ringlb keeps the
+/// VIP (no state change), and so does keepalived b stay BACKUP.
+#[test]
+fn a_console_logging_neighbour_does_not_move_the_vip() {
+    let mut lab = Lab::new();
+    lab.backend("a");
+    let a = lab.ringlb_opts("a", &instance(200, "10ms", ""), &Lab::admin_section(), &[]);
+    let kb = lab.keepalived("b", &keepalived_conf(3, 100, "0.01", None));
+    assert_only(&lab, "a", WAIT, "ringlb master, keepalived backup");
+    assert!(
+        eventually(WAIT, || peer_view::keepalived_entered(&lab, kb, "BACKUP")
+            >= 1),
+        "keepalived b never settled in BACKUP"
+    );
+    let before = lab.stats("a")["vrrp"]["instances"][0]["transitions"].clone();
+    let b_masters = peer_view::keepalived_entered(&lab, kb, "MASTER");
+    for round in 0..4 {
+        let other = lab.keepalived_logging("c", &keepalived_many_vips(200), true);
+        assert!(
+            eventually(WAIT, || peer_view::keepalived_entered(
+                &lab, other, "MASTER"
+            ) >= 1),
+            "round {round}: the other router never became master"
+        );
+        assert_steady(
+            &lab,
+            "a",
+            Duration::from_millis(500),
+            "the console-logging router's takeover",
+        );
+        lab.term(other);
+    }
+    let log = peer_view::ringlb_log(&lab, a);
+    assert!(
+        !log.contains("data plane degraded"),
+        "ringlb blamed its data plane for the host's hiccup:\n{log}"
+    );
+    let stats = lab.stats("a");
+    let inst = &stats["vrrp"]["instances"][0];
+    assert_eq!(inst["transitions"], before, "ringlb changed state: {inst}");
+    assert_eq!(inst["role"], "MASTER", "{inst}");
+    assert_eq!(
+        peer_view::keepalived_entered(&lab, kb, "MASTER"),
+        b_masters,
+        "keepalived b took the VIP"
+    );
+}

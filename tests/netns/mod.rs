@@ -274,30 +274,32 @@ impl Lab {
     /// logs ~100 lines, enough to stall a ringlb shard's tick 30+ ms on the
     /// same host and make it give its VIP away.
     pub fn keepalived(&mut self, node: &str, conf: &str) -> usize {
+        self.keepalived_logging(node, conf, false)
+    }
+
+    /// [`Lab::keepalived`], with `syslog` also logging to syslog the way
+    /// keepalived's own docs run it (`keepalived -P -n -l`): with no syslog
+    /// daemon on the host, glibc writes every line to /dev/console.
+    pub fn keepalived_logging(&mut self, node: &str, conf: &str, syslog: bool) -> usize {
         let n = self.procs.len();
         let tag = format!("keepalived-{node}-{n}");
         let file = self.dir.join(format!("{tag}.conf"));
         std::fs::write(&file, conf).unwrap();
         let pid = self.dir.join(format!("{tag}.pid"));
         let vpid = self.dir.join(format!("{tag}.vrrp.pid"));
-        let i = self.spawn(
-            &tag,
-            node,
-            &[
-                "keepalived",
-                "-P",
-                "-n",
-                "-l",
-                "-G",
-                "-D",
-                "-f",
-                file.to_str().unwrap(),
-                "-p",
-                pid.to_str().unwrap(),
-                "-r",
-                vpid.to_str().unwrap(),
-            ],
-        );
+        let mut args = vec!["keepalived", "-P", "-n", "-l", "-D"];
+        if !syslog {
+            args.push("-G");
+        }
+        args.extend([
+            "-f",
+            file.to_str().unwrap(),
+            "-p",
+            pid.to_str().unwrap(),
+            "-r",
+            vpid.to_str().unwrap(),
+        ]);
+        let i = self.spawn(&tag, node, &args);
         self.procs[i].extra_pidfile = Some(vpid);
         i
     }

@@ -48,7 +48,8 @@ use crate::metrics::Registry;
 use crate::proto::vrrp::{self, wire, Event, Machine, Packet, Repr, State};
 
 /// How often tracking (links, scripts, upstreams, liveness) is evaluated.
-pub const TRACK_TICK: Duration = Duration::from_millis(10);
+/// The data plane's liveness checks run on it, and count on it.
+pub const TRACK_TICK: Duration = super::liveness::CHECK_INTERVAL;
 /// How long an instance whose VIPs could not be added stays in FAULT
 /// before it tries again.
 pub const VIP_RETRY: Duration = Duration::from_secs(1);

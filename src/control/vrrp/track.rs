@@ -387,11 +387,18 @@ mod tests {
         let v = t.evaluate(now, 100, &eth9_down, Some(&none_down), Some(view(&beat(1))));
         assert_eq!(v.priority, None);
         assert_eq!(v.fault_reason.as_deref(), Some("interface eth9 is down"));
-        // A stalled data plane costs the weight (default -128)...
-        let v = t.evaluate(now + ms(50), 200, &up_all, None, Some(view(&beat(1))));
-        assert_eq!(v.priority, Some(72));
+        // A stalled data plane (checked every 10 ms) costs the weight
+        // (default -128)...
+        let mut v = None;
+        for k in 1..=5 {
+            v = Some(t.evaluate(now + ms(10 * k), 200, &up_all, None, Some(view(&beat(1)))));
+        }
+        assert_eq!(v.as_ref().unwrap().priority, Some(72));
         // ... and no progress for fault_after is FAULT.
-        let v = t.evaluate(now + ms(1100), 200, &up_all, None, Some(view(&beat(1))));
+        for k in 6..=110 {
+            v = Some(t.evaluate(now + ms(10 * k), 200, &up_all, None, Some(view(&beat(1)))));
+        }
+        let v = v.unwrap();
         assert_eq!(v.priority, None);
         assert!(v.fault_reason.unwrap().contains("data plane is dead"));
         // A shard gone is FAULT at once.
