@@ -284,12 +284,14 @@ pub struct HealthCheckConfig {
 
 /// `track_data_plane`: how the shards' progress feeds an instance's priority
 /// (see `control::vrrp::liveness`). A shard whose heartbeat has not moved
-/// for `stall_after` while it was not waiting for a CPU (blocked or
-/// spinning), or for `starved_after` while it was (the host is busy), makes
+/// for `stall_after` by its own fault (blocked in a call other than waiting
+/// on its ring, or spinning), or for `starved_after` by the host's (waiting
+/// for a CPU, or asleep in its ring with its tick timer woken late), makes
 /// the data plane *degraded*: after `fall` such checks in a row `weight` is
 /// added to the priority, until `rise` good checks in a row. No progress at
-/// all for `fault_after` while not starved, or a shard thread gone, is FAULT. `weight = 0`
-/// turns degraded into FAULT as well (keepalived's weight-0 rule).
+/// all for `fault_after` by the shard's own fault, or a shard thread gone,
+/// is FAULT. `weight = 0` turns degraded into FAULT as well (keepalived's
+/// weight-0 rule).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DataPlaneTrack {
     pub weight: i32,
