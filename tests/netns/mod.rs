@@ -271,8 +271,10 @@ impl Lab {
     /// Never to syslog (`-G`): with no syslog daemon, glibc writes every
     /// line to /dev/console, and on a VM's serial console that keeps a CPU
     /// busy with interrupts off for ~1.5 ms per line — a 25-VIP takeover
-    /// logs ~100 lines, enough to stall a ringlb shard's tick 30+ ms on the
-    /// same host and make it give its VIP away.
+    /// logs ~100 lines, enough to wake a ringlb shard's tick 30–250 ms late
+    /// on the same host. ringlb blames the host for that (see
+    /// `vrrp_netns::a_console_logging_neighbour_does_not_move_the_vip`);
+    /// the other tests keep keepalived quiet so they measure what they mean to.
     pub fn keepalived(&mut self, node: &str, conf: &str) -> usize {
         self.keepalived_logging(node, conf, false)
     }
