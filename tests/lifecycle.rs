@@ -20,11 +20,7 @@ fn holding_backend() -> (Backend, Arc<AtomicBool>, Arc<Mutex<Vec<String>>>) {
     let be = backend(move |mut s| {
         let mut buf = Vec::new();
         while let Some(req) = read_request(&mut s, &mut buf) {
-            let line = String::from_utf8_lossy(&req)
-                .lines()
-                .next()
-                .unwrap_or("")
-                .to_string();
+            let line = request_line(&req);
             sn.lock().unwrap().push(line.clone());
             if line.starts_with("GET /slow") {
                 let start = Instant::now();

@@ -1497,11 +1497,7 @@ fn closing_on_reuse() -> (common::Backend, Seen) {
             let Some(req) = common::read_request(&mut s, &mut buf) else {
                 return;
             };
-            let line = String::from_utf8_lossy(&req)
-                .lines()
-                .next()
-                .unwrap_or("")
-                .to_string();
+            let line = common::request_line(&req);
             let post = line.starts_with("POST");
             s2.lock().unwrap().push((no, line));
             if nth > 0 {

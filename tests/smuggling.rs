@@ -604,11 +604,7 @@ fn check_response_row(row: &Resp) -> Result<(), String> {
         let id = next_conn.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut buf = Vec::new();
         while let Some(req) = read_request(&mut s, &mut buf) {
-            let line = String::from_utf8_lossy(&req)
-                .lines()
-                .next()
-                .unwrap_or("")
-                .to_string();
+            let line = request_line(&req);
             s2.lock().unwrap().push((id, line.clone()));
             let answer: &[u8] = if line.starts_with("GET /2 ") {
                 SECOND

@@ -154,6 +154,15 @@ where
     Backend { addr, conns }
 }
 
+/// The request line of a request read by [`read_request`] (lossy UTF-8).
+pub fn request_line(req: &[u8]) -> String {
+    String::from_utf8_lossy(req)
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_string()
+}
+
 /// Reads one request (head + Content-Length or chunked body) from `s`.
 /// Returns the raw bytes, or None on EOF.
 pub fn read_request(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Vec<u8>> {
