@@ -613,6 +613,17 @@ const HOT_GAP_MS: u64 = 200;
 /// Busy streak after which a connection reads its next request directly.
 const HOT_STREAK: u32 = 4;
 
+/// Whether a connection that produced no request head ends with a
+/// lingering close, given the status it was answered with (0: none).
+/// A refused head (400, 414, 431, 501, 505…) may be followed by bytes the
+/// client already sent (the rest of a long line, a body, pipelined
+/// requests): closing with them unread would reset the connection, and the
+/// client could lose the answer. A silent close (nothing answered) or a
+/// 408 (the client sent nothing more in time) has nothing to protect.
+fn linger_after_no_head(status: u16) -> bool {
+    status != 0 && status != 408
+}
+
 /// Whether a keep-alive connection waits for its next request with a read
 /// (holding its receive buffer) rather than a readiness wait (holding
 /// none). Only a connection whose last [`HOT_STREAK`] requests each came
@@ -663,11 +674,7 @@ async fn one_request(
                 log.bytes_out,
             );
         }
-        // A refused head (400, 414, 431, 501, 505…) may be followed by
-        // bytes the client already sent (the rest of a long line, a body,
-        // pipelined requests): closing with them unread would reset the
-        // connection, and the client could lose the answer. Linger instead.
-        let next = if log.status != 0 && log.status != 408 {
+        let next = if linger_after_no_head(log.status) {
             Next::Linger
         } else {
             Next::Close
@@ -829,6 +836,13 @@ impl ReqBody {
     /// Nothing of the request was consumed: it can be sent from the start.
     fn intact(&self) -> bool {
         matches!(self.state, BodyState::Buffered | BodyState::Pending)
+    }
+
+    /// The whole request is buffered and untouched, so it will still be
+    /// [`intact`](Self::intact) if this attempt fails: unlike a `Pending`
+    /// body, which is consumed as soon as it streams upstream.
+    fn whole(&self) -> bool {
+        self.rest.is_none() && self.intact()
     }
 
     /// The client has no more body bytes to send for this request.
@@ -1362,8 +1376,7 @@ async fn attempt(
     let server = t.server();
     let (key, now, idle_limit) = (pool_key(&t), shard.clock.get(), up.config.keepalive_timeout);
     // Sent again if the connection turns out closed (see `retry`)?
-    let replayable =
-        req.head.method.is_idempotent() && req.body.rest.is_none() && req.body.intact();
+    let replayable = req.head.method.is_idempotent() && req.body.whole();
     let within = reuse_within(replayable, idle_limit);
     let taken = match up.config.send_proxy_protocol {
         // A PROXY-tagged connection names one client: it is private to
@@ -2073,7 +2086,22 @@ async fn copy_until_idle<R: AsyncReadRent, W: AsyncWriteRent>(r: &mut R, w: &mut
 
 #[cfg(test)]
 mod tests {
-    use super::{next_streak, read_directly, HOT_GAP_MS, HOT_STREAK};
+    use super::{linger_after_no_head, next_streak, read_directly, HOT_GAP_MS, HOT_STREAK};
+
+    #[test]
+    fn a_refused_head_lingers_a_silent_or_timed_out_one_closes() {
+        for (status, linger) in [
+            (0, false),
+            (408, false),
+            (400, true),
+            (414, true),
+            (431, true),
+            (501, true),
+            (505, true),
+        ] {
+            assert_eq!(linger_after_no_head(status), linger, "status {status}");
+        }
+    }
 
     #[test]
     fn only_a_busy_streak_reads_directly() {
