@@ -1,22 +1,25 @@
-//! Multishot accept: one armed accept per listener on a small second
-//! io_uring per shard, instead of single-shot accepts on the runtime's ring.
+//! Multishot accept: one armed accept per listener on the shard's own
+//! io_uring, instead of single-shot accepts.
 //!
 //! Why: a single-shot accept that completes is submitted again, tried once
 //! in line (usually EAGAIN) and armed again (a poll allocation and a
 //! wait-queue entry) for every connection. A multishot accept stays armed
 //! and takes every queued connection each time it is woken. On a bare
 //! `Connection: close` responder that is 14–18% less CPU per connection
-//! (`bench/uring_probe.sh`); in ringlb, 5–11% less proxy CPU per
-//! `Connection: close` request (bench/RESULTS.md).
+//! (`bench/uring_probe.sh`); in ringlb, with `Connection: close` clients,
+//! 5–11% less proxy CPU per request than single-shot accepts when it ran
+//! on a second ring, and another ~7% since it runs on the shard's own ring
+//! (bench/RESULTS.md).
 //!
-//! Why a second ring: the runtime (monoio 0.2.4) keeps its operations
-//! private and expects one completion per operation. This ring carries only
-//! the listeners' accepts and their cancellations. Its completions bump an
-//! eventfd (`IORING_REGISTER_EVENTFD`) that the shard polls on its own
-//! ring, so the shard's one event loop still drives everything; the
-//! accepts themselves run in the shard thread's task work, as the
-//! runtime's do. A multishot accept returns no peer address, so each
-//! connection costs one `getpeername(2)`.
+//! How: the runtime's operations complete once, so a multishot accept
+//! cannot be one of them. The vendored runtime (`vendor/monoio`, see its
+//! `RINGLB.md`) lets us queue a raw entry on the shard's ring and hands
+//! every completion whose `user_data` carries `RAW_BIT` to a per-thread
+//! handler during its completion loop. The handler only files the
+//! completion in this module's inbox and wakes the accept task
+//! ([`ready`]); the task takes them with [`MultishotAccept::completions`]. A
+//! multishot accept returns no peer address, so each connection costs one
+//! `getpeername(2)`.
 //!
 //! `max_connections` still holds: connections the kernel hands over while
 //! the shard is full wait in `pending` (accepted, nothing read), and every
@@ -27,25 +30,53 @@
 //! armed: a limit lowered at run time (`prlimit`) applies from the next
 //! arming (after a pause at `max_connections` or an accept error).
 //!
-//! Kernels before 5.19 have no multishot accept: [`SideAccept::new`] finds
-//! out with a throwaway loopback listener and the shard keeps its
-//! single-shot accept loops (`RINGLB_ACCEPT=loops` forces those).
+//! Kernels before 5.19 have no multishot accept: [`MultishotAccept::new`] finds
+//! out with a throwaway loopback listener on a small ring of its own, and
+//! the shard keeps its single-shot accept loops (`RINGLB_ACCEPT=loops`
+//! forces those).
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::task::{Poll, Waker};
 
 use io_uring::{cqueue, opcode, types, IoUring};
+use monoio::uring_raw::RAW_BIT;
 
-/// Completion queue size: connections accepted between two looks.
-const CQ_ENTRIES: u32 = 1024;
+/// `user_data` of the cancellations (never a listener's token).
+const CANCEL: u64 = RAW_BIT | ((1 << 62) - 1);
 
-/// `user_data` of the ring's own cancellations (never a listener id).
-const CANCEL: u64 = u64::MAX;
+/// Completions handed over by the runtime's completion loop, and the task
+/// waiting for them.
+#[derive(Default)]
+struct Inbox {
+    done: VecDeque<(u64, i32, u32)>,
+    waker: Option<Waker>,
+}
 
-/// One listener on the side ring.
+thread_local! {
+    static INBOX: RefCell<Inbox> = RefCell::new(Inbox::default());
+}
+
+/// Waits until at least one completion is in the inbox.
+pub async fn ready() {
+    std::future::poll_fn(|cx| {
+        INBOX.with(|i| {
+            let mut i = i.borrow_mut();
+            if i.done.is_empty() {
+                i.waker = Some(cx.waker().clone());
+                Poll::Pending
+            } else {
+                Poll::Ready(())
+            }
+        })
+    })
+    .await
+}
+
+/// One listener with a multishot accept.
 struct Listening {
     addr: SocketAddr,
     listener: TcpListener,
@@ -57,10 +88,10 @@ struct Listening {
 
 /// `user_data` of an accept: listener id and arming number.
 fn token(id: u64, gen: u64) -> u64 {
-    (id << 32) | (gen & 0xffff_ffff)
+    RAW_BIT | ((id & 0x3fff_ffff) << 32) | (gen & 0xffff_ffff)
 }
 
-/// What one completion of the side ring asks the shard to do.
+/// What one accept completion asks the shard to do.
 pub enum Accepted {
     /// A new connection on the listener bound to `listen`.
     Conn {
@@ -73,9 +104,7 @@ pub enum Accepted {
     Failed { listen: SocketAddr, err: io::Error },
 }
 
-pub struct SideAccept {
-    ring: RefCell<IoUring>,
-    efd: OwnedFd,
+pub struct MultishotAccept {
     listeners: RefCell<HashMap<u64, Listening>>,
     next_id: Cell<u64>,
     next_gen: Cell<u64>,
@@ -85,33 +114,27 @@ pub struct SideAccept {
     pub pending: RefCell<VecDeque<(TcpStream, SocketAddr, SocketAddr)>>,
 }
 
-impl SideAccept {
-    /// The side ring, or why not (no io_uring multishot accept here).
-    pub fn new() -> io::Result<SideAccept> {
+impl MultishotAccept {
+    /// Multishot accepts on the runtime's ring, or why not.
+    pub fn new() -> io::Result<MultishotAccept> {
         let mut ring = build_ring()?;
         probe_multishot(&mut ring)?;
-        // SAFETY: plain syscall; the result is checked and owned below.
-        let efd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-        if efd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `efd` is a fresh descriptor nobody else owns.
-        let efd = unsafe { OwnedFd::from_raw_fd(efd) };
-        ring.submitter().register_eventfd(efd.as_raw_fd())?;
-        Ok(SideAccept {
-            ring: RefCell::new(ring),
-            efd,
+        monoio::uring_raw::set_handler(|data, res, flags| {
+            INBOX.with(|i| {
+                let mut i = i.borrow_mut();
+                i.done.push_back((data, res, flags));
+                if let Some(w) = i.waker.take() {
+                    w.wake();
+                }
+            })
+        });
+        Ok(MultishotAccept {
             listeners: RefCell::new(HashMap::new()),
             next_id: Cell::new(0),
             next_gen: Cell::new(0),
             paused: Cell::new(false),
             pending: RefCell::new(VecDeque::new()),
         })
-    }
-
-    /// The eventfd the ring bumps on every completion.
-    pub fn eventfd(&self) -> &OwnedFd {
-        &self.efd
     }
 
     /// Starts accepting on `listener` (replacing any listener on `addr`).
@@ -135,8 +158,14 @@ impl SideAccept {
     /// Stops accepting on `addr` and closes its listener at once (its
     /// accept is cancelled first, so the kernel holds no reference to it).
     pub fn remove(&self, addr: SocketAddr) {
-        for id in self.ids(|l| l.addr == addr) {
+        let ids = self.ids(|l| l.addr == addr);
+        for &id in &ids {
             self.cancel(id);
+        }
+        if !ids.is_empty() {
+            flush();
+        }
+        for id in ids {
             self.listeners.borrow_mut().remove(&id);
         }
     }
@@ -147,6 +176,7 @@ impl SideAccept {
         for id in self.ids(|_| true) {
             self.cancel(id);
         }
+        flush();
         self.listeners.borrow_mut().clear();
         self.pending.borrow_mut().clear();
     }
@@ -190,41 +220,13 @@ impl SideAccept {
     /// because it was cancelled or ran out of completions is re-armed
     /// here unless paused or removed.
     pub fn completions(&self) -> Vec<Accepted> {
-        let mut buf = [0u8; 8];
-        // SAFETY: reads 8 bytes into `buf` from our non-blocking eventfd
-        // (resets its counter; EAGAIN when it was zero).
-        unsafe { libc::read(self.efd.as_raw_fd(), buf.as_mut_ptr().cast(), 8) };
-        let mut done: Vec<(u64, i32, u32)> = Vec::new();
-        {
-            let mut ring = self.ring.borrow_mut();
-            loop {
-                done.extend(
-                    ring.completion()
-                        .map(|c| (c.user_data(), c.result(), c.flags())),
-                );
-                // Completions the queue had no room for wait in the
-                // kernel's overflow list (a burst of connections between
-                // two looks); only entering the ring moves them over. The
-                // one that ends a multishot accept may be among them.
-                if !ring.submission().cq_overflow() {
-                    break;
-                }
-                if !enter(&mut ring) {
-                    break;
-                }
-            }
-            // An arming or cancellation the kernel refused earlier (EBUSY
-            // while completions overflowed) is still queued: hand it over.
-            if !ring.submission().is_empty() {
-                enter(&mut ring);
-            }
-        }
+        let done: Vec<(u64, i32, u32)> = INBOX.with(|i| i.borrow_mut().done.drain(..).collect());
         let mut out = Vec::with_capacity(done.len());
         for (data, res, flags) in done {
             if data == CANCEL {
                 continue;
             }
-            let id = data >> 32;
+            let id = (data & !RAW_BIT) >> 32;
             // The listener, and whether this is its current accept ending.
             let (listen, ended) = match self.listeners.borrow_mut().get_mut(&id) {
                 Some(l) => {
@@ -312,44 +314,24 @@ impl SideAccept {
     }
 
     fn submit(&self, sqe: io_uring::squeue::Entry) {
-        let mut ring = self.ring.borrow_mut();
         // SAFETY: accept and cancel entries point at no user memory.
-        while unsafe { ring.submission().push(&sqe) }.is_err() {
-            if !enter(&mut ring) {
-                return;
-            }
+        if let Err(e) = unsafe { monoio::uring_raw::push(sqe) } {
+            crate::warn!("accepts: {e}");
         }
-        enter(&mut ring);
     }
 }
 
-/// Hands queued entries to the kernel (and flushes overflowed
-/// completions). An entry the kernel did not take stays queued and goes
-/// with the next call: `completions` calls this whenever entries wait.
-fn enter(ring: &mut IoUring) -> bool {
-    loop {
-        match ring.submit() {
-            Ok(_) => return true,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                crate::warn!("accept ring: {e}");
-                return false;
-            }
-        }
+/// Hands queued cancellations to the kernel now, before the listeners
+/// they stop are closed (otherwise they would go when the shard next waits).
+fn flush() {
+    if let Err(e) = monoio::uring_raw::submit() {
+        crate::warn!("accepts: {e}");
     }
 }
 
 fn build_ring() -> io::Result<IoUring> {
-    // Few entries: accepts and their cancellations only.
-    // Room for a burst of connections between two looks (overflow beyond
-    // it is handled, see `completions`).
-    IoUring::builder()
-        .setup_coop_taskrun()
-        .setup_taskrun_flag()
-        .setup_single_issuer()
-        .setup_cqsize(CQ_ENTRIES)
-        .build(64)
-        .or_else(|_| IoUring::builder().setup_cqsize(CQ_ENTRIES).build(64))
+    // Only for the probe below.
+    IoUring::new(4)
 }
 
 /// Whether this kernel has multishot accept (5.19+): arm one on a

@@ -39,7 +39,7 @@ use super::buf;
 use super::conn;
 use super::deadline::Timer;
 use super::link::{ListenerCmd, ShardEnd, ShardLink};
-use super::multishot::{Accepted, SideAccept};
+use super::multishot::{Accepted, MultishotAccept};
 use super::pool::Pool;
 use super::unwind::{self, CatchUnwind};
 use crate::lb::ShardState;
@@ -123,9 +123,9 @@ pub struct Shard {
     accepts: Cell<usize>,
     /// Accept operations each listener keeps in flight (by driver).
     accepts_per_listener: usize,
-    /// Multishot accepts on a second ring (`multishot.rs`), when the
+    /// Multishot accepts on the shard's ring (`multishot.rs`), when the
     /// kernel has them; else accept loops on the runtime's ring.
-    side: Option<Rc<SideAccept>>,
+    multishot: Option<Rc<MultishotAccept>>,
     /// When (shard clock, ms) an accept error was last logged.
     accept_warned: Cell<Option<u64>>,
     /// Most connections open since the allocator was last trimmed.
@@ -212,7 +212,7 @@ pub fn run(
         crate::info!("shards use the {} driver", rt.driver_name());
     }
     let accepts_per_listener = accepts_in_flight(rt.is_uring());
-    let side = side_accept(id, rt.is_uring());
+    let ms = multishot_accept(id, rt.is_uring());
     let link = Arc::clone(&end.link);
     let parked = super::idle::ParkedSet::new()?;
     rt.block_on(async move {
@@ -233,15 +233,15 @@ pub fn run(
             active: Cell::new(0),
             accepts: Cell::new(0),
             accepts_per_listener,
-            side,
+            multishot: ms,
             accept_warned: Cell::new(None),
             peak: Cell::new(0),
             draining: Cell::new(false),
             parked,
         });
         monoio::spawn(super::idle::run(Rc::clone(&shard)));
-        if let Some(side) = &shard.side {
-            monoio::spawn(multishot_loop(Rc::clone(&shard), Rc::clone(side)));
+        if let Some(ms) = &shard.multishot {
+            monoio::spawn(multishot_loop(Rc::clone(&shard), Rc::clone(ms)));
         }
         let mut accepting = HashMap::new();
         for (addr, l) in listeners {
@@ -261,8 +261,8 @@ fn start_listener(
     addr: SocketAddr,
     l: std::net::TcpListener,
 ) {
-    if let Some(side) = &shard.side {
-        side.add(addr, l);
+    if let Some(ms) = &shard.multishot {
+        ms.add(addr, l);
         return;
     }
     match TcpListener::from_std(l) {
@@ -381,10 +381,10 @@ impl Drop for InFlight<'_> {
     }
 }
 
-/// The side ring for multishot accepts, unless the driver is not io_uring,
-/// `RINGLB_ACCEPT=loops` asks for the accept loops, or the kernel has no
-/// multishot accept.
-fn side_accept(id: usize, uring: bool) -> Option<Rc<SideAccept>> {
+/// Multishot accepts on the shard's ring, unless the driver is not
+/// io_uring, `RINGLB_ACCEPT=loops` asks for the accept loops, or the kernel
+/// has no multishot accept.
+fn multishot_accept(id: usize, uring: bool) -> Option<Rc<MultishotAccept>> {
     if !uring || std::env::var("RINGLB_ACCEPT").as_deref() == Ok("loops") {
         if id == 0 && uring {
             crate::info!(
@@ -393,12 +393,12 @@ fn side_accept(id: usize, uring: bool) -> Option<Rc<SideAccept>> {
         }
         return None;
     }
-    match SideAccept::new() {
-        Ok(side) => {
+    match MultishotAccept::new() {
+        Ok(ms) => {
             if id == 0 {
                 crate::info!("accepts: one multishot accept per listener");
             }
-            Some(Rc::new(side))
+            Some(Rc::new(ms))
         }
         Err(e) => {
             if id == 0 {
@@ -409,41 +409,32 @@ fn side_accept(id: usize, uring: bool) -> Option<Rc<SideAccept>> {
     }
 }
 
-/// Serves what the side ring accepts: waits for its eventfd on the shard's
-/// own ring, takes the completions, and serves new connections while the
-/// shard is below `max_connections`. At the limit every accept is
+/// Serves what the multishot accepts take: waits until the runtime has
+/// handed over completions, takes them, and serves new connections while
+/// the shard is below `max_connections`. At the limit every accept is
 /// cancelled (clients wait in the kernel's backlog) and the loop looks
 /// again as often as the first accept loop would.
-async fn multishot_loop(shard: Rc<Shard>, side: Rc<SideAccept>) {
-    // `completions` reads the eventfd; here it is only waited for.
-    let waiter = match super::idle::readiness_waiter(side.eventfd().as_raw_fd()) {
-        Ok(w) => w,
-        Err(e) => {
-            crate::error!("shard {}: accepts cannot be waited for: {e}", shard.id);
-            return;
-        }
-    };
+async fn multishot_loop(shard: Rc<Shard>, ms: Rc<MultishotAccept>) {
     let mut backoff = Duration::from_millis(5);
     loop {
-        if side.paused() || !side.pending.borrow().is_empty() {
-            let _ = monoio::time::timeout(recheck_when_full(0), waiter.readable(false)).await;
-        } else if let Err(e) = waiter.readable(false).await {
-            crate::warn!("shard {}: waiting for accepts: {e}", shard.id);
-            monoio::time::sleep(TICK).await;
+        if ms.paused() || !ms.pending.borrow().is_empty() {
+            let _ = monoio::time::timeout(recheck_when_full(0), super::multishot::ready()).await;
+        } else {
+            super::multishot::ready().await;
         }
-        for done in side.completions() {
+        for done in ms.completions() {
             match done {
                 Accepted::Conn {
                     stream,
                     peer,
                     listen,
-                } => side.pending.borrow_mut().push_back((stream, peer, listen)),
+                } => ms.pending.borrow_mut().push_back((stream, peer, listen)),
                 Accepted::Failed { listen, err } => {
                     warn_accept_error(&shard, listen, &err, backoff);
-                    let side = Rc::clone(&side);
+                    let ms = Rc::clone(&ms);
                     monoio::spawn(async move {
                         monoio::time::sleep(backoff).await;
-                        side.rearm(listen);
+                        ms.rearm(listen);
                     });
                     backoff = next_backoff(backoff);
                 }
@@ -452,11 +443,11 @@ async fn multishot_loop(shard: Rc<Shard>, side: Rc<SideAccept>) {
         if shard.draining() {
             // Accepted just before the listeners closed: closed unanswered,
             // as those still in the backlog are.
-            side.pending.borrow_mut().clear();
+            ms.pending.borrow_mut().clear();
         }
         let max = shard.view().snap.config.http.max_connections;
         while may_accept(shard.active.get(), 0, max) {
-            let Some((stream, peer, listen)) = side.pending.borrow_mut().pop_front() else {
+            let Some((stream, peer, listen)) = ms.pending.borrow_mut().pop_front() else {
                 break;
             };
             match monoio::net::TcpStream::from_std(stream) {
@@ -468,9 +459,9 @@ async fn multishot_loop(shard: Rc<Shard>, side: Rc<SideAccept>) {
             }
         }
         if !may_accept(shard.active.get(), 0, max) {
-            side.pause();
-        } else if side.paused() && side.pending.borrow().is_empty() {
-            side.resume();
+            ms.pause();
+        } else if ms.paused() && ms.pending.borrow().is_empty() {
+            ms.resume();
         }
     }
 }
@@ -633,8 +624,8 @@ async fn housekeeping(shard: &Rc<Shard>, mut accepting: HashMap<SocketAddr, Canc
                     if let Some(c) = accepting.remove(&addr) {
                         c.cancel();
                     }
-                    if let Some(side) = &shard.side {
-                        side.remove(addr);
+                    if let Some(ms) = &shard.multishot {
+                        ms.remove(addr);
                     }
                 }
             }
@@ -644,8 +635,8 @@ async fn housekeeping(shard: &Rc<Shard>, mut accepting: HashMap<SocketAddr, Canc
             for (_, c) in accepting.drain() {
                 c.cancel();
             }
-            if let Some(side) = &shard.side {
-                side.remove_all();
+            if let Some(ms) = &shard.multishot {
+                ms.remove_all();
             }
             shard.draining.set(true);
         }
