@@ -189,8 +189,46 @@ fn absolute_form_authority_wins_over_host_and_is_forwarded_in_origin_form() {
     // HTTP/1.0 without Host: the authority is the host.
     let r = send(rl.addr, b"GET http://public.test HTTP/1.0\r\n\r\n");
     assert_eq!(status(&r), 200, "{r}");
+    // The same authority spelled another way (the scheme's default port,
+    // case) is the same host: routed by the target, forwarded once with
+    // the target's spelling as Host (RFC 9112 §3.2.2). A port that is not
+    // the default is another authority, as in haproxy.
+    for (raw, want) in [
+        (
+            &b"GET http://public.test:80/p80 HTTP/1.1\r\nHost: public.test\r\n\r\n"[..],
+            200,
+        ),
+        (
+            b"GET https://PUBLIC.test:443/p443 HTTP/1.1\r\nHost: public.test:\r\n\r\n",
+            200,
+        ),
+        (
+            b"GET http://public.test:8080/x HTTP/1.1\r\nHost: public.test\r\n\r\n",
+            400,
+        ),
+        (
+            b"GET http://public.test:443/x HTTP/1.1\r\nHost: public.test\r\n\r\n",
+            400,
+        ),
+        (
+            b"GET http://public.test/x HTTP/1.1\r\nHost: public.test:8080\r\n\r\n",
+            400,
+        ),
+    ] {
+        let r = send(rl.addr, raw);
+        let what = String::from_utf8_lossy(raw);
+        assert_eq!(status(&r), want, "{what:?} → {r}");
+    }
     let got = requests(&seen);
-    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(got.len(), 4, "{got:?}");
+    assert!(
+        got[2].starts_with("GET /p80 HTTP/1.1\r\nHost: public.test:80\r\n"),
+        "{got:?}"
+    );
+    assert!(
+        got[3].starts_with("GET /p443 HTTP/1.1\r\nHost: PUBLIC.test:443\r\n"),
+        "{got:?}"
+    );
     assert!(
         got[0].starts_with("GET /x?q=1 HTTP/1.1\r\nHost: Public.Test\r\n"),
         "{got:?}"

@@ -424,7 +424,20 @@ fn request_line_and_field_obfuscations() {
         refused(&long_uri, 414),
         // One authority for routing: absolute-form must agree with Host.
         refused(b"GET http://b/ HTTP/1.1\r\nHost: a\r\n\r\n", 400),
-        refused(b"GET http://a:80/ HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+        refused(b"GET http://a:8080/ HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+        refused(b"GET http://a:443/ HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+        refused(b"GET https://a:80/ HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+        // The same authority spelled another way (the scheme's default
+        // port, case): forwarded once, with the target's spelling as Host.
+        forwarded(
+            b"GET http://a:80/ HTTP/1.1\r\nHost: a\r\n\r\n",
+            up("GET / HTTP/1.1", "", "").replace("Host: a\r\n", "Host: a:80\r\n"),
+        ),
+        forwarded(
+            b"GET https://A:443/y HTTP/1.1\r\nHost: a\r\n\r\n",
+            up("GET /y HTTP/1.1", "", "").replace("Host: a\r\n", "Host: A:443\r\n"),
+        ),
+        forwarded(b"GET http://A/z HTTP/1.1\r\nHost: a:80\r\n\r\n", up("GET /z HTTP/1.1", "", "").replace("Host: a\r\n", "Host: A\r\n")),
         refused(b"GET http://u@a/ HTTP/1.1\r\nHost: a\r\n\r\n", 400),
         forwarded(b"GET http://a/x HTTP/1.1\r\nHost: a\r\n\r\n", up("GET /x HTTP/1.1", "", "")),
         forwarded(b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n", up("OPTIONS * HTTP/1.1", "", "")),
