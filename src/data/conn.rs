@@ -1738,15 +1738,20 @@ async fn connect(
 
 /// What watching the client of `req` needs to know while its response is
 /// awaited: TLS or not, and whether requests it pipelined are buffered
-/// already (bytes in `c.rbuf` past this request).
-fn client_watch(c: &Client, req: &Req<'_>) -> ClientWatch {
+/// already (bytes in `c.rbuf` past this request, or held in its TLS
+/// stream).
+fn client_watch(c: &mut Client, req: &Req<'_>) -> ClientWatch {
     let this = match req.body.state {
         BodyState::Buffered => req.head.head_len + req.body.prefix,
         _ => 0,
     };
     ClientWatch {
         tls: c.stream.is_tls(),
-        pipelined: c.rbuf.len() > this,
+        // A TLS stream may hold more of what the client sent (plaintext
+        // rustls decrypted, ciphertext not yet fed to it) when the receive
+        // buffer was full: those are pipelined requests too, though the
+        // socket no longer shows them.
+        pipelined: c.rbuf.len() > this || c.stream.holds_unread(),
     }
 }
 
