@@ -1,11 +1,12 @@
 //! HTTP/1.1 corners that need more than one raw request: a TLS client whose
 //! pipelined requests wait inside the TLS stream while a slow response is
-//! awaited. Each test checks what the client got and what the
+//! awaited, and a backend that floods 1xx responses while an upload is
+//! streamed to it. Each test checks what the client got and what the
 //! backend received (which requests, how many times).
 
 mod common;
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -123,4 +124,117 @@ fn pipelined_requests_held_in_the_tls_stream_are_owed_answers() {
             );
         }
     }
+}
+
+/// A backend that answers a streamed upload with more 1xx responses than
+/// allowed (while it still reads the body) gets no further: the client
+/// gets 502 and a close, the upstream connection is closed before the
+/// body is through, the flood is logged, and the next request is served
+/// normally on a fresh connection.
+#[test]
+fn a_1xx_flood_during_a_streamed_upload_is_a_502() {
+    let seen: Arc<Mutex<Vec<(String, usize)>>> = Arc::default();
+    let s2 = Arc::clone(&seen);
+    let be = backend(move |mut s: TcpStream| {
+        let mut buf = Vec::new();
+        let mut tmp = [0u8; 65536];
+        loop {
+            let Some(end) = find(&buf, b"\r\n\r\n") else {
+                match s.read(&mut tmp) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => buf.extend_from_slice(&tmp[..n]),
+                }
+                continue;
+            };
+            let head: Vec<u8> = buf.drain(..end + 4).collect();
+            let line = request_line(&head);
+            let lower = String::from_utf8_lossy(&head).to_ascii_lowercase();
+            let len: usize = header(&lower, "content-length").map_or(0, |v| v.parse().unwrap());
+            if line.starts_with("POST ") {
+                // The flood, before reading any of the body.
+                for _ in 0..100 {
+                    if s.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").is_err() {
+                        break;
+                    }
+                }
+            }
+            let mut got = buf.len().min(len);
+            buf.drain(..got);
+            while got < len {
+                match s.read(&mut tmp) {
+                    Ok(0) | Err(_) => {
+                        s2.lock().unwrap().push((line, got));
+                        return;
+                    }
+                    Ok(n) => {
+                        let take = n.min(len - got);
+                        got += take;
+                        buf.extend_from_slice(&tmp[take..n]);
+                    }
+                }
+            }
+            s2.lock().unwrap().push((line, got));
+            if s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    let cfg = simple_config(&[be.addr], "retries = 0\n").replace(
+        "[[listener]]",
+        "[http]\nrequest_buffering = false\nclient_max_body_size = 0\n\n[[listener]]",
+    );
+    let rl = Ringlb::start(&cfg);
+    let total = 8 << 20;
+    let mut c = connect(rl.addr);
+    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    c.write_all(
+        format!("POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: {total}\r\n\r\n").as_bytes(),
+    )
+    .unwrap();
+    // The body goes on in the background (ringlb drains what it no longer
+    // forwards); the answer is read here.
+    let mut w = c.try_clone().unwrap();
+    let writer = thread::spawn(move || {
+        let chunk = vec![b'u'; 64 * 1024];
+        (0..total / chunk.len()).all(|_| w.write_all(&chunk).is_ok())
+    });
+    let mut out = Vec::new();
+    let _ = c.read_to_end(&mut out);
+    let r = String::from_utf8_lossy(&out);
+    let _ = writer.join();
+    assert!(
+        r.starts_with("HTTP/1.1 502 Bad Gateway\r\n"),
+        "{r}\n{}",
+        rl.log_text()
+    );
+    assert!(r.contains("\r\nConnection: close\r\n"), "{r}");
+    assert!(!r.contains("100 Continue"), "{r}");
+    assert!(
+        rl.log_text()
+            .contains("more than 32 informational (1xx) responses → 502"),
+        "{}",
+        rl.log_text()
+    );
+    // The backend never got the whole body: its connection was closed.
+    let mut waited = 0;
+    while seen.lock().unwrap().is_empty() && waited < 500 {
+        thread::sleep(Duration::from_millis(20));
+        waited += 1;
+    }
+    let got = seen.lock().unwrap().clone();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].0, "POST /up HTTP/1.1");
+    assert!(got[0].1 < total, "the whole body went through: {got:?}");
+
+    let r = roundtrip_close(
+        rl.addr,
+        b"GET /next HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status_of(&r), 200, "{r}");
+    assert_eq!(be.conns.load(std::sync::atomic::Ordering::Relaxed), 2);
+    let got = seen.lock().unwrap().clone();
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(got[1], ("GET /next HTTP/1.1".to_string(), 0));
 }

@@ -499,6 +499,67 @@ fn curl_upload_over_the_limit_gets_413() {
     assert!(seen.lock().unwrap().raw.is_empty());
 }
 
+/// A request refused before its body was read closes with a lingering
+/// close, whatever refused it: a bad request line, a `Content-Length` over
+/// the limit, or chunked framing that is bad in the bytes that came with
+/// the head. A client that writes its whole body before reading (as most
+/// do) then has every byte accepted and reads the answer, instead of
+/// meeting a reset mid-upload (a broken pipe, and no answer at all).
+#[test]
+fn a_refused_request_lingers_so_a_client_still_sending_reads_the_answer() {
+    let (be, seen) = recorder(ok_response);
+    let rl = Ringlb::start(&routed_config(be.addr, LIMITS, "upstream = \"app\""));
+    let cases: &[(&str, &[u8], u16)] = &[
+        (
+            "bad chunk size right after the head",
+            b"POST /c HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+            400,
+        ),
+        (
+            "bad chunk line ending right after the head",
+            b"POST /c HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\nhello\r\n",
+            400,
+        ),
+        (
+            "chunk sizes over client_max_body_size",
+            b"POST /c HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1000000\r\n",
+            413,
+        ),
+        (
+            "bad request line",
+            b"POST /\x01 HTTP/1.1\r\nHost: a\r\nContent-Length: 16777216\r\n\r\n",
+            400,
+        ),
+        (
+            "Content-Length over client_max_body_size",
+            b"POST /big HTTP/1.1\r\nHost: a\r\nContent-Length: 16777216\r\n\r\n",
+            413,
+        ),
+    ];
+    // 16 MiB: more than loopback socket buffers hold, so all of it is
+    // accepted only if ringlb keeps reading after its answer.
+    let chunk = vec![b'j'; 64 * 1024];
+    for (what, head, want) in cases {
+        let mut s = connect(rl.addr);
+        s.write_all(head).unwrap();
+        for i in 0..256 {
+            if let Err(e) = s.write_all(&chunk) {
+                panic!("{what}: write {i} of 256 failed ({e}): closed without lingering");
+            }
+        }
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut out = Vec::new();
+        let read = s.read_to_end(&mut out);
+        let r = String::from_utf8_lossy(&out);
+        assert!(read.is_ok(), "{what}: {read:?} after {r}");
+        assert_eq!(status(&r), *want, "{what}: {r}");
+        assert!(r.contains("\r\nConnection: close\r\n"), "{what}: {r}");
+        assert_eq!(r.matches("HTTP/1.1 ").count(), 1, "{what}: {r}");
+    }
+    assert!(requests(&seen).is_empty(), "{:?}", requests(&seen));
+    assert!(seen.lock().unwrap().raw.is_empty());
+}
+
 fn chunked_head(path: &str) -> String {
     format!("POST {path} HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n")
 }

@@ -32,6 +32,13 @@
 //!   has lasted [`CLIENT_WATCH_MS`], then every as long, so a response
 //!   that comes in time costs nothing.
 //!
+//! - [`too_many_interim`]: a backend may send informational (1xx)
+//!   responses before its final one; past [`MAX_INTERIM`] of them it is
+//!   flooding (or looping), and the request gets a 502.
+//! - [`linger_after_refusal`]: a request refused before its body was read
+//!   (a bad head, bad chunked framing, a body over the limit) closes its
+//!   connection with a lingering close, so the client reads the answer.
+//!
 //! [`Tried`] is the set of servers already tried for one request: a bitset
 //! that keeps excluding servers past the 64th (kept per connection and
 //! cleared per request, so no allocation per request).
@@ -224,6 +231,38 @@ pub fn client_gone(peek: Peek, tls: bool, pipelined: bool, hup: impl FnOnce() ->
     }
 }
 
+/// Most informational (1xx) responses taken from a backend for one
+/// request. Go's HTTP client gives up after 5; a WebDAV server may send
+/// `102 Processing` now and then through a long operation, and `100
+/// Continue` and `103 Early Hints` come once or twice: 32 is plenty for
+/// any of those. Neither nginx 1.22 (it takes the first 1xx for the final
+/// response) nor haproxy 2.6 (it relays them all) bounds them; without a
+/// bound a backend that loops on them holds the exchange forever, each one
+/// resetting `read_timeout`.
+pub const MAX_INTERIM: u32 = 32;
+
+/// Whether `seen` interim responses (counting the one just decoded) are
+/// more than a backend may send before its final response: the exchange
+/// then fails as a malformed response (502, the connection closed).
+pub fn too_many_interim(seen: u32) -> bool {
+    seen > MAX_INTERIM
+}
+
+/// Whether a connection whose request was refused before its body was
+/// read (or with no request head at all) ends with a lingering close,
+/// given the status it was answered with (0: none). A refused head (400,
+/// 414, 431, 501, 505…), chunked framing refused before any body was read
+/// (400) or a body over the limit (413) may be followed by bytes the
+/// client already sent or is still sending (the rest of a long line, a
+/// body, pipelined requests): closing with them unread resets the
+/// connection, and a client still writing its body meets the reset before
+/// it reads the answer (a TLS client cannot read past it at all). A
+/// silent close (nothing answered) or a 408 (the client sent nothing more
+/// in time) has nothing to protect.
+pub fn linger_after_refusal(status: u16) -> bool {
+    status != 0 && status != 408
+}
+
 /// The facts about a request body before an upstream is chosen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BodyFacts {
@@ -391,6 +430,35 @@ mod tests {
             client_gone(peek, true, false, || panic!("asked for {peek:?}"));
         }
         client_gone(Unread, false, false, || panic!("asked for a plain client"));
+    }
+
+    #[test]
+    fn interim_responses_are_bounded() {
+        for (seen, over) in [
+            (1, false),
+            (2, false),
+            (MAX_INTERIM, false),
+            (MAX_INTERIM + 1, true),
+            (u32::MAX, true),
+        ] {
+            assert_eq!(too_many_interim(seen), over, "{seen}");
+        }
+    }
+
+    #[test]
+    fn a_refusal_lingers_a_silent_or_timed_out_close_does_not() {
+        for (status, linger) in [
+            (0, false),
+            (408, false),
+            (400, true),
+            (413, true),
+            (414, true),
+            (431, true),
+            (501, true),
+            (505, true),
+        ] {
+            assert_eq!(linger_after_refusal(status), linger, "status {status}");
+        }
     }
 
     #[test]
