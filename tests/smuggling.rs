@@ -557,15 +557,15 @@ const GET1: &[u8] = b"GET /1 HTTP/1.1\r\nHost: a\r\n\r\n";
 const BAD_GATEWAY: &str =
     "HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain\r\nContent-Length: 16\r\n\r\n502 Bad Gateway\n";
 
-/// An interim response, and what the client gets for 32 of them and then
-/// a 200, or for more of them than a backend may send (a flood).
+/// An interim response, and what the client gets for 100 of them (the
+/// most a backend may send) and then a 200, or for more of them (a flood).
 const INTERIM: &[u8] = b"HTTP/1.1 102 Processing\r\n\r\n";
-const INTERIM_THEN_200: [u16; 33] = statuses_after_32_interim(200);
-const INTERIM_FLOOD: [u16; 33] = statuses_after_32_interim(502);
+const INTERIM_THEN_200: [u16; 101] = statuses_after_100_interim(200);
+const INTERIM_FLOOD: [u16; 101] = statuses_after_100_interim(502);
 
-const fn statuses_after_32_interim(last: u16) -> [u16; 33] {
-    let mut s = [102; 33];
-    s[32] = last;
+const fn statuses_after_100_interim(last: u16) -> [u16; 101] {
+    let mut s = [102; 101];
+    s[100] = last;
     s
 }
 
@@ -777,8 +777,8 @@ fn hostile_responses_never_reach_another_exchange() {
         hostile("1xx with a body", b"HTTP/1.1 100 Continue\r\nContent-Length: 5\r\n\r\nhelloHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", &[100, 502], "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain\r\nContent-Length: 16\r\n\r\n502 Bad Gateway\n", true),
         // 1xx responses are relayed up to a bound; past it the backend is
         // flooding: 502, and that upstream connection is not reused.
-        hostile("32 interim then 200", &[INTERIM.repeat(32).as_slice(), b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"].concat(), &INTERIM_THEN_200, Box::leak(format!("{}HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", "HTTP/1.1 102 Processing\r\n\r\n".repeat(32)).into_boxed_str()), false),
-        hostile("1xx flood", &[INTERIM.repeat(1000).as_slice(), b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"].concat(), &INTERIM_FLOOD, Box::leak(format!("{}{BAD_GATEWAY}", "HTTP/1.1 102 Processing\r\n\r\n".repeat(32)).into_boxed_str()), true),
+        hostile("100 interim then 200", &[INTERIM.repeat(100).as_slice(), b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"].concat(), &INTERIM_THEN_200, Box::leak(format!("{}HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", "HTTP/1.1 102 Processing\r\n\r\n".repeat(100)).into_boxed_str()), false),
+        hostile("1xx flood", &[INTERIM.repeat(1000).as_slice(), b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"].concat(), &INTERIM_FLOOD, Box::leak(format!("{}{BAD_GATEWAY}", "HTTP/1.1 102 Processing\r\n\r\n".repeat(100)).into_boxed_str()), true),
         hostile("103 then 200", b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", &[103, 200], "HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", false),
         // A 101 nobody asked for: 502 and close (the upstream may be
         // speaking another protocol now).

@@ -232,14 +232,14 @@ pub fn client_gone(peek: Peek, tls: bool, pipelined: bool, hup: impl FnOnce() ->
 }
 
 /// Most informational (1xx) responses taken from a backend for one
-/// request. Go's HTTP client gives up after 5; a WebDAV server may send
-/// `102 Processing` now and then through a long operation, and `100
-/// Continue` and `103 Early Hints` come once or twice: 32 is plenty for
-/// any of those. Neither nginx 1.22 (it takes the first 1xx for the final
-/// response) nor haproxy 2.6 (it relays them all) bounds them; without a
-/// bound a backend that loops on them holds the exchange forever, each one
-/// resetting `read_timeout`.
-pub const MAX_INTERIM: u32 = 32;
+/// request: as many as CPython's `http.client` and Ruby's `net/http`
+/// accept before they give up (100). `100 Continue` and `103 Early Hints`
+/// come once or twice, and a WebDAV server may send `102 Processing` now
+/// and then through a long operation, well within it. Neither nginx 1.22
+/// (it takes the first 1xx for the final response) nor haproxy 2.6 (it
+/// relays them all) bounds them; without a bound a backend that loops on
+/// them holds the exchange forever, each one resetting `read_timeout`.
+pub const MAX_INTERIM: u32 = 100;
 
 /// Whether `seen` interim responses (counting the one just decoded) are
 /// more than a backend may send before its final response: the exchange
@@ -437,8 +437,9 @@ mod tests {
         for (seen, over) in [
             (1, false),
             (2, false),
-            (MAX_INTERIM, false),
-            (MAX_INTERIM + 1, true),
+            (99, false),
+            (100, false),
+            (101, true),
             (u32::MAX, true),
         ] {
             assert_eq!(too_many_interim(seen), over, "{seen}");
