@@ -1306,7 +1306,7 @@ async fn buffer_body(
             Ok(_) => {}
             Err(ReadError::Timeout) => {
                 // client_body_timeout, as in nginx: 408 and close.
-                return Some(c.reply(log, 408, false, c.client_timeout).await);
+                return Some(c.refuse(log, 408, c.client_timeout).await);
             }
             Err(_) => return Some(Next::Close),
         }
