@@ -1,0 +1,423 @@
+//! Planned changes under load, with real peers: a reload (SIGHUP) that
+//! changes the server list, a graceful stop (SIGTERM), and backends that
+//! restart their workers as planned (gunicorn `--max-requests`). "Planned"
+//! means no request is lost: every test asserts what each client got and
+//! how many times the backend saw each request (never a POST twice).
+//!
+//! Real servers (uvicorn, gunicorn) and clients (Python requests) come from
+//! the test venv (`common::python`); the scripted backends pin down the
+//! exact retry rules those real peers only hit by chance.
+
+mod common;
+
+use common::peers::{py_client, read_until_close, AppServer};
+use common::*;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Polls `done` every 20 ms for up to 15 s; panics with `what` otherwise.
+/// (A bound on waiting for something that must happen, not a timing check.)
+fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < Duration::from_secs(15), "never: {what}");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// ringlb's established connections to `server` (its side: destination
+/// port = the server's), by `ss`.
+fn conns_to(server: SocketAddr) -> usize {
+    let out = std::process::Command::new("ss")
+        .args(["-Htn", "state", "established"])
+        .arg(format!("( dport = :{} )", server.port()))
+        .output()
+        .expect("ss (iproute2; tests/run.sh installs it)");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .count()
+}
+
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+fn stats(admin: SocketAddr) -> Value {
+    let (status, body) = admin_get(admin, "/stats");
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+/// A backend whose connections answer one request each, then read the next
+/// one whole and close without answering (a worker going away with its
+/// idle connections). Records each request line with its connection number.
+fn one_answer_per_connection() -> (Backend, Arc<Mutex<Vec<(usize, String)>>>, Arc<AtomicUsize>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let rec = Arc::clone(&seen);
+    let conn_no = Arc::new(AtomicUsize::new(0));
+    let n = Arc::clone(&conn_no);
+    // The first three requests wait for each other, so that three upstream
+    // connections are open at once and all go to the pool.
+    let arrived = Arc::new(AtomicUsize::new(0));
+    let be = backend(move |mut s| {
+        let me = n.fetch_add(1, Ordering::SeqCst);
+        let mut buf = Vec::new();
+        if let Some(req) = read_request(&mut s, &mut buf) {
+            rec.lock().unwrap().push((me, request_line(&req)));
+            arrived.fetch_add(1, Ordering::SeqCst);
+            let start = Instant::now();
+            while arrived.load(Ordering::SeqCst) < 3 && start.elapsed() < Duration::from_secs(10) {
+                thread::sleep(Duration::from_millis(5));
+            }
+            s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                .unwrap();
+        }
+        if let Some(req) = read_request(&mut s, &mut buf) {
+            rec.lock().unwrap().push((me, request_line(&req)));
+        }
+    });
+    (be, seen, conn_no)
+}
+
+/// Three idle pooled connections whose backend closes each as it is used:
+/// a GET is retried on a *new* connection, not on the next pooled one (the
+/// old rule took the next pooled one twice, met three closes and answered
+/// 502).
+#[test]
+fn a_get_meeting_closing_pooled_connections_is_answered_on_a_new_one() {
+    let (be, seen, conns) = one_answer_per_connection();
+    let rl = Ringlb::start(&simple_config(&[be.addr], ""));
+    let warm: Vec<_> = (0..3)
+        .map(|i| {
+            let addr = rl.addr;
+            thread::spawn(move || {
+                let mut s = connect(addr);
+                s.write_all(format!("GET /warm/{i} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes())
+                    .unwrap();
+                read_response(&mut s, &mut Vec::new(), false).unwrap_or_default()
+            })
+        })
+        .collect();
+    for w in warm {
+        assert_eq!(status_of(&w.join().unwrap()), 200);
+    }
+    assert_eq!(conns.load(Ordering::SeqCst), 3);
+    // All three are pooled now (each answered completely). Use one.
+    let r = roundtrip_close(
+        rl.addr,
+        b"GET /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status_of(&r), 200, "{r}");
+    assert_eq!(body_of(&r), "ok");
+    let seen = seen.lock().unwrap().clone();
+    let x: Vec<usize> = seen
+        .iter()
+        .filter(|(_, l)| l == "GET /x HTTP/1.1")
+        .map(|(c, _)| *c)
+        .collect();
+    // Once on a pooled connection (read, then closed), once on a new one.
+    assert_eq!(x.len(), 2, "{seen:?}");
+    assert!(x[0] < 3 && x[1] == 3, "{seen:?}");
+    assert_eq!(conns.load(Ordering::SeqCst), 4, "{seen:?}");
+}
+
+/// A backend whose first `resets` connections are reset as soon as a
+/// request arrives (an exiting worker dropping the connections it had just
+/// accepted); later ones answer. Records (connection, request line).
+fn resetting_first(resets: usize) -> (Backend, Arc<Mutex<Vec<(usize, String)>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let rec = Arc::clone(&seen);
+    let conn_no = Arc::new(AtomicUsize::new(0));
+    let be = backend(move |mut s| {
+        let me = conn_no.fetch_add(1, Ordering::SeqCst);
+        let mut buf = Vec::new();
+        while let Some(req) = read_request(&mut s, &mut buf) {
+            rec.lock().unwrap().push((me, request_line(&req)));
+            if me < resets {
+                socket2::SockRef::from(&s)
+                    .set_linger(Some(Duration::ZERO))
+                    .unwrap();
+                return;
+            }
+            if s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    (be, seen)
+}
+
+fn lines_of(seen: &Mutex<Vec<(usize, String)>>, line: &str) -> Vec<usize> {
+    seen.lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, l)| l == line)
+        .map(|(c, _)| *c)
+        .collect()
+}
+
+/// A lone server resetting a new connection before answering: a GET goes
+/// to it again on another new connection, within `retries` (nginx has no
+/// other server to go to and answers 502; gunicorn's recycled workers do
+/// this). A POST is never sent again, and `retries = 0` means no retry.
+#[test]
+fn a_lone_server_resetting_a_new_connection_gets_the_get_again() {
+    let (be, seen) = resetting_first(1);
+    let rl = Ringlb::start(&simple_config(&[be.addr], ""));
+    let r = roundtrip_close(
+        rl.addr,
+        b"GET /g HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status_of(&r), 200, "{r}");
+    assert_eq!(body_of(&r), "ok");
+    assert_eq!(lines_of(&seen, "GET /g HTTP/1.1"), vec![0, 1]);
+
+    // Both tries reset: the budget (retries = 1) is spent, 502.
+    let (be, seen) = resetting_first(2);
+    let rl = Ringlb::start(&simple_config(&[be.addr], ""));
+    let r = roundtrip_close(
+        rl.addr,
+        b"GET /g HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status_of(&r), 502, "{r}");
+    assert_eq!(lines_of(&seen, "GET /g HTTP/1.1"), vec![0, 1]);
+
+    // retries = 0: no second try.
+    let (be, seen) = resetting_first(1);
+    let rl = Ringlb::start(&simple_config(&[be.addr], "retries = 0\n"));
+    let r = roundtrip_close(
+        rl.addr,
+        b"GET /g HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status_of(&r), 502, "{r}");
+    assert_eq!(lines_of(&seen, "GET /g HTTP/1.1"), vec![0]);
+
+    // A POST that reached the server is never sent again.
+    let (be, seen) = resetting_first(1);
+    let rl = Ringlb::start(&simple_config(&[be.addr], "retries = 3\n"));
+    let r = roundtrip_close(
+        rl.addr,
+        b"POST /p HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi",
+    );
+    assert_eq!(status_of(&r), 502, "{r}");
+    assert_eq!(lines_of(&seen, "POST /p HTTP/1.1"), vec![0]);
+}
+
+/// `n` rounds of keep-alive requests from one Python `requests` session,
+/// each round in parallel: `gets` GETs of `path` and `posts` POSTs of 2 KB.
+/// Ids are `{tag}-{round}-{i}`.
+fn load_steps(tag: &str, rounds: usize, gets: usize, posts: usize, path: &str) -> Vec<Value> {
+    (0..rounds)
+        .map(|r| {
+            let mut par = Vec::new();
+            for i in 0..gets {
+                par.push(json!({"id": format!("{tag}-{r}-g{i}"), "method": "GET", "path": path}));
+            }
+            for i in 0..posts {
+                par.push(json!({"id": format!("{tag}-{r}-p{i}"), "method": "POST",
+                    "path": "/up", "size": 2048}));
+            }
+            json!({"parallel": par})
+        })
+        .collect()
+}
+
+/// Runs `tests/peers/client.py` (`lib`) with `steps` against `addr` on a thread.
+fn client_thread(lib: &str, addr: SocketAddr, steps: Vec<Value>) -> thread::JoinHandle<Vec<Value>> {
+    let spec = json!({"lib": lib, "base": format!("http://{addr}"), "steps": steps});
+    thread::spawn(move || py_client(&spec))
+}
+
+/// How many times each server's application saw test id `id`.
+fn seen_times(servers: &[&AppServer], id: &str) -> usize {
+    servers
+        .iter()
+        .map(|s| {
+            s.records_of(id)
+                .iter()
+                .filter(|r| r.get("phase").is_none() || r["phase"] == "end")
+                .count()
+        })
+        .sum()
+}
+
+/// Every result answered `200` and seen exactly once by one of `servers`.
+fn assert_all_once(results: &[Value], servers: &[&AppServer]) {
+    let bad: Vec<String> = results
+        .iter()
+        .filter_map(|r| {
+            let id = r["id"].as_str().unwrap();
+            let n = seen_times(servers, id);
+            (r["status"] != 200 || n != 1).then(|| {
+                format!(
+                    "{id}: status {} error {:?}, seen {n} time(s)",
+                    r["status"], r["error"]
+                )
+            })
+        })
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "{} of {} requests wrong:\n{}",
+        bad.len(),
+        results.len(),
+        bad.join("\n")
+    );
+}
+
+fn uvicorn_long_keepalive() -> AppServer {
+    // Idle connections stay open on the server's side: only ringlb closes them.
+    AppServer::uvicorn(&["--timeout-keep-alive", "60"])
+}
+
+/// SIGHUP four times while real clients keep sending GETs and POSTs to
+/// uvicorn: the same file, a server removed (with a long request in flight
+/// on it and idle pooled connections to it) and another added, weights
+/// changed with a route added, and back. No client sees an error, each
+/// request reaches exactly one server once, the request in flight on the
+/// removed server finishes there, ringlb closes its idle connections to the
+/// removed server (and only those), and afterwards no client connection is
+/// left open and no descriptor leaked.
+#[test]
+fn sighup_under_load_changes_servers_and_loses_nothing() {
+    let b: Vec<AppServer> = (0..3).map(|_| uvicorn_long_keepalive()).collect();
+    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let cfg = |servers: &[(usize, u32)], route: bool| {
+        let mut s = format!(
+            "[runtime]\nworkers = 1\n[admin]\nlisten = \"{admin}\"\n[[listener]]\nlisten = \"127.0.0.1:{{port}}\"\nupstream = \"app\"\n"
+        );
+        if route {
+            s += "[[listener.route]]\npath_prefix = \"/r2\"\nupstream = \"two\"\n";
+        }
+        s += "[upstream.app]\nkeepalive_timeout = \"60s\"\n";
+        for (i, w) in servers {
+            s += &format!(
+                "[[upstream.app.server]]\naddress = \"{}\"\nweight = {w}\n",
+                b[*i].addr
+            );
+        }
+        if route {
+            s += &format!(
+                "[upstream.two]\n[[upstream.two.server]]\naddress = \"{}\"\n",
+                b[2].addr
+            );
+        }
+        s
+    };
+    let rl = Ringlb::start(&cfg(&[(0, 1), (1, 1)], false));
+    wait_admin(&rl, admin);
+    // Counted once the admin endpoint has answered a whole request (it
+    // closes its side first), so no admin connection is among them.
+    assert_eq!(stats(admin)["generation"], 1);
+    let fds_at_start = open_fds(rl.child.id());
+    let reload = |text: String, generation: u64| {
+        std::fs::write(
+            &rl.config,
+            text.replace("{port}", &rl.addr.port().to_string()),
+        )
+        .unwrap();
+        rl.signal(libc::SIGHUP);
+        eventually(&format!("generation {generation}"), || {
+            stats(admin)["generation"] == generation
+        });
+    };
+    let total = |b: &AppServer| b.records().len();
+
+    // Two long polls: round robin puts one on each server.
+    let holds = client_thread(
+        "requests",
+        rl.addr,
+        vec![json!({"parallel": [
+            {"id": "hold-a", "method": "GET", "path": "/hold/2000"},
+            {"id": "hold-b", "method": "GET", "path": "/hold/2000"},
+        ]})],
+    );
+    eventually("a long poll in flight on b1", || {
+        b[1].records().iter().any(|r| r["phase"] == "start")
+    });
+    let load = client_thread("requests", rl.addr, load_steps("L", 80, 3, 3, "/wait/10"));
+    let load2 = client_thread(
+        "requests",
+        rl.addr,
+        load_steps("R", 80, 2, 0, "/r2/x")
+            .into_iter()
+            .chain(load_steps("M", 40, 2, 2, "/x"))
+            .collect(),
+    );
+    eventually("load on b1", || total(&b[1]) > 20);
+    reload(cfg(&[(0, 1), (1, 1)], false), 2);
+    let b1_before = total(&b[1]);
+    eventually("more load on b1", || total(&b[1]) > b1_before + 10);
+    // b1 leaves while its long poll is in flight; b2 joins.
+    reload(cfg(&[(0, 1), (2, 1)], false), 3);
+    eventually("load on b2", || total(&b[2]) > 20);
+    let b2_now = total(&b[2]);
+    reload(cfg(&[(0, 3), (2, 1)], true), 4);
+    eventually("more load on b2", || total(&b[2]) > b2_now + 10);
+    reload(cfg(&[(0, 1), (2, 1)], false), 5);
+
+    let mut results = load.join().unwrap();
+    results.extend(load2.join().unwrap());
+    let holds = holds.join().unwrap();
+    assert_eq!(results.len(), 80 * 6 + 80 * 2 + 40 * 4);
+    let all = [&b[0], &b[1], &b[2]];
+    assert_all_once(&results, &all);
+    assert_all_once(&holds, &all);
+    for h in &holds {
+        let id = h["id"].as_str().unwrap();
+        let end: Vec<Value> = all
+            .iter()
+            .flat_map(|s| s.records_of(id))
+            .filter(|r| r["phase"] == "end")
+            .collect();
+        assert_eq!(end[0]["disconnected"], false, "{id} was cut: {end:?}");
+        assert_eq!(h["len"], 4, "{id}: {h}");
+    }
+    assert!(
+        b[1].records_of("hold-a").len() + b[1].records_of("hold-b").len() == 2,
+        "one long poll ran on b1, which was removed meanwhile"
+    );
+    // ringlb closes its idle connections to the removed server; those to
+    // the servers it keeps stay pooled.
+    eventually("no connection to the removed server", || {
+        conns_to(b[1].addr) == 0
+    });
+    assert!(
+        conns_to(b[0].addr) > 0,
+        "idle connections to b0 were dropped"
+    );
+    eventually("no client connection left", || {
+        stats(admin)["connections"]["active"] == 0
+    });
+    let pid = rl.child.id();
+    let mut seen = (0, 0);
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(15) {
+        seen = (open_fds(pid), conns_to(b[0].addr) + conns_to(b[2].addr));
+        if seen.0 == fds_at_start + seen.1 {
+            break;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        seen.0,
+        fds_at_start + seen.1,
+        "descriptors: {} at start, {} now with {} pooled upstream connections",
+        fds_at_start,
+        seen.0,
+        seen.1
+    );
+    let log = rl.log_text();
+    assert!(!log.contains("panicked") && !log.contains("ERROR"), "{log}");
+}
