@@ -13,7 +13,6 @@ mod common;
 use common::peers::{py_client, read_until_close, AppServer};
 use common::*;
 use serde_json::{json, Value};
-use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -57,11 +56,15 @@ fn stats(admin: SocketAddr) -> Value {
     serde_json::from_str(&body).unwrap()
 }
 
+/// Request lines a scripted backend read, with the number of the
+/// connection (in accept order) that carried each.
+type Seen = Arc<Mutex<Vec<(usize, String)>>>;
+
 /// A backend whose connections answer one request each, then read the next
 /// one whole and close without answering (a worker going away with its
 /// idle connections). Records each request line with its connection number.
-fn one_answer_per_connection() -> (Backend, Arc<Mutex<Vec<(usize, String)>>>, Arc<AtomicUsize>) {
-    let seen = Arc::new(Mutex::new(Vec::new()));
+fn one_answer_per_connection() -> (Backend, Seen, Arc<AtomicUsize>) {
+    let seen: Seen = Arc::default();
     let rec = Arc::clone(&seen);
     let conn_no = Arc::new(AtomicUsize::new(0));
     let n = Arc::clone(&conn_no);
@@ -133,8 +136,8 @@ fn a_get_meeting_closing_pooled_connections_is_answered_on_a_new_one() {
 /// A backend whose first `resets` connections are reset as soon as a
 /// request arrives (an exiting worker dropping the connections it had just
 /// accepted); later ones answer. Records (connection, request line).
-fn resetting_first(resets: usize) -> (Backend, Arc<Mutex<Vec<(usize, String)>>>) {
-    let seen = Arc::new(Mutex::new(Vec::new()));
+fn resetting_first(resets: usize) -> (Backend, Seen) {
+    let seen: Seen = Arc::default();
     let rec = Arc::clone(&seen);
     let conn_no = Arc::new(AtomicUsize::new(0));
     let be = backend(move |mut s| {
