@@ -44,9 +44,13 @@ fn conns_to(server: SocketAddr) -> usize {
         .count()
 }
 
-fn open_fds(pid: u32) -> usize {
+/// Sockets among `pid`'s open descriptors (rings, event and epoll
+/// descriptors are made as shards start and are not counted).
+fn open_sockets(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|l| l.to_string_lossy().starts_with("socket:"))
         .count()
 }
 
@@ -176,45 +180,31 @@ fn lines_of(seen: &Mutex<Vec<(usize, String)>>, line: &str) -> Vec<usize> {
 /// this). A POST is never sent again, and `retries = 0` means no retry.
 #[test]
 fn a_lone_server_resetting_a_new_connection_gets_the_get_again() {
-    let (be, seen) = resetting_first(1);
-    let rl = Ringlb::start(&simple_config(&[be.addr], ""));
-    let r = roundtrip_close(
-        rl.addr,
-        b"GET /g HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
-    );
-    assert_eq!(status_of(&r), 200, "{r}");
-    assert_eq!(body_of(&r), "ok");
-    assert_eq!(lines_of(&seen, "GET /g HTTP/1.1"), vec![0, 1]);
-
-    // Both tries reset: the budget (retries = 1) is spent, 502.
-    let (be, seen) = resetting_first(2);
-    let rl = Ringlb::start(&simple_config(&[be.addr], ""));
-    let r = roundtrip_close(
-        rl.addr,
-        b"GET /g HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
-    );
-    assert_eq!(status_of(&r), 502, "{r}");
-    assert_eq!(lines_of(&seen, "GET /g HTTP/1.1"), vec![0, 1]);
-
-    // retries = 0: no second try.
-    let (be, seen) = resetting_first(1);
-    let rl = Ringlb::start(&simple_config(&[be.addr], "retries = 0\n"));
-    let r = roundtrip_close(
-        rl.addr,
-        b"GET /g HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
-    );
-    assert_eq!(status_of(&r), 502, "{r}");
-    assert_eq!(lines_of(&seen, "GET /g HTTP/1.1"), vec![0]);
-
-    // A POST that reached the server is never sent again.
-    let (be, seen) = resetting_first(1);
-    let rl = Ringlb::start(&simple_config(&[be.addr], "retries = 3\n"));
-    let r = roundtrip_close(
-        rl.addr,
-        b"POST /p HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi",
-    );
-    assert_eq!(status_of(&r), 502, "{r}");
-    assert_eq!(lines_of(&seen, "POST /p HTTP/1.1"), vec![0]);
+    const GET: &[u8] = b"GET /g HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
+    const POST: &[u8] =
+        b"POST /g HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi";
+    // (connections reset, upstream settings, request, status, connections
+    // that carried it)
+    type Case = (usize, &'static str, &'static [u8], u16, &'static [usize]);
+    let cases: [Case; 4] = [
+        (1, "", GET, 200, &[0, 1]),
+        // Both tries reset: the budget (retries = 1) is spent.
+        (2, "", GET, 502, &[0, 1]),
+        (1, "retries = 0\n", GET, 502, &[0]),
+        // A POST that reached the server is never sent again.
+        (1, "retries = 3\n", POST, 502, &[0]),
+    ];
+    for (resets, extra, req, status, carried) in cases {
+        let (be, seen) = resetting_first(resets);
+        let rl = Ringlb::start(&simple_config(&[be.addr], extra));
+        let r = roundtrip_close(rl.addr, req);
+        assert_eq!(status_of(&r), status, "{resets} {extra:?}: {r}");
+        if status == 200 {
+            assert_eq!(body_of(&r), "ok");
+        }
+        let line = request_line(req);
+        assert_eq!(lines_of(&seen, &line), carried, "{resets} {extra:?} {line}");
+    }
 }
 
 /// `n` rounds of keep-alive requests from one Python `requests` session,
@@ -291,7 +281,7 @@ fn uvicorn_long_keepalive() -> AppServer {
 /// request reaches exactly one server once, the request in flight on the
 /// removed server finishes there, ringlb closes its idle connections to the
 /// removed server (and only those), and afterwards no client connection is
-/// left open and no descriptor leaked.
+/// left open and no socket leaked.
 #[test]
 fn sighup_under_load_changes_servers_and_loses_nothing() {
     let b: Vec<AppServer> = (0..3).map(|_| uvicorn_long_keepalive()).collect();
@@ -320,10 +310,10 @@ fn sighup_under_load_changes_servers_and_loses_nothing() {
     };
     let rl = Ringlb::start(&cfg(&[(0, 1), (1, 1)], false));
     wait_admin(&rl, admin);
-    // Counted once the admin endpoint has answered a whole request (it
-    // closes its side first), so no admin connection is among them.
+    // Listening sockets (the proxy's, the admin's), counted once the admin
+    // endpoint has answered a whole request (it closes its side first).
     assert_eq!(stats(admin)["generation"], 1);
-    let fds_at_start = open_fds(rl.child.id());
+    let sockets_at_start = open_sockets(rl.child.id());
     let reload = |text: String, generation: u64| {
         std::fs::write(
             &rl.config,
@@ -407,8 +397,8 @@ fn sighup_under_load_changes_servers_and_loses_nothing() {
     let mut seen = (0, 0);
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(15) {
-        seen = (open_fds(pid), conns_to(b[0].addr) + conns_to(b[2].addr));
-        if seen.0 <= fds_at_start + seen.1 {
+        seen = (open_sockets(pid), conns_to(b[0].addr) + conns_to(b[2].addr));
+        if seen.0 <= sockets_at_start + seen.1 {
             break;
         }
         thread::sleep(Duration::from_millis(20));
@@ -416,9 +406,9 @@ fn sighup_under_load_changes_servers_and_loses_nothing() {
     // At most: the count at start may still hold the admin connection of
     // `wait_admin`, closed since.
     assert!(
-        seen.0 <= fds_at_start + seen.1,
-        "descriptors leaked: {} at start, {} now with {} pooled upstream connections",
-        fds_at_start,
+        seen.0 <= sockets_at_start + seen.1,
+        "sockets leaked: {} at start, {} now with {} pooled upstream connections",
+        sockets_at_start,
         seen.0,
         seen.1
     );
@@ -620,37 +610,6 @@ fn gunicorn_recycling_workers_cost_no_get_and_never_a_duplicate_post() {
     eprintln!("{recycled} worker recycles, {post_502} of 180 POSTs answered 502 (never seen)");
 }
 
-/// A backend that holds every `/slow…` request until `release` is set and
-/// answers the rest at once; records request lines.
-fn holding() -> (
-    Backend,
-    Arc<std::sync::atomic::AtomicBool>,
-    Arc<Mutex<Vec<String>>>,
-) {
-    let release = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
-    let (r, sn) = (Arc::clone(&release), Arc::clone(&seen));
-    let be = backend(move |mut s| {
-        let mut buf = Vec::new();
-        while let Some(req) = read_request(&mut s, &mut buf) {
-            let line = request_line(&req);
-            sn.lock().unwrap().push(line.clone());
-            if line.starts_with("GET /slow") {
-                let start = Instant::now();
-                while !r.load(Ordering::Acquire) && start.elapsed() < Duration::from_secs(15) {
-                    thread::sleep(Duration::from_millis(5));
-                }
-            }
-            if s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-                .is_err()
-            {
-                return;
-            }
-        }
-    });
-    (be, release, seen)
-}
-
 /// `max_conns` counts the requests in flight across a reload: one started
 /// before the reload still holds its slot afterwards (the count used to
 /// start from zero with every new snapshot — a reload, or any health or
@@ -658,8 +617,8 @@ fn holding() -> (
 /// slot is freed when it finishes (no count left behind).
 #[test]
 fn max_conns_counts_requests_started_before_a_reload() {
-    let (a, release_a, seen_a) = holding();
-    let (b, release_b, seen_b) = holding();
+    let (a, release_a, seen_a) = holding_backend();
+    let (b, release_b, seen_b) = holding_backend();
     let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let cfg = |servers: &[SocketAddr]| {
         let mut s = format!(
