@@ -691,3 +691,75 @@ fn max_conns_counts_requests_started_before_a_reload() {
         .collect();
     assert!(!all.iter().any(|l| l.contains("/full")), "{all:?}");
 }
+
+/// A backend answering its `name` to every request.
+fn named(name: &'static str) -> Backend {
+    backend(move |mut s| {
+        let mut buf = Vec::new();
+        while read_request(&mut s, &mut buf).is_some() {
+            let r = format!("HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n{name}");
+            if s.write_all(r.as_bytes()).is_err() {
+                return;
+            }
+        }
+    })
+}
+
+/// `slow_start` after a reload: a server set from `down = true` back up,
+/// or added, starts with a tiny share (here a 1-hour ramp: about 1 in 1000
+/// requests for the rest of the test) instead of its full weight at once.
+#[test]
+fn servers_a_reload_brings_in_ramp_up_with_slow_start() {
+    let (a, b, c) = (named("a"), named("b"), named("c"));
+    let cfg = |b_down: bool, with_c: bool| {
+        let mut s = String::from(
+            "[runtime]\nworkers = 1\n[[listener]]\nlisten = \"127.0.0.1:{port}\"\nupstream = \"app\"\n[upstream.app]\n",
+        );
+        s += &format!(
+            "[[upstream.app.server]]\naddress = \"{}\"\nslow_start = \"1h\"\n",
+            a.addr
+        );
+        s += &format!(
+            "[[upstream.app.server]]\naddress = \"{}\"\nslow_start = \"1h\"\ndown = {b_down}\n",
+            b.addr
+        );
+        if with_c {
+            s += &format!(
+                "[[upstream.app.server]]\naddress = \"{}\"\nslow_start = \"1h\"\n",
+                c.addr
+            );
+        }
+        s
+    };
+    let rl = Ringlb::start(&cfg(true, false));
+    let count = |n: usize| {
+        let mut s = connect(rl.addr);
+        let mut buf = Vec::new();
+        let mut got: std::collections::BTreeMap<String, usize> = Default::default();
+        for _ in 0..n {
+            s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+            let r = read_response(&mut s, &mut buf, false).unwrap();
+            assert_eq!(status_of(&r), 200, "{r}");
+            *got.entry(body_of(&r).to_string()).or_default() += 1;
+        }
+        got
+    };
+    assert_eq!(count(50).get("a"), Some(&50));
+    std::fs::write(
+        &rl.config,
+        cfg(false, true).replace("{port}", &rl.addr.port().to_string()),
+    )
+    .unwrap();
+    rl.signal(libc::SIGHUP);
+    eventually("the reload", || {
+        rl.log_text().contains("generation 2 published")
+    });
+    let got = count(300);
+    let (gb, gc) = (
+        got.get("b").copied().unwrap_or(0),
+        got.get("c").copied().unwrap_or(0),
+    );
+    // Full weight at once would be ~100 each.
+    assert!(gb <= 10 && gc <= 10, "{got:?}");
+    assert_eq!(got.values().sum::<usize>(), 300);
+}
