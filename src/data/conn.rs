@@ -95,7 +95,7 @@ use super::client_stream::ClientStream;
 use super::deadline::{ClientWatch, Shut, Timer};
 use super::idle::Parked;
 use super::io::{relay, write_all, write_counted, Body, Pipe, RelayError};
-use super::pool::Pool;
+use super::pool::{Pool, Taken};
 use super::shard::{Shard, ShardView, Slot};
 use super::splice;
 use super::unwind::{self, CatchUnwind};
@@ -1172,6 +1172,12 @@ async fn exchange(
     c.tried.clear();
     let mut tries = 0u32;
     let mut fresh_left = STALE_RETRIES;
+    // A retry after a stale pooled connection opens a new one: the pool
+    // may hold more connections the backend is closing (a worker that
+    // exits closes all of its idle ones at once).
+    let mut pooled = true;
+    // The last failure may go to a server already tried (`Retry::NextOrAgain`).
+    let mut again = false;
     let mut last_failure = Failure::ConnectRefused;
     // The clock is read only when a server is ramping up (slow start).
     let now = up.ramping.then(Instant::now);
@@ -1182,6 +1188,12 @@ async fn exchange(
             Err(NoServer::AllDown) if tries == 0 => {
                 crate::warn!("upstream {}: no server available → 502", up.config.name);
                 return finish_local(shard, c, log, &mut req, 502).await;
+            }
+            Err(NoServer::AllDown) if again => {
+                // Every server was tried: once more among all of them.
+                again = false;
+                c.tried.clear();
+                continue;
             }
             Err(NoServer::AllDown) => {
                 // Every server was tried: the failure belongs to the last one
@@ -1199,7 +1211,7 @@ async fn exchange(
         log.server = Some(target.label());
         let result = {
             let _in_flight = InFlight::start(&view.lb, ui, si);
-            attempt(shard, c, &mut req, target, log).await
+            attempt(shard, c, &mut req, target, pooled, log).await
         };
         let (failure, sent, stale) = match result {
             Ok(next) => return next,
@@ -1242,16 +1254,22 @@ async fn exchange(
             idempotent: head.method.is_idempotent(),
             buffered: req.body.intact(),
             stale,
+            closed: failure == Failure::Reset,
         };
-        match retry(failed, tries, up.config.retries, fresh_left) {
+        let decision = retry(failed, tries, up.config.retries, fresh_left);
+        again = decision == Retry::NextOrAgain;
+        match decision {
             Retry::Fresh => {
                 // Most likely the backend closed the pooled connection just
                 // as it was used: the same server, on another connection.
                 fresh_left -= 1;
                 tries -= 1;
                 c.tried.remove(si);
+                pooled = false;
             }
-            Retry::Next => {}
+            Retry::Next => pooled = true,
+            // Maybe the same server: its idle connections may be going too.
+            Retry::NextOrAgain => pooled = false,
             Retry::No => {
                 if !blame {
                     crate::warn!(
@@ -1363,12 +1381,14 @@ enum AttemptError {
     },
 }
 
-/// One try of a request on a server.
+/// One try of a request on a server: on an idle pooled connection if
+/// `pooled` allows and one is usable, else on a new one.
 async fn attempt(
     shard: &Shard,
     c: &mut Client,
     req: &mut Req<'_>,
     t: Target<'_>,
+    pooled: bool,
     log: &mut ReqLog,
 ) -> Result<Next, AttemptError> {
     let up = t.up;
@@ -1378,6 +1398,7 @@ async fn attempt(
     let replayable = req.head.method.is_idempotent() && req.body.whole();
     let within = reuse_within(replayable, idle_limit);
     let taken = match up.config.send_proxy_protocol {
+        _ if !pooled => Taken::none(),
         // A PROXY-tagged connection names one client: it is private to
         // that client's connection (see `proxy_protocol`).
         Some(_) => c.private.take(key, now, idle_limit, within),

@@ -108,6 +108,9 @@ pub struct Failed {
     /// The attempt used a pooled connection and failed before any response
     /// byte: most likely the backend closed it while idle.
     pub stale: bool,
+    /// The server closed or reset the connection before any response byte
+    /// (not a timeout, not a refused connect).
+    pub closed: bool,
 }
 
 /// What to do after a failed attempt.
@@ -115,15 +118,29 @@ pub struct Failed {
 pub enum Retry {
     /// Answer the client with an error.
     No,
-    /// The same server again on a fresh connection; not counted as a try.
+    /// The same server again on a new connection (not another pooled one:
+    /// a backend closing idle connections closes them all); not counted as
+    /// a try.
     Fresh,
-    /// Another server (counted against `retries`).
+    /// Another server (counted against `retries`); when every server was
+    /// tried already, the client gets the error.
     Next,
+    /// Another server, or when every server was tried already (a lone
+    /// server), one of them again; counted against `retries`.
+    NextOrAgain,
 }
 
 /// May the failed attempt be tried again? `tries` is how many counted
 /// attempts were made so far, `retries` the upstream's limit, and
 /// `fresh_left` how many not-counted fresh-connection retries remain.
+///
+/// A server that closes a connection before answering may go again even
+/// when it is the only one (haproxy's `retries` on the same server; nginx
+/// has nowhere to go and answers 502): an application server restarting
+/// its workers as planned (gunicorn's `max_requests`, `kill -HUP`) drops
+/// the connections an exiting worker had just accepted, and the next
+/// connection reaches a live worker. A timeout or a refused connect is not
+/// tried on the same server again: it would only wait or fail once more.
 pub fn retry(f: Failed, tries: u32, retries: u32, fresh_left: u32) -> Retry {
     if !f.buffered {
         // The body was streamed: there is nothing left to send again.
@@ -136,10 +153,10 @@ pub fn retry(f: Failed, tries: u32, retries: u32, fresh_left: u32) -> Retry {
     if f.stale && fresh_left > 0 {
         return Retry::Fresh;
     }
-    if tries <= retries {
-        Retry::Next
-    } else {
-        Retry::No
+    match (tries <= retries, f.closed) {
+        (false, _) => Retry::No,
+        (true, false) => Retry::Next,
+        (true, true) => Retry::NextOrAgain,
     }
 }
 
@@ -484,6 +501,11 @@ mod tests {
             idempotent,
             buffered,
             stale,
+            closed: false,
+        };
+        let closed = |sent, idempotent, stale| Failed {
+            closed: true,
+            ..f(sent, idempotent, true, stale)
         };
         let cases = [
             // (failure, tries, retries, fresh_left, decision)
@@ -503,6 +525,23 @@ mod tests {
             // Streamed body: gone.
             (f(Maybe, true, false, true), 1, 5, 2, No),
             (f(Nothing, false, false, false), 1, 5, 2, No),
+            // Closed before answering: the same server may go again.
+            (closed(Maybe, true, false), 1, 1, 2, NextOrAgain),
+            (closed(Maybe, true, true), 1, 1, 0, NextOrAgain),
+            (closed(Maybe, true, true), 1, 1, 2, Fresh),
+            (closed(Nothing, false, false), 1, 1, 2, NextOrAgain),
+            (closed(Maybe, true, false), 2, 1, 2, No),
+            (closed(Maybe, false, false), 1, 5, 2, No),
+            (
+                Failed {
+                    buffered: false,
+                    ..closed(Maybe, true, false)
+                },
+                1,
+                5,
+                2,
+                No,
+            ),
         ];
         for (failed, tries, retries, fresh, want) in cases {
             assert_eq!(
