@@ -185,6 +185,24 @@ CONF
     echo "}"
 }
 
+# keepalived_for_nginx NODE DIR PRIO: keepalived on NODE guarding the nginx
+# started from DIR/nginx-NODE (priority PRIO, the lab's advert interval);
+# sets LAST_PID. The seed's check is `pidof nginx`; namespaces share the
+# host's PID namespace, where pidof would also see the other node's nginx,
+# so each node checks its own nginx master by pid file.
+keepalived_for_nginx() {
+    local node=$1 d=$2 prio=$3
+    cat >"$d/check-$node.sh" <<CHK
+#!/bin/sh
+pid=\$(cat "$d/nginx-$node/nginx.pid" 2>/dev/null) || exit 1
+grep -q '^State:[[:space:]]*[^Z[:space:]]' "/proc/\$pid/status" 2>/dev/null
+CHK
+    chmod 755 "$d/check-$node.sh"
+    keepalived_conf "$prio" "$(seconds "$ADVERT")" "$d/check-$node.sh" 2 -20 >"$d/ka-$node.conf"
+    start "$node" "$d/ka-$node.log" keepalived -P -n -l -G -f "$d/ka-$node.conf" \
+        -p "$d/ka-$node.pid" -r "$d/ka-$node.vrrp.pid"
+}
+
 # nginx_conf DIR [SERVER...]: writes DIR/nginx.conf: nginx on 0.0.0.0:8080
 # proxying to the servers (default 127.0.0.1:9000) with upstream keep-alive,
 # everything (pid, logs, temp files) under DIR.

@@ -111,18 +111,7 @@ setup() { # STACK DIR
             start $node "$d/nginx-$node.log" nginx -p "$d/nginx-$node" -c "$d/nginx-$node/nginx.conf" -g 'daemon off;'
             MINE+=("$LAST_PID")
             [[ $node == a ]] && NGINX_A=$LAST_PID
-            # The seed's check is `pidof nginx`; namespaces share the host's
-            # PID namespace, where pidof would also see the other node's
-            # nginx, so each node checks its own nginx master by pid file.
-            cat >"$d/check-$node.sh" <<CHK
-#!/bin/sh
-pid=\$(cat "$d/nginx-$node/nginx.pid" 2>/dev/null) || exit 1
-grep -q '^State:[[:space:]]*[^Z[:space:]]' "/proc/\$pid/status" 2>/dev/null
-CHK
-            chmod 755 "$d/check-$node.sh"
-            keepalived_conf $prio "$(seconds "$ADVERT")" "$d/check-$node.sh" 2 -20 >"$d/ka-$node.conf"
-            start $node "$d/ka-$node.log" keepalived -P -n -l -G -f "$d/ka-$node.conf" \
-                -p "$d/ka-$node.pid" -r "$d/ka-$node.vrrp.pid"
+            keepalived_for_nginx $node "$d" $prio
             MINE+=("$LAST_PID")
             [[ $node == a ]] && VICTIM=$LAST_PID KA_VRRP=$d/ka-a.vrrp.pid
         fi

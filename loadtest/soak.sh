@@ -68,15 +68,7 @@ up() {
             nginx_conf "$d/nginx-$node"
             start $node "$d/nginx-$node.log" nginx -p "$d/nginx-$node" -c "$d/nginx-$node/nginx.conf" -g 'daemon off;'
             NODE_PIDS+=("$LAST_PID")
-            cat >"$d/check-$node.sh" <<CHK
-#!/bin/sh
-pid=\$(cat "$d/nginx-$node/nginx.pid" 2>/dev/null) || exit 1
-grep -q '^State:[[:space:]]*[^Z[:space:]]' "/proc/\$pid/status" 2>/dev/null
-CHK
-            chmod 755 "$d/check-$node.sh"
-            keepalived_conf $prio "$(seconds "$ADVERT")" "$d/check-$node.sh" 2 -20 >"$d/ka-$node.conf"
-            start $node "$d/ka-$node.log" keepalived -P -n -l -G -f "$d/ka-$node.conf" \
-                -p "$d/ka-$node.pid" -r "$d/ka-$node.vrrp.pid"
+            keepalived_for_nginx $node "$d" $prio
         fi
         NODE_PIDS+=("$LAST_PID")
     done

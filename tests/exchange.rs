@@ -316,7 +316,8 @@ fn streamed_post_failure_releases_its_slot() {
 }
 
 /// Item 5: one reset from the only server does not make every following
-/// request a 502 for `fail_timeout`.
+/// request a 502 for `fail_timeout`. (A POST: a GET would be sent again,
+/// see `tests/handover.rs`.)
 #[test]
 fn lone_server_is_tried_after_a_failure() {
     let conns = Arc::new(AtomicUsize::new(0));
@@ -336,8 +337,12 @@ fn lone_server_is_tried_after_a_failure() {
         }
     });
     let rl = Ringlb::start(&simple_config(&[be.addr], ""));
-    let r = one(rl.addr, b"GET /first HTTP/1.1\r\nHost: a\r\n\r\n");
+    let r = one(
+        rl.addr,
+        b"POST /first HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi",
+    );
     assert_eq!(status_of(&r), 502, "{r}");
+    assert_eq!(conns.load(Ordering::SeqCst), 1, "the POST was sent again");
     // Give the control thread time to take the failure into account.
     thread::sleep(Duration::from_millis(300));
     for i in 0..5 {

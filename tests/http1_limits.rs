@@ -189,8 +189,46 @@ fn absolute_form_authority_wins_over_host_and_is_forwarded_in_origin_form() {
     // HTTP/1.0 without Host: the authority is the host.
     let r = send(rl.addr, b"GET http://public.test HTTP/1.0\r\n\r\n");
     assert_eq!(status(&r), 200, "{r}");
+    // The same authority spelled another way (the scheme's default port,
+    // case) is the same host: routed by the target, forwarded once with
+    // the target's spelling as Host (RFC 9112 §3.2.2). A port that is not
+    // the default is another authority, as in haproxy.
+    for (raw, want) in [
+        (
+            &b"GET http://public.test:80/p80 HTTP/1.1\r\nHost: public.test\r\n\r\n"[..],
+            200,
+        ),
+        (
+            b"GET https://PUBLIC.test:443/p443 HTTP/1.1\r\nHost: public.test:\r\n\r\n",
+            200,
+        ),
+        (
+            b"GET http://public.test:8080/x HTTP/1.1\r\nHost: public.test\r\n\r\n",
+            400,
+        ),
+        (
+            b"GET http://public.test:443/x HTTP/1.1\r\nHost: public.test\r\n\r\n",
+            400,
+        ),
+        (
+            b"GET http://public.test/x HTTP/1.1\r\nHost: public.test:8080\r\n\r\n",
+            400,
+        ),
+    ] {
+        let r = send(rl.addr, raw);
+        let what = String::from_utf8_lossy(raw);
+        assert_eq!(status(&r), want, "{what:?} → {r}");
+    }
     let got = requests(&seen);
-    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(got.len(), 4, "{got:?}");
+    assert!(
+        got[2].starts_with("GET /p80 HTTP/1.1\r\nHost: public.test:80\r\n"),
+        "{got:?}"
+    );
+    assert!(
+        got[3].starts_with("GET /p443 HTTP/1.1\r\nHost: PUBLIC.test:443\r\n"),
+        "{got:?}"
+    );
     assert!(
         got[0].starts_with("GET /x?q=1 HTTP/1.1\r\nHost: Public.Test\r\n"),
         "{got:?}"
@@ -458,6 +496,67 @@ fn curl_upload_over_the_limit_gets_413() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(requests(&seen).is_empty());
+    assert!(seen.lock().unwrap().raw.is_empty());
+}
+
+/// A request refused before its body was read closes with a lingering
+/// close, whatever refused it: a bad request line, a `Content-Length` over
+/// the limit, or chunked framing that is bad in the bytes that came with
+/// the head. A client that writes its whole body before reading (as most
+/// do) then has every byte accepted and reads the answer, instead of
+/// meeting a reset mid-upload (a broken pipe, and no answer at all).
+#[test]
+fn a_refused_request_lingers_so_a_client_still_sending_reads_the_answer() {
+    let (be, seen) = recorder(ok_response);
+    let rl = Ringlb::start(&routed_config(be.addr, LIMITS, "upstream = \"app\""));
+    let cases: &[(&str, &[u8], u16)] = &[
+        (
+            "bad chunk size right after the head",
+            b"POST /c HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+            400,
+        ),
+        (
+            "bad chunk line ending right after the head",
+            b"POST /c HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\nhello\r\n",
+            400,
+        ),
+        (
+            "chunk sizes over client_max_body_size",
+            b"POST /c HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1000000\r\n",
+            413,
+        ),
+        (
+            "bad request line",
+            b"POST /\x01 HTTP/1.1\r\nHost: a\r\nContent-Length: 16777216\r\n\r\n",
+            400,
+        ),
+        (
+            "Content-Length over client_max_body_size",
+            b"POST /big HTTP/1.1\r\nHost: a\r\nContent-Length: 16777216\r\n\r\n",
+            413,
+        ),
+    ];
+    // 16 MiB: more than loopback socket buffers hold, so all of it is
+    // accepted only if ringlb keeps reading after its answer.
+    let chunk = vec![b'j'; 64 * 1024];
+    for (what, head, want) in cases {
+        let mut s = connect(rl.addr);
+        s.write_all(head).unwrap();
+        for i in 0..256 {
+            if let Err(e) = s.write_all(&chunk) {
+                panic!("{what}: write {i} of 256 failed ({e}): closed without lingering");
+            }
+        }
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut out = Vec::new();
+        let read = s.read_to_end(&mut out);
+        let r = String::from_utf8_lossy(&out);
+        assert!(read.is_ok(), "{what}: {read:?} after {r}");
+        assert_eq!(status(&r), *want, "{what}: {r}");
+        assert!(r.contains("\r\nConnection: close\r\n"), "{what}: {r}");
+        assert_eq!(r.matches("HTTP/1.1 ").count(), 1, "{what}: {r}");
+    }
+    assert!(requests(&seen).is_empty(), "{:?}", requests(&seen));
     assert!(seen.lock().unwrap().raw.is_empty());
 }
 

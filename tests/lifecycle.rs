@@ -4,39 +4,11 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
-
-/// A backend that answers `/fast` at once and holds `/slow` until `release`
-/// is set; records every request line it received.
-fn holding_backend() -> (Backend, Arc<AtomicBool>, Arc<Mutex<Vec<String>>>) {
-    let release = Arc::new(AtomicBool::new(false));
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let (r, sn) = (Arc::clone(&release), Arc::clone(&seen));
-    let be = backend(move |mut s| {
-        let mut buf = Vec::new();
-        while let Some(req) = read_request(&mut s, &mut buf) {
-            let line = request_line(&req);
-            sn.lock().unwrap().push(line.clone());
-            if line.starts_with("GET /slow") {
-                let start = Instant::now();
-                while !r.load(Ordering::Acquire) && start.elapsed() < Duration::from_secs(10) {
-                    thread::sleep(Duration::from_millis(5));
-                }
-            }
-            if s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-                .is_err()
-            {
-                return;
-            }
-        }
-    });
-    (be, release, seen)
-}
 
 /// Polls `done` every 10 ms for up to 5 s.
 fn eventually(what: &str, mut done: impl FnMut() -> bool) {

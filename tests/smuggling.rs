@@ -424,7 +424,20 @@ fn request_line_and_field_obfuscations() {
         refused(&long_uri, 414),
         // One authority for routing: absolute-form must agree with Host.
         refused(b"GET http://b/ HTTP/1.1\r\nHost: a\r\n\r\n", 400),
-        refused(b"GET http://a:80/ HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+        refused(b"GET http://a:8080/ HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+        refused(b"GET http://a:443/ HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+        refused(b"GET https://a:80/ HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+        // The same authority spelled another way (the scheme's default
+        // port, case): forwarded once, with the target's spelling as Host.
+        forwarded(
+            b"GET http://a:80/ HTTP/1.1\r\nHost: a\r\n\r\n",
+            up("GET / HTTP/1.1", "", "").replace("Host: a\r\n", "Host: a:80\r\n"),
+        ),
+        forwarded(
+            b"GET https://A:443/y HTTP/1.1\r\nHost: a\r\n\r\n",
+            up("GET /y HTTP/1.1", "", "").replace("Host: a\r\n", "Host: A:443\r\n"),
+        ),
+        forwarded(b"GET http://A/z HTTP/1.1\r\nHost: a:80\r\n\r\n", up("GET /z HTTP/1.1", "", "").replace("Host: a\r\n", "Host: A\r\n")),
         refused(b"GET http://u@a/ HTTP/1.1\r\nHost: a\r\n\r\n", 400),
         forwarded(b"GET http://a/x HTTP/1.1\r\nHost: a\r\n\r\n", up("GET /x HTTP/1.1", "", "")),
         forwarded(b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n", up("OPTIONS * HTTP/1.1", "", "")),
@@ -543,6 +556,18 @@ struct Resp {
 const GET1: &[u8] = b"GET /1 HTTP/1.1\r\nHost: a\r\n\r\n";
 const BAD_GATEWAY: &str =
     "HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain\r\nContent-Length: 16\r\n\r\n502 Bad Gateway\n";
+
+/// An interim response, and what the client gets for 100 of them (the
+/// most a backend may send) and then a 200, or for more of them (a flood).
+const INTERIM: &[u8] = b"HTTP/1.1 102 Processing\r\n\r\n";
+const INTERIM_THEN_200: [u16; 101] = statuses_after_100_interim(200);
+const INTERIM_FLOOD: [u16; 101] = statuses_after_100_interim(502);
+
+const fn statuses_after_100_interim(last: u16) -> [u16; 101] {
+    let mut s = [102; 101];
+    s[100] = last;
+    s
+}
 
 fn drop_date(s: &str) -> String {
     s.split_inclusive("\r\n")
@@ -750,6 +775,10 @@ fn hostile_responses_never_reach_another_exchange() {
         hostile("204 then a response", &[b"HTTP/1.1 204 No Content\r\n\r\n".as_slice(), evil.as_bytes()].concat(), &[204], "HTTP/1.1 204 No Content\r\n\r\n", true),
         hostile("304 with body", b"HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\n\r\nEVIL!", &[304], "HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\n\r\n", true),
         hostile("1xx with a body", b"HTTP/1.1 100 Continue\r\nContent-Length: 5\r\n\r\nhelloHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", &[100, 502], "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain\r\nContent-Length: 16\r\n\r\n502 Bad Gateway\n", true),
+        // 1xx responses are relayed up to a bound; past it the backend is
+        // flooding: 502, and that upstream connection is not reused.
+        hostile("100 interim then 200", &[INTERIM.repeat(100).as_slice(), b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"].concat(), &INTERIM_THEN_200, Box::leak(format!("{}HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", "HTTP/1.1 102 Processing\r\n\r\n".repeat(100)).into_boxed_str()), false),
+        hostile("1xx flood", &[INTERIM.repeat(1000).as_slice(), b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"].concat(), &INTERIM_FLOOD, Box::leak(format!("{}{BAD_GATEWAY}", "HTTP/1.1 102 Processing\r\n\r\n".repeat(100)).into_boxed_str()), true),
         hostile("103 then 200", b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", &[103, 200], "HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", false),
         // A 101 nobody asked for: 502 and close (the upstream may be
         // speaking another protocol now).

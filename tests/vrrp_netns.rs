@@ -38,14 +38,21 @@ fn assert_steady(lab: &Lab, node: &str, window: Duration, what: &str) {
     );
 }
 
-#[test]
-fn higher_priority_holds_vip_backup_takes_over_after_crash() {
+/// Two ringlb nodes with a backend each: a (priority 200) and b (100),
+/// adverts every `advert`; returns once a alone holds the VIP, with a's pid.
+fn ringlb_pair(advert: &str) -> (Lab, usize) {
     let mut lab = Lab::new();
     lab.backend("a");
     lab.backend("b");
-    let a = lab.ringlb("a", &instance(200, "100ms", ""));
-    lab.ringlb("b", &instance(100, "100ms", ""));
+    let a = lab.ringlb("a", &instance(200, advert, ""));
+    lab.ringlb("b", &instance(100, advert, ""));
     assert_only(&lab, "a", WAIT, "startup");
+    (lab, a)
+}
+
+#[test]
+fn higher_priority_holds_vip_backup_takes_over_after_crash() {
+    let (mut lab, a) = ringlb_pair("100ms");
     assert_steady(&lab, "a", STEADY, "steady state");
     assert!(
         lab.served_by("nodea", WAIT),
@@ -68,12 +75,7 @@ fn higher_priority_holds_vip_backup_takes_over_after_crash() {
 
 #[test]
 fn sigterm_hands_over_and_master_preempts_on_return() {
-    let mut lab = Lab::new();
-    lab.backend("a");
-    lab.backend("b");
-    let a = lab.ringlb("a", &instance(200, "100ms", ""));
-    lab.ringlb("b", &instance(100, "100ms", ""));
-    assert_only(&lab, "a", WAIT, "startup");
+    let (mut lab, a) = ringlb_pair("100ms");
 
     // Graceful stop: priority-0 advert, VIP removed before the exit.
     lab.term(a);
@@ -484,12 +486,7 @@ fn all_backends_down_on_the_master_moves_the_vip() {
 #[cfg(feature = "fault-injection")]
 #[test]
 fn stalled_shards_give_the_vip_away() {
-    let mut lab = Lab::new();
-    lab.backend("a");
-    lab.backend("b");
-    let a = lab.ringlb("a", &instance(200, "10ms", ""));
-    lab.ringlb("b", &instance(100, "10ms", ""));
-    assert_only(&lab, "a", WAIT, "startup");
+    let (mut lab, a) = ringlb_pair("10ms");
     assert_steady(&lab, "a", STEADY, "steady state at 10 ms adverts");
     let t0 = std::time::Instant::now();
     lab.signal(a, libc::SIGUSR2);

@@ -57,13 +57,37 @@ struct State {
     vrrp: Vec<Role>,
 }
 
+/// Does a reload bring a server (back) into service, so that its
+/// `slow_start` ramp starts now? `before` is its `down` in the running
+/// configuration, `None` when the reload adds it. A server set from
+/// `down = true` to `false`, or added to an upstream that already serves,
+/// starts with a small share like one whose health came back (nginx's
+/// "becomes available after it was unavailable"); one that stays up keeps
+/// its ramp, or none.
+fn comes_back(before: Option<bool>, down: bool) -> bool {
+    !down && before != Some(false)
+}
+
 impl State {
-    fn sync_health(&mut self) {
+    /// Health entries for the servers of `self.config`: kept per (upstream,
+    /// address), new ones up. `reloaded`: the configuration it replaced and
+    /// the time, to start the slow-start ramp of servers that come back
+    /// ([`comes_back`]); `None` at start (nothing ramps).
+    fn sync_health(&mut self, reloaded: Option<(&Config, Instant)>) {
         let mut keep: HashMap<ServerKey, ServerHealth> = HashMap::new();
         for u in &self.config.upstreams {
             for s in &u.servers {
                 let key = (u.name.clone(), s.addr);
-                let h = match self.health.remove(&key) {
+                let ramp_from = reloaded.and_then(|(old, now)| {
+                    let before = old
+                        .upstreams
+                        .iter()
+                        .find(|o| o.name == u.name)
+                        .and_then(|o| o.servers.iter().find(|x| x.addr == s.addr))
+                        .map(|x| x.down);
+                    comes_back(before, s.down).then_some(now)
+                });
+                let mut h = match self.health.remove(&key) {
                     // A server that stays keeps its health but takes the
                     // reloaded `max_fails` / `fail_timeout`.
                     Some(mut h) => {
@@ -77,6 +101,9 @@ impl State {
                         published_available: true,
                     },
                 };
+                if ramp_from.is_some() {
+                    h.up_since = ramp_from;
+                }
                 keep.insert(key, h);
             }
         }
@@ -100,7 +127,7 @@ impl Publisher {
             health: HashMap::new(),
             vrrp: Vec::new(),
         };
-        st.sync_health();
+        st.sync_health(None);
         let cell = SnapshotCell::new(Snapshot::build(config, 1, None, false));
         let p = Publisher {
             cell,
@@ -165,8 +192,9 @@ impl Publisher {
     /// the new generation.
     pub fn reload(&self, config: Arc<Config>) -> u64 {
         let mut st = self.lock();
-        st.config = config;
-        st.sync_health();
+        let old = std::mem::replace(&mut st.config, config);
+        let now = Instant::now();
+        st.sync_health(Some((&old, now)));
         let keys: Vec<(String, String)> = st
             .health
             .keys()
@@ -175,7 +203,7 @@ impl Publisher {
         self.registry
             .control()
             .retain_servers(&|u, s| keys.iter().any(|(ku, ks)| ku == u && ks == s));
-        self.publish(&mut st, Instant::now());
+        self.publish(&mut st, now);
         st.generation
     }
 
@@ -279,6 +307,52 @@ mod tests {
         )
         .unwrap();
         Publisher::new(Arc::new(cfg), Registry::new(1))
+    }
+
+    #[test]
+    fn servers_that_a_reload_brings_into_service_ramp() {
+        // (down before the reload, None: added; down after; ramps)
+        for (before, down, ramps) in [
+            (Some(true), false, true),
+            (None, false, true),
+            (Some(false), false, false),
+            (Some(false), true, false),
+            (Some(true), true, false),
+            (None, true, false),
+        ] {
+            assert_eq!(comes_back(before, down), ramps, "{before:?} -> {down}");
+        }
+    }
+
+    #[test]
+    fn a_reload_starts_the_ramp_of_a_server_set_up_or_added() {
+        let text = |b_down: bool, c: bool| {
+            let mut t = String::from("[[listener]]\nlisten = \"127.0.0.1:0\"\nupstream = \"app\"\n[upstream.app]\n[[upstream.app.server]]\naddress = \"127.0.0.1:9\"\nslow_start = \"10s\"\n");
+            t += &format!("[[upstream.app.server]]\naddress = \"127.0.0.1:10\"\nslow_start = \"10s\"\ndown = {b_down}\n");
+            if c {
+                t += "[[upstream.app.server]]\naddress = \"127.0.0.1:11\"\nslow_start = \"10s\"\n";
+            }
+            Arc::new(crate::config::parse_str(&t, "t.toml").unwrap())
+        };
+        let p = Publisher::new(text(true, false), Registry::new(1));
+        let snap = p.cell().load_full();
+        assert!(snap.upstreams[0]
+            .servers
+            .iter()
+            .all(|s| s.up_since.is_none()));
+        p.reload(text(false, true));
+        let snap = p.cell().load_full();
+        let since: Vec<bool> = snap.upstreams[0]
+            .servers
+            .iter()
+            .map(|s| s.up_since.is_some())
+            .collect();
+        assert_eq!(since, [false, true, true]);
+        assert!(snap.upstreams[0].ramping);
+        // Reloading the same file again starts no new ramp.
+        let t = snap.upstreams[0].servers[1].up_since;
+        p.reload(text(false, true));
+        assert_eq!(p.cell().load_full().upstreams[0].servers[1].up_since, t);
     }
 
     #[test]

@@ -51,6 +51,16 @@ impl ClientStream {
         }
     }
 
+    /// Bytes the client sent that the stream holds past the socket (TLS:
+    /// plaintext or ciphertext not read yet); cheap, unlike
+    /// [`has_buffered`](Self::has_buffered).
+    pub fn holds_unread(&mut self) -> bool {
+        match self {
+            ClientStream::Plain(_) => false,
+            ClientStream::Tls(s) => s.holds_unread(),
+        }
+    }
+
     /// Frees the stream's own buffers while the connection is idle (TLS:
     /// its ciphertext buffers, when empty).
     pub fn release_idle(&mut self) {

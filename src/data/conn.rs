@@ -95,7 +95,7 @@ use super::client_stream::ClientStream;
 use super::deadline::{ClientWatch, Shut, Timer};
 use super::idle::Parked;
 use super::io::{relay, write_all, write_counted, Body, Pipe, RelayError};
-use super::pool::Pool;
+use super::pool::{Pool, Taken};
 use super::shard::{Shard, ShardView, Slot};
 use super::splice;
 use super::unwind::{self, CatchUnwind};
@@ -103,8 +103,9 @@ use crate::config::{HashKey, HttpConfig};
 use crate::lb::{hash_bytes, NoServer, ShardState};
 use crate::metrics::{ConnState, FailureKind};
 use crate::proto::exchange::{
-    body_step, buffer_limit, counts_against_server, may_keep_client, may_pool_upstream, retry,
-    BodyFacts, BodyStep, ClientEnd, Failed, Retry, Sent, Tried, UpstreamEnd,
+    body_step, buffer_limit, counts_against_server, linger_after_refusal, may_keep_client,
+    may_pool_upstream, retry, too_many_interim, BodyFacts, BodyStep, ClientEnd, Failed, Retry,
+    Sent, Tried, UpstreamEnd,
 };
 use crate::proto::http1::encode::{
     encode_canned, encode_request_set, encode_response, ClientConn, Forwarded, SetField, CONTINUE,
@@ -319,6 +320,22 @@ impl Client {
         } else {
             Next::Close
         }
+    }
+
+    /// Answers a request refused before its body was read with `status`,
+    /// then closes the way [`linger_after_refusal`] says.
+    async fn refuse(&mut self, log: &mut ReqLog, status: u16, write_limit: Duration) -> Next {
+        self.reply(log, status, false, write_limit).await;
+        after_refusal(status)
+    }
+}
+
+/// How a connection whose request was refused (`status`, 0: none) ends.
+fn after_refusal(status: u16) -> Next {
+    if linger_after_refusal(status) {
+        Next::Linger
+    } else {
+        Next::Close
     }
 }
 
@@ -613,17 +630,6 @@ const HOT_GAP_MS: u64 = 200;
 /// Busy streak after which a connection reads its next request directly.
 const HOT_STREAK: u32 = 4;
 
-/// Whether a connection that produced no request head ends with a
-/// lingering close, given the status it was answered with (0: none).
-/// A refused head (400, 414, 431, 501, 505…) may be followed by bytes the
-/// client already sent (the rest of a long line, a body, pipelined
-/// requests): closing with them unread would reset the connection, and the
-/// client could lose the answer. A silent close (nothing answered) or a
-/// 408 (the client sent nothing more in time) has nothing to protect.
-fn linger_after_no_head(status: u16) -> bool {
-    status != 0 && status != 408
-}
-
 /// Whether a keep-alive connection waits for its next request with a read
 /// (holding its receive buffer) rather than a readiness wait (holding
 /// none). Only a connection whose last [`HOT_STREAK`] requests each came
@@ -674,12 +680,7 @@ async fn one_request(
                 log.bytes_out,
             );
         }
-        let next = if linger_after_no_head(log.status) {
-            Next::Linger
-        } else {
-            Next::Close
-        };
-        return (next, Duration::ZERO);
+        return (after_refusal(log.status), Duration::ZERO);
     };
     // Listeners are found by address: a reload may renumber them.
     let Some(listener) = view.snap.listeners.iter().position(|l| l.listen == listen) else {
@@ -1138,15 +1139,15 @@ async fn exchange(
         // client may be sending it all the same: a lingering close lets it
         // read the answer (as nginx does; a TLS client cannot read past a
         // reset).
-        let _ = c.reply(log, 413, false, write_limit).await;
-        return Next::Linger;
+        return c.refuse(log, 413, write_limit).await;
     }
     let body = match plan_body(c, &head, max_body) {
         Ok(b) => b,
         Err(e) => {
-            let status = if e == ChunkError::TooLarge { 413 } else { 400 };
-            crate::warn!("{}: chunked request body: {e:?} → {status}", c.peer);
-            return c.reply(log, status, false, write_limit).await;
+            // Bad framing (or too large) in the body bytes that came with
+            // the head: the client may still be sending the rest.
+            crate::warn!("{}: chunked request body: {e:?} → {}", c.peer, e.status());
+            return c.refuse(log, e.status(), write_limit).await;
         }
     };
     log.bytes_in += body.prefix as u64;
@@ -1171,6 +1172,12 @@ async fn exchange(
     c.tried.clear();
     let mut tries = 0u32;
     let mut fresh_left = STALE_RETRIES;
+    // A retry after a stale pooled connection opens a new one: the pool
+    // may hold more connections the backend is closing (a worker that
+    // exits closes all of its idle ones at once).
+    let mut pooled = true;
+    // The last failure may go to a server already tried (`Retry::NextOrAgain`).
+    let mut again = false;
     let mut last_failure = Failure::ConnectRefused;
     // The clock is read only when a server is ramping up (slow start).
     let now = up.ramping.then(Instant::now);
@@ -1181,6 +1188,12 @@ async fn exchange(
             Err(NoServer::AllDown) if tries == 0 => {
                 crate::warn!("upstream {}: no server available → 502", up.config.name);
                 return finish_local(shard, c, log, &mut req, 502).await;
+            }
+            Err(NoServer::AllDown) if again => {
+                // Every server was tried: once more among all of them.
+                again = false;
+                c.tried.clear();
+                continue;
             }
             Err(NoServer::AllDown) => {
                 // Every server was tried: the failure belongs to the last one
@@ -1198,7 +1211,7 @@ async fn exchange(
         log.server = Some(target.label());
         let result = {
             let _in_flight = InFlight::start(&view.lb, ui, si);
-            attempt(shard, c, &mut req, target, log).await
+            attempt(shard, c, &mut req, target, pooled, log).await
         };
         let (failure, sent, stale) = match result {
             Ok(next) => return next,
@@ -1241,16 +1254,22 @@ async fn exchange(
             idempotent: head.method.is_idempotent(),
             buffered: req.body.intact(),
             stale,
+            closed: failure == Failure::Reset,
         };
-        match retry(failed, tries, up.config.retries, fresh_left) {
+        let decision = retry(failed, tries, up.config.retries, fresh_left);
+        again = decision == Retry::NextOrAgain;
+        match decision {
             Retry::Fresh => {
                 // Most likely the backend closed the pooled connection just
                 // as it was used: the same server, on another connection.
                 fresh_left -= 1;
                 tries -= 1;
                 c.tried.remove(si);
+                pooled = false;
             }
-            Retry::Next => {}
+            Retry::Next => pooled = true,
+            // Maybe the same server: its idle connections may be going too.
+            Retry::NextOrAgain => pooled = false,
             Retry::No => {
                 if !blame {
                     crate::warn!(
@@ -1305,16 +1324,14 @@ async fn buffer_body(
             Ok(_) => {}
             Err(ReadError::Timeout) => {
                 // client_body_timeout, as in nginx: 408 and close.
-                return Some(c.reply(log, 408, false, c.client_timeout).await);
+                return Some(c.refuse(log, 408, c.client_timeout).await);
             }
             Err(_) => return Some(Next::Close),
         }
         let before = req.body.prefix;
         if let Err(e) = req.body.extend(&c.rbuf.data()[head.head_len..]) {
-            let status = if e == ChunkError::TooLarge { 413 } else { 400 };
-            crate::warn!("{}: chunked request body: {e:?} → {status}", c.peer);
-            let _ = c.reply(log, status, false, c.client_timeout).await;
-            return Some(Next::Linger);
+            crate::warn!("{}: chunked request body: {e:?} → {}", c.peer, e.status());
+            return Some(c.refuse(log, e.status(), c.client_timeout).await);
         }
         log.bytes_in += (req.body.prefix - before) as u64;
     }
@@ -1364,12 +1381,14 @@ enum AttemptError {
     },
 }
 
-/// One try of a request on a server.
+/// One try of a request on a server: on an idle pooled connection if
+/// `pooled` allows and one is usable, else on a new one.
 async fn attempt(
     shard: &Shard,
     c: &mut Client,
     req: &mut Req<'_>,
     t: Target<'_>,
+    pooled: bool,
     log: &mut ReqLog,
 ) -> Result<Next, AttemptError> {
     let up = t.up;
@@ -1379,6 +1398,7 @@ async fn attempt(
     let replayable = req.head.method.is_idempotent() && req.body.whole();
     let within = reuse_within(replayable, idle_limit);
     let taken = match up.config.send_proxy_protocol {
+        _ if !pooled => Taken::none(),
         // A PROXY-tagged connection names one client: it is private to
         // that client's connection (see `proxy_protocol`).
         Some(_) => c.private.take(key, now, idle_limit, within),
@@ -1496,6 +1516,8 @@ enum Watch {
     Closed,
     Timeout,
     Malformed,
+    /// More informational (1xx) responses than a backend may send.
+    Flood,
     /// The client left while the response was awaited.
     ClientGone,
 }
@@ -1505,7 +1527,7 @@ impl Watch {
         let failure = match self {
             Watch::Closed => Failure::Reset,
             Watch::Timeout => Failure::Timeout,
-            Watch::Malformed => Failure::Malformed,
+            Watch::Malformed | Watch::Flood => Failure::Malformed,
             Watch::ClientGone => return AttemptError::ClientGone,
         };
         AttemptError::Upstream {
@@ -1525,9 +1547,16 @@ async fn watch_head<R: AsyncReadRent>(
     rfields: &mut Vec<Field>,
     head_request: bool,
 ) -> Result<(), Watch> {
+    let mut interim = 0;
     loop {
         match decode_response(ubuf.data(), UPSTREAM_BUF, head_request, rfields) {
-            Ok(Some(r)) if r.is_informational() && r.status != 101 => ubuf.consume(r.head_len),
+            Ok(Some(r)) if r.is_informational() && r.status != 101 => {
+                interim += 1;
+                if too_many_interim(interim) {
+                    return Err(Watch::Flood);
+                }
+                ubuf.consume(r.head_len)
+            }
             Ok(Some(_)) => return Ok(()),
             Ok(None) => {
                 if ubuf.fill_untimed(ur).await.is_err() {
@@ -1662,7 +1691,7 @@ async fn upload(
                     Err(RelayError::Malformed(e)) => {
                         // Over client_max_body_size mid-stream: the upstream
                         // got part of the body and is dropped.
-                        Upload::BadBody(if e == ChunkError::TooLarge { 413 } else { 400 })
+                        Upload::BadBody(e.status())
                     }
                     Err(_) => Upload::ClientGone,
                 }
@@ -1691,15 +1720,28 @@ async fn upload(
         }
         Upload::Early(r) | Upload::Refused(r) => r,
         Upload::ClientGone => return Err(AttemptError::Client),
-        Upload::BadBody(status) => {
-            let _ = c.reply(log, status, false, client_timeout).await;
-            return Ok(Next::Linger);
-        }
+        Upload::BadBody(status) => return Ok(c.refuse(log, status, client_timeout).await),
     };
     match got {
         Ok(()) => respond(shard, c, req, t, conn, log).await,
-        Err(w) => Err(w.into_error()),
+        Err(w) => {
+            if matches!(w, Watch::Flood) {
+                warn_interim_flood(&t);
+            }
+            Err(w.into_error())
+        }
     }
+}
+
+/// Logs a backend that sent more 1xx responses than [`too_many_interim`]
+/// allows (the request is answered 502, the connection closed).
+fn warn_interim_flood(t: &Target<'_>) {
+    crate::warn!(
+        "upstream {} server {}: more than {} informational (1xx) responses → 502",
+        t.up.config.name,
+        t.server().addr,
+        crate::proto::exchange::MAX_INTERIM,
+    );
 }
 
 /// The pool key of a target server: its address and TLS identity.
@@ -1738,15 +1780,20 @@ async fn connect(
 
 /// What watching the client of `req` needs to know while its response is
 /// awaited: TLS or not, and whether requests it pipelined are buffered
-/// already (bytes in `c.rbuf` past this request).
-fn client_watch(c: &Client, req: &Req<'_>) -> ClientWatch {
+/// already (bytes in `c.rbuf` past this request, or held in its TLS
+/// stream).
+fn client_watch(c: &mut Client, req: &Req<'_>) -> ClientWatch {
     let this = match req.body.state {
         BodyState::Buffered => req.head.head_len + req.body.prefix,
         _ => 0,
     };
     ClientWatch {
         tls: c.stream.is_tls(),
-        pipelined: c.rbuf.len() > this,
+        // A TLS stream may hold more of what the client sent (plaintext
+        // rustls decrypted, ciphertext not yet fed to it) when the receive
+        // buffer was full: those are pipelined requests too, though the
+        // socket no longer shows them.
+        pipelined: c.rbuf.len() > this || c.stream.holds_unread(),
     }
 }
 
@@ -1770,6 +1817,7 @@ async fn respond(
     let sent_at = Instant::now();
     let mut got_bytes = !c.ubuf.is_empty();
     let watch = Some(client_watch(c, req));
+    let mut interim = 0;
     let resp = loop {
         match decode_response(
             c.ubuf.data(),
@@ -1778,6 +1826,11 @@ async fn respond(
             &mut c.rfields,
         ) {
             Ok(Some(r)) if r.is_informational() && r.status != 101 => {
+                interim += 1;
+                if too_many_interim(interim) {
+                    warn_interim_flood(&t);
+                    return Err(Watch::Flood.into_error());
+                }
                 // 1xx: pass to an HTTP/1.1 client, then wait for the final head.
                 let mut out = buf::ensure_pooled(std::mem::take(&mut c.out));
                 if head.version == Version::Http11 {
@@ -2086,22 +2139,7 @@ async fn copy_until_idle<R: AsyncReadRent, W: AsyncWriteRent>(r: &mut R, w: &mut
 
 #[cfg(test)]
 mod tests {
-    use super::{linger_after_no_head, next_streak, read_directly, HOT_GAP_MS, HOT_STREAK};
-
-    #[test]
-    fn a_refused_head_lingers_a_silent_or_timed_out_one_closes() {
-        for (status, linger) in [
-            (0, false),
-            (408, false),
-            (400, true),
-            (414, true),
-            (431, true),
-            (501, true),
-            (505, true),
-        ] {
-            assert_eq!(linger_after_no_head(status), linger, "status {status}");
-        }
-    }
+    use super::{next_streak, read_directly, HOT_GAP_MS, HOT_STREAK};
 
     #[test]
     fn only_a_busy_streak_reads_directly() {

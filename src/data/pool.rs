@@ -99,6 +99,16 @@ pub struct Taken {
     pub discarded: u32,
 }
 
+impl Taken {
+    /// No connection (none idle, or none wanted), nothing discarded.
+    pub fn none() -> Taken {
+        Taken {
+            stream: None,
+            discarded: 0,
+        }
+    }
+}
+
 impl Pool {
     /// The warmest idle connection to `addr` that may carry a request at
     /// coarse time `now_ms` (see the module docs); unusable ones met on
@@ -115,10 +125,7 @@ impl Pool {
     ) -> Taken {
         let mut discarded = 0;
         let Some(Servers { list, .. }) = self.idle.get_mut(&addr) else {
-            return Taken {
-                stream: None,
-                discarded,
-            };
+            return Taken::none();
         };
         while let Some(c) = list.back() {
             let idle_for = Duration::from_millis(now_ms.saturating_sub(c.since_ms));

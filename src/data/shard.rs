@@ -84,25 +84,42 @@ pub static FAULT_STALL: AtomicBool = AtomicBool::new(false);
 
 /// The snapshot a shard routes with, plus this shard's selector state for
 /// it. Requests hold an `Rc` to the view they started with, so a reload
-/// never changes the rules under a request in flight.
+/// never changes the rules under a request in flight; the in-flight counts
+/// (`max_conns`, `least_conn`) of a server that stays (same upstream name
+/// and address) carry over to the next view and are shared with it.
 pub struct ShardView {
     pub snap: Arc<Snapshot>,
     pub lb: RefCell<Vec<ShardState>>,
 }
 
 impl ShardView {
-    fn new(snap: Arc<Snapshot>, seed: u64) -> ShardView {
+    fn new(snap: Arc<Snapshot>, seed: u64, prev: Option<&ShardView>) -> ShardView {
+        let prev_lb = prev.map(|p| p.lb.borrow());
         let lb = snap
             .upstreams
             .iter()
             .enumerate()
             .map(|(i, u)| {
-                ShardState::new(
-                    &u.selector,
-                    seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
-                )
+                let seed = seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+                let old = prev.and_then(|p| {
+                    let j = p
+                        .snap
+                        .upstreams
+                        .iter()
+                        .position(|o| o.config.name == u.config.name)?;
+                    Some((j, &p.snap.upstreams[j]))
+                });
+                let (Some((j, o)), Some(prev_lb)) = (old, &prev_lb) else {
+                    return ShardState::new(&u.selector, seed);
+                };
+                let addrs = |x: &crate::snapshot::UpstreamSnap| -> Vec<SocketAddr> {
+                    x.servers.iter().map(|s| s.addr).collect()
+                };
+                let same = crate::lb::same_servers(&addrs(o), &addrs(u));
+                ShardState::follow(&u.selector, seed, Some(&prev_lb[j]), |k| same[k])
             })
             .collect();
+        drop(prev_lb);
         ShardView {
             snap,
             lb: RefCell::new(lb),
@@ -150,7 +167,11 @@ impl Shard {
         let current = reader.load();
         let mut view = self.view.borrow_mut();
         if !Arc::ptr_eq(current, &view.snap) {
-            *view = Rc::new(ShardView::new(Arc::clone(current), self.id as u64 + 1));
+            *view = Rc::new(ShardView::new(
+                Arc::clone(current),
+                self.id as u64 + 1,
+                Some(&view),
+            ));
             self.rec
                 .borrow_mut()
                 .set_layout(Arc::clone(&current.layout), current.generation);
@@ -227,7 +248,7 @@ pub fn run(
             clock: Rc::new(Cell::new(0)),
             id,
             reader: RefCell::new(end.snapshots.reader()),
-            view: RefCell::new(Rc::new(ShardView::new(first, id as u64 + 1))),
+            view: RefCell::new(Rc::new(ShardView::new(first, id as u64 + 1, None))),
             pool: RefCell::new(Pool::default()),
             link: end.link,
             active: Cell::new(0),

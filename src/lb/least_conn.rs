@@ -26,7 +26,7 @@ fn same(a_conns: u32, a_weight: u64, b_conns: u32, b_weight: u64) -> bool {
 pub(crate) fn pick<E>(
     members: &[u32],
     current: &mut [i64],
-    in_flight: &[u32],
+    in_flight: &[super::InFlight],
     eligible: &mut E,
 ) -> Option<usize>
 where
@@ -39,8 +39,8 @@ where
         let i = m as usize;
         let Some(w) = eligible(i) else { continue };
         match best {
-            Some((b, bw)) if !less(in_flight[i], w, in_flight[b], bw) => {
-                if same(in_flight[i], w, in_flight[b], bw) {
+            Some((b, bw)) if !less(in_flight[i].get(), w, in_flight[b].get(), bw) => {
+                if same(in_flight[i].get(), w, in_flight[b].get(), bw) {
                     ties += 1;
                 }
             }
@@ -60,7 +60,7 @@ where
     for &m in members {
         let i = m as usize;
         let Some(w) = eligible(i) else { continue };
-        if !same(in_flight[i], w, in_flight[b], bw) {
+        if !same(in_flight[i].get(), w, in_flight[b].get(), bw) {
             continue;
         }
         current[i] += w as i64;

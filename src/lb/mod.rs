@@ -57,7 +57,9 @@ pub mod random_two;
 pub mod round_robin;
 pub mod route;
 
+use std::cell::Cell;
 use std::fmt;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use crate::config::{Balance, ServerConfig};
@@ -228,13 +230,13 @@ impl Selector {
                 continue;
             }
             let servers = &self.servers;
-            let in_flight_ro: &[u32] = &in_flight[..];
+            let in_flight_ro: &[InFlight] = &in_flight[..];
             let mut eligible = |i: usize| -> Option<u64> {
                 if unavailable(i) {
                     return None;
                 }
                 let s = &servers[i];
-                if s.max_conns != 0 && in_flight_ro[i] >= s.max_conns {
+                if s.max_conns != 0 && in_flight_ro[i].get() >= s.max_conns {
                     saw_full = true;
                     return None;
                 }
@@ -259,18 +261,27 @@ impl Selector {
     }
 }
 
-/// Per-shard, per-upstream mutable selection state. `!Sync` in spirit: each
-/// shard thread owns its own and nobody else touches it.
+/// Requests one shard has in flight to one server: shared by the
+/// [`ShardState`]s of successive snapshots that keep the server (see
+/// [`ShardState::follow`]).
+pub type InFlight = Rc<Cell<u32>>;
+
+/// Per-shard, per-upstream mutable selection state. `!Send`: each shard
+/// thread owns its own and nobody else touches it.
 ///
 /// A new snapshot with a new [`Selector`] needs a new `ShardState`; keep the
 /// old one alive (with the old selector) until requests picked from it have
-/// called [`ShardState::on_finish`].
-#[derive(Debug, Clone)]
+/// called [`ShardState::on_finish`]. Build it with [`ShardState::follow`]
+/// from the previous one: the in-flight counts of the servers both keep are
+/// the same counters, so a request started before a new snapshot (a
+/// reload, a health or VRRP change) still counts toward `max_conns` and
+/// `least_conn` after it, and its finish is seen by both.
+#[derive(Debug)]
 pub struct ShardState {
     /// Smooth weighted round robin current weights (round_robin, least_conn ties).
     current: Vec<i64>,
     /// Requests this shard has in flight to each server.
-    in_flight: Vec<u32>,
+    in_flight: Vec<InFlight>,
     /// xorshift64* state for random_two; never 0.
     rng: random_two::Rng,
 }
@@ -279,28 +290,66 @@ impl ShardState {
     /// `seed` should differ per shard (e.g. shard index mixed with the
     /// generation) so shards don't make identical random choices.
     pub fn new(sel: &Selector, seed: u64) -> Self {
+        Self::follow(sel, seed, None, |_| None)
+    }
+
+    /// The state for `sel` that takes over `prev`'s in-flight counters:
+    /// server `i` shares `prev`'s counter `same(i)` (the same server in the
+    /// previous snapshot, [`same_servers`]), or starts at 0.
+    pub fn follow(
+        sel: &Selector,
+        seed: u64,
+        prev: Option<&ShardState>,
+        same: impl Fn(usize) -> Option<usize>,
+    ) -> Self {
         let n = sel.len();
+        let in_flight = (0..n)
+            .map(|i| match (prev, same(i)) {
+                (Some(p), Some(j)) => Rc::clone(&p.in_flight[j]),
+                _ => InFlight::default(),
+            })
+            .collect();
         ShardState {
             current: vec![0; n],
-            in_flight: vec![0; n],
+            in_flight,
             rng: random_two::Rng::new(seed),
         }
     }
 
     /// A request to server `i` started (after a successful pick).
     pub fn on_start(&mut self, i: usize) {
-        self.in_flight[i] = self.in_flight[i].saturating_add(1);
+        let c = &self.in_flight[i];
+        c.set(c.get().saturating_add(1));
     }
 
     /// A request to server `i` finished (success or failure).
     pub fn on_finish(&mut self, i: usize) {
-        self.in_flight[i] = self.in_flight[i].saturating_sub(1);
+        let c = &self.in_flight[i];
+        c.set(c.get().saturating_sub(1));
     }
 
     /// Requests this shard has in flight to server `i`.
     pub fn in_flight(&self, i: usize) -> u32 {
-        self.in_flight[i]
+        self.in_flight[i].get()
     }
+}
+
+/// Which server of the previous snapshot each server of the new one is:
+/// `out[i]` is the index in `old` of the same key as `new[i]` (the n-th
+/// occurrence of a key matched to its n-th occurrence), or `None` for a
+/// server the new snapshot adds.
+pub fn same_servers<K: PartialEq>(old: &[K], new: &[K]) -> Vec<Option<usize>> {
+    new.iter()
+        .enumerate()
+        .map(|(i, k)| {
+            let nth = new[..i].iter().filter(|x| *x == k).count();
+            old.iter()
+                .enumerate()
+                .filter(|(_, o)| *o == k)
+                .nth(nth)
+                .map(|(j, _)| j)
+        })
+        .collect()
 }
 
 /// Slow-start ramp like nginx's `slow_start`: the weight share, in permille,
@@ -352,11 +401,12 @@ pub(crate) mod tests {
         Selector::build_with_table_size(b, s, 1009)
     }
 
+    /// The selector goes into the snapshot every shard reads; a
+    /// `ShardState` stays on its shard's thread (its counters are `Rc`).
     #[test]
     fn selector_is_send_sync() {
         fn check<T: Send + Sync>() {}
         check::<Selector>();
-        check::<ShardState>();
     }
 
     #[test]
@@ -535,5 +585,58 @@ pub(crate) mod tests {
         st.on_start(0);
         st.on_finish(0);
         assert_eq!(st.in_flight(0), 1);
+    }
+
+    /// (old keys, new keys, the old index of each new one).
+    type SameCase = (&'static [u8], &'static [u8], &'static [Option<usize>]);
+
+    #[test]
+    fn servers_are_matched_by_key_and_occurrence() {
+        let cases: [SameCase; 6] = [
+            (b"ab", b"ab", &[Some(0), Some(1)]),
+            (b"ab", b"ba", &[Some(1), Some(0)]),
+            (b"ab", b"acb", &[Some(0), None, Some(1)]),
+            (b"abc", b"c", &[Some(2)]),
+            (b"aab", b"aaa", &[Some(0), Some(1), None]),
+            (b"", b"a", &[None]),
+        ];
+        for (old, new, want) in cases {
+            assert_eq!(same_servers(old, new), want, "{old:?} -> {new:?}");
+        }
+    }
+
+    #[test]
+    fn a_following_state_shares_the_kept_servers_counts() {
+        let old_sel = build(Balance::RoundRobin, &specs(&[1, 1]));
+        let mut old = ShardState::new(&old_sel, 0);
+        old.on_start(0);
+        old.on_start(1);
+        old.on_start(1);
+        // The new snapshot drops server 0, keeps 1 (now at index 0), adds one.
+        let new_sel = build(Balance::RoundRobin, &specs(&[1, 1]));
+        let mut new = ShardState::follow(&new_sel, 0, Some(&old), |i| [Some(1), None][i]);
+        assert_eq!((new.in_flight(0), new.in_flight(1)), (2, 0));
+        // A request started on the old state finishes: both see it.
+        old.on_finish(1);
+        assert_eq!(new.in_flight(0), 1);
+        new.on_start(0);
+        assert_eq!(old.in_flight(1), 2);
+    }
+
+    #[test]
+    fn max_conns_holds_across_a_following_state() {
+        let mut s = specs(&[1]);
+        s[0].max_conns = 1;
+        let sel = build(Balance::RoundRobin, &s);
+        let mut old = ShardState::new(&sel, 0);
+        assert_eq!(sel.pick(&mut old, 0, |_| false, |_| 1000), Ok(0));
+        old.on_start(0);
+        let mut new = ShardState::follow(&sel, 1, Some(&old), Some);
+        assert_eq!(
+            sel.pick(&mut new, 0, |_| false, |_| 1000),
+            Err(NoServer::AllFull)
+        );
+        old.on_finish(0);
+        assert_eq!(sel.pick(&mut new, 0, |_| false, |_| 1000), Ok(0));
     }
 }

@@ -73,7 +73,7 @@ where
 
 pub(crate) fn pick<E>(
     members: &[u32],
-    in_flight: &[u32],
+    in_flight: &[super::InFlight],
     rng: &mut Rng,
     eligible: &mut E,
 ) -> Option<usize>
@@ -103,8 +103,8 @@ where
     let b = nth_by_weight(members, eligible, rng.below(rest), Some(a))?;
     let wb = eligible(b).unwrap_or(1);
     // b wins only if strictly less loaded per weight.
-    let b_less =
-        u128::from(in_flight[b]) * u128::from(wa) < u128::from(in_flight[a]) * u128::from(wb);
+    let b_less = u128::from(in_flight[b].get()) * u128::from(wa)
+        < u128::from(in_flight[a].get()) * u128::from(wb);
     Some(if b_less { b } else { a })
 }
 

@@ -93,25 +93,54 @@ impl ConnCounters {
     }
 }
 
+/// What listeners and servers both count for every request.
 #[derive(Default)]
-#[repr(align(128))]
-pub(crate) struct ListenerCounters {
+struct RequestCounters {
     requests: Counter,
     status: [Counter; 6],
     bytes_in: Counter,
     bytes_out: Counter,
 }
 
+impl RequestCounters {
+    #[inline]
+    fn count(&self, class: usize, bytes_in: u64, bytes_out: u64) {
+        self.requests.add(1);
+        self.status[class].add(1);
+        self.bytes_in.add(bytes_in);
+        self.bytes_out.add(bytes_out);
+    }
+
+    /// Reads them into a stats row's fields.
+    fn read(
+        &self,
+        requests: &mut u64,
+        status: &mut [u64; 6],
+        bytes_in: &mut u64,
+        bytes_out: &mut u64,
+    ) {
+        *requests = self.requests.get();
+        *bytes_in = self.bytes_in.get();
+        *bytes_out = self.bytes_out.get();
+        for (d, c) in status.iter_mut().zip(self.status.iter()) {
+            *d = c.get();
+        }
+    }
+}
+
+#[derive(Default)]
+#[repr(align(128))]
+pub(crate) struct ListenerCounters {
+    req: RequestCounters,
+}
+
 #[derive(Default)]
 #[repr(align(128))]
 pub(crate) struct ServerCounters {
-    requests: Counter,
-    status: [Counter; 6],
+    req: RequestCounters,
     failures: [Counter; FailureKind::ALL.len()],
     retries: Counter,
     connects: Counter,
-    bytes_in: Counter,
-    bytes_out: Counter,
 }
 
 /// Counters for one layout; shared (Arc) by the recorder (writes) and the
@@ -175,15 +204,13 @@ impl SlotState {
     fn listener_stats(&self, i: usize) -> ListenerStats {
         let c = &self.block.listeners[i];
         let p = &self.listeners[i];
-        let mut s = ListenerStats {
-            requests: c.requests.get(),
-            bytes_in: c.bytes_in.get(),
-            bytes_out: c.bytes_out.get(),
-            ..ListenerStats::default()
-        };
-        for (d, c) in s.status.iter_mut().zip(c.status.iter()) {
-            *d = c.get();
-        }
+        let mut s = ListenerStats::default();
+        c.req.read(
+            &mut s.requests,
+            &mut s.status,
+            &mut s.bytes_in,
+            &mut s.bytes_out,
+        );
         add_opt(&mut s.latency, &p.total);
         add_opt(&mut s.upstream_latency, &p.upstream);
         s
@@ -193,16 +220,16 @@ impl SlotState {
         let c = &self.block.servers[i];
         let p = &self.servers[i];
         let mut s = ServerStats {
-            requests: c.requests.get(),
             retries: c.retries.get(),
             connects: c.connects.get(),
-            bytes_in: c.bytes_in.get(),
-            bytes_out: c.bytes_out.get(),
             ..ServerStats::default()
         };
-        for (d, c) in s.status.iter_mut().zip(c.status.iter()) {
-            *d = c.get();
-        }
+        c.req.read(
+            &mut s.requests,
+            &mut s.status,
+            &mut s.bytes_in,
+            &mut s.bytes_out,
+        );
         for (d, c) in s.failures.iter_mut().zip(c.failures.iter()) {
             *d = c.get();
         }
@@ -329,45 +356,32 @@ impl ShardSlot {
     }
 }
 
+/// Request latencies since the last publication, per listener or server.
 struct ListenerDeltas {
     total: DeltaHist,
     upstream: DeltaHist,
 }
 
-struct ServerDeltas {
-    total: DeltaHist,
-    upstream: DeltaHist,
-    connect: DeltaHist,
-}
-
-/// The per-request counters shared by listeners and servers.
-#[inline]
-fn count_request(
-    requests: &Counter,
-    status: &Counter,
-    c_in: &Counter,
-    c_out: &Counter,
-    bytes_in: u64,
-    bytes_out: u64,
-) {
-    requests.add(1);
-    status.add(1);
-    c_in.add(bytes_in);
-    c_out.add(bytes_out);
-}
-
-/// The per-request latency samples shared by listeners and servers.
-#[inline]
-fn record_latency(
-    total: &mut DeltaHist,
-    upstream: &mut DeltaHist,
-    total_us: u64,
-    upstream_us: Option<u64>,
-) {
-    total.record(total_us);
-    if let Some(u) = upstream_us {
-        upstream.record(u);
+impl ListenerDeltas {
+    fn new() -> Self {
+        ListenerDeltas {
+            total: DeltaHist::new(),
+            upstream: DeltaHist::new(),
+        }
     }
+
+    #[inline]
+    fn record(&mut self, total_us: u64, upstream_us: Option<u64>) {
+        self.total.record(total_us);
+        if let Some(u) = upstream_us {
+            self.upstream.record(u);
+        }
+    }
+}
+
+struct ServerDeltas {
+    req: ListenerDeltas,
+    connect: DeltaHist,
 }
 
 fn deltas_for(layout: &Layout) -> (Box<[ListenerDeltas]>, Box<[ServerDeltas]>) {
@@ -375,17 +389,13 @@ fn deltas_for(layout: &Layout) -> (Box<[ListenerDeltas]>, Box<[ServerDeltas]>) {
         layout
             .listeners
             .iter()
-            .map(|_| ListenerDeltas {
-                total: DeltaHist::new(),
-                upstream: DeltaHist::new(),
-            })
+            .map(|_| ListenerDeltas::new())
             .collect(),
         layout
             .servers
             .iter()
             .map(|_| ServerDeltas {
-                total: DeltaHist::new(),
-                upstream: DeltaHist::new(),
+                req: ListenerDeltas::new(),
                 connect: DeltaHist::new(),
             })
             .collect(),
@@ -608,31 +618,17 @@ impl ShardRecorder {
             self.block.listeners.get(listener),
             self.l_deltas.get_mut(listener),
         ) {
-            count_request(
-                &c.requests,
-                &c.status[class],
-                &c.bytes_in,
-                &c.bytes_out,
-                bytes_in,
-                bytes_out,
-            );
+            c.req.count(class, bytes_in, bytes_out);
             if self.histograms {
-                record_latency(&mut d.total, &mut d.upstream, total_us, upstream_us);
+                d.record(total_us, upstream_us);
             }
         }
         if let Some(si) = server {
             debug_assert!(si < self.block.servers.len(), "server index");
             if let (Some(c), Some(d)) = (self.block.servers.get(si), self.s_deltas.get_mut(si)) {
-                count_request(
-                    &c.requests,
-                    &c.status[class],
-                    &c.bytes_in,
-                    &c.bytes_out,
-                    bytes_in,
-                    bytes_out,
-                );
+                c.req.count(class, bytes_in, bytes_out);
                 if self.histograms {
-                    record_latency(&mut d.total, &mut d.upstream, total_us, upstream_us);
+                    d.req.record(total_us, upstream_us);
                 }
             }
         }
@@ -717,8 +713,8 @@ impl ShardRecorder {
             drain(&mut d.upstream, &mut p.upstream);
         }
         for (d, p) in self.s_deltas.iter_mut().zip(st.servers.iter_mut()) {
-            drain(&mut d.total, &mut p.total);
-            drain(&mut d.upstream, &mut p.upstream);
+            drain(&mut d.req.total, &mut p.total);
+            drain(&mut d.req.upstream, &mut p.upstream);
             drain(&mut d.connect, &mut p.connect);
         }
         drain(&mut self.tls_handshake, &mut st.tls_handshake);

@@ -32,6 +32,13 @@
 //!   has lasted [`CLIENT_WATCH_MS`], then every as long, so a response
 //!   that comes in time costs nothing.
 //!
+//! - [`too_many_interim`]: a backend may send informational (1xx)
+//!   responses before its final one; past [`MAX_INTERIM`] of them it is
+//!   flooding (or looping), and the request gets a 502.
+//! - [`linger_after_refusal`]: a request refused before its body was read
+//!   (a bad head, bad chunked framing, a body over the limit) closes its
+//!   connection with a lingering close, so the client reads the answer.
+//!
 //! [`Tried`] is the set of servers already tried for one request: a bitset
 //! that keeps excluding servers past the 64th (kept per connection and
 //! cleared per request, so no allocation per request).
@@ -101,6 +108,9 @@ pub struct Failed {
     /// The attempt used a pooled connection and failed before any response
     /// byte: most likely the backend closed it while idle.
     pub stale: bool,
+    /// The server closed or reset the connection before any response byte
+    /// (not a timeout, not a refused connect).
+    pub closed: bool,
 }
 
 /// What to do after a failed attempt.
@@ -108,15 +118,29 @@ pub struct Failed {
 pub enum Retry {
     /// Answer the client with an error.
     No,
-    /// The same server again on a fresh connection; not counted as a try.
+    /// The same server again on a new connection (not another pooled one:
+    /// a backend closing idle connections closes them all); not counted as
+    /// a try.
     Fresh,
-    /// Another server (counted against `retries`).
+    /// Another server (counted against `retries`); when every server was
+    /// tried already, the client gets the error.
     Next,
+    /// Another server, or when every server was tried already (a lone
+    /// server), one of them again; counted against `retries`.
+    NextOrAgain,
 }
 
 /// May the failed attempt be tried again? `tries` is how many counted
 /// attempts were made so far, `retries` the upstream's limit, and
 /// `fresh_left` how many not-counted fresh-connection retries remain.
+///
+/// A server that closes a connection before answering may go again even
+/// when it is the only one (haproxy's `retries` on the same server; nginx
+/// has nowhere to go and answers 502): an application server restarting
+/// its workers as planned (gunicorn's `max_requests`, `kill -HUP`) drops
+/// the connections an exiting worker had just accepted, and the next
+/// connection reaches a live worker. A timeout or a refused connect is not
+/// tried on the same server again: it would only wait or fail once more.
 pub fn retry(f: Failed, tries: u32, retries: u32, fresh_left: u32) -> Retry {
     if !f.buffered {
         // The body was streamed: there is nothing left to send again.
@@ -129,10 +153,10 @@ pub fn retry(f: Failed, tries: u32, retries: u32, fresh_left: u32) -> Retry {
     if f.stale && fresh_left > 0 {
         return Retry::Fresh;
     }
-    if tries <= retries {
-        Retry::Next
-    } else {
-        Retry::No
+    match (tries <= retries, f.closed) {
+        (false, _) => Retry::No,
+        (true, false) => Retry::Next,
+        (true, true) => Retry::NextOrAgain,
     }
 }
 
@@ -222,6 +246,38 @@ pub fn client_gone(peek: Peek, tls: bool, pipelined: bool, hup: impl FnOnce() ->
         Peek::Eof => !pipelined,
         Peek::Unread => tls && !pipelined && hup(),
     }
+}
+
+/// Most informational (1xx) responses taken from a backend for one
+/// request: as many as CPython's `http.client` and Ruby's `net/http`
+/// accept before they give up (100). `100 Continue` and `103 Early Hints`
+/// come once or twice, and a WebDAV server may send `102 Processing` now
+/// and then through a long operation, well within it. Neither nginx 1.22
+/// (it takes the first 1xx for the final response) nor haproxy 2.6 (it
+/// relays them all) bounds them; without a bound a backend that loops on
+/// them holds the exchange forever, each one resetting `read_timeout`.
+pub const MAX_INTERIM: u32 = 100;
+
+/// Whether `seen` interim responses (counting the one just decoded) are
+/// more than a backend may send before its final response: the exchange
+/// then fails as a malformed response (502, the connection closed).
+pub fn too_many_interim(seen: u32) -> bool {
+    seen > MAX_INTERIM
+}
+
+/// Whether a connection whose request was refused before its body was
+/// read (or with no request head at all) ends with a lingering close,
+/// given the status it was answered with (0: none). A refused head (400,
+/// 414, 431, 501, 505…), chunked framing refused before any body was read
+/// (400) or a body over the limit (413) may be followed by bytes the
+/// client already sent or is still sending (the rest of a long line, a
+/// body, pipelined requests): closing with them unread resets the
+/// connection, and a client still writing its body meets the reset before
+/// it reads the answer (a TLS client cannot read past it at all). A
+/// silent close (nothing answered) or a 408 (the client sent nothing more
+/// in time) has nothing to protect.
+pub fn linger_after_refusal(status: u16) -> bool {
+    status != 0 && status != 408
 }
 
 /// The facts about a request body before an upstream is chosen.
@@ -394,6 +450,36 @@ mod tests {
     }
 
     #[test]
+    fn interim_responses_are_bounded() {
+        for (seen, over) in [
+            (1, false),
+            (2, false),
+            (99, false),
+            (100, false),
+            (101, true),
+            (u32::MAX, true),
+        ] {
+            assert_eq!(too_many_interim(seen), over, "{seen}");
+        }
+    }
+
+    #[test]
+    fn a_refusal_lingers_a_silent_or_timed_out_close_does_not() {
+        for (status, linger) in [
+            (0, false),
+            (408, false),
+            (400, true),
+            (413, true),
+            (414, true),
+            (431, true),
+            (501, true),
+            (505, true),
+        ] {
+            assert_eq!(linger_after_refusal(status), linger, "status {status}");
+        }
+    }
+
+    #[test]
     fn clients_are_looked_at_only_after_a_second_of_waiting() {
         for (now, at) in [(0, 1000), (5, 1005), (60_000, 61_000)] {
             assert_eq!(client_watch_at(now), at);
@@ -415,6 +501,11 @@ mod tests {
             idempotent,
             buffered,
             stale,
+            closed: false,
+        };
+        let closed = |sent, idempotent, stale| Failed {
+            closed: true,
+            ..f(sent, idempotent, true, stale)
         };
         let cases = [
             // (failure, tries, retries, fresh_left, decision)
@@ -434,6 +525,23 @@ mod tests {
             // Streamed body: gone.
             (f(Maybe, true, false, true), 1, 5, 2, No),
             (f(Nothing, false, false, false), 1, 5, 2, No),
+            // Closed before answering: the same server may go again.
+            (closed(Maybe, true, false), 1, 1, 2, NextOrAgain),
+            (closed(Maybe, true, true), 1, 1, 0, NextOrAgain),
+            (closed(Maybe, true, true), 1, 1, 2, Fresh),
+            (closed(Nothing, false, false), 1, 1, 2, NextOrAgain),
+            (closed(Maybe, true, false), 2, 1, 2, No),
+            (closed(Maybe, false, false), 1, 5, 2, No),
+            (
+                Failed {
+                    buffered: false,
+                    ..closed(Maybe, true, false)
+                },
+                1,
+                5,
+                2,
+                No,
+            ),
         ];
         for (failed, tries, retries, fresh, want) in cases {
             assert_eq!(

@@ -356,6 +356,18 @@ impl<S: Session> TlsStream<TcpStream, S> {
             )
     }
 
+    /// Whether the client sent bytes this stream holds and nobody read:
+    /// ciphertext not yet fed to rustls, or plaintext it decrypted. Unlike
+    /// [`has_buffered`](Self::has_buffered) it processes nothing (a compare
+    /// and a look at rustls' plaintext queue), so it may be asked per
+    /// request.
+    pub fn holds_unread(&mut self) -> bool {
+        self.rx_pos < self.rx.len()
+            || self
+                .sess
+                .with(|c| matches!(c.reader().into_first_chunk(), Ok(chunk) if !chunk.is_empty()))
+    }
+
     /// Frees both ciphertext buffers when they hold nothing still needed
     /// (an idle keep-alive connection; the next read or write allocates
     /// again). Between flushes `tx` only holds bytes already written

@@ -384,3 +384,34 @@ pub fn recording_backend() -> (Backend, Arc<std::sync::Mutex<Vec<String>>>) {
     });
     (be, seen)
 }
+
+/// A backend that answers at once except `GET /slow…`, held until
+/// `release` is set (or 15 s pass); records every request line it read.
+pub fn holding_backend() -> (
+    Backend,
+    Arc<std::sync::atomic::AtomicBool>,
+    Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    let release = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let seen: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let (r, sn) = (Arc::clone(&release), Arc::clone(&seen));
+    let be = backend(move |mut s| {
+        let mut buf = Vec::new();
+        while let Some(req) = read_request(&mut s, &mut buf) {
+            let line = request_line(&req);
+            sn.lock().unwrap().push(line.clone());
+            if line.starts_with("GET /slow") {
+                let start = Instant::now();
+                while !r.load(Ordering::Acquire) && start.elapsed() < Duration::from_secs(15) {
+                    thread::sleep(Duration::from_millis(5));
+                }
+            }
+            if s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    (be, release, seen)
+}

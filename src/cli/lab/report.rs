@@ -306,20 +306,26 @@ pub fn timeline(run: &Run) -> Vec<Bin> {
     bins
 }
 
-/// Latency percentile curve of the successful requests: points
-/// (percentile, ms) at 1 − 10^(−x) for x = 0, 0.1, … up to the resolution
-/// the sample count allows, plus the maximum.
-pub fn percentile_curve(run: &Run) -> Vec<(f64, f64)> {
+/// The successful requests' latencies (µs), smallest first.
+fn ok_latencies_sorted(run: &Run) -> Vec<u64> {
     let mut lat: Vec<u64> = run
         .samples
         .iter()
         .filter(|s| matches!(s.outcome, Outcome::Ok(_)))
         .map(|s| s.latency_us)
         .collect();
+    lat.sort_unstable();
+    lat
+}
+
+/// Latency percentile curve of the successful requests: points
+/// (percentile, ms) at 1 − 10^(−x) for x = 0, 0.1, … up to the resolution
+/// the sample count allows, plus the maximum.
+pub fn percentile_curve(run: &Run) -> Vec<(f64, f64)> {
+    let lat = ok_latencies_sorted(run);
     if lat.is_empty() {
         return Vec::new();
     }
-    lat.sort_unstable();
     let top = (lat.len() as f64).log10();
     let mut out = Vec::new();
     let mut x = 0.0;
@@ -455,16 +461,10 @@ pub fn result_line(r: &Report, extra: &[(&str, serde_json::Value)]) -> String {
 /// A text histogram of the successful requests' latency (log-spaced
 /// buckets from 0.1 ms, one `#` per 1/40 of the biggest bucket).
 pub fn render_histogram(run: &Run) -> String {
-    let mut lat: Vec<u64> = run
-        .samples
-        .iter()
-        .filter(|s| matches!(s.outcome, Outcome::Ok(_)))
-        .map(|s| s.latency_us)
-        .collect();
+    let lat = ok_latencies_sorted(run);
     if lat.is_empty() {
         return "  (no successful request)\n".into();
     }
-    lat.sort_unstable();
     let bounds: Vec<u64> = [
         100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000,
     ]

@@ -127,6 +127,17 @@ pub enum ChunkError {
     TooLarge,
 }
 
+impl ChunkError {
+    /// The status a request whose body failed this way is answered with:
+    /// 413 over `client_max_body_size`, else 400.
+    pub fn status(self) -> u16 {
+        match self {
+            ChunkError::TooLarge => 413,
+            _ => 400,
+        }
+    }
+}
+
 /// Incremental chunked-body scanner.
 #[derive(Debug, Clone)]
 pub struct ChunkedDecoder {
@@ -437,6 +448,23 @@ fn ext_step(at: ExtAt, b: u8) -> Result<ExtAt, ChunkError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn errors_answer_413_over_the_limit_else_400() {
+        use ChunkError::*;
+        for (e, status) in [
+            (TooLarge, 413),
+            (BadSize, 400),
+            (SizeOverflow, 400),
+            (BadExtension, 400),
+            (BadLineEnding, 400),
+            (ExtensionTooLong, 400),
+            (BadTrailer, 400),
+            (TrailerTooLarge, 400),
+        ] {
+            assert_eq!(e.status(), status, "{e:?}");
+        }
+    }
 
     /// Feeds `input` in pieces of `step` bytes; returns (data, consumed).
     fn dechunk(input: &[u8], step: usize) -> Result<(Vec<u8>, usize), ChunkError> {

@@ -10,6 +10,8 @@
 //! - [`request`]: request heads, client-side validation (400/431/501/505).
 //! - [`response`]: response heads from upstreams (malformed → 502).
 //! - [`fields`]: header classification shared by both directions.
+//! - `host`: `Host` and absolute-form authority syntax, and when two name
+//!   the same host.
 //! - [`chunked`]: a streaming chunked-body scanner (pass-through or de-chunk).
 //! - [`encode`]: heads rewritten for the other side, canned error responses.
 //! - [`target`]: the canonical form of a path (routing, paths above the root).
@@ -17,6 +19,7 @@
 pub mod chunked;
 pub mod encode;
 pub mod fields;
+mod host;
 pub mod request;
 pub mod response;
 pub mod target;

@@ -14,11 +14,14 @@
 //! For absolute-form the authority is the request's host (§3.2.2): routing
 //! uses it, the upstream gets origin-form with `Host` set from it, and a
 //! `Host` field that names another host is a 400 (a client must send the
-//! same value, §3.2; a mismatch is how vhost checks get bypassed).
+//! same value, §3.2; a mismatch is how vhost checks get bypassed). The
+//! same host spelled differently (case, the scheme's default port) is not
+//! another host (`host::same`).
 
 use std::mem::MaybeUninit;
 
 use super::fields::{self, classify, ConnectionOpts, Field, FieldKind, FramingError};
+use super::host;
 use super::{Framing, Limits, Span, Version, MAX_HEADERS_CAP};
 
 /// Request methods the proxy treats specially; the rest are `Other`.
@@ -277,15 +280,15 @@ pub fn decode_request(
         return Err(RequestError::BadHost);
     }
     if let Some(h) = host {
-        if !valid_host(h.get(buf)) {
+        if !host::valid(h.get(buf)) {
             return Err(RequestError::BadHost);
         }
     }
     if let Some(a) = authority {
-        if !valid_host(a.get(buf)) {
+        if !host::valid(a.get(buf)) {
             return Err(RequestError::Malformed);
         }
-        if host.is_some_and(|h| !h.get(buf).eq_ignore_ascii_case(a.get(buf))) {
+        if host.is_some_and(|h| !host::same(h.get(buf), a.get(buf), split.default_port)) {
             return Err(RequestError::BadHost);
         }
         host = Some(a);
@@ -367,6 +370,8 @@ struct SplitTarget<'a> {
     form: TargetForm,
     /// The authority of an absolute-form target.
     authority: Option<&'a [u8]>,
+    /// The port its scheme implies (80 for `http`, 443 for `https`).
+    default_port: u16,
     /// What is forwarded (after the authority, for absolute-form).
     rest: &'a [u8],
 }
@@ -377,6 +382,7 @@ fn split_target(t: &[u8], method: Method) -> Option<SplitTarget<'_>> {
     let whole = |form| SplitTarget {
         form,
         authority: None,
+        default_port: 80,
         rest: t,
     };
     match t.first()? {
@@ -384,8 +390,10 @@ fn split_target(t: &[u8], method: Method) -> Option<SplitTarget<'_>> {
         b'*' if t.len() == 1 && method == Method::Options => Some(whole(TargetForm::Asterisk)),
         b'*' => None,
         _ => {
-            let rest =
-                strip_prefix_ci(t, b"http://").or_else(|| strip_prefix_ci(t, b"https://"))?;
+            let (rest, default_port) = match strip_prefix_ci(t, b"http://") {
+                Some(rest) => (rest, 80),
+                None => (strip_prefix_ci(t, b"https://")?, 443),
+            };
             let end = rest
                 .iter()
                 .position(|&b| matches!(b, b'/' | b'?' | b'#'))
@@ -394,6 +402,7 @@ fn split_target(t: &[u8], method: Method) -> Option<SplitTarget<'_>> {
             Some(SplitTarget {
                 form: TargetForm::Absolute,
                 authority: Some(&rest[..end]),
+                default_port,
                 rest: &rest[end..],
             })
         }
@@ -432,69 +441,6 @@ fn partial_target_too_long(buf: &[u8], limits: &Limits) -> bool {
         .position(|&b| b == b' ')
         .unwrap_or(target.len());
     len > limits.max_uri_bytes
-}
-
-/// `Host` (and an absolute-form authority) must be `uri-host [":" port]`
-/// (RFC 9110 §7.2, RFC 3986 §3.2.2): a reg-name or IPv4 address
-/// (unreserved, `%XX` and sub-delims, no `@`), or an IP literal in
-/// brackets; then an optional decimal port no larger than 65535. A server
-/// must answer 400 to anything else: `a:80:80`, `a:xyz` or `[::1` mean
-/// different hosts to different parsers.
-fn valid_host(h: &[u8]) -> bool {
-    let (host, port) = match h.first() {
-        Some(b'[') => {
-            let Some(close) = h.iter().position(|&b| b == b']') else {
-                return false;
-            };
-            let literal = &h[1..close];
-            let ok = literal.len() >= 2
-                && literal
-                    .iter()
-                    .all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.');
-            if !ok {
-                return false;
-            }
-            (&h[..=close], &h[close + 1..])
-        }
-        _ => {
-            let end = h.iter().position(|&b| b == b':').unwrap_or(h.len());
-            (&h[..end], &h[end..])
-        }
-    };
-    let port_ok = match port {
-        [] => true,
-        [b':', digits @ ..] => {
-            digits.len() <= 5
-                && digits.iter().all(u8::is_ascii_digit)
-                && digits
-                    .iter()
-                    .fold(0u32, |n, &d| n * 10 + u32::from(d - b'0'))
-                    <= 65535
-        }
-        _ => false,
-    };
-    port_ok && !host.is_empty() && (host[0] == b'[' || valid_reg_name(host))
-}
-
-/// A reg-name or IPv4 address: unreserved, sub-delims and valid `%XX`.
-fn valid_reg_name(h: &[u8]) -> bool {
-    let mut i = 0;
-    while i < h.len() {
-        match h[i] {
-            b'%' => {
-                let hex = |j: usize| h.get(j).is_some_and(u8::is_ascii_hexdigit);
-                if !(hex(i + 1) && hex(i + 2)) {
-                    return false;
-                }
-                i += 3;
-                continue;
-            }
-            b if b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=".contains(&b) => {}
-            _ => return false,
-        }
-        i += 1;
-    }
-    true
 }
 
 #[cfg(test)]
@@ -726,6 +672,24 @@ mod tests {
         let h = ok(raw);
         assert_eq!(h.target.get(raw.as_bytes()), b"");
         assert_eq!(h.host.unwrap().get(raw.as_bytes()), b"a.test");
+        // The same authority spelled another way (host case, the scheme's
+        // default port): routed and forwarded by the target's spelling.
+        for (raw, host) in [
+            (
+                "GET http://a.test:80/ HTTP/1.1\r\nHost: a.test\r\n\r\n",
+                "a.test:80",
+            ),
+            (
+                "GET http://A.test/ HTTP/1.1\r\nHost: a.test:80\r\n\r\n",
+                "A.test",
+            ),
+            (
+                "GET https://a.test:443/ HTTP/1.1\r\nHost: A.TEST\r\n\r\n",
+                "a.test:443",
+            ),
+        ] {
+            assert_eq!(ok(raw).host.unwrap().get(raw.as_bytes()), host.as_bytes());
+        }
         let raw = "GET http://a.test?x HTTP/1.1\r\nHost: a.test\r\n\r\n";
         assert_eq!(ok(raw).target.get(raw.as_bytes()), b"?x");
         let raw = "OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n";
@@ -745,7 +709,11 @@ mod tests {
                 400,
             ),
             (
-                "GET http://admin.test/x HTTP/1.1\r\nHost: admin.test:80\r\n\r\n",
+                "GET http://admin.test/x HTTP/1.1\r\nHost: admin.test:8080\r\n\r\n",
+                400,
+            ),
+            (
+                "GET http://admin.test:443/x HTTP/1.1\r\nHost: admin.test\r\n\r\n",
                 400,
             ),
             // Absolute-form still needs exactly one Host in HTTP/1.1.
