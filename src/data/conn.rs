@@ -998,8 +998,12 @@ enum Failure {
     /// A local resource shortage (EMFILE, ENFILE, EADDRNOTAVAIL, ENOBUFS,
     /// ENOMEM): not the server's fault.
     Local,
-    /// Reset, EOF or I/O error before any response byte.
+    /// Reset or I/O error before any response byte (also a write the
+    /// server refused): it did not take the whole request.
     Reset,
+    /// The server ended the connection (FIN) before any response byte,
+    /// after taking the request: it may have acted on it, or fail on it.
+    Eof,
     /// No response byte within `read_timeout`.
     Timeout,
     Malformed,
@@ -1012,7 +1016,7 @@ impl Failure {
                 FailureKind::Connect
             }
             Failure::Local => FailureKind::Local,
-            Failure::Reset => FailureKind::Reset,
+            Failure::Reset | Failure::Eof => FailureKind::Reset,
             Failure::Timeout => FailureKind::Timeout,
             Failure::Malformed => FailureKind::Malformed,
         }
@@ -1879,9 +1883,13 @@ async fn respond(
                     stale: false,
                 })
             }
-            Err(_) => {
+            Err(e) => {
                 return Err(AttemptError::Upstream {
-                    failure: Failure::Reset,
+                    failure: if matches!(e, ReadError::Eof) {
+                        Failure::Eof
+                    } else {
+                        Failure::Reset
+                    },
                     sent: Sent::Maybe,
                     stale: reused && !got_bytes,
                 })

@@ -108,8 +108,9 @@ pub struct Failed {
     /// The attempt used a pooled connection and failed before any response
     /// byte: most likely the backend closed it while idle.
     pub stale: bool,
-    /// The server closed or reset the connection before any response byte
-    /// (not a timeout, not a refused connect).
+    /// The server reset the connection before any response byte, without
+    /// taking the whole request (an RST, or a write it refused): not a
+    /// clean close after reading it, not a timeout, not a refused connect.
     pub closed: bool,
 }
 
@@ -134,13 +135,15 @@ pub enum Retry {
 /// attempts were made so far, `retries` the upstream's limit, and
 /// `fresh_left` how many not-counted fresh-connection retries remain.
 ///
-/// A server that closes a connection before answering may go again even
-/// when it is the only one (haproxy's `retries` on the same server; nginx
-/// has nowhere to go and answers 502): an application server restarting
-/// its workers as planned (gunicorn's `max_requests`, `kill -HUP`) drops
-/// the connections an exiting worker had just accepted, and the next
-/// connection reaches a live worker. A timeout or a refused connect is not
-/// tried on the same server again: it would only wait or fail once more.
+/// A server that resets a connection before answering may go again even
+/// when it is the only one (nginx has nowhere to go and answers 502): an
+/// application server restarting its workers as planned (gunicorn's
+/// `max_requests`, `kill -HUP`) drops the connections an exiting worker had
+/// just accepted, unread, which the kernel answers with a reset, and the
+/// next connection reaches a live worker. A server that read the request
+/// and then closed cleanly is not asked again (it may fail on that very
+/// request: nginx and haproxy do not resend it either), nor is one that
+/// timed out or refused the connect: it would only wait or fail once more.
 pub fn retry(f: Failed, tries: u32, retries: u32, fresh_left: u32) -> Retry {
     if !f.buffered {
         // The body was streamed: there is nothing left to send again.
