@@ -1258,7 +1258,7 @@ async fn exchange(
             idempotent: head.method.is_idempotent(),
             buffered: req.body.intact(),
             stale,
-            closed: failure == Failure::Reset,
+            reset: failure == Failure::Reset,
         };
         let decision = retry(failed, tries, up.config.retries, fresh_left);
         again = decision == Retry::NextOrAgain;

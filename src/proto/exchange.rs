@@ -111,7 +111,7 @@ pub struct Failed {
     /// The server reset the connection before any response byte, without
     /// taking the whole request (an RST, or a write it refused): not a
     /// clean close after reading it, not a timeout, not a refused connect.
-    pub closed: bool,
+    pub reset: bool,
 }
 
 /// What to do after a failed attempt.
@@ -156,7 +156,7 @@ pub fn retry(f: Failed, tries: u32, retries: u32, fresh_left: u32) -> Retry {
     if f.stale && fresh_left > 0 {
         return Retry::Fresh;
     }
-    match (tries <= retries, f.closed) {
+    match (tries <= retries, f.reset) {
         (false, _) => Retry::No,
         (true, false) => Retry::Next,
         (true, true) => Retry::NextOrAgain,
@@ -504,10 +504,10 @@ mod tests {
             idempotent,
             buffered,
             stale,
-            closed: false,
+            reset: false,
         };
-        let closed = |sent, idempotent, stale| Failed {
-            closed: true,
+        let reset = |sent, idempotent, stale| Failed {
+            reset: true,
             ..f(sent, idempotent, true, stale)
         };
         let cases = [
@@ -528,17 +528,17 @@ mod tests {
             // Streamed body: gone.
             (f(Maybe, true, false, true), 1, 5, 2, No),
             (f(Nothing, false, false, false), 1, 5, 2, No),
-            // Closed before answering: the same server may go again.
-            (closed(Maybe, true, false), 1, 1, 2, NextOrAgain),
-            (closed(Maybe, true, true), 1, 1, 0, NextOrAgain),
-            (closed(Maybe, true, true), 1, 1, 2, Fresh),
-            (closed(Nothing, false, false), 1, 1, 2, NextOrAgain),
-            (closed(Maybe, true, false), 2, 1, 2, No),
-            (closed(Maybe, false, false), 1, 5, 2, No),
+            // Reset before answering (the request unread): the same server may go again.
+            (reset(Maybe, true, false), 1, 1, 2, NextOrAgain),
+            (reset(Maybe, true, true), 1, 1, 0, NextOrAgain),
+            (reset(Maybe, true, true), 1, 1, 2, Fresh),
+            (reset(Nothing, false, false), 1, 1, 2, NextOrAgain),
+            (reset(Maybe, true, false), 2, 1, 2, No),
+            (reset(Maybe, false, false), 1, 5, 2, No),
             (
                 Failed {
                     buffered: false,
-                    ..closed(Maybe, true, false)
+                    ..reset(Maybe, true, false)
                 },
                 1,
                 5,
