@@ -227,10 +227,7 @@ fn active_checks_take_a_server_out_and_bring_it_back() {
 fn backup_is_used_only_when_primaries_are_down() {
     let primary = named("primary");
     let backup = named("backup");
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let dead: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let cfg = format!(
         "[runtime]\nworkers = 1\n[[listener]]\nlisten = \"127.0.0.1:{{port}}\"\nupstream = \"app\"\n[[listener]]\nlisten = \"127.0.0.1:{{port2}}\"\nupstream = \"gone\"\n[upstream.app]\n[[upstream.app.server]]\naddress = \"{}\"\n[[upstream.app.server]]\naddress = \"{}\"\nbackup = true\n[upstream.gone]\n[[upstream.gone.server]]\naddress = \"{dead}\"\n[[upstream.gone.server]]\naddress = \"{}\"\nbackup = true\n",
         primary.addr, backup.addr, backup.addr

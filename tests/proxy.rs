@@ -215,10 +215,7 @@ fn close_delimited_response() {
 
 #[test]
 fn backend_down_is_502() {
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let dead: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let rl = Ringlb::start(&simple_config(&[dead], ""));
     let mut s = connect(rl.addr);
     s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();

@@ -13,13 +13,45 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_ringlb");
 
-/// A free loopback port (bound then released).
+/// A loopback port for a process under test to bind itself (checked free,
+/// then released).
+///
+/// It comes from below the kernel's ephemeral range, not from `bind(:0)`:
+/// an ephemeral port that was free a moment ago can be taken by any
+/// outgoing connection a parallel test opens (they all draw from that
+/// range), and then ringlb's own bind fails with "Address already in use".
+/// Ports below the range are never handed out implicitly; the per-process
+/// counter keeps tests in one binary apart, and the start offset drawn from
+/// the PID keeps concurrent test binaries apart.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let (lo, hi) = below_ephemeral_range();
+    let span = usize::from(hi - lo);
+    let start = (std::process::id() as usize).wrapping_mul(7919) % span;
+    for _ in 0..span {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = lo + ((start + n) % span) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok()
+        {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {lo}..{hi}");
+}
+
+/// `[lo, hi)`: ports no implicit bind or outgoing connection is given on
+/// this host (below `net.ipv4.ip_local_port_range`, at least 10000).
+fn below_ephemeral_range() -> (u16, u16) {
+    let first_ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    assert!(
+        first_ephemeral > 12_000,
+        "ip_local_port_range starts at {first_ephemeral}: tests need ports below it"
+    );
+    (10_000, first_ephemeral)
 }
 
 /// A running ringlb process, stopped (SIGKILL by PID) on drop.
