@@ -315,6 +315,68 @@ fn client_connection_close_is_honoured() {
     );
 }
 
+/// A `Connection: close` response leaves with the connection's FIN (one
+/// write and a shutdown, `LastWrites`); when the client's receive window
+/// is too small to take it at once, the rest must still arrive, whole and
+/// in order, and end in a FIN, not a reset. HTTP/1.0 without keep-alive
+/// takes the same path.
+#[test]
+fn close_responses_reach_a_slow_small_window_reader_whole() {
+    const BODY: usize = 30_000;
+    let body: Vec<u8> = (0..BODY).map(|i| b'a' + (i % 26) as u8).collect();
+    let mut resp = format!("HTTP/1.1 200 OK\r\nContent-Length: {BODY}\r\n\r\n").into_bytes();
+    resp.extend_from_slice(&body);
+    let resp: &'static [u8] = resp.leak();
+    let (seen_tx, seen) = std::sync::mpsc::channel();
+    let be = backend(move |mut s| {
+        let mut buf = Vec::new();
+        while let Some(req) = read_request(&mut s, &mut buf) {
+            seen_tx.send(req).unwrap();
+            if s.write_all(resp).is_err() {
+                return;
+            }
+        }
+    });
+    let rl = Ringlb::start(&simple_config(&[be.addr], ""));
+    let requests: [&[u8]; 2] = [
+        b"GET /a HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        b"GET /b HTTP/1.0\r\nHost: a\r\n\r\n",
+    ];
+    for req in requests {
+        let sock =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        // Set before connecting, so the window the client offers is small.
+        sock.set_recv_buffer_size(2048).unwrap();
+        sock.connect(&rl.addr.into()).unwrap();
+        let mut s: TcpStream = sock.into();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(req).unwrap();
+        // Let the proxy meet the full window before anything is read.
+        std::thread::sleep(Duration::from_millis(200));
+        let mut got = Vec::new();
+        let end = s.read_to_end(&mut got);
+        assert!(end.is_ok(), "the response did not end in a FIN: {end:?}");
+        let split = got
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("no response head")
+            + 4;
+        let head = String::from_utf8_lossy(&got[..split]);
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert!(head.contains("Connection: close\r\n"), "{head}");
+        assert_eq!(got.len() - split, BODY, "body length; head: {head}");
+        assert!(got[split..] == body[..], "the body arrived altered");
+        let seen_req = seen.recv_timeout(Duration::from_secs(5)).unwrap();
+        let line = String::from_utf8_lossy(&seen_req);
+        let target = String::from_utf8_lossy(&req[..6]);
+        assert!(line.starts_with(&*target), "backend saw {line}");
+    }
+    assert!(
+        seen.try_recv().is_err(),
+        "the backend saw a request more than once"
+    );
+}
+
 #[test]
 fn upstream_connections_are_reused() {
     let be = fixed_backend(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");

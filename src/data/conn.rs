@@ -94,7 +94,7 @@ use super::buf::{self, ReadError, RecvBuf};
 use super::client_stream::ClientStream;
 use super::deadline::{ClientWatch, Shut, Timer};
 use super::idle::Parked;
-use super::io::{relay, write_all, write_counted, Body, Pipe, RelayError};
+use super::io::{relay, write_all, write_counted, Body, LastWrites, Pipe, RelayError};
 use super::pool::{Pool, Taken};
 use super::shard::{Shard, ShardView, Slot};
 use super::splice;
@@ -1986,6 +1986,12 @@ async fn respond(
     }
     let (r, o) = match (&mut *us, &mut c.stream) {
         // Plain on both sides: a large body may be spliced (`splice.rs`).
+        // The whole response is buffered and the connection closes after
+        // it: its last segment leaves with the FIN (`LastWrites`).
+        (UpStream::Plain(src), ClientStream::Plain(dst)) if done && !client_keep => {
+            let dst = &mut LastWrites(dst);
+            relay(pipe!(src, dst), out, &mut body, done, &mut written).await
+        }
         (UpStream::Plain(src), ClientStream::Plain(dst)) => {
             splice::relay_plain(pipe!(src, dst), out, &mut body, done, &mut written).await
         }
