@@ -232,6 +232,70 @@ fn a_backend_reset_mid_body_leaves_the_client_without_the_last_chunk() {
     assert_eq!(be.conns.load(std::sync::atomic::Ordering::Relaxed), 1);
 }
 
+/// A close-delimited event stream (an HTTP/1.0-style SSE endpoint): each
+/// event goes out only after the client has the previous one, so a proxy
+/// that held chunks back until more data came would stall it.
+#[test]
+fn close_delimited_events_reach_the_client_one_by_one() {
+    let (tx, rx) = mpsc::channel::<()>();
+    let rx = Mutex::new(rx);
+    let be = backend(move |mut s| {
+        let mut buf = Vec::new();
+        if read_request(&mut s, &mut buf).is_none() {
+            return;
+        }
+        let _ = s.write_all(b"HTTP/1.0 200 OK\r\nContent-Type: text/event-stream\r\n\r\n");
+        let rx = rx.lock().unwrap();
+        for i in 0..5 {
+            let _ = s.write_all(format!("data: event {i}\n\n").as_bytes());
+            if rx.recv().is_err() {
+                return;
+            }
+        }
+    });
+    let rl = Ringlb::start(&simple_config(&[be.addr], ""));
+    let mut s = connect(rl.addr);
+    s.write_all(b"GET /events HTTP/1.1\r\nHost: a\r\n\r\n")
+        .unwrap();
+    let mut got = Vec::new();
+    let mut tmp = [0u8; 4096];
+    for i in 0..5 {
+        let event = format!("data: event {i}\n\n");
+        while find(&got, event.as_bytes()).is_none() {
+            let n = s.read(&mut tmp).unwrap_or_else(|e| {
+                panic!(
+                    "event {i} held back ({e}); got {:?}",
+                    String::from_utf8_lossy(&got)
+                )
+            });
+            assert!(n > 0, "closed before event {i}");
+            got.extend_from_slice(&tmp[..n]);
+        }
+        tx.send(()).unwrap();
+    }
+    // The stream ends with the backend's close: the last chunk, and the
+    // client connection carries on.
+    let mut buf = got;
+    let (head, body) = read_chunked(&mut s, &mut buf);
+    assert_eq!(
+        header(&head, "transfer-encoding"),
+        Some("chunked"),
+        "{head}"
+    );
+    let events: String = (0..5).map(|i| format!("data: event {i}\n\n")).collect();
+    assert_eq!(String::from_utf8_lossy(&body), events);
+    s.write_all(b"GET /again HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    // The second stream is let run at once.
+    for _ in 0..5 {
+        tx.send(()).unwrap();
+    }
+    let (head, body) = read_chunked(&mut s, &mut buf);
+    assert!(head.starts_with("http/1.1 200 ok\r\n"), "{head}");
+    assert_eq!(String::from_utf8_lossy(&body), events);
+    assert_eq!(be.conns.load(std::sync::atomic::Ordering::Relaxed), 2);
+}
+
 /// Python's `http.server` (HTTP/1.0, close-delimited bodies), behind ringlb.
 struct Http10Server {
     addr: SocketAddr,
