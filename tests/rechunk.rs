@@ -430,3 +430,8 @@ fn requests_reuses_one_connection_for_an_http10_servers_bodies() {
 fn httpx_reuses_one_connection_for_an_http10_servers_bodies() {
     python_clients_reuse_one_connection("httpx");
 }
+
+#[test]
+fn aiohttp_reuses_one_connection_for_an_http10_servers_bodies() {
+    python_clients_reuse_one_connection("aiohttp");
+}
