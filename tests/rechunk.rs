@@ -328,21 +328,6 @@ impl Http10Server {
     }
 }
 
-/// A Prometheus sample's value from ringlb's admin endpoint.
-fn metric(admin: SocketAddr, sample: &str) -> u64 {
-    let (st, text) = admin_get(admin, "/metrics");
-    assert_eq!(st, 200);
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix(sample)?
-                .strip_prefix(' ')?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or_else(|| panic!("{sample} not in /metrics:\n{text}"))
-}
-
 const ACCEPTED: &str = "ringlb_connections_accepted_total";
 
 /// ringlb (one shard) in front of `server`, its admin address, and its
