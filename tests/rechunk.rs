@@ -23,8 +23,9 @@ use common::peers::{
 use common::*;
 use serde_json::{json, Value};
 
-/// What a backend saw: one entry per connection, the request lines it read.
-type Seen = Arc<Mutex<Vec<Vec<String>>>>;
+/// What a backend saw: the request line of each connection (one request
+/// a connection), in arrival order.
+type Seen = Arc<Mutex<Vec<String>>>;
 
 /// A backend that answers each connection's first request close-delimited
 /// (`HTTP/1.0`, no framing fields) with `body_of(path)` in three writes,
@@ -38,7 +39,7 @@ fn close_delimited_backend(body_of: fn(&str) -> Vec<u8>) -> (Backend, Seen) {
             return;
         };
         let line = request_line(&req);
-        s2.lock().unwrap().push(vec![line.clone()]);
+        s2.lock().unwrap().push(line.clone());
         let mut words = line.split(' ');
         let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
         let _ = s.write_all(b"HTTP/1.0 200 OK\r\nContent-Type: application/octet-stream\r\n\r\n");
@@ -123,10 +124,8 @@ fn close_delimited_bodies_are_rechunked_and_the_client_connection_kept() {
     assert!(closed && rest.is_empty() && buf.is_empty(), "{rest:?}");
     // Each request reached the backend once, each on its own connection
     // (a close-delimited response's connection is never pooled).
-    let seen = seen.lock().unwrap().clone();
-    let lines: Vec<&str> = seen.iter().map(|c| c[0].as_str()).collect();
     assert_eq!(
-        lines,
+        *seen.lock().unwrap(),
         [
             "GET /one HTTP/1.1",
             "GET /two HTTP/1.1",
@@ -135,6 +134,32 @@ fn close_delimited_bodies_are_rechunked_and_the_client_connection_kept() {
         ]
     );
     assert_eq!(be.conns.load(std::sync::atomic::Ordering::Relaxed), 4);
+}
+
+/// Requests pipelined behind one whose answer is close-delimited were lost
+/// when the client connection closed after it; now each is answered, in
+/// order, and each reached the backend once.
+#[test]
+fn pipelined_requests_behind_close_delimited_responses_are_all_answered() {
+    let (be, seen) = close_delimited_backend(tricky_body);
+    let rl = Ringlb::start(&simple_config(&[be.addr], ""));
+    let mut s = connect(rl.addr);
+    s.write_all(
+        b"GET /p1 HTTP/1.1\r\nHost: a\r\n\r\nGET /p2 HTTP/1.1\r\nHost: a\r\n\r\nGET /p3 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let mut buf = Vec::new();
+    for path in ["/p1", "/p2", "/p3"] {
+        let (head, body) = read_chunked(&mut s, &mut buf);
+        assert!(head.starts_with("http/1.1 200 ok\r\n"), "{head}");
+        assert!(body == tricky_body(path), "{path}: body differs");
+    }
+    let (rest, closed) = read_until_close(&mut s);
+    assert!(closed && rest.is_empty() && buf.is_empty(), "{rest:?}");
+    assert_eq!(
+        *seen.lock().unwrap(),
+        ["GET /p1 HTTP/1.1", "GET /p2 HTTP/1.1", "GET /p3 HTTP/1.1"]
+    );
 }
 
 #[test]
@@ -172,13 +197,9 @@ fn head_responses_are_not_reframed_and_keep_the_connection() {
     s.write_all(b"GET /g HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
     let (_, body) = read_chunked(&mut s, &mut buf);
     assert!(body == tricky_body("/g"));
-    let seen = seen.lock().unwrap().clone();
     assert_eq!(
-        seen,
-        [
-            vec!["HEAD /h HTTP/1.1".to_string()],
-            vec!["GET /g HTTP/1.1".to_string()]
-        ]
+        *seen.lock().unwrap(),
+        ["HEAD /h HTTP/1.1", "GET /g HTTP/1.1"]
     );
 }
 
