@@ -253,6 +253,42 @@ fn a_backend_reset_mid_body_leaves_the_client_without_the_last_chunk() {
     assert_eq!(be.conns.load(std::sync::atomic::Ordering::Relaxed), 1);
 }
 
+/// A backend that stalls mid-body past `read_timeout`: the client gets
+/// what was sent, without the last chunk, and the connection closes.
+#[test]
+fn a_backend_stalling_mid_body_leaves_the_client_without_the_last_chunk() {
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    let done_rx = Mutex::new(done_rx);
+    let be = backend(move |mut s| {
+        let mut buf = Vec::new();
+        if read_request(&mut s, &mut buf).is_none() {
+            return;
+        }
+        let _ = s.write_all(b"HTTP/1.0 200 OK\r\n\r\nsome of it|");
+        // Holds the connection open, silent, until the test is over.
+        let _ = done_rx.lock().unwrap().recv();
+    });
+    let rl = Ringlb::start(&simple_config(&[be.addr], "read_timeout = \"300ms\""));
+    let mut s = connect(rl.addr);
+    s.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    s.write_all(b"GET /stall HTTP/1.1\r\nHost: a\r\n\r\n")
+        .unwrap();
+    let (got, closed) = read_until_close(&mut s);
+    drop(done_tx);
+    assert!(closed, "still open: {:?}", String::from_utf8_lossy(&got));
+    let end = find(&got, b"\r\n\r\n").expect("a head");
+    let head = String::from_utf8_lossy(&got[..end + 4]).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200 ok\r\n"), "{head}");
+    let (body, _, complete) = dechunk(&got[end + 4..]);
+    assert!(
+        !complete,
+        "a stalled body ended with the last chunk: {got:?}"
+    );
+    assert_eq!(body, b"some of it|");
+    assert_eq!(be.conns.load(std::sync::atomic::Ordering::Relaxed), 1);
+}
+
 /// A close-delimited event stream (an HTTP/1.0-style SSE endpoint): each
 /// event goes out only after the client has the previous one, so a proxy
 /// that held chunks back until more data came would stall it.
