@@ -272,12 +272,14 @@ pub async fn relay<S: AsyncReadRent, D: AsyncWriteRent>(
             .fill_fd(p.src, p.src_fd, p.timer, p.read_limit, p.watch);
         match read.await {
             Ok(_) => {}
-            Err(ReadError::Eof) if body.source_closed(&mut out) => {
+            Err(ReadError::Eof) => {
+                if !body.source_closed(&mut out) {
+                    return (Err(RelayError::SrcEof), out);
+                }
                 // Whatever ends the body goes out, then the relay is done.
                 done = true;
                 continue;
             }
-            Err(ReadError::Eof) => return (Err(RelayError::SrcEof), out),
             Err(ReadError::Timeout) => return (Err(RelayError::SrcTimeout), out),
             Err(ReadError::Io(e)) => return (Err(RelayError::SrcIo(e)), out),
             Err(ReadError::ClientGone) => return (Err(RelayError::ClientGone), out),
