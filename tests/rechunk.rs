@@ -221,6 +221,23 @@ fn resetting_backend(go: mpsc::Receiver<()>) -> Backend {
     })
 }
 
+/// What a client got for a body cut short: a chunked `200` with `sent`
+/// as its data and no last chunk, then the close.
+fn assert_cut(got: &[u8], closed: bool, sent: &[u8]) {
+    assert!(closed, "still open: {:?}", String::from_utf8_lossy(got));
+    let end = find(got, b"\r\n\r\n").expect("a head");
+    let head = String::from_utf8_lossy(&got[..end + 4]).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200 ok\r\n"), "{head}");
+    assert_eq!(
+        header(&head, "transfer-encoding"),
+        Some("chunked"),
+        "{head}"
+    );
+    let (body, _, complete) = dechunk(&got[end + 4..]);
+    assert!(!complete, "a cut body ended with the last chunk: {got:?}");
+    assert_eq!(body, sent);
+}
+
 #[test]
 fn a_backend_reset_mid_body_leaves_the_client_without_the_last_chunk() {
     let (tx, rx) = mpsc::channel();
@@ -239,17 +256,7 @@ fn a_backend_reset_mid_body_leaves_the_client_without_the_last_chunk() {
     tx.send(()).unwrap();
     let (rest, closed) = read_until_close(&mut s);
     got.extend_from_slice(&rest);
-    assert!(closed, "the client connection stayed open after a cut body");
-    let end = find(&got, b"\r\n\r\n").unwrap();
-    let head = String::from_utf8_lossy(&got[..end + 4]).to_ascii_lowercase();
-    assert_eq!(
-        header(&head, "transfer-encoding"),
-        Some("chunked"),
-        "{head}"
-    );
-    let (body, _, complete) = dechunk(&got[end + 4..]);
-    assert!(!complete, "a cut body ended with the last chunk: {got:?}");
-    assert_eq!(body, b"first part of the body|");
+    assert_cut(&got, closed, b"first part of the body|");
     assert_eq!(be.conns.load(std::sync::atomic::Ordering::Relaxed), 1);
 }
 
@@ -276,16 +283,7 @@ fn a_backend_stalling_mid_body_leaves_the_client_without_the_last_chunk() {
         .unwrap();
     let (got, closed) = read_until_close(&mut s);
     drop(done_tx);
-    assert!(closed, "still open: {:?}", String::from_utf8_lossy(&got));
-    let end = find(&got, b"\r\n\r\n").expect("a head");
-    let head = String::from_utf8_lossy(&got[..end + 4]).to_ascii_lowercase();
-    assert!(head.starts_with("http/1.1 200 ok\r\n"), "{head}");
-    let (body, _, complete) = dechunk(&got[end + 4..]);
-    assert!(
-        !complete,
-        "a stalled body ended with the last chunk: {got:?}"
-    );
-    assert_eq!(body, b"some of it|");
+    assert_cut(&got, closed, b"some of it|");
     assert_eq!(be.conns.load(std::sync::atomic::Ordering::Relaxed), 1);
 }
 
