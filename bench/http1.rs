@@ -9,7 +9,7 @@
 //! `cargo bench --bench http1 -- --warm-up-time 1 --measurement-time 3`
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
-use ringlb::proto::http1::encode::{encode_request, encode_response, ClientConn};
+use ringlb::proto::http1::encode::{encode_request, encode_response, BodyOut, ClientConn};
 use ringlb::proto::http1::{decode_request, decode_response, ChunkedDecoder, Limits, Version};
 
 const REQUEST: &[u8] = b"GET /static/app.js?v=12 HTTP/1.1\r\nHost: www.example.com\r\nUser-Agent: Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0\r\nAccept: */*\r\nAccept-Language: en-US,en;q=0.5\r\nAccept-Encoding: gzip, deflate, br\r\nReferer: https://www.example.com/\r\nConnection: keep-alive\r\nCookie: session=0123456789abcdef; theme=dark\r\nX-Forwarded-For: 203.0.113.9\r\n\r\n";
@@ -47,7 +47,15 @@ fn bench_heads(c: &mut Criterion) {
                 .unwrap();
             out.clear();
             let conn = ClientConn::KeepAlive(Version::Http11);
-            encode_response(&mut out, RESPONSE, &head, &fields, conn, false, DATE);
+            encode_response(
+                &mut out,
+                RESPONSE,
+                &head,
+                &fields,
+                conn,
+                BodyOut::AsIs,
+                DATE,
+            );
             black_box(out.len())
         })
     });

@@ -207,10 +207,25 @@ fn close_delimited_response() {
             .unwrap();
     });
     let rl = Ringlb::start(&simple_config(&[be.addr], ""));
-    let r = roundtrip_close(rl.addr, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+    // An HTTP/1.1 client gets it chunked (tests/rechunk.rs: the connection
+    // stays open); here it asked to close.
+    let r = roundtrip_close(
+        rl.addr,
+        b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    );
     assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "{r}");
     assert!(r.contains("Connection: close\r\n"), "{r}");
+    assert!(r.contains("Transfer-Encoding: chunked\r\n"), "{r}");
+    assert!(
+        r.ends_with("\r\n\r\n10\r\nbody until close\r\n0\r\n\r\n"),
+        "{r}"
+    );
+    // An HTTP/1.0 client gets the body as it came, then the close.
+    let r = roundtrip_close(rl.addr, b"GET / HTTP/1.0\r\n\r\n");
+    assert!(r.contains("Connection: close\r\n"), "{r}");
+    assert!(!r.contains("Transfer-Encoding"), "{r}");
     assert!(r.ends_with("\r\n\r\nbody until close"), "{r}");
+    assert_eq!(be.conns.load(std::sync::atomic::Ordering::Relaxed), 2);
 }
 
 #[test]

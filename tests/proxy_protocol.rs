@@ -23,7 +23,8 @@ use std::time::{Duration, Instant};
 use common::peers::{curl, nginx_with, wait_listening, Proc};
 use common::pki::Pki;
 use common::{
-    admin_get, backend, free_port, read_request, read_response, recording_backend, tempdir, Ringlb,
+    admin_get, backend, free_port, metric, read_request, read_response, recording_backend, tempdir,
+    Ringlb,
 };
 
 // ---------------------------------------------------------------- helpers
@@ -45,21 +46,6 @@ fn config(
         s.push_str(&format!("[[upstream.app.server]]\naddress = \"{a}\"\n"));
     }
     s
-}
-
-/// A Prometheus sample's value (`name{labels}` exactly as exposed).
-fn metric(admin: SocketAddr, sample: &str) -> u64 {
-    let (st, text) = admin_get(admin, "/metrics");
-    assert_eq!(st, 200);
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix(sample)?
-                .strip_prefix(' ')?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or_else(|| panic!("{sample} not in /metrics:\n{text}"))
 }
 
 fn pp_errors(admin: SocketAddr, reason: &str) -> u64 {

@@ -521,6 +521,93 @@ fn requests_through_ringlb_to_nginx() {
     assert!(bad.is_empty(), "{}", bad.join("\n"));
 }
 
+/// nginx as the backend answering before it reads a body: `413` from a
+/// small `client_max_body_size` (5 MB Content-Length uploads; the 64 KiB
+/// ringlb buffered first are on their way when nginx answers) and `401`
+/// from `return` (the body never read). Each client (requests, httpx) gets
+/// the same statuses and bodies through ringlb as straight from nginx, no
+/// error and no 502, nginx logs each request once (never replayed), and
+/// a small request after them on the same session is served.
+#[test]
+fn nginx_answering_413_and_401_before_reading_the_body_is_relayed() {
+    let port = common::free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let (nginx, dir) = common::peers::nginx_with(&[addr], |d| {
+        format!(
+            r#"log_format rec '$http_x_test_id $status';
+    access_log {d}/access.log rec;
+    server {{
+        listen 127.0.0.1:{port};
+        client_max_body_size 1k;
+        location = /small {{ return 200 "small
+"; }}
+        location = /auth {{ client_max_body_size 64m; return 401; }}
+    }}"#
+        )
+    });
+    let rl = ringlb_to(addr);
+    let plan = [
+        ("/small", 413),
+        ("/auth", 401),
+        ("/small", 413),
+        ("/auth", 401),
+    ];
+    for lib in ["requests", "httpx"] {
+        let steps = |via: &str| -> Vec<Value> {
+            let mut v: Vec<Value> = plan
+                .iter()
+                .enumerate()
+                .map(|(i, (path, _))| req(&format!("{via}-{lib}-{i}"), "POST", path, 5 * MB, false))
+                .collect();
+            v.push(req(
+                &format!("{via}-{lib}-after"),
+                "POST",
+                "/small",
+                10,
+                false,
+            ));
+            v
+        };
+        let direct = py_client(&json!({"lib": lib, "base": format!("http://{addr}"),
+            "steps": steps("direct")}));
+        let through = py_client(&json!({"lib": lib, "base": base(&rl), "steps": steps("rl")}));
+        assert_eq!(through.len(), plan.len() + 1, "{through:?}");
+        // nginx logs a request when its connection is done with it (after
+        // a lingering close): wait, bounded, until every id is there.
+        let log_path = dir.0.join("access.log");
+        let all_logged = |log: &str| {
+            through
+                .iter()
+                .all(|t| log.lines().any(|l| l.split(' ').next() == t["id"].as_str()))
+        };
+        let mut log = String::new();
+        for _ in 0..200 {
+            log = std::fs::read_to_string(&log_path).unwrap();
+            if all_logged(&log) {
+                break;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        let wants = plan.iter().map(|p| p.1).chain([200]);
+        for ((d, t), want) in direct.iter().zip(&through).zip(wants) {
+            let id = t["id"].as_str().unwrap();
+            assert_eq!(t["status"], want, "{lib} {id}: {t}");
+            assert_eq!(t["error"], "", "{lib} {id}: {t}");
+            assert_eq!(
+                (&t["sha"], &t["status"]),
+                (&d["sha"], &d["status"]),
+                "{id}: {d} vs {t}"
+            );
+            let logged: Vec<&str> = log
+                .lines()
+                .filter(|l| l.split(' ').next() == Some(id))
+                .collect();
+            assert_eq!(logged, [format!("{id} {want}")], "{lib} {id}: nginx log");
+        }
+    }
+    drop(nginx);
+}
+
 /// WebSocket through ringlb to uvicorn (websockets on both ends): every
 /// message echoed, the backend saw all of them, identical.
 #[test]

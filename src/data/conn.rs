@@ -103,16 +103,17 @@ use crate::config::{HashKey, HttpConfig};
 use crate::lb::{hash_bytes, NoServer, ShardState};
 use crate::metrics::{ConnState, FailureKind};
 use crate::proto::exchange::{
-    body_step, buffer_limit, counts_against_server, linger_after_refusal, may_keep_client,
-    may_pool_upstream, retry, too_many_interim, BodyFacts, BodyStep, ClientEnd, Failed, Retry,
-    Sent, Tried, UpstreamEnd,
+    body_out, body_step, buffer_limit, counts_against_server, linger_after_refusal,
+    may_keep_client, may_pool_upstream, retry, too_many_interim, BodyFacts, BodyStep, ClientEnd,
+    Failed, Retry, Sent, Tried, UpstreamEnd,
 };
 use crate::proto::http1::encode::{
-    encode_canned, encode_request_set, encode_response, ClientConn, Forwarded, SetField, CONTINUE,
+    encode_canned, encode_request_set, encode_response, BodyOut, ClientConn, Forwarded, SetField,
+    CONTINUE,
 };
 use crate::proto::http1::{
-    decode_request, decode_response, ChunkError, ChunkedDecoder, Field, Framing, Limits, Method,
-    RequestHead, Version,
+    decode_request, decode_response, ChunkError, ChunkedDecoder, Field, FieldKind, Framing, Limits,
+    Method, RequestHead, Version,
 };
 use crate::proto::pool_policy::reuse_within;
 use crate::snapshot::{ServerSnap, UpstreamSnap};
@@ -868,7 +869,7 @@ impl ReqBody {
                 self.prefix += dec.feed(more)?;
                 dec.is_done()
             }
-            Some(Body::Close) => false,
+            Some(Body::Close | Body::Rechunk) => false,
         };
         if done {
             self.rest = None;
@@ -1844,7 +1845,7 @@ async fn respond(
                         &r,
                         &c.rfields,
                         ClientConn::KeepAlive(Version::Http11),
-                        false,
+                        BodyOut::AsIs,
                         b"",
                     );
                 }
@@ -1919,7 +1920,7 @@ async fn respond(
             &resp,
             &c.rfields,
             ClientConn::Upgrade,
-            false,
+            BodyOut::AsIs,
             b"",
         );
         c.ubuf.consume(resp.head_len);
@@ -1933,8 +1934,12 @@ async fn respond(
         return Ok(Next::Tunnel(stream));
     }
 
-    let dechunk = resp.framing == Framing::Chunked && head.version == Version::Http10;
-    let client_keep = req.client_keep(c, resp.framing == Framing::Close || dechunk, draining);
+    let transfer_coded = c
+        .rfields
+        .iter()
+        .any(|f| f.kind == FieldKind::TransferEncoding);
+    let body_out = body_out(resp.framing, head.version, transfer_coded);
+    let client_keep = req.client_keep(c, body_out.close_delimited(), draining);
     let conn_opt = if client_keep {
         ClientConn::KeepAlive(head.version)
     } else {
@@ -1948,14 +1953,15 @@ async fn respond(
         &resp,
         &c.rfields,
         conn_opt,
-        dechunk,
+        body_out,
         &date,
     );
     c.ubuf.consume(resp.head_len);
     let mut body = match resp.framing {
         Framing::None => Body::Length(0),
         Framing::Length(n) => Body::Length(n),
-        Framing::Chunked => Body::chunked(dechunk),
+        Framing::Chunked => Body::chunked(body_out == BodyOut::Dechunk),
+        Framing::Close if body_out == BodyOut::Rechunk => Body::Rechunk,
         Framing::Close => Body::Close,
     };
     let done = match body.absorb(&mut c.ubuf, &mut out) {

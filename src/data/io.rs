@@ -19,6 +19,7 @@ use monoio::BufResult;
 
 use super::buf::{ReadError, RecvBuf};
 use super::deadline::{ClientWatch, Shut, Timer};
+use crate::proto::http1::encode::{push_chunk, LAST_CHUNK};
 use crate::proto::http1::{ChunkError, ChunkedDecoder, Piece};
 
 /// Which side a relay failure came from; drives retries and status codes.
@@ -152,6 +153,10 @@ pub enum Body {
     },
     /// Until the source closes.
     Close,
+    /// Until the source closes, sent chunked: a chunk per read, and the
+    /// last chunk only when the source closes cleanly (a reset or a
+    /// timeout leaves the client without it, so it sees the body cut).
+    Rechunk,
 }
 
 impl Body {
@@ -200,6 +205,25 @@ impl Body {
                 src.consume(n);
                 Ok(false)
             }
+            Body::Rechunk => {
+                push_chunk(out, src.data());
+                let n = src.len();
+                src.consume(n);
+                Ok(false)
+            }
+        }
+    }
+
+    /// The source closed: whether that ends the body (a close-delimited
+    /// one), after appending to `out` what ends it for the destination.
+    fn source_closed(&self, out: &mut Vec<u8>) -> bool {
+        match self {
+            Body::Close => true,
+            Body::Rechunk => {
+                out.extend_from_slice(LAST_CHUNK);
+                true
+            }
+            Body::Length(_) | Body::Chunked { .. } => false,
         }
     }
 }
@@ -248,8 +272,14 @@ pub async fn relay<S: AsyncReadRent, D: AsyncWriteRent>(
             .fill_fd(p.src, p.src_fd, p.timer, p.read_limit, p.watch);
         match read.await {
             Ok(_) => {}
-            Err(ReadError::Eof) if matches!(body, Body::Close) => return (Ok(()), out),
-            Err(ReadError::Eof) => return (Err(RelayError::SrcEof), out),
+            Err(ReadError::Eof) => {
+                if !body.source_closed(&mut out) {
+                    return (Err(RelayError::SrcEof), out);
+                }
+                // Whatever ends the body goes out, then the relay is done.
+                done = true;
+                continue;
+            }
             Err(ReadError::Timeout) => return (Err(RelayError::SrcTimeout), out),
             Err(ReadError::Io(e)) => return (Err(RelayError::SrcIo(e)), out),
             Err(ReadError::ClientGone) => return (Err(RelayError::ClientGone), out),

@@ -16,6 +16,9 @@
 //!   whole body is still buffered (a streamed body is gone).
 //! - [`may_pool_upstream`] / [`may_keep_client`]: what happens to each
 //!   connection once the response has been relayed.
+//! - [`body_out`]: how a response body is framed for the client; a
+//!   close-delimited one is re-chunked for an HTTP/1.1 client, so only the
+//!   upstream connection has to close.
 //! - [`counts_against_server`]: whether a failure is the server's (towards
 //!   `max_fails`) or ours (a local resource shortage) or the ordinary race
 //!   of a keep-alive connection closed by the backend while idle.
@@ -44,6 +47,9 @@
 //! cleared per request, so no allocation per request).
 
 use std::time::Duration;
+
+use super::http1::encode::BodyOut;
+use super::http1::{Framing, Version};
 
 /// What a non-blocking peek at an idle pooled connection saw.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -210,6 +216,27 @@ pub fn may_keep_client(e: ClientEnd) -> bool {
         && e.request_read
         && !e.close_delimited
         && !e.draining
+}
+
+/// How a response body framed as `upstream` crosses to a client speaking
+/// `client`. `transfer_coded`: the upstream's head names a transfer coding
+/// (a close-delimited body under `Transfer-Encoding: gzip` is not re-framed:
+/// its coding would have to be listed before `chunked`, and nginx refuses
+/// such a response outright).
+///
+/// - Chunked to an HTTP/1.0 client: de-chunked, delimited by the close.
+/// - Close-delimited to an HTTP/1.1 client: chunked, a chunk per read, so
+///   the client connection stays open (only the upstream one closes) and a
+///   body cut short shows as a missing last chunk, as behind nginx.
+/// - Close-delimited to an HTTP/1.0 client: as it came, then the close.
+/// - Anything else (a length, chunked to HTTP/1.1, no body): as it came.
+pub fn body_out(upstream: Framing, client: Version, transfer_coded: bool) -> BodyOut {
+    match (upstream, client) {
+        (Framing::Chunked, Version::Http10) => BodyOut::Dechunk,
+        (Framing::Close, Version::Http11) if !transfer_coded => BodyOut::Rechunk,
+        (Framing::Close, _) => BodyOut::UntilClose,
+        (Framing::None | Framing::Length(_) | Framing::Chunked, _) => BodyOut::AsIs,
+    }
 }
 
 /// How long a response may be awaited before the client is first looked
@@ -631,6 +658,38 @@ mod tests {
             },
         ] {
             assert!(!may_keep_client(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn response_bodies_for_each_client() {
+        use BodyOut::*;
+        use Framing as F;
+        use Version::*;
+        let cases = [
+            // (upstream framing, client version, transfer-coded, out, client may keep)
+            (F::Close, Http11, false, Rechunk, true),
+            (F::Close, Http11, true, UntilClose, false),
+            (F::Close, Http10, false, UntilClose, false),
+            (F::Close, Http10, true, UntilClose, false),
+            (F::Chunked, Http10, true, Dechunk, false),
+            (F::Chunked, Http11, true, AsIs, true),
+            (F::Length(5), Http11, false, AsIs, true),
+            (F::Length(5), Http10, false, AsIs, true),
+            (F::None, Http11, false, AsIs, true),
+            (F::None, Http10, false, AsIs, true),
+        ];
+        for (framing, client, coded, want, keep) in cases {
+            let out = body_out(framing, client, coded);
+            assert_eq!(out, want, "{framing:?} {client:?} coded {coded}");
+            let end = ClientEnd {
+                request_keep_alive: true,
+                keepalive_enabled: true,
+                request_read: true,
+                close_delimited: out.close_delimited(),
+                draining: false,
+            };
+            assert_eq!(may_keep_client(end), keep, "{framing:?} {client:?}");
         }
     }
 

@@ -332,6 +332,22 @@ pub fn admin_get(admin: SocketAddr, path: &str) -> (u16, String) {
     (status_of(&r), body_of(&r).to_string())
 }
 
+/// A Prometheus sample's value from the admin endpoint at `admin`
+/// (`name{labels}` exactly as exposed); panics when it is not there.
+pub fn metric(admin: SocketAddr, sample: &str) -> u64 {
+    let (st, text) = admin_get(admin, "/metrics");
+    assert_eq!(st, 200);
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(sample)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("{sample} not in /metrics:\n{text}"))
+}
+
 /// Waits (up to 10 s) until `rl`'s admin endpoint accepts connections;
 /// panics with ringlb's log otherwise.
 pub fn wait_admin(rl: &Ringlb, admin: SocketAddr) {

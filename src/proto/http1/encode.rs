@@ -196,9 +196,58 @@ pub enum ClientConn {
     Upgrade,
 }
 
+/// How a response body crosses to the client (decided by
+/// `proto::exchange::body_out`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyOut {
+    /// Framed as the upstream framed it (a length, chunked, or no body).
+    AsIs,
+    /// A chunked body sent as bare data, delimited by the close (an
+    /// HTTP/1.0 client cannot read chunked): `Transfer-Encoding` is dropped.
+    Dechunk,
+    /// A close-delimited body sent chunked, a chunk per read, ending with
+    /// the last chunk when the upstream closes: the client connection can
+    /// stay, and a body cut short shows as a missing last chunk.
+    /// `Transfer-Encoding: chunked` is added.
+    Rechunk,
+    /// A close-delimited body sent as it came; the client connection closes
+    /// after it.
+    UntilClose,
+}
+
+impl BodyOut {
+    /// Whether the client learns where the body ends only from the close.
+    pub fn close_delimited(self) -> bool {
+        matches!(self, BodyOut::Dechunk | BodyOut::UntilClose)
+    }
+}
+
+/// The chunk that ends a chunked body (no trailers).
+pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+
+/// Appends `data` as one chunk (`SIZE-IN-HEX CRLF data CRLF`); nothing for
+/// empty data, which would be the last chunk.
+pub fn push_chunk(out: &mut Vec<u8>, data: &[u8]) {
+    if data.is_empty() {
+        return;
+    }
+    let mut hex = [0u8; 16];
+    let mut i = hex.len();
+    let mut n = data.len();
+    while n > 0 {
+        i -= 1;
+        hex[i] = b"0123456789abcdef"[n % 16];
+        n /= 16;
+    }
+    out.reserve(hex.len() - i + data.len() + 4);
+    out.extend_from_slice(&hex[i..]);
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+}
+
 /// Appends the head to send to the client for the upstream's `head`.
-/// `dechunk`: the body will be sent de-chunked and close-delimited (HTTP/1.0
-/// client), so `Transfer-Encoding` is dropped. `date`: the value of the
+/// `body`: how its body crosses ([`BodyOut`]). `date`: the value of the
 /// `Date` field added when the upstream sent none (empty: add none).
 pub fn encode_response(
     out: &mut Vec<u8>,
@@ -206,9 +255,10 @@ pub fn encode_response(
     head: &ResponseHead,
     fields: &[Field],
     conn: ClientConn,
-    dechunk: bool,
+    body: BodyOut,
     date: &[u8],
 ) {
+    let reframed = matches!(body, BodyOut::Dechunk | BodyOut::Rechunk);
     out.extend_from_slice(b"HTTP/1.1 ");
     push_status(out, head.status);
     out.push(b' ');
@@ -224,7 +274,7 @@ pub fn encode_response(
         match f.kind {
             FieldKind::HopByHop => continue,
             FieldKind::Upgrade if conn != ClientConn::Upgrade => continue,
-            FieldKind::TransferEncoding if dechunk || !framing_fields => continue,
+            FieldKind::TransferEncoding if reframed || !framing_fields => continue,
             FieldKind::ContentLength if !framing_fields => continue,
             FieldKind::Date => date_seen = true,
             // `Content-Length: 5` twice or `5, 5` was accepted as one value
@@ -245,6 +295,9 @@ pub fn encode_response(
     }
     if !date_seen && !date.is_empty() {
         put_field(out, b"Date", date);
+    }
+    if body == BodyOut::Rechunk && framing_fields {
+        out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
     }
     match conn {
         ClientConn::Upgrade => out.extend_from_slice(b"Connection: upgrade\r\n"),
@@ -491,7 +544,7 @@ mod tests {
             &h,
             &f,
             ClientConn::KeepAlive(Version::Http11),
-            false,
+            BodyOut::AsIs,
             b"",
         );
         assert_eq!(
@@ -505,7 +558,7 @@ mod tests {
             &h,
             &f,
             ClientConn::Close,
-            true,
+            BodyOut::Dechunk,
             DATE,
         );
         assert_eq!(
@@ -523,7 +576,7 @@ mod tests {
             .unwrap();
         let mut out = Vec::new();
         let conn = ClientConn::KeepAlive(Version::Http11);
-        encode_response(&mut out, raw.as_bytes(), &h, &f, conn, false, DATE);
+        encode_response(&mut out, raw.as_bytes(), &h, &f, conn, BodyOut::AsIs, DATE);
         String::from_utf8(out).unwrap()
     }
 
@@ -668,5 +721,95 @@ mod tests {
             h.framing,
             super::super::Framing::Length(PLAIN_HTTP_ON_TLS.len() as u64)
         );
+    }
+
+    fn resp_as(raw: &str, client: Version, body: BodyOut) -> String {
+        let mut f = Vec::new();
+        let h = decode_response(raw.as_bytes(), 16384, false, &mut f)
+            .unwrap()
+            .unwrap();
+        let mut out = Vec::new();
+        let conn = ClientConn::KeepAlive(client);
+        encode_response(&mut out, raw.as_bytes(), &h, &f, conn, body, DATE);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn reframed_bodies_get_the_framing_field_they_are_sent_with() {
+        let cases = [
+            // A close-delimited body sent chunked to an HTTP/1.1 client.
+            (
+                "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nDate: x\r\n\r\n",
+                Version::Http11,
+                BodyOut::Rechunk,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nDate: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+            ),
+            // A chunked body sent bare to an HTTP/1.0 client: no framing field.
+            (
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nDate: x\r\n\r\n",
+                Version::Http10,
+                BodyOut::Dechunk,
+                "HTTP/1.1 200 OK\r\nDate: x\r\nConnection: keep-alive\r\n\r\n",
+            ),
+            // Close-delimited, sent as it came: fields as they came.
+            (
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nDate: x\r\n\r\n",
+                Version::Http11,
+                BodyOut::UntilClose,
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nDate: x\r\n\r\n",
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nDate: x\r\n\r\n",
+                Version::Http11,
+                BodyOut::AsIs,
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nDate: x\r\n\r\n",
+            ),
+        ];
+        for (raw, client, body, want) in cases {
+            assert_eq!(resp_as(raw, client, body), want, "{raw:?} {body:?}");
+        }
+    }
+
+    #[test]
+    fn chunks_are_sized_in_hex() {
+        let cases: [(&[u8], &[u8]); 4] = [
+            (b"", b""),
+            (b"a", b"1\r\na\r\n"),
+            (&[b'x'; 16], b"10\r\nxxxxxxxxxxxxxxxx\r\n"),
+            (&[b'y'; 255], b"ff\r\n"),
+        ];
+        for (data, want) in cases {
+            let mut out = b"prefix".to_vec();
+            push_chunk(&mut out, data);
+            assert!(
+                out[6..].starts_with(want),
+                "{:?}",
+                String::from_utf8_lossy(&out)
+            );
+            let framing = if data.is_empty() { 0 } else { 4 };
+            let size_digits = want.iter().position(|&b| b == b'\r').unwrap_or(0);
+            assert_eq!(out.len(), 6 + size_digits + data.len() + framing);
+        }
+        // What the proxy's own chunked scanner reads back, data and end.
+        let mut body = Vec::new();
+        for part in [&b"hello "[..], &[b'z'; 4097][..], b"!"] {
+            push_chunk(&mut body, part);
+        }
+        body.extend_from_slice(LAST_CHUNK);
+        let mut dec = super::super::ChunkedDecoder::new();
+        let (mut at, mut data) = (0, Vec::new());
+        while !dec.is_done() {
+            let (n, piece) = dec.next(&body[at..]).unwrap();
+            assert!(n > 0, "stuck at {at}");
+            if piece == super::super::Piece::Data {
+                data.extend_from_slice(&body[at..at + n]);
+            }
+            at += n;
+        }
+        assert_eq!(at, body.len());
+        let mut want = b"hello ".to_vec();
+        want.extend_from_slice(&[b'z'; 4097]);
+        want.push(b'!');
+        assert_eq!(data, want);
     }
 }
