@@ -406,7 +406,9 @@ fn request_line_and_field_obfuscations() {
         refused(b"GET / http/1.1\r\nHost: a\r\n\r\n", 400),
         refused(b"GET / HTTP/01.1\r\nHost: a\r\n\r\n", 400),
         refused(b"GET / HTTP/1.10\r\nHost: a\r\n\r\n", 400),
-        refused(b"GET / HTTP/1.2\r\nHost: a\r\n\r\n", 505),
+        // A later HTTP/1 minor version is read as HTTP/1.1 (RFC 9110 §2.5).
+        forwarded(b"GET / HTTP/1.2\r\nHost: a\r\n\r\n", get.clone()),
+        refused(b"GET / HTTP/2.1\r\nHost: a\r\n\r\n", 505),
         refused(b"GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505),
         refused(b"GET / HTTP/0.9\r\nHost: a\r\n\r\n", 505),
         refused(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 505),
@@ -421,6 +423,8 @@ fn request_line_and_field_obfuscations() {
         refused(b"GET /x\xffy HTTP/1.1\r\nHost: a\r\n\r\n", 400),
         refused(b"GET * HTTP/1.1\r\nHost: a\r\n\r\n", 400),
         refused(b"GET /../x HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+        refused(b"GET /x%zz HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+        refused(b"GET /x%2 HTTP/1.1\r\nHost: a\r\n\r\n", 400),
         refused(&long_uri, 414),
         // One authority for routing: absolute-form must agree with Host.
         refused(b"GET http://b/ HTTP/1.1\r\nHost: a\r\n\r\n", 400),
