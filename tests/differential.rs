@@ -1,0 +1,676 @@
+//! A differential table of client byte streams: for each, what ringlb
+//! answers, whether it keeps the connection, and exactly which requests
+//! the backend receives. The rows are the odd-but-legal and the hostile
+//! requests a front proxy meets (request-line and target spellings,
+//! header spellings, body framings, `Expect`, `Upgrade`, pipelining), and
+//! were drawn up by sending each one through ringlb and through nginx 1.22
+//! (`proxy_http_version 1.1`, upstream keep-alive) in front of the same
+//! recording backend. Where ringlb's outcome differs from nginx's, the row
+//! says what nginx does and why ringlb's answer is the right one.
+//!
+//! Every row runs on a fresh connection. A row ringlb keeps open is then
+//! proven open and clean by a last request on the same connection (it
+//! must get its own `200 ok` and the close it asks for); a row it closes
+//! must end in a clean FIN with nothing after the answers. A canary on a
+//! fresh connection then flushes whatever the row made ringlb send
+//! upstream, so the backend's record of the row is complete.
+
+mod common;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::peers::parse;
+use common::*;
+
+/// Every framed request the backend got, in arrival order, and whatever a
+/// connection left unframed when it closed (prefixed `UNFRAMED:`).
+type Log = Arc<Mutex<Vec<Vec<u8>>>>;
+
+/// The length of the first whole request in `b`: the head, then a
+/// Content-Length body or a (canonical, as ringlb forwards it) chunked body
+/// through its trailer section.
+fn message_len(b: &[u8]) -> Option<usize> {
+    let end = find(b, b"\r\n\r\n")? + 4;
+    let head = String::from_utf8_lossy(&b[..end]).to_ascii_lowercase();
+    if let Some(cl) = header(&head, "content-length") {
+        let n = end + cl.parse::<usize>().ok()?;
+        return (b.len() >= n).then_some(n);
+    }
+    if header(&head, "transfer-encoding").is_none() {
+        return Some(end);
+    }
+    let mut at = end;
+    loop {
+        let line = find(&b[at..], b"\r\n")?;
+        let size = usize::from_str_radix(std::str::from_utf8(&b[at..at + line]).ok()?, 16).ok()?;
+        at += line + 2;
+        if size == 0 {
+            return find(&b[at - 2..], b"\r\n\r\n").map(|q| at - 2 + q + 4);
+        }
+        at += size + 2;
+        if at > b.len() {
+            return None;
+        }
+    }
+}
+
+/// A backend that records every request and answers each with `200 ok`
+/// (no body for a HEAD), keeping its connections.
+fn recording_backend() -> (Backend, Log) {
+    let log: Log = Arc::default();
+    let l2 = Arc::clone(&log);
+    let be = backend(move |mut s: TcpStream| {
+        let mut buf = Vec::new();
+        let mut tmp = [0u8; 65536];
+        loop {
+            while let Some(n) = message_len(&buf) {
+                let msg: Vec<u8> = buf.drain(..n).collect();
+                let answer: &[u8] = if msg.starts_with(b"HEAD ") {
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n"
+                } else {
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+                };
+                l2.lock().unwrap().push(msg);
+                if s.write_all(answer).is_err() {
+                    return;
+                }
+            }
+            match s.read(&mut tmp) {
+                Ok(n) if n > 0 => buf.extend_from_slice(&tmp[..n]),
+                _ => {
+                    if !buf.is_empty() {
+                        l2.lock().unwrap().push([b"UNFRAMED:", &buf[..]].concat());
+                    }
+                    return;
+                }
+            }
+        }
+    });
+    (be, log)
+}
+
+/// What ringlb adds to every forwarded request from a plain-HTTP loopback
+/// client, after the client's own fields.
+const XFF: &[u8] = b"X-Forwarded-For: 127.0.0.1\r\n";
+const TAIL: &[u8] = b"X-Real-IP: 127.0.0.1\r\nX-Forwarded-Proto: http\r\n";
+
+/// The request ringlb forwards: `line`, the client `fields` it keeps (in
+/// order), X-Forwarded-For, the normalised `framing` field, the other
+/// forwarding fields, `extra` (e.g. `Connection: upgrade`), and `body`.
+fn up4(line: &[u8], fields: &[u8], framing: &[u8], extra: &[u8], body: &[u8]) -> Vec<u8> {
+    [
+        line, b"\r\n", fields, XFF, framing, TAIL, extra, b"\r\n", body,
+    ]
+    .concat()
+}
+
+/// [`up4`] for a request with `Host: a` before `fields`, and no extra.
+fn up(line: &[u8], fields: &[u8], framing: &[u8], body: &[u8]) -> Vec<u8> {
+    up4(line, &[b"Host: a\r\n", fields].concat(), framing, b"", body)
+}
+
+/// A client request: `line`, `Host: a`, `fields`, the empty line, `body`.
+fn req(line: &[u8], fields: &[u8], body: &[u8]) -> Vec<u8> {
+    [line, b"\r\nHost: a\r\n", fields, b"\r\n", body].concat()
+}
+
+/// One client byte stream and what must come of it.
+struct Row {
+    name: String,
+    raw: Vec<u8>,
+    /// The method of each request, for response parsing (HEAD: no body).
+    methods: Vec<&'static str>,
+    /// Final statuses the client gets, in order.
+    statuses: Vec<u16>,
+    /// Interim (1xx) responses before them; `None`: not decided by the
+    /// row (whether ringlb saw the body before deciding on `100 Continue`).
+    interim: Option<usize>,
+    /// ringlb closes the connection after the last answer.
+    closed: bool,
+    /// Exactly the requests the backend receives, in order.
+    backend: Vec<Vec<u8>>,
+    /// nginx's different outcome and why ringlb's is right ("" = the same).
+    nginx: &'static str,
+}
+
+impl Row {
+    fn differs(mut self, why: &'static str) -> Row {
+        self.nginx = why;
+        self
+    }
+    fn methods(mut self, m: &[&'static str]) -> Row {
+        self.methods = m.to_vec();
+        self
+    }
+    fn interim(mut self, n: Option<usize>) -> Row {
+        self.interim = n;
+        self
+    }
+}
+
+/// Forwarded: each request once (as `backend`), each answered 200; the
+/// connection stays open.
+fn ok(name: impl AsRef<[u8]>, raw: impl AsRef<[u8]>, backend: Vec<Vec<u8>>) -> Row {
+    Row {
+        name: String::from_utf8_lossy(name.as_ref()).into_owned(),
+        raw: raw.as_ref().to_vec(),
+        methods: vec!["GET"; backend.len()],
+        statuses: vec![200; backend.len()],
+        interim: Some(0),
+        closed: false,
+        backend,
+        nginx: "",
+    }
+}
+
+/// [`ok`], after which ringlb closes (the client asked for it).
+fn ok_close(name: impl AsRef<[u8]>, raw: impl AsRef<[u8]>, backend: Vec<Vec<u8>>) -> Row {
+    Row {
+        closed: true,
+        ..ok(name, raw, backend)
+    }
+}
+
+/// Refused with `status` and closed; the backend sees nothing.
+fn no(name: impl AsRef<[u8]>, raw: impl AsRef<[u8]>, status: u16) -> Row {
+    Row {
+        statuses: vec![status],
+        methods: vec!["GET"],
+        closed: true,
+        ..ok(name, raw, Vec::new())
+    }
+}
+
+/// What a client saw on one connection.
+struct Seen {
+    statuses: Vec<u16>,
+    interim: usize,
+    closed: bool,
+}
+
+const CANARY: &[u8] = b"GET /canary HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
+
+/// Reads until `done(bytes)` or the peer closes; `Err` on a reset or when
+/// nothing more came for 10 s (a hang is a failure, never a pass).
+fn read_until(
+    s: &mut TcpStream,
+    got: &mut Vec<u8>,
+    done: impl Fn(&[u8]) -> bool,
+) -> Result<bool, String> {
+    let mut tmp = [0u8; 65536];
+    while !done(got) {
+        match s.read(&mut tmp) {
+            Ok(0) => return Ok(true),
+            Ok(n) => got.extend_from_slice(&tmp[..n]),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                return Err(format!(
+                    "no answer within 10 s; got {:?}",
+                    String::from_utf8_lossy(got)
+                ))
+            }
+            Err(e) => return Err(format!("{e} after {:?}", String::from_utf8_lossy(got))),
+        }
+    }
+    Ok(false)
+}
+
+/// Sends the row, reads its answers, and proves the connection's state.
+fn client_side(addr: SocketAddr, row: &Row) -> Result<Seen, String> {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    // A refused request may be answered and closed before all of it is
+    // written: a failed write is part of the outcome, not an error.
+    let _ = s.write_all(&row.raw);
+    let want = row.statuses.len();
+    let mut got = Vec::new();
+    let methods = &row.methods;
+    let answered = |b: &[u8]| {
+        let (r, _, _) = parse(b, methods, false);
+        r.len() == want && r.iter().all(|r| r.complete)
+    };
+    let eof = read_until(&mut s, &mut got, answered)?;
+    let (resps, interim, stray) = parse(&got, methods, eof);
+    if !stray.is_empty() {
+        return Err(format!(
+            "bytes after the answers: {:?}",
+            String::from_utf8_lossy(&stray)
+        ));
+    }
+    let statuses: Vec<u16> = resps.iter().map(|r| r.status).collect();
+    for (r, m) in resps.iter().zip(methods) {
+        let body: &[u8] = if *m == "HEAD" { b"" } else { b"ok" };
+        if r.status == 200 && r.body != body {
+            return Err(format!(
+                "a 200 with body {:?}",
+                String::from_utf8_lossy(&r.body)
+            ));
+        }
+    }
+    let closed = if eof {
+        true
+    } else if row.closed {
+        let mut rest = Vec::new();
+        read_until(&mut s, &mut rest, |_| false)?;
+        if !rest.is_empty() {
+            return Err(format!(
+                "bytes after the answers: {:?}",
+                String::from_utf8_lossy(&rest)
+            ));
+        }
+        true
+    } else {
+        // Still open: the next request on it gets its own answer.
+        s.write_all(CANARY)
+            .map_err(|e| format!("connection unusable: {e}"))?;
+        let mut next = Vec::new();
+        read_until(&mut s, &mut next, |_| false)?;
+        let (r, _, stray) = parse(&next, &["GET"], true);
+        if r.len() != 1 || r[0].status != 200 || r[0].body != b"ok" || !stray.is_empty() {
+            return Err(format!(
+                "the next request on the connection got {:?}",
+                String::from_utf8_lossy(&next)
+            ));
+        }
+        false
+    };
+    Ok(Seen {
+        statuses,
+        interim,
+        closed,
+    })
+}
+
+const CANARY_UP: &[u8] = b"GET /canary HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 127.0.0.1\r\nX-Real-IP: 127.0.0.1\r\nX-Forwarded-Proto: http\r\n\r\n";
+
+/// Runs every row against one ringlb; collects every failure, then fails.
+fn run(rows: Vec<Row>, be: &Backend, log: &Log) {
+    let rl = Ringlb::start(&simple_config(&[be.addr], "keepalive = 8\n"));
+    let mut failures = Vec::new();
+    for row in &rows {
+        log.lock().unwrap().clear();
+        let mut problems = Vec::new();
+        match client_side(rl.addr, row) {
+            Ok(seen) => {
+                if seen.statuses != row.statuses {
+                    problems.push(format!(
+                        "statuses {:?}, want {:?}",
+                        seen.statuses, row.statuses
+                    ));
+                }
+                if row.interim.is_some_and(|n| n != seen.interim) {
+                    problems.push(format!("{} interim responses", seen.interim));
+                }
+                if seen.closed != row.closed {
+                    problems.push(format!("closed: {}, want {}", seen.closed, row.closed));
+                }
+            }
+            Err(e) => problems.push(e),
+        }
+        // Whatever the row made ringlb send upstream arrived before the
+        // canary, which is sent only after the row's answers were read.
+        let c = roundtrip_close(rl.addr, CANARY);
+        assert_eq!(status_of(&c), 200, "canary after {}: {c}", row.name);
+        let start = Instant::now();
+        let seen: Vec<Vec<u8>> = loop {
+            let l = log.lock().unwrap().clone();
+            if l.last().is_some_and(|m| m == CANARY_UP) {
+                break l.into_iter().filter(|m| m != CANARY_UP).collect();
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "canary lost after {}",
+                row.name
+            );
+            thread::sleep(Duration::from_millis(2));
+        };
+        if seen != row.backend {
+            let show = |v: &[Vec<u8>]| {
+                v.iter()
+                    .map(|m| String::from_utf8_lossy(m).into_owned())
+                    .collect::<Vec<_>>()
+            };
+            problems.push(format!(
+                "backend got {:?}, want {:?}",
+                show(&seen),
+                show(&row.backend)
+            ));
+        }
+        if !problems.is_empty() {
+            failures.push(format!("{}: {}", row.name, problems.join("; ")));
+        }
+    }
+    let differing = rows.iter().filter(|r| !r.nginx.is_empty()).count();
+    println!("{} rows, {differing} where nginx differs", rows.len());
+    assert!(
+        failures.is_empty(),
+        "{} of {} rows failed:\n{}",
+        failures.len(),
+        rows.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn request_lines_and_targets() {
+    let (be, log) = recording_backend();
+    let get = |t: &[u8]| req(&[b"GET ", t, b" HTTP/1.1"].concat(), b"", b"");
+    let fwd = |t: &[u8]| up(&[b"GET ", t, b" HTTP/1.1"].concat(), b"", b"", b"");
+    let mut rows = Vec::new();
+    // Methods are tokens, case-sensitive, forwarded as written.
+    for m in [
+        "GET",
+        "POST",
+        "PUT",
+        "DELETE",
+        "PATCH",
+        "OPTIONS",
+        "PROPFIND",
+        "MKCOL",
+        "BREW",
+        "M-SEARCH",
+        "X_Y",
+        "SEARCH",
+        "LINK",
+        "QUERY",
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+    ] {
+        let line = format!("{m} /m HTTP/1.1");
+        rows.push(ok(
+            format!("method {m}"),
+            req(line.as_bytes(), b"", b""),
+            vec![up(line.as_bytes(), b"", b"", b"")],
+        ));
+    }
+    rows.push(
+        ok(
+            "method HEAD",
+            req(b"HEAD /m HTTP/1.1", b"", b""),
+            vec![up(b"HEAD /m HTTP/1.1", b"", b"", b"")],
+        )
+        .methods(&["HEAD"]),
+    );
+    for m in ["get", "Get", "G.T"] {
+        let line = format!("{m} /m HTTP/1.1");
+        rows.push(
+            ok(format!("method {m}"), req(line.as_bytes(), b"", b""), vec![up(line.as_bytes(), b"", b"", b"")])
+                .differs("nginx: 400 (it takes only A-Z and _ in methods); a method is any token, case-sensitive (RFC 9110 §9.1), so this is an extension method, forwarded as written (haproxy does the same)"),
+        );
+    }
+    rows.push(
+        ok("method TRACE", req(b"TRACE /m HTTP/1.1", b"", b""), vec![up(b"TRACE /m HTTP/1.1", b"", b"", b"")])
+            .differs("nginx: 405 (it never proxies TRACE); TRACE is a standard method (RFC 9110 §9.3.8), the application decides (haproxy forwards it)"),
+    );
+    rows.push(
+        ok(
+            "OPTIONS *",
+            req(b"OPTIONS * HTTP/1.1", b"", b""),
+            vec![up(b"OPTIONS * HTTP/1.1", b"", b"", b"")],
+        )
+        .differs("nginx: 400; asterisk-form is OPTIONS's own target form (RFC 9112 §3.2.4)"),
+    );
+    rows.push(
+        no("CONNECT", req(b"CONNECT a:443 HTTP/1.1", b"", b""), 405)
+            .differs("nginx: 400; CONNECT is well formed, just not tunnelled here"),
+    );
+    rows.push(no("GET *", get(b"*"), 400));
+    rows.push(no("OPTIONS *x", get(b"*x"), 400));
+    // Absolute-form: the authority is the host; origin-form goes upstream.
+    rows.push(ok("abs-form", get(b"http://a/x?y=1"), vec![fwd(b"/x?y=1")]));
+    rows.push(ok("abs-form https", get(b"https://a/x"), vec![fwd(b"/x")]));
+    rows.push(ok("abs-form no path", get(b"http://a"), vec![fwd(b"/")]));
+    rows.push(ok(
+        "abs-form query only",
+        get(b"http://a?q"),
+        vec![fwd(b"/?q")],
+    ));
+    rows.push(ok(
+        "abs-form uppercase scheme",
+        get(b"HTTP://a/x"),
+        vec![fwd(b"/x")],
+    ));
+    rows.push(no("abs-form other host", get(b"http://b/x"), 400).differs(
+        "nginx forwards with Host: a; the target's authority names the host (RFC 9112 §3.2.2) and a Host naming another one is how vhost checks are bypassed",
+    ));
+    rows.push(
+        no("abs-form ftp", get(b"ftp://a/x"), 400)
+            .differs("nginx forwards /x; only http and https targets are proxied"),
+    );
+    rows.push(no("abs-form userinfo", get(b"http://u@a/x"), 400));
+    // Origin-form paths: forwarded as written, unless they climb above
+    // the root, hold an invalid escape or a fragment.
+    for t in [
+        &b"//x"[..],
+        b"///x",
+        b"/a//b",
+        b"/a/./b",
+        b"/a/../b",
+        b"/./",
+        b"/a/..",
+        b"/a/%2e%2e/b",
+        b"/x%2Fy",
+        b"/x%2fy",
+        b"/x%00",
+        b"/x%c0%af",
+        b"/x%ff",
+        b"/%7Euser",
+        b"/x?a=1&b=%00",
+        b"/x?q=100%",
+        b"/x?",
+        b"/x;p=1",
+        b"/x?/../y",
+        b"/\\x",
+        b"/x\"y",
+        b"/x<y>",
+        b"/x{y}",
+        b"/x|y",
+        b"/x^y",
+        b"/x`y",
+        b"/x'y",
+        b"/x[y]",
+        b"/x@y",
+        b"/x:y",
+        b"/x!$&'()*+,;=",
+        b"/%2e",
+        b"/\xc3\xbc",
+    ] {
+        let mut row = ok([b"target ", t].concat(), get(t), vec![fwd(t)]);
+        if t == b"/x%00" {
+            row = row.differs("nginx: 400 (it decodes the path for its locations); the escape is valid and reaches the application as written, which decides what a NUL means");
+        }
+        rows.push(row);
+    }
+    for t in [
+        &b"/.."[..],
+        b"/a/b/../../..",
+        b"/%2e%2e/x",
+        b"/%2E./x",
+        b"/.%2e/x",
+        b"/x y",
+        b"x",
+        b"?x",
+        b"/x%zz",
+        b"/x%",
+        b"/x%4",
+    ] {
+        rows.push(no([b"target ", t].concat(), get(t), 400));
+    }
+    for t in [&b"/x?a#f"[..], b"/x#", b"/x#f"] {
+        rows.push(no([b"target ", t].concat(), get(t), 400).differs(
+            "nginx forwards the fragment; a fragment is never part of a request target (RFC 9112 §3.2), and routes would match the part before # while a backend may not",
+        ));
+    }
+    let long = |n: usize| [b"/".as_slice(), &vec![b'a'; n - 1]].concat();
+    rows.push(ok("target 8000", get(&long(8000)), vec![fwd(&long(8000))]));
+    rows.push(no("target 16000", get(&long(16000)), 414));
+    rows.push(no("target 70000", get(&long(70000)), 414));
+    // Versions.
+    rows.push(
+        no("HTTP/0.9", b"GET /\r\n", 400)
+            .differs("nginx answers as HTTP/0.9 (a bare body); 0.9 is not spoken here"),
+    );
+    rows.push(no("HTTP/1.1 no Host", b"GET / HTTP/1.1\r\n\r\n", 400));
+    let default_host = format!("Host: {}\r\n", be.addr);
+    rows.push(
+        ok_close("HTTP/1.0 no Host", b"GET / HTTP/1.0\r\n\r\n", vec![up4(b"GET / HTTP/1.1", b"", default_host.as_bytes(), b"", b"")])
+            .differs("nginx sends no Host at all upstream (its $http_host is empty); an HTTP/1.1 request needs one, so ringlb names the server, like nginx's default $proxy_host"),
+    );
+    rows.push(ok_close(
+        "HTTP/1.0",
+        b"GET / HTTP/1.0\r\nHost: a\r\n\r\n",
+        vec![fwd(b"/")],
+    ));
+    rows.push(ok_close(
+        "HTTP/1.0 keep-alive then close",
+        b"GET / HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n\r\nGET /2 HTTP/1.0\r\nHost: a\r\n\r\n",
+        vec![fwd(b"/"), fwd(b"/2")],
+    ));
+    rows.push(ok(
+        "HTTP/1.2",
+        req(b"GET / HTTP/1.2", b"", b""),
+        vec![fwd(b"/")],
+    ));
+    rows.push(ok(
+        "HTTP/1.9",
+        req(b"GET / HTTP/1.9", b"", b""),
+        vec![fwd(b"/")],
+    ));
+    rows.push(no("HTTP/1.10", req(b"GET / HTTP/1.10", b"", b""), 400));
+    rows.push(no("HTTP/2.0", req(b"GET / HTTP/2.0", b"", b""), 505));
+    rows.push(no("HTTP/3.0", req(b"GET / HTTP/3.0", b"", b""), 505));
+    rows.push(
+        no("PRI preface", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 505).differs(
+            "nginx: 400; the line is well formed, the version is not spoken (RFC 9110 §15.6.6)",
+        ),
+    );
+    rows.push(no(
+        "lowercase version",
+        req(b"GET / http/1.1", b"", b""),
+        400,
+    ));
+    rows.push(ok(
+        "leading CRLF",
+        [b"\r\n".as_slice(), &get(b"/lc")].concat(),
+        vec![fwd(b"/lc")],
+    ));
+    rows.push(ok(
+        "leading 2 CRLF",
+        [b"\r\n\r\n".as_slice(), &get(b"/lc")].concat(),
+        vec![fwd(b"/lc")],
+    ));
+    rows.push(ok(
+        "leading LF",
+        [b"\n".as_slice(), &get(b"/lc")].concat(),
+        vec![fwd(b"/lc")],
+    ));
+    run(rows, &be, &log);
+}
+
+#[test]
+fn header_spellings() {
+    let (be, log) = recording_backend();
+    let get = |f: &[u8]| req(b"GET / HTTP/1.1", f, b"");
+    let fwd = |f: &[u8]| up(b"GET / HTTP/1.1", f, b"", b"");
+    let same = |name: &str, f: &[u8]| ok(name, get(f), vec![fwd(f)]);
+    let host = |h: &[u8]| [b"GET / HTTP/1.1\r\n", h, b"\r\n\r\n"].concat();
+    let host_fwd = |h: &[u8]| up4(b"GET / HTTP/1.1", &[h, b"\r\n"].concat(), b"", b"", b"");
+    let mut rows = vec![
+        // Host: exactly one, valid; forwarded as the client spelled it.
+        ok("Host upper-case name", host(b"HOST: A.Example"), vec![host_fwd(b"HOST: A.Example")]),
+        ok("Host with port", host(b"Host: a:8080"), vec![host_fwd(b"Host: a:8080")]),
+        ok("Host trailing dot", host(b"Host: a."), vec![host_fwd(b"Host: a.")]),
+        ok("Host IPv6", host(b"Host: [::1]"), vec![host_fwd(b"Host: [::1]")]),
+        ok("Host underscore", host(b"Host: a_b"), vec![host_fwd(b"Host: a_b")]),
+        ok("Host sub-delims", host(b"Host: a,b"), vec![host_fwd(b"Host: a,b")]),
+        ok("Host empty port", host(b"Host: a:"), vec![host_fwd(b"Host: a:")]),
+        ok("Host pct-encoded", host(b"Host: a%41"), vec![host_fwd(b"Host: a%41")]),
+        ok("Host tabs", host(b"Host:\ta\t"), vec![host_fwd(b"Host: a")])
+            .differs("nginx: 400; tabs around a field value are OWS (RFC 9110 §5.6.3), not part of the host"),
+        no("Host twice same", host(b"Host: a\r\nHost: a"), 400),
+        no("Host twice different", host(b"Host: a\r\nHost: b"), 400),
+        no("Host empty", host(b"Host:"), 400),
+        no("Host empty HTTP/1.0", b"GET / HTTP/1.0\r\nHost:\r\n\r\n", 400),
+        no("Host with space", host(b"Host: a b"), 400),
+        no("Host userinfo", host(b"Host: u@a"), 400),
+        no("Host slash", host(b"Host: a/b"), 400),
+        no("Host bad port", host(b"Host: a:8x"), 400),
+        // Field names and values.
+        same("mixed-case name", b"x-LoWeR: V\r\n"),
+        same("repeated field", b"X-A: 1\r\nX-A: 2\r\n"),
+        same("colon in value", b"X-A: a:b:c\r\n"),
+        same("tab in value", b"X-A: a\tb\r\n"),
+        same("obs-text value", b"X-A: caf\xe9\r\n"),
+        same("UTF-8 value", b"X-A: \xc3\xa9\r\n"),
+        same("all tchars name", b"X!#$%&'*+-.^`|~: 1\r\n"),
+        same("cookie twice", b"Cookie: a=1\r\nCookie: b=2\r\n"),
+        ok("empty value", get(b"X-E:\r\n"), vec![fwd(b"X-E: \r\n")]),
+        ok("empty value with space", get(b"X-E: \r\n"), vec![fwd(b"X-E: \r\n")]),
+        ok("trailing whitespace", get(b"X-A: 1  \t\r\n"), vec![fwd(b"X-A: 1\r\n")])
+            .differs("nginx forwards the trailing whitespace; it is OWS, not part of the value (RFC 9110 §5.5)"),
+        ok("dot in name", get(b"X.A: 1\r\n"), vec![fwd(b"X.A: 1\r\n")])
+            .differs("nginx drops it (ignore_invalid_headers); '.' is a tchar, the field is valid (RFC 9110 §5.1)"),
+        // Like nginx: `_` names are dropped (some backends read `_` as `-`).
+        ok("underscore in name", get(b"X_A: 1\r\n"), vec![fwd(b"")]),
+        ok("Content_Length", req(b"POST / HTTP/1.1", b"Content_Length: 3\r\n", b""), vec![up(b"POST / HTTP/1.1", b"", b"", b"")]),
+        no("slash in name", get(b"X/A: 1\r\n"), 400)
+            .differs("nginx drops the field; a name that is not a token makes the head malformed (RFC 9112 §5), answered 400 as for any malformed field"),
+        no("@ in name", get(b"X@A: 1\r\n"), 400)
+            .differs("nginx drops the field; a name that is not a token makes the head malformed (RFC 9112 §5)"),
+        no("space before colon", get(b"X-A : 1\r\n"), 400),
+        no("tab before colon", get(b"X-A\t: 1\r\n"), 400),
+        no("obs-fold", get(b"X-A: 1\r\n 2\r\n"), 400),
+        no("obs-fold tab", get(b"X-A: 1\r\n\t2\r\n"), 400),
+        no("leading space first field", b"GET / HTTP/1.1\r\n Host: a\r\n\r\n", 400),
+        no("no colon", get(b"NoColon\r\n"), 400),
+        no("empty name", get(b": x\r\n"), 400),
+        no("NUL in value", get(b"X-A: a\x00b\r\n"), 400),
+        no("bare CR in value", get(b"X-A: a\rb\r\n"), 400),
+        no("CR-only line ends", b"GET /cr HTTP/1.1\rHost: a\r\r", 400),
+        no("control byte in value", get(b"X-A: a\x01b\r\n"), 400)
+            .differs("nginx forwards it; a CTL is not field-vchar (RFC 9110 §5.5) and backends split or truncate on them"),
+        no("DEL in value", get(b"X-A: a\x7fb\r\n"), 400)
+            .differs("nginx forwards it; DEL is not field-vchar (RFC 9110 §5.5)"),
+        // Bare LF line ends are accepted (RFC 9112 §2.2), CRLF upstream.
+        ok("LF-only head", b"GET /lf HTTP/1.1\nHost: a\nX-A: 1\n\n", vec![up(b"GET /lf HTTP/1.1", b"X-A: 1\r\n", b"", b"")]),
+        ok("mixed LF head", b"GET /lf HTTP/1.1\r\nHost: a\nX-A: 1\r\n\n", vec![up(b"GET /lf HTTP/1.1", b"X-A: 1\r\n", b"", b"")]),
+        // Hop-by-hop fields stay on this hop.
+        ok_close("Connection: close", get(b"Connection: close\r\n"), vec![fwd(b"")]),
+        ok_close("Connection: CLOSE", get(b"Connection: CLOSE\r\n"), vec![fwd(b"")]),
+        ok_close("Connection twice", get(b"Connection: keep-alive\r\nConnection: close\r\n"), vec![fwd(b"")]),
+        ok("Connection names a field", get(b"Connection: keep-alive, X-Foo\r\nX-Foo: 1\r\n"), vec![fwd(b"")])
+            .differs("nginx forwards X-Foo; a proxy MUST remove the fields Connection names (RFC 9110 §7.6.1)"),
+        ok("Connection names Host", get(b"Connection: Host\r\n"), vec![fwd(b"")]),
+        ok("Keep-Alive, Proxy-Connection", get(b"Keep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\n"), vec![fwd(b"")])
+            .differs("nginx forwards Proxy-Connection; it is a hop-by-hop field in practice (RFC 9110 §7.6.1 lists it)"),
+        ok("TE trailers", get(b"TE: trailers\r\n"), vec![fwd(b"")]),
+        ok("client X-Forwarded-For", get(b"X-Forwarded-For: 1.2.3.4\r\n"), vec![[b"GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 1.2.3.4, 127.0.0.1\r\n".as_slice(), TAIL, b"\r\n"].concat()]),
+    ];
+    // Sizes: field count and head bytes under their limits.
+    let many = |n: usize| {
+        (0..n)
+            .map(|i| format!("X-H{i}: v\r\n"))
+            .collect::<String>()
+            .into_bytes()
+    };
+    rows.push(same("99 fields + Host", &many(99)));
+    rows.push(no("100 fields + Host", get(&many(100)), 431).differs("nginx has no field count limit; 100 fields is the default max_headers (Apache's LimitRequestFields, haproxy's maxhdr 101)"));
+    rows.push(no("300 fields", get(&many(300)), 431).differs("nginx has no field count limit"));
+    for n in [4000, 7000] {
+        let c = [b"Cookie: ".as_slice(), &vec![b'c'; n], b"\r\n"].concat();
+        rows.push(same(&format!("cookie {n}"), &c));
+    }
+    let c = [b"Cookie: ".as_slice(), &vec![b'c'; 12000], b"\r\n"].concat();
+    rows.push(same("cookie 12000", &c).differs(
+        "nginx: 400 (one line must fit its 8k buffer); the head is within max_header_bytes",
+    ));
+    let big: Vec<u8> = (0..40)
+        .flat_map(|i| format!("X-H{i}: {}\r\n", "v".repeat(1000)).into_bytes())
+        .collect();
+    rows.push(
+        no("head 40k", get(&big), 431).differs("nginx: 400; 431 names the cause (RFC 6585 §5)"),
+    );
+    run(rows, &be, &log);
+}
