@@ -185,6 +185,16 @@ fn no(name: impl AsRef<[u8]>, raw: impl AsRef<[u8]>, status: u16) -> Row {
     }
 }
 
+/// [`ok`] for the requests in `backend`, then a 400 for what follows them,
+/// and the close.
+fn ok_then_400(name: impl AsRef<[u8]>, raw: impl AsRef<[u8]>, backend: Vec<Vec<u8>>) -> Row {
+    let n = backend.len();
+    let mut row = ok_close(name, raw, backend);
+    row.statuses.push(400);
+    row.methods = vec!["GET"; n + 1];
+    row
+}
+
 /// What a client saw on one connection.
 struct Seen {
     statuses: Vec<u16>,
@@ -673,4 +683,217 @@ fn header_spellings() {
         no("head 40k", get(&big), 431).differs("nginx: 400; 431 names the cause (RFC 6585 §5)"),
     );
     run(rows, &be, &log);
+}
+
+#[test]
+fn bodies_and_framing() {
+    let (be, log) = recording_backend();
+    let post = |f: &[u8], body: &[u8]| req(b"POST / HTTP/1.1", f, body);
+    let fwd = |framing: &[u8], body: &[u8]| up(b"POST / HTTP/1.1", b"", framing, body);
+    let cl3 = fwd(b"Content-Length: 3\r\n", b"abc");
+    let te = b"Transfer-Encoding: chunked\r\n".as_slice();
+    let chunked = |body: &[u8]| post(te, body);
+    let abc_chunked = fwd(te, b"3\r\nabc\r\n0\r\n\r\n");
+    let rows = vec![
+        ok("CL 0", post(b"Content-Length: 0\r\n", b""), vec![fwd(b"Content-Length: 0\r\n", b"")]),
+        ok("no body", post(b"", b""), vec![fwd(b"", b"")]),
+        ok("CL leading zeros", post(b"Content-Length: 003\r\n", b"abc"), vec![cl3.clone()]),
+        ok("CL same twice", post(b"Content-Length: 3\r\nContent-Length: 3\r\n", b"abc"), vec![cl3.clone()])
+            .differs("nginx: 400; identical repeated lengths are one valid length (RFC 9110 §8.6), forwarded once"),
+        ok("CL list of same", post(b"Content-Length: 3, 3\r\n", b"abc"), vec![cl3.clone()])
+            .differs("nginx: 400; a list of identical values is one valid length (RFC 9110 §8.6), forwarded once"),
+        no("CL plus sign", post(b"Content-Length: +3\r\n", b"abc"), 400),
+        no("CL negative", post(b"Content-Length: -1\r\n", b"abc"), 400),
+        no("CL hex", post(b"Content-Length: 0x3\r\n", b"abc"), 400),
+        no("CL inner space", post(b"Content-Length: 1 2\r\n", b"abc"), 400),
+        no("CL empty", post(b"Content-Length:\r\n", b""), 400),
+        no("CL overflow", post(b"Content-Length: 99999999999999999999\r\n", b"abc"), 400),
+        no("CL different twice", post(b"Content-Length: 3\r\nContent-Length: 4\r\n", b"abcd"), 400),
+        no("CL list different", post(b"Content-Length: 3, 4\r\n", b"abcd"), 400),
+        ok("CL on GET", req(b"GET / HTTP/1.1", b"Content-Length: 3\r\n", b"abc"), vec![up(b"GET / HTTP/1.1", b"", b"Content-Length: 3\r\n", b"abc")]),
+        ok("CL on HEAD", req(b"HEAD / HTTP/1.1", b"Content-Length: 3\r\n", b"abc"), vec![up(b"HEAD / HTTP/1.1", b"", b"Content-Length: 3\r\n", b"abc")])
+            .methods(&["HEAD"]),
+        ok(
+            "CL body that looks like a request",
+            req(b"GET /p1 HTTP/1.1", b"Content-Length: 29\r\n", b"GET /p2 HTTP/1.1\r\nHost: a\r\n\r\n"),
+            vec![up(b"GET /p1 HTTP/1.1", b"", b"Content-Length: 29\r\n", b"GET /p2 HTTP/1.1\r\nHost: a\r\n\r\n")],
+        ),
+        ok_close("CL on HTTP/1.0", b"POST / HTTP/1.0\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc", vec![cl3.clone()]),
+        // Chunked bodies go upstream chunked, canonical: lower-case hex
+        // sizes without zeros or extensions; trailer fields kept.
+        ok("chunked", chunked(b"3\r\nabc\r\n0\r\n\r\n"), vec![abc_chunked.clone()]),
+        ok("chunked extensions", chunked(b"3;a=b\r\nabc\r\n0;x\r\n\r\n"), vec![abc_chunked.clone()]),
+        ok("chunked quoted extension", chunked(b"3;a=\"b;c\"\r\nabc\r\n0\r\n\r\n"), vec![abc_chunked.clone()]),
+        ok("chunked extension after space", chunked(b"3 ;a=b\r\nabc\r\n0\r\n\r\n"), vec![abc_chunked.clone()]),
+        ok("chunked leading zeros", chunked(b"0003\r\nabc\r\n000\r\n\r\n"), vec![abc_chunked.clone()]),
+        ok("chunked upper-case hex", chunked(b"A\r\n0123456789\r\n0\r\n\r\n"), vec![fwd(te, b"a\r\n0123456789\r\n0\r\n\r\n")]),
+        ok("chunked trailer", chunked(b"3\r\nabc\r\n0\r\nX-T: 1\r\n\r\n"), vec![fwd(te, b"3\r\nabc\r\n0\r\nX-T: 1\r\n\r\n")]),
+        ok("chunked two chunks", chunked(b"1\r\na\r\n2\r\nbc\r\n0\r\n\r\n"), vec![fwd(te, b"1\r\na\r\n2\r\nbc\r\n0\r\n\r\n")]),
+        ok("TE Chunked case", post(b"Transfer-Encoding: Chunked\r\n", b"3\r\nabc\r\n0\r\n\r\n"), vec![abc_chunked.clone()]),
+        ok("TE after tab", post(b"Transfer-Encoding:\tchunked\r\n", b"3\r\nabc\r\n0\r\n\r\n"), vec![abc_chunked.clone()])
+            .differs("nginx: 501; a tab before the value is OWS (RFC 9110 §5.6.3)"),
+        ok("chunked GET", req(b"GET / HTTP/1.1", te, b"0\r\n\r\n"), vec![up(b"GET / HTTP/1.1", b"", te, b"0\r\n\r\n")]),
+        no("chunk size 0x", chunked(b"0x3\r\nabc\r\n0\r\n\r\n"), 400),
+        no("chunk size negative", chunked(b"-3\r\nabc\r\n0\r\n\r\n"), 400),
+        no("chunk size empty", chunked(b"\r\nabc\r\n0\r\n\r\n"), 400),
+        no("chunk size overflow", chunked(b"FFFFFFFFFFFFFFFFF\r\nabc\r\n0\r\n\r\n"), 400),
+        no("chunk size over the body limit", chunked(b"FFFFFFFFFFFFFFFF\r\nabc\r\n0\r\n\r\n"), 413)
+            .differs("nginx: 400; the size line is well formed, the body is over client_max_body_size"),
+        no("chunk data too long", chunked(b"3\r\nabcX\r\n0\r\n\r\n"), 400),
+        no("chunk lines LF only", chunked(b"3\nabc\n0\n\n"), 400)
+            .differs("nginx accepts bare LF in chunk lines; a chunked body is where bare-LF parsing differences smuggle requests, so only CRLF is accepted"),
+        no("chunk size line LF", chunked(b"3\nabc\r\n0\r\n\r\n"), 400)
+            .differs("nginx accepts it; see the row above"),
+        no("chunked on HTTP/1.0", b"POST / HTTP/1.0\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", 400),
+        no("TE and CL", post(b"Transfer-Encoding: chunked\r\nContent-Length: 3\r\n", b"3\r\nabc\r\n0\r\n\r\n"), 400),
+        no("CL and TE", post(b"Content-Length: 3\r\nTransfer-Encoding: chunked\r\n", b"3\r\nabc\r\n0\r\n\r\n"), 400),
+        no("TE twice", post(b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n", b"3\r\nabc\r\n0\r\n\r\n"), 400),
+        no("TE gzip, chunked", post(b"Transfer-Encoding: gzip, chunked\r\n", b"3\r\nabc\r\n0\r\n\r\n"), 501),
+        // chunked missing or not final: the length is unknowable (RFC 9112
+        // §6.3 says 400 and close; nginx says 501 for all of them).
+        no("TE identity with CL", post(b"Transfer-Encoding: identity\r\nContent-Length: 3\r\n", b"abc"), 400)
+            .differs("nginx: 501; with chunked not final the length is unknowable, RFC 9112 §6.3: 400"),
+        no("TE identity", post(b"Transfer-Encoding: identity\r\n", b"abc"), 400)
+            .differs("nginx: 501; RFC 9112 §6.3: 400"),
+        no("TE chunked, gzip", post(b"Transfer-Encoding: chunked, gzip\r\n", b"3\r\nabc\r\n0\r\n\r\n"), 400)
+            .differs("nginx: 501; RFC 9112 §6.3: 400"),
+        no("TE chunked, chunked", post(b"Transfer-Encoding: chunked, chunked\r\n", b"3\r\nabc\r\n0\r\n\r\n"), 400)
+            .differs("nginx: 501; chunked applied twice is malformed (RFC 9112 §7)"),
+        no("TE xchunked", post(b"Transfer-Encoding: xchunked\r\n", b"3\r\nabc\r\n0\r\n\r\n"), 400)
+            .differs("nginx: 501; RFC 9112 §6.3: 400"),
+        no("TE empty", post(b"Transfer-Encoding:\r\n", b""), 400).differs("nginx: 501; RFC 9112 §6.3: 400"),
+    ];
+    run(rows, &be, &log);
+}
+
+#[test]
+fn expect_upgrade_and_pipelining() {
+    let (be, log) = recording_backend();
+    let post = |f: &[u8], body: &[u8]| req(b"POST /e HTTP/1.1", f, body);
+    let fwd = |framing: &[u8], body: &[u8]| up(b"POST /e HTTP/1.1", b"", framing, body);
+    let cl3 = b"Content-Length: 3\r\n".as_slice();
+    let get = |t: &str| format!("GET {t} HTTP/1.1\r\nHost: a\r\n\r\n").into_bytes();
+    let gfwd = |t: &str| up(format!("GET {t} HTTP/1.1").as_bytes(), b"", b"", b"");
+    let ws =
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n".as_slice();
+    let upgrade = b"Connection: upgrade\r\n".as_slice();
+    let rows = vec![
+        // Expect is this hop's: answered here (100 when the body has not
+        // arrived yet), never forwarded. With the body in the same
+        // segment a 100 is optional (RFC 9110 §10.1.1).
+        ok("Expect 100-continue", post(b"Expect: 100-continue\r\nContent-Length: 3\r\n", b"abc"), vec![fwd(cl3, b"abc")]).interim(None),
+        ok("Expect 100-Continue", post(b"Expect: 100-Continue\r\nContent-Length: 3\r\n", b"abc"), vec![fwd(cl3, b"abc")]).interim(None),
+        ok("Expect twice", post(b"Expect: 100-continue\r\nExpect: 100-continue\r\nContent-Length: 3\r\n", b"abc"), vec![fwd(cl3, b"abc")])
+            .interim(None)
+            .differs("nginx: 400; a repeated field is one list (RFC 9110 §5.3), and 100-continue twice is still 100-continue"),
+        ok("Expect no body", post(b"Expect: 100-continue\r\nContent-Length: 0\r\n", b""), vec![fwd(b"Content-Length: 0\r\n", b"")]).interim(None),
+        ok("Expect on GET", req(b"GET /e HTTP/1.1", b"Expect: 100-continue\r\n", b""), vec![up(b"GET /e HTTP/1.1", b"", b"", b"")]).interim(None),
+        ok("Expect empty", post(b"Expect:\r\nContent-Length: 3\r\n", b"abc"), vec![fwd(cl3, b"abc")]),
+        ok_close("Expect on HTTP/1.0", b"POST /e HTTP/1.0\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\nabc", vec![fwd(cl3, b"abc")]),
+        no("Expect unknown", post(b"Expect: foo\r\nContent-Length: 3\r\n", b"abc"), 417)
+            .differs("nginx ignores it; an expectation the server cannot meet is a 417 (RFC 9110 §10.1.1)"),
+        no("Expect 100-continue and more", post(b"Expect: 100-continue, foo\r\nContent-Length: 3\r\n", b"abc"), 417)
+            .differs("nginx ignores it; see the row above"),
+        // Upgrade: forwarded only with Connection: upgrade, on HTTP/1.1,
+        // and never h2c. (The backend declines with a 200: a plain exchange.)
+        ok(
+            "Upgrade websocket",
+            req(b"GET /ws HTTP/1.1", &[b"Connection: Upgrade\r\nUpgrade: websocket\r\n", ws].concat(), b""),
+            vec![up4(b"GET /ws HTTP/1.1", &[b"Host: a\r\nUpgrade: websocket\r\n", ws].concat(), b"", upgrade, b"")],
+        )
+        .differs("nginx drops Upgrade unless configured to pass it; a websocket upgrade is proxied"),
+        ok(
+            "Upgrade lower-case",
+            req(b"GET /ws HTTP/1.1", b"connection: upgrade\r\nupgrade: WebSocket\r\n", b""),
+            vec![up4(b"GET /ws HTTP/1.1", b"Host: a\r\nupgrade: WebSocket\r\n", b"", upgrade, b"")],
+        )
+        .differs("nginx drops Upgrade unless configured to pass it"),
+        ok("Upgrade without Connection", req(b"GET /ws HTTP/1.1", b"Upgrade: websocket\r\n", b""), vec![gfwd("/ws")]),
+        ok("Upgrade h2c", req(b"GET / HTTP/1.1", b"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n", b""), vec![gfwd("/")]),
+        ok_close("Upgrade on HTTP/1.0", b"GET /ws HTTP/1.0\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n", vec![gfwd("/ws")]),
+        // Pipelining: each request answered in order, each forwarded once.
+        ok("pipeline 2", [get("/p1"), get("/p2")].concat(), vec![gfwd("/p1"), gfwd("/p2")]),
+        ok_close(
+            "pipeline 3, body, close",
+            [get("/p1").as_slice(), b"POST /p2 HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabcGET /p3 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"].concat(),
+            vec![gfwd("/p1"), up(b"POST /p2 HTTP/1.1", b"", cl3, b"abc"), gfwd("/p3")],
+        ),
+        ok(
+            "pipeline after chunked",
+            [b"POST /p1 HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n".as_slice(), &get("/p2")].concat(),
+            vec![up(b"POST /p1 HTTP/1.1", b"", b"Transfer-Encoding: chunked\r\n", b"3\r\nabc\r\n0\r\n\r\n"), gfwd("/p2")],
+        ),
+        ok(
+            "pipeline after HEAD",
+            [b"HEAD /p1 HTTP/1.1\r\nHost: a\r\n\r\n".as_slice(), &get("/p2")].concat(),
+            vec![up(b"HEAD /p1 HTTP/1.1", b"", b"", b""), gfwd("/p2")],
+        )
+        .methods(&["HEAD", "GET"]),
+        ok_then_400("pipeline then malformed", [get("/p1").as_slice(), b"GET /p2 HTTP/1.1\r\nHost: a\r\nX: a\x00\r\n\r\n"].concat(), vec![gfwd("/p1")]),
+        ok_then_400("pipeline then garbage", [get("/p1").as_slice(), b"garbage\r\n\r\n"].concat(), vec![gfwd("/p1")]),
+        ok_then_400("pipeline then smuggling shape", [get("/p1").as_slice(), b"POST /p2 HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"].concat(), vec![gfwd("/p1")]),
+        ok_close("bytes after Connection: close", [b"GET /p1 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n".as_slice(), &get("/p2")].concat(), vec![gfwd("/p1")]),
+        ok("CRLF after a request", [get("/p1").as_slice(), b"\r\n"].concat(), vec![gfwd("/p1")]),
+    ];
+    run(rows, &be, &log);
+}
+
+/// A client that waits for `100 Continue` before its body (curl, requests
+/// with a large upload): ringlb answers the interim itself, then forwards
+/// the request once, with the body and without `Expect`.
+#[test]
+fn expect_100_continue_waits_for_the_interim() {
+    let (be, log) = recording_backend();
+    let rl = Ringlb::start(&simple_config(&[be.addr], "keepalive = 8\n"));
+    for (framing, body, fwd_body) in [
+        (&b"Content-Length: 3\r\n"[..], &b"abc"[..], &b"abc"[..]),
+        (
+            b"Transfer-Encoding: chunked\r\n",
+            b"3\r\nabc\r\n0\r\n\r\n",
+            b"3\r\nabc\r\n0\r\n\r\n",
+        ),
+    ] {
+        log.lock().unwrap().clear();
+        let mut s = connect(rl.addr);
+        s.write_all(&req(
+            b"POST /e HTTP/1.1",
+            &[b"Expect: 100-continue\r\n", framing].concat(),
+            b"",
+        ))
+        .unwrap();
+        let mut got = Vec::new();
+        let interim = b"HTTP/1.1 100 Continue\r\n\r\n";
+        read_until(&mut s, &mut got, |b| b.len() >= interim.len()).unwrap();
+        assert_eq!(got, interim, "{}", String::from_utf8_lossy(&got));
+        assert!(
+            log.lock().unwrap().is_empty(),
+            "forwarded before the body came"
+        );
+        s.write_all(body).unwrap();
+        s.write_all(CANARY).unwrap();
+        let mut rest = Vec::new();
+        assert!(
+            read_until(&mut s, &mut rest, |_| false).unwrap(),
+            "not closed"
+        );
+        let (r, info, stray) = parse(&rest, &["POST", "GET"], true);
+        let statuses: Vec<u16> = r.iter().map(|r| r.status).collect();
+        assert_eq!(
+            (statuses, info),
+            (vec![200, 200], 0),
+            "{}",
+            String::from_utf8_lossy(&rest)
+        );
+        assert!(stray.is_empty() && r.iter().all(|r| r.body == b"ok"));
+        let seen = log.lock().unwrap().clone();
+        assert_eq!(
+            seen,
+            vec![
+                up(b"POST /e HTTP/1.1", b"", framing, fwd_body),
+                CANARY_UP.to_vec()
+            ],
+            "{}",
+            String::from_utf8_lossy(&seen.concat())
+        );
+    }
 }
