@@ -762,6 +762,46 @@ fn bodies_and_framing() {
         no("TE xchunked", post(b"Transfer-Encoding: xchunked\r\n", b"3\r\nabc\r\n0\r\n\r\n"), 400)
             .differs("nginx: 501; RFC 9112 §6.3: 400"),
         no("TE empty", post(b"Transfer-Encoding:\r\n", b""), 400).differs("nginx: 501; RFC 9112 §6.3: 400"),
+        no("TE quoted", post(b"Transfer-Encoding: \"chunked\"\r\n", b"3\r\nabc\r\n0\r\n\r\n"), 400),
+        no("TE empty element", post(b"Transfer-Encoding: chunked,\r\n", b"3\r\nabc\r\n0\r\n\r\n"), 400)
+            .differs("nginx: 501, haproxy forwards it; no client writes it, and the framing field is the one place where a lenient reading is worth nothing"),
+        ok("TE name case", post(b"transfer-ENCODING: chunked\r\n", b"3\r\nabc\r\n0\r\n\r\n"), vec![abc_chunked.clone()]),
+        ok("CL name case", post(b"content-LENGTH: 3\r\n", b"abc"), vec![cl3.clone()]),
+        ok("CL between tabs", post(b"Content-Length:\t3\t\r\n", b"abc"), vec![cl3.clone()])
+            .differs("nginx: 400; tabs around a value are OWS (RFC 9110 §5.6.3), haproxy agrees"),
+        ok("CL 23 digits", post(b"Content-Length: 00000000000000000000003\r\n", b"abc"), vec![cl3.clone()]),
+        no("CL trailing comma", post(b"Content-Length: 3,\r\n", b"abc"), 400),
+        no("CL leading comma", post(b"Content-Length: ,3\r\n", b"abc"), 400),
+        // Trailer fields that would frame or route are dropped; the rest kept.
+        ok("trailer Content-Length", chunked(b"3\r\nabc\r\n0\r\nContent-Length: 5\r\n\r\n"), vec![abc_chunked.clone()]),
+        ok("trailer Transfer-Encoding", chunked(b"3\r\nabc\r\n0\r\nTransfer-Encoding: chunked\r\n\r\n"), vec![abc_chunked.clone()]),
+        ok("trailer Host", chunked(b"3\r\nabc\r\n0\r\nHost: evil\r\n\r\n"), vec![abc_chunked.clone()]),
+        no("trailer obs-fold", chunked(b"3\r\nabc\r\n0\r\nX-T: 1\r\n 2\r\n\r\n"), 400)
+            .differs("nginx drops trailers, haproxy joins the fold; obs-fold is refused in trailers as in the head (RFC 9112 §5.2)"),
+        no("trailer NUL", chunked(b"3\r\nabc\r\n0\r\nX-T: a\x00b\r\n\r\n"), 400)
+            .differs("nginx drops trailers, haproxy forwards the NUL; a NUL in a field MUST be refused or replaced (RFC 9110 §5.5)"),
+        no("trailer without colon", chunked(b"3\r\nabc\r\n0\r\nXT\r\n\r\n"), 400),
+        no("trailer name with space", chunked(b"3\r\nabc\r\n0\r\nX T: 1\r\n\r\n"), 400),
+        ok(
+            "500 chunks",
+            chunked(&[b"1\r\na\r\n".repeat(500).as_slice(), b"0\r\n\r\n"].concat()),
+            vec![fwd(te, &[b"1\r\na\r\n".repeat(500).as_slice(), b"0\r\n\r\n"].concat())],
+        ),
+        no("chunk size trailing space", chunked(b"3 \r\nabc\r\n0\r\n\r\n"), 400)
+            .differs("nginx and haproxy accept it; whitespace is allowed only before a ';' (RFC 9112 §7.1.1)"),
+        no("chunk size trailing tab", chunked(b"3\t\r\nabc\r\n0\r\n\r\n"), 400)
+            .differs("nginx and haproxy accept it; see the row above"),
+        no("chunk size leading space", chunked(b" 3\r\nabc\r\n0\r\n\r\n"), 400),
+        no("chunk extension bare CR", chunked(b"3;a\rb\r\nabc\r\n0\r\n\r\n"), 400),
+        no("chunk extension NUL", chunked(b"3;a\x00\r\nabc\r\n0\r\n\r\n"), 400)
+            .differs("nginx and haproxy skip it; a NUL is not part of any extension (RFC 9112 §7.1.1)"),
+        no("chunk extension without name", chunked(b"3;\r\nabc\r\n0\r\n\r\n"), 400)
+            .differs("nginx and haproxy skip it; chunk-ext-name is a token (RFC 9112 §7.1.1)"),
+        no("chunk extension without value", chunked(b"3;a=\r\nabc\r\n0\r\n\r\n"), 400)
+            .differs("nginx and haproxy skip it; after '=' comes a token or a quoted string (RFC 9112 §7.1.1)"),
+        no("chunk data then bare CR", chunked(b"3\r\nabc\r0\r\n\r\n"), 400),
+        no("last chunk then bare LF", chunked(b"3\r\nabc\r\n0\r\n\n"), 400)
+            .differs("nginx and haproxy accept the bare LF; only CRLF ends a chunked body"),
     ];
     run(rows, &be, &log);
 }
