@@ -426,6 +426,62 @@ fn request_lines_and_targets() {
         no("CONNECT", req(b"CONNECT a:443 HTTP/1.1", b"", b""), 405)
             .differs("nginx: 400; CONNECT is well formed, just not tunnelled here"),
     );
+    for (name, raw) in [
+        (
+            "method with slash",
+            &b"GE/T / HTTP/1.1\r\nHost: a\r\n\r\n"[..],
+        ),
+        ("method NUL", b"GE\x00T / HTTP/1.1\r\nHost: a\r\n\r\n"),
+        ("method empty", b" / HTTP/1.1\r\nHost: a\r\n\r\n"),
+        ("target with tab", b"GET /a\tb HTTP/1.1\r\nHost: a\r\n\r\n"),
+        (
+            "authority-form GET",
+            b"GET a:80 HTTP/1.1\r\nHost: a\r\n\r\n",
+        ),
+        (
+            "abs-form empty authority",
+            b"GET http:///x HTTP/1.1\r\nHost: a\r\n\r\n",
+        ),
+    ] {
+        rows.push(no(name, raw, 400));
+    }
+    let long_method = vec![b'A'; 5000];
+    let line = [long_method.as_slice(), b" / HTTP/1.1"].concat();
+    rows.push(ok(
+        "5000-byte method",
+        req(&line, b"", b""),
+        vec![up(&line, b"", b"", b"")],
+    ));
+    rows.push(ok(
+        "OPTIONS abs-form no path",
+        req(b"OPTIONS http://a HTTP/1.1", b"", b""),
+        vec![up(b"OPTIONS * HTTP/1.1", b"", b"", b"")],
+    ));
+    rows.push(ok(
+        "abs-form default port",
+        get(b"http://a:80/x"),
+        vec![up4(b"GET /x HTTP/1.1", b"Host: a:80\r\n", b"", b"", b"")],
+    ));
+    rows.push(ok_close(
+        "abs-form HTTP/1.0 without Host",
+        b"GET http://a/x HTTP/1.0\r\n\r\n",
+        vec![up4(b"GET /x HTTP/1.1", b"", b"Host: a\r\n", b"", b"")],
+    ));
+    rows.push(ok_close(
+        "HTTP/1.0 LF-only",
+        b"GET / HTTP/1.0\nHost: a\n\n",
+        vec![fwd(b"/")],
+    ));
+    rows.push(ok(
+        "DELETE with body",
+        req(b"DELETE / HTTP/1.1", b"Content-Length: 3\r\n", b"abc"),
+        vec![up(
+            b"DELETE / HTTP/1.1",
+            b"",
+            b"Content-Length: 3\r\n",
+            b"abc",
+        )],
+    ));
     rows.push(no("GET *", get(b"*"), 400));
     rows.push(no("OPTIONS *x", get(b"*x"), 400));
     // Absolute-form: the authority is the host; origin-form goes upstream.
@@ -658,6 +714,68 @@ fn header_spellings() {
         ok("TE trailers", get(b"TE: trailers\r\n"), vec![fwd(b"")]),
         ok("client X-Forwarded-For", get(b"X-Forwarded-For: 1.2.3.4\r\n"), vec![[b"GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 1.2.3.4, 127.0.0.1\r\n".as_slice(), TAIL, b"\r\n"].concat()]),
     ];
+    let long_host = [b"Host: ".as_slice(), &vec![b'a'; 5000]].concat();
+    rows.extend([
+        ok(
+            "Host trailing space",
+            host(b"Host: a "),
+            vec![host_fwd(b"Host: a")],
+        ),
+        ok(
+            "Host IPv6 with port",
+            host(b"Host: [::1]:80"),
+            vec![host_fwd(b"Host: [::1]:80")],
+        ),
+        ok(
+            "Host IPv4",
+            host(b"Host: 127.0.0.1"),
+            vec![host_fwd(b"Host: 127.0.0.1")],
+        ),
+        ok(
+            "Host 5000 bytes",
+            host(&long_host),
+            vec![host_fwd(&long_host)],
+        ),
+        no("Host control byte", host(b"Host: a\x01b"), 400),
+        no(
+            "Host twice on HTTP/1.0",
+            b"GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n",
+            400,
+        ),
+    ]);
+    for h in [
+        &b"Host: [zz]"[..],
+        b"Host: \xc3\xa9.com",
+        b"Host: a\\b",
+        b"Host: a?b",
+        b"Host: a#b",
+    ] {
+        rows.push(no(h, host(h), 400).differs(
+            "nginx and haproxy forward it; it is no host (RFC 3986 §3.2.2), and routing on a Host that backends parse differently is how virtual hosts are crossed",
+        ));
+    }
+    // Forwarding fields: X-Real-IP and X-Forwarded-Proto are the proxy's
+    // own, X-Forwarded-For is appended to, the others pass.
+    rows.extend([
+        ok(
+            "client X-Real-IP",
+            get(b"X-Real-IP: 6.6.6.6\r\n"),
+            vec![fwd(b"")],
+        ),
+        ok(
+            "client X-Forwarded-Proto",
+            get(b"X-Forwarded-Proto: https\r\n"),
+            vec![fwd(b"")],
+        ),
+        same("client Via", b"Via: 1.1 x\r\n"),
+        same("client Forwarded", b"Forwarded: for=1.2.3.4\r\n"),
+        same("client X-Forwarded-Host", b"X-Forwarded-Host: evil\r\n"),
+        same("Max-Forwards", b"Max-Forwards: 0\r\n"),
+    ]);
+    let long_name = [vec![b'X'; 10000].as_slice(), b": 1\r\n"].concat();
+    rows.push(same("10000-byte field name", &long_name).differs(
+        "nginx and haproxy: 400 (one line must fit a buffer); the head is within max_header_bytes",
+    ));
     // Sizes: field count and head bytes under their limits.
     let many = |n: usize| {
         (0..n)
