@@ -350,7 +350,11 @@ fn expectation(value: &[u8]) -> Result<bool, RequestError> {
 /// version rewritten, or `None` for any other line. Only the version digit
 /// changes, so every offset into the copy is an offset into `buf`.
 fn as_http11(buf: &[u8]) -> Option<Vec<u8>> {
-    let line_end = buf.iter().position(|&b| b == b'\r' || b == b'\n')?;
+    // The line may still be arriving: then it ends where `buf` does.
+    let line_end = buf
+        .iter()
+        .position(|&b| b == b'\r' || b == b'\n')
+        .unwrap_or(buf.len());
     let line = &buf[..line_end];
     let minor = line_end.checked_sub(1)?;
     let later = line.len() > 9
@@ -704,12 +708,17 @@ mod tests {
             400
         );
         assert!(dec("GET / HTTP/1.2\r\nHost: a\r\n").unwrap().is_none());
+        // The line may arrive in pieces: no verdict before its end.
+        for part in ["GET / HTTP/1.2", "GET / HTTP/1.2\r"] {
+            assert!(dec(part).unwrap().is_none(), "{part:?}");
+        }
         for (line, want) in [
             ("GET / HTTP/1.2", Some("GET / HTTP/1.1")),
             ("GET / HTTP/1.0", None),
             ("GET / HTTP/2.2", None),
             ("GET / HTTP/1.x", None),
             ("HTTP/1.2", None),
+            ("GET / HTTP/1.2x", None),
         ] {
             let got = as_http11(format!("{line}\r\n").as_bytes());
             let want = want.map(|w| format!("{w}\r\n").into_bytes());
