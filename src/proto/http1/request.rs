@@ -379,28 +379,32 @@ fn path_of(target: &[u8]) -> &[u8] {
 fn version_error(buf: &[u8]) -> RequestError {
     // httparse reports any non-1.x version the same way; only a well-formed
     // request line `method SP target SP HTTP/d.d` deserves 505, anything
-    // else (`GET /  HTTP/1.1`, garbage) is a plain 400.
-    let line_end = buf
-        .iter()
-        .position(|&b| b == b'\r' || b == b'\n')
-        .unwrap_or(buf.len());
-    let mut parts = buf[..line_end].split(|&b| b == b' ');
+    // else (`GET /  HTTP/1.1`, garbage) is a plain 400. httparse fails at
+    // the first byte it cannot take, so the line may be incomplete: then
+    // its version so far must start like `HTTP/d.d` (the same line sent
+    // whole or in pieces gets the same answer).
+    let line_end = buf.iter().position(|&b| b == b'\r' || b == b'\n');
+    let mut parts = buf[..line_end.unwrap_or(buf.len())].split(|&b| b == b' ');
     let (Some(method), Some(target), Some(v), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return RequestError::Malformed;
     };
-    match v {
-        [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
-            if !method.is_empty()
-                && !target.is_empty()
-                && major.is_ascii_digit()
-                && minor.is_ascii_digit() =>
-        {
-            RequestError::Version
-        }
-        _ => RequestError::Malformed,
+    if !method.is_empty() && !target.is_empty() && version_shaped(v, line_end.is_some()) {
+        RequestError::Version
+    } else {
+        RequestError::Malformed
     }
+}
+
+/// Whether `v` is `HTTP/d.d` (`complete`), or a beginning of that shape.
+fn version_shaped(v: &[u8], complete: bool) -> bool {
+    const SHAPE: &[u8] = b"HTTP/0.0";
+    (v.len() == SHAPE.len() || (!complete && v.len() < SHAPE.len()))
+        && v.iter().zip(SHAPE).all(|(&b, &s)| match s {
+            b'0' => b.is_ascii_digit(),
+            s => b == s,
+        })
 }
 
 fn single_coding(buf: &[u8], fields: &[Field]) -> bool {
@@ -735,6 +739,35 @@ mod tests {
         // The query is the application's: forwarded as written.
         for t in ["/x%41%2F%00", "/x?q=100%", "/x?%zz", "http://a/x%20y"] {
             ok(&format!("GET {t} HTTP/1.1\r\nHost: a\r\n\r\n"));
+        }
+    }
+
+    #[test]
+    fn version_shapes() {
+        for (v, complete, want) in [
+            ("HTTP/3.0", true, true),
+            ("HTTP/3.", true, false),
+            ("HTTP/3.", false, true),
+            ("HTTP/3", false, true),
+            ("HTTP/30", false, false),
+            ("HTTP/3.0x", false, false),
+            ("http/3", false, false),
+        ] {
+            assert_eq!(
+                version_shaped(v.as_bytes(), complete),
+                want,
+                "{v} {complete}"
+            );
+        }
+        // The same line, whole or still arriving, gets the same answer.
+        for line in ["GET / HTTP/3.0", "GET / HTTP/2.0", "PRI * HTTP/2.0"] {
+            let whole = dec(&format!("{line}\r\nHost: a\r\n\r\n")).unwrap_err();
+            for cut in 10..=line.len() {
+                match dec(&line[..cut]) {
+                    Err(e) => assert_eq!(e, whole, "{:?}", &line[..cut]),
+                    Ok(r) => assert!(r.is_none(), "{:?}", &line[..cut]),
+                }
+            }
         }
     }
 
