@@ -8,12 +8,14 @@
 //! recording backend. Where ringlb's outcome differs from nginx's, the row
 //! says what nginx does and why ringlb's answer is the right one.
 //!
-//! Every row runs on a fresh connection. A row ringlb keeps open is then
-//! proven open and clean by a last request on the same connection (it
-//! must get its own `200 ok` and the close it asks for); a row it closes
-//! must end in a clean FIN with nothing after the answers. A canary on a
-//! fresh connection then flushes whatever the row made ringlb send
-//! upstream, so the backend's record of the row is complete.
+//! Every row runs on a fresh connection, sent whole, and (the short ones)
+//! again one byte a write: the verdict may not depend on where the bytes
+//! were cut. A row ringlb keeps open is then proven open and clean by a
+//! last request on the same connection (it must get its own `200 ok` and
+//! the close it asks for); a row it closes must end in a clean FIN with
+//! nothing after the answers. A canary on a fresh connection then flushes
+//! whatever the row made ringlb send upstream, so the backend's record of
+//! the row is complete.
 
 mod common;
 
@@ -200,13 +202,38 @@ fn read_until(
     Ok(false)
 }
 
+/// How a row's bytes are written.
+#[derive(Clone, Copy, PartialEq)]
+enum Delivery {
+    /// In one write.
+    Whole,
+    /// One byte a write (no Nagle delay, a short pause after each): heads
+    /// and bodies arrive in pieces, cut almost anywhere.
+    Bytes,
+}
+
 /// Sends the row, reads its answers, and proves the connection's state.
-fn client_side(addr: SocketAddr, row: &Row) -> Result<Seen, String> {
+fn client_side(addr: SocketAddr, row: &Row, delivery: Delivery) -> Result<Seen, String> {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.set_nodelay(true).unwrap();
     // A refused request may be answered and closed before all of it is
     // written: a failed write is part of the outcome, not an error.
-    let _ = s.write_all(&row.raw);
+    let piece = match delivery {
+        Delivery::Whole => row.raw.len().max(1),
+        Delivery::Bytes => 1,
+    };
+    for p in row.raw.chunks(piece) {
+        if s.write_all(p).is_err() {
+            break;
+        }
+        if delivery == Delivery::Bytes {
+            // Without a pause the bytes pile up before ringlb reads them.
+            // Where they are cut does not change what is right, so the
+            // pause only makes the cuts likely, never decides a result.
+            thread::sleep(Duration::from_micros(200));
+        }
+    }
     let want = row.statuses.len();
     let mut got = Vec::new();
     let methods = &row.methods;
@@ -268,14 +295,22 @@ fn client_side(addr: SocketAddr, row: &Row) -> Result<Seen, String> {
 
 const CANARY_UP: &[u8] = b"GET /canary HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 127.0.0.1\r\nX-Real-IP: 127.0.0.1\r\nX-Forwarded-Proto: http\r\n\r\n";
 
-/// Runs every row against one ringlb; collects every failure, then fails.
-fn run(rows: Vec<Row>, be: &Backend, log: &Log) {
+/// Runs the rows of each builder against one ringlb, delivered as said;
+/// collects every failure, then fails.
+fn run(builders: &[fn(&Backend) -> Vec<Row>], delivery: Delivery) {
+    let (be, log) = recording_backend();
+    let rows: Vec<Row> = builders.iter().flat_map(|b| b(&be)).collect();
+    // Byte by byte, long rows would only repeat what short ones show.
+    let rows: Vec<Row> = match delivery {
+        Delivery::Whole => rows,
+        Delivery::Bytes => rows.into_iter().filter(|r| r.raw.len() <= 512).collect(),
+    };
     let rl = Ringlb::start(&simple_config(&[be.addr], "keepalive = 8\n"));
     let mut failures = Vec::new();
     for row in &rows {
         log.lock().unwrap().clear();
         let mut problems = Vec::new();
-        match client_side(rl.addr, row) {
+        match client_side(rl.addr, row, delivery) {
             Ok(seen) => {
                 if seen.statuses != row.statuses {
                     problems.push(format!(
@@ -336,9 +371,7 @@ fn run(rows: Vec<Row>, be: &Backend, log: &Log) {
     );
 }
 
-#[test]
-fn request_lines_and_targets() {
-    let (be, log) = recording_backend();
+fn request_line_rows(be: &Backend) -> Vec<Row> {
     let get = |t: &[u8]| req(&[b"GET ", t, b" HTTP/1.1"].concat(), b"", b"");
     let fwd = |t: &[u8]| up(&[b"GET ", t, b" HTTP/1.1"].concat(), b"", b"", b"");
     let mut rows = Vec::new();
@@ -604,12 +637,10 @@ fn request_lines_and_targets() {
         [b"\n".as_slice(), &get(b"/lc")].concat(),
         vec![fwd(b"/lc")],
     ));
-    run(rows, &be, &log);
+    rows
 }
 
-#[test]
-fn header_spellings() {
-    let (be, log) = recording_backend();
+fn header_rows(_: &Backend) -> Vec<Row> {
     let get = |f: &[u8]| req(b"GET / HTTP/1.1", f, b"");
     let fwd = |f: &[u8]| up(b"GET / HTTP/1.1", f, b"", b"");
     let same = |name: &str, f: &[u8]| ok(name, get(f), vec![fwd(f)]);
@@ -772,12 +803,10 @@ fn header_spellings() {
     rows.push(
         no("head 40k", get(&big), 431).differs("nginx: 400; 431 names the cause (RFC 6585 §5)"),
     );
-    run(rows, &be, &log);
+    rows
 }
 
-#[test]
-fn bodies_and_framing() {
-    let (be, log) = recording_backend();
+fn body_rows(_: &Backend) -> Vec<Row> {
     let post = |f: &[u8], body: &[u8]| req(b"POST / HTTP/1.1", f, body);
     let fwd = |framing: &[u8], body: &[u8]| up(b"POST / HTTP/1.1", b"", framing, body);
     let cl3 = fwd(b"Content-Length: 3\r\n", b"abc");
@@ -893,12 +922,10 @@ fn bodies_and_framing() {
         no("last chunk then bare LF", chunked(b"3\r\nabc\r\n0\r\n\n"), 400)
             .differs("nginx and haproxy accept the bare LF; only CRLF ends a chunked body"),
     ];
-    run(rows, &be, &log);
+    rows
 }
 
-#[test]
-fn expect_upgrade_and_pipelining() {
-    let (be, log) = recording_backend();
+fn expect_upgrade_pipelining_rows(_: &Backend) -> Vec<Row> {
     let post = |f: &[u8], body: &[u8]| req(b"POST /e HTTP/1.1", f, body);
     let fwd = |framing: &[u8], body: &[u8]| up(b"POST /e HTTP/1.1", b"", framing, body);
     let cl3 = b"Content-Length: 3\r\n".as_slice();
@@ -965,7 +992,43 @@ fn expect_upgrade_and_pipelining() {
         ok_close("bytes after Connection: close", [b"GET /p1 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n".as_slice(), &get("/p2")].concat(), vec![gfwd("/p1")]),
         ok("CRLF after a request", [get("/p1").as_slice(), b"\r\n"].concat(), vec![gfwd("/p1")]),
     ];
-    run(rows, &be, &log);
+    rows
+}
+
+#[test]
+fn request_lines_and_targets() {
+    run(&[request_line_rows], Delivery::Whole);
+}
+
+#[test]
+fn header_spellings() {
+    run(&[header_rows], Delivery::Whole);
+}
+
+#[test]
+fn bodies_and_framing() {
+    run(&[body_rows], Delivery::Whole);
+}
+
+#[test]
+fn expect_upgrade_and_pipelining() {
+    run(&[expect_upgrade_pipelining_rows], Delivery::Whole);
+}
+
+/// The same rows, every byte in its own write: a verdict may not depend
+/// on where the bytes were cut (a head, a size line, a version split
+/// anywhere).
+#[test]
+fn byte_at_a_time() {
+    run(
+        &[
+            request_line_rows,
+            header_rows,
+            body_rows,
+            expect_upgrade_pipelining_rows,
+        ],
+        Delivery::Bytes,
+    );
 }
 
 /// A client that waits for `100 Continue` before its body (curl, requests
