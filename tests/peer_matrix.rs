@@ -811,16 +811,23 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "percent-encoding and query forwarded as sent",
-            get("/a%20b/%2F%zz?x=%2F&y=1&&z", true),
+            get("/a%20b/%2F?x=%2F&y=1&&z&w=%zz", true),
             &["GET"],
             |s| {
                 exactly(s, &[200])?;
                 ensure(
                     s.backend.len() == 1
-                        && s.backend[0].starts_with("GET /a%20b/%2F%zz?x=%2F&y=1&&z HTTP/1.1\r\n"),
+                        && s.backend[0].starts_with("GET /a%20b/%2F?x=%2F&y=1&&z&w=%zz HTTP/1.1\r\n"),
                     || format!("{:?}", s.backend),
                 )
             },
+        ),
+        // Not a path (RFC 3986 §2.1); nginx answers 400 too.
+        case(
+            "invalid percent-escape in the path",
+            get("/a/%zz", true),
+            &["GET"],
+            refused,
         ),
         case(
             "absolute-form target",

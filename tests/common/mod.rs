@@ -463,3 +463,33 @@ pub fn holding_backend() -> (
     });
     (be, release, seen)
 }
+
+/// The length of the first whole request in `b` (head, then a
+/// Content-Length body or a chunked body through its trailer section), for
+/// backends that record raw bytes. Chunked bodies must be canonical, as
+/// ringlb forwards them (`hex CRLF data CRLF`).
+pub fn message_len(b: &[u8]) -> Option<usize> {
+    let end = find(b, b"\r\n\r\n")? + 4;
+    let head = String::from_utf8_lossy(&b[..end]).to_ascii_lowercase();
+    if let Some(cl) = header(&head, "content-length") {
+        let n = end + cl.parse::<usize>().unwrap();
+        return (b.len() >= n).then_some(n);
+    }
+    if header(&head, "transfer-encoding").is_none() {
+        return Some(end);
+    }
+    // Forwarded chunked bodies are canonical: `hex CRLF data CRLF`.
+    let mut at = end;
+    loop {
+        let line = find(&b[at..], b"\r\n")?;
+        let size = usize::from_str_radix(std::str::from_utf8(&b[at..at + line]).ok()?, 16).ok()?;
+        at += line + 2;
+        if size == 0 {
+            return find(&b[at - 2..], b"\r\n\r\n").map(|q| at - 2 + q + 4);
+        }
+        at += size + 2;
+        if at > b.len() {
+            return None;
+        }
+    }
+}

@@ -166,18 +166,19 @@ pub fn content_length(buf: &[u8], fields: &[Field]) -> Result<Option<u64>, Frami
     Ok(found)
 }
 
+/// `1*DIGIT` as a number: any count of leading zeros (`0000…03` is 3, as
+/// nginx and haproxy read it), `None` for anything else or a value over
+/// `u64::MAX`.
 fn parse_decimal(s: &[u8]) -> Option<u64> {
-    if s.is_empty() || s.len() > 19 {
+    if s.is_empty() {
         return None;
     }
-    let mut n: u64 = 0;
-    for &b in s {
+    s.iter().try_fold(0u64, |n, &b| {
         if !b.is_ascii_digit() {
             return None;
         }
-        n = n * 10 + u64::from(b - b'0');
-    }
-    Some(n)
+        n.checked_mul(10)?.checked_add(u64::from(b - b'0'))
+    })
 }
 
 /// Whether the `Transfer-Encoding` fields are present and end in exactly
@@ -353,7 +354,26 @@ mod tests {
         let b = b"Content-Length: 5\r\nContent-Length: 6\r\n";
         let f = fields_of(b, &[("Content-Length", "5"), ("Content-Length", "6")]);
         assert_eq!(content_length(b, &f), Err(FramingError::BadContentLength));
-        for bad in ["+5", "-1", "0x10", "5 5", "", "99999999999999999999"] {
+        for (v, n) in [
+            ("00000000000000000000003", 3),
+            ("18446744073709551615", u64::MAX),
+            ("0", 0),
+        ] {
+            let s = format!("Content-Length: {v}\r\n");
+            let f = fields_of(s.as_bytes(), &[("Content-Length", v)]);
+            assert_eq!(content_length(s.as_bytes(), &f), Ok(Some(n)), "{v:?}");
+        }
+        for bad in [
+            "+5",
+            "-1",
+            "0x10",
+            "5 5",
+            "",
+            "99999999999999999999",
+            "18446744073709551616",
+            "5,",
+            "٣",
+        ] {
             let s = format!("Content-Length: {bad}\r\n");
             let f = fields_of(s.as_bytes(), &[("Content-Length", bad)]);
             assert_eq!(

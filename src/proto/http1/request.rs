@@ -145,7 +145,7 @@ pub enum RequestError {
     UriTooLong,
     /// `Expect` with something other than `100-continue` (417).
     BadExpect,
-    /// Not HTTP/1.0 or HTTP/1.1 (505).
+    /// Not HTTP/1.x (505); a later HTTP/1 minor version is read as HTTP/1.1.
     Version,
     /// `CONNECT` is not proxied (405).
     Connect,
@@ -181,7 +181,12 @@ pub fn decode_request(
     let status = match req.parse_with_uninit_headers(buf, &mut storage[..max_headers]) {
         Ok(s) => s,
         Err(httparse::Error::TooManyHeaders) => return Err(RequestError::TooManyHeaders),
-        Err(httparse::Error::Version) => return Err(version_error(buf)),
+        Err(httparse::Error::Version) => {
+            return match as_http11(buf) {
+                Some(copy) => decode_request(&copy, limits, fields),
+                None => Err(version_error(buf)),
+            }
+        }
         Err(_) => return Err(RequestError::Malformed),
     };
     let head_len = match status {
@@ -224,7 +229,7 @@ pub fn decode_request(
     let Some(split) = split_target(path.as_bytes(), method) else {
         return Err(RequestError::Malformed);
     };
-    if climbs_above_root(split.rest) {
+    if climbs_above_root(split.rest) || !super::target::valid_escapes(path_of(split.rest)) {
         return Err(RequestError::Malformed);
     }
     let (form, target) = (split.form, Span::of(buf, split.rest));
@@ -256,13 +261,7 @@ pub fn decode_request(
                 hosts += 1;
                 host = Some(value);
             }
-            FieldKind::Expect => {
-                if h.value.eq_ignore_ascii_case(b"100-continue") {
-                    expect_continue = true;
-                } else {
-                    return Err(RequestError::BadExpect);
-                }
-            }
+            FieldKind::Expect => expect_continue |= expectation(h.value)?,
             // h2c upgrades are not proxied: a tunnelled HTTP/2 connection
             // would bypass the proxy's view of every later request.
             FieldKind::Upgrade => {
@@ -323,37 +322,89 @@ pub fn decode_request(
         framing,
         conn,
         expect_continue,
-        upgrade: conn.upgrade && has_upgrade,
+        // An Upgrade in an HTTP/1.0 request MUST be ignored (RFC 9110 §7.8):
+        // it is not forwarded, and no tunnel can open for it.
+        upgrade: conn.upgrade && has_upgrade && version == Version::Http11,
         host,
         had_length: cl.is_some(),
     }))
 }
 
-fn version_error(buf: &[u8]) -> RequestError {
-    // httparse reports any non-1.x version the same way; only a well-formed
-    // request line `method SP target SP HTTP/d.d` deserves 505, anything
-    // else (`GET /  HTTP/1.1`, garbage) is a plain 400.
+/// The `Expect` field's value: whether it asks for `100-continue`, or a
+/// 417 for any other expectation. Empty list elements are ignored (RFC 9110
+/// §5.6.1), so `Expect:` with nothing in it expects nothing.
+fn expectation(value: &[u8]) -> Result<bool, RequestError> {
+    let mut any = false;
+    for t in fields::tokens(value) {
+        if !t.eq_ignore_ascii_case(b"100-continue") {
+            return Err(RequestError::BadExpect);
+        }
+        any = true;
+    }
+    Ok(any)
+}
+
+/// A request line of a later HTTP/1 minor version (`HTTP/1.2` … `HTTP/1.9`)
+/// is processed as HTTP/1.1, the highest minor version this proxy speaks
+/// (RFC 9110 §2.5; nginx and haproxy do the same): `buf` copied with the
+/// version rewritten, or `None` for any other line. Only the version digit
+/// changes, so every offset into the copy is an offset into `buf`.
+fn as_http11(buf: &[u8]) -> Option<Vec<u8>> {
+    // The line may still be arriving: then it ends where `buf` does.
     let line_end = buf
         .iter()
         .position(|&b| b == b'\r' || b == b'\n')
         .unwrap_or(buf.len());
-    let mut parts = buf[..line_end].split(|&b| b == b' ');
+    let line = &buf[..line_end];
+    let minor = line_end.checked_sub(1)?;
+    let later = line.len() > 9
+        && line[line_end - 9..minor] == *b" HTTP/1."
+        && matches!(line[minor], b'2'..=b'9');
+    later.then(|| {
+        let mut copy = buf.to_vec();
+        copy[minor] = b'1';
+        copy
+    })
+}
+
+/// The path of a target (what comes before a `?`).
+fn path_of(target: &[u8]) -> &[u8] {
+    let end = target
+        .iter()
+        .position(|&b| b == b'?')
+        .unwrap_or(target.len());
+    &target[..end]
+}
+
+fn version_error(buf: &[u8]) -> RequestError {
+    // httparse reports any non-1.x version the same way; only a well-formed
+    // request line `method SP target SP HTTP/d.d` deserves 505, anything
+    // else (`GET /  HTTP/1.1`, garbage) is a plain 400. httparse fails at
+    // the first byte it cannot take, so the line may be incomplete: then
+    // its version so far must start like `HTTP/d.d` (the same line sent
+    // whole or in pieces gets the same answer).
+    let line_end = buf.iter().position(|&b| b == b'\r' || b == b'\n');
+    let mut parts = buf[..line_end.unwrap_or(buf.len())].split(|&b| b == b' ');
     let (Some(method), Some(target), Some(v), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return RequestError::Malformed;
     };
-    match v {
-        [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
-            if !method.is_empty()
-                && !target.is_empty()
-                && major.is_ascii_digit()
-                && minor.is_ascii_digit() =>
-        {
-            RequestError::Version
-        }
-        _ => RequestError::Malformed,
+    if !method.is_empty() && !target.is_empty() && version_shaped(v, line_end.is_some()) {
+        RequestError::Version
+    } else {
+        RequestError::Malformed
     }
+}
+
+/// Whether `v` is `HTTP/d.d` (`complete`), or a beginning of that shape.
+fn version_shaped(v: &[u8], complete: bool) -> bool {
+    const SHAPE: &[u8] = b"HTTP/0.0";
+    (v.len() == SHAPE.len() || (!complete && v.len() < SHAPE.len()))
+        && v.iter().zip(SHAPE).all(|(&b, &s)| match s {
+            b'0' => b.is_ascii_digit(),
+            s => b == s,
+        })
 }
 
 fn single_coding(buf: &[u8], fields: &[Field]) -> bool {
@@ -591,7 +642,7 @@ mod tests {
         let cases: &[(&str, u16)] = &[
             ("GET /  HTTP/1.1", 400),
             ("GET / HTTP/1.1 ", 400),
-            ("GET / HTTP/1.2", 505),
+            ("GET / HTTP/2.1", 505),
             ("GET / HTTP/0.9", 505),
             ("GET / HTTP/3.0", 505),
             ("PRI * HTTP/2.0", 505),
@@ -639,6 +690,109 @@ mod tests {
             ok("GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n");
         assert!(h.upgrade);
         let h = ok("GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n");
+        assert!(!h.upgrade);
+    }
+
+    #[test]
+    fn later_minor_versions_are_http11() {
+        for v in ["1.2", "1.9"] {
+            let raw = format!("GET /x HTTP/{v}\r\nHost: a\r\n\r\nbody");
+            let h = ok(&raw);
+            assert_eq!(h.version, Version::Http11, "{v}");
+            assert_eq!(h.target.get(raw.as_bytes()), b"/x");
+            assert_eq!(h.host.unwrap().get(raw.as_bytes()), b"a");
+            assert_eq!(h.head_len, raw.len() - 4);
+        }
+        // Still a 1.1 request: Host is required, the line must be well formed.
+        assert_eq!(dec("GET / HTTP/1.2\r\n\r\n").unwrap_err().status(), 400);
+        assert_eq!(
+            dec("GET  / HTTP/1.2\r\nHost: a\r\n\r\n")
+                .unwrap_err()
+                .status(),
+            400
+        );
+        assert!(dec("GET / HTTP/1.2\r\nHost: a\r\n").unwrap().is_none());
+        // The line may arrive in pieces: no verdict before its end.
+        for part in ["GET / HTTP/1.2", "GET / HTTP/1.2\r"] {
+            assert!(dec(part).unwrap().is_none(), "{part:?}");
+        }
+        for (line, want) in [
+            ("GET / HTTP/1.2", Some("GET / HTTP/1.1")),
+            ("GET / HTTP/1.0", None),
+            ("GET / HTTP/2.2", None),
+            ("GET / HTTP/1.x", None),
+            ("HTTP/1.2", None),
+            ("GET / HTTP/1.2x", None),
+        ] {
+            let got = as_http11(format!("{line}\r\n").as_bytes());
+            let want = want.map(|w| format!("{w}\r\n").into_bytes());
+            assert_eq!(got, want, "{line}");
+        }
+    }
+
+    #[test]
+    fn invalid_escapes_in_the_path_are_400() {
+        for t in ["/x%zz", "/x%", "/x%4", "/a%2/b?q=1"] {
+            let e = dec(&format!("GET {t} HTTP/1.1\r\nHost: a\r\n\r\n")).expect_err(t);
+            assert_eq!(e.status(), 400, "{t}");
+        }
+        // The query is the application's: forwarded as written.
+        for t in ["/x%41%2F%00", "/x?q=100%", "/x?%zz", "http://a/x%20y"] {
+            ok(&format!("GET {t} HTTP/1.1\r\nHost: a\r\n\r\n"));
+        }
+    }
+
+    #[test]
+    fn version_shapes() {
+        for (v, complete, want) in [
+            ("HTTP/3.0", true, true),
+            ("HTTP/3.", true, false),
+            ("HTTP/3.", false, true),
+            ("HTTP/3", false, true),
+            ("HTTP/30", false, false),
+            ("HTTP/3.0x", false, false),
+            ("http/3", false, false),
+        ] {
+            assert_eq!(
+                version_shaped(v.as_bytes(), complete),
+                want,
+                "{v} {complete}"
+            );
+        }
+        // The same line, whole or still arriving, gets the same answer.
+        for line in ["GET / HTTP/3.0", "GET / HTTP/2.0", "PRI * HTTP/2.0"] {
+            let whole = dec(&format!("{line}\r\nHost: a\r\n\r\n")).unwrap_err();
+            for cut in 10..=line.len() {
+                match dec(&line[..cut]) {
+                    Err(e) => assert_eq!(e, whole, "{:?}", &line[..cut]),
+                    Ok(r) => assert!(r.is_none(), "{:?}", &line[..cut]),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn expectations() {
+        for (v, want) in [
+            ("100-continue", Ok(true)),
+            ("100-Continue", Ok(true)),
+            ("100-continue, ", Ok(true)),
+            ("", Ok(false)),
+            (" , ", Ok(false)),
+            ("foo", Err(417)),
+            ("100-continue, foo", Err(417)),
+        ] {
+            assert_eq!(
+                expectation(v.as_bytes()).map_err(RequestError::status),
+                want,
+                "{v:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn http10_upgrade_is_ignored() {
+        let h = ok("GET /ws HTTP/1.0\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n");
         assert!(!h.upgrade);
     }
 

@@ -55,9 +55,44 @@ pub fn canonical_path<'a>(path: &'a [u8], out: &'a mut Vec<u8>) -> Option<&'a [u
     Some(out)
 }
 
+/// Whether every `%` in `path` starts a valid escape (`%` and two hex
+/// digits, RFC 3986 §2.1). A path with `%zz` or a trailing `%` is not a
+/// request target at all (400, as nginx answers): routes match the escape
+/// as written while a backend may decode it some other way.
+pub fn valid_escapes(path: &[u8]) -> bool {
+    path.iter().enumerate().all(|(i, &b)| {
+        b != b'%'
+            || path
+                .get(i + 1..i + 3)
+                .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn escapes() {
+        for (path, valid) in [
+            (&b"/a/b"[..], true),
+            (b"/%41%2f%2F%00", true),
+            (b"/x%", false),
+            (b"/x%4", false),
+            (b"/x%zz", false),
+            (b"/x%4g", false),
+            (b"/%%41", false),
+            (b"/100%25", true),
+            (b"", true),
+        ] {
+            assert_eq!(
+                valid_escapes(path),
+                valid,
+                "{}",
+                String::from_utf8_lossy(path)
+            );
+        }
+    }
 
     #[test]
     fn canonical_paths() {
