@@ -1934,10 +1934,12 @@ async fn respond(
         return Ok(Next::Tunnel(stream));
     }
 
-    let transfer_coded = c
-        .rfields
-        .iter()
-        .any(|f| f.kind == FieldKind::TransferEncoding);
+    // Only a close-delimited body asks (one with a length or chunked
+    // framing never does): no scan of the fields on the common path.
+    let transfer_coded = resp.framing == Framing::Close
+        && c.rfields
+            .iter()
+            .any(|f| f.kind == FieldKind::TransferEncoding);
     let body_out = body_out(resp.framing, head.version, transfer_coded);
     let client_keep = req.client_keep(c, body_out.close_delimited(), draining);
     let conn_opt = if client_keep {
