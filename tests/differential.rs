@@ -37,31 +37,10 @@ type Log = Arc<Mutex<Vec<Vec<u8>>>>;
 fn recording_backend() -> (Backend, Log) {
     let log: Log = Arc::default();
     let l2 = Arc::clone(&log);
-    let be = backend(move |mut s: TcpStream| {
-        let mut buf = Vec::new();
-        let mut tmp = [0u8; 65536];
-        loop {
-            while let Some(n) = message_len(&buf) {
-                let msg: Vec<u8> = buf.drain(..n).collect();
-                let answer: &[u8] = if msg.starts_with(b"HEAD ") {
-                    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n"
-                } else {
-                    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
-                };
-                l2.lock().unwrap().push(msg);
-                if s.write_all(answer).is_err() {
-                    return;
-                }
-            }
-            match s.read(&mut tmp) {
-                Ok(n) if n > 0 => buf.extend_from_slice(&tmp[..n]),
-                _ => {
-                    if !buf.is_empty() {
-                        l2.lock().unwrap().push([b"UNFRAMED:", &buf[..]].concat());
-                    }
-                    return;
-                }
-            }
+    let be = backend(move |s: TcpStream| {
+        let rest = serve_framed(s, |_| {}, |msg| l2.lock().unwrap().push(msg));
+        if let Some(rest) = rest.filter(|r| !r.is_empty()) {
+            l2.lock().unwrap().push([b"UNFRAMED:", &rest[..]].concat());
         }
     });
     (be, log)

@@ -26,26 +26,12 @@ use common::*;
 fn raw_backend() -> (Backend, Arc<Mutex<Vec<u8>>>) {
     let log: Arc<Mutex<Vec<u8>>> = Arc::default();
     let l2 = Arc::clone(&log);
-    let be = backend(move |mut s: TcpStream| {
-        let mut buf = Vec::new();
-        let mut tmp = [0u8; 16384];
-        loop {
-            while let Some(n) = message_len(&buf) {
-                buf.drain(..n);
-                if s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-                    .is_err()
-                {
-                    return;
-                }
-            }
-            match s.read(&mut tmp) {
-                Ok(0) | Err(_) => return,
-                Ok(n) => {
-                    l2.lock().unwrap().extend_from_slice(&tmp[..n]);
-                    buf.extend_from_slice(&tmp[..n]);
-                }
-            }
-        }
+    let be = backend(move |s: TcpStream| {
+        serve_framed(
+            s,
+            |bytes| l2.lock().unwrap().extend_from_slice(bytes),
+            |_| {},
+        );
     });
     (be, log)
 }

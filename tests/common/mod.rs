@@ -464,6 +464,39 @@ pub fn holding_backend() -> (
     (be, release, seen)
 }
 
+/// One backend connection as the table tests' recording backends serve
+/// it: every request [`message_len`] can frame goes to `on_request`, then
+/// gets `200 ok` (no body for a HEAD); `on_read` sees every byte as read.
+/// `Some(rest)`: the client closed (or reading failed) with `rest` still
+/// unframed; `None`: an answer could not be written.
+pub fn serve_framed(
+    mut s: TcpStream,
+    mut on_read: impl FnMut(&[u8]),
+    mut on_request: impl FnMut(Vec<u8>),
+) -> Option<Vec<u8>> {
+    let mut buf = Vec::new();
+    let mut tmp = [0u8; 65536];
+    loop {
+        while let Some(n) = message_len(&buf) {
+            let msg: Vec<u8> = buf.drain(..n).collect();
+            let answer: &[u8] = if msg.starts_with(b"HEAD ") {
+                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n"
+            } else {
+                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+            };
+            on_request(msg);
+            s.write_all(answer).ok()?;
+        }
+        match s.read(&mut tmp) {
+            Ok(n) if n > 0 => {
+                on_read(&tmp[..n]);
+                buf.extend_from_slice(&tmp[..n]);
+            }
+            _ => return Some(buf),
+        }
+    }
+}
+
 /// The length of the first whole request in `b` (head, then a
 /// Content-Length body or a chunked body through its trailer section), for
 /// backends that record raw bytes. Chunked bodies must be canonical, as
