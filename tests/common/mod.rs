@@ -93,42 +93,63 @@ impl Ringlb {
 
     /// [`Ringlb::start`] with these environment variables set for the
     /// process (e.g. `RINGLB_DRIVER=epoll`).
+    ///
+    /// Ready means this process listens on the port, not merely that the
+    /// port answers: a port checked free can still be taken before ringlb
+    /// binds it (by another program on the host), and then a connect would
+    /// reach that program while ringlb has exited. A bind that fails with
+    /// "Address already in use" is retried on another port.
     pub fn start_with_env(config_body: &str, env: &[(&str, &str)]) -> Ringlb {
-        let port = free_port();
-        let dir = tempdir::Dir::new("rl");
-        let config = dir.0.join("ringlb.toml");
-        let text = config_body.replace("{port}", &port.to_string());
-        std::fs::write(&config, text).unwrap();
-        let log = dir.0.join("ringlb.log");
-        let child = Command::new(BIN)
-            .args(["run", "-c"])
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .envs(env.iter().copied())
-            .spawn()
-            .expect("spawn ringlb");
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let rl = Ringlb {
-            child,
-            addr,
-            config,
-            log,
-            _dir: dir,
-        };
-        rl.wait_ready();
-        rl
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let port = free_port();
+            let dir = tempdir::Dir::new("rl");
+            let config = dir.0.join("ringlb.toml");
+            let text = config_body.replace("{port}", &port.to_string());
+            std::fs::write(&config, text).unwrap();
+            let log = dir.0.join("ringlb.log");
+            let child = Command::new(BIN)
+                .args(["run", "-c"])
+                .arg(&config)
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).unwrap())
+                .envs(env.iter().copied())
+                .spawn()
+                .expect("spawn ringlb");
+            let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+            let mut rl = Ringlb {
+                child,
+                addr,
+                config,
+                log,
+                _dir: dir,
+            };
+            match rl.wait_ready() {
+                Ok(()) => return rl,
+                Err(log) if attempts < 5 && log.contains("Address already in use") => {
+                    eprintln!("ringlb could not bind port {port} (taken since it was checked free); retrying on another");
+                }
+                Err(log) => panic!("ringlb did not start; log:\n{log}"),
+            }
+        }
     }
 
-    fn wait_ready(&self) {
+    /// Waits (up to 10 s) until this process listens on `addr`'s port;
+    /// `Err(log)` if it exits or never does.
+    fn wait_ready(&mut self) -> Result<(), String> {
         let start = Instant::now();
+        let pid = self.child.id();
         while start.elapsed() < Duration::from_secs(10) {
-            if TcpStream::connect(self.addr).is_ok() {
-                return;
+            if listens_on(pid, self.addr.port()) && TcpStream::connect(self.addr).is_ok() {
+                return Ok(());
+            }
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return Err(self.log_text());
             }
             thread::sleep(Duration::from_millis(20));
         }
-        panic!("ringlb did not start; log:\n{}", self.log_text());
+        Err(self.log_text())
     }
 
     pub fn log_text(&self) -> String {
@@ -150,6 +171,34 @@ impl Ringlb {
         }
         None
     }
+}
+
+/// Whether process `pid` holds a listening TCP socket on `port` (any
+/// address, IPv4 or IPv6): its descriptors matched against the inodes of
+/// `/proc/net/tcp{,6}`'s LISTEN rows.
+pub fn listens_on(pid: u32, port: u16) -> bool {
+    let local = format!(":{port:04X}");
+    let mut inodes = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = std::fs::read_to_string(table).unwrap_or_default();
+        for row in text.lines().skip(1) {
+            let f: Vec<&str> = row.split_whitespace().collect();
+            // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+            if f.len() > 9 && f[1].ends_with(&local) && f[3] == "0A" {
+                inodes.push(format!("socket:[{}]", f[9]));
+            }
+        }
+    }
+    if inodes.is_empty() {
+        return false;
+    }
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.flatten().any(|fd| {
+        std::fs::read_link(fd.path())
+            .is_ok_and(|target| inodes.iter().any(|i| target.as_os_str() == i.as_str()))
+    })
 }
 
 impl Drop for Ringlb {

@@ -22,6 +22,7 @@ use std::process::{Child, Command, Stdio};
 
 use ringlb::cli::lab::netns;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_ringlb");
@@ -45,6 +46,23 @@ pub struct Lab {
     /// Namespaces, links and their teardown (dropped after `procs` are killed).
     net: netns::Lab,
     pub procs: Vec<Proc>,
+    /// This lab's share of the host, released last (after teardown).
+    _host: HostShare,
+}
+
+/// The host the labs of one test binary share. Labs run side by side
+/// (`cargo test` runs tests on parallel threads), which is fine while each
+/// keeps to its own namespaces; a test that disturbs the whole host on
+/// purpose — busy loops and real-time bursts on the CPUs, a flood of
+/// console writes that holds a CPU with interrupts off — runs alone, or
+/// another lab's ringlb would be starved by it and see a dead data plane
+/// that is not its own (seen: a console-flood test failing with "shard 0
+/// starved of CPU, no progress for 310ms" while the CPU-hog test ran).
+static HOST: RwLock<()> = RwLock::new(());
+
+enum HostShare {
+    Shared(RwLockReadGuard<'static, ()>),
+    Alone(RwLockWriteGuard<'static, ()>),
 }
 
 fn run(args: &[&str]) -> Result<String, String> {
@@ -98,6 +116,19 @@ impl Lab {
     /// `ringlb::cli::lab::netns`, with jumbo frames). Panics with a clear
     /// message when namespaces can't be made (not root / no netns support).
     pub fn new() -> Lab {
+        // A test that panicked holding its share poisons nothing here.
+        let share = HOST.read().unwrap_or_else(|e| e.into_inner());
+        Lab::with_share(HostShare::Shared(share))
+    }
+
+    /// A lab for a test that disturbs the whole host: it waits for every
+    /// other lab of this binary to end, and none starts while it runs.
+    pub fn alone() -> Lab {
+        let share = HOST.write().unwrap_or_else(|e| e.into_inner());
+        Lab::with_share(HostShare::Alone(share))
+    }
+
+    fn with_share(host: HostShare) -> Lab {
         static N: AtomicUsize = AtomicUsize::new(0);
         let n = N.fetch_add(1, Ordering::Relaxed);
         let prefix = format!("rl{}{n}", std::process::id());
@@ -119,6 +150,7 @@ impl Lab {
             dir: net.dir.clone(),
             net,
             procs: Vec::new(),
+            _host: host,
         }
     }
 
