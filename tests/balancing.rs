@@ -64,7 +64,7 @@ impl ChildBackend {
     fn start(name: &str) -> ChildBackend {
         let port = free_port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let child = std::process::Command::new(BIN)
+        let mut child = std::process::Command::new(BIN)
             .args([
                 "backend",
                 "--listen",
@@ -77,14 +77,10 @@ impl ChildBackend {
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        let start = Instant::now();
-        while std::net::TcpStream::connect(addr).is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(5),
-                "backend did not start"
-            );
-            thread::sleep(Duration::from_millis(10));
-        }
+        assert!(
+            common::wait_child_listening(&mut child, addr),
+            "backend did not start on {addr}"
+        );
         ChildBackend { child, addr }
     }
 }

@@ -447,10 +447,10 @@ fn curl_through_ringlb_to_nginx() {
         .spawn()
         .expect("nginx must be installed (tests/run.sh installs it)");
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let start = std::time::Instant::now();
-    while TcpStream::connect(addr).is_err() && start.elapsed() < Duration::from_secs(5) {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    assert!(
+        common::wait_child_listening(&mut nginx, addr),
+        "nginx did not start on {addr}"
+    );
     let rl = Ringlb::start(&simple_config(&[addr], ""));
     let out = std::process::Command::new("curl")
         .args(["-sS", "-i", "--max-time", "5"])
@@ -549,10 +549,10 @@ fn ipv6_listener_and_server() {
         .spawn()
         .unwrap();
     let addr: std::net::SocketAddr = format!("[::1]:{port}").parse().unwrap();
-    let start = std::time::Instant::now();
-    while TcpStream::connect(addr).is_err() && start.elapsed() < Duration::from_secs(5) {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    assert!(
+        common::wait_child_listening(&mut child, addr),
+        "ringlb did not start on {addr}"
+    );
     let r = roundtrip_close(
         addr,
         b"GET / HTTP/1.1\r\nHost: [::1]\r\nConnection: close\r\n\r\n",
@@ -585,10 +585,11 @@ fn epoll_fallback_serves() {
         .spawn()
         .unwrap();
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let start = std::time::Instant::now();
-    while TcpStream::connect(addr).is_err() && start.elapsed() < Duration::from_secs(5) {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    assert!(
+        common::wait_child_listening(&mut child, addr),
+        "ringlb did not start on {addr}: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
     let r = roundtrip_close(
         addr,
         b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",

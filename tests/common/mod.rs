@@ -135,21 +135,14 @@ impl Ringlb {
         }
     }
 
-    /// Waits (up to 10 s) until this process listens on `addr`'s port;
-    /// `Err(log)` if it exits or never does.
+    /// Waits until this process listens on `addr`'s port; `Err(log)` if
+    /// it exits or never does.
     fn wait_ready(&mut self) -> Result<(), String> {
-        let start = Instant::now();
-        let pid = self.child.id();
-        while start.elapsed() < Duration::from_secs(10) {
-            if listens_on(pid, self.addr.port()) && TcpStream::connect(self.addr).is_ok() {
-                return Ok(());
-            }
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return Err(self.log_text());
-            }
-            thread::sleep(Duration::from_millis(20));
+        if wait_child_listening(&mut self.child, self.addr) {
+            Ok(())
+        } else {
+            Err(self.log_text())
         }
-        Err(self.log_text())
     }
 
     pub fn log_text(&self) -> String {
@@ -171,6 +164,24 @@ impl Ringlb {
         }
         None
     }
+}
+
+/// Waits (up to 10 s) until `child` listens on `addr`'s port and `addr`
+/// accepts a connection; false if the child exits first or never does.
+/// (A connect alone could reach another program that took the port after
+/// it was checked free, while the child failed to bind it.)
+pub fn wait_child_listening(child: &mut Child, addr: SocketAddr) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(10) {
+        if listens_on(child.id(), addr.port()) && TcpStream::connect(addr).is_ok() {
+            return true;
+        }
+        if let Ok(Some(_)) = child.try_wait() {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    false
 }
 
 /// Whether process `pid` holds a listening TCP socket on `port` (any
