@@ -184,6 +184,27 @@ pub fn wait_child_listening(child: &mut Child, addr: SocketAddr) -> bool {
     false
 }
 
+/// Whether any process of process group `pgid` (a server started in its
+/// own group, whose workers may hold the socket instead of the master)
+/// holds a listening TCP socket on `port`.
+pub fn group_listens_on(pgid: u32, port: u16) -> bool {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    procs.flatten().any(|e| {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            return false;
+        };
+        // "pid (comm) state ppid pgrp ...": the fields after the last ')'.
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let pgrp = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(2))
+            .and_then(|g| g.parse::<u32>().ok());
+        pgrp == Some(pgid) && listens_on(pid, port)
+    })
+}
+
 /// Whether process `pid` holds a listening TCP socket on `port` (any
 /// address, IPv4 or IPv6): its descriptors matched against the inodes of
 /// `/proc/net/tcp{,6}`'s LISTEN rows.

@@ -8,7 +8,7 @@
 //! request). Tests assert both sides: what the client got and what the
 //! backend received, and how many times.
 
-use super::{find, free_port, header, python, tempdir};
+use super::{find, free_port, group_listens_on, header, python, tempdir};
 use serde_json::Value;
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
@@ -69,11 +69,13 @@ impl Drop for Proc {
     }
 }
 
-/// Waits until `addr` accepts connections; panics with `log` otherwise.
+/// Waits until a process of `p`'s group listens on `addr`'s port and
+/// `addr` accepts connections (not another program that took the port
+/// after it was checked free); panics with `log` otherwise.
 pub fn wait_listening(addr: SocketAddr, p: &mut Proc, what: &str) {
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(30) {
-        if TcpStream::connect(addr).is_ok() {
+        if group_listens_on(p.child.id(), addr.port()) && TcpStream::connect(addr).is_ok() {
             return;
         }
         if let Ok(Some(st)) = p.child.try_wait() {
