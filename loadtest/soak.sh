@@ -44,6 +44,9 @@ lab_init rls
 lab_up
 
 admin() { ip netns exec "$P-$1" curl -s -m 2 "http://127.0.0.1:9901$2"; }
+# reset NODE: a fresh /stats window (POST only; a refused reset stops the run
+# instead of letting the next round report the windows of both).
+reset() { ip netns exec "$P-$1" curl -sf -m 2 -X POST "http://127.0.0.1:9901/reset" >/dev/null || { echo "POST /reset on $1 failed" >&2; exit 1; }; }
 
 # state_lines IMPL NODE DIR: state-change lines in NODE's log so far.
 state_lines() {
@@ -110,7 +113,7 @@ for impl in $IMPLS; do
         mkdir -p "$rd"
         la=$(state_lines "$impl" a "$d")
         lb=$(state_lines "$impl" b "$d")
-        if [[ $impl == ringlb ]]; then admin a /reset >/dev/null; admin b /reset >/dev/null; fi
+        if [[ $impl == ringlb ]]; then reset a; reset b; fi
         start b "$rd/adverts.txt" timeout $((DURATION + 30)) tcpdump -i eth0 -nn -tt -l \
             -c $((DURATION * 200 + 1000)) "ip proto 112 and src host 198.18.0.1"
         td=$LAST_PID
