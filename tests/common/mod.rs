@@ -168,20 +168,39 @@ impl Ringlb {
 
 /// Waits (up to 10 s) until `child` listens on `addr`'s port and `addr`
 /// accepts a connection; false if the child exits first or never does.
-/// (A connect alone could reach another program that took the port after
-/// it was checked free, while the child failed to bind it.)
 pub fn wait_child_listening(child: &mut Child, addr: SocketAddr) -> bool {
+    wait_listener(child, addr, Duration::from_secs(10), false).is_ok()
+}
+
+/// Waits (up to `limit`) until `child` — or, with `group`, any process of
+/// the process group it leads (a server whose workers may hold the socket)
+/// — listens on `addr`'s port, and `addr` accepts a connection. A connect
+/// alone could reach another program that took the port after it was
+/// checked free, while the child failed to bind it. `Err(Some(status))`:
+/// the child exited first; `Err(None)`: it never listened.
+pub fn wait_listener(
+    child: &mut Child,
+    addr: SocketAddr,
+    limit: Duration,
+    group: bool,
+) -> Result<(), Option<std::process::ExitStatus>> {
     let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(10) {
-        if listens_on(child.id(), addr.port()) && TcpStream::connect(addr).is_ok() {
-            return true;
+    while start.elapsed() < limit {
+        let (id, port) = (child.id(), addr.port());
+        let held = if group {
+            group_listens_on(id, port)
+        } else {
+            listens_on(id, port)
+        };
+        if held && TcpStream::connect(addr).is_ok() {
+            return Ok(());
         }
-        if let Ok(Some(_)) = child.try_wait() {
-            return false;
+        if let Ok(Some(st)) = child.try_wait() {
+            return Err(Some(st));
         }
         thread::sleep(Duration::from_millis(20));
     }
-    false
+    Err(None)
 }
 
 /// Whether any process of process group `pgid` (a server started in its

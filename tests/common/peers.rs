@@ -8,14 +8,14 @@
 //! request). Tests assert both sides: what the client got and what the
 //! backend received, and how many times.
 
-use super::{find, free_port, group_listens_on, header, python, tempdir};
+use super::{find, free_port, header, python, tempdir, wait_listener};
 use serde_json::Value;
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// `tests/peers`, where app.py and client.py live.
 pub fn peers_dir() -> PathBuf {
@@ -70,20 +70,14 @@ impl Drop for Proc {
 }
 
 /// Waits until a process of `p`'s group listens on `addr`'s port and
-/// `addr` accepts connections (not another program that took the port
-/// after it was checked free); panics with `log` otherwise.
+/// `addr` accepts connections (`common::wait_listener`); panics with `log`
+/// otherwise.
 pub fn wait_listening(addr: SocketAddr, p: &mut Proc, what: &str) {
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(30) {
-        if group_listens_on(p.child.id(), addr.port()) && TcpStream::connect(addr).is_ok() {
-            return;
-        }
-        if let Ok(Some(st)) = p.child.try_wait() {
-            panic!("{what} exited ({st}); log:\n{}", p.log_text());
-        }
-        thread::sleep(Duration::from_millis(50));
+    match wait_listener(&mut p.child, addr, Duration::from_secs(30), true) {
+        Ok(()) => {}
+        Err(Some(st)) => panic!("{what} exited ({st}); log:\n{}", p.log_text()),
+        Err(None) => panic!("{what} did not listen on {addr}; log:\n{}", p.log_text()),
     }
-    panic!("{what} did not listen on {addr}; log:\n{}", p.log_text());
 }
 
 /// A recording application server (`tests/peers/app.py`).
