@@ -220,9 +220,15 @@ fn show(
         let lab = Arc::clone(lab);
         Box::new(move || {
             let mut l = lock(&lab);
-            let _ = l.link("lb1", false);
+            // The link goes down first (a dead host sends no resets), but
+            // the kill does not wait long for `ip`: on a busy host it has
+            // stalled for seconds, and the crash came after the load.
+            let down = l.link_within("lb1", false, Duration::from_millis(100));
             // Not waiting for it to exit: the next event must not wait too.
             l.kill_now("lb1-ringlb");
+            if let Ok(mut ip) = down {
+                let _ = ip.wait();
+            }
         })
     };
     let back = {

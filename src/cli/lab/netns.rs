@@ -19,6 +19,7 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 /// Runs `ip ARGS…`; the error carries `ip`'s stderr.
 pub fn ip(args: &[&str]) -> io::Result<String> {
@@ -199,8 +200,31 @@ impl Lab {
     }
 
     pub fn link(&self, node: &str, up: bool) -> io::Result<()> {
+        ip(&self.link_args(node, up).each_ref().map(String::as_str)).map(|_| ())
+    }
+
+    /// Starts setting `node`'s link up or down and waits for it at most
+    /// `limit`; the returned child is still running if `ip` took longer
+    /// (reap it with `wait`). `ip` can stall for seconds on a busy host
+    /// (the rtnl lock, page-ins), and a crash that waits for it is not a
+    /// crash on time.
+    pub fn link_within(&self, node: &str, up: bool, limit: Duration) -> io::Result<Child> {
+        let mut child = Command::new("ip")
+            .args(self.link_args(node, up))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let t0 = Instant::now();
+        while child.try_wait()?.is_none() && t0.elapsed() < limit {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Ok(child)
+    }
+
+    fn link_args(&self, node: &str, up: bool) -> [String; 6] {
         let state = if up { "up" } else { "down" };
-        ip(&["-n", &self.ns(node), "link", "set", "eth0", state]).map(|_| ())
+        ["-n", self.ns(node).as_str(), "link", "set", "eth0", state].map(String::from)
     }
 
     /// Whether `node` has `addr` configured on eth0.
