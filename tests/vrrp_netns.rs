@@ -11,7 +11,7 @@
 
 mod netns;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use netns::*;
 
@@ -88,6 +88,43 @@ fn sigterm_hands_over_and_master_preempts_on_return() {
     assert_only(&lab, "a", WAIT, "after the master returned");
     assert_steady(&lab, "a", STEADY, "after preemption");
     assert!(lab.served_by("nodea", WAIT), "VIP:8080 not served by a");
+}
+
+/// A planned stop leaves no moment without the VIP: the stopping master
+/// keeps it until the backup's first advert (which follows the backup's own
+/// address add), so a client always finds a node holding it. Dropping it at
+/// once, as keepalived does, leaves nobody holding it for the backup's
+/// Skew_Time (~61 ms here: priority 100, 100 ms adverts), which these
+/// samples (a few ms apart) see.
+#[test]
+fn sigterm_keeps_the_vip_until_the_backup_holds_it() {
+    let (mut lab, a) = ringlb_pair("100ms");
+    stop_without_gap(&mut lab, a, "a", "b");
+    assert!(lab.served_by("nodeb", WAIT), "VIP:8080 not served by b");
+}
+
+/// SIGTERM to `stopping` (the master, on node `from`): at every sample some
+/// node holds the VIP until `to` alone does; then it has exited.
+fn stop_without_gap(lab: &mut Lab, stopping: usize, from: &str, to: &str) {
+    lab.signal(stopping, libc::SIGTERM);
+    let start = Instant::now();
+    let mut samples = 0u32;
+    loop {
+        let (on_from, on_to) = (lab.has_vip(from), lab.has_vip(to));
+        samples += 1;
+        assert!(
+            on_from || on_to,
+            "nobody held the VIP {:?} after SIGTERM (sample {samples})",
+            start.elapsed()
+        );
+        if on_to && !on_from {
+            break;
+        }
+        assert!(start.elapsed() < WAIT, "{to} never held the VIP alone");
+    }
+    assert!(samples > 1, "the VIP moved before the first sample");
+    lab.wait_exit(stopping);
+    assert_only(lab, to, WAIT, "after the stopped master exited");
 }
 
 #[test]
@@ -190,9 +227,14 @@ fn keepalived_v3_backup_follows_ringlb_master_both_ways() {
 
     // ringlb returns with the higher priority and takes the VIP back.
     lab.link_up("a");
-    lab.ringlb("a", &instance(200, "100ms", ""));
+    let a = lab.ringlb("a", &instance(200, "100ms", ""));
     assert_only(&lab, "a", WAIT, "ringlb preempting keepalived");
     assert_steady(&lab, "a", STEADY, "after preemption");
+
+    // A graceful stop hands over to keepalived with no gap: ringlb keeps the
+    // VIP until keepalived's first advert as master.
+    stop_without_gap(&mut lab, a, "a", "b");
+    assert!(lab.served_by("nodeb", WAIT), "VIP:8080 not served by b");
 }
 
 #[test]

@@ -1,9 +1,13 @@
 //! What SIGTERM and SIGINT do: a graceful stop.
 //!
 //! 1. **Give the VIP away first.** Every VRRP master sends a priority-0
-//!    advert (the backup takes over at once instead of after 3 × advert
-//!    interval), removes its VIPs, and `notify` runs with STOP. From here on
-//!    new clients go to the peer.
+//!    advert (the backup takes over after its Skew_Time instead of after 3 ×
+//!    advert interval), and `notify` runs with STOP. It keeps its VIPs, and
+//!    this node keeps serving, until the new master's first advert arrives
+//!    (or one advert interval plus 200 ms passes with none), so no client
+//!    meets a moment when nobody holds the address
+//!    (`control/vrrp/handover.rs`). Then the VIPs go, and from here on new
+//!    clients go to the peer.
 //! 2. **Publish the draining snapshot.** Draining is snapshot state; each
 //!    shard applies it on its next tick (≤ 10 ms) in one step: it closes its
 //!    listening sockets (clients still in the backlog get a reset), then

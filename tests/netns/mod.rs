@@ -371,6 +371,11 @@ impl Lab {
     /// SIGTERM (graceful stop); waits up to 10 s for the exit.
     pub fn term(&mut self, i: usize) {
         self.signal(i, libc::SIGTERM);
+        self.wait_exit(i);
+    }
+
+    /// Waits up to 10 s for process `i` to exit (after a signal).
+    pub fn wait_exit(&mut self, i: usize) {
         let p = &mut self.procs[i];
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(10) {

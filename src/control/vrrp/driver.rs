@@ -36,6 +36,7 @@ use std::sync::{mpsc, Arc, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::garp::{ArpSocket, Schedule};
+use super::handover;
 use super::liveness::{SampleFn, Sched, SchedStats, ShardSample};
 use super::notify::Notifier;
 use super::plan::{self, Action, Changes};
@@ -113,6 +114,9 @@ struct Inst {
     published: Option<(State, u8)>,
     /// Last time a rejected advert was logged (at most one line per [`WARN_EVERY`]).
     last_warn: Option<Instant>,
+    /// A stopping master's addresses stay until its successor is heard or
+    /// this passes (`handover.rs`).
+    handover: Option<Instant>,
 }
 
 /// What the `vrrp` thread is asked to do (with a write to its eventfd).
@@ -364,44 +368,10 @@ impl Driver {
         self.flush_all(now);
         let mut fds: Vec<libc::pollfd> = Vec::with_capacity(self.links.len() + 1);
         loop {
-            let now = Instant::now();
-            let deadline = self.next_deadline();
-            fds.clear();
-            fds.push(libc::pollfd {
-                fd: self.wake.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            });
-            for l in &self.links {
-                fds.push(libc::pollfd {
-                    fd: l.sock.fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                });
-            }
-            let wait = deadline.saturating_duration_since(now);
-            let ts = libc::timespec {
-                tv_sec: wait.as_secs() as libc::time_t,
-                tv_nsec: libc::c_long::from(wait.subsec_nanos() as i32),
-            };
-            // SAFETY: `fds` is a valid array of pollfd of the given length; `ts` lives across the call.
-            let rc = unsafe {
-                libc::ppoll(
-                    fds.as_mut_ptr(),
-                    fds.len() as libc::nfds_t,
-                    &ts,
-                    std::ptr::null(),
-                )
-            };
-            let now = Instant::now();
-            if rc < 0 {
-                let e = std::io::Error::last_os_error();
-                if e.kind() != std::io::ErrorKind::Interrupted {
-                    crate::error!("vrrp: ppoll: {e}");
-                    std::thread::sleep(Duration::from_millis(1));
-                }
+            if !self.wait(&mut fds, self.next_deadline()) {
                 continue;
             }
+            let now = Instant::now();
             if fds[0].revents != 0 && self.commands(now) {
                 self.shutdown(now);
                 return;
@@ -424,6 +394,48 @@ impl Driver {
             self.garp(now);
             self.flush_all(now);
         }
+    }
+
+    /// Waits until the wake eventfd or an interface socket is readable, or
+    /// `deadline`; `fds` says which (the eventfd first, then each link's
+    /// socket). `false` when the wait failed (already logged).
+    fn wait(&self, fds: &mut Vec<libc::pollfd>, deadline: Instant) -> bool {
+        fds.clear();
+        fds.push(libc::pollfd {
+            fd: self.wake.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        });
+        for l in &self.links {
+            fds.push(libc::pollfd {
+                fd: l.sock.fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            });
+        }
+        let wait = deadline.saturating_duration_since(Instant::now());
+        let ts = libc::timespec {
+            tv_sec: wait.as_secs() as libc::time_t,
+            tv_nsec: libc::c_long::from(wait.subsec_nanos() as i32),
+        };
+        // SAFETY: `fds` is a valid array of pollfd of the given length; `ts` lives across the call.
+        let rc = unsafe {
+            libc::ppoll(
+                fds.as_mut_ptr(),
+                fds.len() as libc::nfds_t,
+                &ts,
+                std::ptr::null(),
+            )
+        };
+        if rc < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                crate::error!("vrrp: ppoll: {e}");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            return false;
+        }
+        true
     }
 
     /// Runs what the handle asked for; true = shut down.
@@ -509,6 +521,16 @@ impl Driver {
         // A unicast instance's source was just checked against its peers.
         if !wire::hops_ok(env.ttl, dst, !inst.peers.is_empty()) {
             return self.drop_packet(wire::Error::BadTtl.as_str());
+        }
+        if inst.handover.is_some() {
+            if handover::successor_heard(inst.src, src, repr.priority) {
+                crate::info!(
+                    "vrrp {}: {src} is master now; dropping the virtual addresses",
+                    inst.cfg.name
+                );
+                self.end_handover(ii);
+            }
+            return;
         }
         let Some(m) = inst.machine.as_mut() else {
             return self.drop_packet("inactive");
@@ -727,10 +749,10 @@ impl Driver {
                     inst.garp.stop();
                     // Also on entering Backup from Initialize: a VIP left
                     // behind by a previous run must not linger on a backup.
-                    for (a, p) in &inst.cfg.virtual_ipaddress {
-                        if let Err(e) = self.netlink.remove(link.sock.ifindex, *a, *p) {
-                            crate::error!("vrrp {name}: remove {a}/{p}: {e}");
-                        }
+                    // A stopping master keeps them until its successor is
+                    // heard (`handover.rs`, `end_handover`).
+                    if inst.handover.is_none() {
+                        remove_vips(&self.netlink, link.sock.ifindex, &inst.cfg);
                     }
                 }
             }
@@ -794,15 +816,73 @@ impl Driver {
         }
     }
 
-    /// Shutdown: priority-0 adverts from masters, VIPs removed, STOP notified.
+    /// Shutdown: priority-0 adverts from masters, STOP notified, VIPs
+    /// removed; a master's only once its successor is heard, or after
+    /// [`handover::limit`] (`handover.rs`).
     fn shutdown(&mut self, now: Instant) {
         crate::info!("vrrp: shutting down");
         for inst in &mut self.insts {
             if let Some(m) = &mut inst.machine {
+                if m.state() == State::Master {
+                    inst.handover = Some(now + handover::limit(inst.cfg.advert_interval));
+                }
                 m.handle_shutdown(now);
             }
         }
         self.flush_all(now);
+        self.await_successors();
+    }
+
+    /// The rest of a graceful stop: reads adverts until every stopping
+    /// master has heard its successor (`packet` ends its handover) or
+    /// passed its bound.
+    fn await_successors(&mut self) {
+        let mut fds: Vec<libc::pollfd> = Vec::with_capacity(self.links.len() + 1);
+        loop {
+            let now = Instant::now();
+            for ii in 0..self.insts.len() {
+                if self.insts[ii].handover.is_some_and(|t| t <= now) {
+                    crate::info!(
+                        "vrrp {}: no new master heard; dropping the virtual addresses",
+                        self.insts[ii].cfg.name
+                    );
+                    self.end_handover(ii);
+                }
+            }
+            let Some(deadline) = self.insts.iter().filter_map(|i| i.handover).min() else {
+                return;
+            };
+            if !self.wait(&mut fds, deadline) {
+                continue;
+            }
+            let now = Instant::now();
+            if fds[0].revents != 0 {
+                let mut counter = [0u8; 8];
+                // SAFETY: an eventfd read of 8 bytes into a valid buffer (non-blocking).
+                unsafe { libc::read(self.wake.as_raw_fd(), counter.as_mut_ptr().cast(), 8) };
+            }
+            for li in 0..self.links.len() {
+                if fds[li + 1].revents != 0 {
+                    self.receive(li, now);
+                }
+            }
+        }
+    }
+
+    /// A stopping master's handover is over: its addresses go.
+    fn end_handover(&mut self, ii: usize) {
+        let inst = &mut self.insts[ii];
+        inst.handover = None;
+        remove_vips(&self.netlink, self.links[inst.link].sock.ifindex, &inst.cfg);
+    }
+}
+
+/// Removes an instance's virtual addresses (each failure logged).
+fn remove_vips(netlink: &Netlink, ifindex: u32, cfg: &VrrpInstanceConfig) {
+    for (a, p) in &cfg.virtual_ipaddress {
+        if let Err(e) = netlink.remove(ifindex, *a, *p) {
+            crate::error!("vrrp {}: remove {a}/{p}: {e}", cfg.name);
+        }
     }
 }
 
@@ -923,6 +1003,7 @@ fn new_inst(cfg: &VrrpInstanceConfig, links: &[Link], now: Instant) -> Inst {
         last_rx: None,
         published: None,
         last_warn: None,
+        handover: None,
         cfg: cfg.clone(),
     }
 }

@@ -54,6 +54,7 @@
 
 pub mod driver;
 pub mod garp;
+pub mod handover;
 pub mod iface;
 pub mod liveness;
 pub mod nd;
