@@ -20,7 +20,9 @@
 //!
 //! The eventfd also carries the handle's commands ([`Cmd`]): a reload is
 //! applied between two iterations, all at once (see `plan` and
-//! [`Driver`]'s `reload`), and answered on a channel; shutdown ends the loop.
+//! [`Driver`]'s `reload`), and answered on a channel; shutdown ends the loop
+//! once every master has sent its priority-0 advert and handed its VIPs
+//! over (kept until the new master's first advert: `handover.rs`).
 //!
 //! Order matters on becoming master: the VIPs are added first and only then
 //! does the first advert go out and the GARP burst start, so a router never
@@ -438,11 +440,16 @@ impl Driver {
         true
     }
 
-    /// Runs what the handle asked for; true = shut down.
-    fn commands(&mut self, now: Instant) -> bool {
+    /// Resets the wake eventfd's counter (it stays readable until read).
+    fn clear_wake(&self) {
         let mut counter = [0u8; 8];
         // SAFETY: an eventfd read of 8 bytes into a valid buffer (non-blocking).
         unsafe { libc::read(self.wake.as_raw_fd(), counter.as_mut_ptr().cast(), 8) };
+    }
+
+    /// Runs what the handle asked for; true = shut down.
+    fn commands(&mut self, now: Instant) -> bool {
+        self.clear_wake();
         loop {
             match self.cmds.try_recv() {
                 Ok(Cmd::Reload { instances, reply }) => {
@@ -857,9 +864,7 @@ impl Driver {
             }
             let now = Instant::now();
             if fds[0].revents != 0 {
-                let mut counter = [0u8; 8];
-                // SAFETY: an eventfd read of 8 bytes into a valid buffer (non-blocking).
-                unsafe { libc::read(self.wake.as_raw_fd(), counter.as_mut_ptr().cast(), 8) };
+                self.clear_wake();
             }
             for li in 0..self.links.len() {
                 if fds[li + 1].revents != 0 {

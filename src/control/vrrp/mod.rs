@@ -49,7 +49,7 @@
 //! let vrrp = vrrp::spawn(vrrp::SpawnArgs::new(&config))?;   // after the shards run
 //! vrrp.roles();                                             // [(name, State, priority)]
 //! vrrp.reload(&new.vrrp, "ringlb.toml")?;                  // SIGHUP (see `plan`)
-//! vrrp.shutdown();   // SIGTERM: priority-0 adverts, VIPs removed, thread joined
+//! vrrp.shutdown();   // SIGTERM: priority-0 adverts, VIPs handed over, thread joined
 //! ```
 
 pub mod driver;
@@ -218,8 +218,10 @@ impl VrrpHandle {
         }
     }
 
-    /// Graceful stop: every master sends a priority-0 advert and removes its
-    /// VIPs, `notify` runs with STOP; returns when the thread has exited.
+    /// Graceful stop: every master sends a priority-0 advert, `notify` runs
+    /// with STOP, and the VIPs are removed once the new master is heard (or
+    /// after one advert interval plus 200 ms, `handover.rs`); returns when
+    /// the thread has exited.
     pub fn shutdown(mut self) {
         self.stop();
     }
