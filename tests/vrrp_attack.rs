@@ -185,6 +185,35 @@ fn flood_of_spoofed_and_malformed_adverts_changes_nothing() {
 /// A master that cannot add its VIP (here: no CAP_NET_ADMIN) must not act
 /// as master: it goes to FAULT (sending no claim of mastership), retries,
 /// and the peer holds and serves the VIP meanwhile.
+/// A graceful stop keeps the VIP until the new master's first advert
+/// (`handover.rs`); a misconfigured or forged advert, here one of the wrong
+/// VRRP version from node c, must not end that wait. a runs alone with 2 s
+/// adverts, so with no successor it keeps the VIP for 2.2 s after the
+/// signal; the bad adverts arrive at ~0.1 s, and at ~0.2 s a must still
+/// hold the VIP. Taken as a successor, they would have cut it at once.
+#[test]
+fn a_forged_advert_does_not_end_a_graceful_handover() {
+    let mut lab = Lab::new();
+    lab.backend("a");
+    let a = lab.ringlb("a", &instance(200, "2s", ""));
+    assert!(
+        eventually(Duration::from_secs(15), || lab.has_vip("a")),
+        "a never took the VIP"
+    );
+    let c = Ipv4Addr::new(198, 18, 0, 3);
+    let forged = advert_dgram(c, 255, 51, 2, 100, false);
+    let tx = raw_sender(&lab, "c");
+    lab.signal(a, libc::SIGTERM);
+    std::thread::sleep(Duration::from_millis(100));
+    for _ in 0..5 {
+        send_dgram(&tx, &forged).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(lab.has_vip("a"), "a forged advert ended a's handover");
+    lab.wait_exit(a);
+    assert!(!lab.has_vip("a"), "a stopped master must remove its VIP");
+}
+
 #[test]
 fn a_vip_that_cannot_be_added_is_not_a_master() {
     let mut lab = Lab::new();

@@ -530,6 +530,18 @@ impl Driver {
             return self.drop_packet(wire::Error::BadTtl.as_str());
         }
         if inst.handover.is_some() {
+            // The stopped machine still checks the advert (version, auth,
+            // interval, addresses, not our own) before it says Inactive: a
+            // misconfigured or forged advert must not end the handover.
+            if let Some(Err(reject)) = inst
+                .machine
+                .as_mut()
+                .map(|m| m.handle_advert(now, src, &repr))
+            {
+                if !matches!(reject, vrrp::Reject::Inactive) {
+                    return self.drop_packet(reject.as_str());
+                }
+            }
             if handover::successor_heard(inst.src, src, repr.priority) {
                 crate::info!(
                     "vrrp {}: {src} is master now; dropping the virtual addresses",
