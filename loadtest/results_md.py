@@ -6,13 +6,14 @@
 import json
 import sys
 
-ORDER = ["steady", "crash", "proxy-dies", "planned", "backend-down", "reload", "flap"]
+ORDER = ["steady", "crash", "proxy-dies", "planned", "planned-keepalive", "backend-down", "reload", "flap"]
 STACK = {"ringlb": "ringlb", "keepalived": "nginx + keepalived"}
 WHAT = {
     "steady": "no fault: the baseline",
     "crash": "master's link down + `kill -9` of its VRRP process",
     "proxy-dies": "master's data plane stops, node and VRRP stay up (ringlb: shards stalled by SIGUSR2; nginx killed, keepalived's `check_nginx` interval 2 s)",
     "planned": "SIGTERM to the master's ringlb / keepalived",
+    "planned-keepalive": "the same, the load from 20 keep-alive clients (each reuses its connection, no retries)",
     "backend-down": "`kill -9` of one of the master's two backends",
     "reload": "server list changed under load (SIGHUP to ringlb / nginx master)",
     "flap": "master link down/up every 2 s for 10 s",

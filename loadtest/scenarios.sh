@@ -3,7 +3,7 @@
 # open-loop load; a summary per run, plots, and a machine-readable last line.
 #
 # Usage:  sudo bash loadtest/scenarios.sh [SCENARIO...]     (default: all)
-#   scenarios: steady crash proxy-dies planned backend-down reload flap
+#   scenarios: steady crash proxy-dies planned planned-keepalive backend-down reload flap
 # Env:    STACKS="ringlb keepalived"  ADVERT=10ms  RATE=1000
 #         RESULTS=loadtest/results (where reports, plots and summary go)
 #         LOGS=/tmp/ringlb-scenarios-logs (failed runs' process logs)
@@ -23,7 +23,10 @@
 # keepalived 2.2.7 (priority 110 / 100, the seed's `vrrp_script check_nginx {
 # interval 2 weight -20 }`). The client runs `ringlb loadgen`: RATE requests/s
 # on fresh connections, 200 ms timeout, latency from the intended send time;
-# faults come from its event thread at fixed offsets. A crash takes a's link
+# faults come from its event thread at fixed offsets. planned-keepalive
+# sends the same load from 20 keep-alive clients (`--keep-alive 20`: each
+# reuses its connection, no retries), as application servers' client pools
+# do. A crash takes a's link
 # down first (from then on a neither serves nor advertises), then kill -9s
 # its VRRP process (a killed process leaves its VIP configured). tcpdump on the bridge
 # records every VRRP advert (two masters = their adverts interleave).
@@ -43,7 +46,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=loadtest/lab.sh
 source "$ROOT/loadtest/lab.sh"
-ALL="steady crash proxy-dies planned backend-down reload flap"
+ALL="steady crash proxy-dies planned planned-keepalive backend-down reload flap"
 SCENARIOS=${*:-$ALL}
 STACKS=${STACKS:-"ringlb keepalived"}
 ADVERT=${ADVERT:-10ms}
@@ -123,6 +126,7 @@ setup() { # STACK DIR
 events() { # SCENARIO STACK DIR
     local sc=$1 stack=$2 d=$3 nsa=$P-a
     EVENTS=()
+    LOADGEN_EXTRA=()
     DURATION=6s
     case $sc in
         steady) ;;
@@ -141,6 +145,9 @@ events() { # SCENARIO STACK DIR
                 EVENTS+=(--event "2s:a's nginx dies:kill -9 $NGINX_A $(children "$NGINX_A" | tr '\n' ' ')")
             fi ;;
         planned)
+            EVENTS+=(--event "2s:a stops (SIGTERM):kill -TERM $VICTIM") ;;
+        planned-keepalive)
+            LOADGEN_EXTRA=(--keep-alive 20)
             EVENTS+=(--event "2s:a stops (SIGTERM):kill -TERM $VICTIM") ;;
         backend-down)
             EVENTS+=(--event "2s:backend a-2 dies:kill -9 $BACKEND_A2") ;;
@@ -189,7 +196,7 @@ one() { # SCENARIO STACK -> RESULT_LINE, VERDICT_LINE; status 1 on failure
     local label
     label=$([[ $stack == ringlb ]] && echo "ringlb" || echo "nginx + keepalived")
     ip netns exec "$P-c" "$RINGLB_BIN" loadgen --target "$VIP:8080" --rate "$RATE" --duration "$DURATION" \
-        --timeout 200ms --label "$label" --json "$RESULTS/$sc-$stack.json" "${EVENTS[@]}" >"$d/loadgen.txt" 2>&1 || true
+        --timeout 200ms --label "$label" --json "$RESULTS/$sc-$stack.json" "${LOADGEN_EXTRA[@]}" "${EVENTS[@]}" >"$d/loadgen.txt" 2>&1 || true
     sleep 0.2
     stop_pids "$tcpd"
     tcpdump -r "$dump" -tt -n 2>/dev/null >"$d/adverts.txt" || true

@@ -38,8 +38,14 @@ pub struct Snapshot {
     pub listeners: Vec<ListenerSnap>,
     /// Indexed like `config.upstreams`.
     pub upstreams: Vec<UpstreamSnap>,
-    /// Graceful stop in progress: answer with `Connection: close`.
+    /// Graceful stop in progress: accept nothing new, answer with
+    /// `Connection: close`.
     pub draining: bool,
+    /// A VRRP master is about to hand its VIPs over (the first step of a
+    /// graceful stop): keep accepting, but keep no client connection alive,
+    /// so keep-alive clients reconnect while this node still holds the VIP
+    /// and the new master inherits no connection it would have to reset.
+    pub wind_down: bool,
     /// VRRP instances on this node: (name, role, effective priority).
     pub vrrp: Vec<crate::proto::vrrp::Role>,
     /// Metric labels for this generation; server `si` of upstream `ui` is
@@ -180,6 +186,7 @@ impl Snapshot {
             listeners,
             upstreams,
             draining,
+            wind_down: false,
             vrrp: Vec::new(),
             layout,
         }

@@ -127,6 +127,61 @@ fn stop_without_gap(lab: &mut Lab, stopping: usize, from: &str, to: &str) {
     assert_only(lab, to, WAIT, "after the stopped master exited");
 }
 
+/// SIGTERM to the master while keep-alive clients (two `requests` sessions
+/// and two `httpx` clients, no retries: `tests/peers/keepalive_rounds.py`)
+/// sit idle on connections to it. Once the VIP moves, b resets every packet
+/// of a connection made to a, and a can no longer send from the address, so
+/// a client's next request on such a connection would fail. The stop winds
+/// keep-alive down first: a closes the idle connections while it still
+/// holds the VIP, the clients see the close and reconnect, and b answers
+/// their next requests. (Without the wind-down, every one of them failed
+/// with a reset.)
+#[test]
+fn idle_keep_alive_clients_reconnect_cleanly_across_a_planned_handover() {
+    let (mut lab, a) = ringlb_pair("100ms");
+    assert!(lab.served_by("nodea", WAIT), "VIP:8080 not served by a");
+    let url = format!("http://{VIP}:8080/");
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/keepalive_rounds.py");
+    let py = python::python();
+    let mut client = lab.client("c", &[py.to_str().unwrap(), script.to_str().unwrap(), &url]);
+    let mut stdin = client.stdin.take().unwrap();
+    let mut stdout = std::io::BufReader::new(client.stdout.take().unwrap());
+    let mut round = move || -> serde_json::Value {
+        use std::io::{BufRead, Write};
+        stdin.write_all(b"round\n").unwrap();
+        stdin.flush().unwrap();
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("client said {line:?}: {e}"))
+    };
+    let answered_by = |got: &serde_json::Value, node: &str| {
+        let sessions = got.as_array().unwrap();
+        sessions.len() == 4
+            && sessions
+                .iter()
+                .all(|s| s["status"] == 200 && s["backend"] == node)
+    };
+    let before = round();
+    assert!(answered_by(&before, "nodea"), "before the stop: {before}");
+    lab.signal(a, libc::SIGTERM);
+    lab.wait_exit(a);
+    assert_only(&lab, "b", WAIT, "after a stopped");
+    let after = round();
+    assert!(
+        answered_by(&after, "nodeb"),
+        "the next request of each idle keep-alive session, after the handover: {after}"
+    );
+    // End of input ends the client.
+    drop(round);
+    let _ = client.wait();
+    let log = lab.logs();
+    assert!(
+        log.contains("keep-alive wound down"),
+        "a did not report the wind-down: {log}"
+    );
+}
+
 #[test]
 fn no_preempt_leaves_the_lower_master_in_place() {
     let mut lab = Lab::new();

@@ -52,6 +52,8 @@ struct State {
     config: Arc<Config>,
     generation: u64,
     draining: bool,
+    /// Handing the VIPs over: keep no client connection alive.
+    wind_down: bool,
     health: HashMap<ServerKey, ServerHealth>,
     /// VRRP roles, copied into every snapshot.
     vrrp: Vec<Role>,
@@ -124,6 +126,7 @@ impl Publisher {
             config: Arc::clone(&config),
             generation: 0,
             draining: false,
+            wind_down: false,
             health: HashMap::new(),
             vrrp: Vec::new(),
         };
@@ -183,6 +186,7 @@ impl Publisher {
         };
         let mut snap = Snapshot::build(Arc::clone(&cfg), st.generation, Some(&avail), st.draining);
         snap.vrrp = st.vrrp.clone();
+        snap.wind_down = st.wind_down;
         self.cell.publish(snap);
         self.registry.control().set_generation(st.generation);
         self.registry.control().set_draining(st.draining);
@@ -212,6 +216,15 @@ impl Publisher {
     pub fn drain(&self) {
         let mut st = self.lock();
         st.draining = true;
+        self.publish(&mut st, Instant::now());
+    }
+
+    /// First step of a graceful stop on a VRRP master: shards keep
+    /// accepting but keep no client connection alive (see
+    /// `Snapshot::wind_down`).
+    pub fn wind_down(&self) {
+        let mut st = self.lock();
+        st.wind_down = true;
         self.publish(&mut st, Instant::now());
     }
 
@@ -485,5 +498,19 @@ mod tests {
         assert!(!p.cell().load_full().draining);
         p.drain();
         assert!(p.cell().load_full().draining);
+    }
+
+    #[test]
+    fn winding_down_is_snapshot_state_and_survives_a_reload() {
+        let p = publisher();
+        assert!(!p.cell().load_full().wind_down);
+        p.wind_down();
+        let snap = p.cell().load_full();
+        assert!(snap.wind_down && !snap.draining);
+        p.reload(p.config());
+        assert!(p.cell().load_full().wind_down);
+        p.drain();
+        let snap = p.cell().load_full();
+        assert!(snap.wind_down && snap.draining);
     }
 }

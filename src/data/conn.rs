@@ -533,7 +533,7 @@ fn drive(
             }
             let (next, tunnel_timeout) = one_request(&shard, &mut c, &mut state, listen).await;
             match next {
-                Next::KeepAlive if !shard.draining() => continue,
+                Next::KeepAlive if !shard.keep_alive_off() => continue,
                 Next::KeepAlive | Next::Close => break,
                 Next::Linger => {
                     Box::pin(linger(&mut c)).await;
@@ -945,13 +945,13 @@ impl Req<'_> {
     }
 
     /// May the client connection carry another request after this one?
-    fn client_keep(&self, c: &Client, close_delimited: bool, draining: bool) -> bool {
+    fn client_keep(&self, c: &Client, close_delimited: bool, keep_alive_off: bool) -> bool {
         may_keep_client(ClientEnd {
             request_keep_alive: self.head.keep_alive(),
             keepalive_enabled: c.keep_enabled,
             request_read: self.body.read(),
             close_delimited,
-            draining,
+            draining: keep_alive_off,
         })
     }
 
@@ -1364,7 +1364,7 @@ async fn fail(
     status: u16,
 ) -> Next {
     req.release(c);
-    let keep = req.client_keep(c, false, shard.draining());
+    let keep = req.client_keep(c, false, shard.keep_alive_off());
     match c.reply(log, status, keep, c.client_timeout).await {
         Next::KeepAlive => Next::KeepAlive,
         _ => req.closing(),
@@ -1941,7 +1941,7 @@ async fn respond(
             .iter()
             .any(|f| f.kind == FieldKind::TransferEncoding);
     let body_out = body_out(resp.framing, head.version, transfer_coded);
-    let client_keep = req.client_keep(c, body_out.close_delimited(), draining);
+    let client_keep = req.client_keep(c, body_out.close_delimited(), shard.keep_alive_off());
     let conn_opt = if client_keep {
         ClientConn::KeepAlive(head.version)
     } else {

@@ -103,6 +103,10 @@ struct Entry {
     conn_fd: RawFd,
     fired: bool,
     idle: bool,
+    /// Coarse-clock ms when the connection last became idle.
+    idle_since: u64,
+    /// Open since before the shard's wind-down (`mark_old`).
+    old: bool,
     live: bool,
 }
 
@@ -183,6 +187,55 @@ pub fn shut_idle() {
             }
         }
     });
+}
+
+/// How long a connection must have waited for its next request before a
+/// winding-down shard closes it. A client may be sending its next request
+/// at the moment the server closes an idle connection (the request is then
+/// reset); one that has been quiet this long rarely is, while a busy one
+/// sends within this time and gets `Connection: close` on its answer.
+pub const WIND_DOWN_IDLE_MS: u64 = 100;
+
+/// Whether a winding-down shard closes this connection now: it has waited
+/// for its next request for at least [`WIND_DOWN_IDLE_MS`].
+pub fn close_in_wind_down(idle: bool, idle_since: u64, now_ms: u64) -> bool {
+    idle && now_ms.saturating_sub(idle_since) >= WIND_DOWN_IDLE_MS
+}
+
+/// Marks every connection open now as old (the shard starts winding down).
+pub fn mark_old() {
+    TABLE.with(|t| {
+        for e in t.borrow_mut().entries.iter_mut().filter(|e| e.live) {
+            e.old = true;
+        }
+    });
+}
+
+/// What a winding-down shard reports every tick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindDown {
+    /// Connections open since before the wind-down.
+    pub old: usize,
+    /// Connections in an exchange (not waiting for a next request).
+    pub busy: usize,
+}
+
+/// A winding-down shard's tick: shuts the read side of every connection
+/// that [`close_in_wind_down`] picks (its wait ends and it closes) and
+/// counts what is left.
+pub fn wind_down(now_ms: u64) -> WindDown {
+    TABLE.with(|t| {
+        let mut w = WindDown { old: 0, busy: 0 };
+        for e in t.borrow().entries.iter().filter(|e| e.live) {
+            if close_in_wind_down(e.idle, e.idle_since, now_ms) {
+                // SAFETY: as in `shut_idle`.
+                unsafe { libc::shutdown(e.conn_fd, libc::SHUT_RD) };
+            }
+            w.old += usize::from(e.old);
+            w.busy += usize::from(!e.idle);
+        }
+        w
+    })
 }
 
 /// Frees the table's storage once no connection is registered (after a
@@ -344,7 +397,11 @@ impl Timer {
     /// Marks the connection idle (waiting for a next request: draining
     /// closes it) or not.
     pub fn set_idle(&self, idle: bool) {
-        with_entry(self.key, |e| e.idle = idle);
+        let now = self.clock.get();
+        with_entry(self.key, |e| {
+            e.idle = idle;
+            e.idle_since = now;
+        });
     }
 }
 
@@ -520,6 +577,69 @@ mod tests {
             shrink();
             assert_eq!(TABLE.with(|t| t.borrow().entries.capacity()), 0);
         }
+    }
+
+    #[test]
+    fn a_winding_down_shard_closes_connections_idle_long_enough() {
+        let w = WIND_DOWN_IDLE_MS;
+        for (idle, since, now, close) in [
+            (false, 0, 10 * w, false),
+            (true, 1000, 1000, false),
+            (true, 1000, 1000 + w - 1, false),
+            (true, 1000, 1000 + w, true),
+            // A clock read before `idle_since` was stored (never negative).
+            (true, 1000, 999, false),
+        ] {
+            assert_eq!(
+                close_in_wind_down(idle, since, now),
+                close,
+                "idle {idle} since {since} now {now}"
+            );
+        }
+    }
+
+    #[test]
+    fn winding_down_shuts_long_idle_sockets_and_counts_the_old() {
+        use std::io::Read;
+        use std::os::fd::AsRawFd;
+        let clock = Rc::new(Cell::new(1000));
+        let (_c1, mut busy_sock) = pair();
+        let (_c2, mut idle_sock) = pair();
+        busy_sock.set_nonblocking(true).unwrap();
+        idle_sock.set_nonblocking(true).unwrap();
+        let busy = Timer::register(Rc::clone(&clock), busy_sock.as_raw_fd());
+        let idle = Timer::register(Rc::clone(&clock), idle_sock.as_raw_fd());
+        idle.set_idle(true);
+        mark_old();
+        let newer = timer(1000);
+        let would_block = |s: &mut std::net::TcpStream| {
+            s.read(&mut [0u8; 1]).unwrap_err().kind() == std::io::ErrorKind::WouldBlock
+        };
+        let left = |old, busy| WindDown { old, busy };
+        // `newer` is in an exchange too (not idle): busy, but not old.
+        assert_eq!(wind_down(1000 + WIND_DOWN_IDLE_MS - 1), left(2, 2));
+        assert!(would_block(&mut idle_sock), "idle too briefly to be closed");
+        assert_eq!(wind_down(1000 + WIND_DOWN_IDLE_MS), left(2, 2));
+        assert_eq!(
+            idle_sock.read(&mut [0u8; 1]).unwrap(),
+            0,
+            "shut for reading"
+        );
+        assert!(
+            would_block(&mut busy_sock),
+            "a busy connection is left alone"
+        );
+        idle.release();
+        assert_eq!(wind_down(5000), left(1, 2));
+        busy.release();
+        assert_eq!(
+            wind_down(5000),
+            left(0, 1),
+            "the one registered later is not old"
+        );
+        newer.set_idle(true);
+        assert_eq!(wind_down(5000), left(0, 0));
+        newer.release();
     }
 
     /// Polls a future that never waits.

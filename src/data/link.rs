@@ -9,6 +9,7 @@
 //! | in  | routing state, settings, draining | the [`SnapshotCell`] (lock-free load) |
 //! | in  | listener changes of a reload | [`ShardLink::send_listener`], applied on the next tick |
 //! | in  | stop: stop accepting, finish, exit | [`ShardLink::request_stop`] |
+//! | out | connections left from before a wind-down, exchanges in flight | [`ShardLink::report_wind_down`] |
 //! | out | heartbeat (progress) | [`ShardLink::heartbeat`], bumped every tick |
 //! | out | passive-health failures | [`ShardLink::take_failures`] |
 //! | out | exited | [`ShardLink::has_exited`] |
@@ -59,6 +60,11 @@ pub struct ShardLink {
     stop: AtomicBool,
     heartbeat: AtomicU64,
     exited: AtomicBool,
+    /// 0: no wind-down applied yet; else 1 + the connections open from
+    /// before it.
+    wind_down: AtomicU64,
+    /// Client exchanges in flight, while winding down.
+    busy: AtomicU64,
     failures: Mutex<Vec<UpstreamFailure>>,
     listener_cmds: Mutex<Vec<ListenerCmd>>,
 }
@@ -96,6 +102,14 @@ impl ShardLink {
         self.stop.load(Ordering::Acquire)
     }
 
+    /// The shard has applied a wind-down snapshot, `old` connections it
+    /// had before are still open and `busy` connections are in an exchange
+    /// (reported every tick from then on).
+    pub fn report_wind_down(&self, old: usize, busy: usize) {
+        self.busy.store(busy as u64, Ordering::Relaxed);
+        self.wind_down.store(old as u64 + 1, Ordering::Release);
+    }
+
     /// The shard has left its runtime (drained, timed out, or failed to start).
     pub fn mark_exited(&self) {
         self.exited.store(true, Ordering::Release);
@@ -111,6 +125,17 @@ impl ShardLink {
 
     pub fn has_exited(&self) -> bool {
         self.exited.load(Ordering::Acquire)
+    }
+
+    /// Connections still open from before the wind-down; `None` until the
+    /// shard has applied it.
+    pub fn wind_down_left(&self) -> Option<u64> {
+        self.wind_down.load(Ordering::Acquire).checked_sub(1)
+    }
+
+    /// Client exchanges in flight at the last wind-down report (0 before).
+    pub fn busy(&self) -> u64 {
+        self.busy.load(Ordering::Relaxed)
     }
 
     /// Failures reported since the last call.
@@ -141,6 +166,16 @@ pub struct ShardEnd {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wind_down_is_unknown_until_reported() {
+        let l = ShardLink::default();
+        assert_eq!((l.wind_down_left(), l.busy()), (None, 0));
+        l.report_wind_down(3, 2);
+        assert_eq!((l.wind_down_left(), l.busy()), (Some(3), 2));
+        l.report_wind_down(0, 0);
+        assert_eq!((l.wind_down_left(), l.busy()), (Some(0), 0));
+    }
 
     #[test]
     fn failures_are_taken_once_and_bounded() {

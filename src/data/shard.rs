@@ -15,6 +15,16 @@
 //! `Connection: close` and idle connections are shut every tick. The stop
 //! on the link only adds "exit once empty, or at `shutdown_timeout`".
 //!
+//! Winding down comes before draining on a VRRP master that is about to
+//! hand its VIPs over: the shard keeps accepting, but answers every
+//! request with `Connection: close` ([`Shard::keep_alive_off`]) and closes
+//! connections that have waited [`deadline::WIND_DOWN_IDLE_MS`] for a next
+//! request. Keep-alive clients thus reconnect while this node still holds
+//! the address, instead of sending their next request on a connection the
+//! new master would reset. Every tick it reports on the link how many
+//! connections from before the wind-down are still open; the stop waits
+//! for none (or a bound) before giving the VIPs away.
+//!
 //! Memory after a burst: idle connections hold no buffers (`buf.rs`), and
 //! what closing connections free goes back to the allocator's arena of
 //! this thread, which glibc does not return to the OS while other chunks
@@ -149,6 +159,8 @@ pub struct Shard {
     peak: Cell<usize>,
     /// A draining snapshot has been applied (see the module docs).
     draining: Cell<bool>,
+    /// A wind-down snapshot has been applied (see the module docs).
+    wind_down: Cell<bool>,
     /// This shard's metrics; never borrowed across an `.await`.
     pub rec: RefCell<ShardRecorder>,
     /// Coarse milliseconds since the shard started, advanced every tick.
@@ -179,11 +191,18 @@ impl Shard {
         Rc::clone(&view)
     }
 
-    /// A draining snapshot has been applied: answer with `Connection:
-    /// close` and keep nothing alive.
+    /// A draining snapshot has been applied: nothing new is accepted, and
+    /// a connection waiting for a next request is closed.
     #[inline]
     pub fn draining(&self) -> bool {
         self.draining.get()
+    }
+
+    /// Draining or winding down: answer with `Connection: close` and keep
+    /// no client connection alive.
+    #[inline]
+    pub fn keep_alive_off(&self) -> bool {
+        self.draining.get() || self.wind_down.get()
     }
 
     /// Registers a client connection. Called by the accept loop before the
@@ -258,6 +277,7 @@ pub fn run(
             accept_warned: Cell::new(None),
             peak: Cell::new(0),
             draining: Cell::new(false),
+            wind_down: Cell::new(false),
             parked,
         });
         monoio::spawn(super::idle::run(Rc::clone(&shard)));
@@ -583,7 +603,11 @@ async fn housekeeping(shard: &Rc<Shard>, mut accepting: HashMap<SocketAddr, Canc
         // Whether the published snapshot drains, even with no request
         // arriving: one pointer compare through the reader's cache (the view,
         // selector state and metric layout are rebuilt by the next request).
-        let drain_published = shard.reader.borrow_mut().load().draining;
+        let (drain_published, wind_down_published) = {
+            let mut reader = shard.reader.borrow_mut();
+            let snap = reader.load();
+            (snap.draining, snap.wind_down)
+        };
         let now = Instant::now();
         let now_ms = now.duration_since(started).as_millis() as u64;
         shard.clock.set(now_ms);
@@ -661,8 +685,15 @@ async fn housekeeping(shard: &Rc<Shard>, mut accepting: HashMap<SocketAddr, Canc
             }
             shard.draining.set(true);
         }
+        if wind_down_published && !shard.wind_down.get() {
+            super::deadline::mark_old();
+            shard.wind_down.set(true);
+        }
         if shard.draining() {
             shard.close_idle();
+        } else if shard.wind_down.get() {
+            let w = super::deadline::wind_down(now_ms);
+            shard.link.report_wind_down(w.old, w.busy);
         }
         if stop {
             if !stopping {

@@ -475,23 +475,6 @@ pub fn simple_config(servers: &[SocketAddr], extra_upstream: &str) -> String {
     s
 }
 
-/// The Python interpreter of the test venv (real application servers and
-/// client libraries: uvicorn, gunicorn, requests, httpx, aiohttp). Set by
-/// `tests/run.sh` through `RINGLB_PYTHON`; otherwise the repository's
-/// `.venv`. Missing → the test fails with how to fix it (never a skip).
-pub fn python() -> PathBuf {
-    let p = std::env::var_os("RINGLB_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"));
-    assert!(
-        p.exists(),
-        "{} not found: run `bash tests/run.sh` once (it creates the venv from \
-         tests/requirements.txt); this test is not skipped",
-        p.display()
-    );
-    p
-}
-
 /// Runs the test venv's Python with `args` (e.g. `["-c", script, url]`);
 /// fails the test with its output unless it exits 0. Its stdout.
 pub fn python_ok(args: &[&str]) -> String {
@@ -511,6 +494,8 @@ pub fn python_ok(args: &[&str]) -> String {
 
 pub mod peers;
 pub mod pki;
+mod python;
+pub use python::python;
 
 /// A backend that records every request it gets (raw bytes as text) and
 /// answers each with `200 ok`, keeping connections alive.

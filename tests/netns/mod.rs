@@ -16,6 +16,8 @@
 #![allow(dead_code)]
 
 pub mod peer_view;
+#[path = "../common/python.rs"]
+pub mod python;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -435,6 +437,19 @@ impl Lab {
     /// Polls until a GET to the VIP is answered by `backend`'s node.
     pub fn served_by(&self, backend: &str, limit: Duration) -> bool {
         eventually(limit, || self.curl_vip().as_deref() == Some(backend))
+    }
+
+    /// Starts `args` in `node`'s namespace with its input and output
+    /// piped (a client the test drives; the caller waits for it).
+    pub fn client(&self, node: &str, args: &[&str]) -> Child {
+        Command::new("ip")
+            .args(["netns", "exec", &self.ns(node)])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", args.join(" ")))
     }
 
     pub fn logs(&self) -> String {

@@ -274,6 +274,7 @@ fn show(
                 rate: RATE,
                 duration: LOAD,
                 timeout: TIMEOUT,
+                keep_alive: None,
             },
             actions,
         )

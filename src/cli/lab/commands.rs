@@ -50,6 +50,11 @@ pub struct LoadgenArgs {
     /// Per request (connect + exchange).
     #[arg(long, value_parser = duration, default_value = "200ms")]
     pub timeout: Duration,
+    /// Send from N clients in turn that keep answered connections and reuse
+    /// them (a client library's pool), instead of a fresh `Connection:
+    /// close` connection per request.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub keep_alive: Option<u32>,
     /// Run `sh -c COMMAND` at AT into the run: `AT:NAME:COMMAND` (repeatable).
     #[arg(long = "event", value_parser = event)]
     pub events: Vec<(Duration, String, String)>,
@@ -96,6 +101,7 @@ pub fn loadgen(a: LoadgenArgs) -> io::Result<()> {
             rate: a.rate,
             duration: a.duration,
             timeout: a.timeout,
+            keep_alive: a.keep_alive,
         },
         actions,
     )?;

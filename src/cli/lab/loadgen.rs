@@ -36,6 +36,16 @@
 //! successes), so neither yields the per-10 ms timeline of failures *by
 //! kind* the failover scenarios are about.
 //!
+//! With `keep_alive: Some(n)`, the requests come from `n` clients in turn,
+//! each with a pool of its own: answered connections are kept (unless the
+//! response said `Connection: close`), and a client's due request takes
+//! the one it used last before it opens a new one, as the connection pool
+//! of an HTTP client library does. A server that closes an idle connection takes
+//! it out of the pool (the close is seen while it waits, as urllib3 and
+//! httpx check before reuse); a request that fails on a reused connection
+//! counts as failed: no retry. This is what a planned handover does to
+//! keep-alive clients.
+//!
 //! Events (a crash, a reload) start at fixed offsets, each on a thread of
 //! its own (a slow one never delays the next); their actual start times are
 //! recorded with the samples.
@@ -68,6 +78,9 @@ pub struct LoadOpts {
     pub duration: Duration,
     /// Per request, from connect to the end of the response.
     pub timeout: Duration,
+    /// `Some(n)`: `n` clients that reuse answered connections (see the
+    /// module docs); `None`: a fresh connection per request.
+    pub keep_alive: Option<u32>,
 }
 
 /// Classify an I/O error from connect (`connecting`) or from the exchange.
@@ -101,6 +114,8 @@ struct Head {
     len: usize,
     /// Content-Length (None: until close).
     body: Option<usize>,
+    /// The response said `Connection: close`.
+    close: bool,
 }
 
 /// The response head in `buf`, once it is complete.
@@ -111,9 +126,12 @@ fn parse_head(buf: &[u8]) -> Result<Option<Head>, Kind> {
         Ok(httparse::Status::Complete(n)) => {
             let mut server = String::new();
             let mut len = None;
+            let mut close = false;
             for h in resp.headers.iter() {
                 if h.name.eq_ignore_ascii_case("x-backend") {
                     server = String::from_utf8_lossy(h.value).into_owned();
+                } else if h.name.eq_ignore_ascii_case("connection") {
+                    close = h.value.eq_ignore_ascii_case(b"close");
                 } else if h.name.eq_ignore_ascii_case("content-length") {
                     len = std::str::from_utf8(h.value)
                         .ok()
@@ -125,6 +143,7 @@ fn parse_head(buf: &[u8]) -> Result<Option<Head>, Kind> {
                 server,
                 len: n,
                 body: len,
+                close,
             }))
         }
         Ok(httparse::Status::Partial) => Ok(None),
@@ -199,6 +218,9 @@ enum State {
     /// Answered and recorded; reading to the server's close so that the
     /// `TIME_WAIT` is the server's (see the module docs).
     Draining,
+    /// Answered, kept alive: in the idle pool until a request takes it or
+    /// the server closes it.
+    Idle,
 }
 
 struct Conn {
@@ -208,15 +230,19 @@ struct Conn {
     written: usize,
     buf: Vec<u8>,
     head: Option<Head>,
+    /// The keep-alive client whose pool the connection joins after a
+    /// response that allows it (`None`: not kept).
+    client: Option<usize>,
 }
 
 /// What an event on a connection led to.
 enum Step {
     /// Waiting for more readiness.
     Pending,
-    /// The exchange is over; `true`: the connection is still open (drain it).
+    /// The exchange is over; `true`: the connection is still open (drain
+    /// it, or keep it idle).
     Done(Result<String, Kind>, bool),
-    /// Draining is over: close.
+    /// Draining is over, or an idle connection was closed: close.
     Closed,
 }
 
@@ -232,6 +258,9 @@ fn judge(head: &Head) -> Result<String, Kind> {
 impl Conn {
     /// Drive the connection as far as readiness allows.
     fn advance(&mut self, request: &[u8]) -> Step {
+        if self.state == State::Idle {
+            return self.watch_idle();
+        }
         if self.state == State::Connecting {
             match self.stream.take_error() {
                 Ok(Some(e)) | Err(e) => return Step::Done(Err(classify(&e, true)), false),
@@ -267,7 +296,11 @@ impl Conn {
                 ) = &self.head
                 {
                     if self.buf.len() >= len + b {
-                        self.state = State::Draining;
+                        self.state = if self.client.is_some() && !h.close {
+                            State::Idle
+                        } else {
+                            State::Draining
+                        };
                         return Step::Done(judge(h), true);
                     }
                 }
@@ -297,6 +330,27 @@ impl Conn {
                 Err(e) => return Step::Done(Err(classify(&e, false)), false),
             }
         }
+    }
+}
+
+impl Conn {
+    /// An idle kept connection became readable: the server closed it (or
+    /// sent what no request asked for); either way it leaves the pool.
+    fn watch_idle(&mut self) -> Step {
+        let mut chunk = [0u8; 512];
+        match self.stream.read(&mut chunk) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Step::Pending,
+            _ => Step::Closed,
+        }
+    }
+
+    /// Takes this idle connection for the request due at `due`.
+    fn reuse(&mut self, due: Instant) {
+        self.due = due;
+        self.state = State::Sending;
+        self.written = 0;
+        self.buf.clear();
+        self.head = None;
     }
 }
 
@@ -338,7 +392,7 @@ impl Slots {
 
     fn remove(&mut self, poll: &Poll, i: usize) {
         if let Some(mut c) = self.conns[i].take() {
-            if c.state != State::Draining {
+            if !matches!(c.state, State::Draining | State::Idle) {
                 self.busy -= 1;
             }
             let _ = poll.registry().deregister(&mut c.stream);
@@ -360,6 +414,9 @@ struct Gen<'a> {
     deadlines: VecDeque<(Instant, usize, u32)>,
     /// Same for draining connections (end of the answer + timeout).
     drains: VecDeque<(Instant, usize, u32)>,
+    /// Per client, its kept-alive idle connections (slot, generation),
+    /// last used on top; empty without keep-alive.
+    idle: Vec<Vec<(usize, u32)>>,
     servers: Vec<String>,
     samples: Vec<Sample>,
     late_us: Vec<u64>,
@@ -388,11 +445,41 @@ impl Gen<'_> {
         });
     }
 
-    /// Start the request due at `due`.
-    fn open(&mut self, target: SocketAddr, due: Instant) {
+    /// Start request `nth`, due at `due`: on the idle connection its client
+    /// used last, if there is one, else on a new one.
+    fn open(&mut self, target: SocketAddr, nth: u64, due: Instant) {
         let now = Instant::now();
         self.late_us
             .push(now.saturating_duration_since(due).as_micros() as u64);
+        let client = match self.idle.len() {
+            0 => None,
+            n => Some((nth % n as u64) as usize),
+        };
+        while let Some((i, gen)) = client.and_then(|k| self.idle[k].pop()) {
+            let Some(c) = self.slots.get(i, gen) else {
+                continue;
+            };
+            if c.state != State::Idle {
+                continue;
+            }
+            // Closed while its event waits in this turn's queue: checked
+            // before reuse, as client libraries do.
+            if let Step::Closed = c.watch_idle() {
+                self.slots.remove(&self.poll, i);
+                continue;
+            }
+            let c = self.slots.get(i, gen).expect("checked above");
+            c.reuse(due);
+            // A new generation: the deadlines of its earlier requests are
+            // still queued and must not hit this one.
+            self.slots.gens[i] = gen.wrapping_add(1);
+            self.slots.busy += 1;
+            self.deadlines
+                .push_back((now + self.timeout, i, gen.wrapping_add(1)));
+            // Writable already: edge-triggered readiness will not say so
+            // again, so send now.
+            return self.ready(i);
+        }
         let mut stream = match TcpStream::connect(target) {
             Ok(s) => s,
             Err(e) => return self.record(due, Err(classify(&e, true))),
@@ -420,6 +507,7 @@ impl Gen<'_> {
                 written: 0,
                 buf: Vec::with_capacity(512),
                 head: None,
+                client,
             })
         };
         self.deadlines.push_back((now + self.timeout, i, gen));
@@ -443,8 +531,18 @@ impl Gen<'_> {
                         return self.slots.remove(&self.poll, i);
                     }
                     self.slots.busy -= 1;
-                    self.drains
-                        .push_back((Instant::now() + self.timeout, i, gen));
+                    // Either way the loop goes on reading: a close that
+                    // came with the answer takes it out of the pool now.
+                    let kept = self
+                        .slots
+                        .get(i, gen)
+                        .and_then(|c| c.client.filter(|_| c.state == State::Idle));
+                    if let Some(k) = kept {
+                        self.idle[k].push((i, gen));
+                    } else {
+                        self.drains
+                            .push_back((Instant::now() + self.timeout, i, gen));
+                    }
                 }
                 Step::Closed => return self.slots.remove(&self.poll, i),
             }
@@ -462,7 +560,7 @@ impl Gen<'_> {
                 continue;
             };
             let kind = match c.state {
-                State::Draining => continue,
+                State::Draining | State::Idle => continue,
                 State::Connecting => Kind::ConnectTimeout,
                 State::Sending | State::Receiving => Kind::Timeout,
             };
@@ -501,8 +599,12 @@ pub fn run(opts: &LoadOpts, actions: Vec<Action>) -> io::Result<Run> {
     }
     let total = (opts.duration.as_secs_f64() * opts.rate as f64).round() as u64;
     let period_ns = 1e9 / opts.rate as f64;
+    let connection = match opts.keep_alive {
+        Some(_) => "",
+        None => "Connection: close\r\n",
+    };
     let request = format!(
-        "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: ringlb-loadgen\r\nConnection: close\r\n\r\n",
+        "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: ringlb-loadgen\r\n{connection}\r\n",
         opts.path, opts.host
     )
     .into_bytes();
@@ -550,6 +652,7 @@ pub fn run(opts: &LoadOpts, actions: Vec<Action>) -> io::Result<Run> {
         slots: Slots::default(),
         deadlines: VecDeque::new(),
         drains: VecDeque::new(),
+        idle: vec![Vec::new(); opts.keep_alive.unwrap_or(0) as usize],
         servers: Vec::new(),
         samples: Vec::with_capacity(total as usize),
         late_us: Vec::with_capacity(total as usize),
@@ -560,7 +663,7 @@ pub fn run(opts: &LoadOpts, actions: Vec<Action>) -> io::Result<Run> {
     loop {
         let now = Instant::now();
         while next < total && due(next) <= now {
-            g.open(opts.target, due(next));
+            g.open(opts.target, next, due(next));
             next += 1;
         }
         g.expire(Instant::now());
@@ -647,6 +750,7 @@ mod tests {
                 rate: 200,
                 duration: Duration::from_millis(250),
                 timeout: Duration::from_secs(5),
+                keep_alive: None,
             },
             vec![Action {
                 at: Duration::from_millis(100),
@@ -660,6 +764,104 @@ mod tests {
         assert_eq!(run.servers, vec!["lb9-x".to_string()]);
         assert_eq!(run.events.len(), 1);
         assert!(run.events[0].at_us >= 100_000);
+    }
+
+    /// A server that answers every request on a connection with 200 after
+    /// `delay` and counts the connections; `close_after` closes each one
+    /// after its first answer (an idle close, with no `Connection: close`
+    /// said).
+    fn counting_server(
+        close_after: bool,
+        delay: Duration,
+    ) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = Arc::clone(&accepted);
+        std::thread::spawn(move || {
+            for s in l.incoming() {
+                let Ok(mut s) = s else { return };
+                count.fetch_add(1, Ordering::SeqCst);
+                std::thread::spawn(move || {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 1024];
+                    while let Ok(n @ 1..) = s.read(&mut chunk) {
+                        buf.extend_from_slice(&chunk[..n]);
+                        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            buf.drain(..end + 4);
+                            std::thread::sleep(delay);
+                            let ok =
+                                b"HTTP/1.1 200 OK\r\nX-Backend: t\r\nContent-Length: 2\r\n\r\nok";
+                            if s.write_all(ok).is_err() || close_after {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        (addr, accepted)
+    }
+
+    /// 50 requests from two keep-alive clients.
+    fn keep_alive_run(target: SocketAddr, timeout: Duration) -> Run {
+        run(
+            &LoadOpts {
+                target,
+                host: "x".into(),
+                path: "/".into(),
+                rate: 100,
+                duration: Duration::from_millis(500),
+                timeout,
+                keep_alive: Some(2),
+            },
+            Vec::new(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn keep_alive_reuses_answered_connections() {
+        let (addr, accepted) = counting_server(false, Duration::ZERO);
+        let run = keep_alive_run(addr, Duration::from_secs(5));
+        assert_eq!(run.samples.len(), 50);
+        assert!(run.samples.iter().all(|s| s.outcome == Outcome::Ok(0)));
+        let conns = accepted.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(conns >= 2, "two clients, {conns} connections");
+        assert!(
+            conns < 50,
+            "50 requests on {conns} connections: none reused"
+        );
+    }
+
+    /// Answers take 30 ms; each request of a reused connection has a 200 ms
+    /// deadline of its own (the deadline of the connection's first request
+    /// falls while a later one waits for its answer).
+    #[test]
+    fn a_reused_connection_gets_its_own_deadline() {
+        let (addr, _) = counting_server(false, Duration::from_millis(30));
+        let run = keep_alive_run(addr, Duration::from_millis(200));
+        assert_eq!(run.samples.len(), 50);
+        let failed: Vec<_> = run
+            .samples
+            .iter()
+            .filter(|s| s.outcome != Outcome::Ok(0))
+            .collect();
+        assert!(failed.is_empty(), "{failed:?}");
+    }
+
+    #[test]
+    fn an_idle_connection_the_server_closed_is_not_reused() {
+        let (addr, accepted) = counting_server(true, Duration::ZERO);
+        let run = keep_alive_run(addr, Duration::from_secs(5));
+        assert_eq!(run.samples.len(), 50);
+        assert!(
+            run.samples.iter().all(|s| s.outcome == Outcome::Ok(0)),
+            "{:?}",
+            run.samples.iter().find(|s| s.outcome != Outcome::Ok(0))
+        );
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 50);
     }
 
     #[test]
@@ -677,6 +879,7 @@ mod tests {
                 rate: 100,
                 duration: Duration::from_millis(100),
                 timeout: Duration::from_secs(1),
+                keep_alive: None,
             },
             Vec::new(),
         )

@@ -119,6 +119,8 @@ struct Inst {
     /// A stopping master's addresses stay until its successor is heard or
     /// this passes (`handover.rs`).
     handover: Option<Instant>,
+    /// Handed over; its addresses go after the linger.
+    handed_over: bool,
 }
 
 /// What the `vrrp` thread is asked to do (with a write to its eventfd).
@@ -129,9 +131,14 @@ pub enum Cmd {
         instances: Vec<VrrpInstanceConfig>,
         reply: mpsc::Sender<Result<Vec<String>, String>>,
     },
-    /// Resign everything and exit.
-    Shutdown,
+    /// Resign everything and exit; a handing-over master keeps its
+    /// addresses while this counts client exchanges in flight
+    /// (`handover.rs`, lingering).
+    Shutdown(Option<InFlightFn>),
 }
+
+/// How many client exchanges the node's data plane has in flight.
+pub type InFlightFn = Box<dyn Fn() -> usize + Send>;
 
 /// A socket change a reload needs, prepared before anything is changed.
 enum LinkChange {
@@ -161,6 +168,8 @@ pub struct Driver {
     wake: Arc<OwnedFd>,
     next_tick: Instant,
     buf: Vec<u8>,
+    /// Given with the shutdown command (see [`Cmd::Shutdown`]).
+    in_flight: Option<InFlightFn>,
 }
 
 /// An instance is IPv6 when its VIPs are (the config allows no mix).
@@ -210,6 +219,7 @@ impl Driver {
             wake,
             next_tick: now,
             buf: vec![0u8; RECV_BUF],
+            in_flight: None,
         };
         d.reset_roles();
         Ok(d)
@@ -456,7 +466,11 @@ impl Driver {
                     let r = self.reload(instances, now);
                     let _ = reply.send(r);
                 }
-                Ok(Cmd::Shutdown) | Err(mpsc::TryRecvError::Disconnected) => return true,
+                Ok(Cmd::Shutdown(in_flight)) => {
+                    self.in_flight = in_flight;
+                    return true;
+                }
+                Err(mpsc::TryRecvError::Disconnected) => return true,
                 Err(mpsc::TryRecvError::Empty) => return false,
             }
         }
@@ -543,10 +557,7 @@ impl Driver {
                 }
             }
             if handover::successor_heard(inst.src, src, repr.priority) {
-                crate::info!(
-                    "vrrp {}: {src} is master now; dropping the virtual addresses",
-                    inst.cfg.name
-                );
+                crate::info!("vrrp {}: {src} is master now", inst.cfg.name);
                 self.end_handover(ii);
             }
             return;
@@ -854,22 +865,19 @@ impl Driver {
 
     /// The rest of a graceful stop: reads adverts until every stopping
     /// master has heard its successor (`packet` ends its handover) or
-    /// passed its bound.
+    /// passed its bound, then lingers ([`Driver::linger`]).
     fn await_successors(&mut self) {
         let mut fds: Vec<libc::pollfd> = Vec::with_capacity(self.links.len() + 1);
         loop {
             let now = Instant::now();
             for ii in 0..self.insts.len() {
                 if self.insts[ii].handover.is_some_and(|t| t <= now) {
-                    crate::info!(
-                        "vrrp {}: no new master heard; dropping the virtual addresses",
-                        self.insts[ii].cfg.name
-                    );
+                    crate::info!("vrrp {}: no new master heard", self.insts[ii].cfg.name);
                     self.end_handover(ii);
                 }
             }
             let Some(deadline) = self.insts.iter().filter_map(|i| i.handover).min() else {
-                return;
+                break;
             };
             if !self.wait(&mut fds, deadline) {
                 continue;
@@ -884,13 +892,38 @@ impl Driver {
                 }
             }
         }
+        self.linger();
     }
 
-    /// A stopping master's handover is over: its addresses go.
+    /// A stopping master's handover is over; its addresses go after the
+    /// linger ([`Driver::linger`]).
     fn end_handover(&mut self, ii: usize) {
         let inst = &mut self.insts[ii];
         inst.handover = None;
-        remove_vips(&self.netlink, self.links[inst.link].sock.ifindex, &inst.cfg);
+        inst.handed_over = true;
+    }
+
+    /// After every handover: keeps the handed-over addresses while the data
+    /// plane still answers requests received before the move
+    /// ([`handover::linger_done`]), then removes them.
+    fn linger(&mut self) {
+        if !self.insts.iter().any(|i| i.handed_over) {
+            return;
+        }
+        let start = Instant::now();
+        let in_flight = || self.in_flight.as_ref().map_or(0, |f| f());
+        while !handover::linger_done(start.elapsed(), in_flight()) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        crate::info!(
+            "vrrp: dropping the virtual addresses {} ms after the handover ({} exchanges in flight)",
+            start.elapsed().as_millis(),
+            in_flight()
+        );
+        for inst in self.insts.iter_mut().filter(|i| i.handed_over) {
+            inst.handed_over = false;
+            remove_vips(&self.netlink, self.links[inst.link].sock.ifindex, &inst.cfg);
+        }
     }
 }
 
@@ -1021,6 +1054,7 @@ fn new_inst(cfg: &VrrpInstanceConfig, links: &[Link], now: Instant) -> Inst {
         published: None,
         last_warn: None,
         handover: None,
+        handed_over: false,
         cfg: cfg.clone(),
     }
 }

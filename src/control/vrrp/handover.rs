@@ -21,6 +21,21 @@
 //! In that window the stopping node sends no adverts: its priority-0
 //! advert already said it is leaving, so the VIP has one advertising
 //! master at every moment.
+//!
+//! # Lingering after the successor is heard
+//!
+//! Removing an address kills every reply this node would still send from
+//! it: the kernel cannot route a segment whose source is no longer local,
+//! so a request the node received just before the move would never be
+//! answered (the client times out; measured: a `requests` client waited
+//! its full 2 s read timeout). So the stopping node keeps its addresses a
+//! little longer, until its data plane has no exchange in flight
+//! ([`linger_done`]: at least [`LINGER_MIN`], at most [`LINGER_MAX`]).
+//! Clients no longer send to it by then (their ARP entries moved with the
+//! new master's gratuitous ARPs); only its answers still leave from the
+//! address. For that short time both nodes would answer an ARP request for
+//! the VIP; a host that first asks in exactly that window may pick the
+//! stopping node, which still serves it until the addresses go.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -34,6 +49,21 @@ pub const MARGIN: Duration = Duration::from_millis(200);
 /// [`MARGIN`].
 pub fn limit(advert_interval: Duration) -> Duration {
     advert_interval + MARGIN
+}
+
+/// The least a stopping master keeps its addresses after its handover:
+/// two shard ticks, so the in-flight count it reads was taken after the
+/// move.
+pub const LINGER_MIN: Duration = Duration::from_millis(20);
+
+/// The most it keeps them: an exchange still in flight by then (a slow
+/// backend, a long download, a WebSocket) is cut either way.
+pub const LINGER_MAX: Duration = Duration::from_millis(300);
+
+/// Whether a stopping master that handed over `elapsed` ago, with
+/// `in_flight` client exchanges still running, may drop its addresses now.
+pub fn linger_done(elapsed: Duration, in_flight: usize) -> bool {
+    elapsed >= LINGER_MAX || (elapsed >= LINGER_MIN && in_flight == 0)
 }
 
 /// Whether an advert, already validated for this instance, shows that
@@ -55,6 +85,26 @@ mod tests {
                 limit(Duration::from_millis(interval_ms)),
                 Duration::from_millis(want_ms),
                 "interval {interval_ms} ms"
+            );
+        }
+    }
+
+    #[test]
+    fn the_addresses_linger_while_exchanges_are_in_flight() {
+        let ms = Duration::from_millis;
+        for (elapsed, in_flight, done) in [
+            (ms(0), 0, false),
+            (LINGER_MIN - ms(1), 0, false),
+            (LINGER_MIN, 0, true),
+            (LINGER_MIN, 3, false),
+            (LINGER_MAX - ms(1), 1, false),
+            (LINGER_MAX, 1, true),
+            (LINGER_MAX, 0, true),
+        ] {
+            assert_eq!(
+                linger_done(elapsed, in_flight),
+                done,
+                "{elapsed:?} with {in_flight} in flight"
             );
         }
     }

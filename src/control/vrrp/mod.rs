@@ -220,15 +220,22 @@ impl VrrpHandle {
 
     /// Graceful stop: every master sends a priority-0 advert, `notify` runs
     /// with STOP, and the VIPs are removed once the new master is heard (or
-    /// after one advert interval plus 200 ms, `handover.rs`); returns when
-    /// the thread has exited.
+    /// after one advert interval plus 200 ms) and a short linger has passed
+    /// (`handover.rs`); returns when the thread has exited.
     pub fn shutdown(mut self) {
-        self.stop();
+        self.stop(None);
     }
 
-    fn stop(&mut self) {
+    /// [`VrrpHandle::shutdown`] for a node whose data plane counts its
+    /// client exchanges in flight: a handing-over master keeps its
+    /// addresses until none is left, briefly (`handover.rs`, lingering).
+    pub fn shutdown_after_exchanges(mut self, in_flight: driver::InFlightFn) {
+        self.stop(Some(in_flight));
+    }
+
+    fn stop(&mut self, in_flight: Option<driver::InFlightFn>) {
         if let Some(tx) = self.cmds.take() {
-            let _ = tx.send(driver::Cmd::Shutdown);
+            let _ = tx.send(driver::Cmd::Shutdown(in_flight));
         }
         self.wake_thread();
         self.wake = None;
@@ -240,7 +247,7 @@ impl VrrpHandle {
 
 impl Drop for VrrpHandle {
     fn drop(&mut self) {
-        self.stop();
+        self.stop(None);
     }
 }
 
