@@ -65,6 +65,8 @@ pub mod defaults {
     pub const GARP_REPEAT: u32 = 5;
     pub const GARP_INTERVAL: Duration = Duration::from_millis(0);
     pub const GARP_REFRESH: Duration = Duration::from_secs(0);
+    /// keepalived's `garp_master_delay` default.
+    pub const GARP_MASTER_DELAY: Duration = Duration::from_secs(5);
     pub const WORKERS: super::Workers = super::Workers::Auto;
     pub const ACCESS_LOG_FORMAT: super::AccessLogFormat = super::AccessLogFormat::Combined;
     pub const BALANCE: super::Balance = super::Balance::RoundRobin;
@@ -343,6 +345,9 @@ pub struct VrrpInstanceConfig {
     pub garp_repeat: u32,
     pub garp_interval: Duration,
     pub garp_refresh: Duration,
+    /// A second burst of `garp_repeat` this long after becoming master
+    /// (0: none).
+    pub garp_master_delay: Duration,
     /// `(key, line, column)` in the file of the keys that make the
     /// instance's identity (and of the section itself as `""`), so that a
     /// reload refusing a change can point at it.

@@ -152,6 +152,7 @@ sync_group = "G1"
 garp_repeat = 3
 garp_interval = "10ms"
 garp_refresh = "60s"
+garp_master_delay = "0s"
 
 [[vrrp.instance]]
 name = "VI_2"
@@ -296,6 +297,7 @@ fn full_config_resolves_every_key() {
     assert_eq!(v.garp_repeat, 3);
     assert_eq!(v.garp_interval, Duration::from_millis(10));
     assert_eq!(v.garp_refresh, Duration::from_secs(60));
+    assert_eq!(v.garp_master_delay, Duration::ZERO);
 
     let v2 = &c.vrrp[1];
     assert_eq!(v2.version, 2);
@@ -304,6 +306,7 @@ fn full_config_resolves_every_key() {
     assert_eq!(v2.priority, defaults::VRRP_PRIORITY);
     assert_eq!(v2.preempt, defaults::VRRP_PREEMPT);
     assert_eq!(v2.garp_repeat, defaults::GARP_REPEAT);
+    assert_eq!(v2.garp_master_delay, Duration::from_secs(5));
     let ts = &v2.track_script[0];
     assert_eq!(ts.script, "/bin/other");
     assert_eq!(ts.interval, defaults::TRACK_SCRIPT_INTERVAL);

@@ -522,6 +522,7 @@ vrrp_instance VI_1 {
     notify_master /usr/local/bin/became-master
     garp_master_repeat 3
     garp_master_refresh 60
+    garp_master_delay 10
 }
 vrrp_instance VI_2 {
     interface eth1
@@ -559,6 +560,7 @@ vrrp_instance VI_2 {
     assert_eq!(v.sync_group.as_deref(), Some("G1"));
     assert_eq!(v.garp_repeat, 3);
     assert_eq!(v.garp_refresh, Duration::from_secs(60));
+    assert_eq!(v.garp_master_delay, Duration::from_secs(10));
     assert!(v.auth_pass.is_none());
     has_warning(
         &imp.warnings,
@@ -582,7 +584,7 @@ vrrp_instance VI_2 {
     has_warning(
         &imp.warnings,
         "keepalived.conf",
-        49,
+        50,
         "cannot be sent with VRRPv3",
     );
 }

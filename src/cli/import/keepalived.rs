@@ -42,6 +42,7 @@ struct Globals {
     version_from: Option<String>,
     garp_repeat: Option<(i64, String)>,
     garp_refresh: Option<(Duration, String)>,
+    garp_master_delay: Option<(Duration, String)>,
     garp_interval: Option<(Duration, String)>,
 }
 
@@ -52,6 +53,7 @@ pub(crate) fn map(tree: &[Directive], upstreams: &[String], w: &mut Warnings) ->
         version_from: None,
         garp_repeat: None,
         garp_refresh: None,
+        garp_master_delay: None,
         garp_interval: None,
     };
     let mut scripts: Vec<(String, Script)> = Vec::new();
@@ -150,6 +152,10 @@ fn globals(d: &Directive, g: &mut Globals, notes: &mut Vec<String>, w: &mut Warn
             "vrrp_garp_master_repeat" => match c.arg(0).and_then(|s| s.parse().ok()) {
                 Some(n) => g.garp_repeat = Some((n, src)),
                 None => w.skip(notes, c, D, "expected a number"),
+            },
+            "vrrp_garp_master_delay" => match c.arg(0).and_then(seconds) {
+                Some(v) => g.garp_master_delay = Some((v, src)),
+                None => w.skip(notes, c, D, "expected seconds"),
             },
             "vrrp_garp_master_refresh" => match c.arg(0).and_then(seconds) {
                 Some(v) => g.garp_refresh = Some((v, src)),
@@ -484,6 +490,14 @@ fn instance(
     if let Some((v, from)) = &g.garp_interval {
         s.set("garp_interval", Value::Dur(*v), Some(from.clone()));
     }
+    if let Some(c) = find("garp_master_delay") {
+        match c.arg(0).and_then(seconds) {
+            Some(v) => s.set("garp_master_delay", Value::Dur(v), Some(src(c))),
+            None => w.warn(&c.pos, "invalid `garp_master_delay`, ignored"),
+        }
+    } else if let Some((v, from)) = &g.garp_master_delay {
+        s.set("garp_master_delay", Value::Dur(*v), Some(from.clone()));
+    }
     if let Some(c) = find("garp_master_refresh") {
         match c.arg(0).and_then(seconds) {
             Some(v) => s.set("garp_refresh", Value::Dur(v), Some(src(c))),
@@ -513,6 +527,7 @@ fn instance(
         "notify",
         "garp_master_repeat",
         "garp_master_refresh",
+        "garp_master_delay",
     ];
     for c in d.children() {
         if MAPPED.contains(&c.name.as_str()) {
@@ -527,7 +542,6 @@ fn instance(
             "use_vmac" | "vmac_xmit_base" => "VMAC interfaces are not supported",
             "dont_track_primary" => "ringlb always tracks the instance interface",
             "smtp_alert" => "e-mail alerts are not supported; use `notify`",
-            "garp_master_delay" => "ringlb sends its gratuitous ARPs on becoming master (garp_repeat, garp_interval)",
             _ => "not supported by ringlb",
         };
         w.skip(&mut notes, c, D, why);

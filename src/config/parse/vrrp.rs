@@ -41,6 +41,7 @@ const INSTANCE_KEYS: &[&str] = &[
     "garp_repeat",
     "garp_interval",
     "garp_refresh",
+    "garp_master_delay",
 ];
 
 /// keepalived's bound on tracking weights.
@@ -236,6 +237,9 @@ fn read_instance(
     let garp_repeat = t.int(d, "garp_repeat", 0..=U32).unwrap_or(def::GARP_REPEAT);
     let garp_interval = t.duration(d, "garp_interval").unwrap_or(def::GARP_INTERVAL);
     let garp_refresh = t.duration(d, "garp_refresh").unwrap_or(def::GARP_REFRESH);
+    let garp_master_delay = t
+        .duration(d, "garp_master_delay")
+        .unwrap_or(def::GARP_MASTER_DELAY);
 
     Some(VrrpInstanceConfig {
         name: name?,
@@ -259,6 +263,7 @@ fn read_instance(
         garp_repeat,
         garp_interval,
         garp_refresh,
+        garp_master_delay,
         positions: identity_positions(t, d),
     })
 }

@@ -342,7 +342,7 @@ impl Driver {
             inst.tracker = Tracker::new(cfg, now);
         }
         if c.garp {
-            inst.garp = Schedule::new(cfg.garp_repeat, cfg.garp_interval, cfg.garp_refresh);
+            inst.garp = garp_schedule(cfg);
         }
         if master && (c.garp || !c.vips_added.is_empty()) {
             inst.garp.start(now);
@@ -927,6 +927,16 @@ impl Driver {
     }
 }
 
+/// The gratuitous-ARP schedule an instance's settings ask for.
+fn garp_schedule(cfg: &VrrpInstanceConfig) -> Schedule {
+    Schedule::new(
+        cfg.garp_repeat,
+        cfg.garp_interval,
+        cfg.garp_refresh,
+        cfg.garp_master_delay,
+    )
+}
+
 /// Removes an instance's virtual addresses (each failure logged).
 fn remove_vips(netlink: &Netlink, ifindex: u32, cfg: &VrrpInstanceConfig) {
     for (a, p) in &cfg.virtual_ipaddress {
@@ -1049,7 +1059,7 @@ fn new_inst(cfg: &VrrpInstanceConfig, links: &[Link], now: Instant) -> Inst {
         fault_reason: None,
         priority: cfg.priority,
         group: None,
-        garp: Schedule::new(cfg.garp_repeat, cfg.garp_interval, cfg.garp_refresh),
+        garp: garp_schedule(cfg),
         last_rx: None,
         published: None,
         last_warn: None,

@@ -10,8 +10,14 @@
 //! Advertisement (`nd.rs`), on the same socket and schedule.
 //!
 //! [`Schedule`] is the sans-IO part: `garp_repeat` frames `garp_interval`
-//! apart right after becoming master, then one round every `garp_refresh`
-//! (if non-zero), until the instance leaves Master.
+//! apart right after becoming master, the same burst again
+//! `garp_master_delay` later (if non-zero; 5 s by default, as keepalived),
+//! then one round every `garp_refresh` (if non-zero), until the instance
+//! leaves Master. The second burst repairs what the first could not: a
+//! neighbour that missed it, or one that asked for the VIP while the
+//! previous master still answered for it (a gracefully stopping ringlb
+//! keeps its VIPs for a short linger after the handover:
+//! `handover.rs`).
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr};
@@ -127,32 +133,45 @@ pub struct Schedule {
     repeat: u32,
     interval: Duration,
     refresh: Duration,
+    master_delay: Duration,
     /// Rounds left in the current burst.
     left: u32,
     next: Option<Instant>,
+    /// The delayed second burst is still to come.
+    second: bool,
 }
 
 impl Schedule {
-    pub fn new(repeat: u32, interval: Duration, refresh: Duration) -> Schedule {
+    pub fn new(
+        repeat: u32,
+        interval: Duration,
+        refresh: Duration,
+        master_delay: Duration,
+    ) -> Schedule {
         Schedule {
             repeat: repeat.max(1),
             interval,
             refresh,
+            master_delay,
             left: 0,
             next: None,
+            second: false,
         }
     }
 
-    /// Became master: a burst starts now.
+    /// Became master: a burst starts now (and another one after
+    /// `master_delay`).
     pub fn start(&mut self, now: Instant) {
         self.left = self.repeat;
         self.next = Some(now);
+        self.second = !self.master_delay.is_zero();
     }
 
     /// Left master: nothing more to send.
     pub fn stop(&mut self) {
         self.left = 0;
         self.next = None;
+        self.second = false;
     }
 
     pub fn next(&self) -> Option<Instant> {
@@ -169,6 +188,10 @@ impl Schedule {
         self.left = self.left.saturating_sub(1);
         self.next = if self.left > 0 {
             Some(now + self.interval)
+        } else if self.second {
+            self.second = false;
+            self.left = self.repeat;
+            Some(now + self.master_delay)
         } else if !self.refresh.is_zero() {
             // One refresh round, then the next refresh.
             self.left = 1;
@@ -201,10 +224,31 @@ mod tests {
     }
 
     #[test]
+    fn a_second_burst_after_the_master_delay_then_refresh() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut s = Schedule::new(2, ms(10), ms(60_000), ms(5000));
+        s.start(t0);
+        let mut sent = Vec::new();
+        while let Some(t) = s.next().filter(|t| *t < t0 + ms(70_000)) {
+            assert!(s.take_due(t));
+            sent.push(t.duration_since(t0));
+        }
+        assert_eq!(sent, [ms(0), ms(10), ms(5010), ms(5020), ms(65_020)]);
+        // Master again later: the delayed burst comes again.
+        s.stop();
+        assert_eq!(s.next(), None);
+        s.start(t0 + ms(100_000));
+        assert!(s.take_due(t0 + ms(100_000)));
+        assert!(s.take_due(t0 + ms(100_010)));
+        assert_eq!(s.next(), Some(t0 + ms(105_010)));
+    }
+
+    #[test]
     fn burst_then_refresh() {
         let t0 = Instant::now();
         let ms = Duration::from_millis;
-        let mut s = Schedule::new(3, ms(10), ms(1000));
+        let mut s = Schedule::new(3, ms(10), ms(1000), Duration::ZERO);
         assert_eq!(s.next(), None);
         assert!(!s.take_due(t0));
         s.start(t0);
@@ -223,7 +267,7 @@ mod tests {
     #[test]
     fn burst_without_refresh_ends() {
         let t0 = Instant::now();
-        let mut s = Schedule::new(2, Duration::from_millis(10), Duration::ZERO);
+        let mut s = Schedule::new(2, Duration::from_millis(10), Duration::ZERO, Duration::ZERO);
         s.start(t0);
         assert!(s.take_due(t0));
         assert!(s.take_due(t0 + Duration::from_millis(10)));

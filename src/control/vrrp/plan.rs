@@ -188,8 +188,17 @@ pub fn decide(old: Option<&VrrpInstanceConfig>, new: Option<&VrrpInstanceConfig>
                     == (&b.script, b.interval, b.rise, b.fall, b.weight)
             }),
         notify: old.notify != new.notify,
-        garp: (old.garp_repeat, old.garp_interval, old.garp_refresh)
-            != (new.garp_repeat, new.garp_interval, new.garp_refresh),
+        garp: (
+            old.garp_repeat,
+            old.garp_interval,
+            old.garp_refresh,
+            old.garp_master_delay,
+        ) != (
+            new.garp_repeat,
+            new.garp_interval,
+            new.garp_refresh,
+            new.garp_master_delay,
+        ),
         sync_group: old.sync_group != new.sync_group,
     };
     if c == Changes::default() {

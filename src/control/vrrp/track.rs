@@ -333,6 +333,7 @@ mod tests {
             garp_repeat: 5,
             garp_interval: Duration::ZERO,
             garp_refresh: Duration::ZERO,
+            garp_master_delay: Duration::ZERO,
         }
     }
 

@@ -1669,6 +1669,7 @@ mod tests {
             garp_repeat: 5,
             garp_interval: ms(0),
             garp_refresh: ms(0),
+            garp_master_delay: ms(0),
         };
         let c = Config::from_instance(&inst, ME);
         assert_eq!(c.version, Version::V2);
