@@ -479,32 +479,42 @@ fn instance(
             Some("vrrp_sync_group".into()),
         );
     }
-    if let Some(c) = find("garp_master_repeat") {
-        match c.arg(0).and_then(|v| v.parse::<i64>().ok()) {
-            Some(n) => s.set("garp_repeat", Value::Int(n), Some(src(c))),
-            None => w.warn(&c.pos, "invalid `garp_master_repeat`, ignored"),
-        }
-    } else if let Some((n, from)) = &g.garp_repeat {
-        s.set("garp_repeat", Value::Int(*n), Some(from.clone()));
-    }
+    let int = |v: &str| v.parse::<i64>().ok().map(Value::Int);
+    let dur = |v: &str| seconds(v).map(Value::Dur);
+    let global = |v: &Option<(Duration, String)>| v.clone().map(|(d, from)| (Value::Dur(d), from));
+    let garp = [
+        (
+            "garp_master_repeat",
+            "garp_repeat",
+            &int as &dyn Fn(&str) -> Option<Value>,
+            g.garp_repeat.clone().map(|(n, from)| (Value::Int(n), from)),
+        ),
+        (
+            "garp_master_delay",
+            "garp_master_delay",
+            &dur,
+            global(&g.garp_master_delay),
+        ),
+        (
+            "garp_master_refresh",
+            "garp_refresh",
+            &dur,
+            global(&g.garp_refresh),
+        ),
+    ];
     if let Some((v, from)) = &g.garp_interval {
         s.set("garp_interval", Value::Dur(*v), Some(from.clone()));
     }
-    if let Some(c) = find("garp_master_delay") {
-        match c.arg(0).and_then(seconds) {
-            Some(v) => s.set("garp_master_delay", Value::Dur(v), Some(src(c))),
-            None => w.warn(&c.pos, "invalid `garp_master_delay`, ignored"),
+    // The instance's keyword, else the global one (`vrrp_garp_…`).
+    for (theirs, ours, parse, global) in garp {
+        if let Some(c) = find(theirs) {
+            match c.arg(0).and_then(parse) {
+                Some(v) => s.set(ours, v, Some(src(c))),
+                None => w.warn(&c.pos, format!("invalid `{theirs}`, ignored")),
+            }
+        } else if let Some((v, from)) = global {
+            s.set(ours, v, Some(from));
         }
-    } else if let Some((v, from)) = &g.garp_master_delay {
-        s.set("garp_master_delay", Value::Dur(*v), Some(from.clone()));
-    }
-    if let Some(c) = find("garp_master_refresh") {
-        match c.arg(0).and_then(seconds) {
-            Some(v) => s.set("garp_refresh", Value::Dur(v), Some(src(c))),
-            None => w.warn(&c.pos, "invalid `garp_master_refresh`, ignored"),
-        }
-    } else if let Some((v, from)) = &g.garp_refresh {
-        s.set("garp_refresh", Value::Dur(*v), Some(from.clone()));
     }
 
     const MAPPED: &[&str] = &[
