@@ -580,7 +580,8 @@ enum IdleWait {
 /// Waits until an idle keep-alive connection (empty receive buffer) has
 /// bytes to read, with every buffer given back, or says to park it.
 async fn wait_idle(shard: &Shard, c: &mut Client, state: &mut ConnState) -> IdleWait {
-    c.timer.set_idle(true);
+    c.idle_since = c.timer.clock.get();
+    c.timer.set_idle_since(c.idle_since);
     transition(shard, state, ConnState::Waiting);
     let limit = {
         let view = shard.view();
@@ -593,7 +594,6 @@ async fn wait_idle(shard: &Shard, c: &mut Client, state: &mut ConnState) -> Idle
             http.keepalive_timeout
         }
     };
-    c.idle_since = c.timer.clock.get();
     if read_directly(c.streak) {
         // A busy client: its next request is a read away (read_head's,
         // with this same limit); a readiness wait would cost an io_uring
@@ -779,7 +779,7 @@ async fn read_head(
         };
         let was_empty = c.rbuf.is_empty();
         let r = c.rbuf.fill(&mut c.stream, &c.timer, limit).await;
-        c.timer.set_idle(false);
+        c.timer.set_busy();
         match r {
             Ok(_) => {
                 if was_empty {

@@ -394,14 +394,19 @@ impl Timer {
         });
     }
 
-    /// Marks the connection idle (waiting for a next request: draining
-    /// closes it) or not.
-    pub fn set_idle(&self, idle: bool) {
-        let now = self.clock.get();
+    /// Marks the connection idle since `now_ms` (the shard clock): waiting
+    /// for a next request, so draining closes it, and winding down once it
+    /// has waited long enough.
+    pub fn set_idle_since(&self, now_ms: u64) {
         with_entry(self.key, |e| {
-            e.idle = idle;
-            e.idle_since = now;
+            e.idle = true;
+            e.idle_since = now_ms;
         });
+    }
+
+    /// Marks the connection in an exchange (no longer idle).
+    pub fn set_busy(&self) {
+        with_entry(self.key, |e| e.idle = false);
     }
 }
 
@@ -609,7 +614,7 @@ mod tests {
         idle_sock.set_nonblocking(true).unwrap();
         let busy = Timer::register(Rc::clone(&clock), busy_sock.as_raw_fd());
         let idle = Timer::register(Rc::clone(&clock), idle_sock.as_raw_fd());
-        idle.set_idle(true);
+        idle.set_idle_since(1000);
         mark_old();
         let newer = timer(1000);
         let would_block = |s: &mut std::net::TcpStream| {
@@ -637,7 +642,7 @@ mod tests {
             left(0, 1),
             "the one registered later is not old"
         );
-        newer.set_idle(true);
+        newer.set_idle_since(5000);
         assert_eq!(wind_down(5000), left(0, 0));
         newer.release();
     }

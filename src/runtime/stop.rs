@@ -49,43 +49,22 @@ use crate::data::link::ShardLink;
 pub const WIND_DOWN_LIMIT: Duration = Duration::from_secs(1);
 
 /// Whether every shard has applied the wind-down and none holds a
-/// connection from before it. A shard that has exited holds none.
-pub fn wound_down(shards: &[(bool, Option<u64>)]) -> bool {
+/// connection from before it: `(exited, left)` per shard. A shard that has
+/// exited holds none.
+pub fn wound_down(shards: impl IntoIterator<Item = (bool, Option<u64>)>) -> bool {
     shards
-        .iter()
-        .all(|&(exited, left)| exited || left == Some(0))
+        .into_iter()
+        .all(|(exited, left)| exited || left == Some(0))
 }
 
 impl Running {
     /// Graceful stop (see the module docs); returns when the node is down.
     pub fn stop(mut self) {
-        if self.vrrp.as_ref().is_some_and(|v| v.is_master()) {
-            let start = std::time::Instant::now();
-            self.publisher.wind_down();
-            let links: Vec<&ShardLink> = self.shards.iter().map(|(l, _)| &**l).collect();
-            let done = wait_until(WIND_DOWN_LIMIT, || {
-                let states: Vec<_> = links
-                    .iter()
-                    .map(|l| (l.has_exited(), l.wind_down_left()))
-                    .collect();
-                wound_down(&states)
-            });
-            if done {
-                crate::info!(
-                    "stop: keep-alive wound down in {} ms; handing the VIPs over",
-                    start.elapsed().as_millis()
-                );
-            } else {
-                let left: u64 = links.iter().filter_map(|l| l.wind_down_left()).sum();
-                crate::info!(
-                    "stop: {left} connections from before the wind-down still open after {} ms; handing the VIPs over",
-                    WIND_DOWN_LIMIT.as_millis()
-                );
-            }
-        }
+        let links: Vec<Arc<ShardLink>> = self.shards.iter().map(|(l, _)| Arc::clone(l)).collect();
         if let Some(vrrp) = self.vrrp.take() {
-            let links: Vec<Arc<ShardLink>> =
-                self.shards.iter().map(|(l, _)| Arc::clone(l)).collect();
+            if vrrp.is_master() {
+                self.wind_down(&links);
+            }
             vrrp.shutdown_after_exchanges(Box::new(move || {
                 links.iter().map(|l| l.busy() as usize).sum()
             }));
@@ -105,6 +84,28 @@ impl Running {
             for (_, h) in self.shards {
                 let _ = h.join();
             }
+        }
+    }
+
+    /// Step 0: publishes the wind-down and waits until no connection from
+    /// before it is left on any shard, or [`WIND_DOWN_LIMIT`].
+    fn wind_down(&self, links: &[Arc<ShardLink>]) {
+        let start = std::time::Instant::now();
+        self.publisher.wind_down();
+        let done = wait_until(WIND_DOWN_LIMIT, || {
+            wound_down(links.iter().map(|l| (l.has_exited(), l.wind_down_left())))
+        });
+        if done {
+            crate::info!(
+                "stop: keep-alive wound down in {} ms; handing the VIPs over",
+                start.elapsed().as_millis()
+            );
+        } else {
+            let left: u64 = links.iter().filter_map(|l| l.wind_down_left()).sum();
+            crate::info!(
+                "stop: {left} connections from before the wind-down still open after {} ms; handing the VIPs over",
+                WIND_DOWN_LIMIT.as_millis()
+            );
         }
     }
 }
@@ -137,7 +138,7 @@ mod tests {
             // An exited shard holds no connection.
             (vec![(true, None), (false, Some(0))], true),
         ] {
-            assert_eq!(wound_down(&shards), done, "{shards:?}");
+            assert_eq!(wound_down(shards.iter().copied()), done, "{shards:?}");
         }
     }
 }
