@@ -4,6 +4,9 @@
 # registered descriptors and linked SEND+CLOSE would save per connection).
 #
 #   bash bench/uring_probe.sh           # ROUNDS=5 DURATION=4 CONNS=64
+#   EXAMPLE=recv_probe bash bench/uring_probe.sh
+#       bench/recv_probe.rs instead: keep-alive clients, modes single,
+#       pollfirst and multishot (how requests are received), ratios to single
 #
 # Layout as in bench/compare.sh: wrk -t1 pinned on WRK_CPU, every probe on
 # SUT_CPU, each on its own loopback port; rounds interleaved (the order rotates),
@@ -17,13 +20,22 @@ DURATION=${DURATION:-4}
 CONNS=${CONNS:-64}
 WRK_CPU=${WRK_CPU:-0}
 SUT_CPU=${SUT_CPU:-1}
-MODES=${MODES:-"ringlike single pollaccept multishot sidering fixed linked"}
-PROBE=${PROBE:-$ROOT/target/release/examples/uring_probe}
+EXAMPLE=${EXAMPLE:-uring_probe}
+if [[ $EXAMPLE == recv_probe ]]; then
+    MODES=${MODES:-"single pollfirst multishot"}
+    BASE=single
+    WRK_ARGS=()
+else
+    MODES=${MODES:-"ringlike single pollaccept multishot sidering fixed linked"}
+    BASE=ringlike
+    WRK_ARGS=(-H 'Connection: close')
+fi
+PROBE=${PROBE:-$ROOT/target/release/examples/$EXAMPLE}
 
 die() { printf '[uring_probe] error: %s\n' "$*" >&2; exit 1; }
 command -v wrk >/dev/null || die "wrk not found"
 if [[ ${BUILD:-1} == 1 ]]; then
-    (cd "$ROOT" && cargo build --release --example uring_probe) >&2 || die "build failed"
+    (cd "$ROOT" && cargo build --release --example "$EXAMPLE") >&2 || die "build failed"
 fi
 [[ -x $PROBE ]] || die "$PROBE missing"
 
@@ -59,7 +71,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
     for ((k = 0; k < ${#order[@]}; k++)); do
         m=${order[$(((k + r - 1) % ${#order[@]}))]}
         before=$(cpu_ns "${PID[$m]}")
-        taskset -c "$WRK_CPU" wrk -t1 -c"$CONNS" -d"$DURATION"s -H 'Connection: close' \
+        taskset -c "$WRK_CPU" wrk -t1 -c"$CONNS" -d"$DURATION"s "${WRK_ARGS[@]}" \
             "http://127.0.0.1:${PORT[$m]}/" >"$TMP/r$r-$m.txt" 2>&1
         after=$(cpu_ns "${PID[$m]}")
         rps=$(awk '/^Requests\/sec/ { print $2 }' "$TMP/r$r-$m.txt")
@@ -70,11 +82,11 @@ for ((r = 1; r <= ROUNDS; r++)); do
     done
 done
 
-printf '\n| mode | req/s | CPU µs/req per round | CPU µs/req (median) | vs ringlike (median of per-round ratios) |\n'
+printf '\n| mode | req/s | CPU µs/req per round | CPU µs/req (median) | vs %s (median of per-round ratios) |\n' "$BASE"
 printf '|---|---:|---|---:|---:|\n'
 for m in $MODES; do
-    awk -v m="$m" '
-        $2 == "ringlike" { base[$1] = $4 }
+    awk -v m="$m" -v b="$BASE" '
+        $2 == b { base[$1] = $4 }
         $2 == m { rps[++n] = $3; us[n] = $4; round[n] = $1 }
         function median(a, k,   i, j, t) {
             for (i = 1; i <= k; i++) for (j = i + 1; j <= k; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
