@@ -21,7 +21,8 @@ use std::os::fd::AsRawFd;
 
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 
-const RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\nContent-Type: text/plain\r\n\r\nhello\n";
+const RESPONSE: &[u8] =
+    b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\nContent-Type: text/plain\r\n\r\nhello\n";
 const BUF: usize = 4096;
 /// Buffers in the provided ring (a power of two).
 const RING_BUFS: u16 = 1024;
@@ -85,7 +86,10 @@ impl BufRing {
             tail: 0,
         };
         // SAFETY: the mapping lives as long as the process.
-        unsafe { ring.submitter().register_buf_ring(mem as u64, RING_BUFS, GROUP)? };
+        unsafe {
+            ring.submitter()
+                .register_buf_ring(mem as u64, RING_BUFS, GROUP)?
+        };
         for bid in 0..RING_BUFS {
             br.give(bid);
         }
@@ -108,7 +112,8 @@ impl BufRing {
         // SAFETY: the tail field of the ring's first entry; a release store
         // so the kernel sees the entry before the new tail.
         unsafe {
-            let tail = types::BufRingEntry::tail(self.entries) as *const std::sync::atomic::AtomicU16;
+            let tail =
+                types::BufRingEntry::tail(self.entries) as *const std::sync::atomic::AtomicU16;
             (*tail).store(self.tail, std::sync::atomic::Ordering::Release);
         }
     }
@@ -185,7 +190,8 @@ impl Probe {
             }
             2 => {
                 if self.conns[i].is_none() {
-                    if let (Some(bid), Some(b)) = (cqueue::buffer_select(flags), self.bufs.as_mut()) {
+                    if let (Some(bid), Some(b)) = (cqueue::buffer_select(flags), self.bufs.as_mut())
+                    {
                         b.give(bid);
                     }
                     return;
@@ -208,9 +214,10 @@ impl Probe {
                 }
                 self.served += 1;
                 let fd = self.conns[i].as_ref().expect("open").fd;
-                let send = opcode::Send::new(types::Fd(fd), RESPONSE.as_ptr(), RESPONSE.len() as u32)
-                    .build()
-                    .user_data(tag(Kind::Send, i));
+                let send =
+                    opcode::Send::new(types::Fd(fd), RESPONSE.as_ptr(), RESPONSE.len() as u32)
+                        .build()
+                        .user_data(tag(Kind::Send, i));
                 self.push(send);
                 if self.mode == Mode::Multishot && !cqueue::more(flags) {
                     self.read(i); // the kernel ended the multishot (e.g. no buffer): re-arm
@@ -249,7 +256,10 @@ fn set_ioprio(sqe: &mut squeue::Entry, ioprio: u16) {
     // SAFETY: squeue::Entry is repr(C) over io_uring_sqe, whose layout is
     // fixed by the kernel ABI: opcode u8, flags u8, ioprio u16, ...
     unsafe {
-        let p = (sqe as *mut squeue::Entry).cast::<u8>().add(2).cast::<u16>();
+        let p = (sqe as *mut squeue::Entry)
+            .cast::<u8>()
+            .add(2)
+            .cast::<u16>();
         p.write_unaligned(ioprio);
     }
 }

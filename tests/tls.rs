@@ -877,6 +877,182 @@ fn sighup_reloads_the_client_ca() {
         .any(|r| field_values(r, "x-client-subject") == ["CN=bob"]));
 }
 
+/// `openssl s_client` on `port` (SNI a.test) with `args` (a protocol
+/// version, `-sess_out`/`-sess_in` FILE, a client certificate), sending
+/// one `Connection: close` request for `path` with a spoofed
+/// `X-Client-Subject`; returns (resumed, answered 200, output).
+fn s_client_session(port: u16, ca: &Path, args: &[&str], path: &str) -> (bool, bool, String) {
+    let req: &'static [u8] = Box::leak(
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: a.test\r\nX-Client-Subject: CN=admin\r\nConnection: close\r\n\r\n"
+        )
+        .into_bytes()
+        .into_boxed_slice(),
+    );
+    let (out, exited) = s_client(port, ca, args, req);
+    assert!(exited, "s_client still waiting after 30 s:\n{out}");
+    (
+        out.contains("\nReused, "),
+        out.contains("HTTP/1.1 200"),
+        out,
+    )
+}
+
+/// A session resumes only where its first handshake's client-auth policy
+/// still holds: one made on a listener without `client_ca` does not
+/// resume on a mutual-TLS listener of the same process (nothing reaches
+/// the backend, and no client-written `X-Client-Subject` with it), for
+/// TLS 1.3 tickets, TLS 1.2 tickets and TLS 1.2 session IDs; on its own
+/// listener it does resume.
+#[test]
+fn a_session_from_a_listener_without_client_ca_does_not_resume_on_one_with_it() {
+    let pki = Pki::new();
+    pki.leaf("a", &["a.test"], 30);
+    let (be, seen) = recording_backend();
+    let mtls_port = free_port();
+    let tls = |extra: &str| {
+        format!(
+            "[listener.tls]\ncertificate = \"{}\"\nkey = \"{}\"\n{extra}",
+            pki.path("a.pem").display(),
+            pki.path("a.key").display()
+        )
+    };
+    let cfg = format!(
+        "[[listener]]\nlisten = \"127.0.0.1:{{port}}\"\nupstream = \"app\"\n{}\n\
+         [[listener]]\nlisten = \"127.0.0.1:{mtls_port}\"\nupstream = \"app\"\n{}\n\
+         [upstream.app]\n[[upstream.app.server]]\naddress = \"{}\"\n",
+        tls(""),
+        tls(&format!(
+            "client_ca = \"{}\"\n",
+            pki.path("ca.pem").display()
+        )),
+        be.addr
+    );
+    let rl = Ringlb::start(&cfg);
+    let public = rl.addr.port();
+    let ca = pki.path("ca.pem");
+    for (i, version) in [
+        &["-tls1_3"][..],
+        &["-tls1_2"][..],
+        &["-tls1_2", "-no_ticket"][..],
+    ]
+    .iter()
+    .enumerate()
+    {
+        let sess = pki.path(&format!("public-{i}.sess"));
+        let sess = sess.to_str().unwrap();
+        let with = |flag: &'static str| [version, &[flag, sess][..]].concat();
+        let (_, ok, out) = s_client_session(public, &ca, &with("-sess_out"), "/first");
+        assert!(ok, "{version:?} first connection:\n{out}");
+        let (resumed, ok, out) = s_client_session(public, &ca, &with("-sess_in"), "/again");
+        assert!(
+            resumed && ok,
+            "{version:?}: the session did not resume on its own listener:\n{out}"
+        );
+        let (resumed, ok, out) = s_client_session(mtls_port, &ca, &with("-sess_in"), "/spoof");
+        assert!(
+            !resumed && !ok,
+            "{version:?}: a session without a client certificate resumed on the client_ca listener:\n{out}"
+        );
+    }
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 6, "{seen:?}");
+    assert!(
+        seen.iter().all(|r| !r.contains("/spoof")),
+        "a request reached the backend through the client_ca listener: {seen:?}"
+    );
+}
+
+/// A reload that changes `client_ca` revokes what the old bundle
+/// allowed: a session made with a certificate of the removed CA does not
+/// resume afterwards (before the reload it does).
+#[test]
+fn a_session_verified_by_a_removed_client_ca_does_not_resume_after_the_reload() {
+    let s = start_with("client_ca = \"{dir}/clients.pem\"\n", |pki| {
+        std::fs::copy(pki.path("ca.pem"), pki.path("clients.pem")).unwrap();
+        pki.client("alice", "/CN=alice");
+    });
+    let port = s.rl.addr.port();
+    let ca = s.pki.path("ca.pem");
+    let cert = s.pki.path("alice.pem");
+    let key = s.pki.path("alice.key");
+    let versions = [
+        &["-tls1_3"][..],
+        &["-tls1_2"][..],
+        &["-tls1_2", "-no_ticket"][..],
+    ];
+    let mut sessions = Vec::new();
+    for (i, version) in versions.iter().enumerate() {
+        let sess = s.pki.path(&format!("alice-{i}.sess"));
+        let sess = sess.to_str().unwrap().to_string();
+        let args = [
+            version,
+            &[
+                "-cert",
+                cert.to_str().unwrap(),
+                "-key",
+                key.to_str().unwrap(),
+                "-sess_out",
+                &sess,
+            ][..],
+        ]
+        .concat();
+        let (_, ok, out) = s_client_session(port, &ca, &args, "/alice");
+        assert!(ok, "{version:?} alice with her certificate:\n{out}");
+        let (resumed, ok, out) = s_client_session(
+            port,
+            &ca,
+            &[version, &["-sess_in", &sess][..]].concat(),
+            "/resumed",
+        );
+        assert!(
+            resumed && ok,
+            "{version:?} did not resume before the reload:\n{out}"
+        );
+        sessions.push(sess);
+    }
+    let other = Pki::named("second client CA");
+    other.client("bob", "/CN=bob");
+    std::fs::copy(other.path("ca.pem"), s.pki.path("clients.pem")).unwrap();
+    s.rl.signal(libc::SIGHUP);
+    let (bob_cert, bob_key) = (other.path("bob.pem"), other.path("bob.key"));
+    let bob = [
+        "-tls1_3",
+        "-cert",
+        bob_cert.to_str().unwrap(),
+        "-key",
+        bob_key.to_str().unwrap(),
+    ];
+    let start = Instant::now();
+    while !s_client_session(port, &ca, &bob, "/bob").1 {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the reloaded client_ca was not used:\n{}",
+            s.rl.log_text()
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    for (version, sess) in versions.iter().zip(&sessions) {
+        let (resumed, ok, out) = s_client_session(
+            port,
+            &ca,
+            &[version, &["-sess_in", sess][..]].concat(),
+            "/revoked",
+        );
+        assert!(
+            !resumed && !ok,
+            "{version:?}: alice's session resumed after her CA was removed:\n{out}"
+        );
+    }
+    let seen = s.seen.lock().unwrap();
+    assert!(seen.iter().all(|r| !r.contains("/revoked")), "{seen:?}");
+    assert!(
+        seen.iter()
+            .all(|r| !field_values(r, "x-client-subject").contains(&"CN=admin")),
+        "{seen:?}"
+    );
+}
+
 // ---------------------------------------------------------------- check
 
 /// Runs `ringlb check` on `text`; returns (success, stderr).

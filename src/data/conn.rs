@@ -1463,10 +1463,10 @@ async fn attempt(
         let fwd = Forwarded {
             client_ip: c.ip(),
             https: c.stream.is_tls(),
-            set: c
-                .subject
-                .as_ref()
-                .map(|(name, value)| SetField { name, value }),
+            set: c.subject.as_ref().map(|(name, value)| SetField {
+                name,
+                value: value.as_deref(),
+            }),
         };
         encode_request_set(&mut out, buf, head, &c.fields, &server.host, &fwd);
         let prefix = &buf[head.head_len..head.head_len + req.body.prefix];

@@ -15,7 +15,7 @@ use crate::tls::{Failure, ListenerTls};
 use super::deadline::{Shut, Timer};
 
 /// A header field (name, value) a connection keeps for all its requests.
-pub type OwnedField = (Box<[u8]>, Box<[u8]>);
+pub type OwnedField = (Box<[u8]>, Option<Box<[u8]>>);
 
 /// What an idle TLS connection keeps while parked outside its task
 /// (`idle.rs`): the rustls session (keys, sequence numbers, its own
@@ -74,14 +74,17 @@ impl ServerStream {
 
     /// Mutual TLS: the field carrying the verified client certificate's
     /// subject to backends (name, RFC 4514 value), computed once here
-    /// after the handshake, never per request.
+    /// after the handshake, never per request. On a `client_ca` listener
+    /// the field is there even without a certificate (value `None`): then
+    /// the client's own copies are still removed, so a backend never takes
+    /// a client-written subject for a verified one.
     pub fn client_subject_field(&mut self, tls: &ListenerTls) -> Option<OwnedField> {
         let name = tls.client_subject_header.as_deref()?;
         let value = self.sess.with(|c| {
             let leaf = c.peer_certificates()?.first()?;
             crate::tls::subject::of_certificate(leaf)
-        })?;
-        Some((name.as_bytes().into(), value.into_bytes().into()))
+        });
+        Some((name.as_bytes().into(), value.map(|v| v.into_bytes().into())))
     }
 
     /// The negotiated protocol version and cipher suite as the access

@@ -11,16 +11,16 @@
 //!   per listener) lives in the config, so it reaches the shards inside the
 //!   snapshot; a connection keeps the `Arc` it was accepted with, so a
 //!   reload never changes the certificate under an open connection.
-//! - **Resumption shared by every shard and every reload.** One ticket key
-//!   source ([`ticketer`]) and one TLS 1.2 session-ID cache
-//!   ([`session_cache`]) per process, created on first use and put into
-//!   every listener's `ServerConfig`: a client resumes on whichever shard
-//!   its next connection lands, and after a reload. The ticket key rotates
-//!   every 6 hours and the previous key is still accepted (rustls'
-//!   `TicketRotator`, 12 h ticket lifetime). Both take a lock inside rustls
-//!   (the rotator a read lock, the session cache a mutex), but only on the
-//!   handshake path (issuing or opening a ticket or session ID), never per
-//!   record.
+//! - **Resumption per authentication context** ([`resumption`]): one
+//!   ticket key source and one TLS 1.2 session-ID cache per client-auth
+//!   policy, shared by every listener with that policy, every shard and
+//!   every reload that keeps it: a client resumes on whichever shard its
+//!   next connection lands, and after a reload, but never where the
+//!   session would skip a client certificate it was not asked for, or was
+//!   verified against a CA since removed. Both take a lock inside rustls
+//!   (the rotator a read lock, the session cache a mutex), but only on
+//!   the handshake path (issuing or opening a ticket or session ID), never
+//!   per record.
 //! - **The record layer runs on the shard** ([`crate::data::tls`]): rustls
 //!   is sans-IO, the shard's own runtime moves the bytes; no extra thread.
 //! - **Crypto provider: chosen in one place** ([`provider`]): ring by
@@ -30,15 +30,15 @@ pub mod certs;
 pub mod client_auth;
 pub mod failure;
 pub mod provider;
+pub mod resumption;
 pub mod sni;
 pub mod stream;
 pub mod subject;
 pub mod upstream;
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::server::{ProducesTickets, ServerSessionMemoryCache, StoresServerSessions};
 use rustls::ServerConfig;
 
 pub use failure::Failure;
@@ -50,9 +50,6 @@ pub enum Protocol {
     Tls13,
 }
 
-/// TLS 1.2 sessions remembered for session-ID resumption (whole process).
-pub const SESSION_CACHE_SIZE: usize = 20_000;
-
 /// `[listener.tls]`, loaded: what a shard needs to terminate TLS.
 pub struct ListenerTls {
     pub server: Arc<ServerConfig>,
@@ -63,6 +60,9 @@ pub struct ListenerTls {
     /// Mutual TLS (`client_ca`): the header that carries the verified
     /// client subject to backends (any copy a client sends is removed).
     pub client_subject_header: Option<Box<str>>,
+    /// Keeps this listener's resumption state alive while the config is
+    /// loaded (the table in [`resumption`] holds it weakly).
+    pub resumption: Arc<resumption::Resumption>,
 }
 
 impl std::fmt::Debug for ListenerTls {
@@ -85,20 +85,6 @@ pub struct Settings {
     pub handshake_timeout: Duration,
     /// `client_ca`: require and verify a client certificate.
     pub client_auth: Option<client_auth::ClientAuth>,
-}
-
-/// The process-wide TLS 1.3 ticket key source (see the module docs).
-pub fn ticketer() -> Arc<dyn ProducesTickets> {
-    static T: OnceLock<Arc<dyn ProducesTickets>> = OnceLock::new();
-    Arc::clone(T.get_or_init(|| provider::new_ticketer().expect("the system random source works")))
-}
-
-/// The process-wide TLS 1.2 session-ID cache (see the module docs).
-pub fn session_cache() -> Arc<dyn StoresServerSessions + Send + Sync> {
-    static C: OnceLock<Arc<ServerSessionMemoryCache>> = OnceLock::new();
-    let c: Arc<ServerSessionMemoryCache> =
-        Arc::clone(C.get_or_init(|| ServerSessionMemoryCache::new(SESSION_CACHE_SIZE)));
-    c
 }
 
 /// The ALPN protocols a listener offers for its configured `alpn`: an
@@ -141,9 +127,10 @@ pub fn build(
     let mut cfg = cfg
         .with_cert_resolver(Arc::clone(&resolver) as Arc<dyn rustls::server::ResolvesServerCert>);
     cfg.alpn_protocols = alpn_offered(&settings.alpn);
-    cfg.session_storage = session_cache();
+    let resumption = resumption::for_context(resumption::context(settings.client_auth.as_ref()));
+    cfg.session_storage = Arc::clone(&resumption.cache) as _;
     if settings.session_tickets {
-        cfg.ticketer = ticketer();
+        cfg.ticketer = Arc::clone(&resumption.ticketer);
     }
     // Early data is off (rustls' default): a replayable request must not
     // reach a backend.
@@ -156,6 +143,7 @@ pub fn build(
             .client_auth
             .as_ref()
             .map(|c| c.header.clone().into_boxed_str()),
+        resumption,
     })
 }
 

@@ -49,10 +49,12 @@ pub struct Forwarded<'a> {
 /// A field the proxy sets itself on every request of a connection (the
 /// verified mutual-TLS client subject): any copy the client sent is
 /// dropped (compared case-insensitively), so a backend can trust it.
+/// Without a value (no verified certificate on the connection) the
+/// client's copies are still dropped and nothing is set.
 #[derive(Debug, Clone, Copy)]
 pub struct SetField<'a> {
     pub name: &'a [u8],
-    pub value: &'a [u8],
+    pub value: Option<&'a [u8]>,
 }
 
 /// [`encode_request`] with what [`Forwarded`] carries.
@@ -158,8 +160,12 @@ pub fn encode_request_set(
     } else {
         b"X-Forwarded-Proto: http\r\n"
     });
-    if let Some(s) = set {
-        put_field(out, s.name, s.value);
+    if let Some(SetField {
+        name,
+        value: Some(value),
+    }) = set
+    {
+        put_field(out, name, value);
     }
     if head.upgrade {
         out.extend_from_slice(b"Connection: upgrade\r\n");
@@ -410,7 +416,7 @@ mod tests {
             https: true,
             set: Some(SetField {
                 name: b"X-Client-Subject",
-                value: b"CN=alice,O=Acme",
+                value: Some(b"CN=alice,O=Acme"),
             }),
         };
         encode_request_set(&mut out, raw.as_bytes(), &h, &f, b"d", &fwd);
@@ -423,6 +429,31 @@ mod tests {
         );
         assert!(out.contains("Accept: */*\r\n"), "{out}");
         assert!(out.contains("X-Forwarded-Proto: https\r\n"), "{out}");
+    }
+
+    #[test]
+    fn set_field_without_a_value_only_drops_the_client_copies() {
+        let raw = "GET / HTTP/1.1\r\nHost: a\r\nX-Client-Subject: CN=admin\r\nAccept: */*\r\n\r\n";
+        let mut f = Vec::new();
+        let h = decode_request(raw.as_bytes(), &Limits::default(), &mut f)
+            .unwrap()
+            .unwrap();
+        let mut out = Vec::new();
+        let fwd = Forwarded {
+            client_ip: b"192.0.2.7",
+            https: true,
+            set: Some(SetField {
+                name: b"x-client-subject",
+                value: None,
+            }),
+        };
+        encode_request_set(&mut out, raw.as_bytes(), &h, &f, b"d", &fwd);
+        let out = String::from_utf8(out).unwrap();
+        assert!(
+            !out.to_ascii_lowercase().contains("x-client-subject"),
+            "{out}"
+        );
+        assert!(out.contains("Accept: */*\r\n"), "{out}");
     }
 
     fn req(raw: &str, ip: &str) -> String {
