@@ -415,6 +415,17 @@ fn sighup_adds_and_removes_listeners() {
 
 #[test]
 fn sigterm_finishes_requests_in_flight() {
+    stop_finishes_requests_in_flight(libc::SIGTERM);
+}
+
+/// SIGQUIT is nginx's graceful stop: ringlb stops the same way, so the
+/// scripts that stop an nginx it replaces do not cut requests.
+#[test]
+fn sigquit_finishes_requests_in_flight_as_nginx_s_graceful_stop() {
+    stop_finishes_requests_in_flight(libc::SIGQUIT);
+}
+
+fn stop_finishes_requests_in_flight(sig: i32) {
     let slow = backend(|mut s| {
         let mut buf = Vec::new();
         while read_request(&mut s, &mut buf).is_some() {
@@ -442,7 +453,7 @@ fn sigterm_finishes_requests_in_flight() {
     idle.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
         .unwrap();
     thread::sleep(Duration::from_millis(200));
-    rl.signal(libc::SIGTERM);
+    rl.signal(sig);
     for h in inflight {
         let r = h.join().unwrap().expect("request in flight was cut");
         assert!(
@@ -461,5 +472,82 @@ fn sigterm_finishes_requests_in_flight() {
     assert!(
         std::net::TcpStream::connect(addr).is_err(),
         "still accepting after stop"
+    );
+}
+
+/// logrotate's stock `postrotate` for nginx sends SIGUSR1 after moving
+/// the log away: ringlb reopens its access log there (lines after the
+/// signal go to a new file at the configured path) and keeps serving;
+/// SIGUSR2 (nginx's binary upgrade) is ignored, not fatal.
+#[test]
+fn sigusr1_reopens_the_access_log_and_sigusr2_is_ignored() {
+    let be = backend(|mut s| {
+        let mut buf = Vec::new();
+        while read_request(&mut s, &mut buf).is_some() {
+            if s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    let dir = common::tempdir::Dir::new("logrotate");
+    let alog = dir.0.join("access.log");
+    let rotated = dir.0.join("access.log.1");
+    let cfg = format!(
+        "{}\n[log]\naccess_log = \"{}\"\n",
+        simple_config(&[be.addr], ""),
+        alog.display()
+    );
+    let mut rl = Ringlb::start(&cfg);
+    let lines = |path: &std::path::Path, what: &str| {
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(what))
+            .count()
+    };
+    let addr = rl.addr;
+    let get = |path: &str| {
+        let r = roundtrip_close(
+            addr,
+            format!("GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").as_bytes(),
+        );
+        assert!(r.starts_with("HTTP/1.1 200"), "{path}: {r}");
+    };
+    let eventually = |what: &str, done: &dyn Fn() -> bool| {
+        let start = Instant::now();
+        while !done() {
+            assert!(start.elapsed() < Duration::from_secs(10), "{what}");
+            thread::sleep(Duration::from_millis(50));
+        }
+    };
+    get("/before-rotation");
+    eventually("the first line was not logged", &|| {
+        lines(&alog, "/before-rotation") == 1
+    });
+    std::fs::rename(&alog, &rotated).unwrap();
+    rl.signal(libc::SIGUSR1);
+    eventually("the log was not reopened", &|| alog.exists());
+    get("/after-rotation");
+    eventually(
+        "the line after the rotation is not in the new file",
+        &|| lines(&alog, "/after-rotation") == 1,
+    );
+    assert_eq!(lines(&rotated, "/after-rotation"), 0);
+    assert_eq!(lines(&rotated, "/before-rotation"), 1);
+
+    rl.signal(libc::SIGUSR2);
+    thread::sleep(Duration::from_millis(300));
+    get("/after-usr2");
+    assert!(
+        rl.wait_exit(Duration::from_millis(10)).is_none(),
+        "SIGUSR2 ended ringlb:\n{}",
+        rl.log_text()
+    );
+    assert!(
+        rl.log_text().contains("SIGUSR2 ignored"),
+        "{}",
+        rl.log_text()
     );
 }

@@ -101,11 +101,17 @@ impl Running {
             crate::info!("reload: closed listener {addr}");
         }
         self.config = new;
-        if let Some(tx) = &self.access_log {
-            // An empty buffer asks the writer to reopen (log rotation).
-            let _ = tx.try_send(Vec::new());
-        }
+        self.reopen_logs();
         crate::info!("reload: configuration generation {generation} published");
         true
+    }
+
+    /// Asks the access-log writer to reopen its file (log rotation: on
+    /// SIGHUP and SIGUSR1).
+    pub fn reopen_logs(&self) {
+        if let Some(tx) = &self.access_log {
+            // An empty buffer asks the writer to reopen.
+            let _ = tx.try_send(Vec::new());
+        }
     }
 }

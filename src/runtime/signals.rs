@@ -6,8 +6,15 @@
 //! | signal | effect |
 //! |---|---|
 //! | SIGHUP | [`Running::reload`] (see [`super::reload`]) |
-//! | SIGTERM, SIGINT | [`Running::stop`] (see [`super::stop`]), then exit 0 |
-//! | SIGUSR2 | test builds with `fault-injection` only: stall or resume every shard |
+//! | SIGTERM, SIGINT, SIGQUIT | [`Running::stop`] (see [`super::stop`]), then exit 0 |
+//! | SIGUSR1 | [`Running::reopen_logs`]: the access log is reopened |
+//! | SIGUSR2 | ignored (logged); test builds with `fault-injection`: stall or resume every shard |
+//!
+//! SIGUSR1 and SIGQUIT mean what they mean to nginx (reopen the logs; stop
+//! gracefully), so the scripts that drive an nginx being replaced keep
+//! working: logrotate's stock `postrotate` sends SIGUSR1, and unhandled it
+//! would kill the process. SIGUSR2 (nginx's binary upgrade, which ringlb
+//! does not do) is caught for the same reason.
 
 use std::path::PathBuf;
 
@@ -16,12 +23,9 @@ use crate::config::Config;
 
 /// Starts `config` (loaded from `path`) and serves signals until stopped.
 pub fn run(path: PathBuf, config: Config) -> std::io::Result<()> {
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    #[cfg(feature = "fault-injection")]
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
     let mut signals =
-        signal_hook::iterator::Signals::new([SIGHUP, SIGINT, SIGTERM, libc::SIGUSR2])?;
-    #[cfg(not(feature = "fault-injection"))]
-    let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGINT, SIGTERM])?;
+        signal_hook::iterator::Signals::new([SIGHUP, SIGINT, SIGTERM, SIGQUIT, SIGUSR1, SIGUSR2])?;
     let mut running: Running = start(config)?;
     for sig in signals.forever() {
         match sig {
@@ -29,8 +33,14 @@ pub fn run(path: PathBuf, config: Config) -> std::io::Result<()> {
                 crate::info!("SIGHUP: reloading {}", path.display());
                 running.reload(&path);
             }
+            SIGUSR1 => {
+                crate::info!("SIGUSR1: reopening the access log");
+                running.reopen_logs();
+            }
+            #[cfg(not(feature = "fault-injection"))]
+            SIGUSR2 => crate::warn!("SIGUSR2 ignored (ringlb has no binary upgrade)"),
             #[cfg(feature = "fault-injection")]
-            libc::SIGUSR2 => {
+            SIGUSR2 => {
                 use std::sync::atomic::Ordering;
                 let stalled = !crate::data::shard::FAULT_STALL.load(Ordering::Relaxed);
                 crate::warn!(
