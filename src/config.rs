@@ -50,9 +50,12 @@ pub mod defaults {
     /// connection, and a whole buffered body can be replayed.
     pub const REQUEST_BUFFERING: bool = true;
     /// Most body bytes buffered per request before the rest is streamed:
-    /// one pooled shard buffer (64 KiB) holds typical form and JSON posts;
-    /// larger uploads stream (ringlb has no temp files).
-    pub const REQUEST_BUFFER_SIZE: usize = 64 * 1024;
+    /// `client_max_body_size`'s default, so every body the defaults accept
+    /// reaches the backend whole, after the client sent it (a slow upload
+    /// holds no worker of a gunicorn sync backend, as behind nginx, which
+    /// buffers to a temp file). Storage grows only as bytes arrive (a
+    /// pooled 64 KiB buffer first) and is charged to the shard's budget.
+    pub const REQUEST_BUFFER_SIZE: usize = 1024 * 1024;
     pub const HC_INTERVAL: Duration = Duration::from_secs(1);
     pub const HC_TIMEOUT: Duration = Duration::from_millis(500);
     pub const HC_RISE: u32 = 2;

@@ -528,6 +528,24 @@ fn duplicate_listen_address() {
     );
 }
 
+/// `check` says no when `run` could not bind the admin socket: the same
+/// address as a listener, or the wildcard on a listener's port.
+#[test]
+fn admin_on_a_listener_s_port() {
+    for (admin, col) in [("127.0.0.1:8080", 10), ("0.0.0.0:8080", 10)] {
+        one_error(
+            &format!("{BASE}[admin]\nlisten = \"{admin}\"\n"),
+            9,
+            col,
+            &format!("admin listen {admin} takes the port of the listener on 127.0.0.1:8080"),
+        );
+    }
+    // Another port, or another family: fine.
+    for admin in ["127.0.0.1:8081", "[::1]:8080"] {
+        ok(&format!("{BASE}[admin]\nlisten = \"{admin}\"\n"));
+    }
+}
+
 #[test]
 fn duplicate_vrrp_names_and_vrids() {
     let inst = |name: &str, vrid: u8| {

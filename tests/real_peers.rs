@@ -172,6 +172,41 @@ fn httpx_through_ringlb_to_gunicorn_gthread() {
     );
 }
 
+/// Chunked uploads (requests and aiohttp with generator bodies) to a WSGI
+/// application that reads the body by `CONTENT_LENGTH`, as PEP 3333 asks
+/// and Django does: gunicorn gives such an application an empty body for a
+/// chunked request. Behind nginx it gets the whole body, because nginx
+/// sends every buffered body with a `Content-Length`; behind ringlb too,
+/// with the default config (bodies up to `client_max_body_size`, 1 MiB,
+/// are buffered whole). The backend must read exactly the bytes sent.
+#[test]
+fn chunked_uploads_reach_a_wsgi_app_that_reads_by_content_length() {
+    let server = AppServer::gunicorn("sync", &["--workers", "2"]);
+    let rl = Ringlb::start(&simple_config(&[server.addr], ""));
+    for lib in ["requests", "aiohttp"] {
+        let mut steps = Vec::new();
+        for size in [0, 14, KB, 300 * KB, MB - 1] {
+            steps.push(req(
+                &format!("{lib}-by-length-chunked-{size}"),
+                "POST",
+                "/by-length",
+                size,
+                true,
+            ));
+        }
+        steps.push(req(
+            &format!("{lib}-by-length-cl"),
+            "POST",
+            "/by-length",
+            300 * KB,
+            false,
+        ));
+        let results = py_client(&json!({"lib": lib, "base": base(&rl), "steps": steps}));
+        assert_eq!(results.len(), steps.len());
+        assert_exchanges(&server, &results, 200);
+    }
+}
+
 /// Issue item 1: the backend closes idle keep-alive connections after 1 s;
 /// after 8 concurrent requests filled ringlb's pool and 2 s of idleness,
 /// further requests (GETs and a 300 KB POST) must all succeed, each reaching

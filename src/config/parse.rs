@@ -36,8 +36,8 @@ mod vrrp;
 
 use super::defaults as def;
 use super::{
-    AccessLogFormat, AdminConfig, Config, ConfigError, HttpConfig, LogConfig, RuntimeConfig,
-    Workers,
+    AccessLogFormat, AdminConfig, Config, ConfigError, HttpConfig, ListenerConfig, LogConfig,
+    RuntimeConfig, Workers,
 };
 use fields::{suggest, Table, I64, U32};
 use span::{Diags, Source};
@@ -107,7 +107,7 @@ fn read_config(root: &Table, d: &mut Diags) -> Config {
         warnings: Vec::new(),
         runtime: read_runtime(runtime.as_ref(), d),
         http,
-        admin: admin.and_then(|t| read_admin(&t, d)),
+        admin: admin.and_then(|t| read_admin(&t, d, &listeners)),
         log: read_log(log.as_ref(), d),
         listeners,
         upstreams: upstreams
@@ -260,7 +260,7 @@ fn read_request_buffering(t: &Table, d: &mut Diags, h: &mut HttpConfig) {
     }
 }
 
-fn read_admin(t: &Table, d: &mut Diags) -> Option<AdminConfig> {
+fn read_admin(t: &Table, d: &mut Diags, listeners: &[ListenerConfig]) -> Option<AdminConfig> {
     t.check_keys(d, &["listen", "token"]);
     let token = match t.field("token") {
         Some(f) => match f.str(d) {
@@ -278,12 +278,34 @@ fn read_admin(t: &Table, d: &mut Diags) -> Option<AdminConfig> {
     let f = t.required(d, "listen")?;
     let s = f.str(d)?;
     match addr::parse_listen(s) {
-        Ok(listen) => Some(AdminConfig { listen, token }),
+        Ok(listen) => {
+            if let Some(l) = listeners.iter().find(|l| binds_overlap(l.listen, listen)) {
+                d.error(
+                    f.at,
+                    format!(
+                        "admin listen {listen} takes the port of the listener on {}",
+                        l.listen
+                    ),
+                );
+            }
+            Some(AdminConfig { listen, token })
+        }
         Err(e) => {
             d.error(f.at, e);
             None
         }
     }
+}
+
+/// Whether two sockets could not both bind: the same port (not 0) on the
+/// same address, or on one side the wildcard of the same family (the
+/// admin socket does not share ports as the listeners' SO_REUSEPORT
+/// sockets do among themselves).
+fn binds_overlap(a: std::net::SocketAddr, b: std::net::SocketAddr) -> bool {
+    a.port() != 0
+        && a.port() == b.port()
+        && a.is_ipv4() == b.is_ipv4()
+        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }
 
 fn read_log(t: Option<&Table>, d: &mut Diags) -> LogConfig {

@@ -16,9 +16,15 @@
 //! does not fit is streamed from there. A slow client thus holds no
 //! upstream connection and the backend sees the request only once it is
 //! whole (or the cap was reached). `proto::exchange::body_step` decides.
-//! A buffered chunked body is forwarded chunked, as received (trailer
-//! framing fields dropped): de-chunking would need a second pass over the
-//! body and a rewritten head, and every HTTP/1.1 server takes chunked.
+//! A chunked body buffered whole is sent with a `Content-Length` (its data
+//! alone, trailers dropped), as nginx sends every buffered body: a WSGI
+//! server (gunicorn) hands the application the body by `CONTENT_LENGTH`,
+//! so Django sees a chunked request as empty. It costs a second pass over
+//! a body of at most `request_buffer_size`. A body streamed past the cap
+//! stays chunked, canonical, forbidden trailer fields dropped. A backend
+//! that answers before reading a large buffered body and resets the
+//! connection still has its answer relayed (it is read after the failed
+//! write).
 //!
 //! # Replay
 //!
@@ -104,8 +110,8 @@ use crate::lb::{hash_bytes, NoServer, ShardState};
 use crate::metrics::{ConnState, FailureKind};
 use crate::proto::exchange::{
     body_out, body_step, buffer_limit, counts_against_server, linger_after_refusal,
-    may_keep_client, may_pool_upstream, retry, too_many_interim, BodyFacts, BodyStep, ClientEnd,
-    Failed, Retry, Sent, Tried, UpstreamEnd,
+    may_keep_client, may_pool_upstream, retry, too_many_interim, wire_cap, BodyFacts, BodyStep,
+    ClientEnd, Failed, Retry, Sent, Tried, UpstreamEnd,
 };
 use crate::proto::http1::encode::{
     encode_canned, encode_request_set, encode_response, BodyOut, ClientConn, Forwarded, SetField,
@@ -932,6 +938,10 @@ struct Req<'h> {
     head: &'h RequestHead,
     body: ReqBody,
     continue_sent: bool,
+    /// A chunked body buffered whole goes upstream with a Content-Length
+    /// (`request_buffering` on, as nginx sends it); with buffering off the
+    /// client's framing streams through, however the bytes arrived.
+    dechunk_whole: bool,
 }
 
 impl Req<'_> {
@@ -1160,6 +1170,7 @@ async fn exchange(
         head: &head,
         body,
         continue_sent: false,
+        dechunk_whole: http.request_buffering,
     };
     let Some(ui) = route else {
         return finish_local(shard, c, log, &mut req, 404).await;
@@ -1300,18 +1311,15 @@ async fn buffer_body(
     log: &mut ReqLog,
 ) -> Option<Next> {
     let head = req.head;
-    let limit = buffer_limit(
-        head.head_len,
-        http.request_buffer_size,
-        http.max_header_bytes,
-    );
+    let cap = wire_cap(http.request_buffer_size, head.framing == Framing::Chunked);
+    let limit = buffer_limit(head.head_len, cap, http.max_header_bytes);
     loop {
         let room = c.rbuf.capacity() - c.rbuf.len();
         let step = body_step(BodyFacts {
             buffering: http.request_buffering,
             complete: req.body.rest.is_none(),
             buffered: req.body.prefix,
-            cap: http.request_buffer_size,
+            cap,
             room,
             grow: c.body_buf.grow_size(&c.rbuf, limit),
             budget_left: body_buf::budget_left(),
@@ -1468,13 +1476,31 @@ async fn attempt(
                 value: value.as_deref(),
             }),
         };
-        encode_request_set(&mut out, buf, head, &c.fields, &server.host, &fwd);
         let prefix = &buf[head.head_len..head.head_len + req.body.prefix];
-        if head.framing == Framing::Chunked {
-            // Already validated by plan_body; this drops forbidden trailers.
-            let _ = ChunkedDecoder::new().forward(prefix, &mut out);
-        } else {
-            out.extend_from_slice(prefix);
+        match (head.framing, req.body.rest.is_none() && req.dechunk_whole) {
+            (Framing::Chunked, true) => {
+                // The whole chunked body is buffered: sent with a
+                // Content-Length, as nginx sends every buffered body (a
+                // WSGI application reads the body by CONTENT_LENGTH).
+                // Already validated by plan_body.
+                let mut dec = ChunkedDecoder::new();
+                let _ = dec.feed(prefix);
+                let sent = RequestHead {
+                    framing: Framing::Length(dec.data_len()),
+                    ..*head
+                };
+                encode_request_set(&mut out, buf, &sent, &c.fields, &server.host, &fwd);
+                let _ = ChunkedDecoder::new().dechunk(prefix, &mut out);
+            }
+            (Framing::Chunked, false) => {
+                encode_request_set(&mut out, buf, head, &c.fields, &server.host, &fwd);
+                // Streamed from here on: chunked. This drops forbidden trailers.
+                let _ = ChunkedDecoder::new().forward(prefix, &mut out);
+            }
+            _ => {
+                encode_request_set(&mut out, buf, head, &c.fields, &server.host, &fwd);
+                out.extend_from_slice(prefix);
+            }
         }
     }
     if req.body.rest.is_some() {
@@ -1487,14 +1513,26 @@ async fn attempt(
         write_counted(&mut conn.stream, fd, out, &c.timer, up.config.send_timeout).await;
     c.out = o;
     if let Err(e) = r {
-        return Err(AttemptError::Upstream {
+        let failed = AttemptError::Upstream {
             failure: match e {
                 RelayError::DstTimeout => Failure::Timeout,
                 _ => Failure::Reset,
             },
             sent: if n == 0 { Sent::Nothing } else { Sent::Maybe },
             stale: conn.reused,
-        });
+        };
+        // A backend may answer a request it will not take (413, 401)
+        // after its head, then close without reading the body: the body's
+        // write then fails with a reset, but the answer is already in our
+        // receive queue (the kernel keeps received data readable after a
+        // reset). Relay it, as the streaming path does; else the failure
+        // stands as it was.
+        if n > 0 && !matches!(e, RelayError::DstTimeout) {
+            if let Ok(next) = respond(shard, c, req, t, conn, log).await {
+                return Ok(next);
+            }
+        }
+        return Err(failed);
     }
     respond(shard, c, req, t, conn, log).await
 }

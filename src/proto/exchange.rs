@@ -355,6 +355,20 @@ pub fn body_step(f: BodyFacts) -> BodyStep {
     }
 }
 
+/// `request_buffer_size` counts body bytes; a buffer holds wire bytes. A
+/// chunked body's wire bytes carry its framing too (size lines and CRLFs:
+/// ~0.01% with 64 KiB chunks, under 1% with 1 KiB ones), so its cap gets
+/// an eighth more room: a chunked body of up to `cap` bytes in chunks of
+/// 64 bytes or more is still buffered whole (and sent with a
+/// `Content-Length`) rather than streamed for its framing.
+pub fn wire_cap(cap: usize, chunked: bool) -> usize {
+    if chunked {
+        cap.saturating_add(cap / 8)
+    } else {
+        cap
+    }
+}
+
 /// How large the client buffer may grow while a body is buffered: the
 /// head, then at most `cap` body bytes.
 pub fn buffer_limit(head_len: usize, cap: usize, head_limit: usize) -> usize {
@@ -742,6 +756,22 @@ mod tests {
         ] {
             assert_eq!(buffer_limit(h, cap, hl), want, "{h} {cap} {hl}");
         }
+    }
+
+    #[test]
+    fn wire_caps() {
+        // (cap, chunked, wire cap)
+        for (cap, chunked, want) in [
+            (1 << 20, false, 1 << 20),
+            (1 << 20, true, (1 << 20) + (1 << 17)),
+            (0, true, 0),
+            (usize::MAX, true, usize::MAX),
+        ] {
+            assert_eq!(wire_cap(cap, chunked), want, "{cap} {chunked}");
+        }
+        // A 1 MiB body in 64-byte chunks ("40\r\n" + data + "\r\n") fits.
+        let framed = (1usize << 20) / 64 * (64 + 6) + 5;
+        assert!(framed <= wire_cap(1 << 20, true));
     }
 
     #[test]

@@ -266,6 +266,33 @@ impl ChunkedDecoder {
         Ok(at)
     }
 
+    /// Like [`feed`](Self::feed), and appends only the chunk data to `out`:
+    /// what a body whole in the buffer becomes when it is sent with a
+    /// `Content-Length` instead (nginx does this to every buffered chunked
+    /// request body; WSGI servers hand an application the body by
+    /// `CONTENT_LENGTH`, so a chunked request reaches many of them empty).
+    /// Trailer fields are dropped, as they are then.
+    pub fn dechunk(&mut self, buf: &[u8], out: &mut Vec<u8>) -> Result<usize, ChunkError> {
+        let mut at = 0;
+        while at < buf.len() && !self.is_done() {
+            let (n, piece) = self.next(&buf[at..])?;
+            if n == 0 {
+                break;
+            }
+            if piece == Piece::Data {
+                out.extend_from_slice(&buf[at..at + n]);
+            }
+            at += n;
+        }
+        Ok(at)
+    }
+
+    /// The sum of the chunk sizes read so far (the body's length once
+    /// [`is_done`](Self::is_done)).
+    pub fn data_len(&self) -> u64 {
+        self.data_total
+    }
+
     /// At the start of a trailer field line: consumes it whole once its LF
     /// is buffered, and says whether it may be forwarded.
     fn trailer_line(&mut self, buf: &[u8]) -> Result<(usize, Piece), ChunkError> {
@@ -477,18 +504,10 @@ mod tests {
                 break;
             }
             avail = (avail + step).min(input.len());
-            loop {
-                let (n, piece) = d.next(&input[at..avail])?;
-                if piece == Piece::Data {
-                    data.extend_from_slice(&input[at..at + n]);
-                }
-                at += n;
-                if n == 0 || piece == Piece::Done {
-                    break;
-                }
-            }
+            at += d.dechunk(&input[at..avail], &mut data)?;
         }
         assert!(d.is_done(), "incomplete");
+        assert_eq!(d.data_len(), data.len() as u64);
         Ok((data, at))
     }
 
