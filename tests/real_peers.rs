@@ -207,6 +207,62 @@ fn chunked_uploads_reach_a_wsgi_app_that_reads_by_content_length() {
     }
 }
 
+/// A slow upload (a 300 KB body, most of it held back) must not occupy a
+/// gunicorn sync worker: with the default config ringlb buffers every body
+/// `client_max_body_size` accepts before it picks a backend, as nginx
+/// does. With one worker, a GET sent while the upload stalls is answered
+/// (were the upload streamed, the worker would wait on it and the GET on
+/// the worker); then the upload completes and the backend reads it once,
+/// whole.
+#[test]
+fn a_stalled_upload_holds_no_gunicorn_sync_worker() {
+    use std::io::{Read, Write};
+    let server = AppServer::gunicorn("sync", &["--workers", "1"]);
+    let rl = Ringlb::start(&simple_config(&[server.addr], ""));
+    let body = app_pattern(300 * KB);
+    let mut upload = std::net::TcpStream::connect(rl.addr).unwrap();
+    upload
+        .write_all(
+            format!(
+                "POST /echo HTTP/1.1\r\nHost: a\r\nX-Test-Id: slow-upload\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+    upload.write_all(&body[..200 * KB]).unwrap();
+    thread::sleep(Duration::from_millis(300));
+    let mut get = std::net::TcpStream::connect(rl.addr).unwrap();
+    get.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    get.write_all(
+        b"GET /echo HTTP/1.1\r\nHost: a\r\nX-Test-Id: while-stalled\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let mut answer = Vec::new();
+    let _ = get.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 200 "),
+        "the GET was not answered while an upload stalled: {answer:?}"
+    );
+    assert!(
+        server.records_of("slow-upload").is_empty(),
+        "the backend got the upload before it was whole"
+    );
+    upload.write_all(&body[200 * KB..]).unwrap();
+    upload
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = upload.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer:?}");
+    let recs = server.records_of("slow-upload");
+    assert_eq!(recs.len(), 1, "{recs:?}");
+    assert_eq!(recs[0]["sha"], sha256_hex(&body), "{recs:?}");
+    assert_eq!(server.records_of("while-stalled").len(), 1);
+}
+
 /// Issue item 1: the backend closes idle keep-alive connections after 1 s;
 /// after 8 concurrent requests filled ringlb's pool and 2 s of idleness,
 /// further requests (GETs and a 300 KB POST) must all succeed, each reaching
