@@ -8,6 +8,8 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
+mod common;
+
 use ringlb::cli::import::{import_files, import_str, warning_line, Imported};
 use ringlb::config::{parse_str, Balance, Config, Diagnostic, HashKey};
 
@@ -414,16 +416,6 @@ http {
     for (line, needle, comment) in [
         (6, "`gzip`", "# not imported: gzip on; (nginx.conf:6)"),
         (
-            12,
-            "`listen`",
-            "# not imported: listen 443 ssl; (nginx.conf:12)",
-        ),
-        (
-            13,
-            "`ssl_certificate`",
-            "# not imported: ssl_certificate /etc/ssl/a.pem; (nginx.conf:13)",
-        ),
-        (
             14,
             "`rewrite`",
             "# not imported: rewrite ^/old$ /new permanent; (nginx.conf:14)",
@@ -457,6 +449,20 @@ http {
     );
     assert!(t.contains("# [upstream.unused]"));
     assert_eq!(cfg.upstreams.len(), 1);
+    // HTTPS without a key for its certificate: written as a comment.
+    has_warning(
+        &imp.warnings,
+        "nginx.conf",
+        10,
+        "1 ssl_certificate but 0 ssl_certificate_key",
+    );
+    has_warning(
+        &imp.warnings,
+        "nginx.conf",
+        10,
+        "without ssl_certificate and ssl_certificate_key",
+    );
+    assert!(t.contains("# listen = \"0.0.0.0:443\""), "{t}");
     assert_eq!(cfg.listeners.len(), 1, "the ssl listen is left out");
     assert_eq!(
         cfg.log.access_log.as_deref(),
@@ -838,4 +844,96 @@ http {
     let (cfg, imported) = load(nginx, None);
     assert!(!cfg.http.request_buffering, "{}", imported.toml);
     assert_eq!(cfg.http.request_buffer_size, 128 << 10, "{}", imported.toml);
+}
+
+/// HTTPS server blocks: `listen … ssl` and the `ssl_*` directives (http
+/// level inherited) become `[listener.tls]` (the default server's first
+/// certificate, protocols, tickets, client certificates) and
+/// `[[listener.tls.sni]]` (its second certificate, the other blocks');
+/// `proxy_pass https://` becomes an upstream with `tls = true`, verified
+/// as nginx was told (nginx's default: not verified). The output loads
+/// with real certificate files.
+#[test]
+fn https_servers_and_https_upstreams_are_imported() {
+    let pki = common::pki::Pki::new();
+    pki.leaf("www", &["www.example.test"], 30);
+    pki.rsa_leaf("wwwrsa", &["www.example.test"]);
+    pki.leaf("other", &["other.example.test"], 30);
+    let f = |n: &str| pki.path(n).display().to_string();
+    let nginx = format!(
+        "\
+http {{
+    ssl_protocols TLSv1 TLSv1.2 TLSv1.3;
+    ssl_session_cache shared:SSL:10m;
+    upstream app {{ server 127.0.0.1:9000; }}
+    upstream api {{ server 127.0.0.1:9443; }}
+    server {{
+        listen 127.0.0.1:8443 ssl default_server;
+        server_name www.example.test;
+        ssl_certificate {rsa};
+        ssl_certificate_key {rsakey};
+        ssl_certificate {ec};
+        ssl_certificate_key {eckey};
+        ssl_session_tickets off;
+        ssl_client_certificate {ca};
+        ssl_verify_client on;
+        location / {{ proxy_pass http://app; }}
+        location /api/ {{
+            proxy_pass https://api;
+            proxy_ssl_verify on;
+            proxy_ssl_trusted_certificate {ca};
+            proxy_ssl_name api.internal;
+        }}
+    }}
+    server {{
+        listen 127.0.0.1:8443 ssl;
+        server_name other.example.test;
+        ssl_certificate {other};
+        ssl_certificate_key {otherkey};
+        location / {{ proxy_pass https://127.0.0.1; }}
+    }}
+}}
+",
+        rsa = f("wwwrsa.pem"),
+        rsakey = f("wwwrsa.key"),
+        ec = f("www.pem"),
+        eckey = f("www.key"),
+        ca = f("ca.pem"),
+        other = f("other.pem"),
+        otherkey = f("other.key"),
+    );
+    let (cfg, imp) = load(&nginx, None);
+    assert_eq!(cfg.listeners.len(), 1, "{}", imp.toml);
+    let l = &cfg.listeners[0];
+    assert_eq!(l.listen, sock("127.0.0.1:8443"));
+    let tls = l.tls.as_ref().expect("[listener.tls]");
+    assert_eq!(
+        tls.files,
+        [f("wwwrsa.pem"), f("www.pem"), f("other.pem")],
+        "default certificate first, then the SNI ones:\n{}",
+        imp.toml
+    );
+    assert!(tls.client_subject_header.is_some(), "client_ca imported");
+    let t = &imp.toml;
+    assert!(t.contains("protocols = [\"TLSv1.2\", \"TLSv1.3\"]"), "{t}");
+    assert!(t.contains("session_tickets = false"), "{t}");
+    has_warning(&imp.warnings, "nginx.conf", 2, "TLSv1.2 and TLSv1.3 only");
+    // The second server block's settings differ (tickets, client certs).
+    has_warning(&imp.warnings, "nginx.conf", 24, "one setting per listener");
+    let (_, api) = upstream(&cfg, "api");
+    let api_tls = api.tls.as_ref().expect("api over TLS");
+    assert!(t.contains("tls_verify = true"), "{t}");
+    assert!(t.contains("tls_server_name = \"api.internal\""), "{t}");
+    let _ = api_tls;
+    let direct = cfg
+        .upstreams
+        .iter()
+        .find(|u| u.name.starts_with("direct_"))
+        .expect("generated upstream for proxy_pass https://127.0.0.1");
+    assert!(direct.tls.is_some());
+    assert_eq!(direct.servers[0].addr, sock("127.0.0.1:443"));
+    assert!(
+        t.contains("tls_verify = false          # nginx's default proxy_ssl_verify off"),
+        "{t}"
+    );
 }

@@ -22,6 +22,7 @@ mod emit;
 mod keepalived;
 mod lexer;
 mod nginx;
+mod nginx_tls;
 mod syntax;
 mod units;
 

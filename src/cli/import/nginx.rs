@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use super::emit::{key, Section, Value};
 use super::lexer::{Dialect, Pos};
+use super::nginx_tls::{self, Tls};
 use super::syntax::Directive;
 use super::units::{nginx_size, nginx_time};
 use super::{covered, Warnings};
@@ -47,6 +48,12 @@ struct Proxy {
     send: Option<Duration>,
     tries: Option<u32>,
     next_upstream_off: bool,
+    /// `proxy_ssl_verify` (nginx's default: off).
+    ssl_verify: Option<bool>,
+    /// `proxy_ssl_trusted_certificate`.
+    ssl_ca: Option<String>,
+    /// `proxy_ssl_name` (a literal name).
+    ssl_name: Option<String>,
     /// Where each set value came from, for comments.
     from: Vec<(&'static str, String)>,
 }
@@ -59,7 +66,19 @@ impl Proxy {
             self.send,
             self.tries,
             self.next_upstream_off,
-        ) == (o.connect, o.read, o.send, o.tries, o.next_upstream_off)
+            self.ssl_verify,
+            &self.ssl_ca,
+            &self.ssl_name,
+        ) == (
+            o.connect,
+            o.read,
+            o.send,
+            o.tries,
+            o.next_upstream_off,
+            o.ssl_verify,
+            &o.ssl_ca,
+            &o.ssl_name,
+        )
     }
 
     fn origin(&self, key: &str) -> Option<String> {
@@ -91,6 +110,8 @@ struct Upstream {
     used: bool,
     /// Made for a `proxy_pass http://ADDR` with a literal address.
     generated_for: Option<String>,
+    /// `proxy_pass https://…` (where first seen).
+    tls: Option<(bool, Pos)>,
 }
 
 #[derive(Debug)]
@@ -100,6 +121,8 @@ struct Listen {
     backlog: Option<u64>,
     /// `listen … proxy_protocol`.
     proxy_protocol: bool,
+    /// `listen … ssl` (or the block's `ssl on;`).
+    ssl: bool,
 }
 
 #[derive(Debug)]
@@ -116,6 +139,7 @@ struct ServerBlock {
     names: Vec<String>,
     locs: Vec<Loc>,
     notes: Vec<String>,
+    tls: Tls,
 }
 
 struct Mapper<'w> {
@@ -126,6 +150,8 @@ struct Mapper<'w> {
     upstreams: Vec<Upstream>,
     servers: Vec<ServerBlock>,
     workers_note: Option<String>,
+    /// `ssl_*` settings at the http level, inherited by server blocks.
+    tls: Tls,
 }
 
 pub(crate) fn map(tree: &[Directive], w: &mut Warnings) -> Out {
@@ -137,6 +163,7 @@ pub(crate) fn map(tree: &[Directive], w: &mut Warnings) -> Out {
         upstreams: Vec::new(),
         servers: Vec::new(),
         workers_note: None,
+        tls: Tls::default(),
     };
     // A file with no `http` block is taken as the inside of one (a
     // conf.d snippet: `upstream …` and `server …` at the top level).
@@ -167,6 +194,14 @@ pub(crate) fn map(tree: &[Directive], w: &mut Warnings) -> Out {
             m.proxy_setting(d, &mut proxy);
         }
     }
+    // http-level ssl_* apply to every server block, wherever they are.
+    let mut tls = Tls::default();
+    for b in &http_blocks {
+        for d in b.iter() {
+            tls.apply(d, m.w, &mut m.notes);
+        }
+    }
+    m.tls = tls;
     for b in &http_blocks {
         for d in b.iter() {
             m.http_directive(d, &proxy);
@@ -248,7 +283,7 @@ impl Mapper<'_> {
 
     /// `http` context (or the top level of a snippet).
     fn http_directive(&mut self, d: &Directive, proxy: &Proxy) {
-        if is_proxy_setting(&d.name) {
+        if is_proxy_setting(&d.name) || d.name.starts_with("ssl") {
             return; // already applied (inherited by every server block)
         }
         match d.name.as_str() {
@@ -421,10 +456,12 @@ impl Mapper<'_> {
                 D,
                 "not needed: ringlb adds no Server header to proxied responses",
             ),
-            n if n.starts_with("ssl") => {
-                self.w
-                    .skip(notes, d, D, "TLS termination is not supported yet")
-            }
+            n if n.starts_with("ssl") => self.w.skip(
+                notes,
+                d,
+                D,
+                "ssl_* settings are imported from http and server blocks only",
+            ),
             "gzip" if d.arg(0) == Some("off") => covered(notes, d, D, "ringlb does not compress"),
             n if n.starts_with("gzip") => {
                 self.w
@@ -555,6 +592,29 @@ impl Mapper<'_> {
                         .warn(&d.pos, format!("`{}`: invalid time, ignored", d.name)),
                 }
             }
+            "proxy_ssl_verify" => {
+                p.ssl_verify = Some(d.arg(0) == Some("on"));
+                p.from.push(("tls_verify", origin));
+            }
+            "proxy_ssl_trusted_certificate" => match d.arg(0) {
+                Some(path) if !path.contains('$') => {
+                    p.ssl_ca = Some(path.to_string());
+                    p.from.push(("tls_ca", origin));
+                }
+                _ => self.w.warn(&d.pos, "`proxy_ssl_trusted_certificate`: a file path is needed, ignored"),
+            },
+            "proxy_ssl_name" => match d.arg(0) {
+                Some(name) if is_host(name) => {
+                    p.ssl_name = Some(name.to_string());
+                    p.from.push(("tls_server_name", origin));
+                }
+                _ => self.w.warn(
+                    &d.pos,
+                    "`proxy_ssl_name`: only a literal host name is imported (ringlb sends each server's host name by default)",
+                ),
+            },
+            // ringlb sends SNI for host names and resumes sessions always.
+            "proxy_ssl_server_name" | "proxy_ssl_session_reuse" => {}
             "proxy_next_upstream_tries" => match d.arg(0).and_then(|s| s.parse().ok()) {
                 Some(n) => {
                     p.tries = Some(n);
@@ -612,6 +672,7 @@ impl Mapper<'_> {
             proxy: None,
             used: false,
             generated_for: None,
+            tls: None,
         };
         for c in d.children() {
             let src = format!("{} ({})", c.render(D), c.pos.short());
@@ -744,6 +805,7 @@ impl Mapper<'_> {
             names: Vec::new(),
             locs: Vec::new(),
             notes: Vec::new(),
+            tls: self.tls.inherit(),
         };
         let mut proxy = inherited.clone();
         for c in d.children() {
@@ -761,6 +823,9 @@ impl Mapper<'_> {
                 }
                 "server_name" => self.server_names(c, &mut s),
                 "location" => self.location(c, &proxy, &mut s),
+                n if n.starts_with("ssl") => {
+                    s.tls.apply(c, self.w, &mut s.notes);
+                }
                 _ => {
                     let mut notes = std::mem::take(&mut s.notes);
                     self.common(c, &mut notes);
@@ -775,9 +840,15 @@ impl Mapper<'_> {
                 default: false,
                 backlog: None,
                 proxy_protocol: false,
+                ssl: false,
             });
             s.notes
                 .push("no `listen`: nginx's default *:80 is used".into());
+        }
+        if s.tls.ssl_on {
+            for l in &mut s.listens {
+                l.ssl = true;
+            }
         }
         self.servers.push(s);
     }
@@ -799,20 +870,13 @@ impl Mapper<'_> {
             default: false,
             backlog: None,
             proxy_protocol: false,
+            ssl: false,
         };
         for p in &c.args[1..] {
             let (k, v) = p.text.split_once('=').unwrap_or((p.text.as_str(), ""));
             match k {
                 "default_server" | "default" => l.default = true,
-                "ssl" => {
-                    self.w.skip(
-                        &mut s.notes,
-                        c,
-                        D,
-                        "TLS termination is not supported yet; this listen address is left out",
-                    );
-                    return;
-                }
+                "ssl" => l.ssl = true,
                 "proxy_protocol" => l.proxy_protocol = true,
                 "backlog" => match v.parse::<u64>() {
                     Ok(n) if n >= 1 => l.backlog = Some(n),
@@ -946,15 +1010,16 @@ impl Mapper<'_> {
 
     fn proxy_pass(&mut self, c: &Directive, prefix: &str, proxy: &Proxy, s: &mut ServerBlock) {
         let url = c.arg(0).unwrap_or("");
-        let rest = match url.strip_prefix("http://") {
-            Some(r) => r,
-            None => {
-                let why = if url.starts_with("https://") {
-                    "TLS to upstreams is not supported; this location is left out"
-                } else {
-                    "expected `proxy_pass http://UPSTREAM`; this location is left out"
-                };
-                self.w.skip(&mut s.notes, c, D, why);
+        let (rest, tls) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+            (Some(r), _) => (r, false),
+            (_, Some(r)) => (r, true),
+            _ => {
+                self.w.skip(
+                    &mut s.notes,
+                    c,
+                    D,
+                    "expected `proxy_pass http://UPSTREAM` or `https://`; this location is left out",
+                );
                 return;
             }
         };
@@ -987,7 +1052,7 @@ impl Mapper<'_> {
             .position(|u| u.name == host && u.generated_for.is_none())
         {
             Some(i) => i,
-            None => match server_address(host) {
+            None => match server_address_on(host, if tls { 443 } else { 80 }) {
                 Ok(address) => self.generated_upstream(host, address, &c.pos),
                 Err(e) => {
                     self.w.skip(&mut s.notes, c, D, &e);
@@ -996,6 +1061,22 @@ impl Mapper<'_> {
             },
         };
         let u = &mut self.upstreams[index];
+        match &u.tls {
+            None => u.tls = Some((tls, c.pos.clone())),
+            Some((t, first)) if *t != tls => {
+                let line = first.short();
+                self.w.warn(
+                    &c.pos,
+                    format!(
+                        "`{}` is proxied to over {} here and over {} at {line}; ringlb has one setting per upstream, the first is kept",
+                        u.name,
+                        if tls { "https" } else { "http" },
+                        if *t { "https" } else { "http" },
+                    ),
+                );
+            }
+            Some(_) => {}
+        }
         match &u.proxy {
             None => u.proxy = Some((proxy.clone(), c.pos.clone())),
             Some((p, first)) if !p.same_settings(proxy) => {
@@ -1046,6 +1127,7 @@ impl Mapper<'_> {
             proxy: None,
             used: false,
             generated_for: Some(host.to_string()),
+            tls: None,
         });
         self.upstreams.len() - 1
     }
@@ -1207,6 +1289,33 @@ impl Mapper<'_> {
                     l.after.append(&mut self.servers[m.0].notes);
                 }
             }
+            let ssl = members.iter().any(|m| {
+                self.servers[m.0]
+                    .listens
+                    .iter()
+                    .any(|x| x.addr == addr && x.ssl)
+            });
+            let mut tls_sections = Vec::new();
+            if ssl {
+                let others: Vec<(&Tls, &Pos)> = members
+                    .iter()
+                    .filter(|m| m.0 != default)
+                    .map(|m| (&self.servers[m.0].tls, &self.servers[m.0].pos))
+                    .collect();
+                let d = &self.servers[default];
+                match nginx_tls::listener_sections((&d.tls, &d.pos), &others, self.w) {
+                    Some(v) => tls_sections = v,
+                    None => {
+                        l.commented = true;
+                        l.before.push(
+                            "not imported: HTTPS without ssl_certificate / ssl_certificate_key"
+                                .into(),
+                        );
+                        out.push(l);
+                        continue;
+                    }
+                }
+            }
             let usable = listener_upstream.is_some() || !routes.is_empty();
             if !usable {
                 self.w.warn(
@@ -1223,6 +1332,7 @@ impl Mapper<'_> {
                 self.upstreams[up].used = true;
             }
             out.push(l);
+            out.append(&mut tls_sections);
             for (host, prefix, up, from) in routes {
                 self.upstreams[up].used = true;
                 let mut r = Section::new("[[listener.route]]");
@@ -1291,6 +1401,11 @@ fn is_proxy_setting(name: &str) -> bool {
             | "proxy_send_timeout"
             | "proxy_next_upstream_tries"
             | "proxy_next_upstream"
+            | "proxy_ssl_verify"
+            | "proxy_ssl_trusted_certificate"
+            | "proxy_ssl_name"
+            | "proxy_ssl_server_name"
+            | "proxy_ssl_session_reuse"
     )
 }
 
@@ -1309,6 +1424,12 @@ fn hash_key(k: &str) -> Option<String> {
 
 /// An upstream server address with its port (`:80` when none is written).
 fn server_address(a: &str) -> Result<String, String> {
+    server_address_on(a, 80)
+}
+
+/// [`server_address`] with `default_port` for an address without one
+/// (443 for `proxy_pass https://HOST`).
+fn server_address_on(a: &str, default_port: u16) -> Result<String, String> {
     if a.starts_with("unix:") {
         return Err("unix-domain socket upstreams are not supported".into());
     }
@@ -1316,12 +1437,12 @@ fn server_address(a: &str) -> Result<String, String> {
         return Ok(sa.to_string());
     }
     if let Ok(ip) = a.parse::<IpAddr>() {
-        return Ok(SocketAddr::new(ip, 80).to_string());
+        return Ok(SocketAddr::new(ip, default_port).to_string());
     }
     if let Some(v6) = a.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
         return v6
             .parse::<IpAddr>()
-            .map(|ip| SocketAddr::new(ip, 80).to_string())
+            .map(|ip| SocketAddr::new(ip, default_port).to_string())
             .map_err(|_| format!("invalid address `{a}`"));
     }
     let (host, port) = match a.rsplit_once(':') {
@@ -1332,7 +1453,7 @@ fn server_address(a: &str) -> Result<String, String> {
                 .filter(|p| *p != 0)
                 .ok_or_else(|| format!("invalid port in `{a}`"))?,
         ),
-        None => (a, 80),
+        None => (a, default_port),
     };
     if !is_host(host) {
         return Err(format!("invalid address `{a}`"));
@@ -1393,7 +1514,12 @@ fn upstream_sections(u: &Upstream, w: &mut Warnings) -> (Vec<Section>, bool) {
     let mut head = Section::new(format!("[upstream.{}]", key(&u.name)));
     match &u.generated_for {
         Some(host) => head.before.push(format!(
-            "generated for `proxy_pass http://{host}` ({})",
+            "generated for `proxy_pass {}://{host}` ({})",
+            if matches!(u.tls, Some((true, _))) {
+                "https"
+            } else {
+                "http"
+            },
             u.pos.short()
         )),
         None => head
@@ -1447,6 +1573,31 @@ fn upstream_sections(u: &Upstream, w: &mut Warnings) -> (Vec<Section>, bool) {
     if proxy.connect.is_none() {
         head.after
             .push("connect_timeout: ringlb's default 1s is kept (nginx's default was 60s)".into());
+    }
+    if let Some((true, pos)) = &u.tls {
+        head.set(
+            "tls",
+            Value::Bool(true),
+            Some(format!("proxy_pass https:// ({})", pos.short())),
+        );
+        let verify = proxy.ssl_verify.unwrap_or(false);
+        head.set(
+            "tls_verify",
+            Value::Bool(verify),
+            Some(proxy.origin("tls_verify").unwrap_or_else(|| {
+                "nginx's default proxy_ssl_verify off; ringlb's is true: turn it on once the CA is set".into()
+            })),
+        );
+        if let Some(ca) = &proxy.ssl_ca {
+            head.set("tls_ca", Value::Str(ca.clone()), proxy.origin("tls_ca"));
+        }
+        if let Some(name) = &proxy.ssl_name {
+            head.set(
+                "tls_server_name",
+                Value::Str(name.clone()),
+                proxy.origin("tls_server_name"),
+            );
+        }
     }
     let n = u.servers.len() as u32;
     let (retries, why) = if proxy.next_upstream_off {
