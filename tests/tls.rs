@@ -357,9 +357,10 @@ fn session_tickets_off_and_tls13_only_are_honoured() {
     let r = py_client(port, "a.test", &ca, "1.2", true);
     assert_eq!(r["ok"], false, "TLS 1.2 must be refused: {r}");
     assert_eq!(
-        wait_counter(s.admin, &["failures", "no_shared_cipher"], 1),
+        wait_counter(s.admin, &["failures", "no_shared_version"], 1),
         1
     );
+    assert_eq!(tls_counter(s.admin, &["failures", "no_shared_cipher"]), 0);
     // TLS 1.3 still resumes, from the server-side session cache.
     let r = py_client(port, "a.test", &ca, "1.3", true);
     assert_eq!(r["ok"], true, "{r}");
@@ -576,6 +577,17 @@ fn bad_input_ends_each_handshake_with_a_reason_and_spares_others() {
         "{got}"
     );
     assert_eq!(wait_counter(s.admin, &["failures", "not_tls"], 1), 1);
+
+    // An h2-only client (ALPN without http/1.1): refused, counted as such
+    // (not as a cipher mismatch).
+    let (out, exited) = s_client(port, &ca, &["-alpn", "h2"], b"");
+    assert!(exited, "s_client still waiting:\n{out}");
+    assert_eq!(
+        wait_counter(s.admin, &["failures", "no_application_protocol"], 1),
+        1,
+        "{out}"
+    );
+    assert_eq!(tls_counter(s.admin, &["failures", "no_shared_cipher"]), 0);
 
     // A huge hello: a handshake message claiming 16 MiB, sent as full
     // records until the server gives up.

@@ -9,9 +9,17 @@ use rustls::{AlertDescription, Error};
 /// A failed handshake's reason (a metrics label each).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Failure {
-    /// No protocol version, cipher suite, group or signature scheme in
-    /// common with the client.
+    /// No cipher suite, group or signature scheme in common with the
+    /// client.
     NoSharedCipher,
+    /// The client offers only protocol versions this listener does not
+    /// (TLS 1.2 where `protocols` has 1.3 only). A TLS 1.1 client shows as
+    /// [`NoSharedCipher`](Self::NoSharedCipher): rustls reads its hello
+    /// as one offering none of TLS 1.2's suites.
+    NoSharedVersion,
+    /// The client offers ALPN protocols, none of them this listener's
+    /// (an `h2`-only client).
+    NoApplicationProtocol,
     /// The client rejected the server's certificate (its alert said so).
     BadCertificate,
     /// The client named a host no certificate carries, then gave up.
@@ -35,8 +43,10 @@ pub enum Failure {
 }
 
 impl Failure {
-    pub const ALL: [Failure; 10] = [
+    pub const ALL: [Failure; 12] = [
         Failure::NoSharedCipher,
+        Failure::NoSharedVersion,
+        Failure::NoApplicationProtocol,
         Failure::BadCertificate,
         Failure::UnknownSni,
         Failure::Timeout,
@@ -52,6 +62,8 @@ impl Failure {
     pub fn label(self) -> &'static str {
         match self {
             Failure::NoSharedCipher => "no_shared_cipher",
+            Failure::NoSharedVersion => "no_shared_version",
+            Failure::NoApplicationProtocol => "no_application_protocol",
             Failure::BadCertificate => "bad_certificate",
             Failure::UnknownSni => "unknown_sni",
             Failure::Timeout => "timeout",
@@ -103,7 +115,9 @@ pub fn classify(e: &Error, first_byte: Option<u8>, sni_unknown: bool) -> Failure
         return Failure::NotTls;
     }
     match e {
-        Error::PeerIncompatible(_) | Error::NoApplicationProtocol => Failure::NoSharedCipher,
+        Error::PeerIncompatible(p) if is_version_mismatch(p) => Failure::NoSharedVersion,
+        Error::PeerIncompatible(_) => Failure::NoSharedCipher,
+        Error::NoApplicationProtocol => Failure::NoApplicationProtocol,
         // A server verifies only client certificates.
         Error::NoCertificatesPresented => Failure::NoClientCertificate,
         Error::InvalidCertificate(_) => Failure::BadClientCertificate,
@@ -120,6 +134,18 @@ pub fn classify(e: &Error, first_byte: Option<u8>, sni_unknown: bool) -> Failure
         }
         _ => Failure::Other,
     }
+}
+
+fn is_version_mismatch(p: &rustls::PeerIncompatible) -> bool {
+    use rustls::PeerIncompatible as P;
+    matches!(
+        p,
+        P::SupportedVersionsExtensionRequired
+            | P::Tls12NotOffered
+            | P::Tls12NotOfferedOrEnabled
+            | P::ServerTlsVersionIsDisabledByOurConfig
+            | P::ServerDoesNotSupportTls12Or13
+    )
 }
 
 fn is_certificate_alert(a: AlertDescription) -> bool {
@@ -176,6 +202,18 @@ mod tests {
         let malformed = Error::InvalidMessage(InvalidMessage::MessageTooShort);
         let table = [
             (&incompatible, Some(0x16), false, Failure::NoSharedCipher),
+            (
+                &Error::PeerIncompatible(PeerIncompatible::SupportedVersionsExtensionRequired),
+                Some(0x16),
+                false,
+                Failure::NoSharedVersion,
+            ),
+            (
+                &Error::NoApplicationProtocol,
+                Some(0x16),
+                false,
+                Failure::NoApplicationProtocol,
+            ),
             (&bad_cert, Some(0x16), false, Failure::BadCertificate),
             (&bad_cert, Some(0x16), true, Failure::UnknownSni),
             (&malformed, Some(0x16), false, Failure::Malformed),
