@@ -298,25 +298,32 @@ impl Mapper<'_> {
         }
     }
 
-    /// `proxy_request_buffering on|off` and `client_body_buffer_size SIZE`
-    /// → `[http] request_buffering` / `request_buffer_size` (the first
-    /// value wins: ringlb has one setting; what exceeds the buffer is
-    /// streamed, not written to a temp file).
+    /// `proxy_request_buffering on|off` → `[http] request_buffering` (the
+    /// first value wins: ringlb has one setting). `client_body_buffer_size`
+    /// is a note: nginx keeps that much of a body in memory and the rest in
+    /// a temp file, buffering it whole either way; ringlb buffers in memory
+    /// up to `request_buffer_size` (default 1 MiB, `client_max_body_size`'s
+    /// default), so mapping the small nginx value there would stream
+    /// bodies nginx buffered.
     fn request_buffering(&mut self, d: &Directive, notes: &mut Vec<String>) {
-        let (key, value) = match (d.name.as_str(), d.arg(0)) {
-            ("proxy_request_buffering", Some(a @ ("on" | "off"))) => {
-                ("request_buffering", Value::Bool(a == "on"))
-            }
-            ("client_body_buffer_size", a) => match a.and_then(nginx_size) {
-                Some(v) => (
-                    "request_buffer_size",
-                    Value::Int(v.min(u32::MAX as u64) as i64),
-                ),
-                None => return self.w.skip(notes, d, D, "invalid size"),
-            },
+        if d.name == "client_body_buffer_size" {
+            return covered(
+                notes,
+                d,
+                D,
+                "not needed: ringlb buffers a body whole in memory up to request_buffer_size (default 1m), where nginx used this buffer plus a temp file",
+            );
+        }
+        let value = match d.arg(0) {
+            Some(a @ ("on" | "off")) => Value::Bool(a == "on"),
             _ => return self.w.skip(notes, d, D, "expected `on` or `off`"),
         };
-        if self.http.entries.iter().any(|e| e.key == key) {
+        if self
+            .http
+            .entries
+            .iter()
+            .any(|e| e.key == "request_buffering")
+        {
             return self.w.skip(
                 notes,
                 d,
@@ -325,7 +332,7 @@ impl Mapper<'_> {
             );
         }
         let note = format!("{} ({})", d.render(D), d.pos.short());
-        self.http.set(key, value, Some(note));
+        self.http.set("request_buffering", value, Some(note));
     }
 
     /// Directives valid in http, server (and some in location) context
