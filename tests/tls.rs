@@ -1091,6 +1091,55 @@ fn tls_config(cert: &Path, key: &Path, extra: &str) -> String {
     )
 }
 
+/// An X.509 v1 certificate (no extensions: what `openssl x509 -req`
+/// without an extension file makes) is accepted and served, as nginx
+/// serves it; its key is matched by public key, and a wrong key is still
+/// refused.
+#[test]
+fn an_x509_v1_certificate_is_accepted_and_served() {
+    let pki = Pki::new();
+    pki.v1_leaf("v1", "v1.test");
+    pki.leaf("other", &["other.test"], 30);
+    let (ok, err) = check(
+        &pki.dir.0,
+        &tls_config(&pki.path("v1.pem"), &pki.path("other.key"), ""),
+    );
+    assert!(
+        !ok && err.contains("does not belong to the certificate"),
+        "{err}"
+    );
+    let (be, seen) = recording_backend();
+    let rl = Ringlb::start(&format!(
+        "[[listener]]\nlisten = \"127.0.0.1:{{port}}\"\nupstream = \"app\"\n[listener.tls]\n\
+         certificate = \"{}\"\nkey = \"{}\"\n\
+         [upstream.app]\n[[upstream.app.server]]\naddress = \"{}\"\n",
+        pki.path("v1.pem").display(),
+        pki.path("v1.key").display(),
+        be.addr
+    ));
+    let out = Command::new("openssl")
+        .args(["s_client", "-connect", &rl.addr.to_string()])
+        .args(["-servername", "v1.test", "-CAfile"])
+        .arg(pki.path("ca.pem"))
+        .args(["-verify_return_error", "-ign_eof"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            c.stdin
+                .take()
+                .unwrap()
+                .write_all(b"GET /v1 HTTP/1.1\r\nHost: v1.test\r\nConnection: close\r\n\r\n")?;
+            c.wait_with_output()
+        })
+        .expect("the openssl CLI is needed for these tests");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("Verify return code: 0 (ok)"), "{text}");
+    assert!(text.contains("HTTP/1.1 200"), "{text}");
+    assert_eq!(seen.lock().unwrap().len(), 1);
+}
+
 #[test]
 fn check_validates_each_pair_at_its_config_key() {
     let pki = Pki::new();

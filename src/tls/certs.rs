@@ -89,9 +89,13 @@ pub fn load_pair(cert: &Path, key: &Path, now: i64) -> Result<LoadedPair, (Which
         )));
     }
     let mut leaf_info = None;
+    // Each certificate's public key (SubjectPublicKeyInfo DER), to find
+    // which one the key belongs to.
+    let mut spkis: Vec<Vec<u8>> = Vec::with_capacity(chain.len());
     for (i, der) in chain.iter().enumerate() {
         match x509_parser::parse_x509_certificate(der) {
             Ok((_, x)) => {
+                spkis.push(x.public_key().raw.to_vec());
                 if i == 0 {
                     let v = x.validity();
                     leaf_info = Some((
@@ -127,12 +131,17 @@ pub fn load_pair(cert: &Path, key: &Path, now: i64) -> Result<LoadedPair, (Which
     })?;
     let signer = super::provider::signing_key(&der)
         .map_err(|e| k(format!("{}: unsupported private key: {e}", key.display())))?;
-    let belongs_to = |c: &CertificateDer<'static>| {
-        CertifiedKey::new(vec![c.clone()], Arc::clone(&signer))
+    // Compared by public key, as OpenSSL does for nginx: rustls'
+    // `keys_match` parses the certificate as a webpki end-entity, which
+    // refuses X.509 v1 certificates that nginx serves.
+    let signer_spki = signer.public_key().map(|k| k.as_ref().to_vec());
+    let belongs_to = |i: usize| match &signer_spki {
+        Some(spki) => *spki == spkis[i],
+        None => CertifiedKey::new(vec![chain[i].clone()], Arc::clone(&signer))
             .keys_match()
-            .is_ok()
+            .is_ok(),
     };
-    if let Some(i) = chain.iter().skip(1).position(belongs_to) {
+    if let Some(i) = (1..chain.len()).position(belongs_to) {
         return Err(c(format!(
             "{}: the key {} belongs to certificate {} of the chain, not the first: the \
              server's own certificate must come first, then its intermediates",
@@ -141,14 +150,14 @@ pub fn load_pair(cert: &Path, key: &Path, now: i64) -> Result<LoadedPair, (Which
             i + 2
         )));
     }
-    let certified = CertifiedKey::new(chain, signer);
-    certified.keys_match().map_err(|e| {
-        k(format!(
-            "{} does not belong to the certificate {}: {e}",
+    if !belongs_to(0) {
+        return Err(k(format!(
+            "{} does not belong to the certificate {} (their public keys differ)",
             key.display(),
             cert.display()
-        ))
-    })?;
+        )));
+    }
+    let certified = CertifiedKey::new(chain, signer);
     let warning =
         validity(not_before, not_after, now).map_err(|m| c(format!("{}: {m}", cert.display())))?;
     if names.is_empty() {
