@@ -19,7 +19,8 @@
 //! A chunked body buffered whole is sent with a `Content-Length` (its data
 //! alone, trailers dropped), as nginx sends every buffered body: a WSGI
 //! server (gunicorn) hands the application the body by `CONTENT_LENGTH`,
-//! so Django sees a chunked request as empty. It costs a second pass over
+//! so Django sees a chunked request as empty. Its length is what the
+//! decoder counted while buffering; the copy of the data is one pass over
 //! a body of at most `request_buffer_size`. A body streamed past the cap
 //! stays chunked, canonical, forbidden trailer fields dropped. A backend
 //! that answers before reading a large buffered body and resets the
@@ -838,6 +839,9 @@ struct ReqBody {
     state: BodyState,
     /// The rest, when not buffered.
     rest: Option<Body>,
+    /// A chunked body read whole: the length of its data (what it is sent
+    /// with when it goes as a `Content-Length` body).
+    chunked_len: Option<u64>,
 }
 
 impl ReqBody {
@@ -873,6 +877,9 @@ impl ReqBody {
             }
             Some(Body::Chunked { dec, .. }) => {
                 self.prefix += dec.feed(more)?;
+                if dec.is_done() {
+                    self.chunked_len = Some(dec.data_len());
+                }
                 dec.is_done()
             }
             Some(Body::Close | Body::Rechunk) => false,
@@ -902,6 +909,7 @@ async fn send_continue(c: &mut Client, req: &mut Req<'_>) -> Result<(), ()> {
 
 fn plan_body(c: &Client, head: &RequestHead, max_body: u64) -> Result<ReqBody, ChunkError> {
     let avail = &c.rbuf.data()[head.head_len..];
+    let mut chunked_len = None;
     let (prefix, rest) = match head.framing {
         Framing::None | Framing::Close => (0, None),
         Framing::Length(n) => {
@@ -913,6 +921,9 @@ fn plan_body(c: &Client, head: &RequestHead, max_body: u64) -> Result<ReqBody, C
             let mut dec = ChunkedDecoder::with_limit(max_body);
             let prefix = dec.feed(avail)?;
             let done = dec.is_done();
+            if done {
+                chunked_len = Some(dec.data_len());
+            }
             (
                 prefix,
                 (!done).then_some(Body::Chunked {
@@ -930,6 +941,7 @@ fn plan_body(c: &Client, head: &RequestHead, max_body: u64) -> Result<ReqBody, C
             BodyState::Buffered
         },
         rest,
+        chunked_len,
     })
 }
 
@@ -1477,22 +1489,21 @@ async fn attempt(
             }),
         };
         let prefix = &buf[head.head_len..head.head_len + req.body.prefix];
-        match (head.framing, req.body.rest.is_none() && req.dechunk_whole) {
-            (Framing::Chunked, true) => {
+        let whole_chunked = req.body.chunked_len.filter(|_| req.dechunk_whole);
+        match (head.framing, whole_chunked) {
+            (Framing::Chunked, Some(len)) => {
                 // The whole chunked body is buffered: sent with a
                 // Content-Length, as nginx sends every buffered body (a
                 // WSGI application reads the body by CONTENT_LENGTH).
                 // Already validated by plan_body.
-                let mut dec = ChunkedDecoder::new();
-                let _ = dec.feed(prefix);
                 let sent = RequestHead {
-                    framing: Framing::Length(dec.data_len()),
+                    framing: Framing::Length(len),
                     ..*head
                 };
                 encode_request_set(&mut out, buf, &sent, &c.fields, &server.host, &fwd);
                 let _ = ChunkedDecoder::new().dechunk(prefix, &mut out);
             }
-            (Framing::Chunked, false) => {
+            (Framing::Chunked, None) => {
                 encode_request_set(&mut out, buf, head, &c.fields, &server.host, &fwd);
                 // Streamed from here on: chunked. This drops forbidden trailers.
                 let _ = ChunkedDecoder::new().forward(prefix, &mut out);
@@ -1528,8 +1539,11 @@ async fn attempt(
         // reset). Relay it, as the streaming path does; else the failure
         // stands as it was.
         if n > 0 && !matches!(e, RelayError::DstTimeout) {
-            if let Ok(next) = respond(shard, c, req, t, conn, log).await {
-                return Ok(next);
+            match respond(shard, c, req, t, conn, log).await {
+                // Nothing came back: the failure is the write's.
+                Err(AttemptError::Upstream { .. }) => {}
+                // An answer was relayed, or the client went away meanwhile.
+                other => return other,
             }
         }
         return Err(failed);

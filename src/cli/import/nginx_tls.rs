@@ -187,6 +187,18 @@ impl Tls {
             .collect()
     }
 
+    /// What ringlb sets once per listener: protocols, tickets off, and the
+    /// CA bundle when client certificates are required.
+    fn listener_settings(&self) -> (Option<&Vec<String>>, bool, Option<&String>) {
+        (
+            self.protocols.as_ref().map(|p| &p.0),
+            self.tickets_off.is_some(),
+            self.verify_client
+                .as_ref()
+                .and(self.client_ca.as_ref().map(|c| &c.0)),
+        )
+    }
+
     /// `client_ca` for `[listener.tls]`: only with `ssl_verify_client on`.
     fn client_ca(&self, w: &mut Warnings, at: &Pos) -> Option<(String, String)> {
         match (&self.verify_client, &self.client_ca) {
@@ -258,11 +270,7 @@ pub(super) fn listener_sections(
     for (o, pos) in others {
         let pairs = o.pairs(w, pos);
         sni(pairs, pos);
-        let differs = o.protocols.as_ref().map(|p| &p.0) != tls.protocols.as_ref().map(|p| &p.0)
-            || o.tickets_off.is_some() != tls.tickets_off.is_some()
-            || o.client_ca(&mut Warnings::default(), pos).map(|c| c.0)
-                != ca.as_ref().map(|c| c.0.clone());
-        if differs {
+        if o.listener_settings() != tls.listener_settings() {
             w.warn(
                 pos,
                 "ssl_protocols / ssl_session_tickets / client certificates differ from the default server's; ringlb has one setting per listener: the default server's is used",
