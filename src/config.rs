@@ -33,7 +33,7 @@ pub mod defaults {
     pub const MAX_FAILS: u32 = 1;
     pub const FAIL_TIMEOUT: Duration = Duration::from_secs(10);
     pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
-    pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+    pub const MAX_HEADER_BYTES: usize = 32 * 1024;
     pub const MAX_HEADERS: usize = 100;
     /// Like nginx's `large_client_header_buffers 4 8k` (a request line must
     /// fit one 8k buffer).

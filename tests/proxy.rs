@@ -283,7 +283,7 @@ fn bad_heads_are_rejected_and_closed() {
         assert!(r.contains("Connection: close\r\n"), "{r}");
     }
     let mut big = b"GET / HTTP/1.1\r\nHost: a\r\nX-Big: ".to_vec();
-    big.extend(std::iter::repeat_n(b'a', 20_000));
+    big.extend(std::iter::repeat_n(b'a', 40_000));
     big.extend_from_slice(b"\r\n\r\n");
     let mut s = connect(rl.addr);
     let _ = s.write_all(&big);

@@ -56,15 +56,18 @@ pub fn canonical_path<'a>(path: &'a [u8], out: &'a mut Vec<u8>) -> Option<&'a [u
 }
 
 /// Whether every `%` in `path` starts a valid escape (`%` and two hex
-/// digits, RFC 3986 §2.1). A path with `%zz` or a trailing `%` is not a
-/// request target at all (400, as nginx answers): routes match the escape
-/// as written while a backend may decode it some other way.
+/// digits, RFC 3986 §2.1) that does not decode to NUL. A path with `%zz`
+/// or a trailing `%` is not a request target at all (400, as nginx
+/// answers): routes match the escape as written while a backend may decode
+/// it some other way. `%00` is refused too, as nginx refuses it: a backend
+/// written in C (or a file system) ends the decoded path at the NUL, so
+/// `/public%00/../admin` would be one path to the routes and another to it.
 pub fn valid_escapes(path: &[u8]) -> bool {
     path.iter().enumerate().all(|(i, &b)| {
         b != b'%'
             || path
                 .get(i + 1..i + 3)
-                .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit))
+                .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit) && h != b"00")
     })
 }
 
@@ -76,7 +79,10 @@ mod tests {
     fn escapes() {
         for (path, valid) in [
             (&b"/a/b"[..], true),
-            (b"/%41%2f%2F%00", true),
+            (b"/%41%2f%2F%01", true),
+            (b"/%41%00", false),
+            (b"/a%00b", false),
+            (b"/%100", true),
             (b"/x%", false),
             (b"/x%4", false),
             (b"/x%zz", false),
