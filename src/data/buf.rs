@@ -347,11 +347,12 @@ impl RecvBuf {
     /// A read without a deadline, for an operation that runs alongside
     /// another one holding the connection's deadline (the response watch
     /// of a full-duplex upload); the caller bounds it otherwise.
-    pub async fn fill_untimed<S: AsyncReadRent>(
-        &mut self,
-        stream: &mut S,
-    ) -> Result<usize, ReadError> {
-        self.fill_untimed_upto(stream, usize::MAX).await
+    pub fn fill_untimed<'a, S: AsyncReadRent>(
+        &'a mut self,
+        stream: &'a mut S,
+    ) -> impl std::future::Future<Output = Result<usize, ReadError>> + 'a {
+        // Not an `async fn`: a layer around the read would copy it.
+        self.fill_untimed_upto(stream, usize::MAX)
     }
 
     /// [`fill_fd`](Self::fill_fd) reading at most `max` bytes (a response

@@ -44,7 +44,9 @@
 use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::os::fd::RawFd;
+use std::pin::Pin;
 use std::rc::Rc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use super::peek::{peek, read_hup};
@@ -264,6 +266,48 @@ pub struct Timer {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Elapsed;
 
+/// What [`Timed`] arms on its first poll.
+#[derive(Debug, Clone, Copy)]
+struct Arming {
+    fd: RawFd,
+    how: Shut,
+    limit: Duration,
+    watch: Option<ClientWatch>,
+}
+
+pin_project_lite::pin_project! {
+    /// An operation under the connection's deadline ([`Timer::run`]): arms
+    /// it on the first poll and finishes it when the operation completes,
+    /// resolving to the operation's output and whether it was cut off. A
+    /// future dropped before it completes leaves the deadline armed, for
+    /// its owner to [`Timer::disarm`].
+    ///
+    /// A hand-written future rather than an `async fn`, so the operation
+    /// (a few hundred bytes: a read or a write and the state around it)
+    /// is stored once: the `async fn` kept it among its arguments, moved it
+    /// into its await slot on the first poll, and was itself moved into its
+    /// caller's — three copies of every read and write of every request.
+    pub struct Timed<'a, F> {
+        #[pin]
+        op: F,
+        timer: &'a Timer,
+        arm: Option<Arming>,
+    }
+}
+
+impl<F: Future> Future for Timed<'_, F> {
+    type Output = (F::Output, Result<(), Elapsed>);
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Some(a) = this.arm.take() {
+            this.timer.arm_watched(a.fd, a.how, a.limit, a.watch);
+        }
+        let out = std::task::ready!(this.op.poll(cx));
+        Poll::Ready((out, this.timer.finish()))
+    }
+}
+
 impl Timer {
     /// Registers a connection whose client socket is `conn_fd`.
     pub fn register(clock: Rc<Cell<u64>>, conn_fd: RawFd) -> Timer {
@@ -302,30 +346,31 @@ impl Timer {
     /// Runs `op` on socket `fd`, allowing it `limit` (rounded up to the
     /// tick). The operation always completes (so rented buffers come back);
     /// `Err(Elapsed)` says it was cut off and its result is meaningless.
-    pub async fn run<F: Future>(
-        &self,
-        fd: RawFd,
-        how: Shut,
-        limit: Duration,
-        op: F,
-    ) -> (F::Output, Result<(), Elapsed>) {
-        self.run_watched(fd, how, limit, None, op).await
+    pub fn run<F: Future>(&self, fd: RawFd, how: Shut, limit: Duration, op: F) -> Timed<'_, F> {
+        self.run_watched(fd, how, limit, None, op)
     }
 
     /// [`Timer::run`] for an upstream read that also watches the client
     /// (`watch`, see the module docs): `Err(Elapsed)` with
     /// [`Timer::client_gone`] when it was cut off because the client left.
-    pub async fn run_watched<F: Future>(
+    pub fn run_watched<F: Future>(
         &self,
         fd: RawFd,
         how: Shut,
         limit: Duration,
         watch: Option<ClientWatch>,
         op: F,
-    ) -> (F::Output, Result<(), Elapsed>) {
-        self.arm_watched(fd, how, limit, watch);
-        let out = op.await;
-        (out, self.finish())
+    ) -> Timed<'_, F> {
+        Timed {
+            op,
+            timer: self,
+            arm: Some(Arming {
+                fd,
+                how,
+                limit,
+                watch,
+            }),
+        }
     }
 
     /// Arms the deadline: `limit` from now (rounded up to the tick) the
@@ -454,6 +499,26 @@ mod tests {
         // Disarmed: a scan finds nothing armed.
         check_all(5000);
         assert!(!due(1_000_000));
+        t.release();
+    }
+
+    #[test]
+    fn a_timed_operation_arms_on_its_first_poll_and_reports_a_deadline_that_fired() {
+        set_next_due(u64::MAX);
+        let t = timer(1000);
+        // Created, not polled: nothing armed (two operations may be made
+        // before the one that runs first is polled).
+        let op = t.run(-1, Shut::Both, Duration::from_millis(10), async {
+            // The tick passes the deadline while the operation runs.
+            with_entry(t.key, |e| check(e, 2000));
+            7
+        });
+        assert!(!due(1_000_000));
+        assert_eq!(with_entry(t.key, |e| e.at_ms), 0);
+        assert_eq!(block_on_ready(op), (7, Err(Elapsed)));
+        // Finished: disarmed, and the next operation starts clean.
+        assert!(!t.fired());
+        assert_eq!(with_entry(t.key, |e| e.at_ms), 0);
         t.release();
     }
 
