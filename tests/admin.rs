@@ -1,11 +1,11 @@
 //! The admin endpoint of a running `ringlb`, driven with curl as an
 //! operator would: state-changing calls need POST and the `[admin] token`,
-//! reads stay open, and a client trickling its request does not stall the
-//! health probe.
+//! reads stay open, and neither a client trickling its request nor more
+//! stuck clients than the endpoint has slots stall the health probe.
 
 mod common;
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::Command;
 use std::time::Duration;
@@ -106,4 +106,56 @@ fn a_trickling_admin_client_does_not_stall_healthz() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let sent = trickler.join().unwrap();
     println!("trickler sent {sent} bytes while 10 probes were answered");
+}
+
+/// More admin clients than there are slots (`MAX_CLIENTS` = 32) connect and
+/// never finish a request head: 20 send nothing, 20 half a head. A prober
+/// that connects after all of them still gets `200 ok` from `/healthz`
+/// (before the fix: `503 busy`, every slot held), and every stuck client is
+/// closed with a `408`: the oldest ones evicted to make room, the rest at
+/// the head deadline. None is left open, none was refused.
+#[test]
+fn stuck_admin_clients_beyond_every_slot_do_not_fail_healthz() {
+    let be = echo_backend();
+    let a: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let cfg = simple_config(&[be.addr], "") + &format!("\n[admin]\nlisten = \"{a}\"\n");
+    let rl = Ringlb::start(&cfg);
+    wait_admin(&rl, a);
+    const STUCK: usize = 40;
+    let stuck: Vec<TcpStream> = (0..STUCK)
+        .map(|i| {
+            let mut s = TcpStream::connect(a).unwrap();
+            if i % 2 == 1 {
+                s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+                    .unwrap();
+            }
+            s
+        })
+        .collect();
+    // The listener's queue is FIFO: each probe is accepted after every
+    // stuck client, so it finds all the slots taken.
+    for i in 0..5 {
+        let (code, body) = admin_get(a, "/healthz");
+        assert_eq!((code, body.as_str()), (200, "ok\n"), "probe {i}");
+    }
+    let mut closed = 0;
+    for (i, mut s) in stuck.into_iter().enumerate() {
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut out = Vec::new();
+        let r = s.read_to_end(&mut out);
+        let text = String::from_utf8_lossy(&out);
+        assert!(
+            r.is_ok(),
+            "stuck client {i} not closed: {r:?} after {text:?}"
+        );
+        assert!(
+            text.starts_with("HTTP/1.1 408 "),
+            "stuck client {i} must be told 408: {text:?}"
+        );
+        closed += 1;
+    }
+    assert_eq!(closed, STUCK);
+    let (code, _) = admin_get(a, "/healthz");
+    assert_eq!(code, 200);
+    println!("{STUCK} stuck admin clients closed with 408; 5 probes answered 200");
 }

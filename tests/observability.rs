@@ -437,3 +437,72 @@ fn stats_cli_prints_percentiles_and_reset_opens_a_new_window() {
         w["totals"]["latency"]
     );
 }
+
+/// The `health` column of `/stats` for servers with active checks is their
+/// checked state: `"up"` for one that passes (before the fix: `null`, as
+/// it never changed state), `"down"` for one that fails; `ringlb_server_up`
+/// agrees. A server of an upstream without active checks, never taken out
+/// by passive failures, keeps `null` (nothing checked it).
+#[test]
+fn stats_health_reports_the_checked_state_of_every_checked_server() {
+    let (good, checks) = counting_backend();
+    let bad = backend(|mut s| {
+        let mut buf = Vec::new();
+        while read_request(&mut s, &mut buf).is_some() {
+            let r = b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n";
+            if s.write_all(r).is_err() {
+                return;
+            }
+        }
+    });
+    let (plain, _) = counting_backend();
+    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let cfg = format!(
+        "[runtime]\nworkers = 1\n\n[admin]\nlisten = \"{admin}\"\n\n\
+         [[listener]]\nlisten = \"127.0.0.1:{{port}}\"\n\
+         [[listener.route]]\npath_prefix = \"/plain\"\nupstream = \"plain\"\n\
+         [[listener.route]]\npath_prefix = \"/\"\nupstream = \"checked\"\n\n\
+         [upstream.checked]\n\
+         [[upstream.checked.server]]\naddress = \"{}\"\n\
+         [[upstream.checked.server]]\naddress = \"{}\"\n\
+         [upstream.checked.health_check]\nkind = \"http\"\npath = \"/health\"\n\
+         interval = \"50ms\"\ntimeout = \"500ms\"\nrise = 1\nfall = 1\n\n\
+         [upstream.plain]\n[[upstream.plain.server]]\naddress = \"{}\"\n",
+        good.addr, bad.addr, plain.addr
+    );
+    let rl = Ringlb::start(&cfg);
+    wait_admin(&rl, admin);
+    // Bounded wait for the failing check to take `bad` out, and for `good`
+    // to have been checked.
+    let start = Instant::now();
+    let mut s = stats(admin, "");
+    while (server(&s, "checked", bad.addr)["health"] != "down" || checks.load(Ordering::SeqCst) < 2)
+        && start.elapsed() < Duration::from_secs(10)
+    {
+        thread::sleep(Duration::from_millis(50));
+        s = stats(admin, "");
+    }
+    assert!(checks.load(Ordering::SeqCst) >= 2, "good was never checked");
+    let g = server(&s, "checked", good.addr);
+    let b = server(&s, "checked", bad.addr);
+    let p = server(&s, "plain", plain.addr);
+    assert_eq!(g["health"], "up", "a passing server: {g}");
+    assert_eq!(b["health"], "down", "a failing server: {b}");
+    assert_eq!(b["health_transitions"]["down"], 1, "{b}");
+    assert_eq!(g["health_transitions"]["down"], 0, "{g}");
+    assert_eq!(p["health"], Value::Null, "no active checks: {p}");
+    let up = |addr: SocketAddr| {
+        metric(
+            admin,
+            &format!("ringlb_server_up{{upstream=\"checked\",server=\"{addr}\"}}"),
+        )
+    };
+    assert_eq!(up(good.addr), 1);
+    assert_eq!(up(bad.addr), 0);
+    // The passing server serves, the failing one gets nothing.
+    let r = roundtrip_close(
+        rl.addr,
+        b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status_of(&r), 200, "{r}");
+}

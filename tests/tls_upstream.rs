@@ -362,3 +362,76 @@ fn self_signed_and_common_name_only_backends_verify_as_nginx_does() {
         .unwrap();
     assert!(other_name.contains("not valid for name"), "{other_name}");
 }
+
+/// A `tls = true` server that accepts TCP and never answers the
+/// ClientHello: the handshake stalls until `connect_timeout`. The client
+/// gets `504`, as nginx answers a `proxy_connect_timeout` that expires in
+/// the SSL handshake; the log says the TLS handshake timed out (not a bare
+/// connect timeout); `/stats` and `/metrics` count an upstream TLS
+/// handshake failure that was a timeout; and the server is blamed exactly
+/// as for a connect timeout (`failures.connect`, out after `max_fails`).
+#[test]
+fn a_stalled_upstream_tls_handshake_is_counted_as_a_handshake_timeout() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let backend = silent.local_addr().unwrap();
+    let (tx, held) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        // Accept, read nothing, answer nothing; keep the socket open.
+        if let Ok((s, _)) = silent.accept() {
+            let _ = tx.send(s);
+        }
+    });
+    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let cfg = format!(
+        "[runtime]\nworkers = 1\n[admin]\nlisten = \"{admin}\"\n\
+         [[listener]]\nlisten = \"127.0.0.1:{{port}}\"\nupstream = \"app\"\n\
+         [upstream.app]\ntls = true\ntls_verify = false\nconnect_timeout = \"300ms\"\nretries = 0\n\
+         [[upstream.app.server]]\naddress = \"{backend}\"\nmax_fails = 1\nfail_timeout = \"60s\"\n"
+    );
+    let rl = Ringlb::start(&cfg);
+    common::wait_admin(&rl, admin);
+    let mut s = connect(rl.addr);
+    let mut buf = Vec::new();
+    let (status, body) = get(&mut s, &mut buf);
+    assert_eq!(status, 504, "{body}\n{}", rl.log_text());
+    let _held = held
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the backend accepted ringlb's connection");
+    let start = Instant::now();
+    while upstream_tls(admin)["failures"] != 1 && start.elapsed() < Duration::from_secs(10) {
+        thread::sleep(Duration::from_millis(50));
+    }
+    let up = upstream_tls(admin);
+    assert_eq!(up["failures"], 1, "{up}");
+    assert_eq!(up["timeouts"], 1, "{up}");
+    assert_eq!(up["handshakes"], 0, "{up}");
+    assert_eq!(
+        common::metric(admin, "ringlb_upstream_tls_handshake_failures_total"),
+        1
+    );
+    assert_eq!(
+        common::metric(admin, "ringlb_upstream_tls_handshake_timeouts_total"),
+        1
+    );
+    // Passive health: a connect failure of the server, which max_fails = 1
+    // takes out.
+    let server = |v: &serde_json::Value| v["servers"][0].clone();
+    let stats =
+        || -> serde_json::Value { serde_json::from_str(&admin_get(admin, "/stats").1).unwrap() };
+    let start = Instant::now();
+    while server(&stats())["health"] != "down" && start.elapsed() < Duration::from_secs(10) {
+        thread::sleep(Duration::from_millis(50));
+    }
+    let srv = server(&stats());
+    assert_eq!(srv["failures"]["connect"], 1, "{srv}");
+    assert_eq!(srv["failures"]["timeout"], 0, "{srv}");
+    assert_eq!(srv["health"], "down", "{srv}");
+    let log = rl.log_text();
+    assert!(
+        log.contains(&format!(
+            "upstream app server {backend}: TLS handshake timed out"
+        )),
+        "{log}"
+    );
+    assert!(!log.contains("ConnectTimeout"), "{log}");
+}

@@ -7,10 +7,28 @@
 //! head (at most [`MAX_HEAD`] bytes, within [`HEAD_DEADLINE`] in total, not
 //! per read), answer with `Content-Length` and `Connection: close`, close.
 //!
-//! Every connection gets its own short-lived thread (at most [`MAX_CLIENTS`]
-//! at once; beyond that a client is answered `503` at once), so a client
-//! that trickles its request one byte at a time holds only its own thread
-//! until its deadline and `/healthz` keeps answering the probes meanwhile.
+//! Every connection gets its own short-lived thread, so a client that
+//! trickles its request one byte at a time holds only its own thread until
+//! its deadline and `/healthz` keeps answering the probes meanwhile.
+//!
+//! Admission is bounded, and a full house is not a denial of service: the
+//! accept loop keeps a table of at most [`MAX_CLIENTS`] admitted
+//! connections, each either still reading its request head or answering.
+//! When every slot is taken, the oldest connection still reading its head
+//! is evicted to admit the new one ([`admit`]): its socket is shut down for
+//! reading, which wakes its thread, and that thread answers it `408` and
+//! closes. A load balancer's `/healthz` probe sends its whole head at once,
+//! so it is past its head within microseconds of its accept and is never
+//! the oldest head-reader for long; a local process holding 32 (or 1000)
+//! silent or trickling connections only evicts its own. This is nginx's
+//! answer too: with no free connection it closes the oldest idle ones
+//! ("reusable": keep-alive, and new connections that have sent nothing),
+//! and `client_header_timeout` ends the rest; here [`HEAD_DEADLINE`] ends
+//! every head read. Only when all slots are answering (each bounded by
+//! [`WRITE_TIMEOUT`]) is a client told `503` at once. Threads stay bounded
+//! as well: an evicted connection leaves its slot at once and its thread
+//! ends right after its `408`, and no more than [`MAX_THREADS`] connection
+//! threads (admitted plus leaving) ever run; beyond that, `503` too.
 //!
 //! Routes:
 //! - `GET /metrics` — Prometheus text, since-boot values (counters must be monotonic).
@@ -28,8 +46,8 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -45,8 +63,12 @@ pub const MAX_HEAD: usize = 8 * 1024;
 pub const HEAD_DEADLINE: Duration = Duration::from_secs(2);
 /// Time allowed for writing a response.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Connections served at once; more are answered `503` and closed.
+/// Connections admitted at once; when all are taken the oldest one still
+/// reading its request head is evicted (see [`admit`]).
 pub const MAX_CLIENTS: usize = 32;
+/// Connection threads at once, admitted ones and evicted ones still
+/// closing; more clients are answered `503` and closed.
+pub const MAX_THREADS: usize = 2 * MAX_CLIENTS;
 
 /// A response produced by [`Admin::route`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -297,9 +319,111 @@ pub fn spawn_on(listener: TcpListener, admin: Admin) -> io::Result<AdminServer> 
     })
 }
 
-/// Accept loop: one thread per connection, at most [`MAX_CLIENTS`].
+/// Where an admitted connection is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Reading its request head: may be evicted.
+    Head,
+    /// Its head is in (or its deadline passed): being answered.
+    Answer,
+}
+
+/// What to do with a newly accepted connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admit {
+    /// A slot is free.
+    Take,
+    /// Every slot is taken: evict the connection at this index (the oldest
+    /// still reading its head) and take its slot.
+    Evict(usize),
+    /// Every slot is answering, or [`MAX_THREADS`] threads run: `503`.
+    Busy,
+}
+
+/// Admission of a new connection, given the phases of the admitted ones,
+/// oldest first, and the number of connection threads running.
+pub fn admit(admitted: &[Phase], threads: usize) -> Admit {
+    if threads >= MAX_THREADS {
+        return Admit::Busy;
+    }
+    if admitted.len() < MAX_CLIENTS {
+        return Admit::Take;
+    }
+    match admitted.iter().position(|p| *p == Phase::Head) {
+        Some(i) => Admit::Evict(i),
+        None => Admit::Busy,
+    }
+}
+
+/// One admitted connection.
+struct Slot {
+    id: u64,
+    phase: Phase,
+    /// A second handle on the socket, to shut it down on eviction.
+    socket: TcpStream,
+}
+
+/// The admission table, oldest first, and the connection threads running.
+#[derive(Default)]
+struct Slots {
+    admitted: Mutex<Vec<Slot>>,
+    threads: AtomicUsize,
+    next_id: AtomicU64,
+}
+
+impl Slots {
+    fn lock(&self) -> MutexGuard<'_, Vec<Slot>> {
+        self.admitted.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Admits `stream` (its id; a thread is counted for it) or `None`: busy.
+    fn admit(&self, stream: &TcpStream) -> Option<u64> {
+        let mut admitted = self.lock();
+        let phases: Vec<Phase> = admitted.iter().map(|s| s.phase).collect();
+        let evict = match admit(&phases, self.threads.load(Ordering::Acquire)) {
+            Admit::Busy => return None,
+            Admit::Take => None,
+            Admit::Evict(i) => Some(i),
+        };
+        let socket = stream.try_clone().ok()?;
+        if let Some(i) = evict {
+            // Wakes the thread blocked reading its head; it answers 408.
+            let _ = admitted.remove(i).socket.shutdown(Shutdown::Read);
+            crate::warn!(
+                "admin: all {MAX_CLIENTS} slots taken; closed the oldest client still sending its request head"
+            );
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        admitted.push(Slot {
+            id,
+            phase: Phase::Head,
+            socket,
+        });
+        self.threads.fetch_add(1, Ordering::AcqRel);
+        Some(id)
+    }
+
+    /// Connection `id` is done reading its head; `false` if it was evicted.
+    fn answering(&self, id: u64) -> bool {
+        let mut admitted = self.lock();
+        match admitted.iter_mut().find(|s| s.id == id) {
+            Some(s) => {
+                s.phase = Phase::Answer;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Connection `id` gives its slot up (if eviction did not already).
+    fn leave(&self, id: u64) {
+        self.lock().retain(|s| s.id != id);
+    }
+}
+
+/// Accept loop: one thread per connection, admitted by [`admit`].
 fn serve(listener: TcpListener, admin: Arc<Admin>, stop: &AtomicBool) {
-    let active = Arc::new(AtomicUsize::new(0));
+    let slots = Arc::new(Slots::default());
     let mut workers: Vec<JoinHandle<()>> = Vec::new();
     loop {
         let accepted = listener.accept();
@@ -309,24 +433,29 @@ fn serve(listener: TcpListener, admin: Arc<Admin>, stop: &AtomicBool) {
         workers.retain(|w| !w.is_finished());
         match accepted {
             Ok((stream, _)) => {
-                if active.load(Ordering::Acquire) >= MAX_CLIENTS {
+                let Some(id) = slots.admit(&stream) else {
                     busy(stream);
                     continue;
-                }
-                active.fetch_add(1, Ordering::AcqRel);
-                let (admin, active2) = (Arc::clone(&admin), Arc::clone(&active));
+                };
+                let (admin, slots2) = (Arc::clone(&admin), Arc::clone(&slots));
                 let spawned = std::thread::Builder::new()
                     .name("ringlb-admin-conn".into())
                     .spawn(move || {
+                        let mut stream = stream;
                         // Errors are per-connection (client went away); nothing to do.
-                        let _ = handle_conn(stream, &admin);
-                        active2.fetch_sub(1, Ordering::AcqRel);
+                        let answered = handle_conn(&mut stream, &admin, &slots2, id);
+                        slots2.leave(id);
+                        if answered.unwrap_or(false) {
+                            linger(&mut stream);
+                        }
+                        slots2.threads.fetch_sub(1, Ordering::AcqRel);
                     });
                 match spawned {
                     Ok(w) => workers.push(w),
                     Err(_) => {
                         // The closure (and the stream) is gone with the error.
-                        active.fetch_sub(1, Ordering::AcqRel);
+                        slots.leave(id);
+                        slots.threads.fetch_sub(1, Ordering::AcqRel);
                         std::thread::sleep(Duration::from_millis(20));
                     }
                 }
@@ -388,11 +517,18 @@ fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<Head> {
     }
 }
 
-fn handle_conn(mut stream: TcpStream, admin: &Admin) -> io::Result<()> {
+/// Reads one request head on `stream` and answers it; `Ok(true)` once an
+/// answer was written (the caller then lingers), `Ok(false)` when the
+/// client left first. An evicted connection (see [`admit`]) is answered
+/// `408`, as one whose head deadline passed.
+fn handle_conn(stream: &mut TcpStream, admin: &Admin, slots: &Slots, id: u64) -> io::Result<bool> {
     stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
     let mut buf = Vec::with_capacity(1024);
-    let (resp, head_only) = match read_head(&mut stream, &mut buf)? {
-        Head::Closed => return Ok(()),
+    let head = read_head(stream, &mut buf)?;
+    let evicted = !slots.answering(id);
+    let (resp, head_only) = match head {
+        _ if evicted => (Response::text(408, "request timeout\n"), false),
+        Head::Closed => return Ok(false),
         Head::TimedOut => (Response::text(408, "request timeout\n"), false),
         Head::TooLarge => (Response::text(431, "request head too large\n"), false),
         Head::Complete(n) => {
@@ -438,8 +574,12 @@ fn handle_conn(mut stream: TcpStream, admin: &Admin) -> io::Result<()> {
         stream.write_all(&resp.body)?;
     }
     stream.flush()?;
-    // Half-close, then drain briefly so unread request bytes (a POST body)
-    // don't turn our close into a RST that eats the response.
+    Ok(true)
+}
+
+/// After an answer: half-close, then drain briefly so unread request bytes
+/// (a POST body) don't turn our close into a RST that eats the response.
+fn linger(stream: &mut TcpStream) {
     let _ = stream.shutdown(Shutdown::Write);
     let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
     let mut sink = [0u8; 1024];
@@ -450,7 +590,6 @@ fn handle_conn(mut stream: TcpStream, admin: &Admin) -> io::Result<()> {
             Ok(n) => drained += n,
         }
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -929,37 +1068,57 @@ print(json.dumps({"types": types, "vals": vals}))
         srv.shutdown();
     }
 
-    /// More than MAX_CLIENTS at once: the extra one is told 503 at once
-    /// instead of waiting; once they leave, service is normal.
+    /// More silent clients than MAX_CLIENTS at once: each new client takes
+    /// the slot of the oldest one still reading its head, which is told
+    /// 408 and closed; the probes behind them are answered 200.
     #[test]
-    fn too_many_clients_get_503_then_service_resumes() {
+    fn silent_clients_beyond_the_slots_are_evicted_oldest_first() {
         let reg = Registry::new(1);
         let srv = serve_test(reg, None, None);
         let a = srv.local_addr();
-        let idle: Vec<TcpStream> = (0..MAX_CLIENTS)
+        let extra = 4;
+        let idle: Vec<TcpStream> = (0..MAX_CLIENTS + extra)
             .map(|_| TcpStream::connect(a).unwrap())
             .collect();
-        // The accept loop has to have taken all of them: poll until refused.
-        let mut got_503 = false;
-        for _ in 0..100 {
-            let r = raw(a, b"GET /healthz HTTP/1.1\r\n\r\n");
-            if r.starts_with("HTTP/1.1 503 ") {
-                got_503 = true;
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        let r = raw(a, b"GET /healthz HTTP/1.1\r\n\r\n");
+        assert!(r.starts_with("HTTP/1.1 200 "), "{r}");
+        // The oldest `extra + 1` made room (FIFO accept queue); each saw 408.
+        for (i, mut s) in idle.into_iter().take(extra + 1).enumerate() {
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let mut out = Vec::new();
+            s.read_to_end(&mut out).unwrap();
+            let r = String::from_utf8_lossy(&out);
+            assert!(r.starts_with("HTTP/1.1 408 "), "client {i}: {r}");
         }
-        assert!(got_503, "the client beyond MAX_CLIENTS must be refused");
-        drop(idle);
-        let mut ok = false;
-        for _ in 0..200 {
-            if raw(a, b"GET /healthz HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 200 ") {
-                ok = true;
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        assert!(ok, "service must resume once the idle clients are gone");
         srv.shutdown();
+    }
+
+    #[test]
+    fn admission_evicts_the_oldest_head_reader_only_when_full() {
+        use Phase::{Answer, Head};
+        let full = |f: &dyn Fn(usize) -> Phase| -> Vec<Phase> { (0..MAX_CLIENTS).map(f).collect() };
+        let cases: Vec<(Vec<Phase>, usize, Admit)> = vec![
+            (vec![], 0, Admit::Take),
+            (vec![Head, Answer], 2, Admit::Take),
+            (full(&|_| Head), MAX_CLIENTS, Admit::Evict(0)),
+            (
+                full(&|i| if i < 3 { Answer } else { Head }),
+                MAX_CLIENTS,
+                Admit::Evict(3),
+            ),
+            (
+                full(&|i| if i == MAX_CLIENTS - 1 { Head } else { Answer }),
+                MAX_CLIENTS,
+                Admit::Evict(MAX_CLIENTS - 1),
+            ),
+            (full(&|_| Answer), MAX_CLIENTS, Admit::Busy),
+            // Evicted threads still closing count against MAX_THREADS.
+            (vec![Head], MAX_THREADS, Admit::Busy),
+            (full(&|_| Head), MAX_THREADS - 1, Admit::Evict(0)),
+            (full(&|_| Head), MAX_THREADS, Admit::Busy),
+        ];
+        for (i, (admitted, threads, want)) in cases.iter().enumerate() {
+            assert_eq!(admit(admitted, *threads), *want, "case {i}");
+        }
     }
 }

@@ -12,6 +12,14 @@
 //! ([`ServerHealth::available`]); the snapshot carries the answer. The state
 //! is behind a mutex that only the control plane takes, and only inside the
 //! methods below: no caller holds it, shards never see it.
+//!
+//! The same verdict is what `/stats` shows as a server's `health`. Every
+//! change of it is reported as a transition; a server with active checks
+//! is reported from the moment it is configured too ([`reported_health`]),
+//! so one whose checks pass from the start, and so never changes state,
+//! shows `"up"` rather than nothing. A server without active checks is
+//! reported only once passive failures take it out: until then nothing
+//! has checked it, and `/stats` says so with `null`.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -68,6 +76,13 @@ struct State {
 /// its ramp, or none.
 fn comes_back(before: Option<bool>, down: bool) -> bool {
     !down && before != Some(false)
+}
+
+/// The health `/stats` shows for a server that has not changed state since
+/// it was configured: its availability if active checks watch it, else
+/// nothing (`None`: left as it is, `null` until a passive transition).
+fn reported_health(active_checks: bool, available: bool) -> Option<bool> {
+    active_checks.then_some(available)
 }
 
 impl State {
@@ -137,7 +152,10 @@ impl Publisher {
             registry,
             state: Mutex::new(st),
         };
-        p.publish(&mut p.lock(), Instant::now());
+        let mut st = p.lock();
+        p.report_health(&st);
+        p.publish(&mut st, Instant::now());
+        drop(st);
         p
     }
 
@@ -158,6 +176,22 @@ impl Publisher {
     /// The generation of the last published snapshot.
     pub fn generation(&self) -> u64 {
         self.lock().generation
+    }
+
+    /// Reports to the metrics the health of the servers of `st.config` as
+    /// [`reported_health`] says (after the health entries were synced).
+    fn report_health(&self, st: &State) {
+        let control = self.registry.control();
+        for u in &st.config.upstreams {
+            for s in &u.servers {
+                let Some(h) = st.health.get(&(u.name.clone(), s.addr)) else {
+                    continue;
+                };
+                if let Some(up) = reported_health(u.health_check.is_some(), h.published_available) {
+                    control.set_server_health(&u.name, &s.addr.to_string(), up);
+                }
+            }
+        }
     }
 
     /// Rebuilds and publishes the snapshot from `st`.
@@ -207,6 +241,7 @@ impl Publisher {
         self.registry
             .control()
             .retain_servers(&|u, s| keys.iter().any(|(ku, ks)| ku == u && ks == s));
+        self.report_health(&st);
         self.publish(&mut st, now);
         st.generation
     }
@@ -366,6 +401,50 @@ mod tests {
         let t = snap.upstreams[0].servers[1].up_since;
         p.reload(text(false, true));
         assert_eq!(p.cell().load_full().upstreams[0].servers[1].up_since, t);
+    }
+
+    #[test]
+    fn only_servers_with_active_checks_report_health_from_the_start() {
+        // (active checks, available, reported)
+        for (checks, available, want) in [
+            (true, true, Some(true)),
+            (true, false, Some(false)),
+            (false, true, None),
+            (false, false, None),
+        ] {
+            assert_eq!(
+                reported_health(checks, available),
+                want,
+                "checks {checks}, available {available}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_checked_server_is_in_the_stats_before_any_transition() {
+        let text = |check: bool| {
+            let mut t = String::from("[[listener]]\nlisten = \"127.0.0.1:0\"\nupstream = \"app\"\n[[listener]]\nlisten = \"127.0.0.1:1\"\nupstream = \"plain\"\n[upstream.app]\n[[upstream.app.server]]\naddress = \"127.0.0.1:9\"\n[upstream.plain]\n[[upstream.plain.server]]\naddress = \"127.0.0.1:10\"\n");
+            if check {
+                t += "[upstream.app.health_check]\nkind = \"tcp\"\n";
+            }
+            Arc::new(crate::config::parse_str(&t, "t.toml").unwrap())
+        };
+        let health = |p: &Publisher| {
+            let h = p.registry.control().snapshot().health;
+            let get = |u: &str, a: &str| h.get(&(u.to_string(), a.to_string())).map(|h| h.up);
+            (get("app", "127.0.0.1:9"), get("plain", "127.0.0.1:10"))
+        };
+        let p = Publisher::new(text(true), Registry::new(1));
+        assert_eq!(health(&p), (Some(true), None));
+        let key = ("app".to_string(), "127.0.0.1:9".parse().unwrap());
+        p.set_active(&key, false);
+        p.publish_if_changed(Instant::now());
+        assert_eq!(health(&p), (Some(false), None));
+        // A reload that adds checks reports the server at once.
+        let p = Publisher::new(text(false), Registry::new(1));
+        assert_eq!(health(&p), (None, None));
+        p.reload(text(true));
+        assert_eq!(health(&p), (Some(true), None));
     }
 
     #[test]

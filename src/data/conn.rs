@@ -1018,6 +1018,10 @@ enum Failure {
     ConnectTimeout,
     /// The TLS handshake with the server failed (logged with its reason).
     TlsHandshake,
+    /// The server took the TCP connection but had not finished the TLS
+    /// handshake within `connect_timeout`: a connect timeout for the client
+    /// (504) and for passive health, counted as a TLS handshake failure.
+    TlsHandshakeTimeout,
     /// A local resource shortage (EMFILE, ENFILE, EADDRNOTAVAIL, ENOBUFS,
     /// ENOMEM): not the server's fault.
     Local,
@@ -1035,9 +1039,10 @@ enum Failure {
 impl Failure {
     fn kind(self) -> FailureKind {
         match self {
-            Failure::ConnectRefused | Failure::ConnectTimeout | Failure::TlsHandshake => {
-                FailureKind::Connect
-            }
+            Failure::ConnectRefused
+            | Failure::ConnectTimeout
+            | Failure::TlsHandshake
+            | Failure::TlsHandshakeTimeout => FailureKind::Connect,
             Failure::Local => FailureKind::Local,
             Failure::Reset | Failure::Eof => FailureKind::Reset,
             Failure::Timeout => FailureKind::Timeout,
@@ -1047,7 +1052,7 @@ impl Failure {
 
     fn status(self) -> u16 {
         match self {
-            Failure::ConnectTimeout | Failure::Timeout => 504,
+            Failure::ConnectTimeout | Failure::TlsHandshakeTimeout | Failure::Timeout => 504,
             Failure::Local => 503,
             _ => 502,
         }
@@ -1823,8 +1828,18 @@ async fn connect(
         }
         Err(ConnectFailure::Tcp(e)) => Err(Failure::of_connect(&e)),
         Err(ConnectFailure::Timeout) => Err(Failure::ConnectTimeout),
+        Err(ConnectFailure::TlsTimeout) => {
+            shard.rec.borrow_mut().on_upstream_tls_failure(true);
+            crate::warn!(
+                "upstream {} server {}: TLS handshake timed out (not finished within connect_timeout {:?})",
+                t.up.config.name,
+                t.server().addr,
+                limit,
+            );
+            Err(Failure::TlsHandshakeTimeout)
+        }
         Err(ConnectFailure::Tls(e)) => {
-            shard.rec.borrow_mut().on_upstream_tls_failure();
+            shard.rec.borrow_mut().on_upstream_tls_failure(false);
             crate::warn!(
                 "upstream {} server {}: TLS handshake failed: {e}",
                 t.up.config.name,

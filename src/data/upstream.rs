@@ -7,7 +7,15 @@
 //! `connect_timeout` (what nginx's `proxy_connect_timeout` covers too), on
 //! the shard, with the upstream's one `ClientConfig` (shared session
 //! cache: later connections resume).
+//!
+//! When `connect_timeout` runs out, where it ran out is part of the answer
+//! ([`timed_out`]): before the TCP connect completed, a connect timeout;
+//! after, a stalled TLS handshake (a server that accepts and never answers
+//! the ClientHello, or stops mid-handshake). Both end the attempt the same
+//! way for the client and for the server's passive health, but the second
+//! is a TLS problem of that server and is logged and counted as one.
 
+use std::cell::Cell;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
@@ -43,8 +51,11 @@ pub enum UpWrite {
 pub enum ConnectFailure {
     /// The TCP connect failed (the OS error).
     Tcp(std::io::Error),
-    /// TCP connect plus handshake took longer than `connect_timeout`.
+    /// The TCP connect took longer than `connect_timeout`.
     Timeout,
+    /// TCP connected, but the TLS handshake had not finished when
+    /// `connect_timeout` ran out.
+    TlsTimeout,
     /// The TLS handshake failed (certificate, name, parameters, alert, or
     /// the server closed mid-handshake).
     Tls(ConnectError),
@@ -63,6 +74,7 @@ pub async fn connect(
     preamble: Vec<u8>,
     limit: Duration,
 ) -> Result<(UpStream, Option<bool>), ConnectFailure> {
+    let connected = Cell::new(false);
     let op = async {
         let mut s = TcpStream::connect_addr(addr)
             .await
@@ -71,6 +83,7 @@ pub async fn connect(
         let Some((tls, si)) = tls else {
             return Ok((UpStream::Plain(s), None));
         };
+        connected.set(true);
         if !preamble.is_empty() {
             let (r, _) = s.write_all(preamble).await;
             r.map_err(ConnectFailure::Tcp)?;
@@ -85,7 +98,17 @@ pub async fn connect(
     };
     match monoio::time::timeout(limit, op).await {
         Ok(r) => r,
-        Err(_) => Err(ConnectFailure::Timeout),
+        Err(_) => Err(timed_out(connected.get())),
+    }
+}
+
+/// What `connect_timeout` running out was: a TLS handshake timeout once
+/// the TCP connection of a TLS upstream was made, else a connect timeout.
+fn timed_out(tls_started: bool) -> ConnectFailure {
+    if tls_started {
+        ConnectFailure::TlsTimeout
+    } else {
+        ConnectFailure::Timeout
     }
 }
 
@@ -200,3 +223,22 @@ read_impl!(UpStream);
 read_impl!(UpRead);
 write_impl!(UpStream);
 write_impl!(UpWrite);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_timeout_after_the_tcp_connect_is_a_tls_handshake_timeout() {
+        // (TCP connected on a TLS upstream, is a TLS handshake timeout)
+        for (tls_started, tls_timeout) in [(false, false), (true, true)] {
+            let f = timed_out(tls_started);
+            assert_eq!(
+                matches!(f, ConnectFailure::TlsTimeout),
+                tls_timeout,
+                "{f:?}"
+            );
+            assert_eq!(matches!(f, ConnectFailure::Timeout), !tls_timeout, "{f:?}");
+        }
+    }
+}

@@ -174,6 +174,7 @@ impl MergedStats {
                     "handshakes": self.tls.upstream_handshakes,
                     "resumed": self.tls.upstream_resumed,
                     "failures": self.tls.upstream_failures,
+                    "timeouts": self.tls.upstream_timeouts,
                 },
                 "failures": Value::Object(
                     crate::tls::Failure::ALL

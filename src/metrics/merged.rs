@@ -41,10 +41,12 @@ pub struct TlsStats {
     pub handshake_us: u64,
     /// Failed handshakes by [`crate::tls::Failure::ALL`] index.
     pub failures: [u64; crate::tls::Failure::ALL.len()],
-    /// TLS to upstream servers: handshakes, of which resumed; failures.
+    /// TLS to upstream servers: handshakes, of which resumed; failures, of
+    /// which timeouts (unfinished within `connect_timeout`).
     pub upstream_handshakes: u64,
     pub upstream_resumed: u64,
     pub upstream_failures: u64,
+    pub upstream_timeouts: u64,
 }
 
 impl TlsStats {
@@ -58,6 +60,7 @@ impl TlsStats {
             .saturating_sub(b.upstream_handshakes);
         out.upstream_resumed = self.upstream_resumed.saturating_sub(b.upstream_resumed);
         out.upstream_failures = self.upstream_failures.saturating_sub(b.upstream_failures);
+        out.upstream_timeouts = self.upstream_timeouts.saturating_sub(b.upstream_timeouts);
         for (o, x) in out.failures.iter_mut().zip(b.failures) {
             *o = o.saturating_sub(x);
         }

@@ -167,8 +167,13 @@ impl MergedStats {
             ),
             (
                 "ringlb_upstream_tls_handshake_failures_total",
-                "TLS handshakes with upstream servers that failed (certificate, name, protocol).",
+                "TLS handshakes with upstream servers that failed (certificate, name, protocol, timeout).",
                 self.tls.upstream_failures,
+            ),
+            (
+                "ringlb_upstream_tls_handshake_timeouts_total",
+                "Upstream TLS handshakes not finished within connect_timeout (counted in ringlb_upstream_tls_handshake_failures_total too).",
+                self.tls.upstream_timeouts,
             ),
         ] {
             p.family(name, "counter", help);

@@ -76,10 +76,12 @@ pub(crate) struct ConnCounters {
     // for a missing or bad header by [`crate::proto::proxy_protocol::Error`] index.
     pub(crate) pp_headers: Counter,
     pub(crate) pp_errors: [Counter; crate::proto::proxy_protocol::Error::ALL.len()],
-    // TLS to upstream servers: handshakes (resumed ones too) and failures.
+    // TLS to upstream servers: handshakes (resumed ones too) and failures
+    // (timeouts too).
     pub(crate) up_tls_handshakes: Counter,
     pub(crate) up_tls_resumed: Counter,
     pub(crate) up_tls_failures: Counter,
+    pub(crate) up_tls_timeouts: Counter,
 }
 
 impl ConnCounters {
@@ -324,6 +326,7 @@ impl ShardSlot {
         m.tls.upstream_handshakes += c.up_tls_handshakes.get();
         m.tls.upstream_resumed += c.up_tls_resumed.get();
         m.tls.upstream_failures += c.up_tls_failures.get();
+        m.tls.upstream_timeouts += c.up_tls_timeouts.get();
         for (dst, src) in m.tls.failures.iter_mut().zip(&c.tls_failures) {
             *dst += src.get();
         }
@@ -529,9 +532,14 @@ impl ShardRecorder {
         }
     }
 
-    /// A TLS handshake with an upstream server failed.
-    pub fn on_upstream_tls_failure(&mut self) {
-        self.slot.conn.up_tls_failures.add(1);
+    /// A TLS handshake with an upstream server failed; `timed_out`: it was
+    /// still unfinished when `connect_timeout` ran out.
+    pub fn on_upstream_tls_failure(&mut self, timed_out: bool) {
+        let c = &self.slot.conn;
+        c.up_tls_failures.add(1);
+        if timed_out {
+            c.up_tls_timeouts.add(1);
+        }
     }
 
     pub fn on_tls_failure(&mut self, why: crate::tls::Failure) {
