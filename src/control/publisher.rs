@@ -85,6 +85,14 @@ fn reported_health(active_checks: bool, available: bool) -> Option<bool> {
     active_checks.then_some(available)
 }
 
+/// A kept server's active-check verdict after a reload: the last one while
+/// the upstream is still checked, else up (a server that failed a check
+/// that was then removed would otherwise stay out with nothing to bring it
+/// back).
+fn active_up_after_reload(last: bool, checked: bool) -> bool {
+    last || !checked
+}
+
 impl State {
     /// Health entries for the servers of `self.config`: kept per (upstream,
     /// address), new ones up. `reloaded`: the configuration it replaced and
@@ -106,9 +114,11 @@ impl State {
                 });
                 let mut h = match self.health.remove(&key) {
                     // A server that stays keeps its health but takes the
-                    // reloaded `max_fails` / `fail_timeout`.
+                    // reloaded `max_fails` / `fail_timeout`; its last check
+                    // verdict stands only while a check can revise it.
                     Some(mut h) => {
                         h.passive.reconfigure(s.max_fails, s.fail_timeout);
+                        h.active_up = active_up_after_reload(h.active_up, u.health_check.is_some());
                         h
                     }
                     None => ServerHealth {
@@ -445,6 +455,45 @@ mod tests {
         assert_eq!(health(&p), (None, None));
         p.reload(text(true));
         assert_eq!(health(&p), (Some(true), None));
+    }
+
+    #[test]
+    fn active_up_after_reload_table() {
+        for (last, checked, want) in [
+            (true, true, true),
+            (false, true, false),
+            (true, false, true),
+            (false, false, true),
+        ] {
+            assert_eq!(
+                active_up_after_reload(last, checked),
+                want,
+                "{last} {checked}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_reload_that_removes_the_check_returns_a_server_that_failed_it() {
+        let text = |check: bool| {
+            let mut t = String::from("[[listener]]\nlisten = \"127.0.0.1:0\"\nupstream = \"app\"\n[upstream.app]\n[[upstream.app.server]]\naddress = \"127.0.0.1:9\"\n");
+            if check {
+                t += "[upstream.app.health_check]\nkind = \"tcp\"\n";
+            }
+            Arc::new(crate::config::parse_str(&t, "t.toml").unwrap())
+        };
+        let available = |p: &Publisher| p.cell().load_full().upstreams[0].servers[0].available;
+        let key = ("app".to_string(), "127.0.0.1:9".parse().unwrap());
+        let p = Publisher::new(text(true), Registry::new(1));
+        p.set_active(&key, false);
+        p.publish_if_changed(Instant::now());
+        assert!(!available(&p));
+        // A reload that keeps the check keeps the verdict until the next one.
+        p.reload(text(true));
+        assert!(!available(&p));
+        // Without a check nothing would ever bring it back: it is up again.
+        p.reload(text(false));
+        assert!(available(&p));
     }
 
     #[test]

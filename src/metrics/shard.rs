@@ -521,9 +521,8 @@ impl ShardRecorder {
         }
     }
 
-    /// A TLS handshake failed.
-    #[inline]
     /// A TLS handshake with an upstream server completed.
+    #[inline]
     pub fn on_upstream_tls_handshake(&mut self, resumed: bool) {
         let c = &self.slot.conn;
         c.up_tls_handshakes.add(1);
@@ -542,6 +541,7 @@ impl ShardRecorder {
         }
     }
 
+    /// A client TLS handshake failed, counted by reason.
     pub fn on_tls_failure(&mut self, why: crate::tls::Failure) {
         self.slot.conn.tls_failures[why.index()].add(1);
     }
