@@ -918,7 +918,7 @@ fn plan_body(c: &Client, head: &RequestHead, max_body: u64) -> Result<ReqBody, C
             (prefix, (left > 0).then_some(Body::Length(left)))
         }
         Framing::Chunked => {
-            let mut dec = ChunkedDecoder::with_limit(max_body);
+            let mut dec = ChunkedDecoder::request(max_body);
             let prefix = dec.feed(avail)?;
             let done = dec.is_done();
             if done {
@@ -1501,12 +1501,12 @@ async fn attempt(
                     ..*head
                 };
                 encode_request_set(&mut out, buf, &sent, &c.fields, &server.host, &fwd);
-                let _ = ChunkedDecoder::new().dechunk(prefix, &mut out);
+                let _ = ChunkedDecoder::request(0).dechunk(prefix, &mut out);
             }
             (Framing::Chunked, None) => {
                 encode_request_set(&mut out, buf, head, &c.fields, &server.host, &fwd);
                 // Streamed from here on: chunked. This drops forbidden trailers.
-                let _ = ChunkedDecoder::new().forward(prefix, &mut out);
+                let _ = ChunkedDecoder::request(0).forward(prefix, &mut out);
             }
             _ => {
                 encode_request_set(&mut out, buf, head, &c.fields, &server.host, &fwd);
@@ -2014,7 +2014,7 @@ async fn respond(
     let mut body = match resp.framing {
         Framing::None => Body::Length(0),
         Framing::Length(n) => Body::Length(n),
-        Framing::Chunked => Body::chunked(body_out == BodyOut::Dechunk),
+        Framing::Chunked => Body::chunked_response(body_out == BodyOut::Dechunk),
         Framing::Close if body_out == BodyOut::Rechunk => Body::Rechunk,
         Framing::Close => Body::Close,
     };

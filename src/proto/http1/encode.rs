@@ -815,7 +815,7 @@ mod tests {
             push_chunk(&mut body, part);
         }
         body.extend_from_slice(LAST_CHUNK);
-        let mut dec = super::super::ChunkedDecoder::new();
+        let mut dec = super::super::ChunkedDecoder::response();
         let (mut at, mut data) = (0, Vec::new());
         while !dec.is_done() {
             let (n, piece) = dec.next(&body[at..]).unwrap();
