@@ -540,7 +540,7 @@ fn drive(
             }
             let (next, tunnel_timeout) = one_request(&shard, &mut c, &mut state, listen).await;
             match next {
-                Next::KeepAlive if !shard.keep_alive_off() => continue,
+                Next::KeepAlive if !shard.keep_alive_off(&c.timer) => continue,
                 Next::KeepAlive | Next::Close => break,
                 Next::Linger => {
                     Box::pin(linger(&mut c)).await;
@@ -1384,7 +1384,7 @@ async fn fail(
     status: u16,
 ) -> Next {
     req.release(c);
-    let keep = req.client_keep(c, false, shard.keep_alive_off());
+    let keep = req.client_keep(c, false, shard.keep_alive_off(&c.timer));
     match c.reply(log, status, keep, c.client_timeout).await {
         Next::KeepAlive => Next::KeepAlive,
         _ => req.closing(),
@@ -1993,7 +1993,11 @@ async fn respond(
             .iter()
             .any(|f| f.kind == FieldKind::TransferEncoding);
     let body_out = body_out(resp.framing, head.version, transfer_coded);
-    let client_keep = req.client_keep(c, body_out.close_delimited(), shard.keep_alive_off());
+    let client_keep = req.client_keep(
+        c,
+        body_out.close_delimited(),
+        shard.keep_alive_off(&c.timer),
+    );
     let conn_opt = if client_keep {
         ClientConn::KeepAlive(head.version)
     } else {
