@@ -81,7 +81,7 @@ fn bench_chunked(c: &mut Criterion) {
     ] {
         c.bench_function(&format!("chunked/feed_{label}"), |b| {
             b.iter(|| {
-                let mut d = ChunkedDecoder::new();
+                let mut d = ChunkedDecoder::response();
                 let n = d.feed(black_box(&body)).unwrap();
                 assert!(d.is_done());
                 black_box(n)
@@ -89,7 +89,7 @@ fn bench_chunked(c: &mut Criterion) {
         });
         c.bench_function(&format!("chunked/forward_{label}"), |b| {
             b.iter(|| {
-                let mut d = ChunkedDecoder::new();
+                let mut d = ChunkedDecoder::response();
                 out.clear();
                 let n = d.forward(black_box(&body), &mut out).unwrap();
                 black_box((n, out.len()))

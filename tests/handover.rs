@@ -763,3 +763,89 @@ fn servers_a_reload_brings_in_ramp_up_with_slow_start() {
     assert!(gb <= 10 && gc <= 10, "{got:?}");
     assert_eq!(got.values().sum::<usize>(), 300);
 }
+
+/// A reload that removes a listener winds its keep-alive connections down
+/// as a graceful stop does (nginx's old worker does the same): the answer
+/// in flight says `Connection: close` and the connection closes after it,
+/// an idle connection is closed, and nothing is sent twice. (Without this,
+/// the answer kept the connection, and the client's next request on it met
+/// a close: its listener is gone from the new configuration.)
+#[test]
+fn a_listener_removed_by_a_reload_closes_its_keep_alive_connections_after_the_answer() {
+    let (be, release, seen) = holding_backend();
+    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let gone: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let cfg = |with_gone: bool| {
+        let mut s = format!(
+            "[runtime]\nworkers = 1\n[admin]\nlisten = \"{admin}\"\n[[listener]]\nlisten = \"127.0.0.1:{{port}}\"\nupstream = \"app\"\n"
+        );
+        if with_gone {
+            s += &format!("[[listener]]\nlisten = \"{gone}\"\nupstream = \"app\"\n");
+        }
+        s + &format!(
+            "[upstream.app]\n[[upstream.app.server]]\naddress = \"{}\"\n",
+            be.addr
+        )
+    };
+    let rl = Ringlb::start(&cfg(true));
+    wait_admin(&rl, admin);
+    // Two keep-alive connections on the listener to be removed, answered
+    // once each: one gets a slow request next, the other stays idle.
+    let (mut busy, mut idle) = (connect(gone), connect(gone));
+    let (mut busy_buf, mut idle_buf) = (Vec::new(), Vec::new());
+    for (s, buf, path) in [
+        (&mut busy, &mut busy_buf, "/first"),
+        (&mut idle, &mut idle_buf, "/idle"),
+    ] {
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes())
+            .unwrap();
+        let r = read_response(s, buf, false).expect("an answer");
+        assert_eq!(status_of(&r), 200, "{r}");
+        assert!(!r.contains("Connection: close"), "{r}");
+    }
+    busy.write_all(b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\n")
+        .unwrap();
+    eventually("/slow at the backend", || {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.starts_with("GET /slow"))
+    });
+    // The reload removes the listener while /slow is in flight.
+    let text = cfg(false).replace("{port}", &rl.addr.port().to_string());
+    std::fs::write(&rl.config, text).unwrap();
+    rl.signal(libc::SIGHUP);
+    eventually("generation 2", || stats(admin)["generation"] == 2);
+    eventually("the removed listener closed", || {
+        TcpStream::connect(gone).is_err()
+    });
+    // The idle connection is closed, with nothing sent on it.
+    let mut rest = Vec::new();
+    assert_eq!(idle.read_to_end(&mut rest).ok(), Some(0), "{rest:?}");
+    assert!(idle_buf.is_empty());
+    // The answer in flight closes its connection, and ringlb closes it.
+    release.store(true, Ordering::Release);
+    let r = read_response(&mut busy, &mut busy_buf, false).expect("the answer in flight");
+    assert_eq!(status_of(&r), 200, "{r}");
+    assert_eq!(body_of(&r), "ok", "{r}");
+    assert!(r.contains("\r\nConnection: close\r\n"), "{r}");
+    let mut rest = Vec::new();
+    assert_eq!(busy.read_to_end(&mut rest).ok(), Some(0), "{rest:?}");
+    assert!(busy_buf.is_empty(), "{busy_buf:?}");
+    // The listener that stays serves as before.
+    let r = roundtrip_close(
+        rl.addr,
+        b"GET /after HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status_of(&r), 200, "{r}");
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [
+            "GET /first HTTP/1.1",
+            "GET /idle HTTP/1.1",
+            "GET /slow HTTP/1.1",
+            "GET /after HTTP/1.1"
+        ],
+        "each request reached the backend once"
+    );
+}

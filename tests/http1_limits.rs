@@ -678,6 +678,29 @@ fn request_trailers_lose_forbidden_fields() {
     }
 }
 
+/// Reads one chunked response from `s` (buffered in `buf`), up to the end
+/// of its trailer section.
+fn read_chunked_response(s: &mut TcpStream, buf: &mut Vec<u8>) -> String {
+    let start = Instant::now();
+    let end = loop {
+        if let Some(e) =
+            find(buf, b"\r\n\r\n").and_then(|h| chunked_end(&buf[h + 2..]).map(|t| h + 2 + t))
+        {
+            break e;
+        }
+        let mut tmp = [0u8; 4096];
+        let n = s.read(&mut tmp).unwrap();
+        assert!(
+            n > 0 && start.elapsed() < Duration::from_secs(5),
+            "closed early: {:?}",
+            String::from_utf8_lossy(buf)
+        );
+        buf.extend_from_slice(&tmp[..n]);
+    };
+    let resp: Vec<u8> = buf.drain(..end).collect();
+    String::from_utf8_lossy(&resp).into_owned()
+}
+
 #[test]
 fn response_trailers_lose_forbidden_fields() {
     let (be, seen) = recorder(|_| {
@@ -690,30 +713,106 @@ fn response_trailers_lose_forbidden_fields() {
     for _ in 0..2 {
         s.write_all(b"GET /t HTTP/1.1\r\nHost: a\r\nTE: trailers\r\n\r\n")
             .unwrap();
-        // Read up to the end of the trailer section.
-        let start = Instant::now();
-        let end = loop {
-            if let Some(e) =
-                find(&buf, b"\r\n\r\n").and_then(|h| chunked_end(&buf[h + 2..]).map(|t| h + 2 + t))
-            {
-                break e;
-            }
-            let mut tmp = [0u8; 4096];
-            let n = s.read(&mut tmp).unwrap();
-            assert!(
-                n > 0 && start.elapsed() < Duration::from_secs(5),
-                "closed early"
-            );
-            buf.extend_from_slice(&tmp[..n]);
-        };
-        let resp: Vec<u8> = buf.drain(..end).collect();
-        let text = String::from_utf8_lossy(&resp);
+        let text = read_chunked_response(&mut s, &mut buf);
         assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
         assert!(text.contains("5\r\nhello\r\n0\r\n"), "{text}");
         assert_trailers_filtered(&text);
     }
     // The connection stayed usable: both requests on one connection.
     assert_eq!(requests(&seen).len(), 2);
+    assert_eq!(be.conns.load(std::sync::atomic::Ordering::Relaxed), 1);
+}
+
+/// `Trailer` announces the trailer fields: it reaches an HTTP/1.1 client
+/// with them (as nginx passes it), and an HTTP/1.0 client, which gets the
+/// body de-chunked and so no trailers, gets neither.
+#[test]
+fn the_trailer_field_reaches_the_client_with_the_trailers() {
+    let (be, seen) = recorder(|_| {
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Checksum, Server-Timing\r\nX-A: 1\r\n\r\n5\r\nhello\r\n0\r\nX-Checksum: abc\r\nServer-Timing: db;dur=1\r\n\r\n"
+            .to_vec()
+    });
+    let rl = Ringlb::start(&simple_config(&[be.addr], ""));
+    let mut s = connect(rl.addr);
+    let mut buf = Vec::new();
+    for _ in 0..2 {
+        s.write_all(b"GET /t HTTP/1.1\r\nHost: a\r\nTE: trailers\r\n\r\n")
+            .unwrap();
+        let text = read_chunked_response(&mut s, &mut buf);
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+        assert!(
+            head.contains("\r\nTrailer: X-Checksum, Server-Timing\r\n"),
+            "{text}"
+        );
+        assert!(!head.contains("Connection: close"), "{text}");
+        assert_eq!(
+            body,
+            "5\r\nhello\r\n0\r\nX-Checksum: abc\r\nServer-Timing: db;dur=1\r\n\r\n"
+        );
+    }
+    assert!(buf.is_empty(), "{:?}", String::from_utf8_lossy(&buf));
+    let r = send(rl.addr, b"GET /t10 HTTP/1.0\r\nHost: a\r\n\r\n");
+    assert_eq!(status(&r), 200, "{r}");
+    assert_eq!(body_of(&r), "hello", "{r}");
+    assert!(r.contains("\r\nX-A: 1\r\n"), "{r}");
+    for gone in [
+        "Trailer",
+        "X-Checksum",
+        "Server-Timing",
+        "Transfer-Encoding",
+    ] {
+        assert!(!r.contains(gone), "{gone}: {r}");
+    }
+    let lines: Vec<String> = requests(&seen)
+        .iter()
+        .map(|r| request_line(r.as_bytes()))
+        .collect();
+    assert_eq!(
+        lines,
+        ["GET /t HTTP/1.1", "GET /t HTTP/1.1", "GET /t10 HTTP/1.1"]
+    );
+    // `TE: trailers` is hop-by-hop: the backend never sees it.
+    assert!(requests(&seen).iter().all(|r| !r.contains("TE:")));
+}
+
+/// A backend's chunk framing may end its lines with a bare LF (nginx reads
+/// it so): the HTTP/1.1 client gets the body re-framed with CRLF on a
+/// connection that stays open, the HTTP/1.0 client the data alone.
+#[test]
+fn bare_lf_chunk_lines_from_a_backend_reach_the_client_as_crlf() {
+    let (be, seen) = recorder(|_| {
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;x=y\nhello\n6\n world\n0\nX-Sum: 11\n\n"
+            .to_vec()
+    });
+    let rl = Ringlb::start(&simple_config(&[be.addr], ""));
+    let mut s = connect(rl.addr);
+    let mut buf = Vec::new();
+    for _ in 0..2 {
+        s.write_all(b"GET /lf HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+        let text = read_chunked_response(&mut s, &mut buf);
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+        assert!(head.contains("\r\nTransfer-Encoding: chunked"), "{text}");
+        assert!(!head.contains("Connection: close"), "{text}");
+        assert_eq!(body, "5\r\nhello\r\n6\r\n world\r\n0\r\nX-Sum: 11\r\n\r\n");
+    }
+    assert!(buf.is_empty(), "{:?}", String::from_utf8_lossy(&buf));
+    let r = send(rl.addr, b"GET /lf10 HTTP/1.0\r\nHost: a\r\n\r\n");
+    assert_eq!(status(&r), 200, "{r}");
+    assert_eq!(body_of(&r), "hello world", "{r}");
+    assert!(
+        !r.contains("Transfer-Encoding") && !r.contains("X-Sum"),
+        "{r}"
+    );
+    let lines: Vec<String> = requests(&seen)
+        .iter()
+        .map(|r| request_line(r.as_bytes()))
+        .collect();
+    assert_eq!(
+        lines,
+        ["GET /lf HTTP/1.1", "GET /lf HTTP/1.1", "GET /lf10 HTTP/1.1"]
+    );
     assert_eq!(be.conns.load(std::sync::atomic::Ordering::Relaxed), 1);
 }
 

@@ -737,6 +737,11 @@ fn hostile_responses_never_reach_another_exchange() {
         // Chunked framing reaches the client canonical.
         hostile("chunk extensions and zeros", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n002;a=\"b\"\r\nok\r\n000\r\n\r\n", &[200], "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n", false),
         hostile("chunk trailer CL", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nContent-Length: 99\r\nX-T: 1\r\n\r\n", &[200], "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nX-T: 1\r\n\r\n", false),
+        // Bare LF line ends in an upstream's chunk framing are read, as
+        // nginx reads them (a request's stay a 400, above), and the client
+        // gets CRLF framing.
+        hostile("chunk lines bare LF", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\nok\n0\n\n", &[200], "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n", false),
+        hostile("chunk bare LF extension and trailers", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2;a=b\nok\r\n0\nX-T: 1\nContent-Length: 99\nX-U: 2\r\n\n", &[200], "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nX-T: 1\r\nX-U: 2\r\n\r\n", false),
         // Bytes after the body: the client never sees them.
         hostile("extra after CL body", &[b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".as_slice(), evil.as_bytes()].concat(), &[200], "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", true),
         hostile("extra after chunked body", &[b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n".as_slice(), evil.as_bytes()].concat(), &[200], "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n", true),

@@ -540,7 +540,7 @@ fn drive(
             }
             let (next, tunnel_timeout) = one_request(&shard, &mut c, &mut state, listen).await;
             match next {
-                Next::KeepAlive if !shard.keep_alive_off() => continue,
+                Next::KeepAlive if !shard.keep_alive_off(&c.timer) => continue,
                 Next::KeepAlive | Next::Close => break,
                 Next::Linger => {
                     Box::pin(linger(&mut c)).await;
@@ -918,7 +918,7 @@ fn plan_body(c: &Client, head: &RequestHead, max_body: u64) -> Result<ReqBody, C
             (prefix, (left > 0).then_some(Body::Length(left)))
         }
         Framing::Chunked => {
-            let mut dec = ChunkedDecoder::with_limit(max_body);
+            let mut dec = ChunkedDecoder::request(max_body);
             let prefix = dec.feed(avail)?;
             let done = dec.is_done();
             if done {
@@ -1389,7 +1389,7 @@ async fn fail(
     status: u16,
 ) -> Next {
     req.release(c);
-    let keep = req.client_keep(c, false, shard.keep_alive_off());
+    let keep = req.client_keep(c, false, shard.keep_alive_off(&c.timer));
     match c.reply(log, status, keep, c.client_timeout).await {
         Next::KeepAlive => Next::KeepAlive,
         _ => req.closing(),
@@ -1506,12 +1506,12 @@ async fn attempt(
                     ..*head
                 };
                 encode_request_set(&mut out, buf, &sent, &c.fields, &server.host, &fwd);
-                let _ = ChunkedDecoder::new().dechunk(prefix, &mut out);
+                let _ = ChunkedDecoder::request(0).dechunk(prefix, &mut out);
             }
             (Framing::Chunked, None) => {
                 encode_request_set(&mut out, buf, head, &c.fields, &server.host, &fwd);
                 // Streamed from here on: chunked. This drops forbidden trailers.
-                let _ = ChunkedDecoder::new().forward(prefix, &mut out);
+                let _ = ChunkedDecoder::request(0).forward(prefix, &mut out);
             }
             _ => {
                 encode_request_set(&mut out, buf, head, &c.fields, &server.host, &fwd);
@@ -2008,7 +2008,11 @@ async fn respond(
             .iter()
             .any(|f| f.kind == FieldKind::TransferEncoding);
     let body_out = body_out(resp.framing, head.version, transfer_coded);
-    let client_keep = req.client_keep(c, body_out.close_delimited(), shard.keep_alive_off());
+    let client_keep = req.client_keep(
+        c,
+        body_out.close_delimited(),
+        shard.keep_alive_off(&c.timer),
+    );
     let conn_opt = if client_keep {
         ClientConn::KeepAlive(head.version)
     } else {
@@ -2029,7 +2033,7 @@ async fn respond(
     let mut body = match resp.framing {
         Framing::None => Body::Length(0),
         Framing::Length(n) => Body::Length(n),
-        Framing::Chunked => Body::chunked(body_out == BodyOut::Dechunk),
+        Framing::Chunked => Body::chunked_response(body_out == BodyOut::Dechunk),
         Framing::Close if body_out == BodyOut::Rechunk => Body::Rechunk,
         Framing::Close => Body::Close,
     };

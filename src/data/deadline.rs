@@ -38,11 +38,24 @@
 //! costs two more stores on arming and no system call; the watch only
 //! makes the scan run about once a second while responses are awaited.
 //!
+//! # Connections of a removed listener
+//!
+//! Each entry also records the listener that accepted its connection. A
+//! reload that removes a listener ([`listener_removed`]) winds its
+//! connections down as draining winds down a whole shard: the idle ones are
+//! shut now, and the others are marked, so their answer in flight carries
+//! `Connection: close` and they close after it ([`Timer::listener_gone`],
+//! read through `Shard::keep_alive_off`). A request that came on later would
+//! find no listener in the new snapshot and could not be routed. A
+//! per-shard count of marked connections keeps the check to one
+//! thread-local read while there are none.
+//!
 //! A connection runs one operation at a time (the upgrade tunnel, which
 //! runs two, uses no deadlines), so one deadline per connection suffices.
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
+use std::net::SocketAddr;
 use std::os::fd::RawFd;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -66,6 +79,8 @@ thread_local! {
     static NEXT_DUE: Cell<u64> = const { Cell::new(u64::MAX) };
     // One shard per thread: its connections' deadlines.
     static TABLE: RefCell<Table> = const { RefCell::new(Table { entries: Vec::new(), free: Vec::new(), live: 0 }) };
+    // One shard per thread: its connections whose listener was removed.
+    static GONE: Cell<usize> = const { Cell::new(0) };
 }
 
 /// Whether a deadline of this shard may have passed at `now_ms` (the tick
@@ -109,6 +124,10 @@ struct Entry {
     idle_since: u64,
     /// Open since before the shard's wind-down (`mark_old`).
     old: bool,
+    /// The listener that accepted the connection.
+    listen: Option<SocketAddr>,
+    /// That listener was removed by a reload ([`listener_removed`]).
+    listener_gone: bool,
     live: bool,
 }
 
@@ -180,15 +199,38 @@ fn fire(e: &mut Entry) {
 /// Shuts the read side of every idle connection's socket (draining), so
 /// its wait ends and it closes.
 pub fn shut_idle() {
+    shut_idle_of(|_| true);
+}
+
+/// [`shut_idle`] for the connections `pick` picks.
+fn shut_idle_of(pick: impl Fn(&Entry) -> bool) {
     TABLE.with(|t| {
         for e in t.borrow().entries.iter() {
-            if e.live && e.idle {
+            if e.live && e.idle && pick(e) {
                 // SAFETY: the fd belongs to a live connection of this shard;
                 // shutdown does not close it, the owner still does.
                 unsafe { libc::shutdown(e.conn_fd, libc::SHUT_RD) };
             }
         }
     });
+}
+
+/// A reload removed listener `listen`: its connections wind down (see the
+/// module docs). The idle ones are shut; returns how many were marked.
+pub fn listener_removed(listen: SocketAddr) -> usize {
+    let marked = TABLE.with(|t| {
+        let mut marked = 0;
+        for e in t.borrow_mut().entries.iter_mut() {
+            if e.live && !e.listener_gone && e.listen == Some(listen) {
+                e.listener_gone = true;
+                marked += 1;
+            }
+        }
+        marked
+    });
+    GONE.with(|g| g.set(g.get() + marked));
+    shut_idle_of(|e| e.listener_gone);
+    marked
 }
 
 /// How long a connection must have waited for its next request before a
@@ -309,12 +351,14 @@ impl<F: Future> Future for Timed<'_, F> {
 }
 
 impl Timer {
-    /// Registers a connection whose client socket is `conn_fd`.
-    pub fn register(clock: Rc<Cell<u64>>, conn_fd: RawFd) -> Timer {
+    /// Registers a connection whose client socket is `conn_fd`, accepted
+    /// on listener `listen`.
+    pub fn register(clock: Rc<Cell<u64>>, conn_fd: RawFd, listen: Option<SocketAddr>) -> Timer {
         let key = TABLE.with(|t| {
             let mut t = t.borrow_mut();
             let e = Entry {
                 conn_fd,
+                listen,
                 live: true,
                 ..Entry::default()
             };
@@ -337,6 +381,9 @@ impl Timer {
     pub fn release(&self) {
         TABLE.with(|t| {
             let mut t = t.borrow_mut();
+            if t.entries[self.key as usize].listener_gone {
+                GONE.with(|g| g.set(g.get() - 1));
+            }
             t.entries[self.key as usize] = Entry::default();
             t.free.push(self.key);
             t.live -= 1;
@@ -449,6 +496,14 @@ impl Timer {
         });
     }
 
+    /// Whether the connection's listener was removed by a reload: it is
+    /// kept no longer (see the module docs). One thread-local read while no
+    /// connection of the shard is marked.
+    #[inline]
+    pub fn listener_gone(&self) -> bool {
+        GONE.with(Cell::get) > 0 && with_entry(self.key, |e| e.listener_gone)
+    }
+
     /// Marks the connection in an exchange (no longer idle).
     pub fn set_busy(&self) {
         with_entry(self.key, |e| e.idle = false);
@@ -462,7 +517,7 @@ mod tests {
 
     fn timer(now: u64) -> Timer {
         // An fd that is not a socket: shutdown fails harmlessly.
-        Timer::register(Rc::new(Cell::new(now)), -1)
+        Timer::register(Rc::new(Cell::new(now)), -1, None)
     }
 
     #[test]
@@ -548,7 +603,7 @@ mod tests {
         use std::os::fd::AsRawFd;
         let (client, client_peer) = pair();
         let (upstream, mut backend) = pair();
-        let t = Timer::register(Rc::new(Cell::new(1000)), client.as_raw_fd());
+        let t = Timer::register(Rc::new(Cell::new(1000)), client.as_raw_fd(), None);
         let w = ClientWatch::default();
         t.arm_watched(
             upstream.as_raw_fd(),
@@ -597,7 +652,7 @@ mod tests {
         use std::os::fd::AsRawFd;
         let (client, client_peer) = pair();
         let (upstream, _backend) = pair();
-        let t = Timer::register(Rc::new(Cell::new(0)), client.as_raw_fd());
+        let t = Timer::register(Rc::new(Cell::new(0)), client.as_raw_fd(), None);
         let w = ClientWatch {
             tls: false,
             pipelined: true,
@@ -677,8 +732,8 @@ mod tests {
         let (_c2, mut idle_sock) = pair();
         busy_sock.set_nonblocking(true).unwrap();
         idle_sock.set_nonblocking(true).unwrap();
-        let busy = Timer::register(Rc::clone(&clock), busy_sock.as_raw_fd());
-        let idle = Timer::register(Rc::clone(&clock), idle_sock.as_raw_fd());
+        let busy = Timer::register(Rc::clone(&clock), busy_sock.as_raw_fd(), None);
+        let idle = Timer::register(Rc::clone(&clock), idle_sock.as_raw_fd(), None);
         idle.set_idle_since(1000);
         mark_old();
         let newer = timer(1000);
@@ -710,6 +765,50 @@ mod tests {
         newer.set_idle_since(5000);
         assert_eq!(wind_down(5000), left(0, 0));
         newer.release();
+    }
+
+    #[test]
+    fn a_removed_listener_shuts_its_idle_connections_and_marks_the_busy() {
+        use std::io::Read;
+        use std::os::fd::AsRawFd;
+        let clock = Rc::new(Cell::new(1000));
+        let (gone, kept): (SocketAddr, SocketAddr) = (
+            "127.0.0.1:1".parse().unwrap(),
+            "127.0.0.1:2".parse().unwrap(),
+        );
+        let pairs: Vec<_> = (0..3).map(|_| pair()).collect();
+        let socks: Vec<_> = pairs.iter().map(|p| &p.1).collect();
+        for s in &socks {
+            s.set_nonblocking(true).unwrap();
+        }
+        let reg = |i: usize, l| Timer::register(Rc::clone(&clock), socks[i].as_raw_fd(), Some(l));
+        let (busy, idle, other) = (reg(0, gone), reg(1, gone), reg(2, kept));
+        idle.set_idle_since(1000);
+        other.set_idle_since(1000);
+        assert!(![&busy, &idle, &other].iter().any(|t| t.listener_gone()));
+        assert_eq!(listener_removed(gone), 2);
+        assert_eq!(
+            [&busy, &idle, &other].map(|t| t.listener_gone()),
+            [true, true, false]
+        );
+        let shut = |i: usize| {
+            let mut s: &std::net::TcpStream = socks[i];
+            s.read(&mut [0u8; 1]).ok() == Some(0)
+        };
+        assert_eq!(
+            [0, 1, 2].map(shut),
+            [false, true, false],
+            "only the idle one is shut"
+        );
+        // Marked once; a second removal of the same address marks nothing.
+        assert_eq!(listener_removed(gone), 0);
+        busy.release();
+        idle.release();
+        assert_eq!(GONE.with(Cell::get), 0, "released entries are counted out");
+        let again = reg(0, gone);
+        assert!(!again.listener_gone(), "a reused entry starts afresh");
+        again.release();
+        other.release();
     }
 
     /// Polls a future that never waits.

@@ -160,9 +160,11 @@ pub enum Body {
 }
 
 impl Body {
-    pub fn chunked(dechunk: bool) -> Body {
+    /// An upstream's chunked response body (its framing read as
+    /// [`ChunkedDecoder::response`] does); `dechunk` as in [`Body::Chunked`].
+    pub fn chunked_response(dechunk: bool) -> Body {
         Body::Chunked {
-            dec: ChunkedDecoder::new(),
+            dec: ChunkedDecoder::response(),
             dechunk,
         }
     }

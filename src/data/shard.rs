@@ -15,6 +15,11 @@
 //! `Connection: close` and idle connections are shut every tick. The stop
 //! on the link only adds "exit once empty, or at `shutdown_timeout`".
 //!
+//! A listener a reload removes is wound down the same way, for its own
+//! connections only: on the tick that closes the listening socket, its idle
+//! connections are shut and the others answer with `Connection: close`
+//! and close (`deadline::listener_removed`, [`Shard::keep_alive_off`]).
+//!
 //! Winding down comes before draining on a VRRP master that is about to
 //! hand its VIPs over: the shard keeps accepting, but answers every
 //! request with `Connection: close` ([`Shard::keep_alive_off`]) and closes
@@ -198,23 +203,25 @@ impl Shard {
         self.draining.get()
     }
 
-    /// Draining or winding down: answer with `Connection: close` and keep
-    /// no client connection alive.
+    /// Whether the connection of `timer` answers with `Connection: close`
+    /// and is kept no longer: the shard drains or winds down, or the
+    /// connection's listener was removed by a reload
+    /// ([`Timer::listener_gone`]).
     #[inline]
-    pub fn keep_alive_off(&self) -> bool {
-        self.draining.get() || self.wind_down.get()
+    pub fn keep_alive_off(&self, timer: &Timer) -> bool {
+        self.draining.get() || self.wind_down.get() || timer.listener_gone()
     }
 
     /// Registers a client connection. Called by the accept loop before the
     /// connection's task is spawned, so the `max_connections` check of the
     /// next accept already counts it. Dropping the slot (the task's exit,
     /// a panic, or a task dropped before it ever ran) unregisters it.
-    pub fn register(self: &Rc<Self>, fd: RawFd) -> Slot {
+    pub fn register(self: &Rc<Self>, fd: RawFd, listen: SocketAddr) -> Slot {
         self.active.set(self.active.get() + 1);
         self.peak.set(self.peak.get().max(self.active.get()));
         Slot {
             shard: Rc::clone(self),
-            timer: Timer::register(Rc::clone(&self.clock), fd),
+            timer: Timer::register(Rc::clone(&self.clock), fd, Some(listen)),
         }
     }
 
@@ -514,7 +521,7 @@ fn serve_accepted(
     peer: SocketAddr,
     addr: SocketAddr,
 ) {
-    let slot = shard.register(stream.as_raw_fd());
+    let slot = shard.register(stream.as_raw_fd(), addr);
     // Boxed: the connection future is large, and spawn would
     // copy it several times (measured: ~5% of the shard's CPU
     // with `Connection: close` clients); a box is copied once.
@@ -672,6 +679,8 @@ async fn housekeeping(shard: &Rc<Shard>, mut accepting: HashMap<SocketAddr, Canc
                     if let Some(ms) = &shard.multishot {
                         ms.remove(addr);
                     }
+                    // Its connections wind down as draining ones do.
+                    super::deadline::listener_removed(addr);
                 }
             }
         }

@@ -21,7 +21,12 @@
 //!    uses the new one.
 //! 5. Hand the added sockets to the shards and tell them which listeners to
 //!    close; each shard applies that on its next tick (≤ 10 ms). Connections
-//!    accepted on a removed listener are not cut: they finish normally.
+//!    accepted on a removed listener are not cut, but wound down as a
+//!    draining shard winds down its own (`data::deadline::listener_removed`):
+//!    the exchange in flight finishes and is answered with `Connection:
+//!    close`, idle connections are closed. A next request on one could not
+//!    be routed: its listener is not in the new snapshot. (An answer sent
+//!    between the publication and that tick still keeps its connection.)
 //! 6. Ask the access-log writer to reopen its file (log rotation).
 //!
 //! Not applied by a reload (they take a restart): `[runtime]` shard count and

@@ -13,10 +13,24 @@
 //! proxy itself understood. A relay to an HTTP/1.0 client forwards only the
 //! data pieces (de-chunking, trailers dropped).
 //!
-//! Syntax is strict: a bad size, a bare LF or CR, a missing CRLF after
+//! Syntax is strict: a bad size, a bare CR, a missing line end after
 //! data, an extension that is not `;name[=token|"quoted"]`, or an oversized
 //! extension/trailer section is an error, because a lenient parser here is
 //! exactly where request smuggling starts.
+//!
+//! Line ends are the one thing that depends on who sent the body
+//! ([`Sender`], [`accepts_bare_lf`]). A client's chunked request must end
+//! every framing line with CRLF: a bare LF is read differently by the
+//! servers behind a proxy (one ends the size line there, another takes
+//! the LF as part of an extension or of the data), which is the classic
+//! chunked smuggling vector, so it is a 400. An upstream's chunked
+//! response may end them with a bare LF, as nginx's upstream parser (and
+//! many clients) accept: the response head is read that way already, and
+//! an upstream's framing cannot smuggle anything past the proxy, because
+//! the client never sees it. The relay re-emits every line end as CRLF
+//! (size lines and the ends after data and of the message as [`Emit`],
+//! kept trailer lines with their line end rewritten), so the client gets
+//! well-formed framing either way.
 //!
 //! A trailer field line is handed out whole (the scanner waits until its
 //! LF has arrived), so it can be kept or dropped as one piece. An optional
@@ -138,10 +152,31 @@ impl ChunkError {
     }
 }
 
+/// Who sent a chunked body: decides how its framing lines may end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sender {
+    /// A client's request body.
+    Client,
+    /// An upstream's response body.
+    Upstream,
+}
+
+/// Whether a framing line of a body from `sender` may end with a bare LF
+/// (see the module docs): never in a request, and in a response as nginx
+/// reads its upstreams.
+pub fn accepts_bare_lf(sender: Sender) -> bool {
+    match sender {
+        Sender::Client => false,
+        Sender::Upstream => true,
+    }
+}
+
 /// Incremental chunked-body scanner.
 #[derive(Debug, Clone)]
 pub struct ChunkedDecoder {
     state: State,
+    /// A bare LF ends a framing line ([`accepts_bare_lf`]).
+    bare_lf: bool,
     trailer_bytes: usize,
     /// Sum of the chunk sizes seen so far.
     data_total: u64,
@@ -149,25 +184,27 @@ pub struct ChunkedDecoder {
     max_data: u64,
 }
 
-impl Default for ChunkedDecoder {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl ChunkedDecoder {
-    pub fn new() -> Self {
-        Self::with_limit(0)
+    /// A decoder for a client's request body (strict line ends) that fails
+    /// with [`ChunkError::TooLarge`] as soon as a size line takes the body
+    /// past `max_data` bytes (0 = unlimited).
+    pub fn request(max_data: u64) -> Self {
+        Self::new(Sender::Client, max_data)
     }
 
-    /// A decoder that fails with [`ChunkError::TooLarge`] as soon as a size
-    /// line takes the body past `max_data` bytes (0 = unlimited).
-    pub fn with_limit(max_data: u64) -> Self {
+    /// A decoder for an upstream's response body (a bare LF may end a
+    /// line), with no limit.
+    pub fn response() -> Self {
+        Self::new(Sender::Upstream, 0)
+    }
+
+    fn new(sender: Sender, max_data: u64) -> Self {
         ChunkedDecoder {
             state: State::Size {
                 digits: 0,
                 value: 0,
             },
+            bare_lf: accepts_bare_lf(sender),
             trailer_bytes: 0,
             data_total: 0,
             max_data,
@@ -211,14 +248,18 @@ impl ChunkedDecoder {
             match self.state {
                 State::Data { .. } => return Ok((i, Piece::Framing)),
                 State::Done => return Ok((i, Piece::Done)),
-                State::TrailerStart if buf[i] != b'\r' => {
+                State::TrailerStart if buf[i] != b'\r' && buf[i] != b'\n' => {
                     if i > 0 {
                         // The trailer line is a piece of its own.
                         return Ok((i, Piece::Framing));
                     }
                     let (n, piece) = self.trailer_line(buf)?;
-                    if let (Some(o), Piece::Framing) = (out, piece) {
-                        o.extend_from_slice(&buf[..n]);
+                    if let (Some(o), Piece::Framing, true) = (out, piece, n > 0) {
+                        // The line as it came, ended with CRLF whether it
+                        // ended so or with a bare LF.
+                        let line = &buf[..n - 1];
+                        o.extend_from_slice(line.strip_suffix(b"\r").unwrap_or(line));
+                        o.extend_from_slice(b"\r\n");
                     }
                     return Ok((n, piece));
                 }
@@ -253,7 +294,9 @@ impl ChunkedDecoder {
     /// Like [`feed`](Self::feed), and appends to `out` what a pass-through
     /// relay sends for the consumed bytes: the data, the trailer fields that
     /// may be forwarded, and canonical framing (size lines in lowercase hex
-    /// without leading zeros or extensions). Never longer than the input.
+    /// without leading zeros or extensions, every line ended with CRLF).
+    /// Never longer than the input, but for one byte per bare LF it ended
+    /// with.
     pub fn forward(&mut self, buf: &[u8], out: &mut Vec<u8>) -> Result<usize, ChunkError> {
         let mut at = 0;
         while at < buf.len() && !self.is_done() {
@@ -334,6 +377,7 @@ impl ChunkedDecoder {
                 }
                 _ if digits == 0 => return Err(ChunkError::BadSize),
                 b'\r' => State::SizeLf { value },
+                b'\n' if self.bare_lf => self.size_line_end(value, &mut emit)?,
                 b';' => State::Ext {
                     len: 1,
                     value,
@@ -349,6 +393,8 @@ impl ChunkedDecoder {
             State::Ext { len, value, at } => {
                 if b == b'\r' && ext_may_end(at) {
                     State::SizeLf { value }
+                } else if b == b'\n' && self.bare_lf && ext_may_end(at) {
+                    self.size_line_end(value, &mut emit)?
                 } else {
                     if len as usize >= MAX_EXT_BYTES {
                         return Err(ChunkError::ExtensionTooLong);
@@ -361,36 +407,21 @@ impl ChunkedDecoder {
                 }
             }
             State::SizeLf { value } => match b {
-                b'\n' if value == 0 => {
-                    emit = Some(Emit::Size(0));
-                    State::TrailerStart
-                }
-                b'\n' => {
-                    self.data_total = self.data_total.saturating_add(value);
-                    if self.max_data != 0 && self.data_total > self.max_data {
-                        return Err(ChunkError::TooLarge);
-                    }
-                    emit = Some(Emit::Size(value));
-                    State::Data { remaining: value }
-                }
+                b'\n' => self.size_line_end(value, &mut emit)?,
                 _ => return Err(ChunkError::BadLineEnding),
             },
             State::DataCr => match b {
                 b'\r' => State::DataLf,
+                b'\n' if self.bare_lf => data_end(&mut emit),
                 _ => return Err(ChunkError::BadLineEnding),
             },
             State::DataLf => match b {
-                b'\n' => {
-                    emit = Some(Emit::Crlf);
-                    State::Size {
-                        digits: 0,
-                        value: 0,
-                    }
-                }
+                b'\n' => data_end(&mut emit),
                 _ => return Err(ChunkError::BadLineEnding),
             },
             State::TrailerStart => match b {
                 b'\r' => State::EndLf,
+                b'\n' if self.bare_lf => message_end(&mut emit),
                 _ if super::fields::is_tchar(b) => {
                     self.count_trailer()?;
                     State::TrailerName
@@ -409,6 +440,7 @@ impl ChunkedDecoder {
                 self.count_trailer()?;
                 match b {
                     b'\r' => State::TrailerLf,
+                    b'\n' if self.bare_lf => State::TrailerStart,
                     b'\t' | 0x20..=0x7e | 0x80..=0xff => State::TrailerValue,
                     _ => return Err(ChunkError::BadTrailer),
                 }
@@ -418,15 +450,26 @@ impl ChunkedDecoder {
                 _ => return Err(ChunkError::BadLineEnding),
             },
             State::EndLf => match b {
-                b'\n' => {
-                    emit = Some(Emit::Crlf);
-                    State::Done
-                }
+                b'\n' => message_end(&mut emit),
                 _ => return Err(ChunkError::BadLineEnding),
             },
             State::Data { .. } | State::Done => unreachable!("handled by scan()"),
         };
         Ok(emit)
+    }
+
+    /// A size line of `value` ended (its LF): the trailer section after
+    /// the last chunk, else the chunk's data, within the body limit.
+    fn size_line_end(&mut self, value: u64, emit: &mut Option<Emit>) -> Result<State, ChunkError> {
+        *emit = Some(Emit::Size(value));
+        if value == 0 {
+            return Ok(State::TrailerStart);
+        }
+        self.data_total = self.data_total.saturating_add(value);
+        if self.max_data != 0 && self.data_total > self.max_data {
+            return Err(ChunkError::TooLarge);
+        }
+        Ok(State::Data { remaining: value })
     }
 
     fn count_trailer(&mut self) -> Result<(), ChunkError> {
@@ -438,7 +481,22 @@ impl ChunkedDecoder {
     }
 }
 
-/// Whether a size line's extension may end (CR) here: after the size
+/// The line end after chunk data: the next size line follows.
+fn data_end(emit: &mut Option<Emit>) -> State {
+    *emit = Some(Emit::Crlf);
+    State::Size {
+        digits: 0,
+        value: 0,
+    }
+}
+
+/// The empty line that ends the trailer section, and the message.
+fn message_end(emit: &mut Option<Emit>) -> State {
+    *emit = Some(Emit::Crlf);
+    State::Done
+}
+
+/// Whether a size line's extension may end (CR or LF) here: after the size
 /// digits' whitespace was never followed by `;`, or an extension ends
 /// mid-name, mid-whitespace or without a value, it may not.
 fn ext_may_end(at: ExtAt) -> bool {
@@ -495,7 +553,7 @@ mod tests {
 
     /// Feeds `input` in pieces of `step` bytes; returns (data, consumed).
     fn dechunk(input: &[u8], step: usize) -> Result<(Vec<u8>, usize), ChunkError> {
-        let mut d = ChunkedDecoder::new();
+        let mut d = ChunkedDecoder::request(0);
         let mut data = Vec::new();
         let mut at = 0;
         let mut avail = 0;
@@ -524,7 +582,7 @@ mod tests {
     #[test]
     fn feed_stops_at_end() {
         let msg = b"3\r\nabc\r\n0\r\n\r\nGET / HTTP/1.1";
-        let mut d = ChunkedDecoder::new();
+        let mut d = ChunkedDecoder::request(0);
         let n = d.feed(msg).unwrap();
         assert!(d.is_done());
         assert_eq!(&msg[n..], b"GET / HTTP/1.1");
@@ -547,7 +605,7 @@ mod tests {
             b"0\r\n\n",
         ];
         for b in bad {
-            let mut d = ChunkedDecoder::new();
+            let mut d = ChunkedDecoder::request(0);
             assert!(d.feed(b).is_err(), "{:?}", String::from_utf8_lossy(b));
         }
     }
@@ -557,7 +615,7 @@ mod tests {
         let mut long_ext = b"1;".to_vec();
         long_ext.extend(std::iter::repeat_n(b'a', MAX_EXT_BYTES + 1));
         assert_eq!(
-            ChunkedDecoder::new().feed(&long_ext),
+            ChunkedDecoder::request(0).feed(&long_ext),
             Err(ChunkError::ExtensionTooLong)
         );
         let mut trailers = b"0\r\n".to_vec();
@@ -565,7 +623,7 @@ mod tests {
             trailers.extend_from_slice(b"X-Trailer: 0123456789\r\n");
         }
         assert_eq!(
-            ChunkedDecoder::new().feed(&trailers),
+            ChunkedDecoder::request(0).feed(&trailers),
             Err(ChunkError::TrailerTooLarge)
         );
     }
@@ -575,7 +633,7 @@ mod tests {
         let msg = b"3\r\nabc\r\n0\r\nX-Sum: 1\r\nContent-Length: 9\r\nHost: evil\r\nTransfer-Encoding: chunked\r\nX-Other: 2\r\nConnection: close\r\n\r\nNEXT";
         let want: &[u8] = b"3\r\nabc\r\n0\r\nX-Sum: 1\r\nX-Other: 2\r\n\r\n";
         for step in 1..msg.len() {
-            let mut d = ChunkedDecoder::new();
+            let mut d = ChunkedDecoder::request(0);
             let mut out = Vec::new();
             let mut at = 0;
             let mut avail = 0;
@@ -594,7 +652,7 @@ mod tests {
 
     /// `forward` on `msg` fed in pieces of `step` bytes: (output, consumed).
     fn forward_split(msg: &[u8], step: usize) -> Result<(Vec<u8>, usize), ChunkError> {
-        let mut d = ChunkedDecoder::new();
+        let mut d = ChunkedDecoder::request(0);
         let mut out = Vec::new();
         let (mut at, mut avail) = (0, 0);
         while !d.is_done() && avail < msg.len() {
@@ -625,7 +683,7 @@ mod tests {
             (b"FFFFFFFFFFFFFFFF\r\n", b"ffffffffffffffff\r\n"),
         ];
         for (msg, want) in cases {
-            let mut d = ChunkedDecoder::new();
+            let mut d = ChunkedDecoder::request(0);
             let mut out = Vec::new();
             let n = d.forward(msg, &mut out).unwrap();
             assert_eq!(n, msg.len());
@@ -658,7 +716,7 @@ mod tests {
         ];
         for m in ok {
             assert!(
-                ChunkedDecoder::new().feed(m).is_ok(),
+                ChunkedDecoder::request(0).feed(m).is_ok(),
                 "{:?}",
                 String::from_utf8_lossy(m)
             );
@@ -687,7 +745,7 @@ mod tests {
         ];
         for m in bad {
             assert!(
-                ChunkedDecoder::new().feed(m).is_err(),
+                ChunkedDecoder::request(0).feed(m).is_err(),
                 "{:?}",
                 String::from_utf8_lossy(m)
             );
@@ -696,13 +754,13 @@ mod tests {
 
     #[test]
     fn partial_trailer_line_waits_for_its_end() {
-        let mut d = ChunkedDecoder::new();
+        let mut d = ChunkedDecoder::request(0);
         assert_eq!(d.feed(b"0\r\nContent-Le").unwrap(), 3);
         assert!(!d.is_done());
         let mut long = b"0\r\nX: ".to_vec();
         long.extend(std::iter::repeat_n(b'a', MAX_TRAILER_BYTES));
         assert_eq!(
-            ChunkedDecoder::new().feed(&long),
+            ChunkedDecoder::request(0).feed(&long),
             Err(ChunkError::TrailerTooLarge)
         );
     }
@@ -710,21 +768,111 @@ mod tests {
     #[test]
     fn body_limit_is_checked_at_the_size_line() {
         // Exactly at the limit: fine.
-        let mut d = ChunkedDecoder::with_limit(5);
+        let mut d = ChunkedDecoder::request(5);
         assert_eq!(d.feed(b"2\r\nab\r\n3\r\ncde\r\n0\r\n\r\n").unwrap(), 20);
         assert!(d.is_done());
         // One byte over: refused at the size line, before its data.
-        let mut d = ChunkedDecoder::with_limit(5);
+        let mut d = ChunkedDecoder::request(5);
         assert_eq!(d.feed(b"2\r\nab\r\n").unwrap(), 7);
         assert_eq!(d.feed(b"4\r\n"), Err(ChunkError::TooLarge));
-        let mut d = ChunkedDecoder::with_limit(0);
+        let mut d = ChunkedDecoder::request(0);
         assert!(d.feed(b"ffffffff\r\n").is_ok());
     }
 
     #[test]
     fn max_size_ok() {
-        let mut d = ChunkedDecoder::new();
+        let mut d = ChunkedDecoder::request(0);
         assert_eq!(d.feed(b"ffffffffffffffff\r\n").unwrap(), 18);
         assert!(!d.is_done());
+    }
+    #[test]
+    fn only_an_upstream_may_end_framing_lines_with_a_bare_lf() {
+        for (sender, bare_lf) in [(Sender::Client, false), (Sender::Upstream, true)] {
+            assert_eq!(accepts_bare_lf(sender), bare_lf, "{sender:?}");
+        }
+    }
+
+    /// [`forward_split`] with a decoder for `sender`.
+    fn forward_from(
+        sender: Sender,
+        msg: &[u8],
+        step: usize,
+    ) -> Result<(Vec<u8>, usize, bool), ChunkError> {
+        let mut d = ChunkedDecoder::new(sender, 0);
+        let mut out = Vec::new();
+        let (mut at, mut avail) = (0, 0);
+        while !d.is_done() && avail < msg.len() {
+            avail = (avail + step).min(msg.len());
+            at += d.forward(&msg[at..avail], &mut out)?;
+        }
+        Ok((out, at, d.is_done()))
+    }
+
+    #[test]
+    fn bare_lf_line_ends_are_read_in_responses_and_refused_in_requests() {
+        // (body, what a relay sends on: canonical CRLF framing)
+        let cases: &[(&[u8], &[u8])] = &[
+            (b"5\nhello\n0\n\n", b"5\r\nhello\r\n0\r\n\r\n"),
+            // each line end alone
+            (b"5\nhello\r\n0\r\n\r\n", b"5\r\nhello\r\n0\r\n\r\n"),
+            (b"5\r\nhello\n0\r\n\r\n", b"5\r\nhello\r\n0\r\n\r\n"),
+            (b"5\r\nhello\r\n0\n\r\n", b"5\r\nhello\r\n0\r\n\r\n"),
+            (b"5\r\nhello\r\n0\r\n\n", b"5\r\nhello\r\n0\r\n\r\n"),
+            // after an extension, and trailer lines (a forbidden one dropped)
+            (
+                b"5;a=\"b\"\nhello\n0;x\nX-T: 1\nHost: evil\nX-U: 2\r\n\n",
+                b"5\r\nhello\r\n0\r\nX-T: 1\r\nX-U: 2\r\n\r\n",
+            ),
+        ];
+        for (msg, want) in cases {
+            let shown = String::from_utf8_lossy(msg);
+            for step in 1..=msg.len() {
+                let (out, used, done) = forward_from(Sender::Upstream, msg, step).unwrap();
+                assert!(done, "{shown:?} step {step}");
+                assert_eq!(used, msg.len(), "{shown:?} step {step}");
+                assert_eq!(
+                    String::from_utf8_lossy(&out),
+                    String::from_utf8_lossy(want),
+                    "{shown:?} step {step}"
+                );
+                assert!(
+                    forward_from(Sender::Client, msg, step).is_err(),
+                    "a request's bare LF: {shown:?} step {step}"
+                );
+            }
+            // De-chunked (HTTP/1.0 client): only the data.
+            let mut data = Vec::new();
+            let mut d = ChunkedDecoder::response();
+            assert_eq!(d.dechunk(msg, &mut data).unwrap(), msg.len());
+            assert!(d.is_done() && data == b"hello", "{shown:?}");
+        }
+    }
+
+    #[test]
+    fn a_response_is_still_strict_but_for_bare_lf() {
+        let bad: &[&[u8]] = &[
+            // a bare CR anywhere
+            b"5\rhello\r\n",
+            b"5\r\nhello\rX",
+            b"0\r\n\rX",
+            b"0\r\nX-T: 1\rX\n",
+            // data longer than its size, an LF where a digit must be
+            b"5\nhelloX\n",
+            b"\n",
+            // extensions that may not end where the LF is
+            b"1;\n",
+            b"1;a=\n",
+            b"1 \n",
+            // a trailer line without a colon, a folded one
+            b"0\nNo-Colon\n\n",
+            b"0\n bad: fold\n\n",
+        ];
+        for m in bad {
+            assert!(
+                ChunkedDecoder::response().feed(m).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(m)
+            );
+        }
     }
 }

@@ -1,7 +1,8 @@
 //! Heads re-encoded for the other side, and the proxy's own responses.
 //!
 //! Heads are rebuilt from spans in one pass over the classified fields:
-//! hop-by-hop fields never cross, `X-Forwarded-For` is merged and extended,
+//! hop-by-hop fields never cross, `Trailer` crosses only with the trailer
+//! section it announces ([`trailers_cross`]), `X-Forwarded-For` is merged and extended,
 //! `X-Real-IP`/`X-Forwarded-Proto` are set by the proxy, `Host` is kept
 //! (or set from an absolute-form target's authority, which is forwarded in
 //! origin-form), framing fields are re-emitted once, normalised, and a
@@ -97,6 +98,7 @@ pub fn encode_request_set(
             | FieldKind::ContentLength
             | FieldKind::TransferEncoding => continue,
             FieldKind::Upgrade if !head.upgrade => continue,
+            FieldKind::Trailer if !trailers_cross(head.framing, false) => continue,
             FieldKind::Other
                 if set.is_some_and(|s| f.name.get(buf).eq_ignore_ascii_case(s.name)) =>
             {
@@ -191,6 +193,18 @@ fn put_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// Whether a message's trailer section reaches the next hop, and with it
+/// the `Trailer` field that announces it: only when its body goes on
+/// chunked as it came (`framing` is how the next hop gets it; `reframed`:
+/// the body is re-framed, de-chunked for an HTTP/1.0 client or a
+/// close-delimited one chunked). A chunked request body buffered whole and
+/// sent with a `Content-Length`, or a response de-chunked, loses its
+/// trailers, and a field announcing fields that never come would have a
+/// recipient wait for or look up nothing, so it is dropped with them.
+pub fn trailers_cross(framing: Framing, reframed: bool) -> bool {
+    framing == Framing::Chunked && !reframed
+}
+
 /// How the client connection continues after a response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClientConn {
@@ -279,6 +293,8 @@ pub fn encode_response(
     for f in fields {
         match f.kind {
             FieldKind::HopByHop => continue,
+            // A bodiless response (HEAD, 1xx, 204, 304) has no framing.
+            FieldKind::Trailer if !trailers_cross(head.framing, reframed) => continue,
             FieldKind::Upgrade if conn != ClientConn::Upgrade => continue,
             FieldKind::TransferEncoding if reframed || !framing_fields => continue,
             FieldKind::ContentLength if !framing_fields => continue,
@@ -790,6 +806,98 @@ mod tests {
     }
 
     #[test]
+    fn trailers_cross_only_on_a_body_that_stays_chunked() {
+        use super::super::Framing::*;
+        for (framing, reframed, cross) in [
+            (Chunked, false, true),
+            // de-chunked for an HTTP/1.0 client
+            (Chunked, true, false),
+            // a close-delimited body chunked by the proxy has no trailers
+            (Close, true, false),
+            (Close, false, false),
+            (Length(5), false, false),
+            // a bodiless response, or a buffered chunked request body sent
+            // with a length
+            (None, false, false),
+        ] {
+            assert_eq!(
+                trailers_cross(framing, reframed),
+                cross,
+                "{framing:?} reframed {reframed}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_trailer_field_goes_with_the_trailers() {
+        let chunked =
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum\r\nDate: x\r\n\r\n";
+        let cases = [
+            (
+                chunked,
+                Version::Http11,
+                BodyOut::AsIs,
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum\r\nDate: x\r\n\r\n",
+            ),
+            (
+                chunked,
+                Version::Http10,
+                BodyOut::Dechunk,
+                "HTTP/1.1 200 OK\r\nDate: x\r\nConnection: keep-alive\r\n\r\n",
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTrailer: X-Sum\r\nDate: x\r\n\r\n",
+                Version::Http11,
+                BodyOut::AsIs,
+                "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nDate: x\r\n\r\n",
+            ),
+            (
+                "HTTP/1.0 200 OK\r\nTrailer: X-Sum\r\nDate: x\r\n\r\n",
+                Version::Http11,
+                BodyOut::Rechunk,
+                "HTTP/1.1 200 OK\r\nDate: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+            ),
+            // Named in Connection: hop-by-hop after all.
+            (
+                "HTTP/1.1 200 OK\r\nConnection: Trailer\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum\r\nDate: x\r\n\r\n",
+                Version::Http11,
+                BodyOut::AsIs,
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nDate: x\r\n\r\n",
+            ),
+        ];
+        for (raw, client, body, want) in cases {
+            assert_eq!(resp_as(raw, client, body), want, "{raw:?} {body:?}");
+        }
+        // A request: kept while its body goes on chunked, dropped when the
+        // whole body is sent with a length (its trailers are dropped then).
+        let raw =
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum\r\n\r\n";
+        let out = req(raw, "1.2.3.4");
+        assert!(out.contains("\r\nTrailer: X-Sum\r\n"), "{out}");
+        let mut f = Vec::new();
+        let h = decode_request(raw.as_bytes(), &Limits::default(), &mut f)
+            .unwrap()
+            .unwrap();
+        let whole = RequestHead {
+            framing: super::super::Framing::Length(3),
+            ..h
+        };
+        let mut out = Vec::new();
+        encode_request(
+            &mut out,
+            raw.as_bytes(),
+            &whole,
+            &f,
+            b"1.2.3.4",
+            b"d",
+            false,
+        );
+        let out = String::from_utf8(out).unwrap();
+        assert!(!out.contains("Trailer"), "{out}");
+        assert!(out.contains("\r\nContent-Length: 3\r\n"), "{out}");
+    }
+
+    #[test]
     fn chunks_are_sized_in_hex() {
         let cases: [(&[u8], &[u8]); 4] = [
             (b"", b""),
@@ -815,7 +923,7 @@ mod tests {
             push_chunk(&mut body, part);
         }
         body.extend_from_slice(LAST_CHUNK);
-        let mut dec = super::super::ChunkedDecoder::new();
+        let mut dec = super::super::ChunkedDecoder::response();
         let (mut at, mut data) = (0, Vec::new());
         while !dec.is_done() {
             let (n, piece) = dec.next(&body[at..]).unwrap();

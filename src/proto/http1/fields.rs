@@ -15,10 +15,15 @@ pub enum FieldKind {
     Host,
     ContentLength,
     TransferEncoding,
-    /// `Connection`, `Keep-Alive`, `Proxy-Connection`, `TE`, `Trailer`,
+    /// `Connection`, `Keep-Alive`, `Proxy-Connection`, `TE`,
     /// `Upgrade` (re-added by the encoder when upgrading) and every field
     /// named in `Connection`: never forwarded.
     HopByHop,
+    /// `Trailer`: announces the trailer fields (RFC 9110 §6.6.2). Not
+    /// hop-by-hop (RFC 7230 took it off RFC 2616's list), but it goes on
+    /// only with the trailer section it announces
+    /// (`encode::trailers_cross`).
+    Trailer,
     Upgrade,
     Expect,
     XForwardedFor,
@@ -46,7 +51,7 @@ pub fn classify(name: &[u8]) -> FieldKind {
         4 if eq("date") => FieldKind::Date,
         6 if eq("expect") => FieldKind::Expect,
         7 if eq("upgrade") => FieldKind::Upgrade,
-        7 if eq("trailer") => FieldKind::HopByHop,
+        7 if eq("trailer") => FieldKind::Trailer,
         9 if eq("x-real-ip") => FieldKind::ProxySet,
         10 if eq("connection") || eq("keep-alive") => FieldKind::HopByHop,
         14 if eq("content-length") => FieldKind::ContentLength,
@@ -313,6 +318,7 @@ mod tests {
         assert_eq!(classify(b"transfer-encoding"), FieldKind::TransferEncoding);
         assert_eq!(classify(b"Keep-Alive"), FieldKind::HopByHop);
         assert_eq!(classify(b"TE"), FieldKind::HopByHop);
+        assert_eq!(classify(b"trailer"), FieldKind::Trailer);
         assert_eq!(classify(b"X-Forwarded-Proto"), FieldKind::ProxySet);
         assert_eq!(classify(b"Content-Type"), FieldKind::Other);
         assert_eq!(classify(b"DATE"), FieldKind::Date);

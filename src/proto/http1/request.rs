@@ -111,9 +111,9 @@ impl RequestHead {
     /// Whether the declared `Content-Length` is over `max_body`
     /// (`client_max_body_size`; 0 = unlimited): then the answer is 413
     /// before any of the body is read. A chunked body is checked as its
-    /// size lines arrive ([`ChunkedDecoder::with_limit`]).
+    /// size lines arrive ([`ChunkedDecoder::request`]).
     ///
-    /// [`ChunkedDecoder::with_limit`]: super::ChunkedDecoder::with_limit
+    /// [`ChunkedDecoder::request`]: super::ChunkedDecoder::request
     pub fn body_too_large(&self, max_body: u64) -> bool {
         matches!(self.framing, Framing::Length(n) if max_body != 0 && n > max_body)
     }
