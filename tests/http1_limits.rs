@@ -723,6 +723,34 @@ fn response_trailers_lose_forbidden_fields() {
     assert_eq!(be.conns.load(std::sync::atomic::Ordering::Relaxed), 1);
 }
 
+/// Sends `req` twice on one keep-alive connection and returns each chunked
+/// response's head and body; the connection must stay open and clean (no
+/// `Connection: close`, nothing after the second response).
+fn chunked_twice_on_one_connection(addr: SocketAddr, req: &[u8]) -> Vec<(String, String)> {
+    let mut s = connect(addr);
+    let mut buf = Vec::new();
+    let out = (0..2)
+        .map(|_| {
+            s.write_all(req).unwrap();
+            let text = read_chunked_response(&mut s, &mut buf);
+            let (head, body) = text.split_once("\r\n\r\n").unwrap();
+            assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+            assert!(!head.contains("Connection: close"), "{text}");
+            (head.to_string(), body.to_string())
+        })
+        .collect();
+    assert!(buf.is_empty(), "{:?}", String::from_utf8_lossy(&buf));
+    out
+}
+
+/// The request lines the backend received, in order.
+fn request_lines(seen: &Shared) -> Vec<String> {
+    requests(seen)
+        .iter()
+        .map(|r| request_line(r.as_bytes()))
+        .collect()
+}
+
 /// `Trailer` announces the trailer fields: it reaches an HTTP/1.1 client
 /// with them (as nginx passes it), and an HTTP/1.0 client, which gets the
 /// body de-chunked and so no trailers, gets neither.
@@ -733,25 +761,17 @@ fn the_trailer_field_reaches_the_client_with_the_trailers() {
             .to_vec()
     });
     let rl = Ringlb::start(&simple_config(&[be.addr], ""));
-    let mut s = connect(rl.addr);
-    let mut buf = Vec::new();
-    for _ in 0..2 {
-        s.write_all(b"GET /t HTTP/1.1\r\nHost: a\r\nTE: trailers\r\n\r\n")
-            .unwrap();
-        let text = read_chunked_response(&mut s, &mut buf);
-        let (head, body) = text.split_once("\r\n\r\n").unwrap();
-        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    let req = b"GET /t HTTP/1.1\r\nHost: a\r\nTE: trailers\r\n\r\n";
+    for (head, body) in chunked_twice_on_one_connection(rl.addr, req) {
         assert!(
             head.contains("\r\nTrailer: X-Checksum, Server-Timing\r\n"),
-            "{text}"
+            "{head}"
         );
-        assert!(!head.contains("Connection: close"), "{text}");
         assert_eq!(
             body,
             "5\r\nhello\r\n0\r\nX-Checksum: abc\r\nServer-Timing: db;dur=1\r\n\r\n"
         );
     }
-    assert!(buf.is_empty(), "{:?}", String::from_utf8_lossy(&buf));
     let r = send(rl.addr, b"GET /t10 HTTP/1.0\r\nHost: a\r\n\r\n");
     assert_eq!(status(&r), 200, "{r}");
     assert_eq!(body_of(&r), "hello", "{r}");
@@ -764,12 +784,8 @@ fn the_trailer_field_reaches_the_client_with_the_trailers() {
     ] {
         assert!(!r.contains(gone), "{gone}: {r}");
     }
-    let lines: Vec<String> = requests(&seen)
-        .iter()
-        .map(|r| request_line(r.as_bytes()))
-        .collect();
     assert_eq!(
-        lines,
+        request_lines(&seen),
         ["GET /t HTTP/1.1", "GET /t HTTP/1.1", "GET /t10 HTTP/1.1"]
     );
     // `TE: trailers` is hop-by-hop: the backend never sees it.
@@ -786,18 +802,12 @@ fn bare_lf_chunk_lines_from_a_backend_reach_the_client_as_crlf() {
             .to_vec()
     });
     let rl = Ringlb::start(&simple_config(&[be.addr], ""));
-    let mut s = connect(rl.addr);
-    let mut buf = Vec::new();
-    for _ in 0..2 {
-        s.write_all(b"GET /lf HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
-        let text = read_chunked_response(&mut s, &mut buf);
-        let (head, body) = text.split_once("\r\n\r\n").unwrap();
-        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
-        assert!(head.contains("\r\nTransfer-Encoding: chunked"), "{text}");
-        assert!(!head.contains("Connection: close"), "{text}");
+    for (head, body) in
+        chunked_twice_on_one_connection(rl.addr, b"GET /lf HTTP/1.1\r\nHost: a\r\n\r\n")
+    {
+        assert!(head.contains("\r\nTransfer-Encoding: chunked"), "{head}");
         assert_eq!(body, "5\r\nhello\r\n6\r\n world\r\n0\r\nX-Sum: 11\r\n\r\n");
     }
-    assert!(buf.is_empty(), "{:?}", String::from_utf8_lossy(&buf));
     let r = send(rl.addr, b"GET /lf10 HTTP/1.0\r\nHost: a\r\n\r\n");
     assert_eq!(status(&r), 200, "{r}");
     assert_eq!(body_of(&r), "hello world", "{r}");
@@ -805,12 +815,8 @@ fn bare_lf_chunk_lines_from_a_backend_reach_the_client_as_crlf() {
         !r.contains("Transfer-Encoding") && !r.contains("X-Sum"),
         "{r}"
     );
-    let lines: Vec<String> = requests(&seen)
-        .iter()
-        .map(|r| request_line(r.as_bytes()))
-        .collect();
     assert_eq!(
-        lines,
+        request_lines(&seen),
         ["GET /lf HTTP/1.1", "GET /lf HTTP/1.1", "GET /lf10 HTTP/1.1"]
     );
     assert_eq!(be.conns.load(std::sync::atomic::Ordering::Relaxed), 1);

@@ -430,15 +430,19 @@ mod tests {
         }
     }
 
+    /// Upstream "app" (127.0.0.1:9, with a tcp check if `check`) and
+    /// "plain" (127.0.0.1:10, never checked).
+    fn app_and_plain(check: bool) -> Arc<Config> {
+        let mut t = String::from("[[listener]]\nlisten = \"127.0.0.1:0\"\nupstream = \"app\"\n[[listener]]\nlisten = \"127.0.0.1:1\"\nupstream = \"plain\"\n[upstream.app]\n[[upstream.app.server]]\naddress = \"127.0.0.1:9\"\n[upstream.plain]\n[[upstream.plain.server]]\naddress = \"127.0.0.1:10\"\n");
+        if check {
+            t += "[upstream.app.health_check]\nkind = \"tcp\"\n";
+        }
+        config(&t)
+    }
+
     #[test]
     fn a_checked_server_is_in_the_stats_before_any_transition() {
-        let text = |check: bool| {
-            let mut t = String::from("[[listener]]\nlisten = \"127.0.0.1:0\"\nupstream = \"app\"\n[[listener]]\nlisten = \"127.0.0.1:1\"\nupstream = \"plain\"\n[upstream.app]\n[[upstream.app.server]]\naddress = \"127.0.0.1:9\"\n[upstream.plain]\n[[upstream.plain.server]]\naddress = \"127.0.0.1:10\"\n");
-            if check {
-                t += "[upstream.app.health_check]\nkind = \"tcp\"\n";
-            }
-            Arc::new(crate::config::parse_str(&t, "t.toml").unwrap())
-        };
+        let text = app_and_plain;
         let health = |p: &Publisher| {
             let h = p.registry.control().snapshot().health;
             let get = |u: &str, a: &str| h.get(&(u.to_string(), a.to_string())).map(|h| h.up);
@@ -475,14 +479,16 @@ mod tests {
 
     #[test]
     fn a_reload_that_removes_the_check_returns_a_server_that_failed_it() {
-        let text = |check: bool| {
-            let mut t = String::from("[[listener]]\nlisten = \"127.0.0.1:0\"\nupstream = \"app\"\n[upstream.app]\n[[upstream.app.server]]\naddress = \"127.0.0.1:9\"\n");
-            if check {
-                t += "[upstream.app.health_check]\nkind = \"tcp\"\n";
-            }
-            Arc::new(crate::config::parse_str(&t, "t.toml").unwrap())
+        let text = app_and_plain;
+        let available = |p: &Publisher| {
+            let snap = p.cell().load_full();
+            let app = snap
+                .upstreams
+                .iter()
+                .find(|u| u.config.name == "app")
+                .unwrap();
+            app.servers[0].available
         };
-        let available = |p: &Publisher| p.cell().load_full().upstreams[0].servers[0].available;
         let key = ("app".to_string(), "127.0.0.1:9".parse().unwrap());
         let p = Publisher::new(text(true), Registry::new(1));
         p.set_active(&key, false);
