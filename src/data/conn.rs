@@ -251,7 +251,7 @@ impl Client {
     }
 
     /// What survives of a parkable idle connection; the rest is dropped.
-    fn into_parked(self, slot: Slot, listen: SocketAddr) -> (Parked, bool) {
+    fn into_parked(self, slot: Slot) -> (Parked, bool) {
         let (stream, tls) = match self.stream {
             ClientStream::Plain(s) => (s, None),
             ClientStream::Tls(s) => {
@@ -271,8 +271,7 @@ impl Client {
             // SAFETY: `into_raw_fd` gave up ownership of this open socket.
             fd: unsafe { OwnedFd::from_raw_fd(fd) },
             peer: self.peer,
-            dst: self.dst,
-            listen,
+            dst: self.dst.map(Box::new),
             slot,
             requests: self.requests,
             streak: self.streak,
@@ -449,7 +448,6 @@ async fn resume(shard: Rc<Shard>, p: Parked, close: bool) {
         fd,
         peer,
         dst,
-        listen,
         slot,
         requests,
         streak,
@@ -473,14 +471,19 @@ async fn resume(shard: Rc<Shard>, p: Parked, close: bool) {
             (ClientStream::Tls(Box::new(s)), t.subject, t.desc)
         }
     };
-    if close {
-        if let ClientStream::Tls(mut s) = stream {
-            Box::pin(s.close_notify(&timer)).await;
+    // Every slot names its listener (`Shard::register`); one that did not
+    // could not be routed, and closes like a drained one.
+    let listen = match (close, timer.listen()) {
+        (false, Some(listen)) => listen,
+        _ => {
+            if let ClientStream::Tls(mut s) = stream {
+                Box::pin(s.close_notify(&timer)).await;
+            }
+            drop(slot);
+            shard.rec.borrow_mut().on_close(ConnState::Waiting);
+            return;
         }
-        drop(slot);
-        shard.rec.borrow_mut().on_close(ConnState::Waiting);
-        return;
-    }
+    };
     // Temporaries of the call end here, not after the await (they
     // would take room in the task state).
     let run = drive(
@@ -491,7 +494,7 @@ async fn resume(shard: Rc<Shard>, p: Parked, close: bool) {
             rearm: true,
             subject,
             tls_desc,
-            ..Client::new(&shard, stream, peer, dst, timer)
+            ..Client::new(&shard, stream, peer, dst.map(|d| *d), timer)
         },
         shard,
         slot,
@@ -533,7 +536,7 @@ fn drive(
                     IdleWait::Ready => {}
                     IdleWait::Closed => break,
                     IdleWait::Park(limit) => {
-                        park(&shard, c, slot, listen, limit);
+                        park(&shard, c, slot, limit);
                         return;
                     }
                 }
@@ -564,10 +567,10 @@ fn drive(
 /// Moves an idle connection into the shard's parked set, its idle deadline
 /// (`limit`) armed on its slot; the task then ends. A connection the set
 /// refuses (the kernel's epoll limits) is closed, as nginx would.
-fn park(shard: &Shard, c: Client, slot: Slot, listen: SocketAddr, limit: Duration) {
+fn park(shard: &Shard, c: Client, slot: Slot, limit: Duration) {
     let fd = c.stream.as_raw_fd();
     let timer = slot.timer.clone();
-    let (p, rearm) = c.into_parked(slot, listen);
+    let (p, rearm) = c.into_parked(slot);
     timer.arm(fd, Shut::Read, limit);
     if !shard.parked.park(p, rearm) {
         shard.rec.borrow_mut().on_close(ConnState::Waiting);

@@ -81,6 +81,35 @@ thread_local! {
     static TABLE: RefCell<Table> = const { RefCell::new(Table { entries: Vec::new(), free: Vec::new(), live: 0 }) };
     // One shard per thread: its connections whose listener was removed.
     static GONE: Cell<usize> = const { Cell::new(0) };
+    // One shard per thread: the listener addresses its entries name.
+    static LISTENS: RefCell<Vec<SocketAddr>> = const { RefCell::new(Vec::new()) };
+}
+
+/// An entry names its listener by a small key instead of a `SocketAddr`
+/// (32 bytes): the table holds one entry per connection, and an idle
+/// connection is otherwise little more than its entry and its parked
+/// record (bench/memory.sh). Key 0 is "none"; key k is the (k-1)th address
+/// this shard's entries have named. The list only grows, by the distinct
+/// listen addresses the configurations have had, which is a handful.
+fn listen_key(listen: Option<SocketAddr>) -> u32 {
+    let Some(addr) = listen else { return 0 };
+    LISTENS.with(|l| {
+        let mut l = l.borrow_mut();
+        let i = match l.iter().position(|a| *a == addr) {
+            Some(i) => i,
+            None => {
+                l.push(addr);
+                l.len() - 1
+            }
+        };
+        i as u32 + 1
+    })
+}
+
+/// The address behind a key of [`listen_key`].
+fn listen_addr(key: u32) -> Option<SocketAddr> {
+    let i = key.checked_sub(1)? as usize;
+    LISTENS.with(|l| l.borrow().get(i).copied())
 }
 
 /// Whether a deadline of this shard may have passed at `now_ms` (the tick
@@ -124,8 +153,8 @@ struct Entry {
     idle_since: u64,
     /// Open since before the shard's wind-down (`mark_old`).
     old: bool,
-    /// The listener that accepted the connection.
-    listen: Option<SocketAddr>,
+    /// The listener that accepted the connection ([`listen_key`]).
+    listen: u32,
     /// That listener was removed by a reload ([`listener_removed`]).
     listener_gone: bool,
     live: bool,
@@ -218,10 +247,11 @@ fn shut_idle_of(pick: impl Fn(&Entry) -> bool) {
 /// A reload removed listener `listen`: its connections wind down (see the
 /// module docs). The idle ones are shut; returns how many were marked.
 pub fn listener_removed(listen: SocketAddr) -> usize {
+    let key = listen_key(Some(listen));
     let marked = TABLE.with(|t| {
         let mut marked = 0;
         for e in t.borrow_mut().entries.iter_mut() {
-            if e.live && !e.listener_gone && e.listen == Some(listen) {
+            if e.live && !e.listener_gone && e.listen == key {
                 e.listener_gone = true;
                 marked += 1;
             }
@@ -358,7 +388,7 @@ impl Timer {
             let mut t = t.borrow_mut();
             let e = Entry {
                 conn_fd,
-                listen,
+                listen: listen_key(listen),
                 live: true,
                 ..Entry::default()
             };
@@ -494,6 +524,11 @@ impl Timer {
             e.idle = true;
             e.idle_since = now_ms;
         });
+    }
+
+    /// The listener that accepted the connection, as registered.
+    pub fn listen(&self) -> Option<SocketAddr> {
+        listen_addr(with_entry(self.key, |e| e.listen))
     }
 
     /// Whether the connection's listener was removed by a reload: it is
@@ -805,10 +840,51 @@ mod tests {
         busy.release();
         idle.release();
         assert_eq!(GONE.with(Cell::get), 0, "released entries are counted out");
+        // Each entry still names its own listener.
+        assert_eq!(other.listen(), Some(kept));
         let again = reg(0, gone);
         assert!(!again.listener_gone(), "a reused entry starts afresh");
         again.release();
         other.release();
+    }
+
+    #[test]
+    fn entries_name_their_listener_by_key() {
+        let clock = Rc::new(Cell::new(0));
+        let addrs: Vec<SocketAddr> = ["127.0.0.1:7", "[::1]:7", "127.0.0.1:8"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        let timers: Vec<Timer> = [
+            Some(addrs[0]),
+            Some(addrs[1]),
+            Some(addrs[0]),
+            None,
+            Some(addrs[2]),
+        ]
+        .into_iter()
+        .map(|l| Timer::register(Rc::clone(&clock), -1, l))
+        .collect();
+        assert_eq!(
+            timers.iter().map(Timer::listen).collect::<Vec<_>>(),
+            [
+                Some(addrs[0]),
+                Some(addrs[1]),
+                Some(addrs[0]),
+                None,
+                Some(addrs[2])
+            ]
+        );
+        assert_eq!(
+            listen_key(Some(addrs[0])),
+            listen_key(Some(addrs[0])),
+            "one key per address"
+        );
+        assert_ne!(listen_key(Some(addrs[0])), listen_key(Some(addrs[1])));
+        assert_eq!((listen_key(None), listen_addr(0)), (0, None));
+        for t in timers {
+            t.release();
+        }
     }
 
     /// Polls a future that never waits.

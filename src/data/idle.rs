@@ -62,8 +62,10 @@ use crate::metrics::ConnState;
 pub struct Parked {
     pub fd: OwnedFd,
     pub peer: SocketAddr,
-    pub dst: Option<SocketAddr>,
-    pub listen: SocketAddr,
+    /// Boxed: only a PROXY-protocol client has one, and a `SocketAddr` is
+    /// 32 bytes of every parked record. The listener is not kept here: the
+    /// slot's deadline entry names it (`Timer::listen`).
+    pub dst: Option<Box<SocketAddr>>,
     pub slot: Slot,
     pub requests: u64,
     pub streak: u32,
