@@ -346,92 +346,82 @@ fn after_refusal(status: u16) -> Next {
     }
 }
 
-/// Serves a client connection until it closes.
-pub fn serve(
-    shard: Rc<Shard>,
+/// Starts the task of an accepted client connection; a panic in it costs
+/// only that connection.
+///
+/// A plain connection's task is the keep-alive loop itself ([`drive`]),
+/// built straight into its box ([`spawn_task`]): a connection task's
+/// state is several KiB, and each copy of it was one `memmove` of that
+/// size per connection (two per `Connection: close` request before, one
+/// left from an outer `async` block awaiting the loop). A PROXY header or
+/// a TLS handshake comes first in [`greet`], which then runs the loop.
+pub fn spawn_accepted(
+    shard: &Rc<Shard>,
     stream: TcpStream,
-    mut peer: SocketAddr,
+    peer: SocketAddr,
     listen: SocketAddr,
     slot: Slot,
-) -> impl Future<Output = ()> {
+) {
     {
         let mut rec = shard.rec.borrow_mut();
         rec.on_accept();
         rec.on_handled();
     }
-    // Not an `async fn`, like `drive`: arguments stored once.
-    async move {
-        // TCP_NODELAY is inherited from the listener (runtime::listeners).
-        // `slot` unregisters on every exit, including unwinding from a panic.
-        let timer = slot.timer.clone();
-        let lc = shard
-            .view()
-            .snap
-            .config
-            .listeners
-            .iter()
-            .find(|l| l.listen == listen)
-            .map(|l| (l.tls.clone(), l.proxy_protocol));
-        let (tls, proxy_protocol) = lc.unwrap_or_default();
-        // A PROXY header first: its client address replaces the socket's.
-        let mut dst = None;
-        if proxy_protocol {
-            let Some((src, to)) =
-                super::proxy_protocol::accept(&shard, &stream, peer, &tls, &timer).await
-            else {
-                shard.rec.borrow_mut().on_close(ConnState::Reading);
-                return;
-            };
-            (peer, dst) = (src, to);
-        }
-        // A TLS listener: the handshake first (bounded by its own timeout).
-        let mut subject = None;
-        let mut tls_desc = None;
-        let stream = match tls {
-            None => ClientStream::Plain(stream),
-            // Boxed, like every rare large step below (tunnel, linger, a
-            // new upstream connection, a streamed upload): the task keeps
-            // only the state of the per-request path.
-            Some(tls) => {
-                match Box::pin(super::tls::handshake(&shard, stream, &tls, &timer)).await {
-                    Some(mut s) => {
-                        subject = s.client_subject_field(&tls);
-                        tls_desc = Some(s.describe());
-                        ClientStream::Tls(Box::new(s))
-                    }
-                    None => {
-                        shard.rec.borrow_mut().on_close(ConnState::Reading);
-                        return;
-                    }
-                }
-            }
-        };
-        // Built in the call (a `Client` local would be a second copy in the
-        // task's state), and awaited after the statement, so the call's
-        // temporaries take no room in it either.
-        let run = drive(
-            Client {
-                subject,
-                tls_desc,
-                ..Client::new(&shard, stream, peer, dst, timer)
-            },
-            shard,
-            slot,
-            ConnState::Reading,
-            listen,
-            false,
-        );
-        run.await;
+    let front = shard
+        .view()
+        .snap
+        .config
+        .listeners
+        .iter()
+        .find(|l| l.listen == listen)
+        .map(|l| (l.tls.clone(), l.proxy_protocol));
+    match front {
+        Some((None, false)) | None => spawn_task(peer, || {
+            let timer = slot.timer.clone();
+            let c = Client::new(shard, ClientStream::Plain(stream), peer, None, timer);
+            drive(c, Rc::clone(shard), slot, ConnState::Reading, listen, false)
+        }),
+        Some((tls, proxy_protocol)) => spawn_task(peer, || {
+            greet(
+                Rc::clone(shard),
+                stream,
+                peer,
+                listen,
+                slot,
+                tls,
+                proxy_protocol,
+            )
+        }),
     }
 }
 
-/// Starts the task of a parked connection whose socket became readable
-/// (`idle.rs`); like a new connection's, a panic in it costs only it.
-/// `close`: a TLS connection that timed out or is drained, which only
-/// sends its close_notify.
-pub fn spawn_resumed(shard: Rc<Shard>, p: Parked, close: bool) {
-    let peer = p.peer;
-    let task = CatchUnwind(Box::pin(resume(shard, p, close)));
+/// Spawns a connection's task, its future built by `make` directly in its
+/// box (allocated first, so the call's result can be written there
+/// instead of being built on the stack and copied). A panic, in `make` or
+/// in the task, is caught and logged, and costs only this connection.
+fn spawn_task<F: Future<Output = ()> + 'static>(peer: SocketAddr, make: impl FnOnce() -> F) {
+    let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+        Box::write(Box::new_uninit(), make())
+    }));
+    let task = match built {
+        Ok(b) => CatchUnwind(Box::into_pin(b)),
+        Err(e) => {
+            crate::error!(
+                "connection from {peer}: panicked before its task ran: {}",
+                unwind::message(&*e)
+            );
+            return;
+        }
+    };
+    // The size of the first task spawned (a plain connection's, unless a
+    // TLS or PROXY-protocol listener's came first).
+    static TASK_SIZE: std::sync::Once = std::sync::Once::new();
+    TASK_SIZE.call_once(|| {
+        crate::info!(
+            "connection task state: {} bytes",
+            std::mem::size_of_val(&*task.0)
+        )
+    });
     monoio::spawn(async move {
         if let Err(e) = task.await {
             crate::error!(
@@ -442,8 +432,91 @@ pub fn spawn_resumed(shard: Rc<Shard>, p: Parked, close: bool) {
     });
 }
 
-/// Serves a parked connection again, from "read the next head".
-async fn resume(shard: Rc<Shard>, p: Parked, close: bool) {
+/// A connection whose listener wants a PROXY header or a TLS handshake
+/// first: those, then the keep-alive loop.
+async fn greet(
+    shard: Rc<Shard>,
+    stream: TcpStream,
+    mut peer: SocketAddr,
+    listen: SocketAddr,
+    slot: Slot,
+    tls: Option<std::sync::Arc<crate::tls::ListenerTls>>,
+    proxy_protocol: bool,
+) {
+    // TCP_NODELAY is inherited from the listener (runtime::listeners).
+    // `slot` unregisters on every exit, including unwinding from a panic.
+    let timer = slot.timer.clone();
+    // A PROXY header first: its client address replaces the socket's.
+    let mut dst = None;
+    if proxy_protocol {
+        let Some((src, to)) =
+            super::proxy_protocol::accept(&shard, &stream, peer, &tls, &timer).await
+        else {
+            shard.rec.borrow_mut().on_close(ConnState::Reading);
+            return;
+        };
+        (peer, dst) = (src, to);
+    }
+    // A TLS listener: the handshake first (bounded by its own timeout).
+    let mut subject = None;
+    let mut tls_desc = None;
+    let stream = match tls {
+        None => ClientStream::Plain(stream),
+        // Boxed, like every rare large step below (tunnel, linger, a
+        // new upstream connection, a streamed upload): the task keeps
+        // only the state of the per-request path.
+        Some(tls) => match Box::pin(super::tls::handshake(&shard, stream, &tls, &timer)).await {
+            Some(mut s) => {
+                subject = s.client_subject_field(&tls);
+                tls_desc = Some(s.describe());
+                ClientStream::Tls(Box::new(s))
+            }
+            None => {
+                shard.rec.borrow_mut().on_close(ConnState::Reading);
+                return;
+            }
+        },
+    };
+    // Built in the call (a `Client` local would be a second copy in the
+    // task's state), and awaited after the statement, so the call's
+    // temporaries take no room in it either.
+    let run = drive(
+        Client {
+            subject,
+            tls_desc,
+            ..Client::new(&shard, stream, peer, dst, timer)
+        },
+        shard,
+        slot,
+        ConnState::Reading,
+        listen,
+        false,
+    );
+    run.await;
+}
+
+/// Starts the task of a parked connection whose socket became readable
+/// (`idle.rs`). `close`: a TLS connection that timed out or is drained,
+/// which only sends its close_notify. A plain one resumes straight in the
+/// keep-alive loop, built in its box as a new connection's is.
+pub fn spawn_resumed(shard: Rc<Shard>, p: Parked, close: bool) {
+    let peer = p.peer;
+    if p.tls.is_some() || close {
+        spawn_task(peer, || resume_tls(shard, p, close));
+        return;
+    }
+    let Some((c, slot, listen)) = unpark(&shard, p) else {
+        return;
+    };
+    spawn_task(peer, || {
+        drive(c, shard, slot, ConnState::Waiting, listen, true)
+    });
+}
+
+/// What a parked connection resumes with: its client state, slot and
+/// listener; `None` (counted closed) when its socket cannot be taken back
+/// or its slot names no listener (it could not be routed).
+fn unpark(shard: &Shard, p: Parked) -> Option<(Client, Slot, SocketAddr)> {
     let Parked {
         fd,
         peer,
@@ -454,15 +527,20 @@ async fn resume(shard: Rc<Shard>, p: Parked, close: bool) {
         idle_since,
         tls,
     } = p;
-    let stream = match TcpStream::from_std(std::net::TcpStream::from(fd)) {
-        Ok(s) => s,
-        Err(e) => {
-            crate::warn!("{peer}: resuming an idle connection: {e}");
+    let timer = slot.timer.clone();
+    let (listen, stream) = match (
+        timer.listen(),
+        TcpStream::from_std(std::net::TcpStream::from(fd)),
+    ) {
+        (Some(listen), Ok(s)) => (listen, s),
+        (_, r) => {
+            if let Err(e) = r {
+                crate::warn!("{peer}: resuming an idle connection: {e}");
+            }
             shard.rec.borrow_mut().on_close(ConnState::Waiting);
-            return;
+            return None;
         }
     };
-    let timer = slot.timer.clone();
     let (stream, subject, tls_desc) = match tls {
         None => (ClientStream::Plain(stream), None, None),
         Some(t) => {
@@ -471,37 +549,35 @@ async fn resume(shard: Rc<Shard>, p: Parked, close: bool) {
             (ClientStream::Tls(Box::new(s)), t.subject, t.desc)
         }
     };
-    // Every slot names its listener (`Shard::register`); one that did not
-    // could not be routed, and closes like a drained one.
-    let listen = match (close, timer.listen()) {
-        (false, Some(listen)) => listen,
-        _ => {
-            if let ClientStream::Tls(mut s) = stream {
-                Box::pin(s.close_notify(&timer)).await;
-            }
-            drop(slot);
-            shard.rec.borrow_mut().on_close(ConnState::Waiting);
-            return;
-        }
+    let c = Client {
+        requests,
+        streak,
+        idle_since,
+        rearm: true,
+        subject,
+        tls_desc,
+        ..Client::new(shard, stream, peer, dst.map(|d| *d), timer)
     };
-    // Temporaries of the call end here, not after the await (they
-    // would take room in the task state).
-    let run = drive(
-        Client {
-            requests,
-            streak,
-            idle_since,
-            rearm: true,
-            subject,
-            tls_desc,
-            ..Client::new(&shard, stream, peer, dst.map(|d| *d), timer)
-        },
-        shard,
-        slot,
-        ConnState::Waiting,
-        listen,
-        true,
-    );
+    Some((c, slot, listen))
+}
+
+/// Serves a parked TLS connection again, or only sends its close_notify
+/// (`close`).
+async fn resume_tls(shard: Rc<Shard>, p: Parked, close: bool) {
+    let Some((mut c, slot, listen)) = unpark(&shard, p) else {
+        return;
+    };
+    if close {
+        if let ClientStream::Tls(s) = &mut c.stream {
+            Box::pin(s.close_notify(&c.timer)).await;
+        }
+        drop(slot);
+        shard.rec.borrow_mut().on_close(ConnState::Waiting);
+        return;
+    }
+    // Awaited after the statement: the call's temporaries take no room in
+    // the task state.
+    let run = drive(c, shard, slot, ConnState::Waiting, listen, true);
     run.await;
 }
 

@@ -56,7 +56,6 @@ use super::deadline::Timer;
 use super::link::{ListenerCmd, ShardEnd, ShardLink};
 use super::multishot::{Accepted, MultishotAccept};
 use super::pool::Pool;
-use super::unwind::{self, CatchUnwind};
 use crate::lb::ShardState;
 use crate::metrics::{Registry, ShardRecorder};
 use crate::snapshot::{Snapshot, SnapshotReader};
@@ -522,32 +521,7 @@ fn serve_accepted(
     addr: SocketAddr,
 ) {
     let slot = shard.register(stream.as_raw_fd(), addr);
-    // Boxed: the connection future is large, and spawn would
-    // copy it several times (measured: ~5% of the shard's CPU
-    // with `Connection: close` clients); a box is copied once.
-    let task = CatchUnwind(Box::pin(conn::serve(
-        Rc::clone(shard),
-        stream,
-        peer,
-        addr,
-        slot,
-    )));
-    // What every idle connection costs (its boxed state).
-    static TASK_SIZE: std::sync::Once = std::sync::Once::new();
-    TASK_SIZE.call_once(|| {
-        crate::info!(
-            "connection task state: {} bytes",
-            std::mem::size_of_val(&*task.0)
-        )
-    });
-    monoio::spawn(async move {
-        if let Err(e) = task.await {
-            crate::error!(
-                "connection from {peer}: task panicked: {}",
-                unwind::message(&*e)
-            );
-        }
-    });
+    conn::spawn_accepted(shard, stream, peer, addr, slot);
 }
 
 async fn accept_loop(
