@@ -571,6 +571,8 @@ async fn resume_tls(shard: Rc<Shard>, p: Parked, close: bool) {
         if let ClientStream::Tls(s) = &mut c.stream {
             Box::pin(s.close_notify(&c.timer)).await;
         }
+        // The socket closes before its slot is given up, as from a task.
+        drop(c);
         drop(slot);
         shard.rec.borrow_mut().on_close(ConnState::Waiting);
         return;

@@ -95,7 +95,7 @@ mod tests {
         let (a, _) = l.accept().unwrap();
         assert!(
             a.nodelay().unwrap(),
-            "serve() relies on this instead of a setsockopt per connection"
+            "connection tasks rely on this instead of a setsockopt per connection"
         );
     }
 
