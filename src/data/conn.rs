@@ -400,19 +400,10 @@ pub fn spawn_accepted(
 /// instead of being built on the stack and copied). A panic, in `make` or
 /// in the task, is caught and logged, and costs only this connection.
 fn spawn_task<F: Future<Output = ()> + 'static>(peer: SocketAddr, make: impl FnOnce() -> F) {
-    let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
-        Box::write(Box::new_uninit(), make())
-    }));
-    let task = match built {
-        Ok(b) => CatchUnwind(Box::into_pin(b)),
-        Err(e) => {
-            crate::error!(
-                "connection from {peer}: panicked before its task ran: {}",
-                unwind::message(&*e)
-            );
-            return;
-        }
+    let Some(built) = unwound(peer, move || Box::write(Box::new_uninit(), make())) else {
+        return;
     };
+    let task = CatchUnwind(Box::into_pin(built));
     // The size of the first task spawned (a plain connection's, unless a
     // TLS or PROXY-protocol listener's came first).
     static TASK_SIZE: std::sync::Once = std::sync::Once::new();
@@ -430,6 +421,22 @@ fn spawn_task<F: Future<Output = ()> + 'static>(peer: SocketAddr, make: impl FnO
             );
         }
     });
+}
+
+/// Runs `f`, the synchronous start of a connection's task: a panic in it
+/// is logged and costs only this connection (`None`), as one in the task
+/// does.
+fn unwound<T>(peer: SocketAddr, f: impl FnOnce() -> T) -> Option<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            crate::error!(
+                "connection from {peer}: panicked before its task ran: {}",
+                unwind::message(&*e)
+            );
+            None
+        }
+    }
 }
 
 /// A connection whose listener wants a PROXY header or a TLS handshake
@@ -505,7 +512,7 @@ pub fn spawn_resumed(shard: Rc<Shard>, p: Parked, close: bool) {
         spawn_task(peer, || resume_tls(shard, p, close));
         return;
     }
-    let Some((c, slot, listen)) = unpark(&shard, p) else {
+    let Some(Some((c, slot, listen))) = unwound(peer, || unpark(&shard, p)) else {
         return;
     };
     spawn_task(peer, || {
@@ -2313,7 +2320,15 @@ async fn copy_until_idle<R: AsyncReadRent, W: AsyncWriteRent>(r: &mut R, w: &mut
 
 #[cfg(test)]
 mod tests {
-    use super::{next_streak, read_directly, HOT_GAP_MS, HOT_STREAK};
+    use super::{next_streak, read_directly, unwound, HOT_GAP_MS, HOT_STREAK};
+
+    #[test]
+    fn a_panic_starting_a_task_is_caught_and_costs_only_that_start() {
+        let peer = "127.0.0.1:1".parse().unwrap();
+        assert_eq!(unwound(peer, || 7), Some(7));
+        assert_eq!(unwound(peer, || -> u8 { panic!("starting") }), None);
+        assert_eq!(unwound(peer, || 8), Some(8), "the next start is unaffected");
+    }
 
     #[test]
     fn only_a_busy_streak_reads_directly() {
