@@ -448,6 +448,12 @@ fn rsa_and_ecdsa_certificates_for_one_name_each_serve_their_clients() {
 
 /// A rustls client config trusting the test CA.
 fn rustls_client(ca: &Path, sni: &str) -> rustls::ClientConnection {
+    rustls::ClientConnection::new(rustls_config(ca), sni.to_string().try_into().unwrap()).unwrap()
+}
+
+/// A rustls client configuration trusting `ca` (with rustls' in-memory
+/// session store: connections made from one configuration resume).
+fn rustls_config(ca: &Path) -> Arc<rustls::ClientConfig> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::CertificateDer;
     let mut roots = rustls::RootCertStore::empty();
@@ -461,7 +467,7 @@ fn rustls_client(ca: &Path, sni: &str) -> rustls::ClientConnection {
     .unwrap()
     .with_root_certificates(roots)
     .with_no_client_auth();
-    rustls::ClientConnection::new(Arc::new(cfg), sni.to_string().try_into().unwrap()).unwrap()
+    Arc::new(cfg)
 }
 
 /// Sends one keep-alive request over an established client and reads the
@@ -505,6 +511,100 @@ fn closed_within(s: &mut TcpStream, limit: Duration) -> bool {
         }
     }
     false
+}
+
+/// The client's Finished and its first request in one segment, as a busy
+/// client's often arrive: the server holds its TLS 1.3 session tickets
+/// back to send them with the response. The client still gets them (a
+/// second connection resumes), the keep-alive response is whole, and the
+/// `Connection: close` response after it ends with close_notify.
+#[test]
+fn tickets_held_for_the_first_response_still_arrive_and_resume() {
+    let s = start("");
+    let cfg = rustls_config(&s.pki.path("ca.pem"));
+    let mut c =
+        rustls::ClientConnection::new(Arc::clone(&cfg), "a.test".try_into().unwrap()).unwrap();
+    let mut sock = TcpStream::connect(s.rl.addr).unwrap();
+    sock.set_nodelay(true).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    // Hello out, the server's flight in: the client's Finished stays queued.
+    while c.wants_write() {
+        c.write_tls(&mut sock).unwrap();
+    }
+    while c.is_handshaking() {
+        assert!(
+            c.read_tls(&mut sock).unwrap() > 0,
+            "closed in the handshake"
+        );
+        c.process_new_packets().unwrap();
+    }
+    c.writer()
+        .write_all(b"GET /first HTTP/1.1\r\nHost: a.test\r\n\r\n")
+        .unwrap();
+    let mut flight = Vec::new();
+    while c.wants_write() {
+        c.write_tls(&mut flight).unwrap();
+    }
+    sock.write_all(&flight).unwrap();
+    let first = rustls_read(&mut c, &mut sock, Some(b"\r\n\r\nok"));
+    assert!(first.starts_with("HTTP/1.1 200 "), "{first}");
+    c.writer()
+        .write_all(b"GET /last HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    c.complete_io(&mut sock).unwrap();
+    let last = rustls_read(&mut c, &mut sock, None);
+    assert!(last.starts_with("HTTP/1.1 200 "), "{last}");
+    assert!(last.ends_with("\r\n\r\nok"), "{last}");
+    // A second connection offers a ticket from the first and resumes.
+    let mut c2 = rustls::ClientConnection::new(cfg, "a.test".try_into().unwrap()).unwrap();
+    let mut sock2 = TcpStream::connect(s.rl.addr).unwrap();
+    while c2.is_handshaking() {
+        c2.complete_io(&mut sock2).unwrap();
+    }
+    assert_eq!(c2.handshake_kind(), Some(rustls::HandshakeKind::Resumed));
+    let seen = s.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2, "{seen:#?}");
+    assert!(seen[0].starts_with("GET /first HTTP/1.1\r\n"), "{seen:#?}");
+    assert!(seen[1].starts_with("GET /last HTTP/1.1\r\n"), "{seen:#?}");
+}
+
+/// Reads plaintext from a rustls client until it ends with `until`, or
+/// (`None`) until the server closes, which must be a close_notify.
+fn rustls_read(
+    c: &mut rustls::ClientConnection,
+    sock: &mut TcpStream,
+    until: Option<&[u8]>,
+) -> String {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match c.reader().read(&mut buf) {
+            Ok(0) => {
+                assert!(
+                    until.is_none(),
+                    "closed early: {:?}",
+                    String::from_utf8_lossy(&got)
+                );
+                break;
+            }
+            Ok(n) => {
+                got.extend_from_slice(&buf[..n]);
+                if until.is_some_and(|u| got.ends_with(u)) {
+                    break;
+                }
+                continue;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => panic!(
+                "{e} (no close_notify?) after {:?}",
+                String::from_utf8_lossy(&got)
+            ),
+        }
+        c.read_tls(sock).unwrap();
+        c.process_new_packets().unwrap();
+    }
+    String::from_utf8_lossy(&got).into_owned()
 }
 
 #[test]

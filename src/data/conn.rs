@@ -2162,6 +2162,11 @@ async fn respond(
         (UpStream::Plain(src), ClientStream::Plain(dst)) => {
             splice::relay_plain(pipe!(src, dst), out, &mut body, done, &mut written).await
         }
+        // Over TLS the same, with the close_notify (`TlsLastWrites`).
+        (src, ClientStream::Tls(dst)) if done && !client_keep => {
+            let dst = &mut super::tls::TlsLastWrites(dst);
+            relay(pipe!(src, dst), out, &mut body, done, &mut written).await
+        }
         (src, dst) => relay(pipe!(src, dst), out, &mut body, done, &mut written).await,
     };
     c.out = o;

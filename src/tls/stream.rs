@@ -227,11 +227,19 @@ impl<IO: ReadIo, S: Session> TlsStream<IO, S> {
                 Err(e) => return (Err(e), buf),
             }
             if self.rx_pos < self.rx.len() {
+                // Records already queued (session tickets held back at the
+                // end of the handshake, see `data::tls::accept`) go with
+                // the next write, and so does anything this input adds to
+                // them (a TLS 1.3 key update answer may wait for our next
+                // record by design).
+                let held = self.sess.with(|c| c.wants_write());
                 if let Err(e) = self.feed() {
                     return (Err(e.into_io()), buf);
                 }
-                if let Err(e) = IO::send_queued(self).await {
-                    return (Err(e), buf);
+                if !held {
+                    if let Err(e) = IO::send_queued(self).await {
+                        return (Err(e), buf);
+                    }
                 }
                 continue;
             }
@@ -245,13 +253,18 @@ impl<IO: ReadIo, S: Session> TlsStream<IO, S> {
     }
 }
 
-impl<IO: AsyncWriteRent, S: Session> TlsStream<IO, S> {
-    /// Writes every record rustls has queued.
-    pub(crate) async fn flush_tls(&mut self) -> io::Result<()> {
+impl<IO, S: Session> TlsStream<IO, S> {
+    /// Writes every record rustls has queued through `io` (the stream's
+    /// own socket, or a wrapper of it).
+    pub(crate) async fn flush_through<W: AsyncWriteRent>(
+        sess: &mut S,
+        txbuf: &mut Vec<u8>,
+        io: &mut W,
+    ) -> io::Result<()> {
         loop {
-            let mut tx = std::mem::take(&mut self.tx);
+            let mut tx = std::mem::take(txbuf);
             tx.clear();
-            let more = self.sess.with(|c| {
+            let more = sess.with(|c| {
                 while c.wants_write() && tx.len() < TX_CHUNK {
                     c.write_tls(&mut tx)?;
                 }
@@ -260,21 +273,34 @@ impl<IO: AsyncWriteRent, S: Session> TlsStream<IO, S> {
             let more = match more {
                 Ok(m) => m,
                 Err(e) => {
-                    self.tx = tx;
+                    *txbuf = tx;
                     return Err(e);
                 }
             };
             if tx.is_empty() {
-                self.tx = tx;
+                *txbuf = tx;
                 return Ok(());
             }
-            let (r, tx) = self.io.write_all(tx).await;
-            self.tx = tx;
+            let (r, tx) = io.write_all(tx).await;
+            *txbuf = tx;
             r?;
             if !more {
                 return Ok(());
             }
         }
+    }
+
+    /// The socket, the rustls state and the output buffer, apart.
+    pub(crate) fn parts(&mut self) -> (&mut IO, &mut S, &mut Vec<u8>) {
+        (&mut self.io, &mut self.sess, &mut self.tx)
+    }
+}
+
+impl<IO: AsyncWriteRent, S: Session> TlsStream<IO, S> {
+    /// Writes every record rustls has queued.
+    pub(crate) async fn flush_tls(&mut self) -> io::Result<()> {
+        let (io, sess, tx) = self.parts();
+        Self::flush_through(sess, tx, io).await
     }
 
     async fn write_plain<T: IoBuf>(&mut self, buf: T) -> BufResult<usize, T> {
