@@ -83,7 +83,6 @@
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
-use std::io::Write as _;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::pin::{pin, Pin};
@@ -115,8 +114,8 @@ use crate::proto::exchange::{
     ClientEnd, Failed, Retry, Sent, Tried, UpstreamEnd,
 };
 use crate::proto::http1::encode::{
-    encode_canned, encode_request_set, encode_response, BodyOut, ClientConn, Forwarded, SetField,
-    CONTINUE,
+    client_ip_text, encode_canned, encode_request_set, encode_response, BodyOut, ClientConn,
+    Forwarded, SetField, CONTINUE,
 };
 use crate::proto::http1::{
     decode_request, decode_response, ChunkError, ChunkedDecoder, Field, FieldKind, Framing, Limits,
@@ -215,9 +214,7 @@ impl Client {
     ) -> Client {
         let max_head = shard.view().snap.config.http.max_header_bytes;
         let mut ip = ([0u8; 48], 0u8);
-        let mut w = &mut ip.0[..];
-        let _ = write!(w, "{}", peer.ip());
-        ip.1 = (48 - w.len()) as u8;
+        ip.1 = client_ip_text(peer.ip(), &mut ip.0) as u8;
         Client {
             stream,
             peer,

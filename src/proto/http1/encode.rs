@@ -37,6 +37,44 @@ pub fn encode_request(
     encode_request_set(out, buf, head, fields, default_host, &fwd);
 }
 
+/// The text of a client address as `X-Forwarded-For`, `X-Real-IP` and
+/// the access log carry it (what `Display` writes), put in `out`; returns
+/// its length. IPv4 is written digit by digit, once per connection: through
+/// `fmt` it was ~2% of the user-space time of a `Connection: close`
+/// request. IPv6 (zero runs compressed, mapped IPv4 forms) goes through
+/// `fmt`.
+pub fn client_ip_text(ip: std::net::IpAddr, out: &mut [u8; 48]) -> usize {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            let mut n = 0;
+            for (i, o) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out[n] = b'.';
+                    n += 1;
+                }
+                if o >= 100 {
+                    out[n] = b'0' + o / 100;
+                    n += 1;
+                }
+                if o >= 10 {
+                    out[n] = b'0' + o / 10 % 10;
+                    n += 1;
+                }
+                out[n] = b'0' + o % 10;
+                n += 1;
+            }
+            n
+        }
+        std::net::IpAddr::V6(v6) => {
+            use std::io::Write;
+            let mut w = &mut out[..];
+            // 45 bytes at most (`ffff:…:255.255.255.255`): it fits.
+            let _ = write!(w, "{v6}");
+            48 - w.len()
+        }
+    }
+}
+
 /// What the proxy adds about the client: `X-Forwarded-For`/`X-Real-IP`
 /// (`client_ip`), `X-Forwarded-Proto` (`https`) and an optional field of
 /// its own ([`SetField`]).
@@ -418,6 +456,42 @@ pub fn encode_plain_http_on_tls(out: &mut Vec<u8>, date: &[u8]) {
 mod tests {
     use super::super::{decode_request, decode_response, Limits};
     use super::*;
+    use proptest::prelude::*;
+
+    fn ip_text(ip: &str) -> String {
+        let mut out = [0u8; 48];
+        let n = client_ip_text(ip.parse().unwrap(), &mut out);
+        String::from_utf8(out[..n].to_vec()).unwrap()
+    }
+
+    #[test]
+    fn client_ip_text_writes_what_display_writes() {
+        for ip in [
+            "0.0.0.0",
+            "9.10.99.100",
+            "127.0.0.1",
+            "198.18.0.255",
+            "255.255.255.255",
+            "::1",
+            "2001:db8::7",
+            "::ffff:192.0.2.1",
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+        ] {
+            assert_eq!(ip_text(ip), ip);
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn client_ip_text_matches_display_for_any_address(a: [u8; 4], b: [u16; 8]) {
+            for ip in [std::net::IpAddr::from(a), std::net::IpAddr::from(b)] {
+                let mut out = [0u8; 48];
+                let n = client_ip_text(ip, &mut out);
+                let want = ip.to_string();
+                prop_assert_eq!(&out[..n], want.as_bytes());
+            }
+        }
+    }
 
     /// `raw` forwarded over HTTPS with the proxy-set field `name: value`.
     fn with_set_field(raw: &str, name: &[u8], value: Option<&[u8]>) -> String {
