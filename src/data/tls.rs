@@ -3,7 +3,6 @@
 //! learns from it (client subject, version and cipher).
 
 use std::future::Future;
-use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
@@ -56,14 +55,12 @@ pub struct TlsLastWrites<'a>(pub &'a mut ServerStream);
 
 impl AsyncWriteRent for TlsLastWrites<'_> {
     async fn write<T: IoBuf>(&mut self, buf: T) -> BufResult<usize, T> {
-        let (io, sess, tx) = self.0.parts();
-        // SAFETY: `buf` owns `bytes_init()` initialised bytes at `read_ptr()`.
-        let src = unsafe { std::slice::from_raw_parts(buf.read_ptr(), buf.bytes_init()) };
-        let n = match sess.with(|c| c.writer().write(src)) {
+        let n = match self.0.encrypt(&buf) {
             Ok(n) => n,
             Err(e) => return (Err(e), buf),
         };
-        if n == src.len() {
+        let (io, sess, tx) = self.0.parts();
+        if n == buf.bytes_init() {
             // The last of it: close_notify follows in the same write (the
             // connection's close then sends nothing more).
             sess.with(|c| c.send_close_notify());

@@ -290,6 +290,14 @@ impl<IO, S: Session> TlsStream<IO, S> {
         }
     }
 
+    /// Hands the plaintext in `buf` to rustls, which queues its records
+    /// (written by the next flush); returns how much of it rustls took.
+    pub(crate) fn encrypt<T: IoBuf>(&mut self, buf: &T) -> io::Result<usize> {
+        // SAFETY: `buf` owns `bytes_init()` initialised bytes at `read_ptr()`.
+        let src = unsafe { std::slice::from_raw_parts(buf.read_ptr(), buf.bytes_init()) };
+        self.sess.with(|c| c.writer().write(src))
+    }
+
     /// The socket, the rustls state and the output buffer, apart.
     pub(crate) fn parts(&mut self) -> (&mut IO, &mut S, &mut Vec<u8>) {
         (&mut self.io, &mut self.sess, &mut self.tx)
@@ -304,9 +312,7 @@ impl<IO: AsyncWriteRent, S: Session> TlsStream<IO, S> {
     }
 
     async fn write_plain<T: IoBuf>(&mut self, buf: T) -> BufResult<usize, T> {
-        // SAFETY: `buf` owns `bytes_init()` initialised bytes at `read_ptr()`.
-        let src = unsafe { std::slice::from_raw_parts(buf.read_ptr(), buf.bytes_init()) };
-        let n = match self.sess.with(|c| c.writer().write(src)) {
+        let n = match self.encrypt(&buf) {
             Ok(n) => n,
             Err(e) => return (Err(e), buf),
         };
