@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -133,6 +133,21 @@ fn upstream_tls_verifies_sends_the_name_and_reuses_connections() {
             "{body}"
         );
     }
+    // A client that asks to close gets the whole answer, then a clean
+    // close (its last segment carries the FIN); nginx served it as the 9th
+    // request on the same pooled connection.
+    let mut s = connect(rl.addr);
+    s.write_all(b"GET /x HTTP/1.1\r\nHost: front\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut all = Vec::new();
+    s.read_to_end(&mut all).expect("a clean close");
+    let text = String::from_utf8_lossy(&all);
+    assert_eq!(status_of(&text), 200, "{text}");
+    assert!(text.contains("\r\nConnection: close\r\n"), "{text}");
+    assert!(
+        text.ends_with(&format!("\r\n\r\nb.test {} 9\n", conns[0])),
+        "{text}"
+    );
     let up = upstream_tls(admin);
     assert_eq!(up["handshakes"], 1, "{up}");
     assert_eq!(up["failures"], 0, "{up}");

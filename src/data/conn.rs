@@ -2149,17 +2149,17 @@ async fn respond(
         };
     }
     let (r, o) = match (&mut *us, &mut c.stream) {
-        // Plain on both sides: a large body may be spliced (`splice.rs`).
         // The whole response is buffered and the connection closes after
-        // it: its last segment leaves with the FIN (`LastWrites`).
-        (UpStream::Plain(src), ClientStream::Plain(dst)) if done && !client_keep => {
+        // it: its last segment leaves with the FIN (`LastWrites`), over TLS
+        // with the close_notify too (`TlsLastWrites`).
+        (src, ClientStream::Plain(dst)) if done && !client_keep => {
             let dst = &mut LastWrites(dst);
             relay(pipe!(src, dst), out, &mut body, done, &mut written).await
         }
+        // Plain on both sides: a large body may be spliced (`splice.rs`).
         (UpStream::Plain(src), ClientStream::Plain(dst)) => {
             splice::relay_plain(pipe!(src, dst), out, &mut body, done, &mut written).await
         }
-        // Over TLS the same, with the close_notify (`TlsLastWrites`).
         (src, ClientStream::Tls(dst)) if done && !client_keep => {
             let dst = &mut super::tls::TlsLastWrites(dst);
             relay(pipe!(src, dst), out, &mut body, done, &mut written).await
