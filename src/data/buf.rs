@@ -11,7 +11,7 @@
 //!
 //! A keep-alive connection waiting for its next request owns no receive
 //! buffer, no output buffer and no field table: it waits for readiness
-//! first (`conn.rs`), then borrows them from its shard's pools here, and
+//! first (`conn/`), then borrows them from its shard's pools here, and
 //! gives them back when it is idle again. Memory therefore follows active
 //! connections, not open ones (nginx frees its header buffer the same way).
 //! The pools are bounded: what a burst of closing connections returns

@@ -1,7 +1,7 @@
 //! The client side of a connection: a plain socket or a TLS stream.
 //!
 //! An enum rather than a type parameter on the whole connection code, so
-//! `conn.rs` is compiled once; a plaintext connection pays one predictable
+//! `conn/` is compiled once; a plaintext connection pays one predictable
 //! branch per read or write (nothing allocated, nothing shared).
 //!
 //! An idle keep-alive connection waits with [`ClientStream::readable`]

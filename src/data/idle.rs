@@ -4,7 +4,7 @@
 //! per-operation state of its readiness wait: kept for every idle
 //! keep-alive client, that was 2 KiB per connection where nginx needs
 //! about 0.6. So a plain-text connection that goes idle (and is not a busy
-//! client reading its next request directly, see `conn::read_directly`)
+//! client reading its next request directly, see `conn::keepalive`)
 //! leaves its task: what must survive until its next request — the socket,
 //! the client and destination addresses (the PROXY header's, if any), the
 //! listener, its registration with the shard ([`Slot`]: `max_connections`,
@@ -18,7 +18,7 @@
 //! ([`run`]) waits for that epoll descriptor to become readable through the
 //! ring (one poll operation for all of them), drains it with
 //! `epoll_wait(.., 0)` and starts a fresh connection task per ready socket,
-//! which continues with "read the next head" (`conn::resume`). The epoll
+//! which continues with "read the next head" (`conn::spawn_resumed`). The epoll
 //! set's own memory is kernel memory, as is nginx's. Per parked connection
 //! that is one `epoll_ctl` when it parks; a socket parked before is
 //! re-armed with `EPOLL_CTL_MOD` (one-shot left it registered, disabled),

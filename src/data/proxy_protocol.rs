@@ -163,7 +163,7 @@ pub async fn accept(
 ///
 /// Such a connection then speaks for that one client for its lifetime,
 /// so it is never put in the shard's shared pool: it stays private to the
-/// client's connection (`conn.rs`, `Client::private`) and closes with it,
+/// client's connection (`conn/`, `Client::private`) and closes with it,
 /// as HAProxy does with `send-proxy` connections. Keying the shared pool
 /// by client address instead would keep idle connections for clients that
 /// have left until their keep-alive timeout, and one client's connections
