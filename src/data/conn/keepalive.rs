@@ -10,16 +10,22 @@
 //! idle client holds no task and no buffer; a new connection, and one that
 //! holds more than its socket (a private upstream connection, unread
 //! bytes), waits for readiness in its task, with every buffer given back.
+//!
+//! A connection whose request body was left unread ends with a lingering
+//! close ([`linger`]), as nginx's does, so that its close does not reset
+//! the connection before the client has read the response.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use monoio::net::TcpStream;
 
 use super::request::wait_readable;
 use super::tunnel::tunnel;
-use super::{linger, one_request, transition, Client, Next};
+use super::{one_request, transition, Client, Next};
 use crate::data::client_stream::ClientStream;
 use crate::data::deadline::Shut;
 use crate::data::shard::{Shard, Slot};
@@ -180,6 +186,32 @@ pub(super) fn next_streak(streak: u32, gap_ms: u64) -> u32 {
         streak.saturating_add(1)
     } else {
         0
+    }
+}
+
+/// Lingering close (nginx's `lingering_time` / `lingering_timeout`): how
+/// long a client's unread body is drained after the final response, and
+/// how long one read of it may wait.
+const LINGER_TIME: Duration = Duration::from_secs(30);
+const LINGER_READ: Duration = Duration::from_secs(5);
+
+/// Closes a client connection whose request body was not read: stop
+/// sending, then drain what it still sends for a while, so that closing
+/// does not reset the connection before the client read the response.
+async fn linger(c: &mut Client) {
+    let stream: &mut TcpStream = match &mut c.stream {
+        ClientStream::Plain(s) => s,
+        ClientStream::Tls(s) => s.linger_socket(&c.timer).await,
+    };
+    // SAFETY: the fd belongs to `c.stream`, open for the whole call.
+    unsafe { libc::shutdown(stream.as_raw_fd(), libc::SHUT_WR) };
+    let until = Instant::now() + LINGER_TIME;
+    c.rbuf.consume(c.rbuf.len());
+    while Instant::now() < until {
+        if c.rbuf.fill(stream, &c.timer, LINGER_READ).await.is_err() {
+            break;
+        }
+        c.rbuf.consume(c.rbuf.len());
     }
 }
 

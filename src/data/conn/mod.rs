@@ -7,13 +7,14 @@
 //! connection be used, may this failure be retried and where, may either
 //! connection be kept) is a pure function of `proto::exchange`.
 //!
-//! This file holds the connection's state (`Client`) and one exchange:
-//! route and pick (`one_request`, `pick`), the attempts and what follows
-//! a failure (`exchange`, `attempt`, `connect`), and the response
-//! (`respond`). Around it: how the task starts or resumes (`start.rs`),
-//! the keep-alive loop and the wait between requests (`keepalive.rs`),
-//! reading a request's head and planning its body (`request.rs`), streamed
-//! uploads (`upload.rs`) and upgraded connections (`tunnel.rs`).
+//! This file holds the connection's state (`Client`) and one request:
+//! route and pick (`one_request`, `pick`), and the attempts with what
+//! follows a failure (`exchange`). Around it: how the task starts or
+//! resumes (`start.rs`), the keep-alive loop, the wait between requests and
+//! the lingering close (`keepalive.rs`), reading a request's head and
+//! planning its body (`request.rs`), one try on one server (`attempt.rs`),
+//! the response (`respond.rs`), streamed uploads (`upload.rs`) and
+//! upgraded connections (`tunnel.rs`).
 //!
 //! # Request-body buffering
 //!
@@ -91,50 +92,42 @@
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
+use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use monoio::net::TcpStream;
-
-use super::upstream::{ConnectFailure, UpStream};
+use super::upstream::UpStream;
 
 use super::body_buf::{self, BodyBuf};
 use super::buf::{self, ReadError, RecvBuf};
 use super::client_stream::ClientStream;
-use super::deadline::{ClientWatch, Timer};
+use super::deadline::Timer;
 use super::idle::Parked;
-use super::io::{relay, write_all, write_counted, Body, LastWrites, Pipe, RelayError};
-use super::pool::{Pool, Taken};
+use super::io::write_all;
+use super::pool::Pool;
 use super::shard::{Shard, ShardView, Slot};
-use super::splice;
 use crate::config::{HashKey, HttpConfig};
 use crate::lb::{hash_bytes, NoServer, ShardState};
 use crate::metrics::{ConnState, FailureKind};
 use crate::proto::exchange::{
-    body_out, body_step, buffer_limit, counts_against_server, linger_after_refusal,
-    may_pool_upstream, retry, too_many_interim, wire_cap, BodyFacts, BodyStep, Failed, Retry, Sent,
-    Tried, UpstreamEnd,
+    body_step, buffer_limit, counts_against_server, linger_after_refusal, retry, wire_cap,
+    BodyFacts, BodyStep, Failed, Retry, Tried,
 };
-use crate::proto::http1::encode::{
-    client_ip_text, encode_canned, encode_request_set, encode_response, BodyOut, ClientConn,
-    Forwarded, SetField,
-};
-use crate::proto::http1::{
-    decode_response, ChunkedDecoder, Field, FieldKind, Framing, Method, RequestHead, Version,
-};
-use crate::proto::pool_policy::reuse_within;
+use crate::proto::http1::encode::{client_ip_text, encode_canned};
+use crate::proto::http1::{Field, Framing, RequestHead};
 use crate::snapshot::{ServerSnap, UpstreamSnap};
 
+mod attempt;
 mod keepalive;
 mod request;
+mod respond;
 mod start;
 mod tunnel;
 mod upload;
 
-use request::{plan_body, read_head, send_continue, BodyState, Req};
+use attempt::{attempt, AttemptError};
+use request::{plan_body, read_head, send_continue, Req};
 pub use start::{spawn_accepted, spawn_resumed};
-use upload::{upload, warn_interim_flood, Watch};
 
 /// The status logged and counted for a request whose client left before
 /// its response head (nginx's "client closed request").
@@ -144,11 +137,6 @@ const UPSTREAM_BUF: usize = buf::POOLED;
 /// Retries of a request whose pooled connection turned out stale; they do
 /// not count against `retries`.
 const STALE_RETRIES: u32 = 2;
-/// Lingering close (nginx's `lingering_time` / `lingering_timeout`): how
-/// long a client's unread body is drained after the final response, and
-/// how long one read of it may wait.
-const LINGER_TIME: Duration = Duration::from_secs(30);
-const LINGER_READ: Duration = Duration::from_secs(5);
 
 /// What happens to the client connection after an exchange.
 enum Next {
@@ -837,516 +825,5 @@ async fn fail(
     match c.reply(log, status, keep, c.client_timeout).await {
         Next::KeepAlive => Next::KeepAlive,
         _ => req.closing(),
-    }
-}
-
-enum AttemptError {
-    /// The client failed, or was already answered; nothing more to do.
-    Client,
-    /// The client went away while the response was awaited (499).
-    ClientGone,
-    /// The upstream failed before any response byte went to the client.
-    /// `sent`: whether request bytes may have reached the server; `stale`:
-    /// a pooled connection that failed before any response byte.
-    Upstream {
-        failure: Failure,
-        sent: Sent,
-        stale: bool,
-    },
-}
-
-/// One try of a request on a server: on an idle pooled connection if
-/// `pooled` allows and one is usable, else on a new one.
-async fn attempt(
-    shard: &Shard,
-    c: &mut Client,
-    req: &mut Req<'_>,
-    t: Target<'_>,
-    pooled: bool,
-    log: &mut ReqLog,
-) -> Result<Next, AttemptError> {
-    let up = t.up;
-    let server = t.server();
-    let (key, now, idle_limit) = (pool_key(&t), shard.clock.get(), up.config.keepalive_timeout);
-    // Sent again if the connection turns out closed (see `retry`)?
-    let replayable = req.head.method.is_idempotent() && req.body.whole();
-    let within = reuse_within(replayable, idle_limit);
-    let taken = match up.config.send_proxy_protocol {
-        _ if !pooled => Taken::none(),
-        // A PROXY-tagged connection names one client: it is private to
-        // that client's connection (see `proxy_protocol`).
-        Some(_) => c.private.take(key, now, idle_limit, within),
-        None => shard.pool.borrow_mut().take(key, now, idle_limit, within),
-    };
-    if taken.discarded > 0 {
-        let mut rec = shard.rec.borrow_mut();
-        for _ in 0..taken.discarded {
-            rec.on_upstream_failure(t.label(), FailureKind::Discarded);
-        }
-    }
-    let conn = match taken.stream {
-        Some(stream) => UpConn {
-            stream,
-            reused: true,
-        },
-        None => {
-            let t0 = Instant::now();
-            let tls = up.config.tls.as_deref().map(|tls| (tls, t.si));
-            // On a TLS upstream the PROXY header goes before the handshake.
-            let mut preamble = Vec::new();
-            if let (Some(v), Some(_)) = (up.config.send_proxy_protocol, tls) {
-                let fd = c.stream.as_raw_fd();
-                super::proxy_protocol::upstream_header(v, c.peer, c.dst, fd, &mut preamble);
-            }
-            // Boxed, like `upload` below: a connect (its timeout holds a
-            // 640-byte, 128-aligned timer entry) is rare next to a reuse,
-            // and inline it would more than double every connection
-            // task's state (moved on every request's await).
-            let stream = Box::pin(connect(shard, &t, tls, preamble, up.config.connect_timeout))
-                .await
-                .map_err(|failure| AttemptError::Upstream {
-                    failure,
-                    sent: Sent::Nothing,
-                    stale: false,
-                })?;
-            let us = t0.elapsed().as_micros() as u64;
-            shard.rec.borrow_mut().on_connect_time(t.label(), us);
-            UpConn {
-                stream,
-                reused: false,
-            }
-        }
-    };
-    // Whatever a previous exchange left is not this response.
-    c.ubuf.consume(c.ubuf.len());
-
-    // Head (+ buffered body) in one write.
-    let head = req.head;
-    let mut out = buf::ensure_pooled(std::mem::take(&mut c.out));
-    let plain = up.config.tls.is_none();
-    if let (Some(v), false, true) = (up.config.send_proxy_protocol, conn.reused, plain) {
-        super::proxy_protocol::upstream_header(v, c.peer, c.dst, c.stream.as_raw_fd(), &mut out);
-    }
-    {
-        let buf = c.rbuf.data();
-        let fwd = Forwarded {
-            client_ip: c.ip(),
-            https: c.stream.is_tls(),
-            set: c.subject.as_ref().map(|(name, value)| SetField {
-                name,
-                value: value.as_deref(),
-            }),
-        };
-        let prefix = &buf[head.head_len..head.head_len + req.body.prefix];
-        let whole_chunked = req.body.chunked_len.filter(|_| req.dechunk_whole);
-        match (head.framing, whole_chunked) {
-            (Framing::Chunked, Some(len)) => {
-                // The whole chunked body is buffered: sent with a
-                // Content-Length, as nginx sends every buffered body (a
-                // WSGI application reads the body by CONTENT_LENGTH).
-                // Already validated by plan_body.
-                let sent = RequestHead {
-                    framing: Framing::Length(len),
-                    ..*head
-                };
-                encode_request_set(&mut out, buf, &sent, &c.fields, &server.host, &fwd);
-                let _ = ChunkedDecoder::request(0).dechunk(prefix, &mut out);
-            }
-            (Framing::Chunked, None) => {
-                encode_request_set(&mut out, buf, head, &c.fields, &server.host, &fwd);
-                // Streamed from here on: chunked. This drops forbidden trailers.
-                let _ = ChunkedDecoder::request(0).forward(prefix, &mut out);
-            }
-            _ => {
-                encode_request_set(&mut out, buf, head, &c.fields, &server.host, &fwd);
-                out.extend_from_slice(prefix);
-            }
-        }
-    }
-    if req.body.rest.is_some() {
-        c.out = out;
-        return Box::pin(upload(shard, c, req, t, conn, log)).await;
-    }
-    let mut conn = conn;
-    let fd = conn.stream.as_raw_fd();
-    let (r, n, o) =
-        write_counted(&mut conn.stream, fd, out, &c.timer, up.config.send_timeout).await;
-    c.out = o;
-    if let Err(e) = r {
-        let failed = AttemptError::Upstream {
-            failure: match e {
-                RelayError::DstTimeout => Failure::Timeout,
-                _ => Failure::Reset,
-            },
-            sent: if n == 0 { Sent::Nothing } else { Sent::Maybe },
-            stale: conn.reused,
-        };
-        // A backend may answer a request it will not take (413, 401)
-        // after its head, then close without reading the body: the body's
-        // write then fails with a reset, but the answer is already in our
-        // receive queue (the kernel keeps received data readable after a
-        // reset). Relay it, as the streaming path does; else the failure
-        // stands as it was.
-        if n > 0 && !matches!(e, RelayError::DstTimeout) {
-            match respond(shard, c, req, t, conn, log).await {
-                // Nothing came back: the failure is the write's.
-                Err(AttemptError::Upstream { .. }) => {}
-                // An answer was relayed, or the client went away meanwhile.
-                other => return other,
-            }
-        }
-        return Err(failed);
-    }
-    respond(shard, c, req, t, conn, log).await
-}
-
-/// The pool key of a target server: its address and TLS identity.
-fn pool_key(t: &Target<'_>) -> super::pool::Key {
-    let tls = t.up.config.tls.as_deref();
-    (t.server().addr, tls.map_or(0, |tls| tls.pool_key[t.si]))
-}
-
-async fn connect(
-    shard: &Shard,
-    t: &Target<'_>,
-    tls: Option<(&crate::tls::upstream::UpstreamTls, usize)>,
-    preamble: Vec<u8>,
-    limit: Duration,
-) -> Result<UpStream, Failure> {
-    match super::upstream::connect(t.server().addr, tls, preamble, limit).await {
-        Ok((s, resumed)) => {
-            if let Some(resumed) = resumed {
-                shard.rec.borrow_mut().on_upstream_tls_handshake(resumed);
-            }
-            Ok(s)
-        }
-        Err(ConnectFailure::Tcp(e)) => Err(Failure::of_connect(&e)),
-        Err(ConnectFailure::Timeout) => Err(Failure::ConnectTimeout),
-        Err(ConnectFailure::TlsTimeout) => {
-            shard.rec.borrow_mut().on_upstream_tls_failure(true);
-            crate::warn!(
-                "upstream {} server {}: TLS handshake timed out (not finished within connect_timeout {:?})",
-                t.up.config.name,
-                t.server().addr,
-                limit,
-            );
-            Err(Failure::TlsHandshakeTimeout)
-        }
-        Err(ConnectFailure::Tls(e)) => {
-            shard.rec.borrow_mut().on_upstream_tls_failure(false);
-            crate::warn!(
-                "upstream {} server {}: TLS handshake failed: {e}",
-                t.up.config.name,
-                t.server().addr,
-            );
-            Err(Failure::TlsHandshake)
-        }
-    }
-}
-
-/// What watching the client of `req` needs to know while its response is
-/// awaited: TLS or not, and whether requests it pipelined are buffered
-/// already (bytes in `c.rbuf` past this request, or held in its TLS
-/// stream).
-fn client_watch(c: &mut Client, req: &Req<'_>) -> ClientWatch {
-    let this = match req.body.state {
-        BodyState::Buffered => req.head.head_len + req.body.prefix,
-        _ => 0,
-    };
-    ClientWatch {
-        tls: c.stream.is_tls(),
-        // A TLS stream may hold more of what the client sent (plaintext
-        // rustls decrypted, ciphertext not yet fed to it) when the receive
-        // buffer was full: those are pipelined requests too, though the
-        // socket no longer shows them.
-        pipelined: c.rbuf.len() > this || c.stream.holds_unread(),
-    }
-}
-
-/// Reads the response head (unless already buffered) and relays the
-/// response.
-async fn respond(
-    shard: &Shard,
-    c: &mut Client,
-    req: &mut Req<'_>,
-    t: Target<'_>,
-    conn: UpConn,
-    log: &mut ReqLog,
-) -> Result<Next, AttemptError> {
-    let up = t.up;
-    let server = t.server();
-    let head = req.head;
-    let UpConn { mut stream, reused } = conn;
-    let key = pool_key(&t);
-    let us = &mut stream;
-    let client_timeout = c.client_timeout;
-    let sent_at = Instant::now();
-    let mut got_bytes = !c.ubuf.is_empty();
-    let watch = Some(client_watch(c, req));
-    let mut interim = 0;
-    let resp = loop {
-        match decode_response(
-            c.ubuf.data(),
-            UPSTREAM_BUF,
-            head.method == Method::Head,
-            &mut c.rfields,
-        ) {
-            Ok(Some(r)) if r.is_informational() && r.status != 101 => {
-                interim += 1;
-                if too_many_interim(interim) {
-                    warn_interim_flood(&t);
-                    return Err(Watch::Flood.into_error());
-                }
-                // 1xx: pass to an HTTP/1.1 client, then wait for the final head.
-                let mut out = buf::ensure_pooled(std::mem::take(&mut c.out));
-                if head.version == Version::Http11 {
-                    encode_response(
-                        &mut out,
-                        c.ubuf.data(),
-                        &r,
-                        &c.rfields,
-                        ClientConn::KeepAlive(Version::Http11),
-                        BodyOut::AsIs,
-                        b"",
-                    );
-                }
-                c.ubuf.consume(r.head_len);
-                let (res, o) = write_all(&mut c.stream, out, &c.timer, client_timeout).await;
-                c.out = o;
-                if res.is_err() {
-                    return Err(AttemptError::Client);
-                }
-                continue;
-            }
-            Ok(Some(r)) => break r,
-            Ok(None) => {}
-            Err(e) => {
-                crate::warn!(
-                    "upstream {} server {}: malformed response head ({e:?})",
-                    up.config.name,
-                    server.addr
-                );
-                return Err(AttemptError::Upstream {
-                    failure: Failure::Malformed,
-                    sent: Sent::Maybe,
-                    stale: false,
-                });
-            }
-        }
-        let (timer, limit) = (&c.timer, up.config.read_timeout);
-        let read = c.ubuf.fill_upto(us, timer, limit, splice::HEAD_READ, watch);
-        match read.await {
-            Ok(_) => got_bytes = true,
-            Err(ReadError::ClientGone) => return Err(AttemptError::ClientGone),
-            Err(ReadError::Timeout) => {
-                return Err(AttemptError::Upstream {
-                    failure: Failure::Timeout,
-                    sent: Sent::Maybe,
-                    stale: false,
-                })
-            }
-            Err(e) => {
-                return Err(AttemptError::Upstream {
-                    failure: if matches!(e, ReadError::Eof) {
-                        Failure::Eof
-                    } else {
-                        Failure::Reset
-                    },
-                    sent: Sent::Maybe,
-                    stale: reused && !got_bytes,
-                })
-            }
-        }
-    };
-    // Committed: the response goes to the client, whatever happens next.
-    req.release(c);
-    log.upstream_us = Some(sent_at.elapsed().as_micros() as u64);
-    log.status = resp.status;
-    let draining = shard.draining();
-
-    if resp.status == 101 {
-        if !head.upgrade || !req.body.read() {
-            crate::warn!(
-                "upstream {} server {}: unsolicited 101 → 502",
-                up.config.name,
-                server.addr
-            );
-            let _ = c.reply(log, 502, false, client_timeout).await;
-            return Ok(req.closing());
-        }
-        let mut out = buf::ensure_pooled(std::mem::take(&mut c.out));
-        encode_response(
-            &mut out,
-            c.ubuf.data(),
-            &resp,
-            &c.rfields,
-            ClientConn::Upgrade,
-            BodyOut::AsIs,
-            b"",
-        );
-        c.ubuf.consume(resp.head_len);
-        out.extend_from_slice(c.ubuf.data());
-        c.ubuf.consume(c.ubuf.len());
-        let (r, o) = write_all(&mut c.stream, out, &c.timer, client_timeout).await;
-        c.out = o;
-        if r.is_err() {
-            return Ok(Next::Close);
-        }
-        return Ok(Next::Tunnel(stream));
-    }
-
-    // Only a close-delimited body asks (one with a length or chunked
-    // framing never does): no scan of the fields on the common path.
-    let transfer_coded = resp.framing == Framing::Close
-        && c.rfields
-            .iter()
-            .any(|f| f.kind == FieldKind::TransferEncoding);
-    let body_out = body_out(resp.framing, head.version, transfer_coded);
-    let client_keep = req.client_keep(
-        c,
-        body_out.close_delimited(),
-        shard.keep_alive_off(&c.timer),
-    );
-    let conn_opt = if client_keep {
-        ClientConn::KeepAlive(head.version)
-    } else {
-        ClientConn::Close
-    };
-    let mut out = buf::ensure_pooled(std::mem::take(&mut c.out));
-    let date = super::date::current();
-    encode_response(
-        &mut out,
-        c.ubuf.data(),
-        &resp,
-        &c.rfields,
-        conn_opt,
-        body_out,
-        &date,
-    );
-    c.ubuf.consume(resp.head_len);
-    let mut body = match resp.framing {
-        Framing::None => Body::Length(0),
-        Framing::Length(n) => Body::Length(n),
-        Framing::Chunked => Body::chunked_response(body_out == BodyOut::Dechunk),
-        Framing::Close if body_out == BodyOut::Rechunk => Body::Rechunk,
-        Framing::Close => Body::Close,
-    };
-    let done = match body.absorb(&mut c.ubuf, &mut out) {
-        Ok(d) => d,
-        Err(_) => {
-            let _ = c.reply(log, 502, false, client_timeout).await;
-            return Ok(req.closing());
-        }
-    };
-    let mut written = 0;
-    let sfd = us.as_raw_fd();
-    let dfd = c.stream.as_raw_fd();
-    // The same pipe over either pair of stream types.
-    macro_rules! pipe {
-        ($src:expr, $dst:expr) => {
-            Pipe {
-                src: $src,
-                src_fd: sfd,
-                sbuf: &mut c.ubuf,
-                dst: $dst,
-                dst_fd: dfd,
-                timer: &c.timer,
-                read_limit: up.config.read_timeout,
-                write_limit: client_timeout,
-                watch,
-            }
-        };
-    }
-    let (r, o) = match (&mut *us, &mut c.stream) {
-        // The whole response is buffered and the connection closes after
-        // it: its last segment leaves with the FIN (`LastWrites`), over TLS
-        // with the close_notify too (`TlsLastWrites`).
-        (src, ClientStream::Plain(dst)) if done && !client_keep => {
-            let dst = &mut LastWrites(dst);
-            relay(pipe!(src, dst), out, &mut body, done, &mut written).await
-        }
-        // Plain on both sides: a large body may be spliced (`splice.rs`).
-        (UpStream::Plain(src), ClientStream::Plain(dst)) => {
-            splice::relay_plain(pipe!(src, dst), out, &mut body, done, &mut written).await
-        }
-        (src, ClientStream::Tls(dst)) if done && !client_keep => {
-            let dst = &mut super::tls::TlsLastWrites(dst);
-            relay(pipe!(src, dst), out, &mut body, done, &mut written).await
-        }
-        (src, dst) => relay(pipe!(src, dst), out, &mut body, done, &mut written).await,
-    };
-    c.out = o;
-    log.bytes_out += written;
-    match r {
-        Ok(()) => {}
-        Err(
-            RelayError::SrcEof
-            | RelayError::SrcTimeout
-            | RelayError::SrcIo(_)
-            | RelayError::Malformed(_),
-        ) => {
-            crate::warn!(
-                "upstream {} server {}: response body cut short",
-                up.config.name,
-                server.addr
-            );
-            return Ok(req.closing());
-        }
-        // The client left while the backend was slow to send more of the
-        // body: the response keeps the status it was sent with (as in
-        // nginx), the upstream connection is closed.
-        Err(RelayError::DstIo(_) | RelayError::DstTimeout | RelayError::ClientGone) => {
-            return Ok(Next::Close)
-        }
-    }
-    let pool = may_pool_upstream(UpstreamEnd {
-        response_keep_alive: resp.keep_alive(),
-        response_complete: true,
-        request_complete: req.body.read(),
-        leftover: !c.ubuf.is_empty() || !stream.is_clean(),
-        draining,
-    });
-    if pool && up.config.send_proxy_protocol.is_some() {
-        let cap = up.config.keepalive.min(1);
-        c.private.put(
-            key,
-            stream,
-            cap,
-            up.config.keepalive_timeout,
-            shard.clock.get(),
-        );
-    } else if pool {
-        shard.pool.borrow_mut().put(
-            key,
-            stream,
-            up.config.keepalive,
-            up.config.keepalive_timeout,
-            shard.clock.get(),
-        );
-    }
-    Ok(if client_keep {
-        Next::KeepAlive
-    } else {
-        req.closing()
-    })
-}
-
-/// Closes a client connection whose request body was not read: stop
-/// sending, then drain what it still sends for a while, so that closing
-/// does not reset the connection before the client read the response.
-async fn linger(c: &mut Client) {
-    let stream: &mut TcpStream = match &mut c.stream {
-        ClientStream::Plain(s) => s,
-        ClientStream::Tls(s) => s.linger_socket(&c.timer).await,
-    };
-    // SAFETY: the fd belongs to `c.stream`, open for the whole call.
-    unsafe { libc::shutdown(stream.as_raw_fd(), libc::SHUT_WR) };
-    let until = Instant::now() + LINGER_TIME;
-    c.rbuf.consume(c.rbuf.len());
-    while Instant::now() < until {
-        if c.rbuf.fill(stream, &c.timer, LINGER_READ).await.is_err() {
-            break;
-        }
-        c.rbuf.consume(c.rbuf.len());
     }
 }

@@ -16,8 +16,10 @@ use std::task::Poll;
 
 use monoio::io::AsyncReadRent;
 
+use super::attempt::AttemptError;
 use super::request::{send_continue, BodyState, Req};
-use super::{respond, AttemptError, Client, Failure, Next, ReqLog, Target, UpConn, UPSTREAM_BUF};
+use super::respond::respond;
+use super::{Client, Failure, Next, ReqLog, Target, UpConn, UPSTREAM_BUF};
 use crate::data::buf::RecvBuf;
 use crate::data::deadline::{ClientWatch, Shut};
 use crate::data::io::{relay, Pipe, RelayError};
