@@ -36,12 +36,20 @@ fn start(tls_extra: &str) -> Setup {
 /// [`start`], with `prepare` run on the PKI first; `{dir}` in `tls_extra`
 /// is the PKI's directory.
 fn start_with(tls_extra: &str, prepare: impl FnOnce(&Pki)) -> Setup {
+    start_behind(tls_extra, prepare, recording_backend())
+}
+
+/// [`start_with`], in front of `be` (`seen`: what it records).
+fn start_behind(
+    tls_extra: &str,
+    prepare: impl FnOnce(&Pki),
+    (be, seen): (Backend, Arc<Mutex<Vec<String>>>),
+) -> Setup {
     let pki = Pki::new();
     pki.leaf("a", &["a.test", "*.a.test"], 30);
     pki.leaf("b", &["b.test"], 30);
     prepare(&pki);
     let tls_extra = tls_extra.replace("{dir}", &pki.dir.0.display().to_string());
-    let (be, seen) = recording_backend();
     let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let cfg = format!(
         "[runtime]\nworkers = 2\n\n[admin]\nlisten = \"{admin}\"\n\n\
@@ -567,6 +575,79 @@ fn tickets_held_for_the_first_response_still_arrive_and_resume() {
     assert_eq!(seen.len(), 2, "{seen:#?}");
     assert!(seen[0].starts_with("GET /first HTTP/1.1\r\n"), "{seen:#?}");
     assert!(seen[1].starts_with("GET /last HTTP/1.1\r\n"), "{seen:#?}");
+}
+
+/// A backend that records each request line and answers `GET /size/N`
+/// with an N-byte body (a byte pattern), head and body in one write, so
+/// that the proxy has the whole response before it writes to the client.
+fn sized_backend() -> (Backend, Arc<Mutex<Vec<String>>>) {
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let s2 = Arc::clone(&seen);
+    let be = backend(move |mut s: TcpStream| {
+        let mut buf = Vec::new();
+        while let Some(req) = read_request(&mut s, &mut buf) {
+            let line = common::request_line(&req);
+            let n: usize = line
+                .split(' ')
+                .nth(1)
+                .and_then(|p| p.strip_prefix("/size/"))
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            s2.lock().unwrap().push(line);
+            let mut resp = format!("HTTP/1.1 200 OK\r\nContent-Length: {n}\r\n\r\n").into_bytes();
+            resp.extend(pattern(n));
+            if s.write_all(&resp).is_err() {
+                return;
+            }
+        }
+    });
+    (be, seen)
+}
+
+fn pattern(n: usize) -> impl Iterator<Item = u8> {
+    (0..n).map(|i| b'a' + (i % 26) as u8)
+}
+
+/// A closing HTTPS response is written with its close_notify and the FIN
+/// as one last write (`TlsLastWrites`): from one byte to several TLS
+/// records, the client gets every byte, then a close_notify (not a bare
+/// end of stream), and the backend got each request once.
+#[test]
+fn closing_https_responses_arrive_whole_and_end_with_close_notify() {
+    let s = start_behind("", |_| {}, sized_backend());
+    let cfg = rustls_config(&s.pki.path("ca.pem"));
+    let sizes = [1, 16 * 1024 - 100, 16 * 1024 + 1, 30_000];
+    for n in sizes {
+        let mut c =
+            rustls::ClientConnection::new(Arc::clone(&cfg), "a.test".try_into().unwrap()).unwrap();
+        let mut sock = TcpStream::connect(s.rl.addr).unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        c.writer()
+            .write_all(
+                format!("GET /size/{n} HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n")
+                    .as_bytes(),
+            )
+            .unwrap();
+        while c.is_handshaking() || c.wants_write() {
+            c.complete_io(&mut sock).unwrap();
+        }
+        let got = rustls_read(&mut c, &mut sock, None);
+        let (head, body) = got.split_once("\r\n\r\n").expect("a head");
+        assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+        assert!(head.contains("\r\nConnection: close"), "{head}");
+        assert!(
+            body.bytes().eq(pattern(n)),
+            "size {n}: got {} bytes",
+            body.len()
+        );
+    }
+    let seen = s.seen.lock().unwrap().clone();
+    let want: Vec<String> = sizes
+        .iter()
+        .map(|n| format!("GET /size/{n} HTTP/1.1"))
+        .collect();
+    assert_eq!(seen, want);
 }
 
 /// Reads plaintext from a rustls client until it ends with `until`, or

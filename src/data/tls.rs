@@ -59,16 +59,19 @@ impl AsyncWriteRent for TlsLastWrites<'_> {
             Ok(n) => n,
             Err(e) => return (Err(e), buf),
         };
-        let (io, sess, tx) = self.0.parts();
-        if n == buf.bytes_init() {
-            // The last of it: close_notify follows in the same write (the
-            // connection's close then sends nothing more).
+        let r = if n < buf.bytes_init() {
+            // rustls took part of it (its buffer limit): more writes
+            // follow, so these records leave as any others do.
+            self.0.flush_tls().await
+        } else {
+            // The last of it, and close_notify after it (the connection's
+            // close then sends nothing more), all in one write: `LastWrites`
+            // ends the stream once a write has left whole.
+            let (io, sess, tx) = self.0.parts();
             sess.with(|c| c.send_close_notify());
-        }
-        match ServerStream::flush_through(sess, tx, &mut LastWrites(io)).await {
-            Ok(()) => (Ok(n), buf),
-            Err(e) => (Err(e), buf),
-        }
+            ServerStream::flush_through(sess, tx, &mut LastWrites(io), usize::MAX).await
+        };
+        (r.map(|()| n), buf)
     }
 
     fn writev<T: IoVecBuf>(&mut self, buf: T) -> impl Future<Output = BufResult<usize, T>> {

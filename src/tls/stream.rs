@@ -255,17 +255,20 @@ impl<IO: ReadIo, S: Session> TlsStream<IO, S> {
 
 impl<IO, S: Session> TlsStream<IO, S> {
     /// Writes every record rustls has queued through `io` (the stream's
-    /// own socket, or a wrapper of it).
+    /// own socket, or a wrapper of it), at most about `chunk` bytes per
+    /// write. `usize::MAX`: all of them in one write, for a writer that
+    /// ends the stream after a write it sent whole (`data::io::LastWrites`).
     pub(crate) async fn flush_through<W: AsyncWriteRent>(
         sess: &mut S,
         txbuf: &mut Vec<u8>,
         io: &mut W,
+        chunk: usize,
     ) -> io::Result<()> {
         loop {
             let mut tx = std::mem::take(txbuf);
             tx.clear();
             let more = sess.with(|c| {
-                while c.wants_write() && tx.len() < TX_CHUNK {
+                while c.wants_write() && tx.len() < chunk {
                     c.write_tls(&mut tx)?;
                 }
                 Ok::<_, io::Error>(c.wants_write())
@@ -308,7 +311,7 @@ impl<IO: AsyncWriteRent, S: Session> TlsStream<IO, S> {
     /// Writes every record rustls has queued.
     pub(crate) async fn flush_tls(&mut self) -> io::Result<()> {
         let (io, sess, tx) = self.parts();
-        Self::flush_through(sess, tx, io).await
+        Self::flush_through(sess, tx, io, TX_CHUNK).await
     }
 
     async fn write_plain<T: IoBuf>(&mut self, buf: T) -> BufResult<usize, T> {
